@@ -1,13 +1,26 @@
 import { defineConfig } from "vitest/config"
 
+// Two projects: `unit` runs without external servers; `integration` (files named *.int.test.ts)
+// gets one shared testbed (real etcd, Redis, registry, kube-apiserver, simulated kubelet) from
+// test/testbed/globalSetup.ts, started once per run and torn down at the end, also on failure.
 export default defineConfig({
   test: {
-    include: ["test/**/*.test.ts"],
-    globalSetup: ["test/testbed/globalSetup.ts"],
     testTimeout: 60_000,
     hookTimeout: 180_000,
-    fileParallelism: true,
     maxWorkers: 2,
-    reporters: ["default"]
+    projects: [
+      {
+        extends: true,
+        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: ["test/**/*.int.test.ts", "**/node_modules/**"] }
+      },
+      {
+        extends: true,
+        test: {
+          name: "integration",
+          include: ["test/**/*.int.test.ts"],
+          globalSetup: ["test/testbed/globalSetup.ts"]
+        }
+      }
+    ]
   }
 })

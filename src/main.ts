@@ -1,0 +1,68 @@
+/**
+ * Composition root of the agent daemon: CLI → configuration → layers → NodeRuntime.runMain.
+ * `node dist/main.js [-f PATH] [--debug] [--check-config] [--help] [--version]`
+ */
+import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import { Console, Effect, Exit, Cause, Layer, Option } from "effect"
+import { CliError, Command, Flag } from "effect/cli"
+import { type LoadedConfig, loadConfig, redacted } from "./config/AgentConfig.ts"
+import { AgentLive } from "./AgentLive.ts"
+import { checkNodeVersion, VERSION } from "./version.ts"
+import * as Logging from "./observability/Logging.ts"
+
+const configFlag = Flag.String("config").pipe(
+  Flag.withAlias("f"),
+  Flag.withDescription("Path of agent.toml (default: $BACKEND_CONFIG_FILE, ./agent.toml, ~/.config/backend.ai/agent.toml, /etc/backend.ai/agent.toml)"),
+  Flag.optional
+)
+
+const printConfigErrors = (loaded: { readonly message: string }) => Console.error(loaded.message)
+
+const run = (loaded: LoadedConfig, debug: boolean) =>
+  Layer.launch(AgentLive(loaded)).pipe(
+    Effect.provide(Logging.layer(loaded.config.logging, { debug, isTty: process.stderr.isTTY === true }))
+  )
+
+const agent = Command.make(
+  "bai-agent",
+  {
+    config: configFlag,
+    debug: Flag.Boolean("debug").pipe(Flag.withDescription("Log at debug level"), Flag.withDefault(false)),
+    checkConfig: Flag.Boolean("check-config").pipe(
+      Flag.withDescription("Load and validate the configuration, print it (secrets redacted) and exit"),
+      Flag.withDefault(false)
+    )
+  },
+  Effect.fn(function*({ checkConfig, config, debug }) {
+    const loaded = yield* loadConfig(Option.getOrUndefined(config), process.env).pipe(
+      Effect.tapError(printConfigErrors)
+    )
+    if (checkConfig) {
+      for (const w of loaded.warnings) yield* Console.error(`warning: ${w}`)
+      yield* Console.log(JSON.stringify(redacted(loaded), null, 2))
+      return
+    }
+    return yield* run(loaded, debug)
+  })
+).pipe(Command.withDescription("Backend.AI agent for Kubernetes (manager 19.06 / K1 contract)"))
+
+checkNodeVersion(process.versions.node)
+
+Command.run(agent, { version: VERSION }).pipe(
+  Effect.provide(NodeServices.layer),
+  NodeRuntime.runMain({
+    disableErrorReporting: true,
+    // SIGTERM/SIGINT interrupt the main fiber: every scope closes, and that is a clean exit.
+    teardown: (exit, onExit) => {
+      if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) return onExit(0)
+      const squashed = Cause.squash(exit.cause)
+      const tag = typeof squashed === "object" && squashed !== null && "_tag" in squashed ? squashed._tag : undefined
+      // --help is reported by the CLI as a "failure"; config and CLI errors were already printed.
+      if (tag === "ShowHelp") return onExit(0)
+      if (tag !== "ConfigError" && !CliError.isCliError(squashed)) {
+        console.error(Cause.pretty(exit.cause))
+      }
+      return onExit(1)
+    }
+  })
+)

@@ -1,0 +1,227 @@
+/**
+ * THE contract between manager 19.06 and this agent (spec §2.1, K1 / D19): one definition per
+ * RPC method with its Python parameter names, a tuple Schema for the positional arguments and a
+ * Schema for the result. Independent of the framing: the aiozmq server (`aiozmq/RpcServer.ts`)
+ * serves it today, a Callosum transport can serve the same handlers later.
+ *
+ * Argument schemas decode the msgpack-decoded positional-argument array (lenient like aiozmq's
+ * annotation coercion); result schemas encode the handler's value into something the Python-
+ * semantics msgpack encoder writes byte-exactly (floats as float64, bytes as bin, None as nil).
+ */
+import { Context, Effect, Layer, Schema, SchemaGetter } from "effect"
+import { type DomainError, NotImplemented } from "../domain/Errors.ts"
+import * as Py from "./msgpack/PySchema.ts"
+
+/** One RPC method. */
+export interface AgentRpc<
+  Name extends string,
+  Args extends Schema.Codec<ReadonlyArray<any>, unknown>,
+  Success extends Schema.Codec<any, unknown>
+> {
+  readonly name: Name
+  /** Python parameter names, in order (binds keyword arguments; documents the contract). */
+  readonly params: ReadonlyArray<string>
+  /** Positional arguments, decoded from the wire's argument array. */
+  readonly args: Args
+  /** The result, encoded before msgpack. */
+  readonly success: Success
+}
+
+/** Any method definition, as seen by a transport. */
+export type AnyAgentRpc = AgentRpc<string, Schema.Codec<ReadonlyArray<any>, unknown>, Schema.Codec<any, unknown>>
+
+const rpc = <
+  const Name extends string,
+  Args extends Schema.Codec<ReadonlyArray<any>, unknown>,
+  Success extends Schema.Codec<any, unknown>
+>(name: Name, params: ReadonlyArray<string>, args: Args, success: Success): AgentRpc<Name, Args, Success> => ({
+  name,
+  params,
+  args,
+  success
+})
+
+// ---------------------------------------------------------------------------------------------
+// Result shapes (spec §2.1, §2.3, §8.4)
+
+/** A service port of a kernel (K1 shape, spec §2.3). */
+export const ServicePort = Schema.Struct({
+  name: Schema.String,
+  protocol: Schema.String,
+  container_port: Schema.Int,
+  host_port: Schema.Int
+})
+export type ServicePort = typeof ServicePort.Type
+
+/** `create_kernel` result (spec §2.3). */
+export const CreateKernelResult = Schema.Struct({
+  id: Schema.String,
+  kernel_host: Schema.String,
+  repl_in_port: Schema.Int,
+  repl_out_port: Schema.Int,
+  stdin_port: Schema.Int,
+  stdout_port: Schema.Int,
+  service_ports: Schema.Array(ServicePort),
+  container_id: Schema.String,
+  resource_spec: Schema.String
+})
+export type CreateKernelResult = typeof CreateKernelResult.Type
+
+/** `restart_kernel` result (D19). */
+export const RestartKernelResult = Schema.Struct({
+  container_id: Schema.String,
+  repl_in_port: Schema.Int,
+  repl_out_port: Schema.Int,
+  stdin_port: Schema.Int,
+  stdout_port: Schema.Int,
+  service_ports: Schema.Array(ServicePort)
+})
+export type RestartKernelResult = typeof RestartKernelResult.Type
+
+/** `execute` result (spec §8.4); API v1 fields are optional. */
+export const ExecuteResult = Schema.Struct({
+  runId: Schema.String,
+  status: Schema.Literals(["continued", "waiting-input", "clean-finished", "build-finished", "finished", "exec-timeout"]),
+  exitCode: Schema.NullOr(Schema.Int),
+  options: Schema.NullOr(Py.Dict),
+  files: Schema.Array(Schema.Unknown),
+  console: Schema.optionalKey(Schema.Array(Schema.Unknown)),
+  stdout: Schema.optionalKey(Schema.String),
+  stderr: Schema.optionalKey(Schema.String),
+  media: Schema.optionalKey(Schema.Array(Schema.Unknown)),
+  html: Schema.optionalKey(Schema.Array(Schema.Unknown))
+})
+export type ExecuteResult = typeof ExecuteResult.Type
+
+/** `start_service` result. */
+export const StartServiceResult = Schema.Struct({
+  status: Schema.Literals(["started", "running", "failed"]),
+  error: Schema.optionalKey(Schema.String)
+})
+export type StartServiceResult = typeof StartServiceResult.Type
+
+/** `list_files` result: `files` is a JSON text of `[{mode,size,ctime,mtime,atime,filename}]`. */
+export const ListFilesResult = Schema.Struct({
+  files: Schema.String,
+  errors: Schema.String,
+  abspath: Schema.String
+})
+export type ListFilesResult = typeof ListFilesResult.Type
+
+/** `get_logs` result. */
+export const GetLogsResult = Schema.Struct({ logs: Schema.String })
+export type GetLogsResult = typeof GetLogsResult.Type
+
+// ---------------------------------------------------------------------------------------------
+// Arguments needing more than a plain tuple
+
+/** `get_completions(kid, text, opts)`; manager 19.06 sends `(kid, mode, text, opts)` (spec §2.1). */
+const GetCompletionsArgs3 = Schema.Tuple([Py.Str, Py.Str, Py.Dict])
+const GetCompletionsArgs = Schema.Union([
+  GetCompletionsArgs3,
+  Schema.Tuple([Py.Str, Py.Str, Py.Str, Py.Dict]).pipe(
+    Schema.decodeTo(Schema.toType(GetCompletionsArgs3), {
+      decode: SchemaGetter.transform(([kid, _mode, text, opts]) => [kid, text, opts] as const),
+      encode: SchemaGetter.transform(([kid, text, opts]) => [kid, "query", text, opts] as const)
+    })
+  )
+])
+
+// ---------------------------------------------------------------------------------------------
+// The methods (spec §2.1)
+
+export const AgentRpcs = {
+  ping: rpc("ping", ["msg"], Schema.Tuple([Py.Str]), Schema.String),
+  ping_kernel: rpc("ping_kernel", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
+  create_kernel: rpc("create_kernel", ["kernel_id", "config"], Schema.Tuple([Py.Str, Py.Dict]), CreateKernelResult),
+  destroy_kernel: rpc(
+    "destroy_kernel",
+    ["kernel_id", "reason"],
+    Schema.Tuple([Py.Str, Schema.optionalKey(Schema.NullOr(Py.Str))]),
+    // K1 returns None; D19 returns the kernel's last stat dict
+    Schema.Union([Py.None, Py.Dict])
+  ),
+  restart_kernel: rpc("restart_kernel", ["kernel_id", "new_config"], Schema.Tuple([Py.Str, Py.Dict]), RestartKernelResult),
+  interrupt_kernel: rpc("interrupt_kernel", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
+  execute: rpc(
+    "execute",
+    ["api_version", "kernel_id", "run_id", "mode", "code", "opts", "flush_timeout"],
+    Schema.Tuple([
+      Py.Int,
+      Py.Str,
+      Schema.NullOr(Py.Str),
+      Py.Str,
+      Py.Str,
+      Py.Dict,
+      Schema.optionalKey(Schema.NullOr(Py.Float))
+    ]),
+    // None when the run was cancelled (the manager maps it to a synthetic `finished`, exit 130)
+    Schema.NullOr(ExecuteResult)
+  ),
+  get_completions: rpc("get_completions", ["kernel_id", "text", "opts"], GetCompletionsArgs, Schema.Union([Py.None, Py.Dict])),
+  get_logs: rpc("get_logs", ["kernel_id"], Schema.Tuple([Py.Str]), GetLogsResult),
+  refresh_idle: rpc("refresh_idle", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
+  start_service: rpc(
+    "start_service",
+    ["kernel_id", "service", "opts"],
+    Schema.Tuple([Py.Str, Py.Str, Py.Dict]),
+    StartServiceResult
+  ),
+  upload_file: rpc("upload_file", ["kernel_id", "filename", "filedata"], Schema.Tuple([Py.Str, Py.Str, Py.Bytes]), Py.None),
+  download_file: rpc("download_file", ["kernel_id", "filepath"], Schema.Tuple([Py.Str, Py.Str]), Schema.NullOr(Py.Bytes)),
+  list_files: rpc("list_files", ["kernel_id", "path"], Schema.Tuple([Py.Str, Py.Str]), ListFilesResult),
+  shutdown_agent: rpc("shutdown_agent", ["terminate_kernels"], Schema.Tuple([Py.Bool]), Py.None),
+  reset_agent: rpc("reset_agent", [], Schema.Tuple([]), Py.None),
+  clean_all_kernels: rpc("clean_all_kernels", ["reason"], Schema.Tuple([Schema.NullOr(Py.Str)]), Py.None)
+} as const
+
+export type AgentRpcs = typeof AgentRpcs
+export type AgentRpcName = keyof AgentRpcs
+
+/** The handler of one method: decoded positional arguments in, result or domain error out. */
+export type AgentRpcHandler<R extends AnyAgentRpc> = (
+  ...args: R["args"]["Type"]
+) => Effect.Effect<R["success"]["Type"], DomainError>
+
+/** A handler for every method. */
+export type AgentRpcHandlerMap = { readonly [K in AgentRpcName]: AgentRpcHandler<AgentRpcs[K]> }
+
+/** Some handlers: what one handler group (`handlers/*.ts`) provides. */
+export type PartialAgentRpcHandlers = Partial<AgentRpcHandlerMap>
+
+const notImplemented = (method: string) => () => Effect.fail(new NotImplemented({ method }))
+
+/** Completes a partial handler record: missing methods fail with {@link NotImplemented}. */
+export const completeHandlers = (...groups: ReadonlyArray<PartialAgentRpcHandlers>): AgentRpcHandlerMap => {
+  const merged: PartialAgentRpcHandlers = Object.assign({}, ...groups)
+  const out: Record<string, unknown> = {}
+  for (const name of Object.keys(AgentRpcs)) {
+    out[name] = merged[name as AgentRpcName] ?? notImplemented(name)
+  }
+  return out as AgentRpcHandlerMap
+}
+
+/**
+ * The handlers of every method of {@link AgentRpcs}, transport-independent.
+ * Build with {@link AgentRpcHandlers.layer} from handler groups (effects that may use services).
+ */
+export class AgentRpcHandlers extends Context.Service<AgentRpcHandlers, AgentRpcHandlerMap>()(
+  "bai-agent/rpc/AgentRpcHandlers"
+) {
+  /**
+   * Merges handler groups (later groups win); methods no group implements answer `NotImplemented`.
+   *
+   *   AgentRpcHandlers.layer(HealthHandlers, KernelHandlers)
+   */
+  static readonly layer = <E = never, R = never>(
+    ...groups: ReadonlyArray<Effect.Effect<PartialAgentRpcHandlers, E, R>>
+  ): Layer.Layer<AgentRpcHandlers, E, R> =>
+    Layer.effect(
+      AgentRpcHandlers,
+      Effect.map(Effect.all(groups), (parts) => AgentRpcHandlers.of(completeHandlers(...parts)))
+    )
+
+  /** Handlers from plain records (tests). */
+  static readonly layerOf = (...groups: ReadonlyArray<PartialAgentRpcHandlers>): Layer.Layer<AgentRpcHandlers> =>
+    Layer.succeed(AgentRpcHandlers, AgentRpcHandlers.of(completeHandlers(...groups)))
+}

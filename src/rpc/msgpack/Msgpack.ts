@@ -1,0 +1,479 @@
+/**
+ * msgpack with Python semantics (msgpack-python `packb(use_bin_type=True)` /
+ * `unpackb(raw=False, strict_map_key=True)`), as used by aiozmq and the manager.
+ *
+ * - `string` ↔ str family, `Uint8Array` ↔ bin family (never mixed up);
+ * - `null`/`undefined` → nil, nil → `null`;
+ * - integral safe numbers → the smallest int encoding Python would pick; other numbers → float64;
+ *   wrap a value in {@link PyFloat} to force float64 even when it is integral (`1.0` in Python);
+ * - `bigint` → int64 / uint64; decoded 64-bit ints outside the safe range come back as `bigint`;
+ * - arrays (tuples) ↔ arrays; plain objects and `Map`s → maps; decoded maps are plain objects with
+ *   string keys (Python's `strict_map_key`; any other key type is a decode error);
+ * - extension types are rejected (aiozmq reserves 123–127 for pickled datetimes; nobody sends them).
+ *
+ * Pure functions: the codec is used from inside effects through `Effect.try`.
+ */
+import { Effect, Schema } from "effect"
+
+/** A Python `float`: encoded as msgpack float64 even when the value is integral. */
+export class PyFloat {
+  readonly value: number
+  constructor(value: number) {
+    this.value = value
+  }
+}
+
+/** Values the encoder accepts. */
+export type PyValue =
+  | null
+  | undefined
+  | boolean
+  | number
+  | bigint
+  | string
+  | Uint8Array
+  | PyFloat
+  | ReadonlyArray<PyValue>
+  | ReadonlyMap<string, PyValue>
+  | { readonly [key: string]: PyValue }
+
+/** Thrown (only) by {@link decode} / {@link encode}; callers wrap them in `Effect.try`. */
+export class MsgpackFormatError extends Error {
+  override readonly name = "MsgpackFormatError"
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder
+
+const utf8Encoder = new TextEncoder()
+
+class Writer {
+  buf: Buffer
+  view: DataView
+  pos = 0
+  constructor(size: number) {
+    this.buf = Buffer.allocUnsafe(size)
+    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength)
+  }
+  ensure(n: number): void {
+    if (this.pos + n <= this.buf.length) return
+    let size = this.buf.length * 2
+    while (size < this.pos + n) size *= 2
+    const next = Buffer.allocUnsafe(size)
+    this.buf.copy(next, 0, 0, this.pos)
+    this.buf = next
+    this.view = new DataView(next.buffer, next.byteOffset, next.byteLength)
+  }
+  u8(v: number): void {
+    this.ensure(1)
+    this.buf[this.pos++] = v
+  }
+  u8u8(t: number, v: number): void {
+    this.ensure(2)
+    this.buf[this.pos++] = t
+    this.buf[this.pos++] = v
+  }
+  u8u16(t: number, v: number): void {
+    this.ensure(3)
+    this.buf[this.pos++] = t
+    this.view.setUint16(this.pos, v)
+    this.pos += 2
+  }
+  u8u32(t: number, v: number): void {
+    this.ensure(5)
+    this.buf[this.pos++] = t
+    this.view.setUint32(this.pos, v)
+    this.pos += 4
+  }
+  u8i8(t: number, v: number): void {
+    this.ensure(2)
+    this.buf[this.pos++] = t
+    this.view.setInt8(this.pos, v)
+    this.pos += 1
+  }
+  u8i16(t: number, v: number): void {
+    this.ensure(3)
+    this.buf[this.pos++] = t
+    this.view.setInt16(this.pos, v)
+    this.pos += 2
+  }
+  u8i32(t: number, v: number): void {
+    this.ensure(5)
+    this.buf[this.pos++] = t
+    this.view.setInt32(this.pos, v)
+    this.pos += 4
+  }
+  f64(v: number): void {
+    this.ensure(9)
+    this.buf[this.pos++] = 0xcb
+    this.view.setFloat64(this.pos, v)
+    this.pos += 8
+  }
+  big(v: bigint): void {
+    this.ensure(9)
+    if (v >= 0n) {
+      if (v > 0xffffffffffffffffn) throw new MsgpackFormatError(`integer out of range: ${v}`)
+      this.buf[this.pos++] = 0xcf
+      this.view.setBigUint64(this.pos, v)
+    } else {
+      if (v < -0x8000000000000000n) throw new MsgpackFormatError(`integer out of range: ${v}`)
+      this.buf[this.pos++] = 0xd3
+      this.view.setBigInt64(this.pos, v)
+    }
+    this.pos += 8
+  }
+  bytes(b: Uint8Array): void {
+    this.ensure(b.length)
+    this.buf.set(b, this.pos)
+    this.pos += b.length
+  }
+}
+
+const writeInt = (w: Writer, n: number): void => {
+  if (n >= 0) {
+    if (n < 0x80) w.u8(n)
+    else if (n <= 0xff) w.u8u8(0xcc, n)
+    else if (n <= 0xffff) w.u8u16(0xcd, n)
+    else if (n <= 0xffffffff) w.u8u32(0xce, n)
+    else w.big(BigInt(n))
+  } else {
+    if (n >= -32) w.u8(n & 0xff)
+    else if (n >= -0x80) w.u8i8(0xd0, n)
+    else if (n >= -0x8000) w.u8i16(0xd1, n)
+    else if (n >= -0x80000000) w.u8i32(0xd2, n)
+    else w.big(BigInt(n))
+  }
+}
+
+const writeBigInt = (w: Writer, n: bigint): void => {
+  if (n >= BigInt(Number.MIN_SAFE_INTEGER) && n <= BigInt(Number.MAX_SAFE_INTEGER)) writeInt(w, Number(n))
+  else w.big(n)
+}
+
+const writeStr = (w: Writer, s: string): void => {
+  // Fast path: ASCII-only short strings.
+  const len = s.length
+  if (len < 32) {
+    let ascii = true
+    for (let i = 0; i < len; i++) {
+      if (s.charCodeAt(i) > 0x7f) {
+        ascii = false
+        break
+      }
+    }
+    if (ascii) {
+      w.ensure(1 + len)
+      w.buf[w.pos++] = 0xa0 | len
+      for (let i = 0; i < len; i++) w.buf[w.pos++] = s.charCodeAt(i)
+      return
+    }
+  }
+  const bytes = utf8Encoder.encode(s)
+  const n = bytes.length
+  if (n < 32) w.u8(0xa0 | n)
+  else if (n <= 0xff) w.u8u8(0xd9, n)
+  else if (n <= 0xffff) w.u8u16(0xda, n)
+  else if (n <= 0xffffffff) w.u8u32(0xdb, n)
+  else throw new MsgpackFormatError("string too long")
+  w.bytes(bytes)
+}
+
+const writeBin = (w: Writer, b: Uint8Array): void => {
+  const n = b.length
+  if (n <= 0xff) w.u8u8(0xc4, n)
+  else if (n <= 0xffff) w.u8u16(0xc5, n)
+  else if (n <= 0xffffffff) w.u8u32(0xc6, n)
+  else throw new MsgpackFormatError("bytes too long")
+  w.bytes(b)
+}
+
+const writeArrayHeader = (w: Writer, n: number): void => {
+  if (n < 16) w.u8(0x90 | n)
+  else if (n <= 0xffff) w.u8u16(0xdc, n)
+  else w.u8u32(0xdd, n)
+}
+
+const writeMapHeader = (w: Writer, n: number): void => {
+  if (n < 16) w.u8(0x80 | n)
+  else if (n <= 0xffff) w.u8u16(0xde, n)
+  else w.u8u32(0xdf, n)
+}
+
+const MAX_DEPTH = 512
+
+const writeValue = (w: Writer, v: unknown, depth: number): void => {
+  if (depth > MAX_DEPTH) throw new MsgpackFormatError("value nested too deeply")
+  switch (typeof v) {
+    case "string":
+      return writeStr(w, v)
+    case "number":
+      return Number.isSafeInteger(v) ? writeInt(w, v === 0 ? 0 : v) : w.f64(v)
+    case "boolean":
+      return w.u8(v ? 0xc3 : 0xc2)
+    case "undefined":
+      return w.u8(0xc0)
+    case "bigint":
+      return writeBigInt(w, v)
+    case "object": {
+      if (v === null) return w.u8(0xc0)
+      if (v instanceof PyFloat) return w.f64(v.value)
+      if (v instanceof Uint8Array) return writeBin(w, v)
+      if (Array.isArray(v)) {
+        writeArrayHeader(w, v.length)
+        for (const item of v) writeValue(w, item, depth + 1)
+        return
+      }
+      if (v instanceof Map) {
+        writeMapHeader(w, v.size)
+        for (const [key, item] of v) {
+          if (typeof key !== "string") throw new MsgpackFormatError(`map key must be a string, got ${typeof key}`)
+          writeStr(w, key)
+          writeValue(w, item, depth + 1)
+        }
+        return
+      }
+      const proto = Object.getPrototypeOf(v)
+      if (proto !== Object.prototype && proto !== null) {
+        throw new MsgpackFormatError(`cannot encode an instance of ${proto?.constructor?.name ?? "?"}`)
+      }
+      const record = v as Record<string, unknown>
+      let n = 0
+      for (const key in record) if (record[key] !== undefined) n++
+      writeMapHeader(w, n)
+      for (const key in record) {
+        const item = record[key]
+        if (item === undefined) continue // absent optional keys; Python has no `undefined`
+        writeStr(w, key)
+        writeValue(w, item, depth + 1)
+      }
+      return
+    }
+    default:
+      throw new MsgpackFormatError(`cannot encode a ${typeof v}`)
+  }
+}
+
+/** Encodes a value with Python semantics. Throws {@link MsgpackFormatError} on unencodable input. */
+export const encode = (value: unknown): Buffer => {
+  const w = new Writer(128)
+  writeValue(w, value, 0)
+  return w.buf.subarray(0, w.pos)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Decoder
+
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true })
+
+class Reader {
+  readonly buf: Uint8Array
+  readonly view: DataView
+  pos = 0
+  constructor(buf: Uint8Array) {
+    this.buf = buf
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+  }
+  need(n: number): void {
+    if (this.pos + n > this.buf.length) throw new MsgpackFormatError("unexpected end of data")
+  }
+}
+
+const readStr = (r: Reader, n: number): string => {
+  r.need(n)
+  const start = r.pos
+  r.pos += n
+  // ASCII fast path for short strings
+  if (n < 32) {
+    let s = ""
+    for (let i = start; i < start + n; i++) {
+      const c = r.buf[i]!
+      if (c > 0x7f) return decodeUtf8(r.buf.subarray(start, start + n))
+      s += String.fromCharCode(c)
+    }
+    return s
+  }
+  return decodeUtf8(r.buf.subarray(start, start + n))
+}
+
+const decodeUtf8 = (bytes: Uint8Array): string => {
+  try {
+    return utf8Decoder.decode(bytes)
+  } catch {
+    throw new MsgpackFormatError("invalid UTF-8 in str")
+  }
+}
+
+const readBin = (r: Reader, n: number): Uint8Array => {
+  r.need(n)
+  // copy: the caller's frame buffer may be reused by the transport
+  const out = Buffer.from(r.buf.subarray(r.pos, r.pos + n))
+  r.pos += n
+  return out
+}
+
+const readArray = (r: Reader, n: number, depth: number): Array<unknown> => {
+  // every element takes at least one byte: reject impossible lengths before allocating
+  if (n > r.buf.length - r.pos) throw new MsgpackFormatError("array length exceeds data")
+  const out = new Array<unknown>(n)
+  for (let i = 0; i < n; i++) out[i] = readValue(r, depth + 1)
+  return out
+}
+
+const readMap = (r: Reader, n: number, depth: number): Record<string, unknown> => {
+  if (n * 2 > r.buf.length - r.pos) throw new MsgpackFormatError("map length exceeds data")
+  const out: Record<string, unknown> = {}
+  for (let i = 0; i < n; i++) {
+    const key = readValue(r, depth + 1)
+    if (typeof key !== "string") throw new MsgpackFormatError("map key is not a str")
+    const value = readValue(r, depth + 1)
+    if (key === "__proto__") Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true })
+    else out[key] = value
+  }
+  return out
+}
+
+const toIntNumber = (v: bigint): number | bigint =>
+  v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v
+
+const readValue = (r: Reader, depth: number): unknown => {
+  if (depth > MAX_DEPTH) throw new MsgpackFormatError("data nested too deeply")
+  r.need(1)
+  const t = r.buf[r.pos++]!
+  if (t < 0x80) return t
+  if (t >= 0xe0) return t - 0x100
+  if (t >= 0xa0 && t <= 0xbf) return readStr(r, t & 0x1f)
+  if (t >= 0x90 && t <= 0x9f) return readArray(r, t & 0x0f, depth)
+  if (t >= 0x80 && t <= 0x8f) return readMap(r, t & 0x0f, depth)
+  const v = r.view
+  let n: number
+  switch (t) {
+    case 0xc0:
+      return null
+    case 0xc2:
+      return false
+    case 0xc3:
+      return true
+    case 0xc4:
+      r.need(1)
+      n = v.getUint8(r.pos)
+      r.pos += 1
+      return readBin(r, n)
+    case 0xc5:
+      r.need(2)
+      n = v.getUint16(r.pos)
+      r.pos += 2
+      return readBin(r, n)
+    case 0xc6:
+      r.need(4)
+      n = v.getUint32(r.pos)
+      r.pos += 4
+      return readBin(r, n)
+    case 0xca:
+      r.need(4)
+      r.pos += 4
+      return v.getFloat32(r.pos - 4)
+    case 0xcb:
+      r.need(8)
+      r.pos += 8
+      return v.getFloat64(r.pos - 8)
+    case 0xcc:
+      r.need(1)
+      return v.getUint8(r.pos++)
+    case 0xcd:
+      r.need(2)
+      r.pos += 2
+      return v.getUint16(r.pos - 2)
+    case 0xce:
+      r.need(4)
+      r.pos += 4
+      return v.getUint32(r.pos - 4)
+    case 0xcf:
+      r.need(8)
+      r.pos += 8
+      return toIntNumber(v.getBigUint64(r.pos - 8))
+    case 0xd0:
+      r.need(1)
+      return v.getInt8(r.pos++)
+    case 0xd1:
+      r.need(2)
+      r.pos += 2
+      return v.getInt16(r.pos - 2)
+    case 0xd2:
+      r.need(4)
+      r.pos += 4
+      return v.getInt32(r.pos - 4)
+    case 0xd3:
+      r.need(8)
+      r.pos += 8
+      return toIntNumber(v.getBigInt64(r.pos - 8))
+    case 0xd9:
+      r.need(1)
+      n = v.getUint8(r.pos)
+      r.pos += 1
+      return readStr(r, n)
+    case 0xda:
+      r.need(2)
+      n = v.getUint16(r.pos)
+      r.pos += 2
+      return readStr(r, n)
+    case 0xdb:
+      r.need(4)
+      n = v.getUint32(r.pos)
+      r.pos += 4
+      return readStr(r, n)
+    case 0xdc:
+      r.need(2)
+      n = v.getUint16(r.pos)
+      r.pos += 2
+      return readArray(r, n, depth)
+    case 0xdd:
+      r.need(4)
+      n = v.getUint32(r.pos)
+      r.pos += 4
+      return readArray(r, n, depth)
+    case 0xde:
+      r.need(2)
+      n = v.getUint16(r.pos)
+      r.pos += 2
+      return readMap(r, n, depth)
+    case 0xdf:
+      r.need(4)
+      n = v.getUint32(r.pos)
+      r.pos += 4
+      return readMap(r, n, depth)
+    default:
+      // 0xc1 (never used), ext/fixext 0xc7–0xc9, 0xd4–0xd8
+      throw new MsgpackFormatError(`unsupported msgpack type 0x${t.toString(16)}`)
+  }
+}
+
+/**
+ * Decodes exactly one msgpack value (trailing bytes are an error, like Python's `ExtraData`).
+ * Throws {@link MsgpackFormatError} on malformed input.
+ */
+export const decode = (bytes: Uint8Array): unknown => {
+  const r = new Reader(bytes)
+  const value = readValue(r, 0)
+  if (r.pos !== bytes.length) throw new MsgpackFormatError("extra data after the msgpack value")
+  return value
+}
+
+// ---------------------------------------------------------------------------------------------
+// Effect wrappers
+
+
+/** A msgpack payload that could not be decoded or a value that could not be encoded. */
+export class MsgpackError extends Schema.TaggedError<MsgpackError>()("MsgpackError", {
+  reason: Schema.Literals(["Decode", "Encode"]),
+  message: Schema.String
+}) {}
+
+const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+/** {@link decode} as an effect. */
+export const decodeEffect = (bytes: Uint8Array): Effect.Effect<unknown, MsgpackError> =>
+  Effect.try({ try: () => decode(bytes), catch: (cause) => new MsgpackError({ reason: "Decode", message: messageOf(cause) }) })
+
+/** {@link encode} as an effect. */
+export const encodeEffect = (value: unknown): Effect.Effect<Buffer, MsgpackError> =>
+  Effect.try({ try: () => encode(value), catch: (cause) => new MsgpackError({ reason: "Encode", message: messageOf(cause) }) })
