@@ -1,0 +1,188 @@
+/**
+ * The Kubernetes API as an Effect service: every call is typed (`KubeError` with a `reason`), bounded
+ * by the request timeout, and every watch is a scoped `Stream` that aborts its HTTP request when the
+ * consumer's scope closes.
+ */
+import * as k8s from "@kubernetes/client-node"
+import { Cause, Context, Effect, Layer, Option, Queue, Schema, Stream } from "effect"
+import * as path from "node:path"
+import { AgentConfig } from "../config/AgentConfig.ts"
+
+export const KubeErrorReason = Schema.Literals([
+  "NotFound",
+  "Conflict",
+  "AlreadyExists",
+  "Invalid",
+  "Forbidden",
+  "Unauthorized",
+  "Gone",
+  "Timeout",
+  "Unavailable",
+  "Other"
+])
+export type KubeErrorReason = typeof KubeErrorReason.Type
+
+export class KubeError extends Schema.TaggedError<KubeError>()("KubeError", {
+  reason: KubeErrorReason,
+  operation: Schema.String,
+  status: Schema.optionalKey(Schema.Number),
+  message: Schema.String
+}) {}
+
+/** Status and server message of whatever the client library threw. */
+const describeFailure = (e: unknown): { status: number | undefined; message: string; serverReason: string | undefined } => {
+  if (e instanceof k8s.ApiException) {
+    let message = e.message
+    let serverReason: string | undefined
+    const body: unknown = e.body
+    try {
+      const parsed = typeof body === "string" ? JSON.parse(body) : body
+      if (parsed && typeof parsed === "object") {
+        if (typeof parsed.message === "string") message = parsed.message
+        if (typeof parsed.reason === "string") serverReason = parsed.reason
+      }
+    } catch {
+      if (typeof body === "string" && body.length > 0) message = body.slice(0, 500)
+    }
+    return { status: e.code, message, serverReason }
+  }
+  const err = e as { code?: unknown; message?: unknown }
+  return { status: undefined, message: typeof err?.message === "string" ? err.message : String(e), serverReason: undefined }
+}
+
+export const toKubeError = (operation: string) => (e: unknown): KubeError => {
+  const { message, serverReason, status } = describeFailure(e)
+  const reason: KubeErrorReason = status === 404
+    ? "NotFound"
+    : status === 409
+    ? serverReason === "AlreadyExists" ? "AlreadyExists" : "Conflict"
+    : status === 422
+    ? "Invalid"
+    : status === 403
+    ? "Forbidden"
+    : status === 401
+    ? "Unauthorized"
+    : status === 410
+    ? "Gone"
+    : status === undefined || status >= 500 || status === 429
+    ? "Unavailable"
+    : "Other"
+  return new KubeError({ reason, operation, message, ...(status === undefined ? {} : { status }) })
+}
+
+export interface WatchEvent<A> {
+  readonly type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR"
+  readonly object: A
+}
+
+export interface KubeClientShape {
+  readonly config: k8s.KubeConfig
+  /** The API server URL, for messages. */
+  readonly server: string
+  readonly core: <A>(operation: string, f: (api: k8s.CoreV1Api) => Promise<A>) => Effect.Effect<A, KubeError>
+  readonly coordination: <A>(operation: string, f: (api: k8s.CoordinationV1Api) => Promise<A>) => Effect.Effect<A, KubeError>
+  /**
+   * Watch `path` (e.g. `/api/v1/namespaces/ns/pods`) from `resourceVersion`. The stream ends with a
+   * `KubeError` (reason `Gone` when the version expired, so the caller relists) or when the server
+   * closes the watch; it never retries by itself.
+   */
+  readonly watch: <A>(path: string, query: Record<string, string | number | boolean | undefined>) => Stream.Stream<WatchEvent<A>, KubeError>
+}
+
+export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("bai-agent/kube/KubeClient") {
+  /** Build from an explicit kubeconfig path, the in-cluster service account, or the default search. */
+  static readonly make = Effect.fn("KubeClient.make")(function*(options: {
+    readonly kubeconfig: string | undefined
+    readonly requestTimeoutSeconds: number
+  }) {
+    const kc = yield* Effect.try({
+      try: () => {
+        const kc = new k8s.KubeConfig()
+        if (options.kubeconfig !== undefined) kc.loadFromFile(path.resolve(options.kubeconfig))
+        else if (process.env.KUBERNETES_SERVICE_HOST) kc.loadFromCluster()
+        else kc.loadFromDefault()
+        if (kc.getCurrentCluster() === null) throw new Error("the kubeconfig has no current cluster")
+        return kc
+      },
+      catch: (e) =>
+        new KubeError({
+          reason: "Other",
+          operation: "load kubeconfig",
+          message: `${options.kubeconfig ?? "(in-cluster/default)"}: ${e instanceof Error ? e.message : String(e)}`
+        })
+    })
+    const core = kc.makeApiClient(k8s.CoreV1Api)
+    const coordination = kc.makeApiClient(k8s.CoordinationV1Api)
+    const timeout = `${options.requestTimeoutSeconds} seconds` as const
+    const call = <Api>(api: Api) => <A>(operation: string, f: (api: Api) => Promise<A>): Effect.Effect<A, KubeError> =>
+      Effect.tryPromise({ try: () => f(api), catch: toKubeError(operation) }).pipe(
+        Effect.timeoutOrElse({
+          duration: timeout,
+          orElse: () =>
+            Effect.fail(
+              new KubeError({ reason: "Timeout", operation, message: `no answer within ${options.requestTimeoutSeconds}s` })
+            )
+        })
+      )
+    const watcher = new k8s.Watch(kc)
+    const watch = <A>(p: string, query: Record<string, string | number | boolean | undefined>) =>
+      Stream.callback<WatchEvent<A>, KubeError>((queue) =>
+        Effect.acquireRelease(
+          Effect.tryPromise({
+            try: () =>
+              watcher.watch(
+                p,
+                { ...query, allowWatchBookmarks: true },
+                (type, object) => {
+                  if (type === "ERROR") {
+                    const status = object as { code?: number; message?: string; reason?: string }
+                    Queue.failCauseUnsafe(
+                      queue,
+                      Cause.fail(new KubeError({
+                        reason: status.code === 410 ? "Gone" : "Other",
+                        operation: `watch ${p}`,
+                        message: status.message ?? "watch error",
+                        ...(status.code === undefined ? {} : { status: status.code })
+                      }))
+                    )
+                  } else {
+                    Queue.offerUnsafe(queue, { type: type as WatchEvent<A>["type"], object: object as A })
+                  }
+                },
+                (err) => {
+                  if (err === null || err === undefined || (err as { name?: string }).name === "AbortError") Queue.endUnsafe(queue)
+                  else Queue.failCauseUnsafe(queue, Cause.fail(toKubeError(`watch ${p}`)(err)))
+                }
+              ),
+            catch: toKubeError(`watch ${p}`)
+          }),
+          (controller) => Effect.sync(() => controller.abort())
+        )
+      )
+    return KubeClient.of({
+      config: kc,
+      server: kc.getCurrentCluster()?.server ?? "",
+      core: (operation, f) => call(core)(operation, f),
+      coordination: (operation, f) => call(coordination)(operation, f),
+      watch
+    })
+  })
+
+  static readonly layer = Layer.effect(
+    KubeClient,
+    Effect.gen(function*() {
+      const { config } = yield* AgentConfig
+      return yield* KubeClient.make({
+        kubeconfig: config.kubernetes.kubeconfig,
+        requestTimeoutSeconds: config.kubernetes["request-timeout"]
+      })
+    })
+  )
+}
+
+/** `Some(a)` for a found object, `None` for a 404; other errors stay errors. */
+export const optional = <A, R>(self: Effect.Effect<A, KubeError, R>): Effect.Effect<Option.Option<A>, KubeError, R> =>
+  self.pipe(
+    Effect.map(Option.some),
+    Effect.catchIf((e) => e.reason === "NotFound", () => Effect.succeed(Option.none()))
+  )
