@@ -18,7 +18,9 @@ const logPath = process.env.BAI_RUNNER_LOG
 const logFd = logPath !== undefined ? fs.openSync(logPath, "a") : undefined
 
 const control = (msg: unknown): void => { process.stdout.write(`${JSON.stringify(msg)}\n`) }
-const appendLog = (data: Buffer | string): void => { if (logFd !== undefined) fs.writeSync(logFd, data) }
+const appendLog = (data: Buffer | string): void => {
+  if (logFd !== undefined) fs.writeSync(logFd, typeof data === "string" ? Buffer.from(data) : data)
+}
 
 // ---- sockets ---------------------------------------------------------------------------------------
 const input = new zmq.Pull()

@@ -1,0 +1,32 @@
+// npm run testbed -- up|down|status   (the dev testbed, state in .testbed/dev; TESTBED_NAME overrides)
+import { stateDirOf } from "./paths.ts"
+import { describe, down, status, up } from "./testbed.ts"
+
+const name = process.env.TESTBED_NAME ?? "dev"
+const stateDir = stateDirOf(name)
+const cmd = process.argv[2] ?? "status"
+
+const main = async (): Promise<void> => {
+  switch (cmd) {
+    case "up": {
+      let interrupted = false
+      const onSignal = () => { interrupted = true; console.error("[testbed] interrupted, stopping"); void down(stateDir).then(() => process.exit(130)) }
+      process.once("SIGINT", onSignal)
+      process.once("SIGTERM", onSignal)
+      const env = await up({ name, mode: name === "dev" ? "dev" : "test" })
+      if (!interrupted) console.log(describe(env))
+      return
+    }
+    case "down":
+      console.log((await down(stateDir)) ? `testbed ${name} stopped` : `no testbed in ${stateDir}`)
+      return
+    case "status":
+      console.log(status(stateDir))
+      return
+    default:
+      console.error("usage: npm run testbed -- up|down|status")
+      process.exitCode = 2
+  }
+}
+
+main().catch((e: unknown) => { console.error(e instanceof Error ? e.message : e); process.exit(1) })

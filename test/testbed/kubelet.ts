@@ -1,0 +1,408 @@
+// Simulated kubelet for every testbed node, in one process: `node kubelet.ts <config.json>`.
+// Registers the Nodes and heartbeats them; for pods the real scheduler bound to them it resolves the
+// image against the testbed registry (ErrImagePull/ImagePullBackOff when missing), starts a runner
+// process (runner.ts) and marks the pod Running; confirms graceful deletions; reports exits of
+// restartPolicy=Never pods; plays kube-proxy for NodePort Services (proxy.ts); serves the kubelet API
+// the API server proxies to (/stats/summary, /containerLogs, /healthz) over HTTPS on each node IP.
+import { type ChildProcess, spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as https from "node:https"
+import * as path from "node:path"
+import * as readline from "node:readline"
+import * as k8s from "@kubernetes/client-node"
+import { type KubeletConfig, memoryBytes, type NodeSpec } from "./nodes.ts"
+import { NodePortProxy, type Target } from "./proxy.ts"
+import { resolveImage } from "./registry.ts"
+import { CpuRate, duBytes, type PodUsageInput, processTree, summary, treeUsage } from "./stats.ts"
+
+const config = JSON.parse(fs.readFileSync(process.argv[2]!, "utf8")) as KubeletConfig
+const kc = new k8s.KubeConfig()
+kc.loadFromFile(config.kubeconfig)
+const core = kc.makeApiClient(k8s.CoreV1Api)
+const startTime = new Date().toISOString()
+const log = (msg: string): void => { console.log(`${new Date().toISOString()} ${msg}`) }
+const code = (e: unknown): number | undefined => (e as { code?: number }).code
+const nodesByName = new Map(config.nodes.map((n) => [n.name, n]))
+
+// ---- nodes -----------------------------------------------------------------------------------------
+const nodeStatus = (n: NodeSpec): k8s.V1NodeStatus => {
+  const capacity: Record<string, string> = {
+    cpu: String(n.cpu), memory: n.memory, pods: String(n.pods), "ephemeral-storage": "100Gi",
+    ...(n.gpu > 0 ? { "nvidia.com/gpu": String(n.gpu) } : {}),
+  }
+  const now = new Date()
+  const cond = (type: string, status: string, reason: string) =>
+    ({ type, status, reason, message: "testbed kubelet", lastHeartbeatTime: now, lastTransitionTime: new Date(startTime) })
+  return {
+    capacity, allocatable: capacity,
+    addresses: [{ type: "InternalIP", address: n.ip }, { type: "Hostname", address: n.name }],
+    daemonEndpoints: { kubeletEndpoint: { Port: config.port } },
+    conditions: [
+      cond("MemoryPressure", "False", "KubeletHasSufficientMemory"), cond("DiskPressure", "False", "KubeletHasNoDiskPressure"),
+      cond("PIDPressure", "False", "KubeletHasSufficientPID"), cond("Ready", "True", "KubeletReady"),
+    ],
+    nodeInfo: {
+      kubeletVersion: "v1.20.2", kubeProxyVersion: "v1.20.2", containerRuntimeVersion: "testbed://1",
+      architecture: "amd64", operatingSystem: "linux", osImage: "bai-k8s-agent testbed", kernelVersion: "",
+      bootID: "", machineID: n.name, systemUUID: n.name,
+    },
+  }
+}
+
+const registerNode = async (n: NodeSpec): Promise<void> => {
+  for (let attempt = 0; attempt < 10; attempt++) {
+    let node: k8s.V1Node
+    try {
+      node = await core.readNode({ name: n.name })
+    } catch (e) {
+      if (code(e) !== 404) throw e
+      node = await core.createNode({
+        body: { metadata: { name: n.name, labels: { "kubernetes.io/hostname": n.name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64", "backend.ai/testbed": "true" } } },
+      })
+    }
+    node.status = nodeStatus(n)
+    try { await core.replaceNodeStatus({ name: n.name, body: node }); return } catch (e) { if (code(e) !== 409) throw e }
+  }
+}
+
+// ---- pods ------------------------------------------------------------------------------------------
+interface PodState {
+  pod: k8s.V1Pod
+  readonly node: NodeSpec
+  readonly podIP: string
+  readonly logDir: string
+  workDir: string | undefined
+  workVolume: string | undefined
+  runner: ChildProcess | undefined
+  ports: Map<number, number> // container port → local port of the runner
+  rx: number
+  tx: number
+  restarts: number
+  startedAt: Date | undefined
+  stopping: boolean
+  retry: NodeJS.Timeout | undefined
+}
+
+const pods = new Map<string, PodState>() // by uid
+const chains = new Map<string, Promise<void>>()
+const cpuRate = new CpuRate()
+let ipSeq = 2
+
+/** Runs pod handlers one at a time per pod uid. */
+const serial = (uid: string, f: () => Promise<void>): void => {
+  const next = (chains.get(uid) ?? Promise.resolve()).then(f).catch((e) => log(`pod ${uid}: ${String(e?.body ?? e?.message ?? e)}`))
+  chains.set(uid, next)
+}
+
+/** Read-modify-replace of a pod's status, retried on conflicts; gives up when the pod is gone. */
+const writeStatus = async (st: PodState, mutate: (s: k8s.V1PodStatus) => k8s.V1PodStatus): Promise<void> => {
+  const { name, namespace, uid } = st.pod.metadata!
+  for (let i = 0; i < 8; i++) {
+    let pod: k8s.V1Pod
+    try { pod = await core.readNamespacedPod({ name: name!, namespace: namespace! }) } catch (e) { if (code(e) === 404) return; throw e }
+    if (pod.metadata?.uid !== uid || pod.metadata?.deletionTimestamp) return
+    pod.status = mutate(pod.status ?? {})
+    try { st.pod = await core.replaceNamespacedPodStatus({ name: name!, namespace: namespace!, body: pod }); return } catch (e) {
+      if (code(e) !== 409) throw e
+    }
+  }
+}
+
+const conditions = (ready: boolean): Array<k8s.V1PodCondition> => {
+  const t = new Date()
+  const c = (type: string, ok: boolean) => ({ type, status: ok ? "True" : "False", lastTransitionTime: t, ...(ok ? {} : { reason: "ContainersNotReady" }) })
+  return [c("Initialized", true), c("Ready", ready), c("ContainersReady", ready), c("PodScheduled", true)]
+}
+
+const baseStatus = (st: PodState, s: k8s.V1PodStatus): k8s.V1PodStatus => ({
+  ...s, hostIP: st.node.ip, podIP: st.podIP, podIPs: [{ ip: st.podIP }], startTime: s.startTime ?? new Date(), qosClass: s.qosClass ?? "BestEffort",
+})
+
+const workVolumeOf = (pod: k8s.V1Pod): { name: string; hostPath: string } | undefined => {
+  for (const c of pod.spec?.containers ?? []) {
+    for (const m of c.volumeMounts ?? []) {
+      if (m.mountPath.replace(/\/+$/, "") !== "/home/work") continue
+      const v = pod.spec?.volumes?.find((x) => x.name === m.name)
+      if (v?.hostPath?.path) return { name: v.name, hostPath: path.join(v.hostPath.path, m.subPath ?? "") }
+    }
+  }
+  return undefined
+}
+
+const startPod = async (st: PodState): Promise<void> => {
+  const pod = st.pod
+  const containers = pod.spec!.containers
+  const missing: Array<string> = []
+  for (const c of containers) if ((await resolveImage(config.registry, c.image ?? "").catch(() => undefined)) === undefined) missing.push(c.image ?? "")
+  if (missing.length > 0) return imagePullFailed(st, missing)
+  const vol = workVolumeOf(pod)
+  st.workVolume = vol?.name
+  st.workDir = vol?.hostPath ?? path.join(st.logDir, "work")
+  fs.mkdirSync(st.workDir, { recursive: true })
+  await launchRunner(st)
+}
+
+const imagePullFailed = async (st: PodState, missing: ReadonlyArray<string>): Promise<void> => {
+  const waiting = (reason: string, message: string) => (s: k8s.V1PodStatus): k8s.V1PodStatus => ({
+    ...baseStatus(st, s), phase: "Pending", conditions: conditions(false),
+    containerStatuses: st.pod.spec!.containers.map((c) => ({
+      name: c.name, image: c.image ?? "", imageID: "", ready: false, started: false, restartCount: 0,
+      state: { waiting: missing.includes(c.image ?? "") ? { reason, message } : { reason: "ContainerCreating" } },
+    })),
+  })
+  const image = missing[0]!
+  await writeStatus(st, waiting("ErrImagePull", `rpc error: code = NotFound desc = failed to pull and unpack image "${image}": manifest unknown`))
+  await new Promise((r) => setTimeout(r, 1500))
+  if (st.stopping) return
+  await writeStatus(st, waiting("ImagePullBackOff", `Back-off pulling image "${image}"`))
+  st.retry = setTimeout(() => serial(st.pod.metadata!.uid!, () => (st.stopping ? Promise.resolve() : startPod(st))), 10_000)
+}
+
+const containerEnv = (c: k8s.V1Container, st: PodState): Record<string, string> => {
+  const env: Record<string, string> = {
+    PATH: process.env.PATH ?? "/usr/local/bin:/usr/bin:/bin", HOSTNAME: st.pod.metadata!.name!,
+    KUBERNETES_SERVICE_HOST: "10.96.0.1", KUBERNETES_SERVICE_PORT: "443",
+  }
+  for (const e of c.env ?? []) {
+    if (e.value !== undefined) env[e.name] = e.value
+    else if (e.valueFrom?.fieldRef?.fieldPath === "metadata.name") env[e.name] = st.pod.metadata!.name!
+    else if (e.valueFrom?.fieldRef?.fieldPath === "metadata.namespace") env[e.name] = st.pod.metadata!.namespace!
+    else if (e.valueFrom?.fieldRef?.fieldPath === "status.podIP") env[e.name] = st.podIP
+    else if (e.valueFrom?.fieldRef?.fieldPath === "spec.nodeName") env[e.name] = st.node.name
+  }
+  return env
+}
+
+const launchRunner = async (st: PodState): Promise<void> => {
+  const main = st.pod.spec!.containers[0]!
+  for (const c of st.pod.spec!.containers) fs.appendFileSync(path.join(st.logDir, `${c.name}.log`), "")
+  const runner = spawn(process.execPath, [path.join(import.meta.dirname, "runner.ts")], {
+    cwd: st.workDir, stdio: ["ignore", "pipe", "inherit"],
+    env: { ...containerEnv(main, st), BAI_RUNNER_LOG: path.join(st.logDir, `${main.name}.log`) },
+  })
+  st.runner = runner
+  st.ports = new Map()
+  const lines = readline.createInterface({ input: runner.stdout! })
+  const ready = new Promise<boolean>((resolve) => {
+    lines.on("line", (line) => {
+      try {
+        const msg = JSON.parse(line) as { replIn?: number; replOut?: number; service?: { port: number; local: number } }
+        if (msg.replIn !== undefined && msg.replOut !== undefined) {
+          st.ports.set(2000, msg.replIn); st.ports.set(2001, msg.replOut); resolve(true)
+        }
+        if (msg.service !== undefined) st.ports.set(msg.service.port, msg.service.local)
+      } catch { log(`runner ${runner.pid}: ${line}`) }
+    })
+    runner.once("exit", () => resolve(false))
+  })
+  runner.once("exit", (exitCode, signal) => serial(st.pod.metadata!.uid!, () => runnerExited(st, runner, exitCode ?? 128 + (signal === "SIGKILL" ? 9 : 15))))
+  if (!(await ready)) return
+  st.startedAt = new Date()
+  const started = st.startedAt
+  await writeStatus(st, (s) => ({
+    ...baseStatus(st, s), phase: "Running", conditions: conditions(true),
+    containerStatuses: st.pod.spec!.containers.map((c) => ({
+      name: c.name, image: c.image ?? "", imageID: `testbed://${c.image}`, containerID: `testbed://${st.pod.metadata!.uid}/${c.name}`,
+      ready: true, started: true, restartCount: st.restarts, state: { running: { startedAt: started } },
+      ...(st.restarts > 0 ? { lastState: s.containerStatuses?.find((x) => x.name === c.name)?.state ?? {} } : {}),
+    })),
+  }))
+}
+
+const runnerExited = async (st: PodState, runner: ChildProcess, exitCode: number): Promise<void> => {
+  if (st.runner !== runner) return
+  st.runner = undefined
+  if (st.stopping) return
+  const policy = st.pod.spec?.restartPolicy ?? "Always"
+  const terminated = { exitCode, reason: exitCode === 0 ? "Completed" : "Error", startedAt: st.startedAt ?? new Date(), finishedAt: new Date(), containerID: `testbed://${st.pod.metadata!.uid}` }
+  if (policy === "Never" || (policy === "OnFailure" && exitCode === 0)) {
+    await writeStatus(st, (s) => ({
+      ...baseStatus(st, s), phase: exitCode === 0 ? "Succeeded" : "Failed", conditions: conditions(false),
+      containerStatuses: st.pod.spec!.containers.map((c) => ({
+        name: c.name, image: c.image ?? "", imageID: `testbed://${c.image}`, ready: false, started: false, restartCount: st.restarts,
+        state: { terminated },
+      })),
+    }))
+    return
+  }
+  st.restarts++
+  await new Promise((r) => setTimeout(r, 1000))
+  if (!st.stopping) await launchRunner(st)
+}
+
+/** SIGKILLs the runner and every descendant (children run in their own process groups). */
+const killRunner = (st: PodState): void => {
+  const r = st.runner
+  st.runner = undefined
+  if (r?.pid === undefined) return
+  for (const pid of processTree(r.pid).reverse()) { try { process.kill(pid, "SIGKILL") } catch { /* gone */ } }
+}
+
+const stopPod = (uid: string): void => {
+  const st = pods.get(uid)
+  if (st === undefined) return
+  st.stopping = true
+  if (st.retry !== undefined) clearTimeout(st.retry)
+  killRunner(st)
+  cpuRate.forget(uid)
+  pods.delete(uid)
+}
+
+const onPod = async (type: string, pod: k8s.V1Pod): Promise<void> => {
+  const uid = pod.metadata!.uid!
+  const node = nodesByName.get(pod.spec?.nodeName ?? "")
+  if (type === "DELETED" || node === undefined) { stopPod(uid); return }
+  const { name, namespace } = pod.metadata!
+  if (pod.metadata!.deletionTimestamp) {
+    stopPod(uid)
+    await core.deleteNamespacedPod({ name: name!, namespace: namespace!, body: { gracePeriodSeconds: 0, preconditions: { uid } } })
+      .catch((e) => { if (code(e) !== 404 && code(e) !== 409) throw e })
+    return
+  }
+  const existing = pods.get(uid)
+  if (existing !== undefined) { existing.pod = pod; return }
+  if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") return
+  const nodeIndex = config.nodes.indexOf(node) + 1
+  const seq = ipSeq++
+  const st: PodState = {
+    pod, node, podIP: `10.244.${nodeIndex * 16 + ((seq >> 8) & 15)}.${seq & 255}`,
+    logDir: path.join(config.podsDir, `${namespace}_${name}_${uid}`),
+    workDir: undefined, workVolume: undefined, runner: undefined, ports: new Map(),
+    rx: 0, tx: 0, restarts: 0, startedAt: undefined, stopping: false, retry: undefined,
+  }
+  fs.mkdirSync(st.logDir, { recursive: true })
+  pods.set(uid, st)
+  await startPod(st)
+}
+
+// ---- kube-proxy ------------------------------------------------------------------------------------
+const matches = (selector: Record<string, string> | undefined, labels: Record<string, string> | undefined): boolean =>
+  selector !== undefined && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels?.[k] === v)
+
+const resolveTarget = (svc: k8s.V1Service, port: k8s.V1ServicePort): Target | undefined => {
+  for (const st of pods.values()) {
+    if (st.runner === undefined || st.pod.metadata?.namespace !== svc.metadata?.namespace) continue
+    if (!matches(svc.spec?.selector, st.pod.metadata?.labels)) continue
+    let containerPort: number | undefined
+    const tp = port.targetPort ?? port.port
+    if (typeof tp === "number" || /^\d+$/.test(String(tp))) containerPort = Number(tp)
+    else {
+      for (const c of st.pod.spec!.containers) containerPort ??= c.ports?.find((p) => p.name === tp)?.containerPort
+    }
+    const local = containerPort !== undefined ? st.ports.get(containerPort) : undefined
+    if (local !== undefined) return { podUid: st.pod.metadata!.uid!, port: local }
+  }
+  return undefined
+}
+
+const proxy = new NodePortProxy(config.nodes.map((n) => n.ip), resolveTarget, (uid, rx, tx) => {
+  const st = pods.get(uid)
+  if (st !== undefined) { st.rx += rx; st.tx += tx }
+}, log)
+
+// ---- kubelet API -----------------------------------------------------------------------------------
+const podUsage = (st: PodState): PodUsageInput => {
+  const usage = st.runner?.pid !== undefined ? treeUsage(st.runner.pid) : { cpuNs: 0, rssBytes: 0, pids: 0 }
+  const uid = st.pod.metadata!.uid!
+  let logBytes = 0
+  try { for (const f of fs.readdirSync(st.logDir)) if (f.endsWith(".log")) logBytes += fs.statSync(path.join(st.logDir, f)).size } catch { /* none */ }
+  return {
+    name: st.pod.metadata!.name!, namespace: st.pod.metadata!.namespace!, uid,
+    startTime: (st.startedAt ?? new Date()).toISOString(), containers: st.pod.spec!.containers.map((c) => c.name),
+    usage, cpuNanoCores: cpuRate.update(uid, usage.cpuNs), rxBytes: st.rx, txBytes: st.tx,
+    workDir: st.workDir, workVolume: st.workVolume, workBytes: st.workDir !== undefined ? duBytes(st.workDir) : 0, logBytes,
+  }
+}
+
+const nodeSummary = (n: NodeSpec): unknown =>
+  summary(
+    { nodeName: n.name, startTime, memoryCapacity: memoryBytes(n.memory), fsRoot: config.podsDir },
+    [...pods.values()].filter((p) => p.node === n && p.runner !== undefined).map(podUsage),
+  )
+
+const containerLog = (n: NodeSpec, url: URL, res: import("node:http").ServerResponse): void => {
+  const [, , namespace, name, container] = url.pathname.split("/").map(decodeURIComponent)
+  const st = [...pods.values()].find((p) => p.node === n && p.pod.metadata?.namespace === namespace && p.pod.metadata?.name === name)
+  const file = st !== undefined ? path.join(st.logDir, `${container}.log`) : undefined
+  if (file === undefined || !fs.existsSync(file)) { res.writeHead(404).end(`container ${namespace}/${name}/${container} not found\n`); return }
+  let text = fs.readFileSync(file)
+  const tailLines = url.searchParams.get("tailLines")
+  if (tailLines !== null) {
+    const lines = text.toString("utf8").split(/(?<=\n)/)
+    text = Buffer.from(lines.slice(Math.max(0, lines.length - Number(tailLines))).join(""))
+  }
+  const limit = url.searchParams.get("limitBytes")
+  if (limit !== null) text = text.subarray(0, Number(limit))
+  res.writeHead(200, { "content-type": "text/plain; charset=utf-8" })
+  if (url.searchParams.get("follow") !== "true") { res.end(text); return }
+  res.write(text)
+  let offset = fs.statSync(file).size
+  const timer = setInterval(() => {
+    if (!pods.has(st!.pod.metadata!.uid!)) { clearInterval(timer); res.end(); return }
+    const size = fs.statSync(file).size
+    if (size > offset) { res.write(fs.readFileSync(file).subarray(offset, size)); offset = size }
+  }, 200)
+  res.on("close", () => clearInterval(timer))
+}
+
+const serveNode = (n: NodeSpec): https.Server => {
+  const server = https.createServer({ cert: fs.readFileSync(config.certFile), key: fs.readFileSync(config.keyFile) }, (req, res) => {
+    const url = new URL(req.url ?? "/", "https://kubelet")
+    try {
+      if (url.pathname === "/healthz") res.end("ok")
+      else if (url.pathname === "/stats/summary") { res.writeHead(200, { "content-type": "application/json" }); res.end(JSON.stringify(nodeSummary(n))) }
+      else if (url.pathname.startsWith("/containerLogs/")) containerLog(n, url, res)
+      else res.writeHead(404).end("404 page not found\n")
+    } catch (e) { res.writeHead(500).end(String(e)) }
+  })
+  server.listen(config.port, n.ip)
+  return server
+}
+
+// ---- watches ---------------------------------------------------------------------------------------
+const watch = new k8s.Watch(kc)
+
+const watchLoop = async <T extends { metadata?: k8s.V1ObjectMeta }>(
+  what: string, apiPath: string, list: () => Promise<{ items: Array<T>; metadata?: k8s.V1ListMeta }>,
+  onList: (items: Array<T>) => void, onEvent: (type: string, obj: T) => void,
+): Promise<void> => {
+  const start = async (): Promise<void> => {
+    try {
+      const l = await list()
+      onList(l.items)
+      await watch.watch(apiPath, { resourceVersion: l.metadata?.resourceVersion, allowWatchBookmarks: true },
+        (type, obj: T) => { if (type !== "BOOKMARK" && type !== "ERROR") onEvent(type, obj) },
+        (err) => { if (err && !shuttingDown) log(`${what} watch ended: ${String(err)}`); if (!shuttingDown) setTimeout(() => void start(), 200) })
+    } catch (e) {
+      log(`${what} list failed: ${String(e)}`)
+      if (!shuttingDown) setTimeout(() => void start(), 1000)
+    }
+  }
+  await start()
+}
+
+let shuttingDown = false
+const shutdown = (): void => {
+  shuttingDown = true
+  for (const uid of [...pods.keys()]) stopPod(uid)
+  proxy.close()
+  process.exit(0)
+}
+process.on("SIGTERM", shutdown)
+process.on("SIGINT", shutdown)
+
+for (const n of config.nodes) await registerNode(n)
+const servers = config.nodes.map(serveNode)
+void servers
+// sample CPU time every second so usageNanoCores is a recent rate
+setInterval(() => {
+  for (const st of pods.values()) if (st.runner?.pid !== undefined) cpuRate.update(st.pod.metadata!.uid!, treeUsage(st.runner.pid).cpuNs)
+}, 1000)
+setInterval(() => { for (const n of config.nodes) registerNode(n).catch((e) => log(`heartbeat ${n.name}: ${String(e)}`)) }, 15_000)
+
+await watchLoop<k8s.V1Service>("services", "/api/v1/services", () => core.listServiceForAllNamespaces(),
+  (items) => proxy.reset(items), (type, svc) => (type === "DELETED" ? proxy.remove(svc) : proxy.upsert(svc)))
+await watchLoop<k8s.V1Pod>("pods", "/api/v1/pods", () => core.listPodForAllNamespaces(),
+  (items) => { for (const p of items) serial(p.metadata!.uid!, () => onPod("ADDED", p)) },
+  (type, pod) => serial(pod.metadata!.uid!, () => onPod(type, pod)))
+log(`testbed kubelet ready: ${config.nodes.map((n) => `${n.name}@${n.ip}:${config.port}`).join(", ")}`)

@@ -1,0 +1,36 @@
+// The simulated nodes and the configuration the testbed hands the simulated kubelet.
+import type { RegistryInfo } from "./registry.ts"
+
+export interface NodeSpec {
+  readonly name: string
+  readonly ip: string
+  readonly cpu: number
+  readonly memory: string
+  readonly gpu: number
+  readonly pods: number
+}
+
+/** Two nodes with different capacities; `ipPrefix` is e.g. "127.0.0" (→ .2, .3). */
+export const defaultNodes = (ipPrefix: string): Array<NodeSpec> => [
+  { name: "tb-node-1", ip: `${ipPrefix}.2`, cpu: 8, memory: "32Gi", gpu: 0, pods: 110 },
+  { name: "tb-node-2", ip: `${ipPrefix}.3`, cpu: 16, memory: "64Gi", gpu: 2, pods: 110 },
+]
+
+export interface KubeletConfig {
+  readonly kubeconfig: string
+  readonly nodes: ReadonlyArray<NodeSpec>
+  /** kubelet API port, served on every node IP */
+  readonly port: number
+  readonly certFile: string
+  readonly keyFile: string
+  readonly registry: RegistryInfo
+  /** per-pod logs and fallback work dirs go under here */
+  readonly podsDir: string
+}
+
+export const memoryBytes = (q: string): number => {
+  const m = /^(\d+)(Ki|Mi|Gi|Ti)?$/.exec(q)
+  if (!m) throw new Error(`bad memory quantity ${q}`)
+  const mult: Record<string, number> = { Ki: 2 ** 10, Mi: 2 ** 20, Gi: 2 ** 30, Ti: 2 ** 40 }
+  return Number(m[1]) * (m[2] !== undefined ? mult[m[2]]! : 1)
+}

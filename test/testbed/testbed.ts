@@ -1,0 +1,194 @@
+// Bring-up and tear-down of a whole testbed instance (all daemons on loopback), used by cli.ts,
+// dev.ts and globalSetup.ts.
+import { spawn } from "node:child_process"
+import { randomBytes } from "node:crypto"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { coreApi, ensureNamespace, makePki, startApiserver, startControllers, waitApiserver, writeKubeconfig } from "./controlplane.ts"
+import { seedEtcd, startEtcd, startRedis, waitEtcd, waitRedis } from "./datastores.ts"
+import type { TestbedEnv } from "./env.ts"
+import { defaultNodes, type KubeletConfig } from "./nodes.ts"
+import { envFileOf, k8sBinDir, kubectlPath, stateDirOf, testbedDir } from "./paths.ts"
+import { freePort, isPortFree, requireFree, waitUntil } from "./ports.ts"
+import { assertAlive, type Daemon, isAlive, spawnDaemon, stopDaemons } from "./processes.ts"
+import { dockerConfigJson, seedRegistry, startRegistry, waitRegistry } from "./registry.ts"
+
+export const KUBE_NAMESPACE = "backend-ai"
+export const REGISTRY_SECRET = "backend-ai-registry-secret"
+
+/** Fixed endpoints of the dev testbed (config/halfstack.toml points at these). */
+export const DEV = {
+  etcd: 8120, redis: 8110, registry: 5050, eventAddr: 5002, etcdNamespace: "local", ipPrefix: "127.0.0",
+  registryUser: "testbed", registryPassword: "testbed-secret", watcherToken: "testbed-watcher-token",
+} as const
+
+export interface UpOptions {
+  readonly name: string
+  readonly mode: "dev" | "test"
+  readonly log?: (line: string) => void
+}
+
+const k8sBuilt = (): boolean => fs.existsSync(k8sBinDir) && fs.readdirSync(k8sBinDir).some((f) => f.startsWith(".done-"))
+
+/** Runs build-k8s.sh (a no-op when cached), forwarding its progress lines. */
+export const buildKubernetes = (log: (line: string) => void): Promise<void> =>
+  new Promise((resolve, reject) => {
+    if (k8sBuilt()) { resolve(); return }
+    log("Kubernetes binaries not built yet: running test/testbed/build-k8s.sh (once, several minutes)")
+    const child = spawn("bash", [path.join(testbedDir, "build-k8s.sh")], { stdio: ["ignore", "pipe", "pipe"] })
+    const forward = (b: Buffer) => { for (const l of b.toString().split("\n")) if (l.startsWith("[k8s] ")) log(l) }
+    child.stdout.on("data", forward)
+    child.stderr.on("data", forward)
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(`build-k8s.sh failed with exit code ${code}`))))
+  })
+
+/** Node IPs of a test-mode testbed: 127.0.<k>.2/.3 with <k> picked so nothing listens there yet. */
+const pickIpPrefix = async (kubeletPort: number): Promise<string> => {
+  for (let i = 0; i < 50; i++) {
+    const k = 1 + ((process.pid + i * 7) % 250)
+    const prefix = `127.0.${k}`
+    if ((await isPortFree(kubeletPort, `${prefix}.2`)) && (await isPortFree(kubeletPort, `${prefix}.3`))) return prefix
+  }
+  throw new Error("testbed: no free loopback /24 for node IPs")
+}
+
+const envFromDisk = (stateDir: string): TestbedEnv | undefined => {
+  try { return JSON.parse(fs.readFileSync(envFileOf(stateDir), "utf8")) as TestbedEnv } catch { return undefined }
+}
+
+export const isUp = (stateDir: string): boolean => envFromDisk(stateDir)?.pids.some((p) => isAlive(p.pid)) ?? false
+
+export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
+  const log = opts.log ?? ((l: string) => console.log(l))
+  const stateDir = stateDirOf(opts.name)
+  if (isUp(stateDir)) throw new Error(`testbed ${opts.name} is already up (state ${stateDir}); run \`npm run testbed -- down\` first`)
+  await buildKubernetes(log)
+  const t0 = performance.now()
+  const dev = opts.mode === "dev"
+  if (dev) {
+    await requireFree([
+      { what: "agent etcd", port: DEV.etcd }, { what: "redis", port: DEV.redis },
+      { what: "registry", port: DEV.registry }, { what: "manager event address", port: DEV.eventAddr },
+    ])
+  }
+  const ports = {
+    etcd: dev ? DEV.etcd : await freePort(), etcdPeer: await freePort(), redis: dev ? DEV.redis : await freePort(),
+    registry: dev ? DEV.registry : await freePort(), eventAddr: dev ? DEV.eventAddr : await freePort(),
+    k8sEtcd: await freePort(), k8sEtcdPeer: await freePort(), apiserver: await freePort(), kubelet: await freePort(),
+  }
+  const ipPrefix = dev ? DEV.ipPrefix : await pickIpPrefix(ports.kubelet)
+  const nodes = defaultNodes(ipPrefix)
+  for (const n of nodes) if (!(await isPortFree(ports.kubelet, n.ip))) throw new Error(`testbed: ${n.ip}:${ports.kubelet} is taken`)
+
+  fs.rmSync(stateDir, { recursive: true, force: true })
+  const dirs = {
+    log: path.join(stateDir, "log"), data: path.join(stateDir, "data"), pki: path.join(stateDir, "pki"),
+    scratch: path.join(stateDir, "scratches"), vfolders: path.join(stateDir, "vfolders"), pods: path.join(stateDir, "pods"),
+  }
+  for (const d of Object.values(dirs)) fs.mkdirSync(d, { recursive: true })
+  const kubeconfig = path.join(stateDir, "kubeconfig")
+  const registryPassword = dev ? DEV.registryPassword : randomBytes(9).toString("base64url")
+  const watcherToken = dev ? DEV.watcherToken : randomBytes(12).toString("hex")
+  const etcdNamespace = dev ? DEV.etcdNamespace : "testbed"
+  const daemons: Array<Daemon> = []
+  const step = (what: string) => log(`[testbed] ${((performance.now() - t0) / 1000).toFixed(1)}s ${what}`)
+
+  const env = (extra: Partial<TestbedEnv> = {}): TestbedEnv => ({
+    name: opts.name, mode: opts.mode,
+    etcd: `127.0.0.1:${ports.etcd}`, etcdNamespace, redis: `127.0.0.1:${ports.redis}`,
+    registry: { url: `http://127.0.0.1:${ports.registry}`, host: `127.0.0.1:${ports.registry}`, username: DEV.registryUser, password: registryPassword },
+    registrySecret: REGISTRY_SECRET, kubeconfig, apiserver: `https://127.0.0.1:${ports.apiserver}`, apiserverToken: token,
+    kubectl: kubectlPath, namespace: KUBE_NAMESPACE, nodes, kubeletPort: ports.kubelet,
+    eventAddr: `127.0.0.1:${ports.eventAddr}`, scratchRoot: dirs.scratch, vfolderMount: dirs.vfolders, watcherToken,
+    stateDir, images: {}, pids: daemons.map((d) => ({ name: d.name, pid: d.pid, log: d.log })),
+    startedAt: new Date().toISOString(), bringUpSeconds: 0, ...extra,
+  })
+  const save = (e: TestbedEnv) => fs.writeFileSync(envFileOf(stateDir), `${JSON.stringify(e, null, 2)}\n`)
+  let token = ""
+
+  try {
+    // stage 1: independent daemons
+    const k8sEtcd = startEtcd("k8s-etcd", path.join(dirs.data, "k8s-etcd"), ports.k8sEtcd, ports.k8sEtcdPeer, dirs.log)
+    daemons.push(k8sEtcd)
+    token = makePki(dirs.pki).token
+    const apiserver = startApiserver(stateDir, ports.k8sEtcd, ports.apiserver)
+    daemons.push(apiserver)
+    const etcd = startEtcd("etcd", path.join(dirs.data, "etcd"), ports.etcd, ports.etcdPeer, dirs.log)
+    const redis = startRedis(path.join(dirs.data, "redis"), ports.redis, dirs.log)
+    const registry = startRegistry(stateDir, ports.registry, DEV.registryUser, registryPassword)
+    daemons.push(etcd, redis, registry.daemon)
+    save(env())
+    writeKubeconfig(kubeconfig, ports.apiserver, token)
+    step("started etcd, redis, registry, k8s etcd, kube-apiserver")
+
+    await Promise.all([waitEtcd(etcd, ports.etcd), waitRedis(redis, ports.redis), waitRegistry(registry.daemon, registry.info), waitEtcd(k8sEtcd, ports.k8sEtcd)])
+    const images = await seedRegistry(registry.info)
+    await seedEtcd(`127.0.0.1:${ports.etcd}`, etcdNamespace, {
+      redis: `127.0.0.1:${ports.redis}`, eventAddr: `127.0.0.1:${ports.eventAddr}`, registry: registry.info,
+      vfolderMount: dirs.vfolders, watcherToken,
+    })
+    step(`etcd, redis, registry ready; seeded ${Object.keys(images).length} images and /sorna/${etcdNamespace}/`)
+
+    await waitApiserver(apiserver, ports.apiserver, token)
+    step("kube-apiserver ready")
+    daemons.push(...startControllers(stateDir, kubeconfig))
+    const kubeletConfig: KubeletConfig = {
+      kubeconfig, nodes, port: ports.kubelet, certFile: path.join(dirs.pki, "kubelet.crt"), keyFile: path.join(dirs.pki, "kubelet.key"),
+      registry: registry.info, podsDir: dirs.pods,
+    }
+    fs.writeFileSync(path.join(stateDir, "kubelet.json"), JSON.stringify(kubeletConfig, null, 2))
+    const kubelet = spawnDaemon("kubelet", process.execPath, [path.join(testbedDir, "kubelet.ts"), path.join(stateDir, "kubelet.json")], dirs.log)
+    daemons.push(kubelet)
+    save(env({ images }))
+    step("started kube-controller-manager, kube-scheduler, simulated kubelet")
+
+    const core = coreApi(kubeconfig)
+    await ensureNamespace(core, KUBE_NAMESPACE, REGISTRY_SECRET, dockerConfigJson(registry.info))
+    step(`namespace ${KUBE_NAMESPACE} with ${REGISTRY_SECRET} ready`)
+    await waitUntil("simulated nodes Ready", async () => {
+      for (const d of daemons) assertAlive(d)
+      const list = await core.listNode()
+      const ready = list.items.filter((n) => n.status?.conditions?.some((c) => c.type === "Ready" && c.status === "True"))
+      return nodes.every((n) => ready.some((r) => r.metadata?.name === n.name))
+    }, 30_000, 200)
+    const final = env({ images, bringUpSeconds: Number(((performance.now() - t0) / 1000).toFixed(1)) })
+    save(final)
+    step(`up: ${nodes.map((n) => `${n.name}@${n.ip}`).join(", ")} Ready`)
+    return final
+  } catch (e) {
+    log(`[testbed] bring-up failed, stopping what was started (logs in ${dirs.log})`)
+    await stopDaemons(daemons)
+    throw e
+  }
+}
+
+/** Stops every process of the testbed in `stateDir` (by pid); `remove` also deletes the state dir. */
+export const down = async (stateDir: string, remove = false): Promise<boolean> => {
+  const env = envFromDisk(stateDir)
+  if (env === undefined) return false
+  await stopDaemons([...env.pids].reverse())
+  if (remove) fs.rmSync(stateDir, { recursive: true, force: true })
+  return true
+}
+
+export const status = (stateDir: string): string => {
+  const env = envFromDisk(stateDir)
+  if (env === undefined) return `no testbed in ${stateDir}`
+  return env.pids.map((p) => `${p.name.padEnd(24)} pid ${String(p.pid).padEnd(8)} ${isAlive(p.pid) ? "running" : "STOPPED"}`).join("\n")
+}
+
+/** Human-readable endpoint list; the kubeconfig path is on a line of its own (last line). */
+export const describe = (e: TestbedEnv): string => [
+  `etcd (agent)      ${e.etcd}  namespace ${e.etcdNamespace}`,
+  `redis             ${e.redis}`,
+  `registry          ${e.registry.url}  user ${e.registry.username} password ${e.registry.password}`,
+  `kube-apiserver    ${e.apiserver}`,
+  `nodes             ${e.nodes.map((n) => `${n.name} ${n.ip} (cpu ${n.cpu}, mem ${n.memory}, gpu ${n.gpu})`).join("; ")}  kubelet port ${e.kubeletPort}`,
+  `event address     ${e.eventAddr}`,
+  `scratch root      ${e.scratchRoot}`,
+  `kubectl           ${e.kubectl}`,
+  `env.json          ${envFileOf(e.stateDir)}`,
+  `bring-up          ${e.bringUpSeconds} s`,
+  "kubeconfig:",
+  e.kubeconfig,
+].join("\n")
