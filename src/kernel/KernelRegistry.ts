@@ -1,0 +1,90 @@
+/**
+ * The agent's view of its kernels. No local state file: the lifecycle rebuilds it from the labelled
+ * pods at start-up (Reconciler) and keeps it current from the pod watch. Every RPC that names a kernel
+ * looks it up here (unknown → `KernelNotFound`) and refreshes its idle clock.
+ */
+import { Clock, Context, Effect, Layer, Option, Ref } from "effect"
+import { KernelNotFound } from "../domain/Errors.ts"
+import type { ServicePort } from "../rpc/AgentRpcs.ts"
+
+export type KernelStatus = "creating" | "running" | "terminating"
+
+export interface KernelInfo {
+  readonly kernelId: string
+  readonly namespace: string
+  /** Pod, Service and ConfigMap name: `kernel-<kid>`. */
+  readonly objectName: string
+  readonly podUid: string | undefined
+  readonly status: KernelStatus
+  /** Where the runner is reached: the pod's hostIP (or container.kernel-host). */
+  readonly kernelHost: string
+  readonly replInPort: number
+  readonly replOutPort: number
+  readonly servicePorts: ReadonlyArray<ServicePort>
+  /** The manager's canonical image reference and the image the pod runs. */
+  readonly canonicalImage: string
+  readonly image: string
+  readonly resourceSpec: string
+  /** Agent-side path of the kernel's /home/work: `<container.scratch-root>/<kid>/work`. */
+  readonly scratchDir: string
+  /** Seconds; 0 = never idle-destroyed. */
+  readonly idleTimeout: number
+  /** Clock millis of the last RPC naming this kernel. */
+  readonly lastUsed: number
+}
+
+export interface KernelRegistryShape {
+  readonly get: (kernelId: string) => Effect.Effect<KernelInfo, KernelNotFound>
+  readonly find: (kernelId: string) => Effect.Effect<Option.Option<KernelInfo>>
+  readonly list: Effect.Effect<ReadonlyArray<KernelInfo>>
+  readonly upsert: (info: KernelInfo) => Effect.Effect<void>
+  readonly update: (kernelId: string, f: (info: KernelInfo) => KernelInfo) => Effect.Effect<Option.Option<KernelInfo>>
+  readonly remove: (kernelId: string) => Effect.Effect<Option.Option<KernelInfo>>
+  /** Refresh the idle clock; fails with KernelNotFound for unknown ids. */
+  readonly touch: (kernelId: string) => Effect.Effect<KernelInfo, KernelNotFound>
+}
+
+export class KernelRegistry extends Context.Service<KernelRegistry, KernelRegistryShape>()("bai-agent/kernel/KernelRegistry") {
+  static readonly make = Effect.gen(function*() {
+    const state = yield* Ref.make<ReadonlyMap<string, KernelInfo>>(new Map())
+    const find = (kernelId: string) => Ref.get(state).pipe(Effect.map((m) => Option.fromNullishOr(m.get(kernelId))))
+    const update = (kernelId: string, f: (info: KernelInfo) => KernelInfo) =>
+      Ref.modify(state, (m): [Option.Option<KernelInfo>, ReadonlyMap<string, KernelInfo>] => {
+        const cur = m.get(kernelId)
+        if (cur === undefined) return [Option.none(), m]
+        const next = f(cur)
+        return [Option.some(next), new Map(m).set(kernelId, next)]
+      })
+    return KernelRegistry.of({
+      find,
+      get: (kernelId) =>
+        find(kernelId).pipe(
+          Effect.flatMap(Option.match({
+            onNone: () => Effect.fail(new KernelNotFound({ kernelId })),
+            onSome: Effect.succeed
+          }))
+        ),
+      list: Ref.get(state).pipe(Effect.map((m) => [...m.values()])),
+      upsert: (info) => Ref.update(state, (m) => new Map(m).set(info.kernelId, info)),
+      update,
+      remove: (kernelId) =>
+        Ref.modify(state, (m): [Option.Option<KernelInfo>, ReadonlyMap<string, KernelInfo>] => {
+          const cur = m.get(kernelId)
+          if (cur === undefined) return [Option.none(), m]
+          const next = new Map(m)
+          next.delete(kernelId)
+          return [Option.some(cur), next]
+        }),
+      touch: (kernelId) =>
+        Clock.currentTimeMillis.pipe(
+          Effect.flatMap((now) => update(kernelId, (k) => ({ ...k, lastUsed: now }))),
+          Effect.flatMap(Option.match({
+            onNone: () => Effect.fail(new KernelNotFound({ kernelId })),
+            onSome: Effect.succeed
+          }))
+        )
+    })
+  })
+
+  static readonly layer = Layer.effect(KernelRegistry, KernelRegistry.make)
+}
