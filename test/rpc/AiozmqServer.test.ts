@@ -1,20 +1,178 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer } from "effect"
-import { AgentRpcHandlers, AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
-import { AiozmqClient } from "../../src/rpc/aiozmq/Client.ts"
+import { Context, Duration, Effect, Exit, Fiber, Layer, References, Scope } from "effect"
+import * as Zmq from "zeromq"
+import { KernelNotFound } from "../../src/domain/Errors.ts"
+import { AgentRpcHandlers, AgentRpcs, type PartialAgentRpcHandlers } from "../../src/rpc/AgentRpcs.ts"
+import { AiozmqClient, AiozmqRemoteError } from "../../src/rpc/aiozmq/Client.ts"
 import { AiozmqServer } from "../../src/rpc/aiozmq/AiozmqServer.ts"
+import { encodeRequestHeader } from "../../src/rpc/aiozmq/Frames.ts"
 import { HealthHandlers } from "../../src/rpc/handlers/Health.ts"
+import { encode } from "../../src/rpc/msgpack/Msgpack.ts"
 
-const ServerLive = AiozmqServer.layer({ bind: "tcp://127.0.0.1:*" }).pipe(
-  Layer.provide(AgentRpcHandlers.layer(HealthHandlers))
-)
+/** Test-only handlers: a slow execute, a domain error, a defect, a result outside its schema. */
+const TestHandlers: PartialAgentRpcHandlers = {
+  execute: (_api, kernelId, runId) =>
+    Effect.sleep("300 millis").pipe(
+      Effect.as({ runId: runId ?? kernelId, status: "finished" as const, exitCode: 0, options: null, files: [] })
+    ),
+  destroy_kernel: (kernelId) => Effect.fail(new KernelNotFound({ kernelId })),
+  interrupt_kernel: () => Effect.die(new Error("boom")),
+  get_logs: () => Effect.succeed({ logs: 42 as unknown as string })
+}
+
+const serverLayer = (options: { readonly shutdownGrace?: Duration.Input } = {}) =>
+  AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", ...options }).pipe(
+    Layer.provide(AgentRpcHandlers.layer(HealthHandlers, Effect.succeed(TestHandlers)))
+  )
+
+const remoteError = <A, E>(exit: Exit.Exit<A, E>): AiozmqRemoteError => {
+  assert.isTrue(Exit.isFailure(exit))
+  const error = Exit.isFailure(exit) ? exit.cause.reasons.find((r) => r._tag === "Fail") : undefined
+  assert.instanceOf(error && "error" in error ? error.error : undefined, AiozmqRemoteError)
+  return (error as { error: AiozmqRemoteError }).error
+}
 
 describe("AiozmqServer", () => {
-  it.live("ping round trip", () =>
+  it.live("answers ping, unknown methods, bad arity, domain errors, defects and NotImplemented", () =>
     Effect.gen(function*() {
       const server = yield* AiozmqServer
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
-      const pong = yield* client.invoke(AgentRpcs.ping, "hello")
-      assert.strictEqual(pong, "hello")
-    }).pipe(Effect.provide(ServerLive)))
+      assert.strictEqual(yield* client.invoke(AgentRpcs.ping, "hello"), "hello")
+
+      const notFound = remoteError(yield* Effect.exit(client.call("no_such_method", [])))
+      assert.strictEqual(notFound.excType, "aiozmq.rpc.base.NotFoundError")
+      assert.deepStrictEqual(notFound.args, ["no_such_method"])
+
+      const arity = remoteError(yield* Effect.exit(client.call("ping", [])))
+      assert.strictEqual(arity.excType, "aiozmq.rpc.base.ParametersError")
+      const arity2 = remoteError(yield* Effect.exit(client.call("ping", ["a", "b"])))
+      assert.strictEqual(arity2.excType, "aiozmq.rpc.base.ParametersError")
+
+      const domain = remoteError(yield* Effect.exit(client.call("destroy_kernel", ["k-1"])))
+      assert.strictEqual(domain.excType, "ai.backend.agent.exception.KernelNotFound")
+      assert.deepStrictEqual(domain.args, ["k-1"])
+      assert.strictEqual(domain.repr, "KernelNotFound('k-1')")
+
+      const defect = remoteError(yield* Effect.exit(client.call("interrupt_kernel", ["k"])))
+      assert.strictEqual(defect.excType, "builtins.RuntimeError")
+      const badResult = remoteError(yield* Effect.exit(client.call("get_logs", ["k"])))
+      assert.strictEqual(badResult.excType, "builtins.RuntimeError")
+
+      const missing = remoteError(yield* Effect.exit(client.call("restart_kernel", ["k", {}])))
+      assert.strictEqual(missing.excType, "ai.backend.agent.exception.NotImplemented")
+
+      // the server still works after all that
+      assert.strictEqual(yield* client.invoke(AgentRpcs.ping, "still here"), "still here")
+    }).pipe(Effect.provide(serverLayer()), Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.live("a slow execute does not block ping", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, "k", "run-1", "query", "x", {}, 2))
+      yield* Effect.sleep("20 millis")
+      const start = Date.now()
+      const pings = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => `p${i}`), (m) => client.invoke(AgentRpcs.ping, m), {
+        concurrency: 16
+      })
+      assert.isBelow(Date.now() - start, 250)
+      assert.strictEqual(pings[49], "p49")
+      assert.isUndefined(slow.pollUnsafe())
+      const result = yield* Fiber.join(slow)
+      assert.strictEqual(result?.runId, "run-1")
+    }).pipe(Effect.provide(serverLayer())))
+
+  it.live("shutdown lets in-flight requests finish", () =>
+    Effect.gen(function*() {
+      const serverScope = yield* Scope.make()
+      const context = yield* Layer.buildWithScope(serverLayer({ shutdownGrace: "2 seconds" }), serverScope)
+      const server = Context.get(context, AiozmqServer)
+      const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, "k", null, "query", "x", {}))
+      yield* Effect.sleep("50 millis")
+      yield* Scope.close(serverScope, Exit.void)
+      const result = yield* Fiber.join(slow)
+      assert.strictEqual(result?.status, "finished")
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "Warn")))
+
+  it.live("survives 10,000 random and mutated frames, then answers ping", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const dealer = yield* Effect.acquireRelease(
+        Effect.sync(() => {
+          const d = new Zmq.Dealer({ linger: 0 })
+          d.connect(server.endpoint)
+          return d
+        }),
+        (d) => Effect.sync(() => d.close())
+      )
+      let seed = 12345
+      const rand = (n: number) => {
+        seed = (seed * 1103515245 + 12345) & 0x7fffffff
+        return seed % n
+      }
+      const randomBytes = (n: number) => Buffer.from(Array.from({ length: n }, () => rand(256)))
+      const valid = [
+        encodeRequestHeader({ pid: 1, rnd: 2, reqId: 7, timestamp: 0 }),
+        Buffer.from("ping"),
+        encode(["x"]),
+        encode({})
+      ]
+      const mutate = (frames: Array<Buffer>): Array<Buffer> => {
+        const out = frames.map((f) => Buffer.from(f))
+        switch (rand(6)) {
+          case 0:
+            return out.slice(0, rand(out.length + 1))
+          case 1:
+            return [...out, randomBytes(rand(20))]
+          case 2: {
+            const f = out[rand(out.length)]!
+            if (f.length > 0) f[rand(f.length)] = rand(256)
+            return out
+          }
+          case 3: {
+            const i = rand(out.length)
+            out[i] = randomBytes(rand(40))
+            return out
+          }
+          case 4:
+            return out.map((f) => f.subarray(0, rand(f.length + 1)))
+          default:
+            return Array.from({ length: 1 + rand(6) }, () => randomBytes(rand(64)))
+        }
+      }
+      for (let i = 0; i < 10_000; i++) {
+        const frames = i % 2 === 0 ? mutate(valid) : Array.from({ length: 1 + rand(6) }, () => randomBytes(rand(48)))
+        if (frames.length === 0) continue
+        yield* Effect.promise(() => dealer.send(frames))
+      }
+      // a huge request too
+      yield* Effect.promise(() => dealer.send([valid[0]!, valid[1]!, Buffer.alloc(900 * 1024), Buffer.alloc(900 * 1024)]))
+      // the same connection is still served after all of it: the marker ping comes back
+      const marker = encodeRequestHeader({ pid: 1, rnd: 2, reqId: 0xdeadbeef, timestamp: 0 })
+      yield* Effect.promise(() => dealer.send([marker, Buffer.from("ping"), encode(["marker"]), encode({})]))
+      let replies = 0
+      let markerSeen = false
+      while (!markerSeen) {
+        // a request carrying extra leading frames gets them back as "routing" frames (like aiozmq)
+        const frames = yield* Effect.promise(() => dealer.receive())
+        const header = frames[frames.length - 2]
+        const body = frames[frames.length - 1]
+        replies++
+        if (header !== undefined && header.length === 17 && header.readUInt32LE(4) === 0xdeadbeef) {
+          assert.deepStrictEqual(body, encode("marker"))
+          markerSeen = true
+        }
+      }
+      assert.isAbove(replies, 100) // many mutated requests with a readable req_id were answered
+      const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "10 seconds" })
+      assert.strictEqual(yield* client.invoke(AgentRpcs.ping, "alive"), "alive")
+    }).pipe(
+      Effect.provide(
+        AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", maxFrameBytes: 1024 * 1024 }).pipe(
+          Layer.provide(AgentRpcHandlers.layer(HealthHandlers))
+        )
+      ),
+      Effect.provideService(References.MinimumLogLevel, "None")
+    ), 60_000)
 })
