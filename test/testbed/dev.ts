@@ -1,0 +1,39 @@
+// `npm run dev`: the dev testbed up, then the agent in the foreground (`node dist/main.js -f
+// config/halfstack.toml`); Ctrl-C (or the agent exiting) stops both.
+import { spawn } from "node:child_process"
+import * as path from "node:path"
+import { repoRoot, stateDirOf } from "./paths.ts"
+import { describe, down, up } from "./testbed.ts"
+
+const stateDir = stateDirOf("dev")
+let stopping = false
+const stop = async (code: number): Promise<never> => {
+  if (!stopping) {
+    stopping = true
+    console.log("[dev] stopping the testbed")
+    await down(stateDir)
+  }
+  process.exit(code)
+}
+
+process.on("SIGINT", () => void stop(130))
+process.on("SIGTERM", () => void stop(143))
+
+try {
+  const env = await up({ name: "dev", mode: "dev" })
+  console.log(describe(env))
+} catch (e) {
+  console.error(e instanceof Error ? e.message : e)
+  await stop(1)
+}
+if (!stopping) {
+  console.log("[dev] starting the agent: node dist/main.js -f config/halfstack.toml")
+  const agent = spawn(process.execPath, [path.join(repoRoot, "dist/main.js"), "-f", path.join(repoRoot, "config/halfstack.toml")], {
+    cwd: repoRoot, stdio: "inherit",
+  })
+  // the agent shares our terminal's process group, so Ctrl-C reaches it directly as well
+  agent.on("exit", (code, signal) => {
+    console.log(`[dev] agent exited (${signal ?? code})`)
+    void stop(code ?? 1)
+  })
+}

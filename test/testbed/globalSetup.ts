@@ -1,0 +1,36 @@
+// vitest globalSetup: one testbed per test run (own state dir, free ports for everything, node IPs
+// 127.0.<k>.2/.3), handed to tests with provide/inject("testbed"). BAI_TESTBED_REUSE=<env.json>
+// reuses a running testbed instead; BAI_TESTBED_KEEP=1 keeps the state dir (logs) after the run.
+import * as fs from "node:fs"
+import type { TestProject } from "vitest/node"
+import { readEnvFile, type TestbedEnv } from "./env.ts"
+import { stateDirOf, stateRoot } from "./paths.ts"
+import { isAlive } from "./processes.ts"
+import { down, up } from "./testbed.ts"
+
+/** Stops testbeds left behind by test runs whose vitest process died without tearing down. */
+const reapStale = async (): Promise<void> => {
+  if (!fs.existsSync(stateRoot)) return
+  for (const d of fs.readdirSync(stateRoot)) {
+    const m = /^vitest-(\d+)$/.exec(d)
+    if (m !== null && !isAlive(Number(m[1]))) await down(stateDirOf(d), true)
+  }
+}
+
+export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  const reuse = process.env.BAI_TESTBED_REUSE
+  if (reuse !== undefined && reuse !== "") {
+    project.provide("testbed", readEnvFile(reuse))
+    return undefined
+  }
+  await reapStale()
+  const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", log: (l) => console.log(l) })
+  project.provide("testbed", env)
+  // last resort if vitest exits without running the teardown (e.g. Ctrl-C): kill the process groups
+  const killAll = () => { for (const p of env.pids) { try { process.kill(-p.pid, "SIGKILL") } catch { /* gone */ } } }
+  process.once("exit", killAll)
+  return async () => {
+    process.removeListener("exit", killAll)
+    await down(env.stateDir, process.env.BAI_TESTBED_KEEP !== "1")
+  }
+}

@@ -1,0 +1,239 @@
+// The testbed's acceptance tests, with the built kubectl as the independent observer.
+import { execFile } from "node:child_process"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { promisify } from "node:util"
+import { unpack } from "msgpackr"
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest"
+import { freshKubeNamespace, type TestbedEnv } from "./env.ts"
+import { sleep } from "./ports.ts"
+import { exitCodeOf, RunnerClient, textOf } from "./runnerClient.ts"
+
+const run = promisify(execFile)
+const env: TestbedEnv = inject("testbed")
+const kubectl = async (...args: Array<string>): Promise<string> =>
+  (await run(env.kubectl, ["--kubeconfig", env.kubeconfig, ...args], { maxBuffer: 16 << 20 })).stdout
+const kubectlApply = async (manifest: unknown): Promise<void> => {
+  const file = path.join(env.stateDir, `manifest-${process.hrtime.bigint()}.json`)
+  fs.writeFileSync(file, JSON.stringify(manifest))
+  await kubectl("apply", "-f", file)
+}
+const getJson = async <T = any>(...args: Array<string>): Promise<T> => JSON.parse(await kubectl("get", "-o", "json", ...args)) as T
+const eventually = async <T>(what: string, f: () => Promise<T | undefined>, timeoutMs = 20_000): Promise<T> => {
+  const deadline = Date.now() + timeoutMs
+  for (;;) {
+    const v = await f().catch(() => undefined)
+    if (v !== undefined) return v
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`)
+    await sleep(200)
+  }
+}
+const image = (tag: string) => `${env.registry.host}/lablup/python:${tag}`
+
+const kernelPod = (ns: string, name: string, tag = "3.6-ubuntu18.04", extra: Record<string, unknown> = {}) => ({
+  apiVersion: "v1", kind: "Pod",
+  metadata: { name, namespace: ns, labels: { run: name } },
+  spec: {
+    imagePullSecrets: [{ name: env.registrySecret }],
+    containers: [{
+      name: "kernel", image: image(tag), env: [{ name: "TESTBED_VAR", value: "hello-env" }],
+      ports: [{ containerPort: 2000, name: "repl-in" }, { containerPort: 2001, name: "repl-out" }, { containerPort: 8080, name: "jupyter" }],
+      volumeMounts: [{ name: "work", mountPath: "/home/work" }],
+      ...extra,
+    }],
+    volumes: [{ name: "work", hostPath: { path: path.join(env.scratchRoot, ns, name, "work"), type: "DirectoryOrCreate" } }],
+  },
+})
+
+const nodePortService = (ns: string, name: string) => ({
+  apiVersion: "v1", kind: "Service", metadata: { name, namespace: ns },
+  spec: {
+    type: "NodePort", selector: { run: name },
+    ports: [{ name: "repl-in", port: 2000, targetPort: 2000 }, { name: "repl-out", port: 2001, targetPort: "repl-out" }, { name: "jupyter", port: 8080, targetPort: 8080 }],
+  },
+})
+
+describe("cluster", () => {
+  it("shows the simulated nodes Ready with their capacities", async () => {
+    const nodes = await getJson<{ items: Array<any> }>("nodes")
+    for (const n of env.nodes) {
+      const node = nodes.items.find((x) => x.metadata.name === n.name)
+      expect(node, n.name).toBeDefined()
+      expect(node.status.conditions.find((c: any) => c.type === "Ready").status).toBe("True")
+      expect(node.status.capacity.cpu).toBe(String(n.cpu))
+      expect(node.status.capacity.memory).toBe(n.memory)
+      expect(node.status.capacity["nvidia.com/gpu"]).toBe(n.gpu > 0 ? String(n.gpu) : undefined)
+      expect(node.status.addresses).toContainEqual({ type: "InternalIP", address: n.ip })
+    }
+  })
+
+  it("reports a missing image tag as ErrImagePull, then ImagePullBackOff", async () => {
+    const ns = await freshKubeNamespace(env)
+    await kubectlApply(kernelPod(ns, "missing", "0.0-does-not-exist"))
+    const seen = new Set<string>()
+    await eventually("ImagePullBackOff", async () => {
+      const pod = await getJson("-n", ns, "pod", "missing")
+      const reason = pod.status.containerStatuses?.[0]?.state?.waiting?.reason
+      if (reason !== undefined) seen.add(reason)
+      expect(pod.status.phase).toBe("Pending")
+      return reason === "ImagePullBackOff" ? true : undefined
+    })
+    expect([...seen]).toContain("ImagePullBackOff")
+    expect(seen.has("ErrImagePull") || seen.size === 1).toBe(true)
+    await kubectl("delete", "namespace", ns, "--wait=false")
+  })
+
+  it("leaves a pod asking for 5 GPUs Pending with the scheduler's message", async () => {
+    const ns = await freshKubeNamespace(env)
+    await kubectlApply(kernelPod(ns, "gpu5", "3.6-ubuntu18.04", { resources: { limits: { "nvidia.com/gpu": "5" } } }))
+    const message = await eventually("FailedScheduling", async () => {
+      const pod = await getJson("-n", ns, "pod", "gpu5")
+      const cond = pod.status.conditions?.find((c: any) => c.type === "PodScheduled" && c.status === "False")
+      return cond?.message as string | undefined
+    })
+    expect(message).toContain("Insufficient nvidia.com/gpu")
+    expect((await getJson("-n", ns, "pod", "gpu5")).status.phase).toBe("Pending")
+    await kubectl("delete", "namespace", ns, "--wait=false")
+  })
+})
+
+describe("a kernel pod behind a NodePort service", () => {
+  let ns = ""
+  let client: RunnerClient
+  let host = ""
+
+  beforeAll(async () => {
+    ns = await freshKubeNamespace(env)
+    await kubectlApply(kernelPod(ns, "k1"))
+    await kubectlApply(nodePortService(ns, "k1"))
+    const pod = await eventually("pod Running", async () => {
+      const p = await getJson("-n", ns, "pod", "k1")
+      return p.status.phase === "Running" ? p : undefined
+    })
+    expect(pod.status.podIP).toMatch(/^10\.244\./)
+    host = pod.status.hostIP
+    const svc = await getJson("-n", ns, "service", "k1")
+    const nodePort = (name: string) => svc.spec.ports.find((p: any) => p.name === name).nodePort as number
+    // kube-proxy semantics: any node IP forwards; dial the node the pod is NOT on when there is one
+    const other = env.nodes.find((n) => n.ip !== host)?.ip ?? host
+    client = new RunnerClient(other, nodePort("repl-in"), nodePort("repl-out"))
+  })
+
+  afterAll(async () => {
+    client?.close()
+    if (ns !== "") await kubectl("delete", "namespace", ns, "--wait=false").catch(() => undefined)
+  })
+
+  it("answers a ZeroMQ status request through the NodePort", async () => {
+    await client.send("status")
+    const [rec] = await client.collect(["status"])
+    expect(typeof (unpack(rec!.data) as { started_at: number }).started_at).toBe("number")
+  })
+
+  it("runs python code in the work dir with the container env", async () => {
+    await client.send("code", "import os\nprint(os.getcwd(), os.environ['TESTBED_VAR'])\nprint('to stderr', file=__import__('sys').stderr)")
+    const recs = await client.collect(["finished"])
+    expect(textOf(recs, "stdout")).toBe(`${path.join(env.scratchRoot, ns, "k1", "work")} hello-env\n`)
+    expect(textOf(recs, "stderr")).toBe("to stderr\n")
+    expect(exitCodeOf(recs)).toBe(0)
+  })
+
+  it("runs batch clean/build/exec, and answers exec after a failed build with 127", async () => {
+    await client.send("clean", "echo cleaning > clean.txt")
+    await client.send("build", "echo building")
+    await client.send("exec", "cat clean.txt; exit 3")
+    const ok = await client.collect(["finished"])
+    expect(ok.map((r) => r.type)).toEqual(["clean-finished", "stdout", "build-finished", "stdout", "finished"])
+    expect(textOf(ok, "stdout")).toBe("building\ncleaning\n")
+    expect(exitCodeOf(ok)).toBe(3)
+
+    await client.send("clean", "")
+    await client.send("build", "echo broken >&2; exit 2")
+    await client.send("exec", "echo must-not-run")
+    const failed = await client.collect(["finished"])
+    expect(failed.find((r) => r.type === "build-finished")!.data.toString()).toBe('{"exitCode":2}')
+    expect(textOf(failed, "stdout")).toBe("")
+    expect(exitCodeOf(failed)).toBe(127)
+  })
+
+  it("asks for input and feeds it to the program", async () => {
+    await client.send("code", "name = input('who? ')\nprint('hello', name)")
+    const first = await client.collect(["waiting-input", "finished"])
+    expect(first.at(-1)!.type).toBe("waiting-input")
+    expect(JSON.parse(first.at(-1)!.data.toString())).toEqual({ is_password: false })
+    expect(textOf(first, "stdout")).toBe("who? ")
+    await client.send("input", "runner")
+    const rest = await client.collect(["finished"])
+    expect(textOf(rest, "stdout")).toBe("hello runner\n")
+    expect(exitCodeOf(rest)).toBe(0)
+  })
+
+  it("interrupts a running program", async () => {
+    await client.send("code", "import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
+    const started = await client.collect(["stdout"])
+    expect(textOf(started, "stdout")).toBe("sleeping\n")
+    const t0 = Date.now()
+    await client.send("interrupt")
+    const rest = await client.collect(["finished"])
+    expect(Date.now() - t0).toBeLessThan(5000)
+    expect(textOf(rest, "stderr")).toContain("KeyboardInterrupt")
+    expect(exitCodeOf(rest)).not.toBe(0)
+  })
+
+  it("completes names and starts services reachable through the NodePort", async () => {
+    await client.send("complete", JSON.stringify({ code: "pri", options: {} }))
+    const [completion] = await client.collect(["completion"])
+    expect(JSON.parse(completion!.data.toString())).toContain("print(")
+    const spec = JSON.stringify({ name: "jupyter", port: 8080, protocol: "http", options: {} })
+    await client.send("start-service", spec)
+    expect(JSON.parse((await client.collect(["service-result"]))[0]!.data.toString())).toEqual({ status: "started" })
+    await client.send("start-service", spec)
+    expect(JSON.parse((await client.collect(["service-result"]))[0]!.data.toString())).toEqual({ status: "running" })
+    const svc = await getJson("-n", ns, "service", "k1")
+    const port = svc.spec.ports.find((p: any) => p.name === "jupyter").nodePort
+    const res = await fetch(`http://${host}:${port}/`)
+    expect(await res.text()).toContain("jupyter")
+  })
+
+  it("serves the runner's output to kubectl logs", async () => {
+    const logs = await kubectl("-n", ns, "logs", "k1")
+    expect(logs).toContain("hello-env")
+    expect(logs).toContain("hello runner")
+    const last = await kubectl("-n", ns, "logs", "k1", "--tail=1")
+    expect(last.trim().split("\n")).toHaveLength(1)
+  })
+
+  it("reports the runner's real usage in the stats summary", async () => {
+    await client.send("code", "x = 0\nfor i in range(3_000_000): x += i\nprint(x)")
+    await client.collect(["finished"])
+    const pod = await getJson("-n", ns, "pod", "k1")
+    const stats = JSON.parse(await kubectl("get", "--raw", `/api/v1/nodes/${pod.spec.nodeName}/proxy/stats/summary`))
+    expect(stats.node.nodeName).toBe(pod.spec.nodeName)
+    const ps = stats.pods.find((p: any) => p.podRef.name === "k1" && p.podRef.namespace === ns)
+    expect(ps.podRef.uid).toBe(pod.metadata.uid)
+    expect(ps.cpu.usageCoreNanoSeconds).toBeGreaterThan(1e8) // the python loop ran in a child of the runner
+    expect(ps.memory.workingSetBytes).toBeGreaterThan(10 << 20)
+    expect(ps.network.rxBytes).toBeGreaterThan(0)
+    expect(ps.network.txBytes).toBeGreaterThan(0)
+    expect(ps.volume[0].usedBytes).toBeGreaterThan(0) // clean.txt in the work dir
+    expect(ps.containers[0].name).toBe("kernel")
+  })
+
+  it("deleting the pod garbage-collects what it owns and stops the runner", async () => {
+    await client.send("code", "import os; print(os.getppid())")
+    const runnerPid = Number(textOf(await client.collect(["finished"]), "stdout").trim())
+    expect(process.kill(runnerPid, 0)).toBe(true)
+    const pod = await getJson("-n", ns, "pod", "k1")
+    await kubectlApply({
+      apiVersion: "v1", kind: "ConfigMap", data: { a: "b" },
+      metadata: { name: "k1-owned", namespace: ns, ownerReferences: [{ apiVersion: "v1", kind: "Pod", name: "k1", uid: pod.metadata.uid }] },
+    })
+    await kubectl("-n", ns, "delete", "pod", "k1", "--timeout=20s")
+    await eventually("ConfigMap garbage-collected", async () => {
+      const cms = await getJson<{ items: Array<any> }>("-n", ns, "configmaps")
+      return cms.items.some((c) => c.metadata.name === "k1-owned") ? undefined : true
+    })
+    const alive = () => { try { process.kill(runnerPid, 0); return true } catch { return false } }
+    await eventually("runner stopped", async () => (alive() ? undefined : true), 5000)
+  })
+})
