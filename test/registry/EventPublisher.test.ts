@@ -1,0 +1,89 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Layer, References } from "effect"
+import * as Zmq from "zeromq"
+import { type AgentEvent, AgentEvents, EventPublisher } from "../../src/registry/EventPublisher.ts"
+import { decode, encode } from "../../src/rpc/msgpack/Msgpack.ts"
+
+const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex")
+
+const pullSocket = Effect.acquireRelease(
+  Effect.promise(async () => {
+    const pull = new Zmq.Pull({ linger: 0 })
+    await pull.bind("tcp://127.0.0.1:*")
+    return pull
+  }),
+  (pull) => Effect.sync(() => pull.close())
+)
+
+describe("EventPublisher", () => {
+  it.live("sends 3-frame events byte-exactly (spec §1.2)", () =>
+    Effect.gen(function*() {
+      const pull = yield* pullSocket
+      const addr = pull.lastEndpoint!.replace("tcp://", "")
+      const publisher = yield* EventPublisher.make({ eventAddr: addr, agentId: "i-test" })
+      yield* publisher.publish(AgentEvents.instanceStarted())
+      yield* publisher.publish(AgentEvents.kernelTerminated("k1", "self-terminated", null))
+      yield* publisher.publish(
+        AgentEvents.instanceHeartbeat({
+          ip: "127.0.0.1",
+          region: "local",
+          addr: "tcp://127.0.0.1:6001",
+          resource_slots: { cpu: ["count", "4"], mem: ["bytes", "8589934592"] },
+          version: "v19.09",
+          compute_plugins: {},
+          images: new Uint8Array([1, 2, 3]),
+          scaling_group: "default"
+        })
+      )
+      const [name1, agent1, body1] = yield* Effect.promise(() => pull.receive())
+      assert.strictEqual(name1!.toString(), "instance_started")
+      assert.strictEqual(agent1!.toString(), "i-test")
+      assert.deepStrictEqual(body1, hex("90"))
+      const [name2, , body2] = yield* Effect.promise(() => pull.receive())
+      assert.strictEqual(name2!.toString(), "kernel_terminated")
+      assert.deepStrictEqual(body2, Buffer.concat([hex("93 a2 6b 31 af"), Buffer.from("self-terminated"), hex("c0")]))
+      const [, , body3] = yield* Effect.promise(() => pull.receive())
+      const [info] = decode(body3!) as [Record<string, unknown>]
+      assert.deepStrictEqual(info.images, Buffer.from([1, 2, 3]))
+      assert.deepStrictEqual(info.resource_slots, { cpu: ["count", "4"], mem: ["bytes", "8589934592"] })
+      assert.isTrue(body3!.includes(encode(new Uint8Array([1, 2, 3]))))
+    }))
+
+  it.live("waits for the event address without blocking publish", () =>
+    Effect.gen(function*() {
+      const pull = yield* pullSocket
+      const address = yield* Deferred.make<string>()
+      const publisher = yield* EventPublisher.make({ eventAddr: Deferred.await(address), agentId: "i-wait" })
+      yield* publisher.publish(AgentEvents.kernelPreparing("k2"))
+      yield* Deferred.succeed(address, pull.lastEndpoint!)
+      const [name, , body] = yield* Effect.promise(() => pull.receive())
+      assert.strictEqual(name!.toString(), "kernel_preparing")
+      assert.deepStrictEqual(decode(body!), ["k2"])
+    }))
+
+  it.live("a manager that is not there never blocks: events beyond the buffers are dropped and counted", () =>
+    Effect.gen(function*() {
+      const publisher = yield* EventPublisher.make({
+        eventAddr: "127.0.0.1:1", // nobody listens
+        agentId: "i-alone",
+        queueCapacity: 10,
+        sendHighWaterMark: 5,
+        sendTimeoutMillis: 10
+      })
+      const start = Date.now()
+      for (let i = 0; i < 1000; i++) yield* publisher.publish(AgentEvents.kernelStarted(`k${i}`))
+      assert.isBelow(Date.now() - start, 500)
+      yield* Effect.sleep("200 millis")
+      assert.isAbove(yield* publisher.dropped, 900)
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.effect("layerTest records events", () =>
+    Effect.gen(function*() {
+      const sink: Array<AgentEvent> = []
+      yield* Effect.gen(function*() {
+        const publisher = yield* EventPublisher
+        yield* publisher.publish(AgentEvents.instanceTerminated("shutdown"))
+      }).pipe(Effect.provide(Layer.fresh(EventPublisher.layerTest(sink))))
+      assert.strictEqual(sink[0]!.name, "instance_terminated")
+    }))
+})
