@@ -61,8 +61,70 @@ export class NotImplemented extends Schema.TaggedError<NotImplemented>()("NotImp
   }
 }
 
+/** The kernel's image cannot be pulled (ErrImagePull, ImagePullBackOff, InvalidImageName…). */
+export class ImagePullFailed extends Schema.TaggedError<ImagePullFailed>()("ImagePullFailed", {
+  kernelId: Schema.String,
+  image: Schema.String,
+  reason: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("ImagePullFailed", [this.kernelId, this.image, this.reason, this.message])
+  }
+}
+
+/** The scheduler cannot place the kernel's pod (PodScheduled=False, reason Unschedulable). */
+export class Unschedulable extends Schema.TaggedError<Unschedulable>()("Unschedulable", {
+  kernelId: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("Unschedulable", [this.kernelId, this.message])
+  }
+}
+
+/** A kernel could not be created (container config error, pod failed, API rejection…). */
+export class KernelCreationFailed extends Schema.TaggedError<KernelCreationFailed>()("KernelCreationFailed", {
+  kernelId: Schema.String,
+  reason: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("KernelCreationFailed", [this.kernelId, this.reason, this.message])
+  }
+}
+
+/** The kernel did not become Running with an answering runner within `container.create-timeout`. */
+export class KernelCreationTimeout extends Schema.TaggedError<KernelCreationTimeout>()("KernelCreationTimeout", {
+  kernelId: Schema.String,
+  seconds: Schema.Number,
+  lastState: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("KernelCreationTimeout", [this.kernelId, this.seconds, this.lastState])
+  }
+}
+
+/** The Kubernetes API server did not answer (unreachable, timeout, 5xx). */
+export class KubernetesUnavailable extends Schema.TaggedError<KubernetesUnavailable>()("KubernetesUnavailable", {
+  operation: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("KubernetesUnavailable", [this.operation, this.message])
+  }
+}
+
 /** Every error a handler may fail with. Extend this union when adding an error above. */
-export type DomainError = KernelNotFound | InvalidKernelConfig | NotImplemented
+export type DomainError =
+  | KernelNotFound
+  | InvalidKernelConfig
+  | NotImplemented
+  | ImagePullFailed
+  | Unschedulable
+  | KernelCreationFailed
+  | KernelCreationTimeout
+  | KubernetesUnavailable
 
 /** Anything carrying a Python face (all {@link DomainError}s). */
 export interface HasPython {
