@@ -1,17 +1,26 @@
 // `npm run dev`: the dev testbed up, then the agent in the foreground (`node dist/main.js -f
 // config/halfstack.toml`); Ctrl-C (or the agent exiting) stops both.
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 import { repoRoot, stateDirOf } from "./paths.ts"
 import { describe, down, up } from "./testbed.ts"
 
 const stateDir = stateDirOf("dev")
+let started = false // only a testbed this process brought up is torn down here
 let stopping = false
+let agent: ChildProcess | undefined
+
 const stop = async (code: number): Promise<never> => {
   if (!stopping) {
     stopping = true
-    console.log("[dev] stopping the testbed")
-    await down(stateDir)
+    if (agent !== undefined && agent.exitCode === null && agent.signalCode === null) {
+      agent.kill("SIGTERM")
+      await new Promise((r) => { const t = setTimeout(r, 5000); agent!.once("exit", () => { clearTimeout(t); r(undefined) }) })
+    }
+    if (started) {
+      console.log("[dev] stopping the testbed")
+      await down(stateDir)
+    }
   }
   process.exit(code)
 }
@@ -21,6 +30,7 @@ process.on("SIGTERM", () => void stop(143))
 
 try {
   const env = await up({ name: "dev", mode: "dev" })
+  started = true
   console.log(describe(env))
 } catch (e) {
   console.error(e instanceof Error ? e.message : e)
@@ -28,10 +38,9 @@ try {
 }
 if (!stopping) {
   console.log("[dev] starting the agent: node dist/main.js -f config/halfstack.toml")
-  const agent = spawn(process.execPath, [path.join(repoRoot, "dist/main.js"), "-f", path.join(repoRoot, "config/halfstack.toml")], {
+  agent = spawn(process.execPath, [path.join(repoRoot, "dist/main.js"), "-f", path.join(repoRoot, "config/halfstack.toml")], {
     cwd: repoRoot, stdio: "inherit",
   })
-  // the agent shares our terminal's process group, so Ctrl-C reaches it directly as well
   agent.on("exit", (code, signal) => {
     console.log(`[dev] agent exited (${signal ?? code})`)
     void stop(code ?? 1)

@@ -30,7 +30,7 @@ export interface TestbedEnv {
   readonly watcherToken: string
   readonly stateDir: string
   readonly images: Readonly<Record<string, string>>
-  readonly pids: ReadonlyArray<{ readonly name: string; readonly pid: number; readonly log: string }>
+  readonly pids: ReadonlyArray<{ readonly name: string; readonly pid: number; readonly startTicks: number; readonly log: string }>
   readonly startedAt: string
   readonly bringUpSeconds: number
 }

@@ -5,7 +5,7 @@ import * as fs from "node:fs"
 import type { TestProject } from "vitest/node"
 import { readEnvFile, type TestbedEnv } from "./env.ts"
 import { stateDirOf, stateRoot } from "./paths.ts"
-import { isAlive } from "./processes.ts"
+import { isAlive, isRunning } from "./processes.ts"
 import { down, up } from "./testbed.ts"
 
 /** Stops testbeds left behind by test runs whose vitest process died without tearing down. */
@@ -27,7 +27,7 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", log: (l) => console.log(l) })
   project.provide("testbed", env)
   // last resort if vitest exits without running the teardown (e.g. Ctrl-C): kill the process groups
-  const killAll = () => { for (const p of env.pids) { try { process.kill(-p.pid, "SIGKILL") } catch { /* gone */ } } }
+  const killAll = () => { for (const p of env.pids.filter(isRunning)) { try { process.kill(-p.pid, "SIGKILL") } catch { /* gone */ } } }
   process.once("exit", killAll)
   return async () => {
     process.removeListener("exit", killAll)

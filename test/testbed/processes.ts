@@ -5,7 +5,20 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { sleep } from "./ports.ts"
 
-export interface Daemon { readonly name: string; readonly pid: number; readonly log: string }
+export interface Daemon {
+  readonly name: string
+  readonly pid: number
+  readonly log: string
+  /** process start time (/proc/<pid>/stat field 22): guards against killing a reused pid */
+  readonly startTicks: number
+}
+
+export const startTicksOf = (pid: number): number => {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    return Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19])
+  } catch { return -1 }
+}
 
 export interface SpawnOptions {
   readonly env?: NodeJS.ProcessEnv
@@ -26,7 +39,7 @@ export const spawnDaemon = (name: string, cmd: string, args: ReadonlyArray<strin
   fs.closeSync(fd)
   if (child.pid === undefined) throw new Error(`testbed: could not start ${name} (${cmd})`)
   child.unref()
-  return { name, pid: child.pid, log }
+  return { name, pid: child.pid, log, startTicks: startTicksOf(child.pid) }
 }
 
 export const isAlive = (pid: number): boolean => {
@@ -37,8 +50,13 @@ const killGroup = (pid: number, signal: NodeJS.Signals): void => {
   try { process.kill(-pid, signal) } catch { try { process.kill(pid, signal) } catch { /* gone */ } }
 }
 
+/** True while the recorded process (same pid, same start time) is still running. */
+export const isRunning = (d: { pid: number; startTicks?: number }): boolean =>
+  isAlive(d.pid) && (d.startTicks === undefined || startTicksOf(d.pid) === d.startTicks)
+
 /** SIGTERM to each daemon's process group, SIGKILL after `graceMs`; resolves when all are gone. */
-export const stopDaemons = async (daemons: ReadonlyArray<{ name: string; pid: number }>, graceMs = 5_000): Promise<void> => {
+export const stopDaemons = async (all: ReadonlyArray<{ name: string; pid: number; startTicks?: number }>, graceMs = 5_000): Promise<void> => {
+  const daemons = all.filter(isRunning) // never signal a pid that now belongs to someone else
   for (const d of daemons) killGroup(d.pid, "SIGTERM")
   const deadline = Date.now() + graceMs
   while (daemons.some((d) => isAlive(d.pid)) && Date.now() < deadline) await sleep(50)

@@ -10,7 +10,7 @@ import type { TestbedEnv } from "./env.ts"
 import { defaultNodes, type KubeletConfig } from "./nodes.ts"
 import { envFileOf, k8sBinDir, kubectlPath, stateDirOf, testbedDir } from "./paths.ts"
 import { freePort, isPortFree, requireFree, waitUntil } from "./ports.ts"
-import { assertAlive, type Daemon, isAlive, spawnDaemon, stopDaemons } from "./processes.ts"
+import { assertAlive, type Daemon, isRunning, spawnDaemon, stopDaemons } from "./processes.ts"
 import { dockerConfigJson, seedRegistry, startRegistry, waitRegistry } from "./registry.ts"
 
 export const KUBE_NAMESPACE = "backend-ai"
@@ -56,7 +56,7 @@ const envFromDisk = (stateDir: string): TestbedEnv | undefined => {
   try { return JSON.parse(fs.readFileSync(envFileOf(stateDir), "utf8")) as TestbedEnv } catch { return undefined }
 }
 
-export const isUp = (stateDir: string): boolean => envFromDisk(stateDir)?.pids.some((p) => isAlive(p.pid)) ?? false
+export const isUp = (stateDir: string): boolean => envFromDisk(stateDir)?.pids.some(isRunning) ?? false
 
 export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
   const log = opts.log ?? ((l: string) => console.log(l))
@@ -91,6 +91,7 @@ export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
   const watcherToken = dev ? DEV.watcherToken : randomBytes(12).toString("hex")
   const etcdNamespace = dev ? DEV.etcdNamespace : "testbed"
   const daemons: Array<Daemon> = []
+  let token = ""
   const step = (what: string) => log(`[testbed] ${((performance.now() - t0) / 1000).toFixed(1)}s ${what}`)
 
   const env = (extra: Partial<TestbedEnv> = {}): TestbedEnv => ({
@@ -100,11 +101,10 @@ export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
     registrySecret: REGISTRY_SECRET, kubeconfig, apiserver: `https://127.0.0.1:${ports.apiserver}`, apiserverToken: token,
     kubectl: kubectlPath, namespace: KUBE_NAMESPACE, nodes, kubeletPort: ports.kubelet,
     eventAddr: `127.0.0.1:${ports.eventAddr}`, scratchRoot: dirs.scratch, vfolderMount: dirs.vfolders, watcherToken,
-    stateDir, images: {}, pids: daemons.map((d) => ({ name: d.name, pid: d.pid, log: d.log })),
+    stateDir, images: {}, pids: daemons.map((d) => ({ name: d.name, pid: d.pid, startTicks: d.startTicks, log: d.log })),
     startedAt: new Date().toISOString(), bringUpSeconds: 0, ...extra,
   })
   const save = (e: TestbedEnv) => fs.writeFileSync(envFileOf(stateDir), `${JSON.stringify(e, null, 2)}\n`)
-  let token = ""
 
   try {
     // stage 1: independent daemons
@@ -174,7 +174,7 @@ export const down = async (stateDir: string, remove = false): Promise<boolean> =
 export const status = (stateDir: string): string => {
   const env = envFromDisk(stateDir)
   if (env === undefined) return `no testbed in ${stateDir}`
-  return env.pids.map((p) => `${p.name.padEnd(24)} pid ${String(p.pid).padEnd(8)} ${isAlive(p.pid) ? "running" : "STOPPED"}`).join("\n")
+  return env.pids.map((p) => `${p.name.padEnd(24)} pid ${String(p.pid).padEnd(8)} ${isRunning(p) ? "running" : "STOPPED"}`).join("\n")
 }
 
 /** Human-readable endpoint list; the kubeconfig path is on a line of its own (last line). */
