@@ -1,0 +1,21 @@
+/**
+ * Benchmark dispatcher: `node bench/run.ts <name>` runs `bench/<name>.ts` (e.g. `rpc`).
+ * Add a benchmark by adding `bench/<name>.ts` (an entry point ending in NodeRuntime.runMain) and its
+ * name with a one-line description below.
+ */
+import { existsSync } from "node:fs"
+import { fileURLToPath } from "node:url"
+
+const benches: Record<string, string> = {
+  rpc: "aiozmq ping round trips: this agent's RPC server vs a Python aiozmq server"
+}
+
+const name = process.argv[2]
+const file = name === undefined ? undefined : fileURLToPath(new URL(`./${name}.ts`, import.meta.url))
+if (name === undefined || file === undefined || name === "run" || !existsSync(file)) {
+  console.error(`usage: node bench/run.ts <name>\n${Object.entries(benches).map(([n, d]) => `  ${n.padEnd(10)} ${d}`).join("\n")}`)
+  process.exitCode = 2
+} else {
+  process.argv.splice(2, 1) // the benchmark sees its own arguments from argv[2]
+  await import(file)
+}
