@@ -1,0 +1,488 @@
+/**
+ * Resource slots from the cluster (spec §7.5, fixed): the worker nodes (Ready, schedulable, matching
+ * `kubernetes.node-selector`, not tainted NoSchedule/NoExecute) and, per node, **allocatable** minus
+ * the requests of the pods this agent does not manage (other tenants, system pods). The manager
+ * accounts for our own kernels, so they are not subtracted. `resource.reserved-*` is subtracted from
+ * the total once (it is the agent's reservation, not a per-node one).
+ *
+ * Nodes and pods are kept in memory from list + watch (resourceVersion), re-listed when the watch
+ * expires (410 Gone), ends, or every `kubernetes.relist-interval`. The snapshot is recomputed lazily
+ * after a change, so a heartbeat costs nothing when nothing moved.
+ *
+ * Quantities are parsed exactly (bigint): cpu in millicores, everything else in base units.
+ */
+import { Cause, Context, Deferred, Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { AgentConfig } from "../config/AgentConfig.ts"
+import { KubeClient, type KubeError } from "./KubeClient.ts"
+
+// ---------------------------------------------------------------------------------------------
+// Kubernetes quantities (resource.Quantity): <sign><digits>[.<digits>]<suffix>, exact.
+
+/** An exact quantity: `mantissa × 10^exp10 × 2^exp2`. */
+export interface Quantity {
+  readonly mantissa: bigint
+  readonly exp10: number
+  readonly exp2: number
+}
+
+const binarySuffix: Record<string, number> = { Ki: 10, Mi: 20, Gi: 30, Ti: 40, Pi: 50, Ei: 60 }
+const decimalSuffix: Record<string, number> = { n: -9, u: -6, m: -3, "": 0, k: 3, M: 6, G: 9, T: 12, P: 15, E: 18 }
+
+/** Parses a Kubernetes quantity ("100m", "2", "1Gi", "1e3", "512M", "0.5", "+1.5Ki"); undefined if malformed. */
+export const parseQuantity = (input: string): Quantity | undefined => {
+  const m = /^([+-]?)(\d+(?:\.\d*)?|\.\d+)(?:(Ki|Mi|Gi|Ti|Pi|Ei)|([eE][+-]?\d+)|(n|u|m|k|M|G|T|P|E)?)$/.exec(input.trim())
+  if (m === null) return undefined
+  const [, sign, number, bin, exp, dec] = m
+  const [intPart = "", fracPart = ""] = number!.split(".")
+  let mantissa = BigInt(`${intPart}${fracPart}` || "0")
+  if (sign === "-") mantissa = -mantissa
+  let exp10 = -fracPart.length
+  let exp2 = 0
+  if (bin !== undefined) exp2 = binarySuffix[bin]!
+  else if (exp !== undefined) {
+    const e = Number(exp.slice(1))
+    if (!Number.isSafeInteger(e) || Math.abs(e) > 1000) return undefined
+    exp10 += e
+  } else exp10 += decimalSuffix[dec ?? ""]!
+  return { mantissa, exp10, exp2 }
+}
+
+const ceilDiv = (a: bigint, b: bigint): bigint => {
+  const q = a / b
+  return a % b !== 0n && (a > 0n) === (b > 0n) ? q + 1n : q
+}
+
+/** `q × 10^scale`, rounded up to an integer (Kubernetes rounds requests up: `MilliValue`, `Value`). */
+export const quantityScaled = (q: Quantity, scale: number): bigint => {
+  const num = q.mantissa * (1n << BigInt(q.exp2))
+  const e = q.exp10 + scale
+  return e >= 0 ? num * 10n ** BigInt(e) : ceilDiv(num, 10n ** BigInt(-e))
+}
+
+/** A quantity string as an integer in units of `10^-scale` (0 when absent or malformed). */
+export const quantityValue = (input: string | undefined, scale = 0): bigint => {
+  if (input === undefined) return 0n
+  const q = parseQuantity(input)
+  return q === undefined ? 0n : quantityScaled(q, scale)
+}
+
+/** A non-negative amount in units of `10^-scale` as a decimal string: (3500n, 3) → "3.5". */
+export const formatScaled = (value: bigint, scale: number): string => {
+  if (scale === 0) return value.toString()
+  const neg = value < 0n
+  const abs = neg ? -value : value
+  const base = 10n ** BigInt(scale)
+  const frac = (abs % base).toString().padStart(scale, "0").replace(/0+$/, "")
+  return `${neg ? "-" : ""}${abs / base}${frac === "" ? "" : `.${frac}`}`
+}
+
+// ---------------------------------------------------------------------------------------------
+// Slots
+
+/** A Backend.AI slot backed by a Kubernetes resource. `scale` = decimal digits kept (cpu: millicores). */
+export interface SlotDef {
+  readonly slot: string
+  readonly resource: string
+  readonly unit: "count" | "bytes"
+  readonly scale: number
+}
+
+/** cpu (cores), mem (bytes), and the accelerators we know (nvidia.com/gpu → cuda.device). */
+export const SLOT_DEFS: ReadonlyArray<SlotDef> = [
+  { slot: "cpu", resource: "cpu", unit: "count", scale: 3 },
+  { slot: "mem", resource: "memory", unit: "bytes", scale: 0 },
+  { slot: "cuda.device", resource: "nvidia.com/gpu", unit: "count", scale: 0 }
+]
+
+/** Amounts per slot, in units of `10^-scale` of the slot (cpu in millicores). */
+export type SlotAmounts = Readonly<Record<string, bigint>>
+
+const zero = (): Record<string, bigint> => Object.fromEntries(SLOT_DEFS.map((d) => [d.slot, 0n]))
+
+const amountsOf = (resources: Readonly<Record<string, string>> | undefined): Record<string, bigint> => {
+  const out = zero()
+  if (resources === undefined) return out
+  for (const d of SLOT_DEFS) out[d.slot] = quantityValue(resources[d.resource], d.scale)
+  return out
+}
+
+/** `{slot: decimal string}` of amounts (cpu back in cores). */
+export const formatAmounts = (a: SlotAmounts): Record<string, string> =>
+  Object.fromEntries(SLOT_DEFS.map((d) => [d.slot, formatScaled(a[d.slot] ?? 0n, d.scale)]))
+
+// ---------------------------------------------------------------------------------------------
+// The Kubernetes objects, as much of them as we read (decoded at the edge).
+
+const Taint = Schema.Struct({ key: Schema.optional(Schema.String), effect: Schema.optional(Schema.String) })
+const Condition = Schema.Struct({ type: Schema.String, status: Schema.String })
+const Address = Schema.Struct({ type: Schema.String, address: Schema.String })
+const Meta = Schema.Struct({
+  name: Schema.optional(Schema.String),
+  namespace: Schema.optional(Schema.String),
+  uid: Schema.optional(Schema.String),
+  resourceVersion: Schema.optional(Schema.String),
+  labels: Schema.optional(Schema.NullOr(Schema.Record(Schema.String, Schema.String)))
+})
+const ResourceList = Schema.optional(Schema.NullOr(Schema.Record(Schema.String, Schema.String)))
+
+export const NodeObject = Schema.Struct({
+  metadata: Schema.optional(Meta),
+  spec: Schema.optional(Schema.Struct({
+    unschedulable: Schema.optional(Schema.NullOr(Schema.Boolean)),
+    taints: Schema.optional(Schema.NullOr(Schema.Array(Taint)))
+  })),
+  status: Schema.optional(Schema.Struct({
+    allocatable: ResourceList,
+    capacity: ResourceList,
+    conditions: Schema.optional(Schema.NullOr(Schema.Array(Condition))),
+    addresses: Schema.optional(Schema.NullOr(Schema.Array(Address)))
+  }))
+})
+export type NodeObject = typeof NodeObject.Type
+
+const Container = Schema.Struct({
+  resources: Schema.optional(Schema.NullOr(Schema.Struct({ requests: ResourceList })))
+})
+export const PodObject = Schema.Struct({
+  metadata: Schema.optional(Meta),
+  spec: Schema.optional(Schema.Struct({
+    nodeName: Schema.optional(Schema.NullOr(Schema.String)),
+    containers: Schema.optional(Schema.NullOr(Schema.Array(Container))),
+    initContainers: Schema.optional(Schema.NullOr(Schema.Array(Container))),
+    overhead: ResourceList
+  })),
+  status: Schema.optional(Schema.Struct({ phase: Schema.optional(Schema.NullOr(Schema.String)) }))
+})
+export type PodObject = typeof PodObject.Type
+
+/** What we keep of a node. */
+export interface NodeState {
+  readonly name: string
+  readonly internalIP: string | undefined
+  /** Ready, schedulable and not tainted NoSchedule/NoExecute (the label selector is applied by the API). */
+  readonly worker: boolean
+  readonly allocatable: SlotAmounts
+}
+
+/** What we keep of a foreign pod: where it runs and what it requests. */
+export interface PodState {
+  readonly node: string
+  readonly requests: SlotAmounts
+}
+
+export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+export const MANAGED_BY_VALUE = "bai-k8s-agent"
+export const AGENT_ID_LABEL = "backend.ai/agent-id"
+
+export const nodeState = (n: NodeObject): NodeState | undefined => {
+  const name = n.metadata?.name
+  if (name === undefined) return undefined
+  const ready = (n.status?.conditions ?? []).some((c) => c.type === "Ready" && c.status === "True")
+  const tainted = (n.spec?.taints ?? []).some((t) => t.effect === "NoSchedule" || t.effect === "NoExecute")
+  const internalIP = (n.status?.addresses ?? []).find((a) => a.type === "InternalIP")?.address
+  return {
+    name,
+    internalIP,
+    worker: ready && n.spec?.unschedulable !== true && !tainted,
+    allocatable: amountsOf(n.status?.allocatable ?? n.status?.capacity ?? undefined)
+  }
+}
+
+/**
+ * The pod's effective request (what the scheduler reserves): max(Σ containers, max init container)
+ * + overhead. Undefined when the pod does not count: not bound, terminal, or one of our kernels.
+ */
+export const podState = (p: PodObject, agentId: string): PodState | undefined => {
+  const node = p.spec?.nodeName
+  if (node === undefined || node === null || node === "") return undefined
+  const phase = p.status?.phase
+  if (phase === "Succeeded" || phase === "Failed") return undefined
+  const labels = p.metadata?.labels ?? {}
+  if (labels[MANAGED_BY_LABEL] === MANAGED_BY_VALUE && labels[AGENT_ID_LABEL] === agentId) return undefined
+  const sum = zero()
+  for (const c of p.spec?.containers ?? []) {
+    const r = amountsOf(c.resources?.requests ?? undefined)
+    for (const d of SLOT_DEFS) sum[d.slot] = sum[d.slot]! + r[d.slot]!
+  }
+  for (const c of p.spec?.initContainers ?? []) {
+    const r = amountsOf(c.resources?.requests ?? undefined)
+    for (const d of SLOT_DEFS) if (r[d.slot]! > sum[d.slot]!) sum[d.slot] = r[d.slot]!
+  }
+  const overhead = amountsOf(p.spec?.overhead ?? undefined)
+  for (const d of SLOT_DEFS) sum[d.slot] = sum[d.slot]! + overhead[d.slot]!
+  return { node, requests: sum }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot
+
+export interface WorkerNode {
+  readonly name: string
+  readonly internalIP: string | undefined
+  readonly allocatable: SlotAmounts
+  /** Requests of pods we do not manage, on this node. */
+  readonly requested: SlotAmounts
+  /** allocatable − requested, floored at 0: the largest kernel this node can still place. */
+  readonly free: SlotAmounts
+}
+
+export interface ResourceSnapshot {
+  /** Σ free over workers, minus `resource.reserved-*`, floored at 0 (cpu in millicores). */
+  readonly available: SlotAmounts
+  readonly workers: ReadonlyArray<WorkerNode>
+  /** Per slot, the largest `free` of any single worker (the largest placeable shape). */
+  readonly largestPlaceable: SlotAmounts
+  /** Nodes known (matching the selector) but not workers (NotReady, cordoned, tainted). */
+  readonly excluded: ReadonlyArray<string>
+}
+
+/** Pure: the snapshot of the given nodes and foreign pods. */
+export const computeSnapshot = (
+  nodes: Iterable<NodeState>,
+  pods: Iterable<PodState>,
+  reserved: SlotAmounts
+): ResourceSnapshot => {
+  const requestedByNode = new Map<string, Record<string, bigint>>()
+  for (const p of pods) {
+    let acc = requestedByNode.get(p.node)
+    if (acc === undefined) requestedByNode.set(p.node, acc = zero())
+    for (const d of SLOT_DEFS) acc[d.slot] = acc[d.slot]! + (p.requests[d.slot] ?? 0n)
+  }
+  const workers: Array<WorkerNode> = []
+  const excluded: Array<string> = []
+  const total = zero()
+  const largest = zero()
+  for (const n of nodes) {
+    if (!n.worker) {
+      excluded.push(n.name)
+      continue
+    }
+    const requested = requestedByNode.get(n.name) ?? zero()
+    const free = zero()
+    for (const d of SLOT_DEFS) {
+      const f = (n.allocatable[d.slot] ?? 0n) - requested[d.slot]!
+      free[d.slot] = f > 0n ? f : 0n
+      total[d.slot] = total[d.slot]! + free[d.slot]!
+      if (free[d.slot]! > largest[d.slot]!) largest[d.slot] = free[d.slot]!
+    }
+    workers.push({ name: n.name, internalIP: n.internalIP, allocatable: n.allocatable, requested, free })
+  }
+  workers.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  excluded.sort()
+  for (const d of SLOT_DEFS) {
+    const v = total[d.slot]! - (reserved[d.slot] ?? 0n)
+    total[d.slot] = v > 0n ? v : 0n
+  }
+  return { available: total, workers, largestPlaceable: largest, excluded }
+}
+
+/** `resource.reserved-cpu` (cores, may be fractional) and `reserved-mem` (bytes) as slot amounts. */
+export const reservedAmounts = (resource: { readonly "reserved-cpu": number; readonly "reserved-mem": number }): SlotAmounts => ({
+  ...zero(),
+  cpu: BigInt(Math.round(resource["reserved-cpu"] * 1000)),
+  mem: BigInt(Math.floor(resource["reserved-mem"]))
+})
+
+// ---------------------------------------------------------------------------------------------
+// The service
+
+export class NodeResourcesError extends Schema.TaggedError<NodeResourcesError>()("NodeResourcesError", {
+  reason: Schema.Literals(["NotSynced"]),
+  message: Schema.String
+}) {}
+
+export interface NodeResourcesShape {
+  /** The current resources; fails with `NotSynced` until nodes and pods were listed once. */
+  readonly snapshot: Effect.Effect<ResourceSnapshot, NodeResourcesError>
+  /** The worker nodes (name, InternalIP, amounts); empty until synced. */
+  readonly workers: Effect.Effect<ReadonlyArray<WorkerNode>>
+  /** Completes once nodes and pods have been listed once. */
+  readonly synced: Effect.Effect<void>
+}
+
+export interface NodeResourcesOptions {
+  readonly agentId: string
+  /** Label selector of the worker nodes ("" = all). */
+  readonly nodeSelector: string
+  readonly reserved: SlotAmounts
+  readonly relistInterval: Duration.Input
+  /** How long `make` waits for the first sync before returning anyway (heartbeats then fail until synced). */
+  readonly initialSyncTimeout?: Duration.Input
+}
+
+interface ListResult<A> {
+  readonly items: ReadonlyArray<A>
+  readonly resourceVersion: string | undefined
+}
+
+const decodeNode = Schema.decodeUnknownEffect(NodeObject)
+const decodePod = Schema.decodeUnknownEffect(PodObject)
+
+/** Retry of one list+watch cycle: 0.5 s doubling, capped at 30 s. */
+const retrySchedule = Schedule.min([Schedule.exponential("500 millis"), Schedule.spaced("30 seconds")])
+
+export class NodeResources extends Context.Service<NodeResources, NodeResourcesShape>()("bai-agent/kube/NodeResources") {
+  static readonly make = Effect.fnUntraced(function*(options: NodeResourcesOptions) {
+    const kube = yield* KubeClient
+    const nodes = new Map<string, NodeState>()
+    const pods = new Map<string, PodState>()
+    let cached: ResourceSnapshot | undefined
+    const dirty = () => {
+      cached = undefined
+    }
+    const nodesSynced = yield* Deferred.make<void>()
+    const podsSynced = yield* Deferred.make<void>()
+    const relistSeconds = Math.max(1, Math.round(Duration.toSeconds(Duration.fromInputUnsafe(options.relistInterval))))
+
+    /** list, replace the state, then watch from the list's resourceVersion until the relist time. */
+    const syncLoop = <A>(kind: string, spec: {
+      readonly list: Effect.Effect<ListResult<unknown>, KubeError>
+      readonly path: string
+      readonly query: Record<string, string | number | boolean | undefined>
+      readonly decode: (u: unknown) => Effect.Effect<A, Schema.SchemaError>
+      readonly keyOf: (a: A) => string | undefined
+      readonly replace: (items: ReadonlyArray<A>) => void
+      readonly upsert: (key: string, a: A) => void
+      readonly remove: (key: string) => void
+      readonly synced: Deferred.Deferred<void>
+    }) => {
+      const cycle = Effect.gen(function*() {
+        const listed = yield* spec.list
+        const items = yield* Effect.forEach(listed.items, (i) => spec.decode(i))
+        spec.replace(items)
+        dirty()
+        yield* Deferred.succeed(spec.synced, undefined)
+        yield* Effect.logDebug(`${kind}: listed ${items.length}`)
+        yield* kube.watch<unknown>(spec.path, {
+          ...spec.query,
+          resourceVersion: listed.resourceVersion,
+          timeoutSeconds: relistSeconds
+        }).pipe(
+          Stream.runForEach((event) => {
+            if (event.type === "BOOKMARK") return Effect.void
+            return spec.decode(event.object).pipe(
+              Effect.map((a) => {
+                const key = spec.keyOf(a)
+                if (key === undefined) return
+                if (event.type === "DELETED") spec.remove(key)
+                else spec.upsert(key, a)
+                dirty()
+              }),
+              Effect.catch((e) => Effect.logWarning(`${kind}: undecodable watch event ignored: ${e.message}`))
+            )
+          }),
+          // a silent server must not keep us on stale state past the relist interval
+          Effect.timeoutOrElse({ duration: Duration.seconds(relistSeconds + 30), orElse: () => Effect.void })
+        )
+      })
+      return cycle.pipe(
+        Effect.tapError((e) =>
+          e._tag === "KubeError" && e.reason === "Gone"
+            ? Effect.logDebug(`${kind}: watch expired, relisting`)
+            : Effect.logWarning(`${kind}: list/watch failed, retrying: ${e.message}`)
+        ),
+        Effect.retry(retrySchedule),
+        Effect.forever,
+        Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError(`${kind} sync stopped`, cause)),
+        Effect.forkScoped
+      )
+    }
+
+    const labelSelector = options.nodeSelector === "" ? undefined : options.nodeSelector
+    yield* syncLoop("nodes", {
+      list: kube.core("list nodes", (api) => api.listNode(labelSelector === undefined ? {} : { labelSelector })).pipe(
+        Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
+      ),
+      path: "/api/v1/nodes",
+      query: { labelSelector },
+      decode: decodeNode,
+      keyOf: (n) => n.metadata?.name,
+      replace: (items) => {
+        nodes.clear()
+        for (const n of items) {
+          const s = nodeState(n)
+          if (s !== undefined) nodes.set(s.name, s)
+        }
+      },
+      upsert: (key, n) => {
+        const s = nodeState(n)
+        if (s === undefined) nodes.delete(key)
+        else nodes.set(key, s)
+      },
+      remove: (key) => void nodes.delete(key),
+      synced: nodesSynced
+    })
+
+    // bound, non-terminal pods only (server-side): a pod that finishes comes as DELETED
+    const fieldSelector = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
+    const podKey = (p: PodObject) => p.metadata?.uid ?? (p.metadata?.name === undefined ? undefined : `${p.metadata.namespace}/${p.metadata.name}`)
+    yield* syncLoop("pods", {
+      list: kube.core("list pods", (api) => api.listPodForAllNamespaces({ fieldSelector })).pipe(
+        Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
+      ),
+      path: "/api/v1/pods",
+      query: { fieldSelector },
+      decode: decodePod,
+      keyOf: podKey,
+      replace: (items) => {
+        pods.clear()
+        for (const p of items) {
+          const key = podKey(p)
+          const s = podState(p, options.agentId)
+          if (key !== undefined && s !== undefined) pods.set(key, s)
+        }
+      },
+      upsert: (key, p) => {
+        const s = podState(p, options.agentId)
+        if (s === undefined) pods.delete(key)
+        else pods.set(key, s)
+      },
+      remove: (key) => void pods.delete(key),
+      synced: podsSynced
+    })
+
+    const synced = Effect.all([Deferred.await(nodesSynced), Deferred.await(podsSynced)], { discard: true })
+    const isSynced = Effect.all([Deferred.isDone(nodesSynced), Deferred.isDone(podsSynced)]).pipe(
+      Effect.map(([a, b]) => a && b)
+    )
+    const current = Effect.sync(() => {
+      if (cached === undefined) cached = computeSnapshot(nodes.values(), pods.values(), options.reserved)
+      return cached
+    })
+    const snapshot = isSynced.pipe(
+      Effect.flatMap((ok) =>
+        ok ? current : Effect.fail(new NodeResourcesError({ reason: "NotSynced", message: "nodes and pods not listed yet" }))
+      )
+    )
+
+    yield* synced.pipe(
+      Effect.timeoutOrElse({
+        duration: options.initialSyncTimeout ?? "30 seconds",
+        orElse: () => Effect.logWarning("nodes/pods not listed yet; heartbeats wait for the Kubernetes API")
+      })
+    )
+    return NodeResources.of({
+      snapshot,
+      workers: isSynced.pipe(Effect.flatMap((ok) => (ok ? Effect.map(current, (s) => s.workers) : Effect.succeed([])))),
+      synced
+    })
+  })
+
+  /** From AgentConfig (agent id, `kubernetes.node-selector`, `resource.reserved-*`, `kubernetes.relist-interval`). */
+  static readonly layer = Layer.effect(
+    NodeResources,
+    Effect.gen(function*() {
+      const { agentId, config } = yield* AgentConfig
+      return yield* NodeResources.make({
+        agentId,
+        nodeSelector: config.kubernetes["node-selector"],
+        reserved: reservedAmounts(config.resource),
+        relistInterval: Duration.seconds(config.kubernetes["relist-interval"])
+      })
+    })
+  )
+
+  /** A fixed snapshot (tests of consumers). */
+  static readonly layerTest = (snapshot: ResourceSnapshot): Layer.Layer<NodeResources> =>
+    Layer.succeed(NodeResources, NodeResources.of({ snapshot: Effect.succeed(snapshot), workers: Effect.succeed(snapshot.workers), synced: Effect.void }))
+}
