@@ -78,6 +78,7 @@ interface PodState {
   rx: number
   tx: number
   restarts: number
+  lastTerminated: k8s.V1ContainerStateTerminated | undefined
   startedAt: Date | undefined
   stopping: boolean
   retry: NodeJS.Timeout | undefined
@@ -204,7 +205,7 @@ const launchRunner = async (st: PodState): Promise<void> => {
     containerStatuses: st.pod.spec!.containers.map((c) => ({
       name: c.name, image: c.image ?? "", imageID: `testbed://${c.image}`, containerID: `testbed://${st.pod.metadata!.uid}/${c.name}`,
       ready: true, started: true, restartCount: st.restarts, state: { running: { startedAt: started } },
-      ...(st.restarts > 0 ? { lastState: s.containerStatuses?.find((x) => x.name === c.name)?.state ?? {} } : {}),
+      ...(st.lastTerminated !== undefined ? { lastState: { terminated: st.lastTerminated } } : {}),
     })),
   }))
 }
@@ -226,6 +227,7 @@ const runnerExited = async (st: PodState, runner: ChildProcess, exitCode: number
     return
   }
   st.restarts++
+  st.lastTerminated = terminated
   await new Promise((r) => setTimeout(r, 1000))
   if (!st.stopping) await launchRunner(st)
 }
@@ -268,7 +270,7 @@ const onPod = async (type: string, pod: k8s.V1Pod): Promise<void> => {
     pod, node, podIP: `10.244.${nodeIndex * 16 + ((seq >> 8) & 15)}.${seq & 255}`,
     logDir: path.join(config.podsDir, `${namespace}_${name}_${uid}`),
     workDir: undefined, workVolume: undefined, runner: undefined, ports: new Map(),
-    rx: 0, tx: 0, restarts: 0, startedAt: undefined, stopping: false, retry: undefined,
+    rx: 0, tx: 0, restarts: 0, lastTerminated: undefined, startedAt: undefined, stopping: false, retry: undefined,
   }
   fs.mkdirSync(st.logDir, { recursive: true })
   pods.set(uid, st)

@@ -3,9 +3,11 @@ import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { promisify } from "node:util"
+import { Etcd3 } from "etcd3"
+import { Redis } from "ioredis"
 import { unpack } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest"
-import { freshKubeNamespace, type TestbedEnv } from "./env.ts"
+import { freshEtcdNamespace, freshKubeNamespace, type TestbedEnv } from "./env.ts"
 import { sleep } from "./ports.ts"
 import { exitCodeOf, RunnerClient, textOf } from "./runnerClient.ts"
 
@@ -51,6 +53,51 @@ const nodePortService = (ns: string, name: string) => ({
     type: "NodePort", selector: { run: name },
     ports: [{ name: "repl-in", port: 2000, targetPort: 2000 }, { name: "repl-out", port: 2001, targetPort: "repl-out" }, { name: "jupyter", port: 8080, targetPort: 8080 }],
   },
+})
+
+const connectRunner = async (ns: string, service: string): Promise<RunnerClient> => {
+  const svc = await getJson("-n", ns, "service", service)
+  const nodePort = (name: string) => svc.spec.ports.find((p: any) => p.name === name).nodePort as number
+  return new RunnerClient(env.nodes[0]!.ip, nodePort("repl-in"), nodePort("repl-out"))
+}
+const KILL_MY_RUNNER = "import os, signal; os.kill(os.getppid(), signal.SIGKILL)"
+
+describe("datastores and registry", () => {
+  it("seeds the agent's etcd with the manager/admin keys, also in fresh namespaces", async () => {
+    const ns = await freshEtcdNamespace(env)
+    const etcd = new Etcd3({ hosts: `http://${env.etcd}` })
+    try {
+      for (const prefix of [env.etcdNamespace, ns]) {
+        const kv = await etcd.getAll().prefix(`/sorna/${prefix}/`).strings()
+        expect(kv[`/sorna/${prefix}/nodes/manager/event_addr`]).toBe(env.eventAddr)
+        expect(kv[`/sorna/${prefix}/config/redis/addr`]).toBe(env.redis)
+        expect(kv[`/sorna/${prefix}/config/docker/registry/${encodeURIComponent(env.registry.host)}`]).toBe(env.registry.url)
+        expect(kv[`/sorna/${prefix}/volumes/_mount`]).toBe(env.vfolderMount)
+      }
+    } finally { etcd.close() }
+  })
+
+  it("runs Redis", async () => {
+    const [host, port] = env.redis.split(":")
+    const redis = new Redis({ host: host!, port: Number(port), lazyConnect: true })
+    await redis.connect()
+    expect(await redis.ping()).toBe("PONG")
+    redis.disconnect()
+  })
+
+  it("serves the seeded images behind basic auth, with kernel labels", async () => {
+    expect((await fetch(`${env.registry.url}/v2/`)).status).toBe(401)
+    const auth = { authorization: `Basic ${Buffer.from(`${env.registry.username}:${env.registry.password}`).toString("base64")}` }
+    const tags = await (await fetch(`${env.registry.url}/v2/lablup/python/tags/list`, { headers: auth })).json() as { tags: Array<string> }
+    expect(tags.tags.sort()).toEqual(["3.6-ubuntu18.04", "3.9-ubuntu20.04"])
+    const manifest = await (await fetch(`${env.registry.url}/v2/lablup/python/manifests/3.6-ubuntu18.04`, {
+      headers: { ...auth, accept: "application/vnd.docker.distribution.manifest.v2+json" },
+    })).json() as { config: { digest: string } }
+    const config = await (await fetch(`${env.registry.url}/v2/lablup/python/blobs/${manifest.config.digest}`, { headers: auth })).json() as any
+    expect(config.config.Labels).toMatchObject({
+      "ai.backend.kernelspec": "1", "ai.backend.runtime-type": "python", "ai.backend.service-ports": "jupyter:http:8080,myapp:tcp:8081",
+    })
+  })
 })
 
 describe("cluster", () => {
@@ -235,5 +282,48 @@ describe("a kernel pod behind a NodePort service", () => {
     })
     const alive = () => { try { process.kill(runnerPid, 0); return true } catch { return false } }
     await eventually("runner stopped", async () => (alive() ? undefined : true), 5000)
+  })
+})
+
+describe("runner exits", () => {
+  it("marks a restartPolicy=Never pod Failed with the exit code", async () => {
+    const ns = await freshKubeNamespace(env)
+    const pod = kernelPod(ns, "once") as any
+    pod.spec.restartPolicy = "Never"
+    await kubectlApply(pod)
+    await kubectlApply(nodePortService(ns, "once"))
+    await eventually("Running", async () => ((await getJson("-n", ns, "pod", "once")).status.phase === "Running" ? true : undefined))
+    const client = await connectRunner(ns, "once")
+    try { await client.send("code", KILL_MY_RUNNER) } finally { setTimeout(() => client.close(), 500) }
+    const status = await eventually("Failed", async () => {
+      const p = await getJson("-n", ns, "pod", "once")
+      return p.status.phase === "Failed" ? p.status : undefined
+    })
+    expect(status.containerStatuses[0].state.terminated).toMatchObject({ exitCode: 137, reason: "Error" })
+    await kubectl("delete", "namespace", ns, "--wait=false")
+  })
+
+  it("restarts the runner of a Deployment's pod", async () => {
+    const ns = await freshKubeNamespace(env)
+    const template = kernelPod(ns, "dep") as any
+    await kubectlApply({
+      apiVersion: "apps/v1", kind: "Deployment", metadata: { name: "dep", namespace: ns },
+      spec: { replicas: 1, selector: { matchLabels: { run: "dep" } }, template: { metadata: { labels: { run: "dep" } }, spec: template.spec } },
+    })
+    await kubectlApply(nodePortService(ns, "dep"))
+    const running = async (restarts: number) => {
+      const list = await getJson<{ items: Array<any> }>("-n", ns, "pods", "-l", "run=dep")
+      const cs = list.items[0]?.status?.containerStatuses?.[0]
+      return cs?.state?.running !== undefined && cs.restartCount === restarts ? cs : undefined
+    }
+    await eventually("Running", () => running(0))
+    const client = await connectRunner(ns, "dep")
+    await client.send("code", KILL_MY_RUNNER)
+    const cs = await eventually("restarted", () => running(1))
+    expect(cs.lastState.terminated.exitCode).toBe(137)
+    await client.send("status") // the NodePort now reaches the new runner
+    expect((await client.collect(["status"]))[0]!.type).toBe("status")
+    client.close()
+    await kubectl("delete", "namespace", ns, "--wait=false")
   })
 })
