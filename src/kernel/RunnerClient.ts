@@ -300,8 +300,8 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         if (r !== undefined && r.ended) runs.delete(old)
       }
     }
-    wake(run)
     promote()
+    wake(run)
   }
 
   const forget = (run: RunState): void => {
@@ -328,8 +328,13 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         run.items[run.items.length - 1] = { ...last, text: last.text + item.text }
       } else run.items.push(item)
     } else run.items.push(item)
-    wake(run)
     return true
+  }
+
+  /** Delivers to the current run and wakes its poller (after every state change: a woken fiber may run at once). */
+  const deliverAndWake = (item: OutputItem): void => {
+    const run = current
+    if (deliver(item) && run !== undefined) wake(run)
   }
 
   const route = (type: string, raw: Uint8Array): Effect.Effect<void> => {
@@ -341,7 +346,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       case "stdout":
       case "stderr": {
         const text = decoders[type].decode(data, { stream: true })
-        return Effect.andThen(capped, Effect.sync(() => void (text.length > 0 && deliver({ _tag: "Stream", stream: type, text }))))
+        return Effect.andThen(capped, Effect.sync(() => void (text.length > 0 && deliverAndWake({ _tag: "Stream", stream: type, text }))))
       }
       case "status":
         return Effect.sync(() => {
@@ -363,7 +368,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       case "apps-result":
         return Effect.void
       case "media":
-        return Effect.andThen(capped, Effect.sync(() => void deliver({ _tag: "Media", ...decodeMedia(Buffer.from(data).toString("utf8")) })))
+        return Effect.andThen(capped, Effect.sync(() => void deliverAndWake({ _tag: "Media", ...decodeMedia(Buffer.from(data).toString("utf8")) })))
       default: {
         if (END_TYPES.has(type)) {
           const status = type as EndStatus
@@ -375,8 +380,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
                 if (rest.length > 0) deliver({ _tag: "Stream", stream, text: rest })
               }
             }
+            const run = current
             const delivered = deliver(decodeEnd(status, Buffer.from(data).toString("utf8")))
             if (delivered && (status === "finished" || status === "exec-timeout")) endCurrent()
+            else if (delivered && run !== undefined) wake(run)
             return delivered
           }).pipe(
             Effect.flatMap((delivered) => delivered ? Effect.void : Effect.logDebug(`runner '${type}' without a current run dropped`).pipe(log))
@@ -384,7 +391,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         }
         return Effect.andThen(
           capped,
-          Effect.sync(() => void deliver({ _tag: "Other", type, text: Buffer.from(data).toString("utf8") }))
+          Effect.sync(() => void deliverAndWake({ _tag: "Other", type, text: Buffer.from(data).toString("utf8") }))
         )
       }
     }

@@ -1,0 +1,86 @@
+/**
+ * Test support: the testbed's runner simulator (test/testbed/runner.ts) spawned directly, without
+ * Kubernetes, and a scripted fake runner (two bound ZeroMQ sockets) for records the simulator never
+ * produces (oversized records, raw HTML media).
+ */
+import { spawn } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { Effect, Scope } from "effect"
+import * as Zmq from "zeromq"
+import type { RunnerEndpoint } from "../../src/kernel/RunnerClient.ts"
+
+const RUNNER = path.join(import.meta.dirname, "..", "testbed", "runner.ts")
+
+export interface SpawnedRunner {
+  readonly endpoint: RunnerEndpoint
+  readonly workDir: string
+  readonly logFile: string
+}
+
+/** Starts the runner simulator in a fresh work dir; killed (and the dir removed) with the scope. */
+export const spawnRunner: Effect.Effect<SpawnedRunner, Error, Scope.Scope> = Effect.acquireRelease(
+  Effect.tryPromise({
+    try: () =>
+      new Promise<{ runner: SpawnedRunner; kill: () => void }>((resolve, reject) => {
+        const workDir = fs.mkdtempSync(path.join(os.tmpdir(), "bai-runner-"))
+        const logFile = path.join(workDir, "..", `${path.basename(workDir)}.log`)
+        const child = spawn(process.execPath, [RUNNER], {
+          cwd: workDir,
+          env: { ...process.env, BAI_RUNNER_LOG: logFile },
+          stdio: ["ignore", "pipe", "inherit"]
+        })
+        let buf = ""
+        const onData = (chunk: Buffer) => {
+          buf += chunk.toString("utf8")
+          const nl = buf.indexOf("\n")
+          if (nl < 0) return
+          child.stdout.off("data", onData)
+          child.stdout.resume()
+          const ports = JSON.parse(buf.slice(0, nl)) as { replIn: number; replOut: number }
+          resolve({
+            runner: { endpoint: { host: "127.0.0.1", replInPort: ports.replIn, replOutPort: ports.replOut }, workDir, logFile },
+            kill: () => {
+              child.kill("SIGTERM")
+              fs.rmSync(workDir, { recursive: true, force: true })
+              fs.rmSync(logFile, { force: true })
+            }
+          })
+        }
+        child.stdout.on("data", onData)
+        child.on("error", reject)
+        child.on("exit", (code) => reject(new Error(`runner exited early (${code})`)))
+      }),
+    catch: (e) => (e instanceof Error ? e : new Error(String(e)))
+  }),
+  (r) => Effect.sync(r.kill)
+).pipe(Effect.map((r) => r.runner))
+
+export interface FakeRunner {
+  readonly endpoint: RunnerEndpoint
+  /** Sends one record to the agent. */
+  readonly emit: (type: string, payload: string | Uint8Array) => Effect.Effect<void, Error>
+  /** Receives the next message the agent sent (skipping keep-alive `status` pings). */
+  readonly receive: Effect.Effect<readonly [string, Buffer], Error>
+}
+
+/** A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. */
+export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.gen(function*() {
+  const input = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Pull({ linger: 0 })), (s) => Effect.sync(() => s.close()))
+  const output = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Push({ linger: 0 })), (s) => Effect.sync(() => s.close()))
+  yield* Effect.tryPromise({ try: () => input.bind("tcp://127.0.0.1:*"), catch: (e) => new Error(String(e)) })
+  yield* Effect.tryPromise({ try: () => output.bind("tcp://127.0.0.1:*"), catch: (e) => new Error(String(e)) })
+  const portOf = (s: Zmq.Socket) => Number(new URL(s.lastEndpoint ?? "").port)
+  const receiveOne = Effect.tryPromise({ try: () => input.receive(), catch: (e) => new Error(String(e)) }).pipe(
+    Effect.map((frames) => [frames[0]!.toString("latin1"), frames[1] ?? Buffer.alloc(0)] as const)
+  )
+  const receive: Effect.Effect<readonly [string, Buffer], Error> = receiveOne.pipe(
+    Effect.flatMap((m) => (m[0] === "status" ? receive : Effect.succeed(m)))
+  )
+  return {
+    endpoint: { host: "127.0.0.1", replInPort: portOf(input), replOutPort: portOf(output) },
+    emit: (type, payload) => Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) }),
+    receive
+  }
+})
