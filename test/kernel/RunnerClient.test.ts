@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Option } from "effect"
+import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import {
   type PollResult,
   RECORD_MAX_BYTES,
@@ -27,7 +27,7 @@ const pollToEnd = (conn: RunnerConnection, runId: string, flush: Duration.Input 
 
 const py = (code: string) => [["code", code]] as const
 
-const withConnections = <A, E>(self: Effect.Effect<A, E, RunnerConnections>) =>
+const withConnections = <A, E>(self: Effect.Effect<A, E, RunnerConnections | Scope.Scope>) =>
   self.pipe(Effect.provide(RunnerConnections.layer), Effect.scoped)
 
 describe("RunnerConnections against the runner simulator", () => {
