@@ -115,6 +115,69 @@ export class KubernetesUnavailable extends Schema.TaggedError<KubernetesUnavaila
   }
 }
 
+/** The kernel's runner cannot be reached or does not answer (reason: Timeout, Closed, Protocol). */
+export class RunnerUnavailable extends Schema.TaggedError<RunnerUnavailable>()("RunnerUnavailable", {
+  kernelId: Schema.String,
+  reason: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("RunnerUnavailable", [this.kernelId, this.reason, this.message])
+  }
+}
+
+/** `execute` in mode `continue`/`input` names a run this kernel does not know (finished or never started). */
+export class RunNotFound extends Schema.TaggedError<RunNotFound>()("RunNotFound", {
+  kernelId: Schema.String,
+  runId: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("RunNotFound", [this.kernelId, this.runId])
+  }
+}
+
+/** Arguments of a kernel RPC that cannot be used (unknown execute mode, missing run id…). */
+export class InvalidRequest extends Schema.TaggedError<InvalidRequest>()("InvalidRequest", {
+  method: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("InvalidRequest", [this.method, this.message])
+  }
+}
+
+/** A file path escapes the kernel's work dir (`..`, absolute elsewhere, symlink pointing out). */
+export class PathOutsideWorkDir extends Schema.TaggedError<PathOutsideWorkDir>()("PathOutsideWorkDir", {
+  kernelId: Schema.String,
+  path: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("PathOutsideWorkDir", [this.kernelId, this.path])
+  }
+}
+
+/** `download_file` would produce an archive larger than `container.download-max-size`. */
+export class DownloadTooLarge extends Schema.TaggedError<DownloadTooLarge>()("DownloadTooLarge", {
+  kernelId: Schema.String,
+  path: Schema.String,
+  limit: Schema.Number
+}) {
+  get python(): PythonError {
+    return agentException("DownloadTooLarge", [this.kernelId, this.path, this.limit])
+  }
+}
+
+/** A file operation in the kernel's work dir failed (missing file, not a directory, I/O error). */
+export class FileOperationFailed extends Schema.TaggedError<FileOperationFailed>()("FileOperationFailed", {
+  kernelId: Schema.String,
+  path: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("FileOperationFailed", [this.kernelId, this.path, this.message])
+  }
+}
+
 /** Every error a handler may fail with. Extend this union when adding an error above. */
 export type DomainError =
   | KernelNotFound
@@ -125,6 +188,12 @@ export type DomainError =
   | KernelCreationFailed
   | KernelCreationTimeout
   | KubernetesUnavailable
+  | RunnerUnavailable
+  | RunNotFound
+  | InvalidRequest
+  | PathOutsideWorkDir
+  | DownloadTooLarge
+  | FileOperationFailed
 
 /** Anything carrying a Python face (all {@link DomainError}s). */
 export interface HasPython {
