@@ -1,0 +1,349 @@
+/**
+ * The images this agent can run, for the heartbeat's `images` field (spec §3.1, §1.6): every tag of
+ * the configured registry (`kubernetes.registry.url`) listed through the registry v2 API —
+ * `/v2/_catalog`, `/v2/<repo>/tags/list` (both paginated by `Link`), the digest from
+ * `HEAD /v2/<repo>/manifests/<tag>` with the schema2 Accept header → `Docker-Content-Digest`.
+ * Credentials come from the `kubernetes.io/dockerconfigjson` pull secret
+ * `kubernetes.registry.pull-secret` in `kubernetes.namespace` (Basic; a Bearer challenge is answered
+ * with a token fetched with the same credentials). Refreshed every 60 s in the background, never on
+ * a heartbeat; a failed refresh keeps the previous list.
+ *
+ * Image names: `<registry host>/<repo>:<tag>` (e.g. `registry.example:5000/lablup/python:3.6-ubuntu18.04`).
+ * Manager 19.06 resolves each name with `ImageRef(name, known_registries).canonical` and SADDs the
+ * agent into the Redis set of that canonical name. K1 sent bare `<repo>:<tag>`, which resolves to
+ * `index.docker.io/<repo>:<tag>` and never matches the private registry's `images/<host>/…` entries
+ * the manager schedules with; a first component containing ':' or '.' (or listed under
+ * `config/docker/registry/`) is taken as the registry, so the host-qualified name is canonical as is.
+ *
+ * The packed value is `snappy raw block(msgpack([[name, digest], ...]))` (python-snappy
+ * `snappy.compress` / `uncompress` format; snappyjs produces the raw block format).
+ */
+import { Context, Effect, Layer, Option, Schedule, Schema } from "effect"
+import * as http from "node:http"
+import * as https from "node:https"
+import { createRequire } from "node:module"
+import { AgentConfig } from "../config/AgentConfig.ts"
+import { KubeClient, optional } from "../kube/KubeClient.ts"
+import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
+
+/** snappyjs ships no types; raw block format in both directions (same type out as in). */
+const SnappyJS = createRequire(import.meta.url)("snappyjs") as {
+  readonly compress: (input: Uint8Array) => Uint8Array
+  readonly uncompress: (input: Uint8Array) => Uint8Array
+}
+
+export class RegistryError extends Schema.TaggedError<RegistryError>()("RegistryError", {
+  reason: Schema.Literals(["Unreachable", "Unauthorized", "BadResponse", "PullSecret"]),
+  url: Schema.String,
+  message: Schema.String
+}) {}
+
+export interface ImageEntry {
+  /** `<registry host>/<repo>:<tag>` */
+  readonly name: string
+  /** `sha256:…` manifest digest */
+  readonly digest: string
+}
+
+export interface RegistryCredentials {
+  readonly username: string
+  readonly password: string
+}
+
+export interface ImageListerOptions {
+  /** Base URL, e.g. "https://registry.example:5000". */
+  readonly url: string
+  readonly credentials: RegistryCredentials | undefined
+  readonly verifyTls: boolean
+  /** Repositories/tags fetched at once. Default 8. */
+  readonly concurrency?: number
+  /** Per request. Default 10 s. */
+  readonly requestTimeoutSeconds?: number
+}
+
+interface HttpResponse {
+  readonly status: number
+  readonly headers: http.IncomingHttpHeaders
+  readonly body: string
+}
+
+const MANIFEST_ACCEPT = [
+  "application/vnd.docker.distribution.manifest.v2+json",
+  "application/vnd.docker.distribution.manifest.list.v2+json",
+  "application/vnd.oci.image.manifest.v1+json",
+  "application/vnd.oci.image.index.v1+json"
+].join(", ")
+
+const request = (url: URL, options: {
+  readonly method: "GET" | "HEAD"
+  readonly headers: Record<string, string>
+  readonly verifyTls: boolean
+}): Effect.Effect<HttpResponse, RegistryError> =>
+  Effect.callback<HttpResponse, RegistryError>((resume, signal) => {
+    const lib = url.protocol === "https:" ? https : http
+    const req = lib.request(url, {
+      method: options.method,
+      headers: options.headers,
+      signal,
+      ...(url.protocol === "https:" ? { rejectUnauthorized: options.verifyTls } : {})
+    }, (res) => {
+      const chunks: Array<Buffer> = []
+      res.on("data", (c: Buffer) => chunks.push(c))
+      res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") })))
+      res.on("error", (e) => resume(Effect.fail(new RegistryError({ reason: "Unreachable", url: url.href, message: e.message }))))
+    })
+    req.on("error", (e) => {
+      if (!signal.aborted) resume(Effect.fail(new RegistryError({ reason: "Unreachable", url: url.href, message: e.message })))
+    })
+    req.end()
+  })
+
+/** `rel="next"` target of a `Link` header, resolved against `base`. */
+export const nextLink = (link: string | undefined, base: URL): URL | undefined => {
+  if (link === undefined) return undefined
+  const m = /<([^>]+)>\s*;\s*rel="?next"?/.exec(link)
+  return m === null ? undefined : new URL(m[1]!, base)
+}
+
+/** Parameters of a `WWW-Authenticate: Bearer realm="…",service="…",scope="…"` challenge. */
+export const parseBearerChallenge = (header: string | undefined): Record<string, string> | undefined => {
+  if (header === undefined || !/^bearer\s/i.test(header)) return undefined
+  const out: Record<string, string> = {}
+  for (const m of header.slice(7).matchAll(/(\w+)="([^"]*)"/g)) out[m[1]!] = m[2]!
+  return out.realm === undefined ? undefined : out
+}
+
+const CatalogBody = Schema.Struct({ repositories: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))) })
+const TagsBody = Schema.Struct({ tags: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))) })
+const TokenBody = Schema.Struct({ token: Schema.optional(Schema.String), access_token: Schema.optional(Schema.String) })
+
+const parseJson = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, url: URL, body: string) =>
+  Effect.try({
+    try: () => JSON.parse(body) as unknown,
+    catch: () => new RegistryError({ reason: "BadResponse", url: url.href, message: "not JSON" })
+  }).pipe(
+    Effect.flatMap((u) => Schema.decodeUnknownEffect(schema)(u)),
+    Effect.mapError((e) => e._tag === "RegistryError" ? e : new RegistryError({ reason: "BadResponse", url: url.href, message: e.message }))
+  )
+
+/** Lists every `<host>/<repo>:<tag>` of the registry with its manifest digest (sorted by name). */
+export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<ReadonlyArray<ImageEntry>, RegistryError> =>
+  Effect.gen(function*() {
+    const base = new URL(options.url.endsWith("/") ? options.url : `${options.url}/`)
+    const host = base.host
+    const timeout = `${options.requestTimeoutSeconds ?? 10} seconds` as const
+    const basic = options.credentials === undefined
+      ? undefined
+      : `Basic ${Buffer.from(`${options.credentials.username}:${options.credentials.password}`).toString("base64")}`
+    // Bearer tokens per scope, fetched on demand (registries with token auth: Harbor, distribution+token)
+    const tokens = new Map<string, string>()
+
+    const fetchToken = (challenge: Record<string, string>) =>
+      Effect.gen(function*() {
+        const url = new URL(challenge.realm!)
+        if (challenge.service !== undefined) url.searchParams.set("service", challenge.service)
+        if (challenge.scope !== undefined) url.searchParams.set("scope", challenge.scope)
+        const res = yield* request(url, { method: "GET", headers: basic === undefined ? {} : { authorization: basic }, verifyTls: options.verifyTls })
+        if (res.status !== 200) return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `token endpoint answered ${res.status}` })
+        const body = yield* parseJson(TokenBody, url, res.body)
+        const token = body.token ?? body.access_token
+        if (token === undefined) return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: "no token in the answer" })
+        return token
+      })
+
+    const call = (url: URL, method: "GET" | "HEAD", scope: string, accept?: string): Effect.Effect<HttpResponse, RegistryError> =>
+      Effect.gen(function*() {
+        const headers = (): Record<string, string> => {
+          const h: Record<string, string> = accept === undefined ? {} : { accept }
+          const token = tokens.get(scope)
+          if (token !== undefined) h.authorization = `Bearer ${token}`
+          else if (basic !== undefined) h.authorization = basic
+          return h
+        }
+        let res = yield* request(url, { method, headers: headers(), verifyTls: options.verifyTls })
+        const challenge = res.status === 401 ? parseBearerChallenge(res.headers["www-authenticate"]) : undefined
+        if (challenge !== undefined) {
+          tokens.set(scope, yield* fetchToken(challenge))
+          res = yield* request(url, { method, headers: headers(), verifyTls: options.verifyTls })
+        }
+        if (res.status === 401 || res.status === 403) {
+          return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `HTTP ${res.status}` })
+        }
+        return res
+      }).pipe(
+        Effect.timeoutOrElse({
+          duration: timeout,
+          orElse: () => Effect.fail(new RegistryError({ reason: "Unreachable", url: url.href, message: `no answer within ${timeout}` }))
+        })
+      )
+
+    const paginate = <A>(first: URL, scope: string, items: (body: string, url: URL) => Effect.Effect<ReadonlyArray<A>, RegistryError>, okMissing: boolean) =>
+      Effect.gen(function*() {
+        const out: Array<A> = []
+        let url: URL | undefined = first
+        for (let page = 0; url !== undefined && page < 1000; page++) {
+          const res: HttpResponse = yield* call(url, "GET", scope)
+          if (res.status === 404 && okMissing) return out
+          if (res.status !== 200) return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: `HTTP ${res.status}` })
+          out.push(...(yield* items(res.body, url)))
+          url = nextLink(res.headers.link as string | undefined, url)
+        }
+        return out
+      })
+
+    const repos = yield* paginate(new URL("v2/_catalog?n=1000", base), "registry:catalog:*", (body, url) =>
+      parseJson(CatalogBody, url, body).pipe(Effect.map((b) => b.repositories ?? [])), false)
+
+    const perRepo = Effect.forEach(repos, (repo) =>
+      Effect.gen(function*() {
+        const scope = `repository:${repo}:pull`
+        const tags = yield* paginate(new URL(`v2/${repo}/tags/list?n=1000`, base), scope, (body, url) =>
+          parseJson(TagsBody, url, body).pipe(Effect.map((b) => b.tags ?? [])), true)
+        return tags.map((tag) => ({ repo, tag, scope }))
+      }), { concurrency: options.concurrency ?? 8 })
+
+    const refs = (yield* perRepo).flat()
+    const entries = yield* Effect.forEach(refs, ({ repo, scope, tag }) =>
+      Effect.gen(function*() {
+        const url = new URL(`v2/${repo}/manifests/${encodeURIComponent(tag)}`, base)
+        const res = yield* call(url, "HEAD", scope, MANIFEST_ACCEPT)
+        if (res.status === 404) return undefined // deleted between the listing and now
+        if (res.status !== 200) return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: `HTTP ${res.status}` })
+        const digest = res.headers["docker-content-digest"]
+        return { name: `${host}/${repo}:${tag}`, digest: typeof digest === "string" ? digest : "" }
+      }), { concurrency: options.concurrency ?? 8 })
+    return entries.filter((e): e is ImageEntry => e !== undefined).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  })
+
+/** snappy raw block of msgpack `[[name, digest], ...]`: the heartbeat's `images` bytes. */
+export const packImages = (entries: ReadonlyArray<ImageEntry>): Uint8Array =>
+  SnappyJS.compress(Msgpack.encode(entries.map((e) => [e.name, e.digest])))
+
+/** The inverse of {@link packImages} (tests). */
+export const unpackImages = (packed: Uint8Array): ReadonlyArray<ImageEntry> =>
+  (Msgpack.decode(SnappyJS.uncompress(packed)) as ReadonlyArray<ReadonlyArray<string>>).map(([name, digest]) => ({ name: name!, digest: digest! }))
+
+// ---------------------------------------------------------------------------------------------
+// Pull secret
+
+const DockerConfigJson = Schema.Struct({
+  auths: Schema.Record(Schema.String, Schema.Struct({
+    username: Schema.optional(Schema.String),
+    password: Schema.optional(Schema.String),
+    auth: Schema.optional(Schema.String)
+  }))
+})
+
+/** Credentials for `host` in a `.dockerconfigjson` document (keys may be `host`, `https://host/v2/`…). */
+export const credentialsFor = (dockerConfigJson: string, host: string): Effect.Effect<RegistryCredentials | undefined, RegistryError> =>
+  Effect.try({
+    try: () => JSON.parse(dockerConfigJson) as unknown,
+    catch: () => new RegistryError({ reason: "PullSecret", url: host, message: ".dockerconfigjson is not JSON" })
+  }).pipe(
+    Effect.flatMap((u) => Schema.decodeUnknownEffect(DockerConfigJson)(u)),
+    Effect.mapError((e) => e._tag === "RegistryError" ? e : new RegistryError({ reason: "PullSecret", url: host, message: e.message })),
+    Effect.map((doc) => {
+      const keyHost = (k: string) => k.replace(/^[a-z]+:\/\//i, "").replace(/\/.*$/, "")
+      const entry = Object.entries(doc.auths).find(([k]) => keyHost(k) === host)?.[1]
+      if (entry === undefined) return undefined
+      if (entry.username !== undefined && entry.password !== undefined) return { username: entry.username, password: entry.password }
+      if (entry.auth !== undefined) {
+        const decoded = Buffer.from(entry.auth, "base64").toString("utf8")
+        const i = decoded.indexOf(":")
+        if (i > 0) return { username: decoded.slice(0, i), password: decoded.slice(i + 1) }
+      }
+      return undefined
+    })
+  )
+
+// ---------------------------------------------------------------------------------------------
+// The service
+
+export interface RegistryImagesShape {
+  /** Last listing (empty until the first success). */
+  readonly entries: Effect.Effect<ReadonlyArray<ImageEntry>>
+  /** {@link packImages} of `entries`, computed once per refresh. */
+  readonly packed: Effect.Effect<Uint8Array>
+  /** Lists now (also what the background loop runs). */
+  readonly refresh: Effect.Effect<void, RegistryError>
+}
+
+export class RegistryImages extends Context.Service<RegistryImages, RegistryImagesShape>()("bai-agent/registry/RegistryImages") {
+  static readonly make = Effect.fnUntraced(function*(options: {
+    readonly url: string
+    readonly pullSecret: string
+    readonly namespace: string
+    readonly verifyTls: boolean
+    /** Default 60 s. */
+    readonly refreshInterval?: `${number} seconds`
+    readonly concurrency?: number
+  }) {
+    const kube = yield* KubeClient
+    let state: { entries: ReadonlyArray<ImageEntry>; packed: Uint8Array } = { entries: [], packed: packImages([]) }
+    let lastError: string | undefined
+
+    const credentials = Effect.gen(function*() {
+      if (options.pullSecret === "") return undefined
+      const secret = yield* optional(
+        kube.core("read pull secret", (api) => api.readNamespacedSecret({ name: options.pullSecret, namespace: options.namespace }))
+      ).pipe(Effect.mapError((e) => new RegistryError({ reason: "PullSecret", url: options.url, message: e.message })))
+      if (Option.isNone(secret)) {
+        yield* Effect.logWarning(`pull secret ${options.namespace}/${options.pullSecret} not found; listing the registry without credentials`)
+        return undefined
+      }
+      const data = secret.value.data?.[".dockerconfigjson"]
+      if (data === undefined) return undefined
+      return yield* credentialsFor(Buffer.from(data, "base64").toString("utf8"), new URL(options.url).host)
+    })
+
+    const refresh = Effect.gen(function*() {
+      const creds = yield* credentials
+      const entries = yield* listRegistryImages({ url: options.url, credentials: creds, verifyTls: options.verifyTls, ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }) })
+      state = { entries, packed: packImages(entries) }
+      if (lastError !== undefined) yield* Effect.logInfo(`registry listing works again: ${entries.length} images`)
+      else yield* Effect.logDebug(`registry listing: ${entries.length} images`)
+      lastError = undefined
+    }).pipe(
+      Effect.tapError((e) =>
+        Effect.suspend(() => {
+          const repeated = lastError === e.message
+          lastError = e.message
+          return repeated ? Effect.logDebug(`registry listing failed again: ${e.message}`) : Effect.logWarning(`registry listing failed (keeping ${state.entries.length} images): ${e.reason}: ${e.message}`)
+        })
+      ),
+      Effect.withSpan("RegistryImages.refresh")
+    )
+
+    if (options.url === "") {
+      yield* Effect.logWarning("kubernetes.registry.url is empty: heartbeats report no images")
+    } else {
+      yield* refresh.pipe(
+        Effect.ignore,
+        Effect.repeat(Schedule.spaced(options.refreshInterval ?? "60 seconds")),
+        Effect.forkScoped
+      )
+    }
+    return RegistryImages.of({
+      entries: Effect.sync(() => state.entries),
+      packed: Effect.sync(() => state.packed),
+      refresh: options.url === "" ? Effect.void : refresh
+    })
+  })
+
+  /** Needs `KubeClient` and `AgentConfig` (`kubernetes.registry.*`, `kubernetes.namespace`). */
+  static readonly layer = Layer.effect(
+    RegistryImages,
+    Effect.gen(function*() {
+      const { config } = yield* AgentConfig
+      return yield* RegistryImages.make({
+        url: config.kubernetes.registry.url,
+        pullSecret: config.kubernetes.registry["pull-secret"],
+        namespace: config.kubernetes.namespace,
+        verifyTls: config.kubernetes.registry["verify-tls"]
+      })
+    })
+  )
+
+  static readonly layerTest = (entries: ReadonlyArray<ImageEntry>): Layer.Layer<RegistryImages> =>
+    Layer.succeed(RegistryImages, RegistryImages.of({ entries: Effect.succeed(entries), packed: Effect.succeed(packImages(entries)), refresh: Effect.void }))
+}

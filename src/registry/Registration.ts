@@ -1,0 +1,122 @@
+/**
+ * The agent's registration in etcd (spec §5.3), NODE scope `nodes/agents/{id}/`:
+ *
+ *   `nodes/agents/{id}/`             = "starting"   when the layer is built
+ *   `nodes/agents/{id}/ip`           = RPC host      ┐ one transaction, in `markRunning`
+ *   `nodes/agents/{id}/watcher_port` = watcher port  │ (after the RPC socket is bound)
+ *   `nodes/agents/{id}/`             = "running"     ┘
+ *
+ * The agent id comes from `AgentConfig.agentId` (resolved before any key is computed; K1 wrote
+ * under `nodes/agents/None`). Writes never block the agent: one background writer fiber asserts the
+ * desired state, retrying with a capped backoff while etcd is away, and re-asserts it every
+ * `reassertInterval` (30 s) so an etcd outage or data loss is repaired. Nothing is deleted on
+ * shutdown (as K1; the manager learns about departure from `instance_terminated`).
+ */
+import { Context, Deferred, Duration, Effect, Layer, Queue, Ref } from "effect"
+import { AgentConfig } from "../config/AgentConfig.ts"
+import { Etcd, type EtcdError } from "./Etcd.ts"
+import { cappedBackoff, ManagerConfig } from "./ManagerConfig.ts"
+
+export type RegistrationPhase = "starting" | "running"
+
+export interface RegistrationShape {
+  /**
+   * Declares the RPC server bound: writes ip, watcher_port and "running". Waits at most
+   * `markRunningWait` (5 s) for etcd to take it; the background writer keeps trying after that.
+   */
+  readonly markRunning: Effect.Effect<void>
+  /** Completes once `markRunning` was called (whatever etcd says). */
+  readonly awaitRunning: Effect.Effect<void>
+  /** The phase last written successfully to etcd (undefined before the first success). */
+  readonly asserted: Effect.Effect<RegistrationPhase | undefined>
+}
+
+export interface RegistrationOptions {
+  readonly rpcHost: string
+  readonly watcherPort: number
+  /** Default 30 s. */
+  readonly reassertInterval?: Duration.Input
+  /** Default 5 s. */
+  readonly markRunningWait?: Duration.Input
+}
+
+export class Registration extends Context.Service<Registration, RegistrationShape>()("bai-agent/registry/Registration") {
+  static readonly make = Effect.fnUntraced(function*(options: RegistrationOptions) {
+    const etcd = yield* Etcd
+    const desired = yield* Ref.make<RegistrationPhase>("starting")
+    const asserted = yield* Ref.make<RegistrationPhase | undefined>(undefined)
+    const wake = yield* Queue.sliding<void>(1)
+    const running = yield* Deferred.make<void>()
+    let failing = false
+
+    const write = (phase: RegistrationPhase): Effect.Effect<void, EtcdError> =>
+      phase === "starting"
+        ? etcd.put("", "starting", "node")
+        : etcd.putMany([["ip", options.rpcHost], ["watcher_port", String(options.watcherPort)], ["", "running"]], "node")
+
+    const assertOnce = Ref.get(desired).pipe(
+      Effect.flatMap((phase) => write(phase).pipe(Effect.andThen(Ref.set(asserted, phase)), Effect.as(phase))),
+      Effect.tap((phase) =>
+        Effect.suspend(() => {
+          if (!failing) return Effect.logDebug(`etcd registration asserted: ${phase}`)
+          failing = false
+          return Effect.logInfo(`etcd reachable again: registration re-asserted (${phase})`)
+        })
+      ),
+      Effect.tapError((e) =>
+        Effect.suspend(() => {
+          if (failing) return Effect.logDebug(`etcd registration still failing: ${e.message}`)
+          failing = true
+          return Effect.logWarning(`etcd registration write failed (${e.reason}: ${e.message}); retrying in the background`)
+        })
+      )
+    )
+
+    const reassert = Duration.fromInputUnsafe(options.reassertInterval ?? "30 seconds")
+    yield* assertOnce.pipe(
+      Effect.retry(cappedBackoff("10 seconds")),
+      // then sleep until woken (markRunning) or the re-assert period elapses
+      Effect.andThen(Effect.raceFirst(Queue.take(wake), Effect.sleep(reassert))),
+      Effect.forever,
+      Effect.forkScoped
+    )
+    const keyOfStatus = etcd.keyOf("", "node")
+    yield* Effect.logInfo(`etcd registration: ${keyOfStatus} (starting)`)
+
+    const markRunning = Effect.gen(function*() {
+      yield* Ref.set(desired, "running")
+      yield* Deferred.succeed(running, undefined)
+      yield* Queue.offer(wake, undefined)
+      const ok = yield* Ref.get(asserted).pipe(
+        Effect.repeat({ until: (p) => p === "running", schedule: cappedBackoff("1 seconds") }),
+        Effect.timeoutOption(options.markRunningWait ?? "5 seconds")
+      )
+      if (ok._tag === "None") yield* Effect.logWarning("etcd has not taken the running state yet; the agent serves anyway")
+      else yield* Effect.logInfo(`etcd registration: running, ip ${options.rpcHost}`)
+    })
+
+    return Registration.of({
+      markRunning,
+      awaitRunning: Deferred.await(running),
+      asserted: Ref.get(asserted)
+    })
+  })
+
+  /** Needs `Etcd`, `ManagerConfig` (RPC host) and `AgentConfig` (watcher port). */
+  static readonly layer = Layer.effect(
+    Registration,
+    Effect.gen(function*() {
+      const { config } = yield* AgentConfig
+      const manager = yield* ManagerConfig
+      return yield* Registration.make({ rpcHost: manager.rpcHost, watcherPort: config.watcher["service-addr"].port })
+    })
+  )
+
+  /**
+   * Build this after the RPC server layer (give it the server's layer as a dependency so the
+   * ordering is explicit): it calls `markRunning` once, when built.
+   */
+  static readonly layerMarkRunning: Layer.Layer<never, never, Registration> = Layer.effectDiscard(
+    Effect.flatMap(Registration, (r) => r.markRunning)
+  )
+}
