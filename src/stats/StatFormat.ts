@@ -1,0 +1,387 @@
+/**
+ * The statistics format of the Docker reference agent (spec §6, "D19 / A19.09 (reference format)";
+ * D19 `stats.py` `Metric`/`MovingStatistics`, `intrinsic.py`), as pure functions.
+ *
+ * A metric record `M` = `{current, capacity, pct, unit_hint, "stats.<name>"…}` with decimal strings
+ * (3 decimals, trailing zeros removed; `pct` 2 decimals; `capacity`/`pct` nil when unknown). A
+ * {@link Series} is one metric of one subject (the cluster, a node, a kernel) over time:
+ *
+ * - `stats.diff` / `stats.rate` compare the last two raw samples (the collector's own sliding window of
+ *   two, timestamps from `Clock`); for counters a decrease (counter reset, pod restart) counts as 0.
+ * - `stats.min|max|sum|avg` aggregate the metric's *current* values since the series started (D19
+ *   aggregated the raw values, which made `cpu_util` avg/max meaningless for cumulative CPU time;
+ *   for gauges the two are the same). A counter's first sample has no rate yet: it is not aggregated.
+ *
+ * Which value becomes `current` depends on the metric's kind:
+ * - `gauge`: the sample (memory, disk, cumulative `cpu_used` msec, byte counters shown as totals);
+ * - `delta`: the increase since the last sample, with the elapsed msec as capacity (node `cpu_util` in
+ *   msec; pct = percent of one core);
+ * - `rate`: the increase per second (net bytes per second, unit hint `bps` as in D19);
+ * - `util`: msec of CPU per second with capacity 1000 (kernel `cpu_util`; pct = percent of one core).
+ */
+import type { NodeStats, PodStats } from "./KubeletSummary.ts"
+
+export type MetricKind = "gauge" | "delta" | "rate" | "util"
+export type StatName = "min" | "max" | "sum" | "avg" | "diff" | "rate"
+
+export interface MetricSpec {
+  readonly key: string
+  readonly kind: MetricKind
+  readonly unitHint: string
+  readonly stats: ReadonlyArray<StatName>
+}
+
+/** One measurement: a raw value and, for gauges, the capacity it is a share of. */
+export interface Sample {
+  readonly value: number
+  readonly capacity?: number | undefined
+}
+
+/** A serialized metric (values are decimal strings or nil). */
+export type MetricRecord = { readonly [field: string]: string | null }
+
+export interface Series {
+  readonly spec: MetricSpec
+  readonly value: number
+  /** Clock millis of the last sample. */
+  readonly at: number
+  readonly prevValue: number | undefined
+  readonly prevAt: number | undefined
+  readonly current: number
+  readonly capacity: number | undefined
+  /** Aggregates of `current` (see the module comment). */
+  readonly count: number
+  readonly sum: number
+  readonly min: number
+  readonly max: number
+}
+
+// ---- metric definitions (D19 intrinsic.py; kernel net_* as in later Docker agents) -----------------
+
+const spec = (key: string, kind: MetricKind, unitHint: string, stats: ReadonlyArray<StatName> = []): MetricSpec => ({
+  key,
+  kind,
+  unitHint,
+  stats
+})
+
+/** `node` (the whole cluster) and `devices` (each Kubernetes node). */
+export const NodeMetrics: ReadonlyArray<MetricSpec> = [
+  spec("cpu_util", "delta", "msec"),
+  spec("mem", "gauge", "bytes", ["max"]),
+  spec("disk", "gauge", "bytes"),
+  spec("net_rx", "rate", "bps"),
+  spec("net_tx", "rate", "bps")
+]
+
+/** `<kernel_id>` keys. */
+export const KernelMetrics: ReadonlyArray<MetricSpec> = [
+  spec("cpu_util", "util", "percent", ["avg", "max"]),
+  spec("cpu_used", "gauge", "msec"),
+  spec("mem", "gauge", "bytes", ["max"]),
+  spec("io_read", "gauge", "bytes", ["rate"]),
+  spec("io_write", "gauge", "bytes", ["rate"]),
+  spec("io_scratch_size", "gauge", "bytes", ["max"]),
+  spec("net_rx", "rate", "bps", ["rate"]),
+  spec("net_tx", "rate", "bps", ["rate"])
+]
+
+// ---- decimals ----------------------------------------------------------------------------------
+
+/** Python `str(remove_exponent(Decimal(n).quantize(10**-places)))`: "12.5", "3", "0". */
+export const formatDecimal = (n: number, places = 3): string => {
+  if (!Number.isFinite(n)) return "0"
+  let s = n.toFixed(places)
+  if (s.includes(".")) s = s.replace(/0+$/, "").replace(/\.$/, "")
+  return s === "-0" ? "0" : s
+}
+
+// ---- series --------------------------------------------------------------------------------------
+
+const isCounter = (kind: MetricKind) => kind !== "gauge"
+
+/** Elapsed msec and raw increase between the last two samples (counters never go backwards). */
+const window = (s: Pick<Series, "spec" | "value" | "at" | "prevValue" | "prevAt">) => {
+  if (s.prevValue === undefined || s.prevAt === undefined) return undefined
+  const elapsed = s.at - s.prevAt
+  const raw = s.value - s.prevValue
+  return { elapsed, diff: isCounter(s.spec.kind) ? Math.max(0, raw) : raw }
+}
+
+const currentOf = (
+  s: Pick<Series, "spec" | "value" | "at" | "prevValue" | "prevAt">,
+  sample: Sample,
+  nominalMs: number
+): { current: number | undefined; capacity: number | undefined } => {
+  const w = window(s)
+  switch (s.spec.kind) {
+    case "gauge":
+      return { current: sample.value, capacity: sample.capacity }
+    case "delta":
+      return w === undefined ? { current: undefined, capacity: nominalMs } : { current: w.diff, capacity: w.elapsed }
+    case "rate":
+      return { current: w === undefined ? undefined : w.elapsed > 0 ? (w.diff * 1000) / w.elapsed : 0, capacity: undefined }
+    case "util":
+      return { current: w === undefined ? undefined : w.elapsed > 0 ? (w.diff * 1000) / w.elapsed : 0, capacity: 1000 }
+  }
+}
+
+/** Starts a series with its first sample at Clock millis `at`; `nominalMs` is the collection interval. */
+export const startSeries = (metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series => {
+  const base = { spec: metric, value: sample.value, at, prevValue: undefined, prevAt: undefined }
+  const { capacity, current } = currentOf(base, sample, nominalMs)
+  return current === undefined
+    ? { ...base, current: 0, capacity, count: 0, sum: 0, min: 0, max: 0 }
+    : { ...base, current, capacity, count: 1, sum: current, min: current, max: current }
+}
+
+/** The series after one more sample. */
+export const updateSeries = (s: Series, sample: Sample, at: number, nominalMs: number): Series => {
+  const moved = { spec: s.spec, value: sample.value, at, prevValue: s.value, prevAt: s.at }
+  const { capacity, current } = currentOf(moved, sample, nominalMs)
+  if (current === undefined) return { ...s, ...moved, current: 0, capacity }
+  return {
+    ...moved,
+    current,
+    capacity,
+    count: s.count + 1,
+    sum: s.sum + current,
+    min: s.count === 0 ? current : Math.min(s.min, current),
+    max: s.count === 0 ? current : Math.max(s.max, current)
+  }
+}
+
+export const stepSeries = (s: Series | undefined, metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series =>
+  s === undefined ? startSeries(metric, sample, at, nominalMs) : updateSeries(s, sample, at, nominalMs)
+
+const statOf = (s: Series, name: StatName): number => {
+  switch (name) {
+    case "min":
+      return s.count === 0 ? s.current : s.min
+    case "max":
+      return s.count === 0 ? s.current : s.max
+    case "sum":
+      return s.sum
+    case "avg":
+      return s.count === 0 ? s.current : s.sum / s.count
+    case "diff":
+      return window(s)?.diff ?? 0
+    case "rate": {
+      const w = window(s)
+      return w === undefined || w.elapsed <= 0 ? 0 : (w.diff * 1000) / w.elapsed
+    }
+  }
+}
+
+/** D19 `Metric.to_serializable_dict`. */
+export const serialize = (s: Series): MetricRecord => {
+  const out: Record<string, string | null> = {
+    current: formatDecimal(s.current),
+    capacity: s.capacity === undefined ? null : formatDecimal(s.capacity),
+    pct: s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null,
+    unit_hint: s.spec.unitHint
+  }
+  for (const name of s.spec.stats) out[`stats.${name}`] = formatDecimal(statOf(s, name))
+  return out
+}
+
+// ---- samples from the Summary API ------------------------------------------------------------
+
+const n = (v: number | undefined): number => v ?? 0
+const msecOf = (ns: number | undefined): number => n(ns) / 1e6
+
+/** Node metrics of one kubelet summary (`node` part). */
+export const nodeSamples = (node: NodeStats): Record<string, Sample> => {
+  const ws = n(node.memory?.workingSetBytes)
+  return {
+    cpu_util: { value: msecOf(node.cpu?.usageCoreNanoSeconds) },
+    mem: {
+      value: ws,
+      capacity: node.memory?.availableBytes !== undefined ? ws + node.memory.availableBytes : undefined
+    },
+    disk: { value: n(node.fs?.usedBytes), capacity: node.fs?.capacityBytes },
+    net_rx: { value: n(node.network?.rxBytes) },
+    net_tx: { value: n(node.network?.txBytes) }
+  }
+}
+
+/**
+ * The pod's scratch usage: what the kubelet reports for its volumes (the work dir volume), else its
+ * ephemeral storage (writable layer, logs, emptyDirs).
+ */
+export const scratchBytes = (pod: PodStats): number => {
+  const volumes = pod.volume ?? []
+  if (volumes.length > 0) return volumes.reduce((a, v) => a + n(v.usedBytes), 0)
+  return n(pod["ephemeral-storage"]?.usedBytes)
+}
+
+/**
+ * Kernel metrics of one pod. The Summary API has no block-I/O counters: `io_read`/`io_write` are 0
+ * (the keys exist because the manager reads them).
+ */
+export const podSamples = (pod: PodStats): Record<string, Sample> => {
+  const cpuMsec = msecOf(pod.cpu?.usageCoreNanoSeconds)
+  return {
+    cpu_util: { value: cpuMsec },
+    cpu_used: { value: cpuMsec },
+    mem: { value: n(pod.memory?.workingSetBytes) },
+    io_read: { value: 0 },
+    io_write: { value: 0 },
+    io_scratch_size: { value: scratchBytes(pod) },
+    net_rx: { value: n(pod.network?.rxBytes) },
+    net_tx: { value: n(pod.network?.txBytes) }
+  }
+}
+
+// ---- the collector's state, one cycle at a time ------------------------------------------------
+
+export type SeriesSet = ReadonlyMap<string, Series>
+
+export interface NodeState {
+  readonly series: SeriesSet
+  /** Clock millis of the last successful summary. */
+  readonly at: number
+}
+
+export interface CollectorState {
+  /** Per Kubernetes node ("devices"). */
+  readonly nodes: ReadonlyMap<string, NodeState>
+  /** The cluster as one node: running stats of the aggregated values. */
+  readonly cluster: SeriesSet
+  readonly kernels: ReadonlyMap<string, SeriesSet>
+  /** Clock millis of the previous cycle. */
+  readonly lastCycleAt: number | undefined
+}
+
+export const emptyState: CollectorState = { nodes: new Map(), cluster: new Map(), kernels: new Map(), lastCycleAt: undefined }
+
+export interface KernelRef {
+  readonly kernelId: string
+  readonly namespace: string
+  readonly podName: string
+  readonly podUid: string | undefined
+}
+
+export interface NodeResult {
+  readonly node: string
+  /** The summary, or undefined when the node did not answer this cycle. */
+  readonly summary: { readonly node: NodeStats; readonly pods?: ReadonlyArray<PodStats> } | undefined
+  /** Clock millis when the summary arrived. */
+  readonly at: number
+}
+
+export interface AgentStat {
+  readonly node: { readonly [metric: string]: MetricRecord }
+  readonly devices: { readonly [metric: string]: { readonly [device: string]: MetricRecord } }
+}
+
+export interface CycleOutput {
+  readonly state: CollectorState
+  /** The `<agent_id>` value; undefined when no node has ever answered (nothing true to write). */
+  readonly agent: AgentStat | undefined
+  /** `<kernel_id>` values of the kernels measured this cycle. */
+  readonly kernels: ReadonlyMap<string, { readonly [metric: string]: MetricRecord }>
+}
+
+const stepSet = (
+  prev: SeriesSet | undefined,
+  specs: ReadonlyArray<MetricSpec>,
+  samples: Record<string, Sample>,
+  at: number,
+  nominalMs: number
+): Map<string, Series> => {
+  const next = new Map<string, Series>()
+  for (const m of specs) {
+    const sample = samples[m.key]
+    if (sample !== undefined) next.set(m.key, stepSeries(prev?.get(m.key), m, sample, at, nominalMs))
+  }
+  return next
+}
+
+const serializeSet = (set: SeriesSet): Record<string, MetricRecord> => {
+  const out: Record<string, MetricRecord> = {}
+  for (const [key, s] of set) out[key] = serialize(s)
+  return out
+}
+
+/**
+ * One collection cycle: feeds the node and pod samples into the series and returns the values to
+ * write.
+ *
+ * - A node that did not answer keeps its last series (its device records repeat, and its last values
+ *   count in the cluster totals) for `staleAfterMs`, then it is dropped; when it answers again its
+ *   series restart (so a counter never jumps by a node's whole history).
+ * - The cluster (`node`) values are the sums of the nodes' current values and capacities (`delta`
+ *   metrics: capacity = the longest node window), so counters need no cluster-wide history.
+ * - Kernels not in `kernels` lose their series; kernels whose pod was not in any summary keep theirs
+ *   and are not written this cycle (their key keeps its previous value until it expires).
+ */
+export const step = (
+  state: CollectorState,
+  input: {
+    readonly at: number
+    readonly nominalMs: number
+    readonly staleAfterMs: number
+    readonly nodes: ReadonlyArray<NodeResult>
+    readonly kernels: ReadonlyArray<KernelRef>
+  }
+): CycleOutput => {
+  const { nominalMs } = input
+  const nodes = new Map<string, NodeState>()
+  const pods = new Map<string, { readonly pod: PodStats; readonly at: number }>()
+  for (const r of input.nodes) {
+    const prev = state.nodes.get(r.node)
+    if (r.summary !== undefined) {
+      nodes.set(r.node, { series: stepSet(prev?.series, NodeMetrics, nodeSamples(r.summary.node), r.at, nominalMs), at: r.at })
+      for (const p of r.summary.pods ?? []) pods.set(`${p.podRef.namespace}/${p.podRef.name}`, { pod: p, at: r.at })
+    } else if (prev !== undefined && input.at - prev.at <= input.staleAfterMs) {
+      nodes.set(r.node, prev)
+    }
+  }
+
+  // the cluster as one node
+  let agent: AgentStat | undefined
+  let cluster: SeriesSet = state.cluster
+  if (nodes.size > 0) {
+    const devices: Record<string, Record<string, MetricRecord>> = {}
+    const next = new Map<string, Series>()
+    for (const m of NodeMetrics) {
+      let current = 0
+      let capacity: number | undefined = 0
+      let window = 0
+      const perDevice: Record<string, MetricRecord> = {}
+      for (const [name, ns] of nodes) {
+        const s = ns.series.get(m.key)
+        if (s === undefined) continue
+        perDevice[name] = serialize(s)
+        current += s.current
+        if (m.kind === "delta") window = Math.max(window, s.capacity ?? 0)
+        else capacity = capacity === undefined || s.capacity === undefined ? undefined : capacity + s.capacity
+      }
+      devices[m.key] = perDevice
+      const aggregate: Sample = { value: current, capacity: m.kind === "delta" ? window : m.kind === "gauge" ? capacity : undefined }
+      // the cluster series is a gauge of the summed current values (with the metric's unit and stats)
+      const gaugeSpec: MetricSpec = { ...m, kind: "gauge" }
+      next.set(m.key, stepSeries(state.cluster.get(m.key), gaugeSpec, aggregate, input.at, nominalMs))
+    }
+    cluster = next
+    agent = { node: serializeSet(cluster), devices }
+  }
+
+  // kernels
+  const kernels = new Map<string, SeriesSet>()
+  const kernelOut = new Map<string, { readonly [metric: string]: MetricRecord }>()
+  for (const k of input.kernels) {
+    const prev = state.kernels.get(k.kernelId)
+    const found = pods.get(`${k.namespace}/${k.podName}`)
+    if (found === undefined || (k.podUid !== undefined && found.pod.podRef.uid !== k.podUid)) {
+      if (prev !== undefined) kernels.set(k.kernelId, prev)
+      continue
+    }
+    const set = stepSet(prev, KernelMetrics, podSamples(found.pod), found.at, nominalMs)
+    kernels.set(k.kernelId, set)
+    kernelOut.set(k.kernelId, serializeSet(set))
+  }
+
+  return { state: { nodes, cluster, kernels, lastCycleAt: input.at }, agent, kernels: kernelOut }
+}

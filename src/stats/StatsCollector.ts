@@ -1,0 +1,298 @@
+/**
+ * Statistics for the manager (spec §6 "D19 / A19.09 (reference format)", §9): every `stats.interval`
+ * (2 s) the kubelet Summary API of every worker node is read through the API server node proxy
+ * (bounded concurrency, per-node timeout), turned into D19 metric records (StatFormat.ts) and written
+ * to Redis DB 0 in ONE pipelined round trip:
+ *
+ * - `<agent_id>` = msgpack `{"node": {metric: M}, "devices": {metric: {node name: M}}}` — the cluster as
+ *   one node, each Kubernetes node a device;
+ * - `<kernel_id>` = msgpack `{metric: M}` for every kernel of the KernelRegistry whose pod was measured;
+ *
+ * each with `EX stats.ttl` (30 s). A failing node or a failing Redis write is counted (Metrics) and
+ * logged (once per transition), never thrown: the loop keeps its cadence and resumes when Redis or
+ * the node is back (ioredis reconnects by itself).
+ *
+ * `finalize(kid)` (KernelStatsSink; the lifecycle calls it right before `kernel_terminated`) writes the
+ * kernel's last stat once more with `finalTtlSeconds` (default 300 s), long enough for the manager
+ * to read it when it handles the event (M1906 `mark_kernel_terminated` reads `<kid>` from DB 0), and
+ * stops the kernel's series: later cycles never write that key again (so they cannot shorten the TTL).
+ */
+import { Cause, Clock, Context, Effect, Layer, Metric, Ref, Result, Schedule, Semaphore } from "effect"
+import { AgentConfig } from "../config/AgentConfig.ts"
+import { KernelRegistry } from "../kernel/KernelRegistry.ts"
+import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
+import { Redis, type RedisCommand } from "../registry/Redis.ts"
+import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
+import { KernelStatsSink } from "./KernelStatsSink.ts"
+import { KubeletSummary } from "./KubeletSummary.ts"
+import { type CollectorState, emptyState, type KernelRef, type NodeResult, step } from "./StatFormat.ts"
+
+export const cycleSeconds = Metric.histogram("bai_stats_cycle_seconds", {
+  description: "duration of one statistics cycle (summaries, formatting, Redis write)",
+  boundaries: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]
+})
+export const nodeFailuresTotal = Metric.counter("bai_stats_node_failures_total", {
+  description: "kubelet summaries that failed or timed out"
+})
+export const writeFailuresTotal = Metric.counter("bai_stats_write_failures_total", {
+  description: "statistics cycles whose Redis write failed"
+})
+export const cyclesTotal = Metric.counter("bai_stats_cycles_total", { description: "statistics cycles run" })
+
+export interface StatsCollectorOptions<E = never> {
+  readonly agentId: string
+  /** Seconds between cycles (`stats.interval`, 2). */
+  readonly intervalSeconds: number
+  /** Expiry of every key (`stats.ttl`, 30). */
+  readonly ttlSeconds: number
+  /** Nodes queried at once (`stats.concurrency`, 8). */
+  readonly concurrency: number
+  /** Expiry of a terminated kernel's last stat. Default 300 s. */
+  readonly finalTtlSeconds?: number
+  /** Bound of one node's summary. Default max(1, interval) seconds. */
+  readonly nodeTimeoutSeconds?: number
+  /** The worker nodes to read; a failure keeps the previous list. */
+  readonly nodes: Effect.Effect<ReadonlyArray<string>, E>
+}
+
+export interface CycleReport {
+  readonly nodes: number
+  readonly nodeFailures: number
+  /** Kernels whose key was (to be) written. */
+  readonly kernels: number
+  /** Whether the Redis write succeeded. */
+  readonly written: boolean
+  /** Bytes of msgpack written. */
+  readonly bytes: number
+  readonly millis: number
+}
+
+export interface StatsCollectorShape {
+  /** One cycle: read, format, write. Never fails. */
+  readonly collectOnce: Effect.Effect<CycleReport>
+  /** See the module comment. Never fails; bounded in time. */
+  readonly finalize: (kernelId: string) => Effect.Effect<void>
+}
+
+/** Worker nodes (spec §7.5: nodes labelled as master / control-plane are skipped), by label selector. */
+export const listWorkerNodes = (kube: KubeClient["Service"], labelSelector: string): Effect.Effect<ReadonlyArray<string>, KubeError> =>
+  kube.core("list nodes", (api) => api.listNode(labelSelector !== "" ? { labelSelector } : {})).pipe(
+    Effect.map((list) =>
+      list.items
+        .filter((n) => {
+          const labels = n.metadata?.labels ?? {}
+          return !("node-role.kubernetes.io/master" in labels) && !("node-role.kubernetes.io/control-plane" in labels)
+        })
+        .map((n) => n.metadata?.name ?? "")
+        .filter((name) => name !== "")
+    )
+  )
+
+export class StatsCollector extends Context.Service<StatsCollector, StatsCollectorShape>()("bai-agent/stats/StatsCollector") {
+  static readonly make = Effect.fnUntraced(function*<E>(options: StatsCollectorOptions<E>) {
+    const redis = yield* Redis
+    const summaries = yield* KubeletSummary
+    const registry = yield* KernelRegistry
+
+    const nominalMs = options.intervalSeconds * 1000
+    const ttl = Math.max(1, Math.round(options.ttlSeconds))
+    const finalTtl = Math.max(ttl, Math.round(options.finalTtlSeconds ?? 300))
+    const nodeTimeoutMs = Math.round((options.nodeTimeoutSeconds ?? Math.max(1, options.intervalSeconds)) * 1000)
+
+    const state = yield* Ref.make<CollectorState>(emptyState)
+    /** The last encoded `<kernel_id>` value of every measured kernel (what finalize writes). */
+    const lastPayloads = yield* Ref.make<ReadonlyMap<string, Buffer>>(new Map())
+    /** Finalized kernels: never written by a cycle again (purged once the registry forgets them). */
+    const finalized = yield* Ref.make<ReadonlySet<string>>(new Set())
+    /** Serializes "format + write" of cycles with finalize, so a cycle never overwrites a final TTL. */
+    const writeLock = yield* Semaphore.make(1)
+    const nodeList = yield* Ref.make<ReadonlyArray<string>>([])
+    const failingNodes = yield* Ref.make<ReadonlySet<string>>(new Set())
+    const writeHealthy = yield* Ref.make(true)
+
+    const currentNodes = options.nodes.pipe(
+      Effect.tap((list) => Ref.set(nodeList, list)),
+      Effect.catchCause((cause) =>
+        Effect.logWarning("stats: cannot list nodes; using the previous list", cause).pipe(Effect.andThen(Ref.get(nodeList)))
+      )
+    )
+
+    const readNode = (node: string): Effect.Effect<NodeResult> =>
+      summaries.fetch(node).pipe(
+        Effect.timeoutOrElse({
+          duration: `${nodeTimeoutMs} millis`,
+          orElse: () => Effect.fail({ _tag: "Timeout" as const, message: `no summary within ${nodeTimeoutMs} ms` })
+        }),
+        Effect.result,
+        Effect.flatMap((r) =>
+          Effect.gen(function*() {
+            const at = yield* Clock.currentTimeMillis
+            const failing = yield* Ref.get(failingNodes)
+            if (Result.isSuccess(r)) {
+              if (failing.has(node)) {
+                yield* Ref.update(failingNodes, (s) => new Set([...s].filter((x) => x !== node)))
+                yield* Effect.logInfo("stats: node summary available again").pipe(Effect.annotateLogs({ node }))
+              }
+              return { node, summary: r.success, at }
+            }
+            yield* Metric.update(nodeFailuresTotal, 1)
+            if (!failing.has(node)) {
+              yield* Ref.update(failingNodes, (s) => new Set([...s, node]))
+              yield* Effect.logWarning("stats: node summary failed").pipe(
+                Effect.annotateLogs({ node, error: r.failure.message })
+              )
+            } else {
+              yield* Effect.logDebug("stats: node summary still failing").pipe(Effect.annotateLogs({ node, error: r.failure.message }))
+            }
+            return { node, summary: undefined, at }
+          })
+        )
+      )
+
+    const encode = (value: unknown) => Effect.try(() => Msgpack.encode(value))
+
+    const collectOnce: Effect.Effect<CycleReport> = Effect.gen(function*() {
+      const started = yield* Clock.currentTimeMillis
+      const nodes = yield* currentNodes
+      const results = yield* Effect.forEach(nodes, readNode, { concurrency: options.concurrency })
+      const kernelInfos = yield* registry.list
+      const report = yield* writeLock.withPermits(1)(Effect.gen(function*() {
+        const at = yield* Clock.currentTimeMillis
+        const fin = yield* Ref.get(finalized)
+        const refs: Array<KernelRef> = []
+        for (const k of kernelInfos) {
+          if (!fin.has(k.kernelId)) refs.push({ kernelId: k.kernelId, namespace: k.namespace, podName: k.objectName, podUid: k.podUid })
+        }
+        const out = step(yield* Ref.get(state), {
+          at,
+          nominalMs,
+          staleAfterMs: ttl * 1000,
+          nodes: results,
+          kernels: refs
+        })
+        yield* Ref.set(state, out.state)
+        const live = new Set(kernelInfos.map((k) => k.kernelId))
+        yield* Ref.update(finalized, (s) => (s.size === 0 ? s : new Set([...s].filter((kid) => live.has(kid)))))
+
+        const commands: Array<RedisCommand> = []
+        const payloads = new Map<string, Buffer>()
+        let bytes = 0
+        const encodeFailed = yield* Effect.gen(function*() {
+          if (out.agent !== undefined) {
+            const v = yield* encode(out.agent)
+            bytes += v.length
+            commands.push(["SET", options.agentId, v, "EX", ttl])
+          }
+          for (const [kid, stat] of out.kernels) {
+            const v = yield* encode(stat)
+            bytes += v.length
+            payloads.set(kid, v)
+            commands.push(["SET", kid, v, "EX", ttl])
+          }
+          return false
+        }).pipe(Effect.catchCause((cause) => Effect.logError("stats: cannot encode", cause).pipe(Effect.as(true))))
+        // keep the last payload of kernels that were not measured this cycle but are still alive
+        yield* Ref.update(lastPayloads, (prev) => {
+          const next = new Map(payloads)
+          for (const [kid, v] of prev) if (!next.has(kid) && live.has(kid) && out.state.kernels.has(kid)) next.set(kid, v)
+          return next
+        })
+        const written = encodeFailed ? false : yield* redis.pipeline(commands).pipe(
+          Effect.as(true),
+          Effect.catch((error) =>
+            Effect.gen(function*() {
+              yield* Metric.update(writeFailuresTotal, 1)
+              if (yield* Ref.getAndSet(writeHealthy, false)) {
+                yield* Effect.logWarning("stats: Redis write failed; will retry every cycle").pipe(
+                  Effect.annotateLogs({ reason: error.reason, error: error.message })
+                )
+              }
+              return false
+            })
+          )
+        )
+        if (written && !(yield* Ref.getAndSet(writeHealthy, true))) yield* Effect.logInfo("stats: Redis writes resumed")
+        return { nodes: nodes.length, nodeFailures: results.filter((r) => r.summary === undefined).length, kernels: out.kernels.size, written, bytes }
+      }))
+      const ended = yield* Clock.currentTimeMillis
+      yield* Metric.update(cycleSeconds, (ended - started) / 1000)
+      yield* Metric.update(cyclesTotal, 1)
+      return { ...report, millis: ended - started }
+    }).pipe(
+      Effect.catchCause((cause) =>
+        Effect.logError("stats: cycle failed", cause).pipe(
+          Effect.as({ nodes: 0, nodeFailures: 0, kernels: 0, written: false, bytes: 0, millis: 0 })
+        )
+      )
+    )
+
+    const finalize = (kernelId: string): Effect.Effect<void> =>
+      Ref.update(finalized, (s) => new Set([...s, kernelId])).pipe(
+        Effect.andThen(writeLock.withPermits(1)(Effect.gen(function*() {
+          const payload = (yield* Ref.get(lastPayloads)).get(kernelId)
+          yield* Ref.update(lastPayloads, (m) => {
+            const next = new Map(m)
+            next.delete(kernelId)
+            return next
+          })
+          yield* Ref.update(state, (s) => {
+            if (!s.kernels.has(kernelId)) return s
+            const kernels = new Map(s.kernels)
+            kernels.delete(kernelId)
+            return { ...s, kernels }
+          })
+          if (payload === undefined) {
+            yield* Effect.logDebug("stats: no stat to finalize").pipe(Effect.annotateLogs({ kernelId }))
+            return
+          }
+          yield* redis.set(kernelId, payload, { ttlSeconds: finalTtl }).pipe(
+            Effect.catch((error) =>
+              Effect.logWarning("stats: cannot write the last stat of a terminated kernel").pipe(
+                Effect.annotateLogs({ kernelId, error: error.message })
+              )
+            )
+          )
+        }))),
+        Effect.timeoutOption("5 seconds"),
+        Effect.asVoid
+      )
+
+    return StatsCollector.of({ collectOnce, finalize })
+  })
+
+  /** The collection loop (`Schedule.fixed`: one cycle every interval; a slow cycle is not made up). */
+  static readonly loop = (collector: StatsCollectorShape, intervalSeconds: number): Effect.Effect<never> =>
+    collector.collectOnce.pipe(
+      Effect.repeat(Schedule.fixed(`${Math.round(intervalSeconds * 1000)} millis`)),
+      Effect.catchCause((cause) => Effect.logError("stats loop ended", cause).pipe(Effect.andThen(Effect.die(Cause.squash(cause))))),
+      Effect.andThen(Effect.never)
+    )
+
+  /**
+   * The collector from AgentConfig (`stats.*`, agent id), with its loop running when `stats.enabled`,
+   * also serving as the KernelStatsSink. Worker nodes: `options.nodes` (e.g. from NodeResources), else
+   * listed through KubeClient (`kubernetes.node-selector`, masters skipped; refreshed every 30 s).
+   */
+  static readonly layer = <E = never>(options?: {
+    readonly nodes?: Effect.Effect<ReadonlyArray<string>, E>
+    readonly finalTtlSeconds?: number
+  }): Layer.Layer<StatsCollector | KernelStatsSink, never, Redis | KubeletSummary | KernelRegistry | KubeClient | AgentConfig> =>
+    Layer.effectContext(Effect.gen(function*() {
+      const { agentId, config } = yield* AgentConfig
+      const kube = yield* KubeClient
+      const listed = yield* Effect.cachedWithTTL(listWorkerNodes(kube, config.kubernetes["node-selector"]), "30 seconds")
+      const collector = yield* StatsCollector.make<E | KubeError>({
+        agentId,
+        intervalSeconds: config.stats.interval,
+        ttlSeconds: config.stats.ttl,
+        concurrency: config.stats.concurrency,
+        nodes: options?.nodes ?? listed,
+        ...(options?.finalTtlSeconds !== undefined ? { finalTtlSeconds: options.finalTtlSeconds } : {})
+      })
+      if (config.stats.enabled) yield* Effect.forkScoped(StatsCollector.loop(collector, config.stats.interval))
+      else yield* Effect.logInfo("stats: disabled (stats.enabled = false)")
+      return Context.make(StatsCollector, collector).pipe(
+        Context.add(KernelStatsSink, KernelStatsSink.of({ finalize: collector.finalize }))
+      )
+    }))
+}
