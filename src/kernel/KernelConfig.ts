@@ -1,0 +1,152 @@
+/**
+ * The `create_kernel` / `restart_kernel` config dict the manager sends (spec §2.2), as a Schema, and
+ * what the agent derives from it: service ports (image label `ai.backend.service-ports`, spec §2.3),
+ * the ConfigMap texts `environ.txt` and `resource.txt` (spec §7.4) and the `resource_spec` string.
+ * Decoding failures become `InvalidKernelConfig` before anything is created.
+ */
+import { Effect, Schema, SchemaGetter, SchemaIssue } from "effect"
+import { InvalidKernelConfig } from "../domain/Errors.ts"
+import { Int, Str } from "../rpc/msgpack/PySchema.ts"
+
+/** `{slot: decimal string}`; numbers are accepted and stringified. */
+const SlotValue = Str.pipe(
+  Schema.check(Schema.makeFilter((s: string) => /^\s*\d+(\.\d+)?\s*$/.test(s) || "expected a non-negative decimal"))
+)
+
+export const ImageRef = Schema.Struct({
+  registry: Schema.optionalKey(Schema.Struct({
+    name: Schema.optionalKey(Schema.String),
+    url: Schema.optionalKey(Schema.String),
+    username: Schema.optionalKey(Schema.NullOr(Schema.String)),
+    password: Schema.optionalKey(Schema.NullOr(Schema.String))
+  })),
+  digest: Schema.optionalKey(Schema.NullOr(Schema.String)),
+  canonical: Schema.String.check(Schema.isNonEmpty()),
+  labels: Schema.Record(Schema.String, Str).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+})
+
+export interface Mount {
+  readonly name: string
+  readonly host: string
+  readonly folderId: string
+  readonly permission: "ro" | "rw" | "wd"
+}
+
+const Permission = Schema.Literals(["ro", "rw", "wd"])
+
+/** `[folder_name, host, folder_id, perm]`; legacy 3-tuples mean `rw` (spec §2.2). */
+const MountTuple = Schema.Union([
+  Schema.Tuple([Schema.String, Schema.String, Schema.String, Permission]),
+  Schema.Tuple([Schema.String, Schema.String, Schema.String])
+]).pipe(
+  Schema.decodeTo(
+    Schema.Struct({ name: Schema.String, host: Schema.String, folderId: Schema.String, permission: Permission }),
+    {
+      decode: SchemaGetter.transform((t) => ({ name: t[0], host: t[1], folderId: t[2], permission: t[3] ?? "rw" })),
+      encode: SchemaGetter.transform((m) => [m.name, m.host, m.folderId, m.permission] as const)
+    }
+  ),
+  Schema.check(Schema.makeFilter((m: Mount) =>
+    (/^[A-Za-z0-9._-]+$/.test(m.name) && m.name !== "." && m.name !== "..") || "folder names must be plain path components"
+  ))
+)
+
+export const KernelConfig = Schema.Struct({
+  image: ImageRef,
+  resource_slots: Schema.Record(Schema.String, SlotValue),
+  idle_timeout: Schema.NullOr(Int).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
+  mounts: Schema.Array(MountTuple).pipe(Schema.withDecodingDefaultKey(Effect.succeed([]))),
+  environ: Schema.Record(Schema.String, Str).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+})
+export type KernelConfig = typeof KernelConfig.Type
+
+const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
+
+/** Decodes the manager's dict; a bad one is `InvalidKernelConfig` listing every problem. */
+export const decodeKernelConfig = (kernelId: string, raw: unknown): Effect.Effect<KernelConfig, InvalidKernelConfig> =>
+  Schema.decodeUnknownEffect(KernelConfig)(raw, { errors: "all" }).pipe(
+    Effect.mapError((e) =>
+      new InvalidKernelConfig({
+        kernelId,
+        message: formatter(e.issue).issues.map((i) =>
+          `${(i.path ?? []).map((k) => (typeof k === "object" ? String(k.key) : String(k))).join(".") || "config"}: ${i.message}`
+        ).join("; ")
+      })
+    ),
+    Effect.flatMap((config) =>
+      parseServicePorts(config.image.labels["ai.backend.service-ports"] ?? "").pipe(
+        Effect.mapError((message) => new InvalidKernelConfig({ kernelId, message })),
+        Effect.as(config)
+      )
+    )
+  )
+
+// ---------------------------------------------------------------------------------------------
+// Service ports (spec §2.3)
+
+export interface ServicePortDef {
+  readonly name: string
+  readonly protocol: "tcp" | "pty" | "http"
+  readonly containerPort: number
+}
+
+/** `name:protocol:port,…` with protocol tcp|pty|http, port > 1024 and not 2000/2001, unique. */
+export const parseServicePorts = (label: string): Effect.Effect<ReadonlyArray<ServicePortDef>, string> =>
+  Effect.suspend(() => {
+    const out: Array<ServicePortDef> = []
+    for (const item of label.split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+      const m = /^([^:]+):(tcp|pty|http):(\d+)$/.exec(item)
+      if (m === null) return Effect.fail(`ai.backend.service-ports: "${item}" is not name:tcp|pty|http:port`)
+      const port = Number(m[3])
+      if (port <= 1024 || port > 65535 || port === 2000 || port === 2001) {
+        return Effect.fail(`ai.backend.service-ports: port ${port} of "${m[1]}" must be in 1025–65535 and not 2000/2001`)
+      }
+      if (out.some((p) => p.containerPort === port || p.name === m[1])) {
+        return Effect.fail(`ai.backend.service-ports: "${item}" repeats a name or port`)
+      }
+      out.push({ name: m[1]!, protocol: m[2] as ServicePortDef["protocol"], containerPort: port })
+    }
+    return Effect.succeed(out)
+  })
+
+// ---------------------------------------------------------------------------------------------
+// Texts for the ConfigMap (spec §7.4) and the result's resource_spec (spec §2.3)
+
+/** `KEY=VALUE` lines (values with newlines are dropped: the runner reads line by line). */
+export const environText = (environ: Readonly<Record<string, string>>): string =>
+  Object.entries(environ)
+    .filter(([k, v]) => /^[A-Za-z_][A-Za-z0-9_]*$/.test(k) && !v.includes("\n"))
+    .map(([k, v]) => `${k}=${v}\n`)
+    .join("")
+
+/** Binary size as `1g`, `512m`, `64k` or bytes (K1 `MEM_SHARES`). */
+export const binarySizeText = (bytes: number): string => {
+  const units: ReadonlyArray<readonly [string, number]> = [["t", 2 ** 40], ["g", 2 ** 30], ["m", 2 ** 20], ["k", 2 ** 10]]
+  for (const [u, n] of units) if (bytes >= n && bytes % n === 0) return `${bytes / n}${u}`
+  return String(bytes)
+}
+
+/** `resource.txt` in K1's `write_to_text` format. */
+export const resourceText = (kernelId: string, config: KernelConfig): string => {
+  const slots = config.resource_slots
+  const mem = Number(slots["mem"] ?? "0")
+  const mounts = config.mounts.map((m) => `${m.name}:${m.permission}`).join(",")
+  return [
+    `CID=${kernelId}`,
+    "SCRATCH_SIZE=0m",
+    `MOUNTS=${mounts}`,
+    `SLOTS=${JSON.stringify(slots)}`,
+    `IDLE_TIMEOUT=${config.idle_timeout ?? 0}`,
+    `CPU_SHARES=0:${slots["cpu"] ?? "0"}`,
+    `MEM_SHARES=root:${binarySizeText(Math.trunc(mem))}`
+  ].join("\n") + "\n"
+}
+
+/** The result's `resource_spec`: a JSON text of what the kernel was given. */
+export const resourceSpecJson = (config: KernelConfig): string =>
+  JSON.stringify({
+    slots: config.resource_slots,
+    mounts: config.mounts.map((m) => [m.name, m.host, m.folderId, m.permission]),
+    scratch_disk_size: 0,
+    idle_timeout: config.idle_timeout ?? 0
+  })

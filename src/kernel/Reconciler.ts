@@ -1,0 +1,235 @@
+/**
+ * Keeps the kernel registry true to the cluster (design §2), with no local state file:
+ *
+ * - **Start-up**: lists the agent's labelled Pods, Services and ConfigMaps; adopts ready kernels
+ *   (registry entry, NodePorts, runner connection), reports kernels whose pods ended while the agent
+ *   was down (`kernel_terminated`), tears down half-created kernels (no ready mark) and orphans
+ *   (Services/ConfigMaps without a pod; the garbage collector would too, via ownerReferences).
+ * - **Watch**: one watch over the agent's pods, resumed from the last resourceVersion after a
+ *   disconnect and relisting on 410 Gone: a running kernel whose pod fails, is evicted or is deleted
+ *   by someone else is torn down and reported with the reason and exit code on that event.
+ * - **Relist** every `kubernetes.relist-interval`: the same comparison as on 410, without adoption.
+ *
+ * A list is only trusted for kernels that were already running before it was taken, so kernels
+ * created meanwhile are never reported terminated by mistake; an unreachable API server only delays
+ * the watch, it never terminates anything.
+ */
+import type * as k8s from "@kubernetes/client-node"
+import { Context, Duration, Effect, FiberMap, Layer, Option, Ref, Schedule, Stream } from "effect"
+import { AgentConfig } from "../config/AgentConfig.ts"
+import { KubernetesUnavailable } from "../domain/Errors.ts"
+import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
+import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
+import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
+import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
+import { KernelLifecycle } from "./KernelLifecycle.ts"
+import { KernelRegistry } from "./KernelRegistry.ts"
+
+export interface ReconcileReport {
+  readonly adopted: ReadonlyArray<string>
+  readonly terminated: ReadonlyArray<string>
+  readonly removed: ReadonlyArray<string>
+  /** resourceVersion of the pod list, where the watch starts. */
+  readonly resourceVersion: string | undefined
+}
+
+export class Reconciler extends Context.Service<Reconciler, {
+  /** One full comparison of the cluster with the registry; `adopt` at start-up only. */
+  readonly reconcile: (options: { readonly adopt: boolean }) => Effect.Effect<ReconcileReport, KubernetesUnavailable>
+  /** The watch loop (runs until interrupted). */
+  readonly watch: (fromResourceVersion: string | undefined) => Effect.Effect<never>
+}>()("bai-agent/kernel/Reconciler") {
+  static readonly make = Effect.gen(function*() {
+    const { agentId, config } = yield* AgentConfig
+    const kube = yield* KubeClient
+    const registry = yield* KernelRegistry
+    const lifecycle = yield* KernelLifecycle
+    const events = yield* EventPublisher
+    const stats = yield* KernelStatsSink
+    const namespace = config.kubernetes.namespace
+    const selector = agentSelector(agentId)
+    const handlers = yield* FiberMap.make<string>()
+    const adoptedOnce = yield* Ref.make(false)
+
+    const unavailable = (e: KubeError) => new KubernetesUnavailable({ operation: e.operation, message: e.message })
+
+    const listAll = Effect.all({
+      pods: kube.core("list pods", (api) => api.listNamespacedPod({ namespace, labelSelector: selector })),
+      services: kube.core("list services", (api) => api.listNamespacedService({ namespace, labelSelector: selector })),
+      configMaps: kube.core("list configmaps", (api) => api.listNamespacedConfigMap({ namespace, labelSelector: selector }))
+    }, { concurrency: 3 }).pipe(Effect.mapError(unavailable))
+
+    /** A ready kernel the registry does not know, found ended or broken: report it and remove its objects. */
+    const reportLost = (kernelId: string, reason: string, exitCode: number | null) =>
+      Effect.gen(function*() {
+        yield* lifecycle.removeObjects(kernelId)
+        yield* stats.finalize(kernelId)
+        yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, exitCode))
+        yield* Effect.logInfo(`kernel found ended at start-up (${reason})`).pipe(Effect.annotateLogs({ kernelId }))
+      })
+
+    const reconcile = Effect.fn("Reconciler.reconcile")(function*(options: { readonly adopt: boolean }) {
+      // until one start-up pass succeeded, every pass adopts (never removes ready kernels it does not know)
+      const adopt = options.adopt || !(yield* Ref.get(adoptedOnce))
+      // kernels running before the list: only these may be judged lost by it
+      const before = (yield* registry.list).filter((k) => k.status === "running")
+      const { configMaps, pods, services } = yield* listAll
+      const adopted: Array<string> = []
+      const terminated: Array<string> = []
+      const removed: Array<string> = []
+      const serviceOf = new Map<string, k8s.V1Service>()
+      for (const s of services.items) {
+        const kid = kernelIdOf(s)
+        if (kid !== undefined) serviceOf.set(kid, s)
+      }
+      const configMapKids = new Set(configMaps.items.map(kernelIdOf).filter((k) => k !== undefined))
+      const podKids = new Set<string>()
+
+      const settle = (kid: string) => Effect.all([lifecycle.busy(kid), registry.find(kid)])
+
+      yield* Effect.forEach(pods.items, (pod) =>
+        Effect.gen(function*() {
+          const kid = kernelIdOf(pod)
+          if (kid === undefined) return
+          podKids.add(kid)
+          const [busy, known] = yield* settle(kid)
+          if (busy) return
+          const ended = endedReason(pod, false)
+          if (Option.isSome(known)) {
+            if (known.value.status === "running" && Option.isSome(ended)) {
+              yield* lifecycle.podEnded(kid, ended.value.reason, ended.value.exitCode)
+              terminated.push(kid)
+            }
+            return
+          }
+          if (!isReadyMarked(pod)) {
+            // half-created (the create never answered the manager): tear down, no event
+            yield* lifecycle.removeObjects(kid)
+            removed.push(kid)
+            return
+          }
+          if (!adopt) {
+            // a ready kernel this process does not know (destroyed meanwhile, or foreign): remove
+            yield* lifecycle.removeObjects(kid)
+            removed.push(kid)
+            return
+          }
+          const svc = serviceOf.get(kid)
+          if (Option.isSome(ended) || svc === undefined || !configMapKids.has(kid)) {
+            const why = Option.isSome(ended) ? ended.value : { reason: "force-terminated", exitCode: null }
+            yield* reportLost(kid, why.reason, why.exitCode)
+            terminated.push(kid)
+            return
+          }
+          const info = yield* lifecycle.adopt(pod, svc)
+          if (Option.isSome(info)) adopted.push(kid)
+          else {
+            yield* reportLost(kid, "force-terminated", null)
+            terminated.push(kid)
+          }
+        }).pipe(
+          Effect.catch((e) => Effect.logWarning(`reconcile: ${e.message}`).pipe(Effect.annotateLogs({ kernelId: kernelIdOf(pod) ?? "" })))
+        ), { concurrency: 8, discard: true })
+
+      // running kernels whose pod is gone
+      yield* Effect.forEach(before, (k) =>
+        Effect.gen(function*() {
+          if (podKids.has(k.kernelId)) return
+          const [busy, now] = yield* settle(k.kernelId)
+          if (busy || Option.isNone(now) || now.value.status !== "running" || now.value.podUid !== k.podUid) return
+          yield* lifecycle.podEnded(k.kernelId, "force-terminated", null)
+          terminated.push(k.kernelId)
+        }), { concurrency: 8, discard: true })
+
+      // Services and ConfigMaps without a pod
+      const orphans = new Set([...serviceOf.keys(), ...configMapKids].filter((kid) => !podKids.has(kid)))
+      yield* Effect.forEach(orphans, (kid) =>
+        Effect.gen(function*() {
+          const [busy, known] = yield* settle(kid)
+          if (busy || Option.isSome(known)) return
+          yield* lifecycle.removeObjects(kid)
+          removed.push(kid)
+        }).pipe(Effect.catch((e) => Effect.logWarning(`reconcile: ${e.message}`))), { concurrency: 8, discard: true })
+
+      if (adopted.length + terminated.length + removed.length > 0) {
+        yield* Effect.logInfo(`reconciled: ${adopted.length} adopted, ${terminated.length} terminated, ${removed.length} torn down`)
+      }
+      if (adopt) yield* Ref.set(adoptedOnce, true)
+      return { adopted, terminated, removed, resourceVersion: pods.metadata?.resourceVersion } satisfies ReconcileReport
+    })
+
+    const onPod = (type: string, pod: k8s.V1Pod) =>
+      Effect.gen(function*() {
+        const kid = kernelIdOf(pod)
+        if (kid === undefined) return
+        if (yield* lifecycle.busy(kid)) return
+        const known = yield* registry.find(kid)
+        if (Option.isNone(known) || known.value.status !== "running") return
+        if (known.value.podUid !== undefined && pod.metadata?.uid !== known.value.podUid) return
+        const ended = endedReason(pod, type === "DELETED")
+        if (Option.isNone(ended)) return
+        yield* FiberMap.run(handlers, kid, lifecycle.podEnded(kid, ended.value.reason, ended.value.exitCode), { onlyIfMissing: true })
+      })
+
+    const path = `/api/v1/namespaces/${namespace}/pods`
+
+    const watch = (from: string | undefined): Effect.Effect<never> =>
+      Effect.gen(function*() {
+        const rv = yield* Ref.make(from)
+        for (let failures = 0;;) {
+          const start = yield* Ref.get(rv)
+          if (start === undefined) {
+            const report = yield* reconcile({ adopt: false }).pipe(Effect.option)
+            if (Option.isNone(report)) {
+              failures++
+              yield* Effect.sleep(Duration.millis(Math.min(10_000, 500 * 2 ** Math.min(failures, 5))))
+              continue
+            }
+            yield* Ref.set(rv, report.value.resourceVersion)
+            continue
+          }
+          const result = yield* kube.watch<k8s.V1Pod>(path, { labelSelector: selector, resourceVersion: start }).pipe(
+            Stream.runForEach((e) =>
+              Ref.set(rv, e.object?.metadata?.resourceVersion ?? start).pipe(
+                Effect.andThen(e.type === "BOOKMARK" ? Effect.void : onPod(e.type, e.object)),
+                Effect.andThen(Effect.sync(() => void (failures = 0)))
+              )
+            ),
+            Effect.as("ended" as const),
+            Effect.catch((e: KubeError) => Effect.succeed(e.reason === "Gone" ? ("gone" as const) : e))
+          )
+          if (result === "gone") {
+            yield* Effect.logInfo("pod watch expired (410): relisting")
+            yield* Ref.set(rv, undefined)
+          } else if (result !== "ended") {
+            failures++
+            yield* Effect.logWarning(`pod watch interrupted: ${result.message}; resuming`)
+            yield* Effect.sleep(Duration.millis(Math.min(10_000, 500 * 2 ** Math.min(failures, 5))))
+          }
+        }
+      })
+
+    return Reconciler.of({ reconcile, watch })
+  })
+
+  /** Start-up reconciliation (adopting ready kernels), then the watch and the periodic relist. */
+  static readonly layer = Layer.effectDiscard(
+    Effect.gen(function*() {
+      const { config } = yield* AgentConfig
+      const reconciler = yield* Reconciler.make
+      const first = yield* reconciler.reconcile({ adopt: true }).pipe(
+        Effect.retry({ times: 3, schedule: Schedule.spaced("2 seconds") }),
+        Effect.tapError((e) => Effect.logError(`start-up reconciliation failed: ${e.message}; kernels are adopted when the API server answers`)),
+        Effect.option
+      )
+      yield* reconciler.watch(Option.getOrUndefined(Option.flatMap(first, (r) => Option.fromNullishOr(r.resourceVersion)))).pipe(Effect.forkScoped)
+      const relist = Duration.seconds(config.kubernetes["relist-interval"])
+      yield* reconciler.reconcile({ adopt: false }).pipe(
+        Effect.catch((e) => Effect.logWarning(`relist failed: ${e.message}`)),
+        Effect.repeat(Schedule.spaced(relist)),
+        Effect.delay(relist),
+        Effect.forkScoped
+      )
+    })
+  )
+}

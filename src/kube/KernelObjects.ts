@@ -1,0 +1,446 @@
+/**
+ * Pure builders and readers of a kernel's Kubernetes objects (design §2): Pod, NodePort Service and
+ * ConfigMap, all named `kernel-<kid>` and labelled; the Pod carries the recovery annotation from
+ * which a restarted agent rebuilds the kernel's registry entry. Also the pure classification of a
+ * pod's state during creation and after it (why it failed, with which exit code).
+ */
+import type * as k8s from "@kubernetes/client-node"
+import { Option, Schema } from "effect"
+import * as path from "node:path"
+import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
+
+export const MANAGED_BY = "app.kubernetes.io/managed-by"
+export const MANAGED_BY_VALUE = "bai-k8s-agent"
+export const AGENT_ID_LABEL = "backend.ai/agent-id"
+export const KERNEL_ID_LABEL = "backend.ai/kernel-id"
+/** JSON {@link Recovery} of the kernel. */
+export const RECOVERY_ANNOTATION = "backend.ai/kernel"
+/** Set (ISO time) once the kernel was Running with an answering runner and reported created. */
+export const READY_ANNOTATION = "backend.ai/ready-at"
+
+export const REPL_IN = 2000
+export const REPL_OUT = 2001
+
+export const objectName = (kernelId: string): string => `kernel-${kernelId}`
+
+export const labelsOf = (agentId: string, kernelId: string): Record<string, string> => ({
+  [MANAGED_BY]: MANAGED_BY_VALUE,
+  [AGENT_ID_LABEL]: agentId,
+  [KERNEL_ID_LABEL]: kernelId
+})
+
+/** Selector of every object of this agent. */
+export const agentSelector = (agentId: string): string => `${MANAGED_BY}=${MANAGED_BY_VALUE},${AGENT_ID_LABEL}=${agentId}`
+
+/** Selector of one kernel's objects. */
+export const kernelSelector = (agentId: string, kernelId: string): string => `${agentSelector(agentId)},${KERNEL_ID_LABEL}=${kernelId}`
+
+// ---------------------------------------------------------------------------------------------
+// Recovery annotation
+
+export const RecoveryServicePort = Schema.Struct({
+  name: Schema.String,
+  protocol: Schema.String,
+  container_port: Schema.Int,
+  host_port: Schema.Int
+})
+
+/** Everything (besides the pod's hostIP and uid) needed to rebuild the kernel's `KernelInfo`. */
+export const Recovery = Schema.Struct({
+  v: Schema.Literal(1),
+  kernelId: Schema.String,
+  canonicalImage: Schema.String,
+  image: Schema.String,
+  replInPort: Schema.Int,
+  replOutPort: Schema.Int,
+  servicePorts: Schema.Array(RecoveryServicePort),
+  resourceSpec: Schema.String,
+  scratchDir: Schema.String,
+  idleTimeout: Schema.Number
+})
+export type Recovery = typeof Recovery.Type
+
+const RecoveryJson = Schema.fromJsonString(Recovery)
+const decodeRecovery = Schema.decodeUnknownOption(RecoveryJson)
+
+export const recoveryText = (r: Recovery): string => JSON.stringify(r)
+
+/** The recovery record of a pod, if it has a valid one. */
+export const recoveryOf = (pod: k8s.V1Pod): Option.Option<Recovery> => {
+  const text = pod.metadata?.annotations?.[RECOVERY_ANNOTATION]
+  return text === undefined ? Option.none() : decodeRecovery(text)
+}
+
+export const isReadyMarked = (pod: k8s.V1Pod): boolean => pod.metadata?.annotations?.[READY_ANNOTATION] !== undefined
+
+export const kernelIdOf = (obj: { readonly metadata?: k8s.V1ObjectMeta | undefined }): string | undefined =>
+  obj.metadata?.labels?.[KERNEL_ID_LABEL]
+
+// ---------------------------------------------------------------------------------------------
+// Image and resources
+
+/** Host (and port) of a registry URL: "https://reg.example:5000/x" → "reg.example:5000". */
+export const registryHost = (url: string): string => {
+  const trimmed = url.trim()
+  if (trimmed === "") return ""
+  const noScheme = trimmed.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "")
+  return noScheme.split("/")[0]!
+}
+
+const looksLikeRegistry = (component: string): boolean =>
+  component.includes(".") || component.includes(":") || component === "localhost"
+
+/**
+ * The image the pod runs: the manager's canonical `registry/namespace/name:tag` with its registry
+ * part replaced by the configured registry's host; an empty registry URL keeps the canonical name.
+ */
+export const podImage = (canonical: string, registryUrl: string): string => {
+  const host = registryHost(registryUrl)
+  if (host === "") return canonical
+  const parts = canonical.split("/")
+  if (parts.length > 1 && looksLikeRegistry(parts[0]!)) return [host, ...parts.slice(1)].join("/")
+  return `${host}/${canonical}`
+}
+
+/** Requests = limits from the resource slots: cpu, mem, `cuda.device` → `nvidia.com/gpu`. */
+export const resourceQuantities = (slots: Readonly<Record<string, string>>): Record<string, string> => {
+  const out: Record<string, string> = {}
+  const num = (k: string) => Number(slots[k] ?? "0")
+  if (num("cpu") > 0) out["cpu"] = String(Number(slots["cpu"]))
+  if (num("mem") > 0) out["memory"] = String(Math.trunc(num("mem")))
+  if (num("cuda.device") > 0) out["nvidia.com/gpu"] = String(Math.ceil(num("cuda.device")))
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Builders
+
+export interface VolumeSpec {
+  readonly type: "hostPath" | "nfs"
+  readonly path: string
+  readonly server?: string | undefined
+}
+
+export interface KernelObjectsInput {
+  readonly namespace: string
+  readonly agentId: string
+  readonly kernelId: string
+  readonly config: KernelConfig
+  readonly servicePorts: ReadonlyArray<ServicePortDef>
+  /** `kubernetes.registry.url` */
+  readonly registryUrl: string
+  /** `kubernetes.registry.pull-secret`; empty = none */
+  readonly pullSecret: string
+  readonly krunnerVolume: VolumeSpec
+  /** Node-side location of the scratch root (`kubernetes.scratch-volume`, else hostPath of `container.scratch-root`). */
+  readonly scratchVolume: VolumeSpec
+  /** Agent-side `<scratch-root>/<kid>/work`. */
+  readonly scratchDir: string
+  /** etcd `volumes/_mount` and `volumes/_fsprefix`. */
+  readonly vfolderMount: string
+  readonly vfolderFsPrefix: string
+  readonly kernelUid: number
+  readonly kernelGid: number
+  readonly sandboxType: "docker" | "jail"
+  readonly jailArgs: ReadonlyArray<string>
+  readonly terminationGraceSeconds: number
+}
+
+/** `(containerPort → NodePort)`: 2000, 2001 and every service port. */
+export type NodePortMap = ReadonlyMap<number, number>
+
+const servicePortName = (p: ServicePortDef) => `sp-${p.containerPort}`
+
+const ownerRef = (podName: string, podUid: string): k8s.V1OwnerReference => ({
+  apiVersion: "v1",
+  kind: "Pod",
+  name: podName,
+  uid: podUid,
+  controller: false,
+  blockOwnerDeletion: false
+})
+
+export const recoveryFor = (input: KernelObjectsInput, ports: NodePortMap): Recovery => ({
+  v: 1,
+  kernelId: input.kernelId,
+  canonicalImage: input.config.image.canonical,
+  image: podImage(input.config.image.canonical, input.registryUrl),
+  replInPort: ports.get(REPL_IN) ?? 0,
+  replOutPort: ports.get(REPL_OUT) ?? 0,
+  servicePorts: input.servicePorts.map((p) => ({
+    name: p.name,
+    protocol: p.protocol,
+    container_port: p.containerPort,
+    host_port: ports.get(p.containerPort) ?? 0
+  })),
+  resourceSpec: resourceSpecJson(input.config),
+  scratchDir: input.scratchDir,
+  idleTimeout: input.config.idle_timeout ?? 0
+})
+
+const KRUNNER_MOUNTS = (distro: string, arch: string): ReadonlyArray<readonly [mountPath: string, subPath: string]> => [
+  ["/opt/backend.ai", `backendai-krunner.${distro}`],
+  ["/opt/kernel/entrypoint.sh", "entrypoint.sh"],
+  ["/opt/kernel/su-exec", `su-exec.${distro}.bin`],
+  ["/opt/kernel/libbaihook.so", `libbaihook.${distro}.${arch}.so`],
+  ["/opt/kernel/jail", `jail.${distro}.bin`]
+]
+
+const volumeSource = (v: VolumeSpec, subPath: string, readOnly: boolean): Partial<k8s.V1Volume> =>
+  v.type === "nfs"
+    ? { nfs: { server: v.server ?? "", path: v.path, readOnly } }
+    : { hostPath: { path: subPath === "" ? v.path : path.posix.join(v.path, subPath) } }
+
+export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1Pod => {
+  const { config, kernelId } = input
+  const name = objectName(kernelId)
+  const labels = config.image.labels
+  const distro = labels["ai.backend.base-distro"] ?? "ubuntu16.04"
+  const runtimeType = labels["ai.backend.runtime-type"] ?? "python"
+  const runtimePath = labels["ai.backend.runtime-path"]
+  const cpu = Number(config.resource_slots["cpu"] ?? "1")
+
+  const env: Record<string, string> = { ...config.environ }
+  env["LD_PRELOAD"] = "/opt/kernel/libbaihook.so"
+  env["BACKENDAI_KERNEL_ID"] = kernelId
+  for (const v of (labels["ai.backend.envs.corecount"] ?? "").split(",").map((s) => s.trim()).filter((s) => s !== "")) {
+    env[v] = String(Math.max(1, Math.ceil(cpu)))
+  }
+  if (input.kernelUid >= 0) env["LOCAL_USER_ID"] = String(input.kernelUid)
+  if (input.kernelGid >= 0) env["LOCAL_GROUP_ID"] = String(input.kernelGid)
+
+  const quantities = resourceQuantities(config.resource_slots)
+  const volumes: Array<k8s.V1Volume> = []
+  const mounts: Array<k8s.V1VolumeMount> = []
+
+  // krunner (read-only); NFS mounts use subPaths of one volume, hostPath the same
+  volumes.push({ name: "krunner", ...volumeSource(input.krunnerVolume, "", true) })
+  for (const [mountPath, subPath] of KRUNNER_MOUNTS(distro, "x86_64")) {
+    if (subPath.startsWith("jail.") && input.sandboxType !== "jail") continue
+    mounts.push({ name: "krunner", mountPath, subPath, readOnly: true })
+  }
+  // config (environ.txt, resource.txt)
+  volumes.push({
+    name: "config",
+    configMap: { name, items: [{ key: "environ", path: "environ.txt" }, { key: "resource", path: "resource.txt" }] }
+  })
+  mounts.push({ name: "config", mountPath: "/home/config", readOnly: true })
+  // scratch work dir: `<scratch volume>/<kid>/work`
+  const workSub = `${kernelId}/work`
+  if (input.scratchVolume.type === "nfs") {
+    volumes.push({ name: "work", ...volumeSource(input.scratchVolume, "", false) })
+    mounts.push({ name: "work", mountPath: "/home/work", subPath: workSub })
+  } else {
+    volumes.push({ name: "work", hostPath: { path: path.posix.join(input.scratchVolume.path, workSub), type: "DirectoryOrCreate" } })
+    mounts.push({ name: "work", mountPath: "/home/work" })
+  }
+  // vfolders: hostPath `<_mount>/<host>/<_fsprefix>/<folder id>`
+  config.mounts.forEach((m, i) => {
+    volumes.push({
+      name: `vfolder-${i}`,
+      hostPath: { path: path.posix.join(input.vfolderMount, m.host, input.vfolderFsPrefix, m.folderId), type: "Directory" }
+    })
+    mounts.push({ name: `vfolder-${i}`, mountPath: `/home/work/${m.name}`, readOnly: m.permission === "ro" })
+  })
+
+  const args = [
+    ...(input.sandboxType === "jail" ? ["/opt/kernel/jail", ...input.jailArgs] : []),
+    "/opt/backend.ai/bin/python",
+    "-m",
+    "ai.backend.kernel",
+    runtimeType,
+    ...(runtimePath !== undefined && runtimePath !== "" ? [runtimePath] : [])
+  ]
+
+  return {
+    apiVersion: "v1",
+    kind: "Pod",
+    metadata: {
+      name,
+      namespace: input.namespace,
+      labels: labelsOf(input.agentId, kernelId),
+      annotations: { [RECOVERY_ANNOTATION]: recoveryText(recoveryFor(input, ports)) }
+    },
+    spec: {
+      restartPolicy: "Never",
+      terminationGracePeriodSeconds: Math.ceil(input.terminationGraceSeconds),
+      automountServiceAccountToken: false,
+      enableServiceLinks: false,
+      ...(input.pullSecret !== "" ? { imagePullSecrets: [{ name: input.pullSecret }] } : {}),
+      containers: [{
+        name: "kernel",
+        image: podImage(config.image.canonical, input.registryUrl),
+        imagePullPolicy: "IfNotPresent",
+        command: ["sh", "/opt/kernel/entrypoint.sh"],
+        args,
+        ports: [
+          { name: "repl-in", containerPort: REPL_IN, protocol: "TCP" },
+          { name: "repl-out", containerPort: REPL_OUT, protocol: "TCP" },
+          ...input.servicePorts.map((p) => ({ name: servicePortName(p), containerPort: p.containerPort, protocol: "TCP" }))
+        ],
+        env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })),
+        resources: { requests: quantities, limits: quantities },
+        securityContext: { privileged: false },
+        volumeMounts: mounts
+      }],
+      volumes
+    }
+  }
+}
+
+export const buildService = (input: KernelObjectsInput, ports: NodePortMap, podUid: string): k8s.V1Service => {
+  const name = objectName(input.kernelId)
+  const port = (portName: string, containerPort: number): k8s.V1ServicePort => ({
+    name: portName,
+    protocol: "TCP",
+    port: containerPort,
+    targetPort: containerPort as unknown as k8s.IntOrString,
+    nodePort: ports.get(containerPort)!
+  })
+  return {
+    apiVersion: "v1",
+    kind: "Service",
+    metadata: {
+      name,
+      namespace: input.namespace,
+      labels: labelsOf(input.agentId, input.kernelId),
+      ownerReferences: [ownerRef(name, podUid)]
+    },
+    spec: {
+      type: "NodePort",
+      selector: labelsOf(input.agentId, input.kernelId),
+      ports: [
+        port("repl-in", REPL_IN),
+        port("repl-out", REPL_OUT),
+        ...input.servicePorts.map((p) => port(servicePortName(p), p.containerPort))
+      ]
+    }
+  }
+}
+
+export const buildConfigMap = (
+  input: KernelObjectsInput,
+  texts: { readonly environ: string; readonly resource: string },
+  podUid: string
+): k8s.V1ConfigMap => {
+  const name = objectName(input.kernelId)
+  return {
+    apiVersion: "v1",
+    kind: "ConfigMap",
+    metadata: {
+      name,
+      namespace: input.namespace,
+      labels: labelsOf(input.agentId, input.kernelId),
+      ownerReferences: [ownerRef(name, podUid)]
+    },
+    data: { environ: texts.environ, resource: texts.resource }
+  }
+}
+
+/** The container ports the Service exposes, in order: 2000, 2001, then the service ports. */
+export const exposedPorts = (servicePorts: ReadonlyArray<ServicePortDef>): ReadonlyArray<number> => [
+  REPL_IN,
+  REPL_OUT,
+  ...servicePorts.map((p) => p.containerPort)
+]
+
+/** `containerPort → nodePort` of a Service as the server returned it. */
+export const nodePortsOf = (svc: k8s.V1Service): Map<number, number> => {
+  const out = new Map<number, number>()
+  for (const p of svc.spec?.ports ?? []) if (p.nodePort !== undefined) out.set(p.port, p.nodePort)
+  return out
+}
+
+// ---------------------------------------------------------------------------------------------
+// Pod state
+
+const IMAGE_PULL_REASONS = new Set(["ErrImagePull", "ImagePullBackOff", "InvalidImageName", "ErrImageNeverPull", "RegistryUnavailable"])
+const CONTAINER_CONFIG_REASONS = new Set([
+  "CreateContainerConfigError",
+  "CreateContainerError",
+  "RunContainerError",
+  "ContainerCannotRun",
+  "CrashLoopBackOff",
+  "PreStartHookError",
+  "PostStartHookError"
+])
+
+/** What a pod being created tells us. */
+export type CreatingPodState =
+  | { readonly _tag: "Pending"; readonly description: string }
+  | { readonly _tag: "Running"; readonly hostIP: string }
+  | { readonly _tag: "ImagePullFailed"; readonly image: string; readonly reason: string; readonly message: string }
+  | { readonly _tag: "Unschedulable"; readonly message: string }
+  | { readonly _tag: "Failed"; readonly reason: string; readonly message: string }
+
+export const describePod = (pod: k8s.V1Pod): string => {
+  const waiting = (pod.status?.containerStatuses ?? []).map((c) => c.state?.waiting?.reason).filter((r) => r !== undefined)
+  const scheduled = pod.status?.conditions?.find((c) => c.type === "PodScheduled")
+  return [
+    `phase ${pod.status?.phase ?? "unknown"}`,
+    ...(scheduled?.status === "False" ? [`not scheduled (${scheduled.reason ?? ""}: ${scheduled.message ?? ""})`] : []),
+    ...(waiting.length > 0 ? [`waiting ${waiting.join(",")}`] : []),
+    ...(pod.metadata?.deletionTimestamp !== undefined ? ["being deleted"] : [])
+  ].join(", ")
+}
+
+/** Classifies a pod during `create_kernel`: decisive failures as early as the pod shows them. */
+export const classifyCreating = (pod: k8s.V1Pod): CreatingPodState => {
+  const status = pod.status ?? {}
+  if (pod.metadata?.deletionTimestamp !== undefined) {
+    return { _tag: "Failed", reason: "PodDeleted", message: "the pod was deleted while the kernel was being created" }
+  }
+  if (status.phase === "Failed" || status.phase === "Succeeded") {
+    const t = terminationOf(pod)
+    return { _tag: "Failed", reason: t.containerReason ?? status.reason ?? status.phase, message: `the pod ended (${status.phase}, exit code ${t.exitCode ?? "unknown"}) ${status.message ?? ""}`.trim() }
+  }
+  for (const c of status.containerStatuses ?? []) {
+    const w = c.state?.waiting
+    if (w?.reason !== undefined && IMAGE_PULL_REASONS.has(w.reason)) {
+      return { _tag: "ImagePullFailed", image: c.image ?? "", reason: w.reason, message: w.message ?? w.reason }
+    }
+    if (w?.reason !== undefined && CONTAINER_CONFIG_REASONS.has(w.reason)) {
+      return { _tag: "Failed", reason: w.reason, message: w.message ?? w.reason }
+    }
+    if (c.state?.terminated !== undefined) {
+      return { _tag: "Failed", reason: c.state.terminated.reason ?? "ContainerTerminated", message: `the kernel container exited with code ${c.state.terminated.exitCode}` }
+    }
+  }
+  const scheduled = status.conditions?.find((c) => c.type === "PodScheduled")
+  if (scheduled?.status === "False" && scheduled.reason === "Unschedulable") {
+    return { _tag: "Unschedulable", message: scheduled.message ?? "no node can run the kernel" }
+  }
+  const running = status.phase === "Running" &&
+    (status.containerStatuses ?? []).length > 0 &&
+    (status.containerStatuses ?? []).every((c) => c.state?.running !== undefined)
+  if (running && status.hostIP !== undefined && status.hostIP !== "") return { _tag: "Running", hostIP: status.hostIP }
+  return { _tag: "Pending", description: describePod(pod) }
+}
+
+export interface PodTermination {
+  readonly exitCode: number | null
+  readonly containerReason: string | undefined
+}
+
+/** Exit code and reason of the kernel container if it terminated. */
+export const terminationOf = (pod: k8s.V1Pod): PodTermination => {
+  const c = (pod.status?.containerStatuses ?? [])[0]
+  const t = c?.state?.terminated ?? c?.lastState?.terminated
+  return { exitCode: t?.exitCode ?? null, containerReason: t?.reason }
+}
+
+/**
+ * Whether a running kernel's pod has ended and why, as a `kernel_terminated` reason:
+ * `oom-killed`, `self-terminated` (the container exited), `force-terminated` (evicted or deleted by
+ * someone else). `None` while the pod is alive.
+ */
+export const endedReason = (pod: k8s.V1Pod, deleted: boolean): Option.Option<{ readonly reason: string; readonly exitCode: number | null }> => {
+  const t = terminationOf(pod)
+  const phase = pod.status?.phase
+  if (pod.status?.reason === "Evicted") return Option.some({ reason: "force-terminated", exitCode: t.exitCode })
+  if (phase === "Failed" || phase === "Succeeded") {
+    return Option.some({ reason: t.containerReason === "OOMKilled" ? "oom-killed" : "self-terminated", exitCode: t.exitCode })
+  }
+  if (deleted || pod.metadata?.deletionTimestamp !== undefined) return Option.some({ reason: "force-terminated", exitCode: t.exitCode })
+  return Option.none()
+}

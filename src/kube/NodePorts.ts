@@ -1,0 +1,138 @@
+/**
+ * NodePort allocation. The agent chooses every kernel's NodePorts itself from `container.port-range`
+ * (default 30000–31000) and sets them explicitly on the Service; a port the API server reports as
+ * taken (422 "provided port is already allocated") is remembered as foreign and another is chosen.
+ * Ports of adopted kernels are claimed at start-up. At start-up the cluster's own NodePort range is
+ * probed with a dry-run Service so that a `port-range` outside it is reported clearly.
+ */
+import type * as k8s from "@kubernetes/client-node"
+import { Context, Data, Effect, Layer, Random, Ref } from "effect"
+import { AgentConfig } from "../config/AgentConfig.ts"
+import { KubeClient, type KubeError } from "./KubeClient.ts"
+import { MANAGED_BY, MANAGED_BY_VALUE } from "./KernelObjects.ts"
+
+export interface NodePortsShape {
+  readonly range: readonly [number, number]
+  /** Chooses `count` distinct free ports (random start, then the next free ones); fails if the range is exhausted. */
+  readonly reserve: (count: number) => Effect.Effect<ReadonlyArray<number>, NoFreeNodePort>
+  readonly release: (ports: Iterable<number>) => Effect.Effect<void>
+  /** Marks ports as ours (adopted kernels). */
+  readonly claim: (ports: Iterable<number>) => Effect.Effect<void>
+  /** Marks ports as used by someone else (a 422 from the API server). */
+  readonly markForeign: (ports: Iterable<number>) => Effect.Effect<void>
+  readonly inUse: Effect.Effect<ReadonlySet<number>>
+}
+
+export class NoFreeNodePort extends Data.TaggedError("NoFreeNodePort")<{ readonly message: string }> {}
+
+/** Ports named in a 422 "provided port is already allocated" message. */
+export const allocatedPortsIn = (message: string): ReadonlyArray<number> => {
+  const out: Array<number> = []
+  const re = /Invalid value: (\d+): provided port is already allocated/g
+  for (let m = re.exec(message); m !== null; m = re.exec(message)) out.push(Number(m[1]))
+  return out
+}
+
+/** The cluster's range from a 422 "provided port is not in the valid range. The range of valid ports is 30000-32767". */
+export const clusterRangeIn = (message: string): readonly [number, number] | undefined => {
+  const m = /not in the valid range\. The range of valid ports is (\d+)-(\d+)/.exec(message)
+  return m === null ? undefined : [Number(m[1]), Number(m[2])]
+}
+
+export class NodePorts extends Context.Service<NodePorts, NodePortsShape>()("bai-agent/kube/NodePorts") {
+  static readonly make = (range: readonly [number, number]) =>
+    Effect.gen(function*() {
+      const [lo, hi] = range
+      const ours = yield* Ref.make<ReadonlySet<number>>(new Set())
+      const foreign = yield* Ref.make<ReadonlySet<number>>(new Set())
+      const size = hi - lo + 1
+
+      const reserve = (count: number) =>
+        Effect.gen(function*() {
+          const start = yield* Random.nextIntBetween(0, size, { halfOpen: true })
+          const taken = yield* Ref.get(foreign)
+          const picked = yield* Ref.modify(ours, (used): [ReadonlyArray<number>, ReadonlySet<number>] => {
+            const out: Array<number> = []
+            for (let i = 0; i < size && out.length < count; i++) {
+              const p = lo + ((start + i) % size)
+              if (!used.has(p) && !taken.has(p)) out.push(p)
+            }
+            if (out.length < count) return [[], used]
+            const next = new Set(used)
+            for (const p of out) next.add(p)
+            return [out, next]
+          })
+          if (picked.length < count) return yield* Effect.fail(new NoFreeNodePort({ message: `no ${count} free NodePorts left in container.port-range ${lo}-${hi}` }))
+          return picked
+        })
+
+      return NodePorts.of({
+        range,
+        reserve,
+        release: (ports) =>
+          Ref.update(ours, (used) => {
+            const next = new Set(used)
+            for (const p of ports) next.delete(p)
+            return next
+          }),
+        claim: (ports) => Ref.update(ours, (used) => new Set([...used, ...ports])),
+        markForeign: (ports) => Ref.update(foreign, (s) => new Set([...s, ...ports])),
+        inUse: Ref.get(ours)
+      })
+    })
+
+  /**
+   * Dry-run Services with NodePorts at both ends of `port-range`: a range the cluster does not allow
+   * is logged as an error (every create would fail). Returns the problem, if any.
+   */
+  static readonly checkClusterRange = Effect.fn("NodePorts.checkClusterRange")(function*(
+    kube: KubeClient["Service"],
+    namespace: string,
+    range: readonly [number, number]
+  ) {
+    const probe = (port: number): Effect.Effect<string | undefined, KubeError> =>
+      kube.core("probe NodePort range", (api) =>
+        api.createNamespacedService({
+          namespace,
+          dryRun: "All",
+          body: {
+            metadata: { generateName: "bai-nodeport-probe-", labels: { [MANAGED_BY]: MANAGED_BY_VALUE } },
+            spec: { type: "NodePort", ports: [{ port: 2000, nodePort: port }], selector: { "backend.ai/probe": "none" } }
+          } satisfies k8s.V1Service
+        })).pipe(
+          Effect.as(undefined),
+          Effect.catchIf((e) => e.reason === "Invalid", (e) => {
+            const cluster = clusterRangeIn(e.message)
+            return Effect.succeed(
+              cluster === undefined
+                ? undefined
+                : `container.port-range ${range[0]}-${range[1]} is outside the cluster's NodePort range ${cluster[0]}-${cluster[1]} (kube-apiserver --service-node-port-range): kernels cannot be created`
+            )
+          })
+        )
+    for (const port of [range[0], range[1]]) {
+      const problem = yield* probe(port).pipe(
+        Effect.catch((e) =>
+          Effect.logWarning(`cannot probe the cluster's NodePort range: ${e.message}`).pipe(Effect.as(undefined))
+        )
+      )
+      if (problem !== undefined) {
+        yield* Effect.logError(problem)
+        return problem
+      }
+    }
+    return undefined
+  })
+
+  /** From `container.port-range`; probes the cluster's range once at start-up. */
+  static readonly layer = Layer.effect(
+    NodePorts,
+    Effect.gen(function*() {
+      const { config } = yield* AgentConfig
+      const kube = yield* KubeClient
+      const range = config.container["port-range"] as readonly [number, number]
+      yield* NodePorts.checkClusterRange(kube, config.kubernetes.namespace, range)
+      return yield* NodePorts.make(range)
+    })
+  )
+}
