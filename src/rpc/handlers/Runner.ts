@@ -1,0 +1,60 @@
+/**
+ * Handlers of the runner-backed and file RPCs (spec §2.1, §8.4–§8.6): `execute`, `interrupt_kernel`,
+ * `get_completions`, `start_service`, `get_logs`, `upload_file`, `download_file`, `list_files`.
+ * Needs {@link KernelExecution}, {@link KernelFiles}, {@link KernelRegistry} and {@link KubeClient}.
+ */
+import { Effect } from "effect"
+import { KubernetesUnavailable } from "../../domain/Errors.ts"
+import { KernelExecution } from "../../kernel/Execute.ts"
+import { KernelFiles } from "../../kernel/Files.ts"
+import { KernelRegistry } from "../../kernel/KernelRegistry.ts"
+import { KubeClient, optional } from "../../kube/KubeClient.ts"
+import type { PartialAgentRpcHandlers } from "../AgentRpcs.ts"
+
+/** The kernel pod's main container (src/kube/KernelObjects.ts). */
+const KERNEL_CONTAINER = "kernel"
+
+export const RunnerHandlers = Effect.gen(function*() {
+  const execution = yield* KernelExecution
+  const files = yield* KernelFiles
+  const registry = yield* KernelRegistry
+  const kube = yield* KubeClient
+
+  const handlers: PartialAgentRpcHandlers = {
+    execute: Effect.fn("AgentRpcs.execute")(function*(apiVersion, kernelId, runId, mode, code, opts, flushTimeout) {
+      return yield* execution.execute({ apiVersion, kernelId, runId, mode, code, opts, flushTimeout })
+    }),
+    interrupt_kernel: Effect.fn("AgentRpcs.interrupt_kernel")(function*(kernelId) {
+      yield* execution.interrupt(kernelId)
+      return null
+    }),
+    get_completions: Effect.fn("AgentRpcs.get_completions")(function*(kernelId, text, opts) {
+      return yield* execution.complete(kernelId, text, opts)
+    }),
+    start_service: Effect.fn("AgentRpcs.start_service")(function*(kernelId, service, opts) {
+      return yield* execution.startService(kernelId, service, opts)
+    }),
+    get_logs: Effect.fn("AgentRpcs.get_logs")(function*(kernelId) {
+      const info = yield* registry.touch(kernelId)
+      const logs = yield* optional(
+        kube.core("read pod log", (api) =>
+          api.readNamespacedPodLog({ name: info.objectName, namespace: info.namespace, container: KERNEL_CONTAINER })
+        )
+      ).pipe(
+        Effect.mapError((e) => new KubernetesUnavailable({ operation: e.operation, message: e.message }))
+      )
+      return { logs: logs._tag === "Some" ? String(logs.value) : "" }
+    }),
+    upload_file: Effect.fn("AgentRpcs.upload_file")(function*(kernelId, filename, filedata) {
+      yield* files.upload(kernelId, filename, filedata)
+      return null
+    }),
+    download_file: Effect.fn("AgentRpcs.download_file")(function*(kernelId, filepath) {
+      return yield* files.download(kernelId, filepath)
+    }),
+    list_files: Effect.fn("AgentRpcs.list_files")(function*(kernelId, path) {
+      return yield* files.list(kernelId, path)
+    })
+  }
+  return handlers
+})
