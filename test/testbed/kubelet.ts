@@ -174,12 +174,28 @@ const containerEnv = (c: k8s.V1Container, st: PodState): Record<string, string> 
   return env
 }
 
+/** KEY=VALUE lines of a ConfigMap key mounted at /home/config/environ.txt (spec §8.7), if any. */
+const environTxt = async (c: k8s.V1Container, st: PodState): Promise<Record<string, string>> => {
+  const mount = c.volumeMounts?.find((m) => m.mountPath === "/home/config/environ.txt")
+  const cmName = st.pod.spec?.volumes?.find((v) => v.name === mount?.name)?.configMap?.name
+  if (mount === undefined || cmName === undefined) return {}
+  const cm = await core.readNamespacedConfigMap({ name: cmName, namespace: st.pod.metadata!.namespace! }).catch(() => undefined)
+  const text = cm?.data?.[mount.subPath ?? "environ.txt"] ?? cm?.data?.environ ?? ""
+  const env: Record<string, string> = {}
+  for (const line of text.split("\n")) {
+    const eq = line.indexOf("=")
+    if (eq > 0) env[line.slice(0, eq).trim()] = line.slice(eq + 1)
+  }
+  return env
+}
+
 const launchRunner = async (st: PodState): Promise<void> => {
   const main = st.pod.spec!.containers[0]!
+  const environ = await environTxt(main, st)
   for (const c of st.pod.spec!.containers) fs.appendFileSync(path.join(st.logDir, `${c.name}.log`), "")
   const runner = spawn(process.execPath, [path.join(import.meta.dirname, "runner.ts")], {
     cwd: st.workDir, stdio: ["ignore", "pipe", "inherit"],
-    env: { ...containerEnv(main, st), BAI_RUNNER_LOG: path.join(st.logDir, `${main.name}.log`) },
+    env: { ...environ, ...containerEnv(main, st), BAI_RUNNER_LOG: path.join(st.logDir, `${main.name}.log`) },
   })
   st.runner = runner
   st.ports = new Map()
@@ -405,6 +421,10 @@ setInterval(() => { for (const n of config.nodes) registerNode(n).catch((e) => l
 await watchLoop<k8s.V1Service>("services", "/api/v1/services", () => core.listServiceForAllNamespaces(),
   (items) => proxy.reset(items), (type, svc) => (type === "DELETED" ? proxy.remove(svc) : proxy.upsert(svc)))
 await watchLoop<k8s.V1Pod>("pods", "/api/v1/pods", () => core.listPodForAllNamespaces(),
-  (items) => { for (const p of items) serial(p.metadata!.uid!, () => onPod("ADDED", p)) },
+  (items) => {
+    const present = new Set(items.map((p) => p.metadata!.uid!))
+    for (const uid of pods.keys()) if (!present.has(uid)) serial(uid, async () => stopPod(uid)) // deleted while not watching
+    for (const p of items) serial(p.metadata!.uid!, () => onPod("ADDED", p))
+  },
   (type, pod) => serial(pod.metadata!.uid!, () => onPod(type, pod)))
 log(`testbed kubelet ready: ${config.nodes.map((n) => `${n.name}@${n.ip}:${config.port}`).join(", ")}`)

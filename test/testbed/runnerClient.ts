@@ -17,13 +17,17 @@ export class RunnerClient {
   send(type: string, payload: string | Buffer = ""): Promise<void> { return this.push.send([type, payload]) }
 
   /** Receives records until one whose type is in `until` (inclusive). */
-  async collect(until: ReadonlyArray<string>): Promise<Array<RunnerRecord>> {
+  collect(until: ReadonlyArray<string>): Promise<Array<RunnerRecord>> {
+    return this.collectUntil((recs) => until.includes(recs[recs.length - 1]!.type))
+  }
+
+  /** Receives records until `done(all records so far)` holds (output may arrive in any chunking). */
+  async collectUntil(done: (records: ReadonlyArray<RunnerRecord>) => boolean): Promise<Array<RunnerRecord>> {
     const out: Array<RunnerRecord> = []
     for (;;) {
       const [type, data] = await this.pull.receive()
-      const rec = { type: type!.toString(), data: data ?? Buffer.alloc(0) }
-      out.push(rec)
-      if (until.includes(rec.type)) return out
+      out.push({ type: type!.toString(), data: data ?? Buffer.alloc(0) })
+      if (done(out)) return out
     }
   }
 
