@@ -141,7 +141,11 @@ export class Redis extends Context.Service<Redis, RedisShape>()("bai-agent/regis
     const pipeline = (commands: ReadonlyArray<RedisCommand>): Effect.Effect<ReadonlyArray<unknown>, RedisError> => {
       const operation = `pipeline of ${commands.length}`
       if (commands.length === 0) return Effect.succeed([])
-      return bounded(operation, () => client.pipeline(commands.map((c) => [...c]) as Array<Array<string>>).exec()).pipe(
+      return bounded(operation, () => {
+        const p = client.pipeline()
+        for (const [name, ...args] of commands) void p.call(name, ...args)
+        return p.exec()
+      }).pipe(
         Effect.flatMap((replies) => {
           if (replies === null) {
             return Effect.fail(new RedisError({ reason: "Unavailable", operation, message: "pipeline discarded" }))

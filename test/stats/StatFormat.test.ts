@@ -1,0 +1,157 @@
+import { assert, describe, it } from "@effect/vitest"
+import type { PodStats, Summary } from "../../src/stats/KubeletSummary.ts"
+import {
+  emptyState,
+  formatDecimal,
+  KernelMetrics,
+  NodeMetrics,
+  serialize,
+  startSeries,
+  step,
+  updateSeries
+} from "../../src/stats/StatFormat.ts"
+
+const metric = (specs: typeof NodeMetrics, key: string) => specs.find((m) => m.key === key)!
+
+const pod = (name: string, uid: string, cpuNs: number, mem: number, rx = 0, tx = 0, work?: number): PodStats => ({
+  podRef: { name, namespace: "ns", uid },
+  cpu: { usageNanoCores: 0, usageCoreNanoSeconds: cpuNs },
+  memory: { workingSetBytes: mem, availableBytes: 1000 },
+  network: { rxBytes: rx, txBytes: tx },
+  ...(work !== undefined ? { volume: [{ name: "work", usedBytes: work }] } : {}),
+  "ephemeral-storage": { usedBytes: 7, capacityBytes: 100, availableBytes: 93 }
+})
+
+const summary = (node: string, cpuNs: number, mem: number, rx: number, pods: ReadonlyArray<PodStats>): Summary => ({
+  node: {
+    nodeName: node,
+    cpu: { usageCoreNanoSeconds: cpuNs },
+    memory: { workingSetBytes: mem, availableBytes: 1000 - mem },
+    network: { rxBytes: rx, txBytes: rx * 2 },
+    fs: { usedBytes: 10, capacityBytes: 100 }
+  },
+  pods
+})
+
+describe("StatFormat", () => {
+  it("formats decimals like Python's remove_exponent(quantize(...))", () => {
+    assert.strictEqual(formatDecimal(12.5), "12.5")
+    assert.strictEqual(formatDecimal(3), "3")
+    assert.strictEqual(formatDecimal(0.0004), "0")
+    assert.strictEqual(formatDecimal(-0.0004), "0")
+    assert.strictEqual(formatDecimal(1.23456), "1.235")
+    assert.strictEqual(formatDecimal(34359738368), "34359738368")
+    assert.strictEqual(formatDecimal(12.345, 2), "12.35")
+    assert.strictEqual(formatDecimal(100, 2), "100")
+  })
+
+  it("gauge: current, capacity, pct and running max", () => {
+    const m = metric(NodeMetrics, "mem")
+    let s = startSeries(m, { value: 300, capacity: 1000 }, 0, 2000)
+    s = updateSeries(s, { value: 500, capacity: 1000 }, 2000, 2000)
+    s = updateSeries(s, { value: 200, capacity: 1000 }, 4000, 2000)
+    assert.deepStrictEqual(serialize(s), { current: "200", capacity: "1000", pct: "20", unit_hint: "bytes", "stats.max": "500" })
+  })
+
+  it("delta (node cpu_util): msec used in the window over the window's msec", () => {
+    const m = metric(NodeMetrics, "cpu_util")
+    let s = startSeries(m, { value: 10_000 }, 0, 2000)
+    assert.deepStrictEqual(serialize(s), { current: "0", capacity: "2000", pct: "0", unit_hint: "msec" })
+    s = updateSeries(s, { value: 13_000 }, 2000, 2000) // 1.5 cores busy
+    assert.deepStrictEqual(serialize(s), { current: "3000", capacity: "2000", pct: "150", unit_hint: "msec" })
+  })
+
+  it("util (kernel cpu_util): msec per second, pct of one core, avg/max over the rates", () => {
+    const m = metric(KernelMetrics, "cpu_util")
+    let s = startSeries(m, { value: 0 }, 0, 2000)
+    s = updateSeries(s, { value: 500 }, 2000, 2000) // 25 %
+    s = updateSeries(s, { value: 2500 }, 4000, 2000) // 100 %
+    assert.deepStrictEqual(serialize(s), {
+      current: "1000",
+      capacity: "1000",
+      pct: "100",
+      unit_hint: "percent",
+      "stats.avg": "625",
+      "stats.max": "1000"
+    })
+  })
+
+  it("rate: bytes per second; a counter reset counts as 0, not negative", () => {
+    const m = metric(KernelMetrics, "net_rx")
+    let s = startSeries(m, { value: 1000 }, 0, 2000)
+    assert.deepStrictEqual(serialize(s), { current: "0", capacity: null, pct: null, unit_hint: "bps", "stats.rate": "0" })
+    s = updateSeries(s, { value: 4000 }, 1500, 2000)
+    assert.deepStrictEqual(serialize(s), { current: "2000", capacity: null, pct: null, unit_hint: "bps", "stats.rate": "2000" })
+    s = updateSeries(s, { value: 10 }, 3500, 2000)
+    assert.strictEqual(serialize(s).current, "0")
+    assert.strictEqual(serialize(s)["stats.rate"], "0")
+  })
+
+  it("gauge with stats.rate (io_*): rate of the raw value", () => {
+    const m = metric(KernelMetrics, "io_write")
+    let s = startSeries(m, { value: 0 }, 0, 2000)
+    s = updateSeries(s, { value: 4096 }, 2000, 2000)
+    assert.deepStrictEqual(serialize(s), { current: "4096", capacity: null, pct: null, unit_hint: "bytes", "stats.rate": "2048" })
+  })
+
+  it("step: cluster = sum of nodes, devices per node, kernels matched by namespace/name (and uid)", () => {
+    const kernels = [
+      { kernelId: "k1", namespace: "ns", podName: "kernel-k1", podUid: "u1" },
+      { kernelId: "k2", namespace: "ns", podName: "kernel-k2", podUid: undefined },
+      { kernelId: "k3", namespace: "ns", podName: "kernel-k3", podUid: "other" }
+    ]
+    const c1 = step(emptyState, {
+      at: 0,
+      nominalMs: 2000,
+      staleAfterMs: 30_000,
+      nodes: [
+        { node: "a", at: 0, summary: summary("a", 1e9, 100, 0, [pod("kernel-k1", "u1", 5e8, 50, 0, 0, 1234)]) },
+        { node: "b", at: 0, summary: summary("b", 2e9, 200, 0, [pod("kernel-k2", "u2", 1e8, 60), pod("kernel-k3", "u3", 1, 1)]) }
+      ],
+      kernels
+    })
+    assert.deepStrictEqual(c1.agent!.node.mem, { current: "300", capacity: "2000", pct: "15", unit_hint: "bytes", "stats.max": "300" })
+    assert.deepStrictEqual(Object.keys(c1.agent!.devices.mem!).sort(), ["a", "b"])
+    assert.deepStrictEqual(Object.keys(c1.agent!.node).sort(), ["cpu_util", "disk", "mem", "net_rx", "net_tx"])
+    assert.deepStrictEqual([...c1.kernels.keys()].sort(), ["k1", "k2"]) // k3: uid mismatch
+    const k1 = c1.kernels.get("k1")!
+    assert.deepStrictEqual(Object.keys(k1).sort(), [...KernelMetrics.map((m) => m.key)].sort())
+    assert.strictEqual(k1.cpu_used!.current, "500")
+    assert.strictEqual(k1.io_scratch_size!.current, "1234")
+    assert.strictEqual(c1.kernels.get("k2")!.io_scratch_size!.current, "7") // no volume stats: ephemeral storage
+
+    // node b fails: its last series is carried (devices repeat), k2 is not written
+    const c2 = step(c1.state, {
+      at: 2000,
+      nominalMs: 2000,
+      staleAfterMs: 30_000,
+      nodes: [
+        { node: "a", at: 2000, summary: summary("a", 3e9, 100, 4000, [pod("kernel-k1", "u1", 1.5e9, 70)]) },
+        { node: "b", at: 2000, summary: undefined }
+      ],
+      kernels
+    })
+    assert.deepStrictEqual(c2.agent!.node.cpu_util, { current: "2000", capacity: "2000", pct: "100", unit_hint: "msec" })
+    assert.deepStrictEqual(c2.agent!.devices.net_rx!.a, { current: "2000", capacity: null, pct: null, unit_hint: "bps" })
+    assert.deepStrictEqual(c2.agent!.devices.mem!.b, c1.agent!.devices.mem!.b)
+    assert.deepStrictEqual([...c2.kernels.keys()], ["k1"])
+    assert.strictEqual(c2.kernels.get("k1")!.cpu_util!.pct, "50")
+    assert.isTrue(c2.state.kernels.has("k2"))
+
+    // b stays away beyond staleAfterMs: dropped; k2 leaves the registry: its series go
+    const c3 = step(c2.state, {
+      at: 40_000,
+      nominalMs: 2000,
+      staleAfterMs: 30_000,
+      nodes: [{ node: "a", at: 40_000, summary: summary("a", 3e9, 100, 4000, []) }, { node: "b", at: 40_000, summary: undefined }],
+      kernels: [kernels[0]!]
+    })
+    assert.deepStrictEqual(Object.keys(c3.agent!.devices.mem!), ["a"])
+    assert.isFalse(c3.state.kernels.has("k2"))
+  })
+
+  it("step: no node ever answered → no agent value", () => {
+    const c = step(emptyState, { at: 0, nominalMs: 2000, staleAfterMs: 30_000, nodes: [{ node: "a", at: 0, summary: undefined }], kernels: [] })
+    assert.isUndefined(c.agent)
+  })
+})
