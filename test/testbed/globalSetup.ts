@@ -26,8 +26,9 @@ export default async function setup(project: TestProject): Promise<(() => Promis
   await reapStale()
   const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", log: (l) => console.log(l) })
   project.provide("testbed", env)
-  // last resort if vitest exits without running the teardown (e.g. Ctrl-C): kill the process groups
-  const killAll = () => { for (const p of env.pids.filter(isRunning)) { try { process.kill(-p.pid, "SIGKILL") } catch { /* gone */ } } }
+  // last resort if vitest exits without running the teardown (e.g. Ctrl-C): SIGTERM every process
+  // group (synchronous; the kubelet and runners kill their children on SIGTERM)
+  const killAll = () => { for (const p of env.pids.filter(isRunning)) { try { process.kill(-p.pid, "SIGTERM") } catch { /* gone */ } } }
   process.once("exit", killAll)
   return async () => {
     process.removeListener("exit", killAll)
