@@ -1,0 +1,238 @@
+// create_kernel / destroy_kernel / restart_kernel on the testbed: real kube-apiserver, scheduler,
+// simulated kubelet (runner processes behind NodePorts), etcd; kubectl observes, a ZeroMQ PULL socket
+// plays the manager's event receiver.
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Exit, Fiber, Scope } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+import { inject } from "vitest"
+import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
+import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import type { TestbedEnv } from "../testbed/env.ts"
+import {
+  eventually,
+  kernelObjects,
+  kubectl,
+  kubectlJson,
+  lifecycleLayer,
+  makeSite,
+  pythonConfig,
+  startAgent,
+  takeEvent
+} from "./KernelLifecycleSupport.ts"
+
+const env: TestbedEnv = inject("testbed")
+const T = { timeout: 180_000 }
+
+const none = (xs: ReadonlyArray<string>) => xs.length === 0
+
+describe("KernelLifecycle on the testbed", () => {
+  it.live("create → objects as specified, Running, runner answers through the NodePort; destroy → nothing left, kernel_terminated", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      const result = yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        const result = yield* lifecycle.create(kid, pythonConfig(env))
+        // events in order
+        assert.strictEqual((yield* takeEvent(site, "kernel_preparing", kid)).name, "kernel_preparing")
+        assert.strictEqual((yield* takeEvent(site, "kernel_creating", kid)).name, "kernel_creating")
+        assert.strictEqual((yield* takeEvent(site, "kernel_started", kid)).name, "kernel_started")
+
+        // the result dict (spec §2.3)
+        assert.strictEqual(result.id, kid)
+        assert.include(["127.0.0.2", "127.0.0.3"], result.kernel_host)
+        assert.isAtLeast(result.repl_in_port, 30000)
+        assert.isAtMost(result.repl_in_port, 31000)
+        assert.deepStrictEqual(result.service_ports.map((p) => [p.name, p.protocol, p.container_port]), [
+          ["jupyter", "http", 8080],
+          ["myapp", "tcp", 8081]
+        ])
+        assert.strictEqual(result.stdin_port, 0)
+
+        // objects, seen by kubectl
+        const pod = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pod", `kernel-${kid}`])
+        assert.strictEqual(pod.metadata.labels["app.kubernetes.io/managed-by"], "bai-k8s-agent")
+        assert.strictEqual(pod.metadata.labels["backend.ai/agent-id"], site.agentId)
+        assert.strictEqual(pod.metadata.labels["backend.ai/kernel-id"], kid)
+        assert.strictEqual(result.container_id, pod.metadata.uid)
+        assert.strictEqual(pod.status.phase, "Running")
+        assert.strictEqual(pod.status.hostIP, result.kernel_host)
+        assert.strictEqual(pod.spec.restartPolicy, "Never")
+        assert.deepStrictEqual(pod.spec.imagePullSecrets, [{ name: "backend-ai-registry-secret" }])
+        const c = pod.spec.containers[0]
+        assert.strictEqual(c.image, `${env.registry.host}/lablup/python:3.6-ubuntu18.04`)
+        assert.deepStrictEqual(c.resources.limits, { cpu: "1", memory: "268435456" })
+        assert.deepStrictEqual(c.resources.requests, c.resources.limits)
+        assert.strictEqual(c.securityContext.privileged, false)
+        const envOf = Object.fromEntries(c.env.map((e: { name: string; value: string }) => [e.name, e.value]))
+        assert.strictEqual(envOf.FOO, "bar")
+        assert.strictEqual(envOf.OMP_NUM_THREADS, "1")
+        const work = pod.spec.volumes.find((v: { name: string }) => v.name === "work")
+        assert.strictEqual(work.hostPath.path, path.join(site.scratchRoot, kid, "work"))
+        assert.isTrue(fs.existsSync(path.join(site.scratchRoot, kid, "work")))
+        assert.isDefined(pod.metadata.annotations["backend.ai/ready-at"])
+        const recovery = JSON.parse(pod.metadata.annotations["backend.ai/kernel"])
+        assert.strictEqual(recovery.replInPort, result.repl_in_port)
+
+        const svc = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "service", `kernel-${kid}`])
+        assert.strictEqual(svc.spec.type, "NodePort")
+        assert.deepStrictEqual(
+          svc.spec.ports.map((p: { port: number; nodePort: number }) => [p.port, p.nodePort]),
+          [[2000, result.repl_in_port], [2001, result.repl_out_port], ...result.service_ports.map((p) => [p.container_port, p.host_port])]
+        )
+        assert.deepStrictEqual(svc.metadata.ownerReferences.map((o: { kind: string; uid: string }) => [o.kind, o.uid]), [["Pod", pod.metadata.uid]])
+        const cm = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "configmap", `kernel-${kid}`])
+        assert.strictEqual(cm.data.environ, "FOO=bar\n")
+        assert.match(cm.data.resource, /^CID=.*\nSCRATCH_SIZE=0m\nMOUNTS=\nSLOTS=\{"cpu":"1","mem":"268435456"\}\nIDLE_TIMEOUT=0\nCPU_SHARES=0:1\nMEM_SHARES=root:256m\n$/)
+        assert.deepStrictEqual(cm.metadata.ownerReferences.map((o: { uid: string }) => o.uid), [pod.metadata.uid])
+
+        // the runner answers through the NodePort on the node IP (the agent's own connection: a second
+        // PULL peer would get only every other record from the runner's PUSH socket)
+        const runners = yield* RunnerConnections
+        const conn = yield* runners.get(kid)
+        assert.deepStrictEqual(conn.endpoint, { host: result.kernel_host, replInPort: result.repl_in_port, replOutPort: result.repl_out_port })
+        const st = yield* conn.status("10 seconds")
+        assert.isNumber(st.startedAt)
+
+        // idempotent: same id → same kernel
+        const again = yield* lifecycle.create(kid, pythonConfig(env))
+        assert.deepStrictEqual(again, result)
+
+        // destroy → nothing with the kernel's label remains, kernel_terminated(kid, user-requested, …)
+        yield* lifecycle.destroy(kid, "user-requested")
+        const term = yield* takeEvent(site, "kernel_terminated", kid)
+        assert.strictEqual(term.args[1], "user-requested")
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+        assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
+        // a second destroy is harmless; an id never known is KernelNotFound
+        yield* lifecycle.destroy(kid, "user-requested")
+        const unknown = yield* lifecycle.destroy(crypto.randomUUID(), "user-requested").pipe(Effect.flip)
+        assert.strictEqual(unknown._tag, "KernelNotFound")
+        const registry = yield* KernelRegistry
+        assert.strictEqual((yield* registry.list).length, 0)
+        return result
+      }).pipe(Effect.provide(lifecycleLayer(site)))
+      void result
+    }).pipe(Effect.scoped), T)
+
+  it.live("concurrent creates of one id share one create", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        const results = yield* Effect.all([1, 2, 3].map(() => lifecycle.create(kid, pythonConfig(env))), { concurrency: 3 })
+        assert.deepStrictEqual(results[1], results[0])
+        assert.deepStrictEqual(results[2], results[0])
+        const pods = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pods", "-l", `backend.ai/kernel-id=${kid}`])
+        assert.strictEqual(pods.items.length, 1)
+        // destroys in parallel: both succeed, one event
+        yield* Effect.all([lifecycle.destroy(kid, "user-requested"), lifecycle.destroy(kid, "user-requested")], { concurrency: 2 })
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+      }).pipe(Effect.provide(lifecycleLayer(site)))
+    }).pipe(Effect.scoped), T)
+
+  it.live("bad config, missing image tag, unschedulable: typed errors and zero objects", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        const bad = crypto.randomUUID()
+        const e1 = yield* lifecycle.create(bad, { image: { canonical: "" }, resource_slots: { cpu: "x" } }).pipe(Effect.flip)
+        assert.strictEqual(e1._tag, "InvalidKernelConfig")
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, bad), [])
+        const badPorts = yield* lifecycle.create(bad, pythonConfig(env, {
+          image: { canonical: "index.docker.io/lablup/python:3.6-ubuntu18.04", labels: { "ai.backend.service-ports": "x:tcp:2000" } }
+        })).pipe(Effect.flip)
+        assert.strictEqual(badPorts._tag, "InvalidKernelConfig")
+
+        const missing = crypto.randomUUID()
+        const e2 = yield* lifecycle.create(missing, pythonConfig(env, {
+          image: { canonical: "index.docker.io/lablup/python:9.9-nonexistent", labels: {} }
+        })).pipe(Effect.flip)
+        assert.strictEqual(e2._tag, "ImagePullFailed", JSON.stringify(e2))
+        if (e2._tag === "ImagePullFailed") assert.include(["ErrImagePull", "ImagePullBackOff"], e2.reason)
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, missing), [])
+
+        const greedy = crypto.randomUUID()
+        const e3 = yield* lifecycle.create(greedy, pythonConfig(env, { resource_slots: { cpu: "1", mem: "268435456", "cuda.device": "16" } })).pipe(Effect.flip)
+        assert.strictEqual(e3._tag, "Unschedulable", JSON.stringify(e3))
+        if (e3._tag === "Unschedulable") assert.match(e3.message, /nvidia\.com\/gpu/)
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, greedy), [])
+        assert.isFalse(fs.existsSync(path.join(site.scratchRoot, greedy)))
+        const registry = yield* KernelRegistry
+        assert.strictEqual((yield* registry.list).length, 0)
+      }).pipe(Effect.provide(lifecycleLayer(site, { })))
+    }).pipe(Effect.scoped), T)
+
+  it.live("a create interrupted half-way (agent shutdown) leaves zero objects", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      const agent = yield* startAgent(site)
+      const lifecycle = Context.get(agent.context, KernelLifecycle)
+      const fiber = yield* lifecycle.create(kid, pythonConfig(env)).pipe(Effect.forkChild)
+      // wait until the pod exists, then stop the agent
+      yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.some((x) => x.startsWith("Pod/")), 30)
+      yield* Scope.close(agent.scope, Exit.void)
+      const exit = yield* Fiber.await(fiber)
+      assert.isTrue(Exit.isFailure(exit))
+      assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+      assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
+    }).pipe(Effect.scoped), T)
+
+  it.live("restart keeps the kernel id and scratch dir, with a new pod and ports", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        const first = yield* lifecycle.create(kid, pythonConfig(env))
+        fs.writeFileSync(path.join(site.scratchRoot, kid, "work", "keep.txt"), "kept")
+        const second = yield* lifecycle.restart(kid, pythonConfig(env))
+        assert.notStrictEqual(second.container_id, first.container_id)
+        assert.strictEqual(fs.readFileSync(path.join(site.scratchRoot, kid, "work", "keep.txt"), "utf8"), "kept")
+        const pods = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pods", "-l", `backend.ai/kernel-id=${kid}`])
+        assert.deepStrictEqual(pods.items.map((p) => p.metadata.uid), [second.container_id])
+        const runners = yield* RunnerConnections
+        const conn = yield* runners.get(kid)
+        yield* conn.status("10 seconds")
+        yield* lifecycle.destroy(kid, "user-requested")
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+      }).pipe(Effect.provide(lifecycleLayer(site)))
+    }).pipe(Effect.scoped), T)
+
+  it.live("idle kernels are destroyed with reason idle-timeout", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        yield* lifecycle.create(kid, pythonConfig(env, { idle_timeout: 1 }))
+        yield* Effect.sleep("1500 millis")
+        yield* lifecycle.reapIdle
+        const term = yield* takeEvent(site, "kernel_terminated", kid)
+        assert.strictEqual(term.args[1], "idle-timeout")
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+      }).pipe(Effect.provide(lifecycleLayer(site)))
+    }).pipe(Effect.scoped), T)
+
+  it.live("kubectl delete of a kernel's pod → its objects removed, kernel_terminated(force-terminated)", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        yield* lifecycle.create(kid, pythonConfig(env))
+        yield* kubectl(env, ["-n", site.kubeNs, "delete", "pod", `kernel-${kid}`, "--wait=false"])
+        const term = yield* takeEvent(site, "kernel_terminated", kid)
+        assert.strictEqual(term.args[1], "force-terminated")
+        const left = yield* eventually(kernelObjects(env, site.kubeNs, kid), none)
+        assert.deepStrictEqual(left, [])
+        const registry = yield* KernelRegistry
+        assert.strictEqual((yield* registry.list).length, 0)
+      }).pipe(Effect.provide(lifecycleLayer(site, { withReconciler: true })))
+    }).pipe(Effect.scoped), T)
+})
