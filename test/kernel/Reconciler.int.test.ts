@@ -1,0 +1,101 @@
+// Start-up reconciliation on the testbed: an agent stops (detaching its kernels), objects are left
+// half-made or orphaned, a new agent process-equivalent starts with the reconciler: ready kernels are
+// adopted and usable, the rest is torn down; nothing is reported terminated by mistake.
+import { assert, describe, it } from "@effect/vitest"
+import { Context, Effect, Exit, Option, Scope } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { inject } from "vitest"
+import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
+import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import type { TestbedEnv } from "../testbed/env.ts"
+import { eventually, kernelObjects, kubectl, labelledObjects, makeSite, pythonConfig, startAgent, takeEvent } from "./KernelLifecycleSupport.ts"
+
+const env: TestbedEnv = inject("testbed")
+
+const apply = (manifest: unknown) =>
+  Effect.gen(function*() {
+    const file = path.join(os.tmpdir(), `bai-rec-${crypto.randomUUID()}.json`)
+    fs.writeFileSync(file, JSON.stringify(manifest))
+    yield* kubectl(env, ["apply", "-f", file]).pipe(Effect.ensuring(Effect.sync(() => fs.rmSync(file, { force: true }))))
+  })
+
+describe("Reconciler on the testbed", () => {
+  it.live("adopts ready kernels after a restart, tears down half-created ones and orphans", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const labels = (kid: string) => ({
+        "app.kubernetes.io/managed-by": "bai-k8s-agent",
+        "backend.ai/agent-id": site.agentId,
+        "backend.ai/kernel-id": kid
+      })
+
+      // agent A creates a kernel, then stops: the kernel is detached, not deleted
+      const a = yield* startAgent(site)
+      const kid = crypto.randomUUID()
+      const created = yield* Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env))
+      yield* Scope.close(a.scope, Exit.void)
+      assert.strictEqual((yield* kernelObjects(env, site.kubeNs, kid)).length, 3)
+
+      // leftovers: a half-created pod (no ready mark) and an orphan Service and ConfigMap
+      const half = crypto.randomUUID()
+      yield* apply({
+        apiVersion: "v1",
+        kind: "Pod",
+        metadata: { name: `kernel-${half}`, namespace: site.kubeNs, labels: labels(half) },
+        spec: { restartPolicy: "Never", containers: [{ name: "kernel", image: `${env.registry.host}/lablup/lua:5.3-alpine3.8` }] }
+      })
+      const orphan = crypto.randomUUID()
+      yield* apply({
+        apiVersion: "v1",
+        kind: "Service",
+        metadata: { name: `kernel-${orphan}`, namespace: site.kubeNs, labels: labels(orphan) },
+        spec: { type: "ClusterIP", ports: [{ port: 2000 }], selector: labels(orphan) }
+      })
+      yield* apply({ apiVersion: "v1", kind: "ConfigMap", metadata: { name: `kernel-${orphan}`, namespace: site.kubeNs, labels: labels(orphan) }, data: {} })
+
+      // agent B starts with the reconciler
+      const b = yield* startAgent(site, { withReconciler: true })
+      yield* Effect.addFinalizer(() => Scope.close(b.scope, Exit.void))
+      const registry = Context.get(b.context, KernelRegistry)
+      const info = yield* registry.find(kid)
+      assert.isTrue(Option.isSome(info))
+      if (Option.isSome(info)) {
+        assert.strictEqual(info.value.status, "running")
+        assert.strictEqual(info.value.replInPort, created.repl_in_port)
+        assert.strictEqual(info.value.kernelHost, created.kernel_host)
+        assert.deepStrictEqual(info.value.servicePorts, created.service_ports)
+      }
+      // usable: its runner connection answers
+      const conn = yield* Context.get(b.context, RunnerConnections).get(kid)
+      yield* conn.status("10 seconds")
+      // the rest is gone
+      const left = yield* eventually(labelledObjects(env, site.kubeNs), (xs) => xs.every((x) => x.endsWith(kid)))
+      assert.deepStrictEqual(left.sort(), [`ConfigMap/kernel-${kid}`, `Pod/kernel-${kid}`, `Service/kernel-${kid}`])
+
+      // and it is destroyed normally through the new agent
+      yield* Context.get(b.context, KernelLifecycle).destroy(kid, "user-requested")
+      const term = yield* takeEvent(site, "kernel_terminated", kid)
+      assert.strictEqual(term.args[1], "user-requested")
+      assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+    }).pipe(Effect.scoped), { timeout: 180_000 })
+
+  it.live("a kernel whose pod vanished while the agent was down is reported terminated at start-up", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const a = yield* startAgent(site)
+      const kid = crypto.randomUUID()
+      yield* Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env))
+      yield* Scope.close(a.scope, Exit.void)
+      // the Service is lost while the agent is down: the kernel cannot be reached any more
+      yield* kubectl(env, ["-n", site.kubeNs, "delete", "service", `kernel-${kid}`])
+      const b = yield* startAgent(site, { withReconciler: true })
+      yield* Effect.addFinalizer(() => Scope.close(b.scope, Exit.void))
+      const term = yield* takeEvent(site, "kernel_terminated", kid)
+      assert.strictEqual(term.args[1], "force-terminated")
+      assert.deepStrictEqual(yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.length === 0), [])
+      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelRegistry).find(kid)))
+    }).pipe(Effect.scoped), { timeout: 180_000 })
+})
