@@ -109,6 +109,21 @@ const writeStatus = async (st: PodState, mutate: (s: k8s.V1PodStatus) => k8s.V1P
   }
 }
 
+/** Posts a kubelet-style Event about the pod (best effort, like the real kubelet's recorder). */
+const podEvent = (st: PodState, type: "Normal" | "Warning", reason: string, message: string): void => {
+  const { name, namespace, uid } = st.pod.metadata!
+  const now = new Date()
+  core.createNamespacedEvent({
+    namespace: namespace!,
+    body: {
+      metadata: { generateName: `${name}.`, namespace: namespace! },
+      involvedObject: { kind: "Pod", name: name!, namespace: namespace!, uid: uid!, apiVersion: "v1", fieldPath: "spec.containers{" + st.pod.spec!.containers[0]!.name + "}" },
+      reason, message, type, count: 1, firstTimestamp: now, lastTimestamp: now,
+      source: { component: "kubelet", host: st.node.name }, reportingComponent: "kubelet", reportingInstance: st.node.name,
+    },
+  }).catch(() => undefined)
+}
+
 const conditions = (ready: boolean): Array<k8s.V1PodCondition> => {
   const t = new Date()
   const c = (type: string, ok: boolean) => ({ type, status: ok ? "True" : "False", lastTransitionTime: t, ...(ok ? {} : { reason: "ContainersNotReady" }) })
@@ -136,6 +151,7 @@ const startPod = async (st: PodState): Promise<void> => {
   const missing: Array<string> = []
   for (const c of containers) if ((await resolveImage(config.registry, c.image ?? "").catch(() => undefined)) === undefined) missing.push(c.image ?? "")
   if (missing.length > 0) return imagePullFailed(st, missing)
+  for (const c of containers) podEvent(st, "Normal", "Pulled", `Container image "${c.image}" already present on machine`)
   const vol = workVolumeOf(pod)
   st.workVolume = vol?.name
   st.workDir = vol?.hostPath ?? path.join(st.logDir, "work")
@@ -152,9 +168,13 @@ const imagePullFailed = async (st: PodState, missing: ReadonlyArray<string>): Pr
     })),
   })
   const image = missing[0]!
-  await writeStatus(st, waiting("ErrImagePull", `rpc error: code = NotFound desc = failed to pull and unpack image "${image}": manifest unknown`))
+  const pullError = `rpc error: code = NotFound desc = failed to pull and unpack image "${image}": manifest unknown`
+  podEvent(st, "Warning", "Failed", `Failed to pull image "${image}": ${pullError}`)
+  podEvent(st, "Warning", "Failed", "Error: ErrImagePull")
+  await writeStatus(st, waiting("ErrImagePull", pullError))
   await new Promise((r) => setTimeout(r, 1500))
   if (st.stopping) return
+  podEvent(st, "Normal", "BackOff", `Back-off pulling image "${image}"`)
   await writeStatus(st, waiting("ImagePullBackOff", `Back-off pulling image "${image}"`))
   st.retry = setTimeout(() => serial(st.pod.metadata!.uid!, () => (st.stopping ? Promise.resolve() : startPod(st))), 10_000)
 }
@@ -214,6 +234,7 @@ const launchRunner = async (st: PodState): Promise<void> => {
   })
   runner.once("exit", (exitCode, signal) => serial(st.pod.metadata!.uid!, () => runnerExited(st, runner, exitCode ?? 128 + (signal === "SIGKILL" ? 9 : 15))))
   if (!(await ready)) return
+  podEvent(st, "Normal", "Started", `Started container ${main.name} (runner pid ${runner.pid})`)
   st.startedAt = new Date()
   const started = st.startedAt
   await writeStatus(st, (s) => ({

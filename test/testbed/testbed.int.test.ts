@@ -130,6 +130,8 @@ describe("cluster", () => {
     })
     expect([...seen]).toContain("ImagePullBackOff")
     expect(seen.has("ErrImagePull") || seen.size === 1).toBe(true)
+    const events = await getJson<{ items: Array<any> }>("-n", ns, "events")
+    expect(events.items.some((e) => e.reason === "Failed" && e.source?.component === "kubelet" && e.message.includes("0.0-does-not-exist"))).toBe(true)
     await kubectl("delete", "namespace", ns, "--wait=false")
   })
 
