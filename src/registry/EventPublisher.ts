@@ -98,10 +98,12 @@ export class EventPublisher extends Context.Service<EventPublisher, {
       (s) => Effect.sync(() => s.close())
     )
 
+    let connected = false
     const connect = Effect.gen(function*() {
       const addr = typeof options.eventAddr === "string" ? options.eventAddr : yield* options.eventAddr
       const endpoint = eventEndpoint(addr)
       yield* Effect.try(() => socket.connect(endpoint))
+      connected = true
       yield* Effect.logInfo("event publisher connected").pipe(Effect.annotateLogs({ endpoint }))
     })
 
@@ -110,6 +112,16 @@ export class EventPublisher extends Context.Service<EventPublisher, {
         Effect.flatMap(() => Metric.update(publishedTotal, 1)),
         Effect.catch((error) => drop(`send failed (${String(error.cause ?? error)})`, frames[0]!.toString()))
       )
+
+    // On close (runs after the writer is interrupted, before the socket closes): hand what is still
+    // queued (e.g. instance_terminated from a finalizer) to ZeroMQ, bounded by the linger time.
+    yield* Effect.addFinalizer(() =>
+      Effect.suspend(() => (connected ? Queue.clear(queue) : Effect.succeed([]))).pipe(
+        Effect.flatMap((left) => Effect.forEach(left, send, { discard: true })),
+        Effect.timeoutOption(Math.max(options.lingerMillis ?? 50, 500)),
+        Effect.asVoid
+      )
+    )
 
     // --- the writer: address first, then drain forever
     yield* connect.pipe(

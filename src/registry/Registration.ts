@@ -103,14 +103,19 @@ export class Registration extends Context.Service<Registration, RegistrationShap
   })
 
   /** Needs `Etcd`, `ManagerConfig` (RPC host) and `AgentConfig` (watcher port). */
-  static readonly layer = Layer.effect(
-    Registration,
-    Effect.gen(function*() {
-      const { config } = yield* AgentConfig
-      const manager = yield* ManagerConfig
-      return yield* Registration.make({ rpcHost: manager.rpcHost, watcherPort: config.watcher["service-addr"].port })
-    })
-  )
+  static readonly layerWith = (
+    options: Pick<RegistrationOptions, "reassertInterval" | "markRunningWait"> = {}
+  ): Layer.Layer<Registration, never, Etcd | ManagerConfig | AgentConfig> =>
+    Layer.effect(
+      Registration,
+      Effect.gen(function*() {
+        const { config } = yield* AgentConfig
+        const manager = yield* ManagerConfig
+        return yield* Registration.make({ ...options, rpcHost: manager.rpcHost, watcherPort: config.watcher["service-addr"].port })
+      })
+    )
+
+  static readonly layer = Registration.layerWith()
 
   /**
    * Build this after the RPC server layer (give it the server's layer as a dependency so the
