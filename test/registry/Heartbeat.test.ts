@@ -1,0 +1,78 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Deferred, Effect, Exit, Layer, Ref, Scope } from "effect"
+import { TestClock } from "effect/testing"
+import { computeSnapshot, nodeState, NodeResources, NodeResourcesError, reservedAmounts } from "../../src/kube/NodeResources.ts"
+import { type AgentEvent, EventPublisher } from "../../src/registry/EventPublisher.ts"
+import { Heartbeat } from "../../src/registry/Heartbeat.ts"
+import { RegistryImages, unpackImages } from "../../src/registry/Images.ts"
+import { Registration } from "../../src/registry/Registration.ts"
+
+const snapshot = computeSnapshot(
+  [nodeState({
+    metadata: { name: "n1" },
+    status: { allocatable: { cpu: "4", memory: "1Gi" }, conditions: [{ type: "Ready", status: "True" }] }
+  })!],
+  [],
+  reservedAmounts({ "reserved-cpu": 0, "reserved-mem": 0 })
+)
+
+describe("Heartbeat", () => {
+  it.effect("instance_started after running, first beat at once, one beat per interval, failures counted, terminated on close", () =>
+    Effect.gen(function*() {
+      const sink: Array<AgentEvent> = []
+      const running = yield* Deferred.make<void>()
+      const healthy = yield* Ref.make(true)
+      const deps = Layer.mergeAll(
+        EventPublisher.layerTest(sink),
+        Layer.succeed(NodeResources, NodeResources.of({
+          snapshot: Ref.get(healthy).pipe(
+            Effect.flatMap((ok) => ok ? Effect.succeed(snapshot) : Effect.fail(new NodeResourcesError({ reason: "NotSynced", message: "x" })))
+          ),
+          workers: Effect.succeed(snapshot.workers),
+          synced: Effect.void
+        })),
+        RegistryImages.layerTest([{ name: "reg:5000/a/b:1", digest: "sha256:1" }]),
+        Layer.succeed(Registration, Registration.of({
+          markRunning: Deferred.succeed(running, undefined).pipe(Effect.asVoid),
+          awaitRunning: Deferred.await(running),
+          asserted: Effect.succeed(undefined)
+        }))
+      )
+      const scope = yield* Scope.make()
+      const heartbeat = yield* Heartbeat.make({
+        interval: "3 seconds",
+        rpcAddr: { host: "10.0.0.1", port: 6001 },
+        region: "local",
+        scalingGroup: "default"
+      }).pipe(Effect.provide(deps), Scope.provide(scope))
+      const names = () => sink.map((e) => e.name)
+
+      yield* TestClock.adjust("10 seconds")
+      assert.deepStrictEqual(names(), [], "nothing before the RPC server runs")
+
+      yield* Deferred.succeed(running, undefined)
+      yield* TestClock.adjust("0 millis")
+      assert.deepStrictEqual(names(), ["instance_started", "instance_heartbeat"])
+      const info = sink[1]!.args[0] as any
+      assert.strictEqual(info.addr, "tcp://10.0.0.1:6001")
+      assert.strictEqual(info.scaling_group, "default")
+      assert.deepStrictEqual(info.resource_slots, { cpu: ["count", "4"], mem: ["bytes", "1073741824"], "cuda.device": ["count", "0"] })
+      assert.deepStrictEqual(unpackImages(info.images), [{ name: "reg:5000/a/b:1", digest: "sha256:1" }])
+
+      yield* TestClock.adjust("3 seconds")
+      assert.strictEqual(names().filter((n) => n === "instance_heartbeat").length, 2)
+
+      // a failing beat is skipped and counted; the loop goes on
+      yield* Ref.set(healthy, false)
+      yield* TestClock.adjust("6 seconds")
+      assert.strictEqual(yield* heartbeat.failed, 2)
+      assert.strictEqual(names().filter((n) => n === "instance_heartbeat").length, 2)
+      yield* Ref.set(healthy, true)
+      yield* TestClock.adjust("3 seconds")
+      assert.strictEqual(names().filter((n) => n === "instance_heartbeat").length, 3)
+      assert.strictEqual(yield* heartbeat.sent, 3)
+
+      yield* Scope.close(scope, Exit.void)
+      assert.deepStrictEqual(sink.at(-1), { name: "instance_terminated", args: ["shutdown"] })
+    }))
+})

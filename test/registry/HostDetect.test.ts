@@ -1,0 +1,40 @@
+import { assert, describe, it } from "@effect/vitest"
+import { cidrContains, parseCidr, pickHost } from "../../src/registry/HostDetect.ts"
+
+describe("RPC host auto-detection", () => {
+  it("parses CIDRs", () => {
+    assert.deepStrictEqual(parseCidr("10.1.2.3/8"), { family: 4, network: 10n << 24n, prefix: 8 })
+    assert.strictEqual(parseCidr("10.0.0.1")?.prefix, 32)
+    assert.strictEqual(parseCidr("fd00::/64")?.family, 6)
+    for (const bad of ["", "10.0.0.0/33", "x/8", "10.0.0/8", "10.0.0.0/-1"]) assert.isUndefined(parseCidr(bad), bad)
+  })
+
+  it("matches addresses", () => {
+    const c = parseCidr("192.168.0.0/16")!
+    assert.isTrue(cidrContains(c, "192.168.10.20"))
+    assert.isFalse(cidrContains(c, "192.169.0.1"))
+    assert.isFalse(cidrContains(c, "fd00::1"))
+    assert.isTrue(cidrContains(parseCidr("0.0.0.0/0")!, "8.8.8.8"))
+    assert.isTrue(cidrContains(parseCidr("fd00:1::/32")!, "fd00:1:2::3"))
+    assert.isFalse(cidrContains(parseCidr("fd00:1::/32")!, "fd01::3"))
+    assert.isTrue(cidrContains(parseCidr("::ffff:0:0/96")!, "::ffff:10.0.0.1"))
+  })
+
+  const interfaces = {
+    eth0: [{ address: "fe80::1", family: "IPv6" }, { address: "10.0.5.7", family: "IPv4" }],
+    eth1: [{ address: "192.168.1.9", family: "IPv4" }],
+    lo: [{ address: "127.0.0.1", family: "IPv4" }]
+  }
+
+  it("takes the first interface address inside the hint", () => {
+    assert.deepStrictEqual(pickHost("192.168.0.0/16", interfaces, "10.0.5.7"), { host: "192.168.1.9", source: "subnet" })
+    assert.deepStrictEqual(pickHost("10.0.0.0/8", interfaces, undefined), { host: "10.0.5.7", source: "subnet" })
+  })
+
+  it("falls back to the hostname's address, then 127.0.0.1", () => {
+    assert.deepStrictEqual(pickHost("172.16.0.0/12", interfaces, "10.0.5.7"), { host: "10.0.5.7", source: "hostname" })
+    assert.deepStrictEqual(pickHost(undefined, interfaces, "10.0.5.7"), { host: "10.0.5.7", source: "hostname" })
+    assert.deepStrictEqual(pickHost("not a cidr", interfaces, undefined), { host: "127.0.0.1", source: "fallback" })
+    assert.deepStrictEqual(pickHost("", {}, "169.254.0.3"), { host: "127.0.0.1", source: "fallback" })
+  })
+})
