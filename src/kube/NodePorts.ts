@@ -82,46 +82,44 @@ export class NodePorts extends Context.Service<NodePorts, NodePortsShape>()("bai
     })
 
   /**
-   * Dry-run Services with NodePorts at both ends of `port-range`: a range the cluster does not allow
-   * is logged as an error (every create would fail). Returns the problem, if any.
+   * Creates (and at once deletes) a probe Service with NodePorts at both ends of `port-range`: a
+   * range the cluster does not allow is logged as an error (every create would fail). A dry run is
+   * not enough: the 1.20 API server skips NodePort allocation, and so the range check, in dry runs.
+   * Returns the problem, if any.
    */
   static readonly checkClusterRange = Effect.fn("NodePorts.checkClusterRange")(function*(
     kube: KubeClient["Service"],
     namespace: string,
     range: readonly [number, number]
   ) {
-    const probe = (port: number): Effect.Effect<string | undefined, KubeError> =>
-      kube.core("probe NodePort range", (api) =>
-        api.createNamespacedService({
-          namespace,
-          dryRun: "All",
-          body: {
-            metadata: { generateName: "bai-nodeport-probe-", labels: { [MANAGED_BY]: MANAGED_BY_VALUE } },
-            spec: { type: "NodePort", ports: [{ port: 2000, nodePort: port }], selector: { "backend.ai/probe": "none" } }
-          } satisfies k8s.V1Service
-        })).pipe(
-          Effect.as(undefined),
-          Effect.catchIf((e) => e.reason === "Invalid", (e) => {
-            const cluster = clusterRangeIn(e.message)
-            return Effect.succeed(
-              cluster === undefined
-                ? undefined
-                : `container.port-range ${range[0]}-${range[1]} is outside the cluster's NodePort range ${cluster[0]}-${cluster[1]} (kube-apiserver --service-node-port-range): kernels cannot be created`
-            )
-          })
-        )
-    for (const port of [range[0], range[1]]) {
-      const problem = yield* probe(port).pipe(
-        Effect.catch((e) =>
-          Effect.logWarning(`cannot probe the cluster's NodePort range: ${e.message}`).pipe(Effect.as(undefined))
-        )
-      )
-      if (problem !== undefined) {
-        yield* Effect.logError(problem)
-        return problem
+    const body: k8s.V1Service = {
+      metadata: { generateName: "bai-nodeport-probe-", labels: { [MANAGED_BY]: MANAGED_BY_VALUE } },
+      spec: {
+        type: "NodePort",
+        ports: [...new Set(range)].map((nodePort, i) => ({ name: `p${i}`, port: 2000 + i, nodePort })),
+        selector: { "backend.ai/probe": "none" }
       }
     }
-    return undefined
+    const outcome = yield* kube.core("probe NodePort range", (api) =>
+      api.createNamespacedService({ namespace, body })).pipe(
+        Effect.flatMap((svc) =>
+          kube.core("delete NodePort probe", (api) =>
+            api.deleteNamespacedService({ name: svc.metadata?.name ?? "", namespace, body: {} })).pipe(Effect.ignore, Effect.as(undefined))
+        ),
+        Effect.catch((e) => {
+          const cluster = e.reason === "Invalid" ? clusterRangeIn(e.message) : undefined
+          if (cluster !== undefined) {
+            return Effect.succeed(
+              `container.port-range ${range[0]}-${range[1]} is outside the cluster's NodePort range ${cluster[0]}-${cluster[1]} (kube-apiserver --service-node-port-range): kernels cannot be created`
+            )
+          }
+          return Effect.logWarning(`cannot probe the cluster's NodePort range: ${e.message}`).pipe(Effect.as(undefined))
+        }),
+        // create and delete together: an interruption must not leave the probe behind
+        Effect.uninterruptible
+      )
+    if (outcome !== undefined) yield* Effect.logError(outcome)
+    return outcome
   })
 
   /** From `container.port-range`; probes the cluster's range once at start-up. */

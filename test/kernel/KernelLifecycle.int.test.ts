@@ -9,6 +9,8 @@ import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
 import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import { KubeClient } from "../../src/kube/KubeClient.ts"
+import { NodePorts } from "../../src/kube/NodePorts.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import {
   eventually,
@@ -234,5 +236,17 @@ describe("KernelLifecycle on the testbed", () => {
         const registry = yield* KernelRegistry
         assert.strictEqual((yield* registry.list).length, 0)
       }).pipe(Effect.provide(lifecycleLayer(site, { withReconciler: true })))
+    }).pipe(Effect.scoped), T)
+
+  it.live("start-up probe: a port-range outside the cluster's NodePort range is reported, no probe left behind", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kube = yield* KubeClient.make({ kubeconfig: env.kubeconfig, requestTimeoutSeconds: 10 })
+      const bad = yield* NodePorts.checkClusterRange(kube, site.kubeNs, [40000, 40010])
+      assert.match(bad ?? "", /outside the cluster's NodePort range 30000-32767/)
+      const good = yield* NodePorts.checkClusterRange(kube, site.kubeNs, [30000, 31000])
+      assert.isUndefined(good)
+      const svcs = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "services"])
+      assert.deepStrictEqual(svcs.items, [])
     }).pipe(Effect.scoped), T)
 })

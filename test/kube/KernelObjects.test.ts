@@ -1,0 +1,204 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Option } from "effect"
+import { decodeKernelConfig, environText, resourceText } from "../../src/kernel/KernelConfig.ts"
+import {
+  buildConfigMap,
+  buildPod,
+  buildService,
+  classifyCreating,
+  endedReason,
+  type KernelObjectsInput,
+  podImage,
+  recoveryOf,
+  registryHost,
+  resourceQuantities
+} from "../../src/kube/KernelObjects.ts"
+import { allocatedPortsIn, clusterRangeIn, NodePorts } from "../../src/kube/NodePorts.ts"
+
+const kid = "2b1c8a0e-1111-4222-8333-444455556666"
+
+const rawConfig = {
+  image: {
+    canonical: "index.docker.io/lablup/python:3.6-ubuntu18.04",
+    labels: {
+      "ai.backend.runtime-type": "python",
+      "ai.backend.envs.corecount": "OMP_NUM_THREADS",
+      "ai.backend.service-ports": "jupyter:http:8080,myapp:tcp:8081"
+    }
+  },
+  resource_slots: { cpu: "2", mem: 1073741824, "cuda.device": "1" },
+  idle_timeout: 600,
+  mounts: [["data", "local", "abcdef", "ro"], ["rw1", "local", "123456"]],
+  environ: { A: "1", "BAD KEY": "x" }
+}
+
+const inputOf = Effect.gen(function*() {
+  const config = yield* decodeKernelConfig(kid, rawConfig)
+  return {
+    namespace: "backend-ai",
+    agentId: "i-test",
+    kernelId: kid,
+    config,
+    servicePorts: [{ name: "jupyter", protocol: "http", containerPort: 8080 }, { name: "myapp", protocol: "tcp", containerPort: 8081 }],
+    registryUrl: "https://reg.example:5000",
+    pullSecret: "backend-ai-registry-secret",
+    krunnerVolume: { type: "nfs", path: "/export/krunner", server: "10.0.0.9" },
+    scratchVolume: { type: "hostPath", path: "/var/scratches" },
+    scratchDir: `/var/scratches/${kid}/work`,
+    vfolderMount: "/mnt/vfroot",
+    vfolderFsPrefix: "",
+    kernelUid: 1000,
+    kernelGid: 1001,
+    sandboxType: "docker",
+    jailArgs: [],
+    terminationGraceSeconds: 5
+  } satisfies KernelObjectsInput
+})
+
+const ports = new Map([[2000, 30010], [2001, 30011], [8080, 30012], [8081, 30013]])
+
+describe("KernelConfig", () => {
+  it.effect("decodes the manager's dict (3-tuple mounts are rw) and rejects bad ones with every problem", () =>
+    Effect.gen(function*() {
+      const c = yield* decodeKernelConfig(kid, rawConfig)
+      assert.deepStrictEqual(c.resource_slots, { cpu: "2", mem: "1073741824", "cuda.device": "1" })
+      assert.deepStrictEqual(c.mounts.map((m) => m.permission), ["ro", "rw"])
+      const e = yield* decodeKernelConfig(kid, { image: {}, resource_slots: { cpu: "lots" } }).pipe(Effect.flip)
+      assert.strictEqual(e._tag, "InvalidKernelConfig")
+      assert.match(e.message, /image\.canonical/)
+      assert.match(e.message, /resource_slots\.cpu/)
+      const p = yield* decodeKernelConfig(kid, { ...rawConfig, image: { canonical: "x/y:z", labels: { "ai.backend.service-ports": "a:udp:9000" } } }).pipe(Effect.flip)
+      assert.match(p.message, /service-ports/)
+    }))
+
+  it.effect("environ.txt and resource.txt (spec §7.4)", () =>
+    Effect.gen(function*() {
+      const c = yield* decodeKernelConfig(kid, rawConfig)
+      assert.strictEqual(environText(c.environ), "A=1\n")
+      assert.strictEqual(
+        resourceText(kid, c),
+        `CID=${kid}\nSCRATCH_SIZE=0m\nMOUNTS=data:ro,rw1:rw\nSLOTS={"cpu":"2","mem":"1073741824","cuda.device":"1"}\nIDLE_TIMEOUT=600\nCPU_SHARES=0:2\nMEM_SHARES=root:1g\n`
+      )
+    }))
+})
+
+describe("KernelObjects", () => {
+  it("maps the canonical image onto the configured registry host", () => {
+    assert.strictEqual(registryHost("https://reg.example:5000/v2"), "reg.example:5000")
+    assert.strictEqual(podImage("index.docker.io/lablup/python:3.6", "http://127.0.0.1:5050"), "127.0.0.1:5050/lablup/python:3.6")
+    assert.strictEqual(podImage("lablup/python:3.6", "https://r:1"), "r:1/lablup/python:3.6")
+    assert.strictEqual(podImage("index.docker.io/lablup/python:3.6", ""), "index.docker.io/lablup/python:3.6")
+    assert.deepStrictEqual(resourceQuantities({ cpu: "0.5", mem: "1073741824", "cuda.device": "2" }), {
+      cpu: "0.5",
+      memory: "1073741824",
+      "nvidia.com/gpu": "2"
+    })
+  })
+
+  it.effect("pod: labels, recovery annotation, requests = limits, volumes, env, not privileged, restartPolicy Never", () =>
+    Effect.gen(function*() {
+      const input = yield* inputOf
+      const pod = buildPod(input, ports)
+      assert.strictEqual(pod.metadata?.name, `kernel-${kid}`)
+      assert.deepStrictEqual(pod.metadata?.labels, {
+        "app.kubernetes.io/managed-by": "bai-k8s-agent",
+        "backend.ai/agent-id": "i-test",
+        "backend.ai/kernel-id": kid
+      })
+      const rec = recoveryOf(pod)
+      assert.isTrue(Option.isSome(rec))
+      if (Option.isSome(rec)) {
+        assert.strictEqual(rec.value.replInPort, 30010)
+        assert.deepStrictEqual(rec.value.servicePorts[1], { name: "myapp", protocol: "tcp", container_port: 8081, host_port: 30013 })
+        assert.strictEqual(rec.value.idleTimeout, 600)
+      }
+      const spec = pod.spec!
+      assert.strictEqual(spec.restartPolicy, "Never")
+      assert.deepStrictEqual(spec.imagePullSecrets, [{ name: "backend-ai-registry-secret" }])
+      const c = spec.containers[0]!
+      assert.strictEqual(c.image, "reg.example:5000/lablup/python:3.6-ubuntu18.04")
+      assert.deepStrictEqual(c.resources?.limits, { cpu: "2", memory: "1073741824", "nvidia.com/gpu": "1" })
+      assert.deepStrictEqual(c.resources?.requests, c.resources?.limits)
+      assert.strictEqual(c.securityContext?.privileged, false)
+      const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]))
+      assert.strictEqual(env["LOCAL_USER_ID"], "1000")
+      assert.strictEqual(env["LOCAL_GROUP_ID"], "1001")
+      assert.strictEqual(env["OMP_NUM_THREADS"], "2")
+      const vols = Object.fromEntries((spec.volumes ?? []).map((v) => [v.name, v]))
+      assert.deepStrictEqual(vols["krunner"]?.nfs, { server: "10.0.0.9", path: "/export/krunner", readOnly: true })
+      assert.strictEqual(vols["work"]?.hostPath?.path, `/var/scratches/${kid}/work`)
+      assert.strictEqual(vols["vfolder-0"]?.hostPath?.path, "/mnt/vfroot/local/abcdef")
+      const mounts = Object.fromEntries((c.volumeMounts ?? []).filter((m) => m.name.startsWith("vfolder")).map((m) => [m.mountPath, m.readOnly]))
+      assert.deepStrictEqual(mounts, { "/home/work/data": true, "/home/work/rw1": false })
+    }))
+
+  it.effect("service and configmap: NodePorts set explicitly, owned by the pod", () =>
+    Effect.gen(function*() {
+      const input = yield* inputOf
+      const svc = buildService(input, ports, "pod-uid")
+      assert.strictEqual(svc.spec?.type, "NodePort")
+      assert.deepStrictEqual(svc.spec?.ports?.map((p) => [p.name, p.port, p.nodePort]), [
+        ["repl-in", 2000, 30010],
+        ["repl-out", 2001, 30011],
+        ["sp-8080", 8080, 30012],
+        ["sp-8081", 8081, 30013]
+      ])
+      assert.deepStrictEqual(svc.metadata?.ownerReferences?.map((o) => [o.kind, o.uid]), [["Pod", "pod-uid"]])
+      const cm = buildConfigMap(input, { environ: "A=1\n", resource: "x" }, "pod-uid")
+      assert.deepStrictEqual(cm.data, { environ: "A=1\n", resource: "x" })
+      assert.strictEqual(cm.metadata?.ownerReferences?.[0]?.uid, "pod-uid")
+    }))
+
+  it("classifies pods being created and pods that ended", () => {
+    const waiting = (reason: string) => ({
+      status: { phase: "Pending", containerStatuses: [{ name: "kernel", image: "img", imageID: "", ready: false, restartCount: 0, state: { waiting: { reason, message: "m" } } }] }
+    })
+    assert.strictEqual(classifyCreating(waiting("ErrImagePull"))._tag, "ImagePullFailed")
+    assert.strictEqual(classifyCreating(waiting("ImagePullBackOff"))._tag, "ImagePullFailed")
+    assert.strictEqual(classifyCreating(waiting("CreateContainerConfigError"))._tag, "Failed")
+    assert.strictEqual(classifyCreating(waiting("ContainerCreating"))._tag, "Pending")
+    const unsched = classifyCreating({
+      status: { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "Unschedulable", message: "0/2 nodes: Insufficient nvidia.com/gpu" }] }
+    })
+    assert.deepStrictEqual(unsched, { _tag: "Unschedulable", message: "0/2 nodes: Insufficient nvidia.com/gpu" })
+    const running = classifyCreating({
+      status: { phase: "Running", hostIP: "10.0.0.1", containerStatuses: [{ name: "k", image: "i", imageID: "", ready: true, restartCount: 0, state: { running: {} } }] }
+    })
+    assert.deepStrictEqual(running, { _tag: "Running", hostIP: "10.0.0.1" })
+    const failed = {
+      status: { phase: "Failed", containerStatuses: [{ name: "k", image: "i", imageID: "", ready: false, restartCount: 0, state: { terminated: { exitCode: 137, reason: "OOMKilled" } } }] }
+    }
+    assert.deepStrictEqual(endedReason(failed, false), Option.some({ reason: "oom-killed", exitCode: 137 }))
+    assert.deepStrictEqual(endedReason({ status: { phase: "Failed", reason: "Evicted" } }, false), Option.some({ reason: "force-terminated", exitCode: null }))
+    assert.deepStrictEqual(endedReason({ status: { phase: "Running" } }, true), Option.some({ reason: "force-terminated", exitCode: null }))
+    assert.isTrue(Option.isNone(endedReason({ status: { phase: "Running" } }, false)))
+  })
+})
+
+describe("NodePorts", () => {
+  it("reads the API server's NodePort messages", () => {
+    assert.deepStrictEqual(
+      allocatedPortsIn(`Service "kernel-x" is invalid: [spec.ports[0].nodePort: Invalid value: 30001: provided port is already allocated, spec.ports[2].nodePort: Invalid value: 30007: provided port is already allocated]`),
+      [30001, 30007]
+    )
+    assert.deepStrictEqual(
+      clusterRangeIn("spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-32767"),
+      [30000, 32767]
+    )
+  })
+
+  it.effect("reserves distinct ports, never foreign or ours twice, and fails when the range is exhausted", () =>
+    Effect.gen(function*() {
+      const np = yield* NodePorts.make([30000, 30009])
+      yield* np.markForeign([30003])
+      const a = yield* np.reserve(4)
+      const b = yield* np.reserve(5)
+      const all = [...a, ...b]
+      assert.strictEqual(new Set(all).size, 9)
+      assert.isFalse(all.includes(30003))
+      const e = yield* np.reserve(1).pipe(Effect.flip)
+      assert.strictEqual(e._tag, "NoFreeNodePort")
+      yield* np.release(a)
+      assert.strictEqual((yield* np.reserve(4)).length, 4)
+    }))
+})
