@@ -158,7 +158,8 @@ export const AgentRpcs = {
     // None when the run was cancelled (the manager maps it to a synthetic `finished`, exit 130)
     Schema.NullOr(ExecuteResult)
   ),
-  get_completions: rpc("get_completions", ["kernel_id", "text", "opts"], GetCompletionsArgs, Schema.Union([Py.None, Py.Dict])),
+  // Dict first: Py.None (Schema.Void) accepts anything and would turn the dict into None
+  get_completions: rpc("get_completions", ["kernel_id", "text", "opts"], GetCompletionsArgs, Schema.Union([Py.Dict, Py.None])),
   get_logs: rpc("get_logs", ["kernel_id"], Schema.Tuple([Py.Str]), GetLogsResult),
   refresh_idle: rpc("refresh_idle", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
   start_service: rpc(
