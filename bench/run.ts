@@ -8,6 +8,9 @@ import { fileURLToPath } from "node:url"
 
 const benches: Record<string, string> = {
   rpc: "aiozmq ping round trips: this agent's RPC server vs a Python aiozmq server",
+  execute: "trivial execute round trips through the agent vs straight to the runner simulator (added latency)",
+  stats: "one statistics cycle with 1,000 kernel pods (cycle time, CPU share of a core at 2 s, RSS)",
+  lifecycle: "create → Running → destroy of 50 kernels, 10 at a time: per-phase times and the agent's own overhead",
   heartbeat: "heartbeat assembly time, agent CPU and RSS: 2 nodes vs 200 nodes / 5,000 pods (needs a testbed)"
 }
 

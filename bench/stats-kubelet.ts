@@ -1,0 +1,65 @@
+// Helper process of bench/stats.ts: one HTTPS "kubelet" per simulated bench node, each serving
+// `/stats/summary` for its share of the bench's kernel pods (documents built by the testbed's own
+// `summary()` of test/testbed/stats.ts, with synthetic usage that grows between requests). Runs in its
+// own process so the summary generation is not counted as the agent's CPU.
+// argv: <config.json> = { certFile, keyFile, fsRoot, nodes: [{ name, pods: [{ name, namespace, uid }] }] }
+// Prints {"ports": {node: port}} once listening; exits on SIGTERM or when stdin closes.
+import * as fs from "node:fs"
+import * as https from "node:https"
+import type { AddressInfo } from "node:net"
+import { type PodUsageInput, summary } from "../test/testbed/stats.ts"
+
+interface Config {
+  readonly certFile: string
+  readonly keyFile: string
+  readonly fsRoot: string
+  readonly nodes: ReadonlyArray<{ readonly name: string; readonly pods: ReadonlyArray<{ name: string; namespace: string; uid: string }> }>
+}
+
+const config = JSON.parse(fs.readFileSync(process.argv[2]!, "utf8")) as Config
+const startTime = new Date().toISOString()
+const t0 = process.hrtime.bigint()
+
+const usage = (i: number): PodUsageInput["usage"] => {
+  const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+  return { cpuNs: Math.round((1 + (i % 7)) * 1e7 * seconds), rssBytes: (20 + (i % 13)) << 20, pids: 1 }
+}
+
+const serve = (node: Config["nodes"][number]): Promise<[string, number]> =>
+  new Promise((resolve) => {
+    const server = https.createServer({ cert: fs.readFileSync(config.certFile), key: fs.readFileSync(config.keyFile) }, (req, res) => {
+      if (!req.url?.startsWith("/stats/summary")) {
+        res.writeHead(404).end()
+        return
+      }
+      const seconds = Number(process.hrtime.bigint() - t0) / 1e9
+      const doc = summary(
+        { nodeName: node.name, startTime, memoryCapacity: 64 * 2 ** 30, fsRoot: config.fsRoot },
+        node.pods.map((p, i) => ({
+          name: p.name,
+          namespace: p.namespace,
+          uid: p.uid,
+          startTime,
+          containers: ["kernel"],
+          usage: usage(i),
+          cpuNanoCores: (1 + (i % 7)) * 1e7,
+          rxBytes: Math.round(1000 * seconds * (i % 5)),
+          txBytes: Math.round(500 * seconds * (i % 3)),
+          workDir: undefined,
+          workVolume: "work",
+          workBytes: 4096 * (i % 11),
+          logBytes: 100
+        }))
+      )
+      res.writeHead(200, { "content-type": "application/json" })
+      res.end(JSON.stringify(doc))
+    })
+    server.keepAliveTimeout = 60_000
+    server.listen(0, "127.0.0.1", () => resolve([node.name, (server.address() as AddressInfo).port]))
+  })
+
+const ports = Object.fromEntries(await Promise.all(config.nodes.map(serve)))
+process.stdout.write(`${JSON.stringify({ ports })}\n`)
+process.stdin.on("end", () => process.exit(0))
+process.stdin.resume()
+process.on("SIGTERM", () => process.exit(0))
