@@ -38,6 +38,7 @@ import {
   isReadyMarked,
   type KernelObjectsInput,
   nodePortsOf,
+  nodeSelectorOf,
   objectName,
   READY_ANNOTATION,
   RECOVERY_ANNOTATION,
@@ -137,6 +138,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     const kernelHostOverride = config.container["kernel-host"]
     const scratchVolume: VolumeSpec = config.kubernetes["scratch-volume"] ?? { type: "hostPath", path: scratchRoot }
     const podsPath = `/api/v1/namespaces/${namespace}/pods`
+    const nodeSelector = nodeSelectorOf(config.kubernetes["node-selector"])
 
     const creates = yield* FiberMap.make<string, KernelInfo, CreateError>()
     const destroys = yield* FiberMap.make<string, void, DestroyError>()
@@ -239,7 +241,8 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       kernelGid: config.container["kernel-gid"],
       sandboxType: config.container["sandbox-type"],
       jailArgs: config.container["jail-args"],
-      terminationGraceSeconds: grace
+      terminationGraceSeconds: grace,
+      nodeSelector
     })
 
     const vfolderHost = (kernelId: string, kconfig: KernelConfig) =>

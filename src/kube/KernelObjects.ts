@@ -144,6 +144,18 @@ export interface KernelObjectsInput {
   readonly sandboxType: "docker" | "jail"
   readonly jailArgs: ReadonlyArray<string>
   readonly terminationGraceSeconds: number
+  /** `kubernetes.node-selector` (equality terms `k=v,k2=v2`), as the pod's nodeSelector. */
+  readonly nodeSelector: Readonly<Record<string, string>>
+}
+
+/** Equality terms of a label selector string; other terms (`!=`, `in`, …) are not expressible as a nodeSelector. */
+export const nodeSelectorOf = (selector: string): Record<string, string> => {
+  const out: Record<string, string> = {}
+  for (const term of selector.split(",").map((t) => t.trim()).filter((t) => t !== "")) {
+    const m = /^([^=!\s]+)\s*==?\s*([^=!\s]*)$/.exec(term)
+    if (m !== null) out[m[1]!] = m[2]!
+  }
+  return out
 }
 
 /** `(containerPort → NodePort)`: 2000, 2001 and every service port. */
@@ -265,6 +277,7 @@ export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1P
       restartPolicy: "Never",
       terminationGracePeriodSeconds: Math.ceil(input.terminationGraceSeconds),
       automountServiceAccountToken: false,
+      ...(Object.keys(input.nodeSelector).length > 0 ? { nodeSelector: { ...input.nodeSelector } } : {}),
       enableServiceLinks: false,
       ...(input.pullSecret !== "" ? { imagePullSecrets: [{ name: input.pullSecret }] } : {}),
       containers: [{

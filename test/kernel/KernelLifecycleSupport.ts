@@ -119,6 +119,8 @@ export const makeSite = (env: TestbedEnv, options: SiteOptions = {}) =>
       `namespace = "${kubeNs}"`,
       `kubeconfig = "${env.kubeconfig}"`,
       `termination-grace = 1`,
+      // only the testbed's simulated-kubelet nodes (benchmarks may add kubelet-less nodes)
+      `node-selector = "backend.ai/testbed=true"`,
       `[kubernetes.registry]`,
       `url = "${env.registry.url}"`,
       options.extra ?? ""

@@ -8,6 +8,7 @@ import {
   classifyCreating,
   endedReason,
   type KernelObjectsInput,
+  nodeSelectorOf,
   podImage,
   recoveryOf,
   registryHost,
@@ -51,7 +52,8 @@ const inputOf = Effect.gen(function*() {
     kernelGid: 1001,
     sandboxType: "docker",
     jailArgs: [],
-    terminationGraceSeconds: 5
+    terminationGraceSeconds: 5,
+    nodeSelector: nodeSelectorOf("backend.ai/testbed=true, zone == a")
   } satisfies KernelObjectsInput
 })
 
@@ -114,6 +116,7 @@ describe("KernelObjects", () => {
       }
       const spec = pod.spec!
       assert.strictEqual(spec.restartPolicy, "Never")
+      assert.deepStrictEqual(spec.nodeSelector, { "backend.ai/testbed": "true", zone: "a" })
       assert.deepStrictEqual(spec.imagePullSecrets, [{ name: "backend-ai-registry-secret" }])
       const c = spec.containers[0]!
       assert.strictEqual(c.image, "reg.example:5000/lablup/python:3.6-ubuntu18.04")
