@@ -11,8 +11,7 @@ const benches: Record<string, string> = {
   execute: "trivial execute round trips through the agent vs straight to the runner simulator (added latency)",
   stats: "one statistics cycle with 1,000 kernel pods (cycle time, CPU share of a core at 2 s, RSS)",
   lifecycle: "create → Running → destroy of 50 kernels, 10 at a time: per-phase times and the agent's own overhead",
-  heartbeat: "heartbeat assembly time, agent CPU and RSS: 2 nodes vs 200 nodes / 5,000 pods (needs a testbed)",
-  lifecycle: "create → Running → destroy of 50 kernels, 10 at a time: per-phase times and the agent's own overhead"
+  heartbeat: "heartbeat assembly time, agent CPU and RSS: 2 nodes vs 200 nodes / 5,000 pods (needs a testbed)"
 }
 
 const name = process.argv[2]
