@@ -1,44 +1,159 @@
 /**
- * `node bench/run.ts rpc [--calls 5000] [--pipelined 50000] [--inflight 64]`
+ * `node bench/run.ts rpc [--rounds 3] [--workers 2] [--inflight 64] [--seconds 3] [--calls 3000] [--ts-client]`
  *
- * `ping` round trips over aiozmq against (a) this agent's RPC server started in-process from its
- * layer (it shares the event loop with the client: a handicap), (b) the same server in its own
- * process (bench/rpc-server.ts; the like-for-like comparison) and (c) a Python aiozmq server
- * (test/interop/aiozmq_server.py) on the same machine. One client implementation for both:
- * src/rpc/aiozmq/Client.ts. Prints sequential latency p50/p99 and pipelined throughput.
+ * `ping` over aiozmq: this agent's RPC server in its own process (bench/rpc-server.ts) against a
+ * Python aiozmq server (test/interop/aiozmq_server.py) on the same machine, both driven by the
+ * same independent load generator (bench/rpc_load.py: pyzmq DEALERs sending raw frames, checking
+ * every reply). Each round measures, for each server (alternating which goes first):
+ *
+ * - sequential latency: one client, `--calls` round trips one after the other (p50, p99);
+ * - load: `--workers` client processes, each keeping `--inflight` requests in flight for
+ *   `--seconds`; calls/s, and the server's CPU time per call (utime+stime of the server process
+ *   from /proc, all its threads), which is what a server costs independently of how much CPU the
+ *   neighbours leave us: `1e6 / cpu µs per call` is the capacity of one core.
+ *
+ * The machine is shared and small (2 cores, other test suites running), so everything is repeated
+ * `--rounds` times and reported as min / median / max; ratios use the medians.
+ * `--ts-client` also runs the previous measurement (our own TypeScript client, in this process).
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { spawn } from "node:child_process"
+import { type ChildProcess, spawn } from "node:child_process"
+import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
-import { Clock, Console, Deferred, Effect, Layer, Queue } from "effect"
-import { AgentRpcHandlers, AgentRpcs } from "../src/rpc/AgentRpcs.ts"
+import { Clock, Console, Deferred, Effect, Queue, Schema, type Scope } from "effect"
+import { AgentRpcs } from "../src/rpc/AgentRpcs.ts"
 import { AiozmqClient } from "../src/rpc/aiozmq/Client.ts"
-import { AiozmqServer } from "../src/rpc/aiozmq/AiozmqServer.ts"
-import { HealthHandlers } from "../src/rpc/handlers/Health.ts"
-import { spawnPython } from "../test/interop/python.ts"
+import { pythonExecutable } from "../test/interop/python.ts"
 
 const argValue = (flag: string, fallback: number): number => {
   const i = process.argv.indexOf(flag)
   return i >= 0 && process.argv[i + 1] !== undefined ? Number(process.argv[i + 1]) : fallback
 }
-const CALLS = argValue("--calls", 5000)
-const PIPELINED = argValue("--pipelined", 50_000)
+const ROUNDS = argValue("--rounds", 3)
+const WORKERS = argValue("--workers", 2)
 const INFLIGHT = argValue("--inflight", 64)
+const SECONDS = argValue("--seconds", 3)
+const CALLS = argValue("--calls", 3000)
+const TS_CLIENT = process.argv.includes("--ts-client")
+const SERVER_ARGS = (() => {
+  const i = process.argv.indexOf("--server-args")
+  return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]!.split(" ").filter((s) => s !== "") : []
+})()
 
-interface Result {
-  readonly target: string
-  readonly p50Micros: number
-  readonly p99Micros: number
-  readonly meanMicros: number
-  readonly throughput: number
+class BenchError extends Schema.TaggedError<BenchError>()("BenchError", { message: Schema.String }) {}
+
+/** A child process with its stdout split into lines; killed when the scope closes. */
+interface Child {
+  readonly process: ChildProcess
+  readonly lines: Queue.Dequeue<string>
 }
+
+const spawnChild = (command: string, args: ReadonlyArray<string>): Effect.Effect<Child, never, Scope.Scope> =>
+  Effect.gen(function*() {
+    const lines = yield* Queue.unbounded<string>()
+    const child = yield* Effect.acquireRelease(
+      Effect.sync(() => spawn(command, args, { stdio: ["pipe", "pipe", "inherit"] })),
+      (c) =>
+        Effect.sync(() => c.stdin?.end()).pipe(
+          Effect.andThen(
+            c.exitCode !== null
+              ? Effect.void
+              : Effect.callback<void>((resume) => {
+                c.once("exit", () => resume(Effect.void))
+              }).pipe(Effect.timeoutOption("3 seconds"))
+          ),
+          Effect.andThen(Effect.sync(() => c.exitCode === null && c.signalCode === null && c.kill("SIGKILL")))
+        )
+    )
+    let partial = ""
+    child.stdout!.on("data", (chunk: Buffer) => {
+      partial += chunk.toString("utf8")
+      const parts = partial.split("\n")
+      partial = parts.pop()!
+      for (const line of parts) Queue.offerUnsafe(lines, line)
+    })
+    return { process: child, lines }
+  })
+
+const firstLine = (child: Child, what: string) =>
+  Queue.take(child.lines).pipe(
+    Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.fail(new BenchError({ message: `${what}: no output` })) })
+  )
+
+/** utime+stime of a process, in µs (all threads). */
+const cpuMicros = (pid: number) =>
+  Effect.try({
+    try: () => {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8")
+      const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      // fields[0] is field 3 (state): utime is field 14, stime field 15; clock ticks of 10 ms
+      return (Number(fields[11]) + Number(fields[12])) * 10_000
+    },
+    catch: (e) => new BenchError({ message: `cannot read /proc/${pid}/stat: ${String(e)}` })
+  })
+
+const LoadResult = Schema.fromJsonString(Schema.Struct({
+  calls: Schema.Number,
+  seconds: Schema.Number,
+  errors: Schema.Number,
+  latencies_us: Schema.Array(Schema.Number)
+}))
+const decodeLoadResult = Schema.decodeUnknownEffect(LoadResult)
+
+const loadScript = fileURLToPath(new URL("./rpc_load.py", import.meta.url))
+
+/** Runs `workers` load generators at once (started together after all are warm). */
+const runLoad = (endpoint: string, workers: number, extra: ReadonlyArray<string>) =>
+  Effect.scoped(Effect.gen(function*() {
+    const children = yield* Effect.forEach(
+      Array.from({ length: workers }, (_, i) => i),
+      () => spawnChild(pythonExecutable, [loadScript, endpoint, ...extra])
+    )
+    for (const c of children) {
+      const line = yield* firstLine(c, "load generator")
+      if (line !== "ready") return yield* new BenchError({ message: `load generator said ${line}` })
+    }
+    for (const c of children) c.process.stdin!.write("go\n")
+    return yield* Effect.forEach(children, (c) =>
+      Queue.take(c.lines).pipe(
+        Effect.flatMap(decodeLoadResult),
+        Effect.mapError((e) => new BenchError({ message: `load generator: ${e.message}` }))
+      ))
+  }))
 
 const percentile = (sorted: ReadonlyArray<number>, p: number): number =>
   sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
 
-const measure = Effect.fn("bench.measure")(function*(target: string, endpoint: string) {
+interface Round {
+  readonly p50: number
+  readonly p99: number
+  readonly throughput: number
+  readonly cpuPerCall: number
+  readonly errors: number
+}
+
+const measureRound = Effect.fn("bench.measureRound")(function*(endpoint: string, pid: number) {
+  const [seq] = yield* runLoad(endpoint, 1, ["--sequential", String(CALLS)])
+  const latencies = [...seq!.latencies_us].sort((a, b) => a - b)
+  const cpu0 = yield* cpuMicros(pid)
+  const results = yield* runLoad(endpoint, WORKERS, ["--inflight", String(INFLIGHT), "--seconds", String(SECONDS)])
+  const cpu1 = yield* cpuMicros(pid)
+  const calls = results.reduce((n, r) => n + r.calls, 0)
+  const throughput = results.reduce((n, r) => n + r.calls / r.seconds, 0)
+  const round: Round = {
+    p50: percentile(latencies, 50),
+    p99: percentile(latencies, 99),
+    throughput,
+    // the drain after each worker's window adds at most workers × inflight calls to the CPU time
+    cpuPerCall: (cpu1 - cpu0) / (calls + WORKERS * INFLIGHT),
+    errors: seq!.errors + results.reduce((n, r) => n + r.errors, 0)
+  }
+  return round
+})
+
+/** The previous measurement: our TypeScript client in this process (its own cost included). */
+const measureTsClient = Effect.fn("bench.measureTsClient")(function*(endpoint: string) {
   const client = yield* AiozmqClient.make({ connect: endpoint, timeout: "10 seconds" })
-  // warm-up (connection, JIT)
   for (let i = 0; i < 1000; i++) yield* client.invoke(AgentRpcs.ping, "warm")
   const latencies: Array<number> = []
   for (let i = 0; i < CALLS; i++) {
@@ -48,68 +163,94 @@ const measure = Effect.fn("bench.measure")(function*(target: string, endpoint: s
     latencies.push(Number(t1 - t0) / 1000)
   }
   latencies.sort((a, b) => a - b)
+  const n = 30_000
   const start = yield* Clock.currentTimeNanos
-  yield* Effect.forEach(Array.from({ length: PIPELINED }, (_, i) => i), () => client.invoke(AgentRpcs.ping, "hello"), {
-    concurrency: INFLIGHT,
+  yield* Effect.forEach(Array.from({ length: n }, (_, i) => i), () => client.invoke(AgentRpcs.ping, "hello"), {
+    concurrency: 64,
     discard: true
   })
   const end = yield* Clock.currentTimeNanos
-  const result: Result = {
-    target,
-    p50Micros: percentile(latencies, 50),
-    p99Micros: percentile(latencies, 99),
-    meanMicros: latencies.reduce((a, b) => a + b, 0) / latencies.length,
-    throughput: PIPELINED / (Number(end - start) / 1e9)
-  }
-  return result
+  return `p50 ${percentile(latencies, 50).toFixed(0)} µs  p99 ${percentile(latencies, 99).toFixed(0)} µs  pipelined(64) ${
+    (n / (Number(end - start) / 1e9)).toFixed(0)
+  } calls/s`
 }, Effect.scoped)
 
-const row = (r: Result) =>
-  `${r.target.padEnd(28)} p50 ${r.p50Micros.toFixed(0).padStart(6)} µs   p99 ${r.p99Micros.toFixed(0).padStart(6)} µs   mean ${
-    r.meanMicros.toFixed(0).padStart(6)
-  } µs   pipelined(${INFLIGHT}) ${r.throughput.toFixed(0).padStart(7)} calls/s`
+const stats = (xs: ReadonlyArray<number>) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return { min: s[0]!, median: s[Math.floor((s.length - 1) / 2)]!, max: s[s.length - 1]! }
+}
+const fmt = (xs: ReadonlyArray<number>, digits = 0) => {
+  const s = stats(xs)
+  return `${s.min.toFixed(digits)} / ${s.median.toFixed(digits)} / ${s.max.toFixed(digits)}`
+}
 
-/** bench/rpc-server.ts in a child node process; its endpoint. */
-const ownServerProcess = Effect.gen(function*() {
-  const child = yield* Effect.acquireRelease(
-    Effect.sync(() =>
-      spawn(process.execPath, [fileURLToPath(new URL("./rpc-server.ts", import.meta.url))], { stdio: ["pipe", "pipe", "inherit"] })
-    ),
-    (c) => Effect.sync(() => c.stdin?.end())
+const loadAverage = () =>
+  Effect.try({ try: () => readFileSync("/proc/loadavg", "utf8").split(" ").slice(0, 3).join(" "), catch: () => "?" }).pipe(
+    Effect.orElseSucceed(() => "?")
   )
-  const endpoint = yield* Deferred.make<string>()
-  child.stdout!.once("data", (chunk: Buffer) => Deferred.doneUnsafe(endpoint, Effect.succeed(chunk.toString().trim())))
-  return yield* Deferred.await(endpoint)
-})
 
 const program = Effect.gen(function*() {
-  yield* Console.log(`aiozmq ping: ${CALLS} sequential calls, ${PIPELINED} pipelined calls with ${INFLIGHT} in flight`)
-  const server = yield* AiozmqServer
-  const ours = yield* measure("bai-k8s-agent (in-process)", server.endpoint)
-  yield* Console.log(row(ours))
-  const oursOut = yield* measure("bai-k8s-agent (own process)", yield* ownServerProcess)
-  yield* Console.log(row(oursOut))
-
-  const python = yield* spawnPython("aiozmq_server.py", ["tcp://127.0.0.1:*"])
-  const pyEndpoint = yield* Queue.take(python.lines)
-  const theirs = yield* measure("python aiozmq server", pyEndpoint)
-  yield* Console.log(row(theirs))
-  python.child.stdin?.end()
-
-  for (const r of [ours, oursOut]) {
+  yield* Console.log(
+    `aiozmq ping, ${ROUNDS} rounds: sequential ${CALLS} calls (1 client); load ${WORKERS} pyzmq clients × ${INFLIGHT} in flight for ${SECONDS} s`
+  )
+  yield* Console.log(`load average before: ${yield* loadAverage()}`)
+  const ours = yield* spawnChild(process.execPath, [
+    ...SERVER_ARGS,
+    fileURLToPath(new URL("./rpc-server.ts", import.meta.url)),
+    "tcp://127.0.0.1:*"
+  ])
+  const oursEndpoint = yield* firstLine(ours, "bench/rpc-server.ts")
+  const python = yield* spawnChild(pythonExecutable, [
+    fileURLToPath(new URL("../test/interop/aiozmq_server.py", import.meta.url)),
+    "tcp://127.0.0.1:*"
+  ])
+  const pythonEndpoint = yield* firstLine(python, "aiozmq_server.py")
+  const targets = [
+    { name: "bai-k8s-agent", endpoint: oursEndpoint, pid: ours.process.pid!, rounds: [] as Array<Round> },
+    { name: "python aiozmq", endpoint: pythonEndpoint, pid: python.process.pid!, rounds: [] as Array<Round> }
+  ]
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 === 0 ? targets : [...targets].reverse()
+    for (const t of order) {
+      const round = yield* measureRound(t.endpoint, t.pid)
+      t.rounds.push(round)
+      yield* Console.log(
+        `round ${r + 1} ${t.name.padEnd(14)} p50 ${round.p50.toFixed(0).padStart(5)} µs  p99 ${round.p99.toFixed(0).padStart(5)} µs  ${
+          round.throughput.toFixed(0).padStart(6)
+        } calls/s  ${round.cpuPerCall.toFixed(1).padStart(5)} CPU µs/call${round.errors > 0 ? `  ERRORS ${round.errors}` : ""}`
+      )
+    }
+  }
+  yield* Console.log(`load average after: ${yield* loadAverage()}`)
+  yield* Console.log("\nmin / median / max over rounds")
+  for (const t of targets) {
     yield* Console.log(
-      `ratio ${r.target} / python: throughput ${(r.throughput / theirs.throughput).toFixed(2)}x, p99 ${
-        (r.p99Micros / theirs.p99Micros).toFixed(2)
-      }x   (goals: >= 3x throughput ${r.throughput >= 3 * theirs.throughput ? "met" : "NOT met"}; p99 <= 1000 µs ${
-        r.p99Micros <= 1000 ? "met" : "NOT met"
-      })`
+      `${t.name.padEnd(14)} p50 ${fmt(t.rounds.map((r) => r.p50))} µs | p99 ${fmt(t.rounds.map((r) => r.p99))} µs | ${
+        fmt(t.rounds.map((r) => r.throughput))
+      } calls/s | ${fmt(t.rounds.map((r) => r.cpuPerCall), 1)} CPU µs/call`
     )
   }
-}).pipe(
-  Effect.scoped,
-  Effect.provide(
-    AiozmqServer.layer({ bind: "tcp://127.0.0.1:*" }).pipe(Layer.provide(AgentRpcHandlers.layer(HealthHandlers)))
+  const [o, p] = targets.map((t) => ({
+    p99: stats(t.rounds.map((r) => r.p99)).median,
+    throughput: stats(t.rounds.map((r) => r.throughput)).median,
+    cpu: stats(t.rounds.map((r) => r.cpuPerCall)).median
+  }))
+  const tRatio = o!.throughput / p!.throughput
+  const cRatio = p!.cpu / o!.cpu
+  yield* Console.log(
+    `ratio bai-k8s-agent / python (medians): throughput ${tRatio.toFixed(2)}x, calls per CPU second ${cRatio.toFixed(2)}x, p99 ${
+      (o!.p99 / p!.p99).toFixed(2)
+    }x`
   )
-)
+  yield* Console.log(
+    `goals: >= 3x throughput ${tRatio >= 3 ? "met" : "NOT met"} (per CPU second ${cRatio >= 3 ? "met" : "NOT met"}); sequential p99 <= 1000 µs ${
+      o!.p99 <= 1000 ? "met" : "NOT met"
+    }`
+  )
+  if (TS_CLIENT) {
+    yield* Console.log(`\nTypeScript client (in this process) → bai-k8s-agent: ${yield* measureTsClient(oursEndpoint)}`)
+    yield* Console.log(`TypeScript client (in this process) → python aiozmq: ${yield* measureTsClient(pythonEndpoint)}`)
+  }
+}).pipe(Effect.scoped)
 
 NodeRuntime.runMain(program)
