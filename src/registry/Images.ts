@@ -317,9 +317,11 @@ export class RegistryImages extends Context.Service<RegistryImages, RegistryImag
     if (options.url === "") {
       yield* Effect.logWarning("kubernetes.registry.url is empty: heartbeats report no images")
     } else {
-      yield* refresh.pipe(
-        Effect.ignore,
-        Effect.repeat(Schedule.spaced(options.refreshInterval ?? "60 seconds")),
+      // the first listing before the first heartbeat (bounded), then every refreshInterval
+      const interval = options.refreshInterval ?? "60 seconds"
+      yield* refresh.pipe(Effect.ignore, Effect.timeoutOption("10 seconds"))
+      yield* Effect.sleep(interval).pipe(
+        Effect.andThen(refresh.pipe(Effect.ignore, Effect.repeat(Schedule.spaced(interval)))),
         Effect.forkScoped
       )
     }

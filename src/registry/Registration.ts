@@ -54,7 +54,18 @@ export class Registration extends Context.Service<Registration, RegistrationShap
         ? etcd.put("", "starting", "node")
         : etcd.putMany([["ip", options.rpcHost], ["watcher_port", String(options.watcherPort)], ["", "running"]], "node")
 
+    // after the first write, a status that differs from what we wrote means etcd lost it: say so
+    const checkLost = (phase: RegistrationPhase) =>
+      Effect.gen(function*() {
+        const previous = yield* Ref.get(asserted)
+        if (previous === undefined) return
+        const current = yield* etcd.get("", "node")
+        if (current !== previous) {
+          yield* Effect.logWarning(`etcd registration was lost (status ${JSON.stringify(current ?? null)}); re-asserting ${phase}`)
+        }
+      })
     const assertOnce = Ref.get(desired).pipe(
+      Effect.tap(checkLost),
       Effect.flatMap((phase) => write(phase).pipe(Effect.andThen(Ref.set(asserted, phase)), Effect.as(phase))),
       Effect.tap((phase) =>
         Effect.suspend(() => {
