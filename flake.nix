@@ -15,8 +15,12 @@
           version = "0.1.0";
           src = self;
           nodejs = pkgs.nodejs_24;
-          # Update after changing package-lock.json: `nix run nixpkgs#prefetch-npm-deps -- package-lock.json`
-          # (or build once: Nix prints the expected hash).
+          # npmDepsHash pins the npm dependency closure (the fixed-output derivation of package-lock.json).
+          # It is fakeHash until someone with network access computes it; every change of package-lock.json
+          # needs a new one:
+          #   nix run nixpkgs#prefetch-npm-deps -- package-lock.json     # prints sha256-…
+          # or build once (`nix build .#bai-k8s-agent`): the hash mismatch error prints the expected value.
+          # The build runs offline from that closure (no npm registry access at build time).
           npmDepsHash = pkgs.lib.fakeHash;
           # The `node` devDependency fetches a Node binary in its install script; Nix provides nodejs_24
           # instead. zeromq ships its prebuilt addon inside the package, so no script is needed for it.
@@ -25,7 +29,7 @@
           installPhase = ''
             runHook preInstall
             mkdir -p $out/lib/bai-k8s-agent $out/bin
-            cp -r dist package.json node_modules config $out/lib/bai-k8s-agent/
+            cp -r dist package.json node_modules config deploy $out/lib/bai-k8s-agent/
             for entry in main watcher agentctl; do
               if [ -f dist/$entry.js ]; then
                 makeWrapper ${pkgs.nodejs_24}/bin/node $out/bin/bai-$entry \
@@ -50,6 +54,10 @@
           program = "${self.packages.${pkgs.system}.default}/bin/bai-main";
         };
       });
+
+      # services.backendai-agent: the agent and its watcher as hardened systemd services (deploy/nixos/module.nix)
+      nixosModules.default = import ./deploy/nixos/module.nix { inherit self; };
+      nixosModules.backendai-agent = self.nixosModules.default;
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.mkShell {

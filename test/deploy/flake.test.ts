@@ -1,11 +1,149 @@
 import { assert, describe, it } from "@effect/vitest"
 import { spawnSync } from "node:child_process"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+
+const NIX_FLAGS = ["--extra-experimental-features", "nix-command flakes"]
+const quiet = (stderr: string) => stderr.split("\n").filter((l) => !l.includes("build-users-group")).join("\n")
 
 describe("flake.nix", () => {
   it("parses with nix-instantiate --parse", () => {
     const r = spawnSync("nix-instantiate", ["--parse", "flake.nix"], { encoding: "utf8" })
     assert.strictEqual(r.error, undefined, "nix-instantiate is missing (apt-get install nix-bin)")
     assert.strictEqual(r.status, 0, r.stderr)
-    for (const attr of ["packages", "apps", "devShells", "buildNpmPackage", "nodejs_24"]) assert.include(r.stdout, attr)
+    for (const attr of ["packages", "apps", "devShells", "nixosModules", "buildNpmPackage", "nodejs_24", "npmDepsHash"]) {
+      assert.include(r.stdout, attr)
+    }
+    const m = spawnSync("nix-instantiate", ["--parse", "deploy/nixos/module.nix"], { encoding: "utf8" })
+    assert.strictEqual(m.status, 0, m.stderr)
+  })
+
+  it("passes `nix flake check --no-build` against the stub nixpkgs (offline)", () => {
+    // check a copy holding only what the flake reads, so the repository (node_modules…) is not copied to the store
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bai-flake-"))
+    try {
+      fs.copyFileSync("flake.nix", path.join(dir, "flake.nix"))
+      fs.cpSync("deploy", path.join(dir, "deploy"), { recursive: true })
+      const r = spawnSync(
+        "nix",
+        [
+          ...NIX_FLAGS, "flake", "check", "--no-build", "--no-write-lock-file",
+          "--override-input", "nixpkgs", `path:${path.resolve("test/deploy/stub-nixpkgs")}`,
+          `path:${dir}`
+        ],
+        { encoding: "utf8" }
+      )
+      assert.strictEqual(r.status, 0, quiet(r.stderr))
+      // and the outputs have the expected shape
+      const show = spawnSync(
+        "nix",
+        [
+          ...NIX_FLAGS, "flake", "show", "--json", "--no-write-lock-file",
+          "--override-input", "nixpkgs", `path:${path.resolve("test/deploy/stub-nixpkgs")}`,
+          `path:${dir}`
+        ],
+        { encoding: "utf8" }
+      )
+      assert.strictEqual(show.status, 0, quiet(show.stderr))
+      const outputs = JSON.parse(show.stdout)
+      for (const system of ["x86_64-linux", "aarch64-linux"]) {
+        assert.strictEqual(outputs.packages[system].default.type, "derivation")
+        assert.strictEqual(outputs.packages[system]["bai-k8s-agent"].type, "derivation")
+        assert.strictEqual(outputs.apps[system].default.type, "app")
+        assert.strictEqual(outputs.devShells[system].default.type, "derivation")
+      }
+      assert.strictEqual(outputs.nixosModules.default.type, "nixos-module")
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+      // the store copies of the flake are garbage (no GC roots); drop them so the store does not grow
+      spawnSync("nix", [...NIX_FLAGS, "store", "gc"], { encoding: "utf8" })
+    }
+  }, 120_000)
+})
+
+const evalModule = (args: string) => {
+  const r = spawnSync("nix-instantiate", ["--eval", "--strict", "--json", "-E", `import ./test/deploy/module-eval.nix ${args}`], {
+    encoding: "utf8"
+  })
+  assert.strictEqual(r.status, 0, quiet(r.stderr))
+  return JSON.parse(r.stdout)
+}
+
+describe("deploy/nixos/module.nix (services.backendai-agent)", () => {
+  it("declares enable, package, settings and renders two hardened units", () => {
+    const m = evalModule("{}")
+    for (const o of ["enable", "package", "settings", "user", "group", "scratchRoot", "openFirewall", "watcher"]) assert.include(m.options, o)
+    assert.include(m.watcherOptions, "enable")
+    assert.strictEqual(m.enableDefault, false)
+    const c = m.config
+    assert.match(c.environment.etc["backend.ai/agent.toml"].source, /^\/nix\/store\/.*-agent\.toml$/)
+    assert.strictEqual(c.services["backendai-agent"].settings.container["scratch-root"], "/var/lib/backend.ai/scratches")
+    assert.strictEqual(c.services["backendai-agent"].settings.watcher["target-service"], "backendai-agent.service")
+    assert.isTrue(c.users.users.backendai.isSystemUser)
+    assert.include(c.systemd.tmpfiles.rules[0], "/var/lib/backend.ai/scratches")
+    const agent = c.systemd.services["backendai-agent"]
+    const watcher = c.systemd.services["backendai-agent-watcher"]
+    assert.match(agent.serviceConfig.ExecStart, /\/bin\/bai-main -f \/etc\/backend\.ai\/agent\.toml$/)
+    assert.match(watcher.serviceConfig.ExecStart, /\/bin\/bai-watcher -f \/etc\/backend\.ai\/agent\.toml$/)
+    for (const unit of [agent, watcher]) {
+      const s = unit.serviceConfig
+      assert.strictEqual(s.Type, "exec")
+      assert.strictEqual(s.User, "backendai")
+      assert.isTrue(s.NoNewPrivileges)
+      assert.strictEqual(s.ProtectSystem, "strict")
+      assert.isTrue(s.ProtectHome)
+      assert.isTrue(s.PrivateTmp)
+      assert.include(["on-failure", "always"], s.Restart)
+      assert.include(unit.wantedBy, "multi-user.target")
+    }
+    assert.deepStrictEqual(agent.serviceConfig.ReadWritePaths, ["/var/lib/backend.ai/scratches"])
+    assert.include(c.security.polkit.extraConfig, "org.freedesktop.systemd1.manage-units")
+    assert.deepStrictEqual(c.networking.firewall.allowedTCPPorts, [6001, 6009])
+  })
+
+  it("without the watcher: no watcher unit, no polkit rule; disabled: nothing", () => {
+    const m = evalModule("{ watcher = false; openFirewall = true; }")
+    assert.isNull(m.config.systemd.services["backendai-agent-watcher"])
+    assert.isNull(m.config.security.polkit.extraConfig)
+    assert.deepStrictEqual(m.config.networking.firewall.allowedTCPPorts, [6001])
+    assert.isNull(evalModule("{ enable = false; }").config)
+  })
+})
+
+describe("deploy/systemd units", () => {
+  const units = ["backendai-agent.service", "backendai-agent-watcher.service"]
+
+  it("are hardened Type=exec services of the backendai user and pass systemd-analyze verify", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bai-units-"))
+    try {
+      for (const u of units) {
+        const text = fs.readFileSync(path.join("deploy/systemd", u), "utf8")
+        const keys = new Map<string, string>()
+        for (const line of text.split("\n")) {
+          const m = /^([A-Za-z]+)=(.*)$/.exec(line)
+          if (m) keys.set(m[1]!, m[2]!)
+        }
+        assert.strictEqual(keys.get("Type"), "exec", u)
+        assert.strictEqual(keys.get("User"), "backendai", u)
+        for (const k of ["NoNewPrivileges", "ProtectHome", "PrivateTmp"]) assert.strictEqual(keys.get(k), "yes", `${u} ${k}`)
+        assert.strictEqual(keys.get("ProtectSystem"), "strict", u)
+        assert.match(keys.get("Restart") ?? "", /^(on-failure|always)$/)
+        assert.match(keys.get("ExecStart") ?? "", /^\/usr\/bin\/node \/opt\/bai-k8s-agent\/dist\/(main|watcher)\.js -f \/etc\/backend\.ai\/agent\.toml$/)
+        // the binary need not exist here: verify the unit with a stand-in
+        fs.writeFileSync(path.join(dir, u), text.replace(/^ExecStart=\/usr\/bin\/node /m, "ExecStart=/bin/echo "))
+      }
+      assert.include(fs.readFileSync("deploy/systemd/backendai-agent.service", "utf8"), "ReadWritePaths=/var/lib/backend.ai/scratches")
+      const r = spawnSync("systemd-analyze", ["verify", ...units.map((u) => path.join(dir, u))], {
+        encoding: "utf8",
+        env: { ...process.env, SYSTEMD_LOG_LEVEL: "warning" }
+      })
+      if (r.error === undefined) {
+        assert.strictEqual(r.status, 0, r.stderr)
+        assert.strictEqual(r.stderr.trim(), "", "no warnings")
+      }
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true })
+    }
   })
 })
