@@ -68,7 +68,7 @@ describe("RunnerConnections against the runner simulator", () => {
       yield* conn.attachRun("r1", py(code), { create: true })
       const polls = yield* pollToEnd(conn, "r1")
       assert.strictEqual(textOf(polls), "€😀\n")
-      // with a 1 s window the 4 parts arrive as separate records, so the decoders did the joining
+      // the sleeps make the runner send each part as its own record: the decoders did the joining
     })), 60_000)
 
   it.live("runs are FIFO: a second run waits until the first finishes", () =>
