@@ -129,10 +129,24 @@ export class Registration extends Context.Service<Registration, RegistrationShap
   static readonly layer = Registration.layerWith()
 
   /**
-   * Build this after the RPC server layer (give it the server's layer as a dependency so the
-   * ordering is explicit): it calls `markRunning` once, when built.
+   * Calls `markRunning` once, when built; the caller orders it after the RPC server layer
+   * (see {@link Registration.layerMarkRunningAfter} for an ordering the types enforce).
    */
   static readonly layerMarkRunning: Layer.Layer<never, never, Registration> = Layer.effectDiscard(
     Effect.flatMap(Registration, (r) => r.markRunning)
   )
+
+  /**
+   * Calls `markRunning` once, when built. It requires the RPC server's service (e.g. `AiozmqServer`),
+   * so providing the server layer to it makes "running" happen only after the socket is bound:
+   * `Registration.layerMarkRunningAfter(AiozmqServer).pipe(Layer.provide(RpcServerLayer))`.
+   */
+  static readonly layerMarkRunningAfter = <I, S>(server: Context.Key<I, S>): Layer.Layer<never, never, Registration | I> =>
+    Layer.effectDiscard(
+      Effect.gen(function*() {
+        yield* server
+        const registration = yield* Registration
+        yield* registration.markRunning
+      })
+    )
 }
