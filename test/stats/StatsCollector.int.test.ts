@@ -131,10 +131,11 @@ const within = (v: string | null, lo: number, hi: number, tol: number, what: str
   assert.isTrue(x >= Math.min(lo, hi) - tol && x <= Math.max(lo, hi) + tol, `${what}: ${x} not within [${lo}, ${hi}] ± ${tol}`)
 }
 
-const collectorFor = (redisAddr: string, agentId: string) =>
+const collectorFor = (redisAddr: string, agentId: string, kernels: ReadonlyArray<KernelInfo> = []) =>
   Effect.gen(function*() {
     const kube = yield* KubeClient.make({ kubeconfig: env.kubeconfig, requestTimeoutSeconds: 10 })
     const registry = yield* KernelRegistry.make
+    for (const k of kernels) yield* registry.upsert(k)
     const redis = yield* Redis.make({ addr: redisAddr })
     const summaries = yield* KubeletSummary.make().pipe(Effect.provideService(KubeClient, kube))
     const collector = yield* StatsCollector.make({
@@ -171,8 +172,7 @@ describe("StatsCollector", () => {
       const uids = yield* startKernels(ns, kids)
       fs.writeFileSync(path.join(workDir(ns, kids[0]!), "data.bin"), Buffer.alloc(12345, 1))
       const agentId = `i-stats-${randomUUID().slice(0, 8)}`
-      const { collector, redis, registry } = yield* collectorFor(env.redis, agentId)
-      for (const [i, kid] of kids.entries()) yield* registry.upsert(kernelInfo(ns, kid, uids[i]!))
+      const { collector, redis } = yield* collectorFor(env.redis, agentId, kids.map((kid, i) => kernelInfo(ns, kid, uids[i]!)))
       const lines = yield* pythonReader(env.redis, agentId, kids)
 
       // CPU and network traffic in kernel 0 (through its NodePort, which the testbed kubelet counts)
