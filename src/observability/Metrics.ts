@@ -87,12 +87,10 @@ export const eventsDroppedTotal = Metric.counter("bai_events_dropped_total", {
   incremental: true
 })
 export const heartbeatsSentTotal = Metric.counter("bai_heartbeats_sent_total", {
-  description: "instance_heartbeat events queued for the manager",
-  incremental: true
+  description: "instance_heartbeat events handed to the publisher"
 })
 export const heartbeatsFailedTotal = Metric.counter("bai_heartbeats_failed_total", {
-  description: "heartbeats that could not be built or sent",
-  incremental: true
+  description: "heartbeats skipped because agent_info could not be assembled"
 })
 
 // ---------------------------------------------------------------------------------------------
@@ -173,16 +171,19 @@ export const markWatchRestart = (resource: string): Effect.Effect<void> =>
   Metric.update(Metric.withAttributes(kubeWatchRestartsTotal, { resource }), 1)
 
 // ---------------------------------------------------------------------------------------------
-// Stats
+// Stats (recorded by src/stats/StatsCollector.ts)
 
-export const statsCycleSeconds = Metric.histogram("bai_stats_cycle_duration_seconds", {
-  description: "duration of one statistics collection cycle in seconds",
-  boundaries: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30]
+export const statsCycleSeconds = Metric.histogram("bai_stats_cycle_seconds", {
+  description: "duration of one statistics cycle (summaries, formatting, Redis write)",
+  boundaries: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]
 })
-export const statsCycleFailuresTotal = Metric.counter("bai_stats_cycle_failures_total", {
-  description: "statistics cycles that failed",
-  incremental: true
+export const statsNodeFailuresTotal = Metric.counter("bai_stats_node_failures_total", {
+  description: "kubelet summaries that failed or timed out"
 })
+export const statsWriteFailuresTotal = Metric.counter("bai_stats_write_failures_total", {
+  description: "statistics cycles whose Redis write failed"
+})
+export const statsCyclesTotal = Metric.counter("bai_stats_cycles_total", { description: "statistics cycles run" })
 
 // ---------------------------------------------------------------------------------------------
 // Scrape-time derivations
@@ -208,15 +209,14 @@ export const refreshDerivedMetrics: Effect.Effect<void> = Effect.gen(function*()
  * update (labelled series appear when first recorded).
  */
 export const registerUnlabelled: Effect.Effect<void> = Effect.all([
-  Metric.value(rpcMessagesReceivedTotal),
-  Metric.value(rpcErrorRepliesTotal),
-  Metric.value(rpcDroppedTotal),
-  Metric.value(rpcHandlerDefectsTotal),
+  // the rpc* counters join this list once src/rpc/aiozmq/AiozmqServer.ts imports them from here
   Metric.value(eventsPublishedTotal),
   Metric.value(eventsDroppedTotal),
   Metric.value(heartbeatsSentTotal),
   Metric.value(heartbeatsFailedTotal),
   Metric.value(kernelsCreatedTotal),
   Metric.value(statsCycleSeconds),
-  Metric.value(statsCycleFailuresTotal)
+  Metric.value(statsCyclesTotal),
+  Metric.value(statsNodeFailuresTotal),
+  Metric.value(statsWriteFailuresTotal)
 ], { discard: true })

@@ -127,9 +127,9 @@ describe("InternalHttp", () => {
       assert.isDefined(age)
       assert.isAtLeast(age!.value, 0)
       assert.isBelow(age!.value, 3600)
-      assert.isAtLeast(sampleOf(families, "bai_stats_cycle_duration_seconds_count", {})?.value ?? 0, 1)
+      assert.isAtLeast(sampleOf(families, "bai_stats_cycle_seconds_count", {})?.value ?? 0, 1)
       // registered at start even before any update
-      assert.isDefined(sampleOf(families, "bai_rpc_dropped_total", {}))
+      assert.isDefined(sampleOf(families, "bai_events_dropped_total", {}))
       // every family is ours or Effect's, and every name is valid
       for (const name of families.keys()) assert.match(name, /^[a-zA-Z_:][a-zA-Z0-9_:]*$/)
     }).pipe(Effect.provide(serverLayer)))
