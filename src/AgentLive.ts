@@ -1,28 +1,121 @@
 /**
- * The agent as one layer, in four groups (design §4): infrastructure clients, core kernel services,
- * the manager-facing application (RPC, heartbeat, stats), and observability.
+ * The agent as one layer (design §4). Each group is built on the previous one with
+ * `Layer.provideMerge`, so construction follows the order below and release is its reverse:
+ * on SIGTERM the RPC server stops taking requests first, then the heartbeat sends
+ * `instance_terminated`, then the kernel loops stop (pods are detached, never deleted), and the
+ * clients (event socket, Redis, etcd, Kubernetes) close last.
+ *
+ *   Infra      config, etcd, Kubernetes, what the manager put in etcd, event channel, Redis
+ *   Core       kernel registry, runner connections, node resources, images, stats, lifecycle
+ *   Kernels    start-up reconciliation (adopt / clean up) and the pod watch, execution, files
+ *   App        heartbeat (its loop waits for `running`), RPC on 6001 (after the reconciler, so
+ *              adopted kernels are known), etcd `running`, internal HTTP (metrics, health, ready)
  */
 import { NodeServices } from "@effect/platform-node"
-import { Effect, Layer } from "effect"
+import { Effect, Layer, Redacted } from "effect"
 import { AgentConfig, type LoadedConfig } from "./config/AgentConfig.ts"
+import { formatHostPort } from "./domain/Units.ts"
+import * as InternalHttp from "./http/InternalHttp.ts"
+import { AgentShutdown } from "./kernel/AgentShutdown.ts"
+import { KernelExecution } from "./kernel/Execute.ts"
+import { KernelFiles } from "./kernel/Files.ts"
+import { KernelLifecycle } from "./kernel/KernelLifecycle.ts"
+import { KernelRegistry } from "./kernel/KernelRegistry.ts"
+import { Reconciler } from "./kernel/Reconciler.ts"
+import { RunnerConnections } from "./kernel/RunnerClient.ts"
+import { KubeClient } from "./kube/KubeClient.ts"
+import { NodePorts } from "./kube/NodePorts.ts"
+import { NodeResources } from "./kube/NodeResources.ts"
 import * as PidFile from "./observability/PidFile.ts"
+import { Readiness } from "./observability/Readiness.ts"
+import { Etcd } from "./registry/Etcd.ts"
+import { EventPublisherFromEtcd, Heartbeat } from "./registry/Heartbeat.ts"
+import { RegistryImages } from "./registry/Images.ts"
+import { ManagerConfig } from "./registry/ManagerConfig.ts"
+import { Redis } from "./registry/Redis.ts"
+import { Registration } from "./registry/Registration.ts"
+import { AgentRpcHandlers } from "./rpc/AgentRpcs.ts"
+import { AiozmqServer } from "./rpc/aiozmq/AiozmqServer.ts"
+import { HealthHandlers } from "./rpc/handlers/Health.ts"
+import { KernelHandlers } from "./rpc/handlers/Kernel.ts"
+import { RunnerHandlers } from "./rpc/handlers/Runner.ts"
+import { KubeletSummary } from "./stats/KubeletSummary.ts"
+import { StatsCollector } from "./stats/StatsCollector.ts"
 import { VERSION } from "./version.ts"
 
-const StartupLog = (loaded: LoadedConfig) =>
-  Layer.effectDiscard(
-    Effect.gen(function*() {
-      for (const w of loaded.warnings) yield* Effect.logWarning(w)
-      yield* Effect.logInfo(`bai-k8s-agent ${VERSION} starting`).pipe(
-        Effect.annotateLogs({ agentId: loaded.agentId, config: loaded.file })
-      )
-      yield* Effect.addFinalizer(() => Effect.logInfo("agent stopped"))
+const StartupLog = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const loaded = yield* AgentConfig
+    for (const w of loaded.warnings) yield* Effect.logWarning(w)
+    yield* Effect.logInfo(`bai-k8s-agent ${VERSION} starting`).pipe(
+      Effect.annotateLogs({ agentId: loaded.agentId, config: loaded.file, namespace: loaded.config.etcd.namespace })
+    )
+    yield* Effect.addFinalizer(() => Effect.logInfo("agent stopped"))
+  })
+)
+
+/** Redis DB 0 at etcd `config/redis` (spec §5.2, §6). */
+const RedisFromEtcd = Layer.unwrap(
+  Effect.map(ManagerConfig, (manager) =>
+    Redis.layer({
+      addr: formatHostPort(manager.redis),
+      password: manager.redis.password === undefined ? undefined : Redacted.value(manager.redis.password),
+      db: 0
     })
   )
+)
+
+/** The manager RPC server on `agent.rpc-listen-addr` (host auto-detected when empty). */
+const RpcServer = Layer.unwrap(
+  Effect.gen(function*() {
+    const { config } = yield* AgentConfig
+    const manager = yield* ManagerConfig
+    return AiozmqServer.layer({
+      bind: `tcp://${formatHostPort(manager.rpcAddr)}`,
+      maxFrameBytes: config.agent["rpc-max-frame-size"],
+      shutdownGrace: `${config.agent["shutdown-grace"]} seconds`
+    })
+  })
+).pipe(Layer.provide(AgentRpcHandlers.layer(HealthHandlers, KernelHandlers, RunnerHandlers)))
+
+/** Stats over the worker nodes NodeResources tracks (Ready, schedulable, selected). */
+const StatsFromWorkers = Layer.unwrap(
+  Effect.map(NodeResources, (resources) =>
+    StatsCollector.layer({ nodes: Effect.map(resources.workers, (workers) => workers.map((w) => w.name)) })
+  )
+)
 
 export const AgentLive = (loaded: LoadedConfig) => {
-  const Config = AgentConfig.fromLoaded(loaded)
-  return Layer.mergeAll(StartupLog(loaded), PidFile.layer(loaded.config.agent["pid-file"], process.pid)).pipe(
-    Layer.provide(Config),
-    Layer.provide(NodeServices.layer)
+  const Base = Layer.mergeAll(AgentConfig.fromLoaded(loaded), NodeServices.layer, Readiness.layer)
+  const Clients = Layer.mergeAll(Etcd.layer, KubeClient.layer).pipe(
+    Layer.provideMerge(Layer.mergeAll(Base, StartupLog.pipe(Layer.provide(Base))))
   )
+  const Infra = Layer.mergeAll(EventPublisherFromEtcd, RedisFromEtcd, Registration.layer, KubeletSummary.layer).pipe(
+    Layer.provideMerge(ManagerConfig.layer),
+    Layer.provideMerge(Clients)
+  )
+  const Core = KernelLifecycle.layer.pipe(
+    Layer.provideMerge(StatsFromWorkers),
+    Layer.provideMerge(
+      Layer.mergeAll(
+        KernelRegistry.layer,
+        RunnerConnections.layer,
+        NodePorts.layer,
+        NodeResources.layer,
+        RegistryImages.layer,
+        AgentShutdown.layer
+      )
+    ),
+    Layer.provideMerge(Infra)
+  )
+  const Kernels = Layer.mergeAll(Reconciler.layer, KernelExecution.layer, KernelFiles.layer).pipe(Layer.provideMerge(Core))
+  // Heartbeat is built before the RPC server (its loop waits for `running`), so it is released after
+  // it: the server stops taking requests, then `instance_terminated` goes out.
+  const App = Layer.mergeAll(InternalHttp.layer, PidFile.layer(loaded.config.agent["pid-file"], process.pid)).pipe(
+    Layer.provideMerge(Registration.layerMarkRunningAfter(AiozmqServer)),
+    Layer.provideMerge(RpcServer),
+    Layer.provideMerge(Heartbeat.layer),
+    Layer.provideMerge(Kernels)
+  )
+  return App
 }

@@ -139,7 +139,7 @@ export const AgentRpcs = {
     ["kernel_id", "reason"],
     Schema.Tuple([Py.Str, Schema.optionalKey(Schema.NullOr(Py.Str))]),
     // K1 returns None; D19 returns the kernel's last stat dict
-    Schema.Union([Py.None, Py.Dict])
+    Schema.Union([Py.Dict, Py.None])
   ),
   restart_kernel: rpc("restart_kernel", ["kernel_id", "new_config"], Schema.Tuple([Py.Str, Py.Dict]), RestartKernelResult),
   interrupt_kernel: rpc("interrupt_kernel", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
@@ -214,13 +214,17 @@ export class AgentRpcHandlers extends Context.Service<AgentRpcHandlers, AgentRpc
    *
    *   AgentRpcHandlers.layer(HealthHandlers, KernelHandlers)
    */
-  static readonly layer = <E = never, R = never>(
-    ...groups: ReadonlyArray<Effect.Effect<PartialAgentRpcHandlers, E, R>>
-  ): Layer.Layer<AgentRpcHandlers, E, R> =>
-    Layer.effect(
+  static readonly layer = <const Groups extends ReadonlyArray<Effect.Effect<PartialAgentRpcHandlers, any, any>>>(
+    ...groups: Groups
+  ): Layer.Layer<AgentRpcHandlers, Effect.Error<Groups[number]>, Effect.Services<Groups[number]>> => {
+    // one element type for Effect.all: the union of the groups' errors and requirements
+    const all: ReadonlyArray<Effect.Effect<PartialAgentRpcHandlers, Effect.Error<Groups[number]>, Effect.Services<Groups[number]>>> =
+      groups
+    return Layer.effect(
       AgentRpcHandlers,
-      Effect.map(Effect.all(groups), (parts) => AgentRpcHandlers.of(completeHandlers(...parts)))
+      Effect.map(Effect.all(all), (parts) => AgentRpcHandlers.of(completeHandlers(...parts)))
     )
+  }
 
   /** Handlers from plain records (tests). */
   static readonly layerOf = (...groups: ReadonlyArray<PartialAgentRpcHandlers>): Layer.Layer<AgentRpcHandlers> =>

@@ -25,7 +25,7 @@ const env: TestbedEnv = inject("testbed")
 const agentLayer = (site: Site) => {
   const Core = lifecycleLayer(site)
   const Services = Layer.mergeAll(KernelExecution.layer, KernelFiles.layer, AgentShutdown.layerTest).pipe(Layer.provideMerge(Core))
-  const Handlers = AgentRpcHandlers.layer<never, Layer.Success<typeof Services>>(HealthHandlers, KernelHandlers, RunnerHandlers).pipe(Layer.provide(Services))
+  const Handlers = AgentRpcHandlers.layer(HealthHandlers, KernelHandlers, RunnerHandlers).pipe(Layer.provide(Services))
   return AiozmqServer.layer({ bind: "tcp://127.0.0.1:*" }).pipe(Layer.provide(Handlers))
 }
 
