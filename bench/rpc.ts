@@ -15,6 +15,10 @@
  * The machine is shared and small (2 cores, other test suites running), so everything is repeated
  * `--rounds` times and reported as min / median / max; ratios use the medians.
  * `--ts-client` also runs the previous measurement (our own TypeScript client, in this process).
+ * `--only agent` skips the Python server (for quick before/after comparisons while profiling);
+ * `--server-args "--trace-gc"` passes node flags to the agent's server process;
+ * `--baseline /tmp/base/bench/rpc-server.ts` adds a third server (e.g. a `git worktree` of an older
+ * commit) measured in the same rounds, for A/B comparisons under the same noise.
  */
 import { NodeRuntime } from "@effect/platform-node"
 import { type ChildProcess, spawn } from "node:child_process"
@@ -35,6 +39,11 @@ const INFLIGHT = argValue("--inflight", 64)
 const SECONDS = argValue("--seconds", 3)
 const CALLS = argValue("--calls", 3000)
 const TS_CLIENT = process.argv.includes("--ts-client")
+const BASELINE = (() => {
+  const i = process.argv.indexOf("--baseline")
+  return i >= 0 ? process.argv[i + 1] : undefined
+})()
+const ONLY_AGENT = process.argv.includes("--only") && process.argv[process.argv.indexOf("--only") + 1] === "agent"
 const SERVER_ARGS = (() => {
   const i = process.argv.indexOf("--server-args")
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1]!.split(" ").filter((s) => s !== "") : []
@@ -200,17 +209,25 @@ const program = Effect.gen(function*() {
     "tcp://127.0.0.1:*"
   ])
   const oursEndpoint = yield* firstLine(ours, "bench/rpc-server.ts")
-  const python = yield* spawnChild(pythonExecutable, [
-    fileURLToPath(new URL("../test/interop/aiozmq_server.py", import.meta.url)),
-    "tcp://127.0.0.1:*"
-  ])
-  const pythonEndpoint = yield* firstLine(python, "aiozmq_server.py")
   const targets = [
-    { name: "bai-k8s-agent", endpoint: oursEndpoint, pid: ours.process.pid!, rounds: [] as Array<Round> },
-    { name: "python aiozmq", endpoint: pythonEndpoint, pid: python.process.pid!, rounds: [] as Array<Round> }
+    { name: "bai-k8s-agent", endpoint: oursEndpoint, pid: ours.process.pid!, rounds: [] as Array<Round> }
   ]
+  if (!ONLY_AGENT) {
+    const python = yield* spawnChild(pythonExecutable, [
+      fileURLToPath(new URL("../test/interop/aiozmq_server.py", import.meta.url)),
+      "tcp://127.0.0.1:*"
+    ])
+    const endpoint = yield* firstLine(python, "aiozmq_server.py")
+    targets.push({ name: "python aiozmq", endpoint, pid: python.process.pid!, rounds: [] })
+  }
+  if (BASELINE !== undefined) {
+    const base = yield* spawnChild(process.execPath, [...SERVER_ARGS, BASELINE, "tcp://127.0.0.1:*"])
+    const endpoint = yield* firstLine(base, BASELINE)
+    targets.push({ name: "agent baseline", endpoint, pid: base.process.pid!, rounds: [] })
+  }
   for (let r = 0; r < ROUNDS; r++) {
-    const order = r % 2 === 0 ? targets : [...targets].reverse()
+    // rotate the order so that no server always runs first (or right after the same neighbour)
+    const order = targets.map((_, i) => targets[(i + r) % targets.length]!)
     for (const t of order) {
       const round = yield* measureRound(t.endpoint, t.pid)
       t.rounds.push(round)
@@ -230,7 +247,20 @@ const program = Effect.gen(function*() {
       } calls/s | ${fmt(t.rounds.map((r) => r.cpuPerCall), 1)} CPU µs/call`
     )
   }
-  const [o, p] = targets.map((t) => ({
+  const baseline = targets.find((t) => t.name === "agent baseline")
+  if (baseline !== undefined) {
+    const median = (rounds: ReadonlyArray<Round>, f: (r: Round) => number) => stats(rounds.map(f)).median
+    const min = (rounds: ReadonlyArray<Round>, f: (r: Round) => number) => stats(rounds.map(f)).min
+    const a = targets[0]!.rounds
+    const b = baseline.rounds
+    yield* Console.log(
+      `agent / baseline: throughput ${(median(a, (r) => r.throughput) / median(b, (r) => r.throughput)).toFixed(2)}x (medians), CPU µs/call ${
+        (median(a, (r) => r.cpuPerCall) / median(b, (r) => r.cpuPerCall)).toFixed(2)
+      }x (medians) ${(min(a, (r) => r.cpuPerCall) / min(b, (r) => r.cpuPerCall)).toFixed(2)}x (minima)`
+    )
+  }
+  if (ONLY_AGENT) return
+  const [o, p] = targets.slice(0, 2).map((t) => ({
     p99: stats(t.rounds.map((r) => r.p99)).median,
     throughput: stats(t.rounds.map((r) => r.throughput)).median,
     cpu: stats(t.rounds.map((r) => r.cpuPerCall)).median
@@ -249,7 +279,7 @@ const program = Effect.gen(function*() {
   )
   if (TS_CLIENT) {
     yield* Console.log(`\nTypeScript client (in this process) → bai-k8s-agent: ${yield* measureTsClient(oursEndpoint)}`)
-    yield* Console.log(`TypeScript client (in this process) → python aiozmq: ${yield* measureTsClient(pythonEndpoint)}`)
+    yield* Console.log(`TypeScript client (in this process) → python aiozmq: ${yield* measureTsClient(targets[1]!.endpoint)}`)
   }
 }).pipe(Effect.scoped)
 

@@ -9,7 +9,7 @@
  * - closing the scope stops reading, lets in-flight requests finish for `shutdownGrace`, flushes
  *   replies, then closes the socket with a 200 ms linger (like aiozmq).
  */
-import { Cause, Clock, Context, Duration, Effect, Exit, Fiber, FiberSet, Layer, Metric, Option, Pull, Queue, Schema } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Metric, Option, Pull, Queue, Schema } from "effect"
 import * as Zmq from "zeromq"
 import {
   hasPython,
@@ -46,11 +46,6 @@ const requestsTotal = Metric.counter("bai_agent_rpc_requests_total", { descripti
 const errorRepliesTotal = Metric.counter("bai_agent_rpc_error_replies_total", { description: "RPC error replies sent" })
 const droppedTotal = Metric.counter("bai_agent_rpc_dropped_total", { description: "RPC messages dropped as malformed" })
 const defectsTotal = Metric.counter("bai_agent_rpc_handler_defects_total", { description: "RPC handlers that died" })
-
-type Reply = { readonly isError: false; readonly value: unknown } | { readonly isError: true; readonly error: PythonError }
-
-const okReply = (value: unknown): Reply => ({ isError: false, value })
-const errReply = (error: PythonError): Reply => ({ isError: true, error })
 
 /** Binds keyword arguments to positions after the positional ones, like `inspect.Signature.bind`. */
 const bindArguments = (rpc: AnyAgentRpc, args: unknown, kwargs: unknown): ReadonlyArray<unknown> | string => {
@@ -108,7 +103,7 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
     const socket = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
-          const s = new Zmq.Router({ linger, maxMessageSize: maxFrameBytes })
+          const s = new Zmq.Router({ linger, maxMessageSize: maxFrameBytes, sendTimeout: 0 })
           try {
             await s.bind(options.bind)
           } catch (cause) {
@@ -126,15 +121,25 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
 
     const pid = process.pid & 0xffff
     const rnd = Math.floor(Math.random() * 0x10000)
+    const clock = yield* Clock.Clock
 
     const replies = yield* Queue.unbounded<ReadonlyArray<Buffer>, Cause.Done>()
     const inflight = yield* FiberSet.make<void, never>()
 
-    // --- writer: the only fiber that sends
-    const writer = yield* Queue.take(replies).pipe(
-      Effect.flatMap((frames) =>
-        Effect.tryPromise(() => socket.send(frames as Array<Buffer>)).pipe(
-          Effect.catch((error) => Effect.logWarning("aiozmq: reply not sent", error))
+    // --- writer: the only fiber that sends. It takes every queued reply at once and sends them
+    // back to back: with `sendTimeout: 0` zeromq.js sends synchronously (a ROUTER never blocks; a
+    // peer over its high-water mark loses the message, as with aiozmq), so each returned promise
+    // is already settled and the next send cannot find the socket busy.
+    const sendBatch = (batch: ReadonlyArray<ReadonlyArray<Buffer>>): Promise<number> => {
+      const sent: Array<Promise<void>> = new Array(batch.length)
+      for (let i = 0; i < batch.length; i++) sent[i] = socket.send(batch[i] as Array<Buffer>)
+      return Promise.allSettled(sent).then((results) => results.filter((r) => r.status === "rejected").length)
+    }
+    const writer = yield* Queue.takeAll(replies).pipe(
+      Effect.flatMap((batch) =>
+        Effect.tryPromise(() => sendBatch(batch)).pipe(
+          Effect.flatMap((failed) => (failed === 0 ? Effect.void : Effect.logWarning(`aiozmq: ${failed} replies not sent`))),
+          Effect.catch((error) => Effect.logWarning("aiozmq: replies not sent", error))
         )
       ),
       Effect.forever,
@@ -145,82 +150,89 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
       Effect.forkScoped
     )
 
-    const sendReply = Effect.fnUntraced(function*(pre: ReadonlyArray<Buffer>, reqId: number, reply: Reply) {
-      let isError = reply.isError
-      let body: Buffer
-      if (reply.isError) {
-        body = Msgpack.encode(toErrorBody(reply.error))
-      } else {
-        const encoded = yield* Effect.exit(Msgpack.encodeEffect(reply.value))
-        if (Exit.isSuccess(encoded)) {
-          body = encoded.value
-        } else {
-          yield* Effect.logError("aiozmq: result not encodable", encoded.cause)
-          isError = true
-          body = Msgpack.encode(toErrorBody(runtimeError("the agent produced a result it cannot encode")))
-        }
-      }
-      if (isError) yield* Metric.update(errorRepliesTotal, 1)
-      const now = yield* Clock.currentTimeMillis
-      const header = encodeReplyHeader({ pid, rnd, reqId, timestamp: now / 1000, isError })
-      yield* Queue.offer(replies, [...pre, header, body])
-    })
+    // The hot path below builds as few effects as it can: synchronous steps (msgpack, argument
+    // binding, reply framing) are plain functions; log annotations are added only where a request
+    // logs (errors), not to every request.
+    const annotate = (request: { readonly method: string; readonly reqId: number }) =>
+      Effect.annotateLogs({ rpc: request.method, reqId: request.reqId })
 
-    const runHandler = Effect.fnUntraced(function*(compiledRpc: CompiledRpc, request: Request) {
-      const args = yield* Effect.exit(Msgpack.decodeEffect(request.args))
-      const kwargs = yield* Effect.exit(Msgpack.decodeEffect(request.kwargs))
-      if (Exit.isFailure(args) || Exit.isFailure(kwargs)) {
-        return errReply(parametersError("cannot unpack the arguments"))
-      }
-      const bound = bindArguments(compiledRpc.rpc, args.value, kwargs.value)
-      if (typeof bound === "string") return errReply(parametersError(bound))
-      const decoded = yield* Effect.exit(compiledRpc.decodeArgs(bound))
-      if (Exit.isFailure(decoded)) {
-        const error = Cause.findErrorOption(decoded.cause)
-        return errReply(parametersError(Option.isSome(error) ? error.value.message : "invalid arguments"))
-      }
-      const result = yield* Effect.exit(Effect.suspend(() => compiledRpc.handler(...decoded.value)))
-      if (Exit.isFailure(result)) {
-        if (Cause.hasInterruptsOnly(result.cause)) return undefined // cancelled: no reply, like aiozmq
-        const error = Cause.findErrorOption(result.cause)
-        if (Option.isSome(error) && hasPython(error.value)) return errReply(error.value.python)
-        yield* Metric.update(defectsTotal, 1)
-        yield* Effect.logError(`aiozmq: handler ${request.method} failed unexpectedly`, result.cause)
-        return errReply(runtimeError(`internal error in ${request.method}: ${String(Cause.squash(result.cause))}`))
-      }
-      const encoded = yield* Effect.exit(compiledRpc.encodeSuccess(result.value))
-      if (Exit.isFailure(encoded)) {
-        yield* Metric.update(defectsTotal, 1)
-        yield* Effect.logError(`aiozmq: handler ${request.method} returned a value outside its schema`, encoded.cause)
-        return errReply(runtimeError(`internal error in ${request.method}: invalid result`))
-      }
-      return okReply(encoded.value)
-    })
+    const enqueueReply = (pre: ReadonlyArray<Buffer>, reqId: number, isError: boolean, body: Buffer): Effect.Effect<void> => {
+      const header = encodeReplyHeader({ pid, rnd, reqId, timestamp: clock.currentTimeMillisUnsafe() / 1000, isError })
+      Queue.offerUnsafe(replies, [...pre, header, body])
+      return isError ? Metric.update(errorRepliesTotal, 1) : Effect.void
+    }
 
-    const serve = (request: Request): Effect.Effect<void> => {
-      const compiledRpc = compiled.get(request.method)
-      const reply = compiledRpc === undefined
-        ? Effect.succeed<Reply | undefined>(errReply(notFoundError(request.method)))
-        : runHandler(compiledRpc, request)
-      return reply.pipe(
-        Effect.flatMap((r) => (r === undefined ? Effect.void : sendReply(request.pre, request.reqId, r))),
-        Effect.annotateLogs({ rpc: request.method, reqId: request.reqId })
+    const sendError = (pre: ReadonlyArray<Buffer>, reqId: number, error: PythonError): Effect.Effect<void> =>
+      enqueueReply(pre, reqId, true, Msgpack.encode(toErrorBody(error)))
+
+    const sendValue = (request: Request, value: unknown): Effect.Effect<void> => {
+      const encoded = Msgpack.encodeResult(value)
+      if (encoded.ok) return enqueueReply(request.pre, request.reqId, false, encoded.value)
+      return Effect.logError(`aiozmq: result not encodable: ${encoded.message}`).pipe(
+        annotate(request),
+        Effect.andThen(sendError(request.pre, request.reqId, runtimeError("the agent produced a result it cannot encode")))
       )
     }
 
-    const dispatch = Effect.fnUntraced(function*(frames: ReadonlyArray<Buffer>) {
-      yield* Metric.update(requestsTotal, 1)
+    const handlerFailed = (request: Request, cause: Cause.Cause<unknown>): Effect.Effect<void> => {
+      if (Cause.hasInterruptsOnly(cause)) return Effect.void // cancelled: no reply, like aiozmq
+      const error = Cause.findErrorOption(cause)
+      if (Option.isSome(error) && hasPython(error.value)) return sendError(request.pre, request.reqId, error.value.python)
+      return Metric.update(defectsTotal, 1).pipe(
+        Effect.andThen(Effect.logError(`aiozmq: handler ${request.method} failed unexpectedly`, cause)),
+        annotate(request),
+        Effect.andThen(
+          sendError(request.pre, request.reqId, runtimeError(`internal error in ${request.method}: ${String(Cause.squash(cause))}`))
+        )
+      )
+    }
+
+    const resultInvalid = (request: Request, cause: Cause.Cause<unknown>): Effect.Effect<void> =>
+      Metric.update(defectsTotal, 1).pipe(
+        Effect.andThen(Effect.logError(`aiozmq: handler ${request.method} returned a value outside its schema`, cause)),
+        annotate(request),
+        Effect.andThen(sendError(request.pre, request.reqId, runtimeError(`internal error in ${request.method}: invalid result`)))
+      )
+
+    /** One request, in its own fiber: arguments → handler → result → reply. */
+    const serve = (request: Request): Effect.Effect<void> => {
+      const compiledRpc = compiled.get(request.method)
+      if (compiledRpc === undefined) return sendError(request.pre, request.reqId, notFoundError(request.method))
+      const args = Msgpack.decodeResult(request.args)
+      const kwargs = Msgpack.decodeResult(request.kwargs)
+      if (!args.ok || !kwargs.ok) return sendError(request.pre, request.reqId, parametersError("cannot unpack the arguments"))
+      const bound = bindArguments(compiledRpc.rpc, args.value, kwargs.value)
+      if (typeof bound === "string") return sendError(request.pre, request.reqId, parametersError(bound))
+      return Effect.matchCauseEffect(compiledRpc.decodeArgs(bound), {
+        onFailure: (cause) => {
+          const error = Cause.findErrorOption(cause)
+          return sendError(request.pre, request.reqId, parametersError(Option.isSome(error) ? error.value.message : "invalid arguments"))
+        },
+        onSuccess: (decoded) =>
+          Effect.matchCauseEffect(Effect.suspend(() => compiledRpc.handler(...decoded)), {
+            onFailure: (cause) => handlerFailed(request, cause),
+            onSuccess: (result) =>
+              Effect.matchCauseEffect(compiledRpc.encodeSuccess(result), {
+                onFailure: (cause) => resultInvalid(request, cause),
+                onSuccess: (value) => sendValue(request, value)
+              })
+          })
+      })
+    }
+
+    const dispatch = (frames: ReadonlyArray<Buffer>): Effect.Effect<void> => {
       const parsed = parseRequest(frames, maxFrameBytes)
-      if (parsed._tag === "Request") {
-        yield* FiberSet.run(inflight, serve(parsed))
-        return
-      }
-      yield* Metric.update(droppedTotal, 1)
-      yield* Effect.logWarning(`aiozmq: malformed request: ${parsed.reason}`)
-      if (parsed.reqId !== undefined && parsed.pre.length > 0) {
-        yield* sendReply(parsed.pre, parsed.reqId, errReply(parametersError(parsed.reason)))
-      }
-    })
+      if (parsed._tag === "Request") return Metric.update(requestsTotal, 1).pipe(Effect.andThen(FiberSet.run(inflight, serve(parsed))))
+      return Metric.update(requestsTotal, 1).pipe(
+        Effect.andThen(Metric.update(droppedTotal, 1)),
+        Effect.andThen(Effect.logWarning(`aiozmq: malformed request: ${parsed.reason}`)),
+        Effect.andThen(
+          parsed.reqId !== undefined && parsed.pre.length > 0
+            ? sendError(parsed.pre, parsed.reqId, parametersError(parsed.reason))
+            : Effect.void
+        )
+      )
+    }
 
     // --- reader: the only fiber that receives
     const reader = yield* Effect.tryPromise(() => socket.receive()).pipe(

@@ -11,7 +11,8 @@
  *   string keys (Python's `strict_map_key`; any other key type is a decode error);
  * - extension types are rejected (aiozmq reserves 123–127 for pickled datetimes; nobody sends them).
  *
- * Pure functions: the codec is used from inside effects through `Effect.try`.
+ * Pure functions: the codec is used from inside effects through `Effect.try` ({@link decodeEffect}),
+ * or through the non-throwing {@link decodeResult} / {@link encodeResult} on hot paths.
  */
 import { Effect, Schema } from "effect"
 
@@ -458,17 +459,37 @@ export const decode = (bytes: Uint8Array): unknown => {
   return value
 }
 
+const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
+
+/** The outcome of {@link decodeResult} / {@link encodeResult}. */
+export type CodecResult<A> = { readonly ok: true; readonly value: A } | { readonly ok: false; readonly message: string }
+
+/** {@link decode} without throwing (for hot paths that should not build an effect per frame). */
+export const decodeResult = (bytes: Uint8Array): CodecResult<unknown> => {
+  try {
+    return { ok: true, value: decode(bytes) }
+  } catch (cause) {
+    return { ok: false, message: messageOf(cause) }
+  }
+}
+
+/** {@link encode} without throwing. */
+export const encodeResult = (value: unknown): CodecResult<Buffer> => {
+  try {
+    return { ok: true, value: encode(value) }
+  } catch (cause) {
+    return { ok: false, message: messageOf(cause) }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Effect wrappers
-
 
 /** A msgpack payload that could not be decoded or a value that could not be encoded. */
 export class MsgpackError extends Schema.TaggedError<MsgpackError>()("MsgpackError", {
   reason: Schema.Literals(["Decode", "Encode"]),
   message: Schema.String
 }) {}
-
-const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.message : String(cause))
 
 /** {@link decode} as an effect. */
 export const decodeEffect = (bytes: Uint8Array): Effect.Effect<unknown, MsgpackError> =>
