@@ -1,12 +1,20 @@
 /**
  * This agent's RPC server (ping handler only) as a separate process, for bench/rpc.ts: prints the
  * bound endpoint on stdout and serves until stdin closes. Not a benchmark by itself.
+ *
+ *   node bench/rpc-server.ts [endpoint] [--max-ops N]
+ *
+ * `--max-ops` sets Effect's `Scheduler.MaxOpsBeforeYield` (default 2048), for scheduler experiments.
  */
 import { NodeRuntime } from "@effect/platform-node"
-import { Console, Effect, Layer, References } from "effect"
+import { Console, Effect, Layer, References, Scheduler } from "effect"
 import { AgentRpcHandlers } from "../src/rpc/AgentRpcs.ts"
 import { AiozmqServer } from "../src/rpc/aiozmq/AiozmqServer.ts"
 import { HealthHandlers } from "../src/rpc/handlers/Health.ts"
+
+const maxOpsIndex = process.argv.indexOf("--max-ops")
+const maxOps = maxOpsIndex >= 0 ? Number(process.argv[maxOpsIndex + 1]) : undefined
+const bind = process.argv[2] !== undefined && !process.argv[2].startsWith("--") ? process.argv[2] : "tcp://127.0.0.1:*"
 
 const stdinClosed = Effect.callback<void>((resume) => {
   process.stdin.on("end", () => resume(Effect.void))
@@ -20,11 +28,12 @@ const program = Effect.gen(function*() {
   yield* stdinClosed
 }).pipe(
   Effect.provide(
-    AiozmqServer.layer({ bind: process.argv[2] ?? "tcp://127.0.0.1:*" }).pipe(
+    AiozmqServer.layer({ bind }).pipe(
       Layer.provide(AgentRpcHandlers.layer(HealthHandlers))
     )
   ),
-  Effect.provideService(References.MinimumLogLevel, "Warn")
+  Effect.provideService(References.MinimumLogLevel, "Warn"),
+  maxOps === undefined ? (self) => self : Effect.provideService(Scheduler.MaxOpsBeforeYield, maxOps)
 )
 
 NodeRuntime.runMain(program)

@@ -89,6 +89,13 @@ const firstLine = (child: Child, what: string) =>
     Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.fail(new BenchError({ message: `${what}: no output` })) })
   )
 
+/** A server's endpoint line; other lines before it (e.g. `--trace-gc` output) are skipped. */
+const endpointLine = (child: Child, what: string) =>
+  Queue.take(child.lines).pipe(
+    Effect.repeat({ until: (line) => line.startsWith("tcp://") }),
+    Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.fail(new BenchError({ message: `${what}: no output` })) })
+  )
+
 /** utime+stime of a process, in µs (all threads). */
 const cpuMicros = (pid: number) =>
   Effect.try({
@@ -208,7 +215,7 @@ const program = Effect.gen(function*() {
     fileURLToPath(new URL("./rpc-server.ts", import.meta.url)),
     "tcp://127.0.0.1:*"
   ])
-  const oursEndpoint = yield* firstLine(ours, "bench/rpc-server.ts")
+  const oursEndpoint = yield* endpointLine(ours, "bench/rpc-server.ts")
   const targets = [
     { name: "bai-k8s-agent", endpoint: oursEndpoint, pid: ours.process.pid!, rounds: [] as Array<Round> }
   ]
@@ -217,12 +224,12 @@ const program = Effect.gen(function*() {
       fileURLToPath(new URL("../test/interop/aiozmq_server.py", import.meta.url)),
       "tcp://127.0.0.1:*"
     ])
-    const endpoint = yield* firstLine(python, "aiozmq_server.py")
+    const endpoint = yield* endpointLine(python, "aiozmq_server.py")
     targets.push({ name: "python aiozmq", endpoint, pid: python.process.pid!, rounds: [] })
   }
   if (BASELINE !== undefined) {
     const base = yield* spawnChild(process.execPath, [...SERVER_ARGS, BASELINE, "tcp://127.0.0.1:*"])
-    const endpoint = yield* firstLine(base, BASELINE)
+    const endpoint = yield* endpointLine(base, BASELINE)
     targets.push({ name: "agent baseline", endpoint, pid: base.process.pid!, rounds: [] })
   }
   for (let r = 0; r < ROUNDS; r++) {
