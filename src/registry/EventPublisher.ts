@@ -62,8 +62,7 @@ export interface EventPublisherOptions<E = never, R = never> {
   readonly lingerMillis?: number
 }
 
-const publishedTotal = Metric.counter("bai_agent_events_published_total", { description: "events handed to ZeroMQ" })
-const droppedTotal = Metric.counter("bai_agent_events_dropped_total", { description: "events dropped (queue full, send timeout, unencodable)" })
+import { eventsDroppedTotal as droppedTotal, eventsPublishedTotal as publishedTotal } from "../observability/Metrics.ts"
 
 /** The ZeroMQ endpoint for an `event_addr` value. */
 export const eventEndpoint = (addr: string): string => (addr.includes("://") ? addr : `tcp://${addr}`)

@@ -27,8 +27,8 @@ export class HeartbeatError extends Schema.TaggedError<HeartbeatError>()("Heartb
   message: Schema.String
 }) {}
 
-export const heartbeatsSent = Metric.counter("bai_heartbeats_sent_total", { description: "instance_heartbeat events handed to the publisher" })
-export const heartbeatsFailed = Metric.counter("bai_heartbeats_failed_total", { description: "heartbeats skipped because agent_info could not be assembled" })
+import { heartbeatsFailedTotal as heartbeatsFailed, heartbeatsSentTotal as heartbeatsSent } from "../observability/Metrics.ts"
+export { heartbeatsFailed, heartbeatsSent }
 
 export interface HeartbeatShape {
   /** The current `agent_info` (what the next beat sends). */

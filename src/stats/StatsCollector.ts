@@ -27,17 +27,13 @@ import { KernelStatsSink } from "./KernelStatsSink.ts"
 import { KubeletSummary } from "./KubeletSummary.ts"
 import { type CollectorState, emptyState, type KernelRef, type NodeResult, step } from "./StatFormat.ts"
 
-export const cycleSeconds = Metric.histogram("bai_stats_cycle_seconds", {
-  description: "duration of one statistics cycle (summaries, formatting, Redis write)",
-  boundaries: [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10]
-})
-export const nodeFailuresTotal = Metric.counter("bai_stats_node_failures_total", {
-  description: "kubelet summaries that failed or timed out"
-})
-export const writeFailuresTotal = Metric.counter("bai_stats_write_failures_total", {
-  description: "statistics cycles whose Redis write failed"
-})
-export const cyclesTotal = Metric.counter("bai_stats_cycles_total", { description: "statistics cycles run" })
+import {
+  statsCycleSeconds as cycleSeconds,
+  statsCyclesTotal as cyclesTotal,
+  statsNodeFailuresTotal as nodeFailuresTotal,
+  statsWriteFailuresTotal as writeFailuresTotal
+} from "../observability/Metrics.ts"
+export { cycleSeconds, cyclesTotal, nodeFailuresTotal, writeFailuresTotal }
 
 export interface StatsCollectorOptions<E = never> {
   readonly agentId: string
