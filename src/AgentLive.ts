@@ -33,6 +33,7 @@ import { EventPublisherFromEtcd, Heartbeat } from "./registry/Heartbeat.ts"
 import { RegistryImages } from "./registry/Images.ts"
 import { ManagerConfig } from "./registry/ManagerConfig.ts"
 import { Redis } from "./registry/Redis.ts"
+import { EventPublisher } from "./registry/EventPublisher.ts"
 import { Registration } from "./registry/Registration.ts"
 import { AgentRpcHandlers } from "./rpc/AgentRpcs.ts"
 import { AiozmqServer } from "./rpc/aiozmq/AiozmqServer.ts"
@@ -78,6 +79,21 @@ const RpcServer = Layer.unwrap(
   })
 ).pipe(Layer.provide(AgentRpcHandlers.layer(HealthHandlers, KernelHandlers, RunnerHandlers)))
 
+/** What `/ready` checks: etcd, the Kubernetes API, the event channel and Redis answer. */
+const ReadinessChecks = Layer.effectDiscard(
+  Effect.gen(function*() {
+    const readiness = yield* Readiness
+    const etcd = yield* Etcd
+    const kube = yield* KubeClient
+    const events = yield* EventPublisher
+    const redis = yield* Redis
+    yield* readiness.register("etcd", etcd.get("nodes/manager/event_addr").pipe(Effect.asVoid))
+    yield* readiness.register("kubernetes", kube.core("readiness", (api) => api.listNode({ limit: 1 })).pipe(Effect.asVoid))
+    yield* readiness.register("events", events.connected)
+    yield* readiness.register("redis", Effect.map(redis.status, (s) => s === "ready"))
+  })
+)
+
 /** Stats over the worker nodes NodeResources tracks (Ready, schedulable, selected). */
 const StatsFromWorkers = Layer.unwrap(
   Effect.map(NodeResources, (resources) =>
@@ -111,7 +127,7 @@ export const AgentLive = (loaded: LoadedConfig) => {
   const Kernels = Layer.mergeAll(Reconciler.layer, KernelExecution.layer, KernelFiles.layer).pipe(Layer.provideMerge(Core))
   // Heartbeat is built before the RPC server (its loop waits for `running`), so it is released after
   // it: the server stops taking requests, then `instance_terminated` goes out.
-  const App = Layer.mergeAll(InternalHttp.layer, PidFile.layer(loaded.config.agent["pid-file"], process.pid)).pipe(
+  const App = Layer.mergeAll(InternalHttp.layer, ReadinessChecks, PidFile.layer(loaded.config.agent["pid-file"], process.pid)).pipe(
     Layer.provideMerge(Registration.layerMarkRunningAfter(AiozmqServer)),
     Layer.provideMerge(RpcServer),
     Layer.provideMerge(Heartbeat.layer),

@@ -72,6 +72,8 @@ export class EventPublisher extends Context.Service<EventPublisher, {
   publish(event: AgentEvent): Effect.Effect<void>
   /** Events dropped so far (by this publisher). */
   readonly dropped: Effect.Effect<number>
+  /** Whether the socket has been connected to the manager's address (readiness). */
+  readonly connected: Effect.Effect<boolean>
 }>()("bai-agent/registry/EventPublisher") {
   static readonly make = Effect.fnUntraced(function*<E = never, R = never>(options: EventPublisherOptions<E, R>) {
     const agentId = Buffer.from(options.agentId, "utf8")
@@ -138,7 +140,7 @@ export class EventPublisher extends Context.Service<EventPublisher, {
         Effect.catch((error) => drop(`not encodable: ${error.message}`, event.name))
       )
 
-    return EventPublisher.of({ publish, dropped: Effect.sync(() => dropped) })
+    return EventPublisher.of({ publish, dropped: Effect.sync(() => dropped), connected: Effect.sync(() => connected) })
   })
 
   /** The publisher for the layer's lifetime. */
@@ -150,7 +152,7 @@ export class EventPublisher extends Context.Service<EventPublisher, {
   static readonly layerTest = (sink: Array<AgentEvent>): Layer.Layer<EventPublisher> =>
     Layer.succeed(
       EventPublisher,
-      EventPublisher.of({ publish: (event) => Effect.sync(() => void sink.push(event)), dropped: Effect.succeed(0) })
+      EventPublisher.of({ publish: (event) => Effect.sync(() => void sink.push(event)), dropped: Effect.succeed(0), connected: Effect.succeed(true) })
     )
 }
 
