@@ -669,7 +669,11 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           kernelId,
           Effect.gen(function*() {
             yield* registry.update(kernelId, (k) => ({ ...k, status: "creating" }))
-            yield* deleteObjects(kernelId, old.podUid)
+            // the old pod could not be removed (API server unreachable): the kernel stays what it was,
+            // so that the watch still reports it if the pod goes later
+            yield* deleteObjects(kernelId, old.podUid).pipe(
+              Effect.tapError(() => registry.update(kernelId, (k) => ({ ...k, status: old.status })))
+            )
             yield* runners.close(kernelId)
             yield* registry.remove(kernelId)
             yield* nodePorts.release([old.replInPort, old.replOutPort, ...old.servicePorts.map((p) => p.host_port)])
