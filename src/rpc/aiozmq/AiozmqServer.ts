@@ -10,6 +10,13 @@
  *   replies, then closes the socket with a 200 ms linger (like aiozmq).
  */
 import { Cause, Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Metric, Option, Pull, Queue, Schema } from "effect"
+import {
+  rpcDroppedTotal,
+  rpcErrorRepliesTotal,
+  rpcHandlerDefectsTotal,
+  rpcMessagesReceivedTotal,
+  trackRpc
+} from "../../observability/Metrics.ts"
 import * as Zmq from "zeromq"
 import {
   hasPython,
@@ -42,10 +49,10 @@ export class AiozmqServerError extends Schema.TaggedError<AiozmqServerError>()("
   cause: Schema.Defect()
 }) {}
 
-const requestsTotal = Metric.counter("bai_agent_rpc_requests_total", { description: "RPC requests received" })
-const errorRepliesTotal = Metric.counter("bai_agent_rpc_error_replies_total", { description: "RPC error replies sent" })
-const droppedTotal = Metric.counter("bai_agent_rpc_dropped_total", { description: "RPC messages dropped as malformed" })
-const defectsTotal = Metric.counter("bai_agent_rpc_handler_defects_total", { description: "RPC handlers that died" })
+const requestsTotal = rpcMessagesReceivedTotal
+const errorRepliesTotal = rpcErrorRepliesTotal
+const droppedTotal = rpcDroppedTotal
+const defectsTotal = rpcHandlerDefectsTotal
 
 /** Binds keyword arguments to positions after the positional ones, like `inspect.Signature.bind`. */
 const bindArguments = (rpc: AnyAgentRpc, args: unknown, kwargs: unknown): ReadonlyArray<unknown> | string => {
@@ -76,6 +83,8 @@ interface CompiledRpc {
   readonly decodeArgs: (u: unknown) => Effect.Effect<ReadonlyArray<unknown>, Schema.SchemaError>
   readonly encodeSuccess: (a: unknown) => Effect.Effect<unknown, Schema.SchemaError>
   readonly handler: (...args: ReadonlyArray<any>) => Effect.Effect<unknown, unknown>
+  /** `bai_rpc_requests_total{method,outcome}` and `bai_rpc_duration_seconds` around the handler. */
+  readonly track: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
 
 export class AiozmqServer extends Context.Service<AiozmqServer, {
@@ -96,7 +105,8 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
         rpc,
         decodeArgs: Schema.decodeUnknownEffect(rpc.args),
         encodeSuccess: Schema.encodeEffect(rpc.success),
-        handler: handlers[name as keyof typeof handlers] as (...args: ReadonlyArray<any>) => Effect.Effect<unknown, unknown>
+        handler: handlers[name as keyof typeof handlers] as (...args: ReadonlyArray<any>) => Effect.Effect<unknown, unknown>,
+        track: trackRpc(name)
       })
     }
 
@@ -209,7 +219,7 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
           return sendError(request.pre, request.reqId, parametersError(Option.isSome(error) ? error.value.message : "invalid arguments"))
         },
         onSuccess: (decoded) =>
-          Effect.matchCauseEffect(Effect.suspend(() => compiledRpc.handler(...decoded)), {
+          Effect.matchCauseEffect(Effect.suspend(() => compiledRpc.handler(...decoded)).pipe(compiledRpc.track), {
             onFailure: (cause) => handlerFailed(request, cause),
             onSuccess: (result) =>
               Effect.matchCauseEffect(compiledRpc.encodeSuccess(result), {
