@@ -3,10 +3,11 @@
  * `node dist/main.js [-f PATH] [--debug] [--check-config] [--help] [--version]`
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Console, Effect, Exit, Cause, Layer, Option } from "effect"
-import { CliError, Command, Flag } from "effect/cli"
+import { Console, Effect, Layer, Option } from "effect"
+import { Command, Flag } from "effect/cli"
 import { type LoadedConfig, loadConfig, redacted } from "./config/AgentConfig.ts"
 import { AgentLive } from "./AgentLive.ts"
+import { teardown } from "./observability/Teardown.ts"
 import { checkNodeVersion, VERSION } from "./version.ts"
 import * as Logging from "./observability/Logging.ts"
 
@@ -52,17 +53,6 @@ Command.run(agent, { version: VERSION }).pipe(
   Effect.provide(NodeServices.layer),
   NodeRuntime.runMain({
     disableErrorReporting: true,
-    // SIGTERM/SIGINT interrupt the main fiber: every scope closes, and that is a clean exit.
-    teardown: (exit, onExit) => {
-      if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) return onExit(0)
-      const squashed = Cause.squash(exit.cause)
-      const tag = typeof squashed === "object" && squashed !== null && "_tag" in squashed ? squashed._tag : undefined
-      // --help is reported by the CLI as a "failure"; config and CLI errors were already printed.
-      if (tag === "ShowHelp") return onExit(0)
-      if (tag !== "ConfigError" && !CliError.isCliError(squashed)) {
-        console.error(Cause.pretty(exit.cause))
-      }
-      return onExit(1)
-    }
+    teardown: teardown()
   })
 )

@@ -6,12 +6,13 @@
  * `config/watcher/token` itself (it does not depend on the agent process running).
  */
 import { NodeRuntime, NodeServices } from "@effect/platform-node"
-import { Cause, Console, Effect, Exit, FileSystem, Layer, Option, Schema } from "effect"
-import { CliError, Command, Flag } from "effect/cli"
+import { Console, Effect, FileSystem, Layer, Option, Schema } from "effect"
+import { Command, Flag } from "effect/cli"
 import { AgentConfig, type LoadedConfig, loadConfig } from "./config/AgentConfig.ts"
 import * as Watcher from "./http/Watcher.ts"
 import * as Logging from "./observability/Logging.ts"
 import { Etcd } from "./registry/Etcd.ts"
+import { teardown } from "./observability/Teardown.ts"
 import { checkNodeVersion, VERSION } from "./version.ts"
 
 export class WatcherConfigError extends Schema.TaggedError<WatcherConfigError>()("WatcherConfigError", {
@@ -86,15 +87,6 @@ Command.run(watcher, { version: VERSION }).pipe(
   Effect.provide(NodeServices.layer),
   NodeRuntime.runMain({
     disableErrorReporting: true,
-    teardown: (exit, onExit) => {
-      if (Exit.isSuccess(exit) || Cause.hasInterruptsOnly(exit.cause)) return onExit(0)
-      const squashed = Cause.squash(exit.cause)
-      const tag = typeof squashed === "object" && squashed !== null && "_tag" in squashed ? squashed._tag : undefined
-      if (tag === "ShowHelp") return onExit(0)
-      if (tag !== "ConfigError" && tag !== "WatcherConfigError" && !CliError.isCliError(squashed)) {
-        console.error(Cause.pretty(exit.cause))
-      }
-      return onExit(1)
-    }
+    teardown: teardown(["WatcherConfigError"])
   })
 )

@@ -8,7 +8,7 @@
 import type * as k8s from "@kubernetes/client-node"
 import { Context, Data, Effect, Layer, Random, Ref } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
-import { KubeClient, type KubeError } from "./KubeClient.ts"
+import { KubeClient } from "./KubeClient.ts"
 import { MANAGED_BY, MANAGED_BY_VALUE } from "./KernelObjects.ts"
 
 export interface NodePortsShape {
