@@ -52,6 +52,7 @@ import {
 } from "../kube/KernelObjects.ts"
 import { KubeClient, type KubeError, optional } from "../kube/KubeClient.ts"
 import { allocatedPortsIn, NodePorts } from "../kube/NodePorts.ts"
+import { type KernelStartPhase, recordKernelStartPhase } from "../observability/Metrics.ts"
 import { Etcd } from "../registry/Etcd.ts"
 import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../rpc/AgentRpcs.ts"
@@ -274,15 +275,35 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         ? undo.pipe(Effect.catchCause((cause) => Effect.logWarning(`rollback: ${what} failed`, cause)))
         : Effect.void
 
-    /** Follows the pod with a watch until it runs or fails decisively. */
-    const waitRunning = (kernelId: string, name: string, uid: string, lastState: Ref.Ref<string>) =>
+    /**
+     * `bai_kernel_start_phase_seconds`: each phase once, timed from the previous one (`total` from
+     * the start, with `runner-ready`).
+     */
+    const startPhases = Effect.gen(function*() {
+      const start = yield* Clock.currentTimeMillis
+      const last = yield* Ref.make({ at: start, reached: new Set<KernelStartPhase>() })
+      return (phase: Exclude<KernelStartPhase, "total">) =>
+        Effect.gen(function*() {
+          const now = yield* Clock.currentTimeMillis
+          const prev = yield* Ref.modify(last, (l) =>
+            l.reached.has(phase) ? [undefined, l] : [l.at, { at: now, reached: new Set([...l.reached, phase]) }])
+          if (prev === undefined) return
+          yield* recordKernelStartPhase(phase, Duration.millis(now - prev))
+          if (phase === "runner-ready") yield* recordKernelStartPhase("total", Duration.millis(now - start))
+        })
+    })
+
+    /** Follows the pod with a watch until it runs or fails decisively; `scheduled` once it is bound. */
+    const waitRunning = (kernelId: string, name: string, uid: string, lastState: Ref.Ref<string>, scheduled: Effect.Effect<void>) =>
       Effect.gen(function*() {
+        const whenBound = (p: k8s.V1Pod) => (p.spec?.nodeName ? scheduled : Effect.void)
         for (;;) {
           const cur = yield* readPod(name).pipe(Effect.mapError(createFailure(kernelId)))
           if (Option.isNone(cur) || cur.value.metadata?.uid !== uid) {
             return yield* new KernelCreationFailed({ kernelId, reason: "PodDeleted", message: "the pod disappeared while the kernel was being created" })
           }
           let pod = cur.value
+          yield* whenBound(pod)
           const decisive = (p: k8s.V1Pod) => classifyCreating(p)._tag !== "Pending"
           if (!decisive(pod)) {
             const ended = yield* kube.watch<k8s.V1Pod>(podsPath, {
@@ -293,7 +314,10 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
               Stream.tap((e) =>
                 Effect.sync(() => {
                   pod = e.type === "DELETED" ? { ...e.object, metadata: { ...e.object.metadata, deletionTimestamp: new Date() } } : e.object
-                }).pipe(Effect.andThen(Ref.set(lastState, classifyCreating(pod)._tag === "Pending" ? (classifyCreating(pod) as { description: string }).description : pod.status?.phase ?? "")))
+                }).pipe(
+                  Effect.andThen(Ref.set(lastState, classifyCreating(pod)._tag === "Pending" ? (classifyCreating(pod) as { description: string }).description : pod.status?.phase ?? "")),
+                  Effect.andThen(Effect.suspend(() => whenBound(pod)))
+                )
               ),
               Stream.takeUntil(() => decisive(pod)),
               Stream.runDrain,
@@ -307,6 +331,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           const state = classifyCreating(pod)
           switch (state._tag) {
             case "Running":
+              yield* scheduled
               return state.hostIP
             case "ImagePullFailed":
               return yield* new ImagePullFailed({ kernelId, image: state.image, reason: state.reason, message: state.message })
@@ -383,6 +408,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     /** The create itself, in its own scope; `reuseScratch` for restarts. */
     const doCreate = (kernelId: string, kconfig: KernelConfig, reuseScratch: boolean): Effect.Effect<KernelInfo, CreateError> =>
       Effect.gen(function*() {
+        const phase = yield* startPhases
         const servicePorts = yield* parseServicePorts(kconfig.image.labels["ai.backend.service-ports"] ?? "").pipe(
           Effect.mapError((message) => new InvalidKernelConfig({ kernelId, message }))
         )
@@ -462,11 +488,13 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         // Running, and a runner that answers, within container.create-timeout
         const lastState = yield* Ref.make("pod created")
         const hostIP = yield* Effect.gen(function*() {
-          const hostIP = yield* waitRunning(kernelId, name, podUid, lastState)
+          const hostIP = yield* waitRunning(kernelId, name, podUid, lastState, phase("scheduled"))
+          yield* phase("running")
           yield* Ref.set(lastState, "pod Running, waiting for the runner's status answer")
           const kernelHost = kernelHostOverride !== "" ? kernelHostOverride : hostIP
           yield* Effect.acquireRelease(Effect.void, (_, exit) => onFailure(exit, runners.close(kernelId), "close runner"))
           yield* statusPing(kernelId, kernelHost, info.replInPort, info.replOutPort)
+          yield* phase("runner-ready")
           return hostIP
         }).pipe(
           Effect.timeoutOrElse({

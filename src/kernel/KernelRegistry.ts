@@ -3,8 +3,9 @@
  * pods at start-up (Reconciler) and keeps it current from the pod watch. Every RPC that names a kernel
  * looks it up here (unknown → `KernelNotFound`) and refreshes its idle clock.
  */
-import { Clock, Context, Effect, Layer, Option, Ref } from "effect"
+import { Clock, Context, Effect, Layer, Option, Ref, Semaphore } from "effect"
 import { KernelNotFound } from "../domain/Errors.ts"
+import { setKernelsByState } from "../observability/Metrics.ts"
 import type { ServicePort } from "../rpc/AgentRpcs.ts"
 
 export type KernelStatus = "creating" | "running" | "terminating"
@@ -47,14 +48,26 @@ export interface KernelRegistryShape {
 export class KernelRegistry extends Context.Service<KernelRegistry, KernelRegistryShape>()("bai-agent/kernel/KernelRegistry") {
   static readonly make = Effect.gen(function*() {
     const state = yield* Ref.make<ReadonlyMap<string, KernelInfo>>(new Map())
+    // `bai_kernels{state}` after every change of membership or status (serialized: the last count wins)
+    const metricLock = yield* Semaphore.make(1)
+    const publish = Ref.get(state).pipe(
+      Effect.flatMap((m) => {
+        const counts: Record<KernelStatus, number> = { creating: 0, running: 0, terminating: 0 }
+        for (const k of m.values()) counts[k.status]++
+        return setKernelsByState(counts)
+      })
+    )
+    const changing = <A>(self: Effect.Effect<A>) => metricLock.withPermits(1)(Effect.tap(self, () => publish))
+    yield* publish
     const find = (kernelId: string) => Ref.get(state).pipe(Effect.map((m) => Option.fromNullishOr(m.get(kernelId))))
-    const update = (kernelId: string, f: (info: KernelInfo) => KernelInfo) =>
+    const modify = (kernelId: string, f: (info: KernelInfo) => KernelInfo) =>
       Ref.modify(state, (m): [Option.Option<KernelInfo>, ReadonlyMap<string, KernelInfo>] => {
         const cur = m.get(kernelId)
         if (cur === undefined) return [Option.none(), m]
         const next = f(cur)
         return [Option.some(next), new Map(m).set(kernelId, next)]
       })
+    const update = (kernelId: string, f: (info: KernelInfo) => KernelInfo) => changing(modify(kernelId, f))
     return KernelRegistry.of({
       find,
       get: (kernelId) =>
@@ -65,19 +78,20 @@ export class KernelRegistry extends Context.Service<KernelRegistry, KernelRegist
           }))
         ),
       list: Ref.get(state).pipe(Effect.map((m) => [...m.values()])),
-      upsert: (info) => Ref.update(state, (m) => new Map(m).set(info.kernelId, info)),
+      upsert: (info) => changing(Ref.update(state, (m) => new Map(m).set(info.kernelId, info))),
       update,
       remove: (kernelId) =>
-        Ref.modify(state, (m): [Option.Option<KernelInfo>, ReadonlyMap<string, KernelInfo>] => {
+        changing(Ref.modify(state, (m): [Option.Option<KernelInfo>, ReadonlyMap<string, KernelInfo>] => {
           const cur = m.get(kernelId)
           if (cur === undefined) return [Option.none(), m]
           const next = new Map(m)
           next.delete(kernelId)
           return [Option.some(cur), next]
-        }),
+        })),
+      // the hot path (every RPC naming a kernel): no status change, no metric, no lock
       touch: (kernelId) =>
         Clock.currentTimeMillis.pipe(
-          Effect.flatMap((now) => update(kernelId, (k) => ({ ...k, lastUsed: now }))),
+          Effect.flatMap((now) => modify(kernelId, (k) => ({ ...k, lastUsed: now }))),
           Effect.flatMap(Option.match({
             onNone: () => Effect.fail(new KernelNotFound({ kernelId })),
             onSome: Effect.succeed

@@ -20,6 +20,7 @@ import { AgentConfig } from "../config/AgentConfig.ts"
 import { KubernetesUnavailable } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
+import { markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
 import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { KernelLifecycle } from "./KernelLifecycle.ts"
@@ -176,7 +177,8 @@ export class Reconciler extends Context.Service<Reconciler, {
     const watch = (from: string | undefined): Effect.Effect<never> =>
       Effect.gen(function*() {
         const rv = yield* Ref.make(from)
-        for (let failures = 0;;) {
+        // metrics label `resource`: the agent's kernel pods (NodeResources watches all pods as "pods")
+        for (let failures = 0, watches = 0;;) {
           const start = yield* Ref.get(rv)
           if (start === undefined) {
             const report = yield* reconcile({ adopt: false }).pipe(Effect.option)
@@ -188,9 +190,11 @@ export class Reconciler extends Context.Service<Reconciler, {
             yield* Ref.set(rv, report.value.resourceVersion)
             continue
           }
+          if (watches++ > 0) yield* markWatchRestart("kernel-pods")
           const result = yield* kube.watch<k8s.V1Pod>(path, { labelSelector: selector, resourceVersion: start }).pipe(
             Stream.runForEach((e) =>
-              Ref.set(rv, e.object?.metadata?.resourceVersion ?? start).pipe(
+              markWatchEvent("kernel-pods").pipe(
+                Effect.andThen(Ref.set(rv, e.object?.metadata?.resourceVersion ?? start)),
                 Effect.andThen(e.type === "BOOKMARK" ? Effect.void : onPod(e.type, e.object)),
                 Effect.andThen(Effect.sync(() => void (failures = 0)))
               )

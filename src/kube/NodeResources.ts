@@ -13,6 +13,7 @@
  */
 import { Cause, Context, Deferred, Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
+import { markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
 import { KubeClient, type KubeError } from "./KubeClient.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -346,6 +347,7 @@ export class NodeResources extends Context.Service<NodeResources, NodeResourcesS
       readonly remove: (key: string) => void
       readonly synced: Deferred.Deferred<void>
     }) => {
+      let watches = 0
       const cycle = Effect.gen(function*() {
         const listed = yield* spec.list
         const items = yield* Effect.forEach(listed.items, (i) => spec.decode(i))
@@ -353,14 +355,16 @@ export class NodeResources extends Context.Service<NodeResources, NodeResourcesS
         dirty()
         yield* Deferred.succeed(spec.synced, undefined)
         yield* Effect.logDebug(`${kind}: listed ${items.length}`)
+        if (watches++ > 0) yield* markWatchRestart(kind)
         yield* kube.watch<unknown>(spec.path, {
           ...spec.query,
           resourceVersion: listed.resourceVersion,
           timeoutSeconds: relistSeconds
         }).pipe(
           Stream.runForEach((event) => {
-            if (event.type === "BOOKMARK") return Effect.void
-            return spec.decode(event.object).pipe(
+            if (event.type === "BOOKMARK") return markWatchEvent(kind)
+            return markWatchEvent(kind).pipe(
+              Effect.andThen(spec.decode(event.object)),
               Effect.map((a) => {
                 const key = spec.keyOf(a)
                 if (key === undefined) return

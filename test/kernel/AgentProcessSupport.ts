@@ -23,6 +23,8 @@ export interface AgentFiles {
   readonly toml: string
   readonly log: string
   readonly rpcPort: number
+  /** `[metrics] service-addr` port: /metrics, /health, /ready on 127.0.0.1. */
+  readonly metricsPort: number
 }
 
 /**
@@ -43,7 +45,7 @@ export const agentFiles = (site: Site) =>
         `\n[metrics]\nservice-addr = "127.0.0.1:${metricsPort}"\n`
     )
     yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(toml, { force: true })))
-    return { toml, log, rpcPort } satisfies AgentFiles
+    return { toml, log, rpcPort, metricsPort } satisfies AgentFiles
   })
 
 const exited = (child: ChildProcess) => child.exitCode !== null || child.signalCode !== null
@@ -96,6 +98,20 @@ export const waitRpcUp = (client: AiozmqClientShape, child: ChildProcess, second
     }
     return yield* Effect.fail(new Error(`the agent did not answer ping within ${seconds} s`))
   })
+
+/** The value of one series of the agent's `/metrics` (matching every given label), if present. */
+export const scrapeMetric = (files: AgentFiles, name: string, labels: Record<string, string> = {}) =>
+  Effect.tryPromise(() => fetch(`http://127.0.0.1:${files.metricsPort}/metrics`).then((r) => r.text())).pipe(
+    Effect.map((text) => {
+      for (const line of text.split("\n")) {
+        const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line)
+        if (m === null || m[1] !== name) continue
+        const attrs = Object.fromEntries([...(m[2] ?? "").matchAll(/(\w+)="([^"]*)"/g)].map((x) => [x[1], x[2]]))
+        if (Object.entries(labels).every(([k, v]) => attrs[k] === v)) return Number(m[3])
+      }
+      return undefined
+    })
+  )
 
 /** Prints the agent's log (its last 400 lines) when `self` fails or is interrupted. */
 export const printLogOnFailure = (log: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>

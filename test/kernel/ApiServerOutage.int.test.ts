@@ -20,7 +20,7 @@ import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { isRunning } from "../testbed/processes.ts"
 import { down, up } from "../testbed/testbed.ts"
-import { agentBuilt, agentFiles, printLogOnFailure, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
+import { agentBuilt, agentFiles, printLogOnFailure, scrapeMetric, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
 import { eventually, kernelObjects, kubectl, kubectlJson, labelledObjects, makeSite, pythonConfig } from "./KernelLifecycleSupport.ts"
 
 const OUTAGE_SECONDS = 30
@@ -138,6 +138,13 @@ describe("Kubernetes API server unreachable for 30 s", () => {
         // ---- after: the server works off what was queued in it; let the watch deliver that
         yield* eventually(kubectl(tb, ["get", "--raw", "/readyz"]).pipe(Effect.option), Option.isSome, 60)
         yield* Effect.sleep("5 seconds")
+
+        // the watches were restarted (bai_kube_watch_restarts_total{resource}) and see events again
+        for (const resource of ["kernel-pods", "nodes", "pods"]) {
+          const restarts = yield* scrapeMetric(files, "bai_kube_watch_restarts_total", { resource })
+          yield* log(`watch restarts of ${resource}: ${restarts}`)
+          assert.isAtLeast(restarts ?? 0, 1, `bai_kube_watch_restarts_total{resource="${resource}"}`)
+        }
 
         // A: never reported terminated, still usable
         assert.deepStrictEqual(yield* eventsOf("kernel_terminated", a), [])
