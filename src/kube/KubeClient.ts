@@ -70,6 +70,9 @@ export const toKubeError = (operation: string) => (e: unknown): KubeError => {
   return new KubeError({ reason, operation, message, ...(status === undefined ? {} : { status }) })
 }
 
+/** Server-side duration of one watch request (spec'd by the API as `timeoutSeconds`). */
+const WATCH_TIMEOUT_SECONDS = 300
+
 export interface WatchEvent<A> {
   readonly type: "ADDED" | "MODIFIED" | "DELETED" | "BOOKMARK" | "ERROR"
   readonly object: A
@@ -124,15 +127,25 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
             )
         })
       )
-    const watcher = new k8s.Watch(kc)
     const watch = <A>(p: string, query: Record<string, string | number | boolean | undefined>) =>
       Stream.callback<WatchEvent<A>, KubeError>((queue) =>
         Effect.acquireRelease(
           Effect.tryPromise({
-            try: () =>
-              watcher.watch(
+            try: () => {
+              // The server ends the watch after `timeoutSeconds` (jittered, so watches of many agents
+              // do not reconnect in step); the client's inactivity timeout (30 s by default in
+              // client-node, which made every quiet watch "fail" twice a minute) is set past it, so
+              // it only fires when the server really went silent.
+              const serverTimeout = typeof query.timeoutSeconds === "number"
+                ? query.timeoutSeconds
+                : Math.round(WATCH_TIMEOUT_SECONDS * (0.9 + 0.2 * Math.random()))
+              const watcher = new k8s.Watch(kc)
+              // `requestTimeoutMs` is declared private in client-node 2.0 but is the documented knob
+              // (a plain instance field the watch reads on every request).
+              Object.assign(watcher, { requestTimeoutMs: (serverTimeout + 30) * 1000 })
+              return watcher.watch(
                 p,
-                { ...query, allowWatchBookmarks: true },
+                { ...query, timeoutSeconds: serverTimeout, allowWatchBookmarks: true },
                 (type, object) => {
                   if (type === "ERROR") {
                     const status = object as { code?: number; message?: string; reason?: string }
@@ -153,7 +166,8 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
                   if (err === null || err === undefined || (err as { name?: string }).name === "AbortError") Queue.endUnsafe(queue)
                   else Queue.failCauseUnsafe(queue, Cause.fail(toKubeError(`watch ${p}`)(err)))
                 }
-              ),
+              )
+            },
             catch: toKubeError(`watch ${p}`)
           }),
           (controller) => Effect.sync(() => controller.abort())

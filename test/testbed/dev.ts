@@ -3,7 +3,7 @@
 import { type ChildProcess, spawn } from "node:child_process"
 import * as path from "node:path"
 import { repoRoot, stateDirOf } from "./paths.ts"
-import { describe, down, up } from "./testbed.ts"
+import { describe, down, isUp, status, up } from "./testbed.ts"
 
 const stateDir = stateDirOf("dev")
 let started = false // only a testbed this process brought up is torn down here
@@ -29,9 +29,14 @@ process.on("SIGINT", () => void stop(130))
 process.on("SIGTERM", () => void stop(143))
 
 try {
-  const env = await up({ name: "dev", mode: "dev" })
-  started = true
-  console.log(describe(env))
+  if (isUp(stateDir)) {
+    // a dev testbed someone brought up with `npm run testbed -- up`: use it, leave it running
+    console.log(`[dev] using the dev testbed that is already up (${stateDir})\n${status(stateDir)}`)
+  } else {
+    const env = await up({ name: "dev", mode: "dev" })
+    started = true
+    console.log(describe(env))
+  }
 } catch (e) {
   console.error(e instanceof Error ? e.message : e)
   await stop(1)
