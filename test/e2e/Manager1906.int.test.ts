@@ -32,6 +32,7 @@ const STEPS = [
   "ping",
   "not-found-error",
   "parameters-error",
+  "domain-error",
   "create-kernel",
   "kernel-events",
   "execute",
