@@ -139,11 +139,12 @@ describe("Kubernetes API server unreachable for 30 s", () => {
         yield* eventually(kubectl(tb, ["get", "--raw", "/readyz"]).pipe(Effect.option), Option.isSome, 60)
         yield* Effect.sleep("5 seconds")
 
-        // the watches were restarted (bai_kube_watch_restarts_total{resource}) and see events again
+        // A 30 s pause does not break the watches' connections (their inactivity timeout is past the
+        // server's 5 min watch timeout), so they resume where they were; whether they restarted is
+        // logged, and that they see events again is checked below (deletions reported by the watch).
         for (const resource of ["kernel-pods", "nodes", "pods"]) {
           const restarts = yield* scrapeMetric(files, "bai_kube_watch_restarts_total", { resource })
-          yield* log(`watch restarts of ${resource}: ${restarts}`)
-          assert.isAtLeast(restarts ?? 0, 1, `bai_kube_watch_restarts_total{resource="${resource}"}`)
+          yield* log(`watch restarts of ${resource}: ${restarts ?? 0}`)
         }
 
         // A: never reported terminated, still usable
