@@ -16,7 +16,7 @@
  *   reason. Agent shutdown never deletes anything (detach).
  */
 import * as k8s from "@kubernetes/client-node"
-import { Clock, Context, Data, Duration, Effect, Exit, Fiber, FiberMap, Layer, Option, Ref, Schedule, Semaphore, Stream } from "effect"
+import { Clock, Context, Data, Duration, Effect, Exit, Fiber, FiberMap, Layer, Metric, Option, Ref, Schedule, Semaphore, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { AgentConfig } from "../config/AgentConfig.ts"
@@ -52,7 +52,12 @@ import {
 } from "../kube/KernelObjects.ts"
 import { KubeClient, type KubeError, optional } from "../kube/KubeClient.ts"
 import { allocatedPortsIn, NodePorts } from "../kube/NodePorts.ts"
-import { type KernelStartPhase, recordKernelStartPhase } from "../observability/Metrics.ts"
+import {
+  countKernelTerminated,
+  type KernelStartPhase,
+  kernelsCreatedTotal,
+  recordKernelStartPhase
+} from "../observability/Metrics.ts"
 import { Etcd } from "../registry/Etcd.ts"
 import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../rpc/AgentRpcs.ts"
@@ -604,6 +609,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
             yield* events.publish(AgentEvents.kernelPreparing(kernelId))
             const info = yield* doCreate(kernelId, kconfig, false)
             yield* events.publish(AgentEvents.kernelStarted(kernelId))
+            yield* Metric.update(kernelsCreatedTotal, 1)
             yield* Ref.update(terminated, (m) => {
               const next = new Map(m)
               next.delete(kernelId)
@@ -639,12 +645,14 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           const exitCode = exitCodeHint ?? Option.match(last, { onNone: () => null, onSome: (p) => terminationOf(p).exitCode })
           yield* stats.finalize(kernelId)
           yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, exitCode))
+          yield* countKernelTerminated(reason)
           yield* registry.remove(kernelId)
           yield* nodePorts.release([info.replInPort, info.replOutPort, ...info.servicePorts.map((p) => p.host_port)])
           yield* removeScratch(kernelId)
           yield* Effect.logInfo(`kernel terminated (${reason})`)
         } else if (Option.isSome(creating)) {
           yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, null))
+          yield* countKernelTerminated(reason)
         }
         yield* rememberTerminated(kernelId)
       }).pipe(Effect.annotateLogs({ kernelId }))

@@ -20,7 +20,7 @@ import { AgentConfig } from "../config/AgentConfig.ts"
 import { KubernetesUnavailable } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
-import { markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
+import { countKernelTerminated, markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
 import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { KernelLifecycle } from "./KernelLifecycle.ts"
@@ -66,6 +66,7 @@ export class Reconciler extends Context.Service<Reconciler, {
         yield* lifecycle.removeObjects(kernelId)
         yield* stats.finalize(kernelId)
         yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, exitCode))
+        yield* countKernelTerminated(reason)
         yield* Effect.logInfo(`kernel found ended at start-up (${reason})`).pipe(Effect.annotateLogs({ kernelId }))
       })
 

@@ -137,6 +137,10 @@ export const kernelsTerminatedTotal = Metric.counter("bai_kernels_terminated_tot
   incremental: true
 })
 
+/** `bai_kernels_terminated_total{reason}`: one `kernel_terminated` sent to the manager. */
+export const countKernelTerminated = (reason: string) =>
+  Metric.update(Metric.withAttributes(kernelsTerminatedTotal, { reason }), 1)
+
 // ---------------------------------------------------------------------------------------------
 // Kubernetes watches
 
