@@ -25,7 +25,10 @@ export interface RegistrationShape {
    * `markRunningWait` (5 s) for etcd to take it; the background writer keeps trying after that.
    */
   readonly markRunning: Effect.Effect<void>
-  /** Completes once `markRunning` was called (whatever etcd says). */
+  /**
+   * Completes once `markRunning` has finished: etcd took "running" (or `markRunningWait` passed and
+   * the writer keeps trying), so `instance_started` follows the etcd status as in K1 (spec §3.1).
+   */
   readonly awaitRunning: Effect.Effect<void>
   /** The phase last written successfully to etcd (undefined before the first success). */
   readonly asserted: Effect.Effect<RegistrationPhase | undefined>
@@ -47,6 +50,7 @@ export class Registration extends Context.Service<Registration, RegistrationShap
     const asserted = yield* Ref.make<RegistrationPhase | undefined>(undefined)
     const wake = yield* Queue.sliding<void>(1)
     const running = yield* Deferred.make<void>()
+    const runningWritten = yield* Deferred.make<void>()
     let failing = false
 
     const write = (phase: RegistrationPhase): Effect.Effect<void, EtcdError> =>
@@ -67,6 +71,7 @@ export class Registration extends Context.Service<Registration, RegistrationShap
     const assertOnce = Ref.get(desired).pipe(
       Effect.tap(checkLost),
       Effect.flatMap((phase) => write(phase).pipe(Effect.andThen(Ref.set(asserted, phase)), Effect.as(phase))),
+      Effect.tap((phase) => (phase === "running" ? Deferred.succeed(runningWritten, undefined) : Effect.void)),
       Effect.tap((phase) =>
         Effect.suspend(() => {
           if (!failing) return Effect.logDebug(`etcd registration asserted: ${phase}`)
@@ -96,14 +101,11 @@ export class Registration extends Context.Service<Registration, RegistrationShap
 
     const markRunning = Effect.gen(function*() {
       yield* Ref.set(desired, "running")
-      yield* Deferred.succeed(running, undefined)
       yield* Queue.offer(wake, undefined)
-      const ok = yield* Ref.get(asserted).pipe(
-        Effect.repeat({ until: (p) => p === "running", schedule: cappedBackoff("1 seconds") }),
-        Effect.timeoutOption(options.markRunningWait ?? "5 seconds")
-      )
+      const ok = yield* Deferred.await(runningWritten).pipe(Effect.timeoutOption(options.markRunningWait ?? "5 seconds"))
       if (ok._tag === "None") yield* Effect.logWarning("etcd has not taken the running state yet; the agent serves anyway")
       else yield* Effect.logInfo(`etcd registration: running, ip ${options.rpcHost}`)
+      yield* Deferred.succeed(running, undefined)
     })
 
     return Registration.of({
