@@ -212,6 +212,7 @@ class Events:
     def __init__(self):
         self.log = []
         self.foreign = []
+        self.wait_index = 0
         self.cond = asyncio.Condition()
 
     async def run(self, stream):
@@ -663,6 +664,7 @@ class Manager:
     async def instance_terminated(self, since):
         answer = await self.ask("sigterm")
         i = await self.events.wait(lambda n, a: n == "instance_terminated", since, what="instance_terminated")
+        self.events.wait_index = i + 1
         args = self.events.log[i][1]
         check(args == ("shutdown",), "instance_terminated args %r" % (args,))
         # M1906 mark_agent_terminated closes the cached RPC peer
@@ -739,14 +741,19 @@ async def main():
         kid2 = holder["kid2"]
         mark = len(m.events.log)
         await m.step("instance-terminated", lambda: m.instance_terminated(mark))
+        terminated = m.events.wait_index
         await m.step("detached", lambda: m.detached(kid2))
         mark = len(m.events.log)
 
         async def restart():
+            # M1906 would revive a terminated agent on a heartbeat: none may follow instance_terminated
+            late = [n for n, _ in m.events.log[terminated:] if n == "instance_heartbeat"]
+            check(not late, "%d heartbeat(s) after instance_terminated" % len(late))
             await m.ask("start")
             i, info = await m.heartbeat(mark)
             await m.instance_started(mark)
-            return {"addr": info["addr"]}
+            reg = await m.etcd_registration()
+            return {"addr": info["addr"], "etcd": reg}
         await m.step("restart", restart)
         await m.step("adopted-ping-kernel", lambda: m.adopted_ping(kid2))
         await m.step("adopted-execute", lambda: m.execute_hi(kid2))
