@@ -145,7 +145,15 @@ describe("manager 19.06 (Python) drives the agent process", () => {
       let agent: ChildProcess | undefined
       const converse = Effect.gen(function*() {
         for (;;) {
-          const line = yield* Queue.take(manager.lines)
+          const next = yield* Queue.take(manager.lines).pipe(Effect.timeoutOption("5 seconds"))
+          if (next._tag === "None") {
+            // a manager that died without its `done` line (its stderr is printed below)
+            if (manager.child.exitCode !== null || manager.child.signalCode !== null) {
+              return yield* Effect.fail(new Error(`manager1906.py exited (${manager.child.exitCode ?? manager.child.signalCode}) without finishing`))
+            }
+            continue
+          }
+          const line = next.value
           let r: Report
           try {
             r = JSON.parse(line) as Report

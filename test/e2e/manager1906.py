@@ -341,6 +341,7 @@ class Manager:
         bracketed by two identical kubectl readings (other tests may be creating pods meanwhile)."""
         attempts = []
         for _ in range(30):
+            since = max(since, len(self.events.log))
             alloc1, foreign1, _ = await expected_slots()
             i = await self.events.wait(lambda n, a: n == "instance_heartbeat", since, what="instance_heartbeat")
             since = i + 1
