@@ -10,7 +10,7 @@
  * running anything; through the agent that is execute + 2 × continue, direct it is 3 frames out and
  * 3 replies back). Prints p50/p99 per workload and the agent's added latency.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Clock, Console, Effect, Layer } from "effect"
 import * as Zmq from "zeromq"
 import { KernelExecution } from "../src/kernel/Execute.ts"

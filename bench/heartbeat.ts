@@ -10,7 +10,7 @@
  *   - heartbeat assembly: `Heartbeat.assemble` (what each beat does; the snapshot is cached) and the
  *     cold path after a cluster change (computeSnapshot over all nodes/pods + agent_info + msgpack).
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as k8s from "@kubernetes/client-node"
 import { Clock, Console, Context, Effect, Layer } from "effect"
 import { spawn } from "node:child_process"

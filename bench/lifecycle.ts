@@ -8,7 +8,7 @@
  * cluster (ADDED → Running: scheduling, kubelet), and agent after Running (runner status ping, ready
  * mark; the ConfigMap/Service POSTs overlap the cluster phase). Agent overhead = total − cluster.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import type * as k8s from "@kubernetes/client-node"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"

@@ -6,7 +6,7 @@
  *
  * `--max-ops` sets Effect's `Scheduler.MaxOpsBeforeYield` (default 2048), for scheduler experiments.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Console, Effect, Layer, References, Scheduler } from "effect"
 import { AgentRpcHandlers } from "../src/rpc/AgentRpcs.ts"
 import { AiozmqServer } from "../src/rpc/aiozmq/AiozmqServer.ts"

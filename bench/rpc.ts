@@ -20,7 +20,7 @@
  * `--baseline /tmp/base/bench/rpc-server.ts` adds a third server (e.g. a `git worktree` of an older
  * commit) measured in the same rounds, for A/B comparisons under the same noise.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { type ChildProcess, spawn } from "node:child_process"
 import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"

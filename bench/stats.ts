@@ -14,7 +14,7 @@
  * with synthetic, growing usage), and fills a KernelRegistry with the 1,000 kernels bound to them.
  * The Nodes are deleted and the Redis keys removed at the end.
  */
-import { NodeRuntime } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"

@@ -11,7 +11,7 @@
  *   App        heartbeat (its loop waits for `running`), RPC on 6001 (after the reconciler, so
  *              adopted kernels are known), etcd `running`, internal HTTP (metrics, health, ready)
  */
-import { NodeServices } from "@effect/platform-node"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Effect, Layer, Redacted } from "effect"
 import { AgentConfig, type LoadedConfig } from "./config/AgentConfig.ts"
 import { formatHostPort } from "./domain/Units.ts"

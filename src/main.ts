@@ -2,7 +2,8 @@
  * Composition root of the agent daemon: CLI → configuration → layers → NodeRuntime.runMain.
  * `node dist/main.js [-f PATH] [--debug] [--check-config] [--help] [--version]`
  */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Console, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { type LoadedConfig, loadConfig, redacted } from "./config/AgentConfig.ts"

@@ -5,7 +5,8 @@
  * It serves the watcher HTTP API (src/http/Watcher.ts) and reads its token from etcd
  * `config/watcher/token` itself (it does not depend on the agent process running).
  */
-import { NodeRuntime, NodeServices } from "@effect/platform-node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Console, Effect, FileSystem, Layer, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { AgentConfig, type LoadedConfig, loadConfig } from "./config/AgentConfig.ts"

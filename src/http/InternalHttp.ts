@@ -9,7 +9,7 @@
  *
  * Not authenticated: keep it on loopback or a cluster-internal address.
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Effect, Layer } from "effect"
 import { HttpRouter, HttpServer, HttpServerResponse } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"

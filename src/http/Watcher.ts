@@ -15,7 +15,7 @@
  * The host-control endpoints of the Docker agent's watcher (`/hard-reset`, `/shutdown`, `/mounts`,
  * `/fstab`) do not apply to a Kubernetes agent and answer 404.
  */
-import { NodeHttpServer } from "@effect/platform-node"
+import * as NodeHttpServer from "@effect/platform-node/NodeHttpServer"
 import { Context, Duration, Effect, Layer, Option, Ref, Schedule, Stream } from "effect"
 import { HttpRouter, HttpServer, HttpServerRequest, HttpServerResponse } from "effect/http"
 import type { ServeError } from "effect/http/HttpServerError"

@@ -1,5 +1,5 @@
 // agentctl against the in-process aiozmq RPC server (real ZeroMQ, real framing) with test handlers.
-import { NodeServices } from "@effect/platform-node"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Fiber, Layer } from "effect"
 import * as fs from "node:fs"

@@ -191,6 +191,14 @@ const containerEnv = (c: k8s.V1Container, st: PodState): Record<string, string> 
     else if (e.valueFrom?.fieldRef?.fieldPath === "status.podIP") env[e.name] = st.podIP
     else if (e.valueFrom?.fieldRef?.fieldPath === "spec.nodeName") env[e.name] = st.node.name
   }
+  // The runner runs on this host, not in the image: preload libraries the pod expects from its volumes
+  // (e.g. /opt/kernel/libbaihook.so from the krunner volume) do not exist here, and ld.so would print an
+  // error for every process. Keep only the ones that exist on the host.
+  if (env.LD_PRELOAD !== undefined) {
+    const kept = env.LD_PRELOAD.split(/[:\s]+/).filter((lib) => lib !== "" && fs.existsSync(lib))
+    if (kept.length > 0) env.LD_PRELOAD = kept.join(":")
+    else delete env.LD_PRELOAD
+  }
   return env
 }
 
