@@ -48,6 +48,12 @@ const StartupLog = Layer.effectDiscard(
   Effect.gen(function*() {
     const loaded = yield* AgentConfig
     for (const w of loaded.warnings) yield* Effect.logWarning(w)
+    const unsupported = loaded.config.logging.drivers.filter((d) => d !== "console")
+    if (unsupported.length > 0) {
+      yield* Effect.logWarning(
+        `logging.drivers: ${unsupported.join(", ")} not supported; logs go to the console (JSON lines under systemd: journald keeps them)`
+      )
+    }
     yield* Effect.logInfo(`bai-k8s-agent ${VERSION} starting`).pipe(
       Effect.annotateLogs({ agentId: loaded.agentId, config: loaded.file, namespace: loaded.config.etcd.namespace })
     )

@@ -116,6 +116,12 @@ describe("bai-agent CLI", () => {
     assert.include(absent.stderr, "no such file")
   })
 
+  it("an unknown flag exits 1", () => {
+    const r = cli("--no-such-flag")
+    assert.strictEqual(r.status, 1)
+    assert.include(r.stdout + r.stderr, "--no-such-flag")
+  })
+
   it("--help lists the options and --version prints the version", () => {
     const help = execFileSync(node, [main, "--help"], { encoding: "utf8" })
     for (const opt of ["--config", "-f", "--debug", "--check-config", "--help", "--version"]) assert.include(help, opt)
