@@ -55,25 +55,31 @@ export type RpcOutcome = "ok" | "error" | "defect"
  * Records `bai_rpc_requests_total{method,outcome}` and `bai_rpc_duration_seconds{method,outcome}`
  * around a handler. Interruption is not counted (the caller went away).
  */
-export const trackRpc = (method: string) => <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.gen(function*() {
-    const start = yield* Clock.currentTimeNanos
-    const exit = yield* Effect.exit(self)
-    const outcome: RpcOutcome | undefined = Exit.isSuccess(exit)
-      ? "ok"
-      : exit.cause.reasons.some((r) => r._tag === "Fail")
-      ? "error"
-      : exit.cause.reasons.some((r) => r._tag === "Die")
-      ? "defect"
-      : undefined
-    if (outcome !== undefined) {
-      const end = yield* Clock.currentTimeNanos
-      const attributes = { method, outcome }
-      yield* Metric.update(Metric.withAttributes(rpcRequestsTotal, attributes), 1)
-      yield* Metric.update(Metric.withAttributes(rpcDurationSeconds, attributes), Number(end - start) / 1e9)
-    }
-    return yield* exit
+export const trackRpc = (method: string) => {
+  // the labelled metrics of this method, built once (not on every call: this wraps the RPC hot path)
+  const labelled = (outcome: RpcOutcome) => ({
+    count: Metric.withAttributes(rpcRequestsTotal, { method, outcome }),
+    duration: Metric.withAttributes(rpcDurationSeconds, { method, outcome })
   })
+  const byOutcome = { ok: labelled("ok"), error: labelled("error"), defect: labelled("defect") }
+  return <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+    Effect.flatMap(Clock.currentTimeNanos, (start) =>
+      Effect.onExit(self, (exit) => {
+        const outcome: RpcOutcome | undefined = Exit.isSuccess(exit)
+          ? "ok"
+          : exit.cause.reasons.some((r) => r._tag === "Fail")
+          ? "error"
+          : exit.cause.reasons.some((r) => r._tag === "Die")
+          ? "defect"
+          : undefined
+        if (outcome === undefined) return Effect.void
+        const m = byOutcome[outcome]
+        return Effect.flatMap(Clock.currentTimeNanos, (end) =>
+          Metric.update(m.count, 1).pipe(Effect.andThen(Metric.update(m.duration, Number(end - start) / 1e9)))
+        )
+      })
+    )
+}
 
 // ---------------------------------------------------------------------------------------------
 // Events and heartbeats (agent → manager)
