@@ -142,7 +142,14 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     const createTimeout = config.container["create-timeout"]
     const scratchRoot = path.resolve(config.container["scratch-root"])
     const kernelHostOverride = config.container["kernel-host"]
-    const scratchVolume: VolumeSpec = config.kubernetes["scratch-volume"] ?? { type: "hostPath", path: scratchRoot }
+    // A relative hostPath means "relative to the agent's working directory" (the testbed's nodes are
+    // this host); Kubernetes would take it as is, and a real kubelet would refuse it.
+    const configuredScratch = config.kubernetes["scratch-volume"]
+    const scratchVolume: VolumeSpec = configuredScratch === undefined
+      ? { type: "hostPath", path: scratchRoot }
+      : configuredScratch.type === "hostPath"
+      ? { ...configuredScratch, path: path.resolve(configuredScratch.path) }
+      : configuredScratch
     const podsPath = `/api/v1/namespaces/${namespace}/pods`
     const nodeSelector = nodeSelectorOf(config.kubernetes["node-selector"])
 
