@@ -5,36 +5,14 @@ import * as k8s from "@kubernetes/client-node"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Stream } from "effect"
 import { execFile } from "node:child_process"
-import * as fs from "node:fs"
-import * as path from "node:path"
 import { inject } from "vitest"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
 import { freshKubeNamespace, type TestbedEnv } from "../testbed/env.ts"
+import { applyRbac, kubectlAs, serviceAccountToken, tokenKubeconfig } from "./RbacSupport.ts"
 
 const env: TestbedEnv = inject("testbed")
 
-const kubectl = (...args: Array<string>) =>
-  Effect.callback<{ code: number; stdout: string; stderr: string }>((resume) => {
-    execFile(env.kubectl, ["--kubeconfig", env.kubeconfig, ...args], { maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === "number" ? (err as { code: number }).code : 1
-      resume(Effect.succeed({ code, stdout, stderr }))
-    })
-  })
-
-/** The manifest for namespace `ns`, with cluster-scoped names made unique; the Namespace itself is left out. */
-const manifestFor = (ns: string) => {
-  const docs = k8s.loadAllYaml(fs.readFileSync("deploy/kubernetes/rbac.yaml", "utf8")) as Array<any>
-  const out: Array<any> = []
-  for (const d of docs) {
-    if (d.kind === "Namespace") continue
-    if (d.metadata.namespace !== undefined) d.metadata.namespace = ns
-    for (const s of d.subjects ?? []) s.namespace = ns
-    if (d.kind === "ClusterRole" || d.kind === "ClusterRoleBinding") d.metadata.name = `bai-agent-${ns}`
-    if (d.kind === "ClusterRoleBinding") d.roleRef.name = `bai-agent-${ns}`
-    out.push(d)
-  }
-  return { apiVersion: "v1", kind: "List", items: out }
-}
+const kubectl = (...args: Array<string>) => kubectlAs(env, env.kubeconfig, ...args)
 
 /** (verb, resource, namespaced) the agent uses. */
 const allowed: ReadonlyArray<readonly [string, string, boolean]> = [
@@ -68,16 +46,8 @@ describe("deploy/kubernetes/rbac.yaml", () => {
   it.live("grants exactly what the agent uses, and a token of the service account can do it", () =>
     Effect.gen(function*() {
       const ns = yield* Effect.promise(() => freshKubeNamespace(env, "rbac"))
-      const file = path.join(env.stateDir, `rbac-${ns}.json`)
-      fs.writeFileSync(file, JSON.stringify(manifestFor(ns)))
-      yield* Effect.addFinalizer(() =>
-        kubectl("delete", "--ignore-not-found", "clusterrole,clusterrolebinding", `bai-agent-${ns}`).pipe(
-          Effect.andThen(kubectl("delete", "namespace", ns, "--wait=false")),
-          Effect.andThen(Effect.sync(() => fs.rmSync(file, { force: true })))
-        )
-      )
-      const applied = yield* kubectl("apply", "-f", file)
-      assert.strictEqual(applied.code, 0, applied.stderr)
+      yield* Effect.addFinalizer(() => kubectl("delete", "namespace", ns, "--wait=false"))
+      yield* applyRbac(env, ns)
 
       const as = `system:serviceaccount:${ns}:bai-agent`
       // `pods/log` on the command line would mean "the pod named log": subresources go in --subresource
@@ -100,30 +70,12 @@ describe("deploy/kubernetes/rbac.yaml", () => {
       assert.strictEqual((yield* kubectl("auth", "can-i", "create", "pods", `--as=${as}`, "-n", "default")).stdout.trim(), "no")
 
       // --- the token (the explicit Secret; on 1.20 the token controller also made bai-agent-token-xxxxx)
-      let token = ""
-      for (let i = 0; i < 100 && token === ""; i++) {
-        const s = yield* kubectl("get", "secret", "bai-agent-token", "-n", ns, "-o", "jsonpath={.data.token}")
-        token = s.code === 0 ? Buffer.from(s.stdout, "base64").toString("utf8") : ""
-        if (token === "") yield* Effect.sleep("100 millis")
-      }
-      assert.notStrictEqual(token, "", "the token controller filled bai-agent-token")
+      const token = yield* serviceAccountToken(env, ns)
       const sa = yield* kubectl("get", "serviceaccount", "bai-agent", "-n", ns, "-o", "json")
       const autoSecrets = (JSON.parse(sa.stdout).secrets ?? []) as Array<{ name: string }>
       assert.isTrue(autoSecrets.some((s) => s.name.startsWith("bai-agent-token-")), "1.20: the SA got its own token secret")
 
-      const kubeconfig = path.join(env.stateDir, `rbac-${ns}.kubeconfig`)
-      fs.writeFileSync(
-        kubeconfig,
-        JSON.stringify({
-          apiVersion: "v1",
-          kind: "Config",
-          clusters: [{ name: "c", cluster: { server: env.apiserver, "insecure-skip-tls-verify": true } }],
-          users: [{ name: "bai-agent", user: { token } }],
-          contexts: [{ name: "c", context: { cluster: "c", user: "bai-agent", namespace: ns } }],
-          "current-context": "c"
-        })
-      )
-      yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(kubeconfig, { force: true })))
+      const kubeconfig = yield* tokenKubeconfig(env, ns, token)
 
       // --- real calls with that token
       const kube = yield* KubeClient.make({ kubeconfig, requestTimeoutSeconds: 15 })
