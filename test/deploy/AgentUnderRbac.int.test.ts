@@ -6,7 +6,8 @@
 //   list/watch) and the registry's images (listing needs the pull secret: secrets get);
 // - create_kernel → pod Running, execute, get_logs (pods/log), statistics in Redis (node proxy),
 //   destroy_kernel leaves nothing;
-// - SIGTERM (detach) and restart: the kept kernel is adopted and usable, then destroyed;
+// - SIGTERM (detach) and restart: the kept kernel is adopted and usable, restarted (restart_kernel),
+//   then destroyed;
 // - the agent's log has no Forbidden / 403 / Unauthorized anywhere.
 // kubectl with the admin kubeconfig is the observer.
 import { assert, describe, it } from "@effect/vitest"
@@ -32,8 +33,18 @@ const DENIED = /forbidden|unauthorized|\b(?:status|code|HTTP)\W{0,3}40[13]\b/i
 
 type Event = { readonly name: string; readonly args: ReadonlyArray<any> }
 
+/** Runs `code` (query mode) to its end; its stdout. */
 const execute = (client: AiozmqClientShape, kid: string, code: string) =>
-  client.invoke(AgentRpcs.execute, 3, kid, crypto.randomUUID(), "query", code, {}, 20)
+  client.invoke(AgentRpcs.execute, 3, kid, crypto.randomUUID(), "query", code, {}, 20).pipe(
+    Effect.map((r) => {
+      assert.strictEqual(r?.status, "finished", JSON.stringify(r))
+      assert.strictEqual(r?.exitCode, 0, JSON.stringify(r))
+      return (r?.console ?? []).filter((c): c is [string, string] => Array.isArray(c) && c[0] === "stdout").map((c) => c[1]).join("")
+    })
+  )
+
+const podUid = (ns: string, kid: string) =>
+  kubectlJson(env, ["-n", ns, "get", "pod", `kernel-${kid}`]).pipe(Effect.map((p) => p.metadata.uid as string))
 
 describe("the agent process under deploy/kubernetes/rbac.yaml", () => {
   it.live.skipIf(!agentBuilt)("registers, heartbeats, runs and adopts kernels with only the service account's token", () =>
@@ -91,6 +102,7 @@ describe("the agent process under deploy/kubernetes/rbac.yaml", () => {
 
           // heartbeats: slots of the selected nodes, and the registry's images
           const hbs = yield* eventually(eventsNamed("instance_heartbeat"), (xs) => xs.length >= 2, 60)
+          assert.isAtLeast(hbs.length, 2, "heartbeats (they wait for NodeResources: nodes and pods list/watch cluster-wide)")
           const info = hbs[hbs.length - 1]!.args[0]
           const slots = info.resource_slots as Record<string, [string, string]>
           assert.strictEqual(slots.cpu?.[0], "count", JSON.stringify(slots))
@@ -102,7 +114,9 @@ describe("the agent process under deploy/kubernetes/rbac.yaml", () => {
             (xs) => xs.some((e) => unpackImages(e.args[0].images).length > 0),
             60
           )
-          const images = new Map(unpackImages(withImages.findLast((e) => unpackImages(e.args[0].images).length > 0)!.args[0].images).map((e) => [e.name, e.digest]))
+          const imagesHb = withImages.findLast((e) => unpackImages(e.args[0].images).length > 0)
+          assert.isDefined(imagesHb, "a heartbeat with the registry's images (the listing reads the pull secret)")
+          const images = new Map(unpackImages(imagesHb!.args[0].images).map((e) => [e.name, e.digest]))
           for (const [repoTag, digest] of Object.entries(env.images)) {
             assert.strictEqual(images.get(`${env.registry.host}/${repoTag}`), digest, `image ${repoTag} in the heartbeat`)
           }
@@ -114,11 +128,9 @@ describe("the agent process under deploy/kubernetes/rbac.yaml", () => {
           assert.strictEqual(created.id, kid)
           const pod = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pod", `kernel-${kid}`])
           assert.strictEqual(pod.status.phase, "Running")
-          const ran = yield* execute(client, kid, "print('hi under rbac')")
-          assert.strictEqual(ran?.status, "finished", JSON.stringify(ran))
-          assert.include(JSON.stringify(ran), "hi under rbac")
+          assert.strictEqual(yield* execute(client, kid, "print('hi under rbac')"), "hi under rbac\n")
           const logs = yield* client.invoke(AgentRpcs.get_logs, kid)
-          assert.isString(logs.logs)
+          assert.include(logs.logs, "hi under rbac")
           yield* step(`kernel created, executed, ${logs.logs.length} chars of logs`)
 
           const agentStat = yield* eventually(stat(site.agentId), (s) => s?.node?.cpu_util?.pct !== undefined && Number(s?.node?.mem?.current) > 0, 90)
@@ -136,12 +148,13 @@ describe("the agent process under deploy/kubernetes/rbac.yaml", () => {
 
           // one kernel stays for the restart
           yield* client.invoke(AgentRpcs.create_kernel, kept, pythonConfig(env))
-          assert.include(JSON.stringify(yield* execute(client, kept, "x = 6 * 7\nprint(x)")), "42")
+          assert.strictEqual(yield* execute(client, kept, "print(6 * 7)"), "42\n")
         }))
         // SIGTERM: the agent detached, the kernel's pod is still there
         assert.deepStrictEqual((yield* eventsNamed("instance_terminated")).length, 1)
         const keptPod = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pod", `kernel-${kept}`])
         assert.strictEqual(keptPod.metadata.deletionTimestamp, undefined)
+        const keptUid = keptPod.metadata.uid as string
         yield* step("SIGTERM: detached")
 
         // ---- restart: the kept kernel is adopted
@@ -151,12 +164,17 @@ describe("the agent process under deploy/kubernetes/rbac.yaml", () => {
           yield* waitRpcUp(client, agent)
           yield* eventually(eventsNamed("instance_heartbeat"), (xs) => xs.length > since, 60)
           yield* client.invoke(AgentRpcs.ping_kernel, kept)
-          // the interpreter kept its state: the same process, adopted
-          assert.include(JSON.stringify(yield* execute(client, kept, "print(x + 1)")), "43")
+          // adopted: the same pod, usable, not reported lost
+          assert.strictEqual(yield* execute(client, kept, "print(6 * 7 + 1)"), "43\n")
+          assert.strictEqual(yield* podUid(site.kubeNs, kept), keptUid)
           assert.deepStrictEqual(yield* eventsNamed("kernel_terminated", kept), [])
+          // restart_kernel: a new pod with its Service and ConfigMap
+          yield* client.invoke(AgentRpcs.restart_kernel, kept, pythonConfig(env))
+          assert.notStrictEqual(yield* podUid(site.kubeNs, kept), keptUid)
+          assert.strictEqual(yield* execute(client, kept, "print('restarted')"), "restarted\n")
           yield* client.invoke(AgentRpcs.destroy_kernel, kept, null)
           assert.deepStrictEqual(yield* eventually(labelledObjects(env, site.kubeNs), (xs) => xs.length === 0, 60), [])
-          yield* step("restart: adopted, executed, destroyed")
+          yield* step("restart: adopted, executed, restart_kernel, destroyed")
         }))
 
         // ---- no authorization failure anywhere in the agent's log

@@ -19,10 +19,9 @@ const allowed: ReadonlyArray<readonly [string, string, boolean]> = [
   ...["get", "list", "watch", "create", "delete", "patch"].map((v) => [v, "pods", true] as const),
   ["get", "pods/log", true],
   ["get", "pods/status", true],
-  ...["get", "list", "watch", "create", "delete", "patch", "update"].flatMap((v) => [[v, "services", true] as const, [v, "configmaps", true] as const]),
+  ...["get", "list", "create", "delete"].map((v) => [v, "services", true] as const),
+  ...["list", "create", "delete", "update"].map((v) => [v, "configmaps", true] as const),
   ["get", "secrets", true],
-  ["list", "events", true],
-  ["watch", "events", true],
   ["get", "nodes", false],
   ["list", "nodes", false],
   ["watch", "nodes", false],
@@ -32,6 +31,26 @@ const allowed: ReadonlyArray<readonly [string, string, boolean]> = [
 ]
 const denied: ReadonlyArray<readonly [string, string, boolean]> = [
   ["list", "secrets", true],
+  ["watch", "secrets", true],
+  ["update", "pods", true],
+  ["update", "pods/status", true],
+  ["patch", "pods/status", true],
+  ["watch", "services", true],
+  ["patch", "services", true],
+  ["update", "services", true],
+  ["get", "configmaps", true],
+  ["watch", "configmaps", true],
+  ["patch", "configmaps", true],
+  ["list", "events", true],
+  ["get", "nodes/stats", false],
+  ["create", "nodes/proxy", false],
+  ["list", "pods/log", false],
+  ["get", "pods/log", false],
+  ["list", "namespaces", false],
+  ["create", "namespaces", false],
+  ["list", "services", false],
+  ["list", "configmaps", false],
+  ["get", "secrets", false],
   ["create", "secrets", true],
   ["delete", "nodes", false],
   ["patch", "nodes", false],
@@ -96,7 +115,6 @@ describe("deploy/kubernetes/rbac.yaml", () => {
       assert.strictEqual(summary.code, 0, summary.stderr)
       assert.strictEqual(JSON.parse(summary.stdout).node.nodeName, node)
       yield* kube.core("pull secret", (api) => api.readNamespacedSecret({ name: env.registrySecret, namespace: ns }))
-      yield* kube.core("events", (api) => api.listNamespacedEvent({ namespace: ns }))
 
       const name = "rbac-probe"
       const labels = { "app.kubernetes.io/managed-by": "bai-k8s-agent" }
@@ -153,11 +171,20 @@ describe("deploy/kubernetes/rbac.yaml", () => {
       yield* kube.core("delete pod", (api) => api.deleteNamespacedPod({ name, namespace: ns, gracePeriodSeconds: 0 }))
 
       // and what it must not do
-      const forbidden = yield* Effect.exit(kube.core("list secrets", (api) => api.listNamespacedSecret({ namespace: ns })))
-      assert.isTrue(Exit.isFailure(forbidden))
-      if (Exit.isFailure(forbidden)) {
-        const r = forbidden.cause.reasons[0]
-        assert.strictEqual(r?._tag === "Fail" ? r.error.reason : undefined, "Forbidden")
+      const mustFail = [
+        kube.core("list secrets", (api) => api.listNamespacedSecret({ namespace: ns })),
+        kube.core("list events", (api) => api.listNamespacedEvent({ namespace: ns })),
+        kube.core("read configmap", (api) => api.readNamespacedConfigMap({ name: "kube-root-ca.crt", namespace: ns })),
+        kube.core("list namespaces", (api) => api.listNamespace()),
+        kube.core("pull secret elsewhere", (api) => api.readNamespacedSecret({ name: env.registrySecret, namespace: env.namespace }))
+      ]
+      for (const call of mustFail) {
+        const exit = yield* Effect.exit(call)
+        assert.isTrue(Exit.isFailure(exit))
+        if (Exit.isFailure(exit)) {
+          const r = exit.cause.reasons[0]
+          assert.strictEqual(r?._tag === "Fail" ? r.error.reason : undefined, "Forbidden", String(exit))
+        }
       }
     }).pipe(Effect.scoped), { timeout: 180_000 })
 })
