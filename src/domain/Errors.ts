@@ -115,6 +115,24 @@ export class KubernetesUnavailable extends Schema.TaggedError<KubernetesUnavaila
   }
 }
 
+/** The Kubernetes API refused the agent's credentials (RBAC): not transient, an operator must act. */
+export class KubernetesForbidden extends Schema.TaggedError<KubernetesForbidden>()("KubernetesForbidden", {
+  operation: Schema.String,
+  message: Schema.String
+}) {
+  get python(): PythonError {
+    return agentException("KubernetesForbidden", [this.operation, this.message])
+  }
+}
+
+/** A failed Kubernetes call as the manager sees it: forbidden (permissions) or unavailable (anything else). */
+export type KubernetesFailure = KubernetesUnavailable | KubernetesForbidden
+
+export const kubernetesFailure = (e: { readonly reason: string; readonly operation: string; readonly message: string }): KubernetesFailure =>
+  e.reason === "Forbidden" || e.reason === "Unauthorized"
+    ? new KubernetesForbidden({ operation: e.operation, message: e.message })
+    : new KubernetesUnavailable({ operation: e.operation, message: e.message })
+
 /** The kernel's runner cannot be reached or does not answer (reason: Timeout, Closed, Protocol). */
 export class RunnerUnavailable extends Schema.TaggedError<RunnerUnavailable>()("RunnerUnavailable", {
   kernelId: Schema.String,
@@ -188,6 +206,7 @@ export type DomainError =
   | KernelCreationFailed
   | KernelCreationTimeout
   | KubernetesUnavailable
+  | KubernetesForbidden
   | RunnerUnavailable
   | RunNotFound
   | InvalidRequest

@@ -26,7 +26,8 @@ import {
   KernelCreationFailed,
   KernelCreationTimeout,
   KernelNotFound,
-  KubernetesUnavailable,
+  type KubernetesFailure,
+  kubernetesFailure,
   Unschedulable
 } from "../domain/Errors.ts"
 import {
@@ -72,9 +73,9 @@ export type CreateError =
   | Unschedulable
   | KernelCreationFailed
   | KernelCreationTimeout
-  | KubernetesUnavailable
+  | KubernetesFailure
 
-export type DestroyError = KernelNotFound | KubernetesUnavailable
+export type DestroyError = KernelNotFound | KubernetesFailure
 
 /** Reason of a `destroy_kernel` RPC without an explicit reason. */
 export const USER_REQUESTED = "user-requested"
@@ -95,7 +96,7 @@ export interface KernelLifecycleShape {
   /** Rebuilds a ready kernel from its Pod and Service (start-up, relist). */
   readonly adopt: (pod: k8s.V1Pod, service: k8s.V1Service) => Effect.Effect<Option.Option<KernelInfo>>
   /** Deletes every object of a kernel id (half-created or orphaned objects); no event. */
-  readonly removeObjects: (kernelId: string) => Effect.Effect<void, KubernetesUnavailable>
+  readonly removeObjects: (kernelId: string) => Effect.Effect<void, KubernetesFailure>
   /** One pass of the idle reaper. */
   readonly reapIdle: Effect.Effect<void>
 }
@@ -112,15 +113,17 @@ const toResult = (info: KernelInfo): CreateKernelResult => ({
   resource_spec: info.resourceSpec
 })
 
-const unavailable = (e: KubeError): KubernetesUnavailable =>
-  new KubernetesUnavailable({ operation: e.operation, message: e.message })
+const unavailable = (e: KubeError): KubernetesFailure => kubernetesFailure(e)
 
 const isUnavailable = (e: KubeError) => e.reason === "Unavailable" || e.reason === "Timeout"
 
-/** Create-path mapping of API failures: unreachable → KubernetesUnavailable, else KernelCreationFailed. */
-const createFailure = (kernelId: string) => (e: KubeError): KubernetesUnavailable | KernelCreationFailed =>
-  isUnavailable(e)
-    ? unavailable(e)
+/**
+ * Create-path mapping of API failures: unreachable → KubernetesUnavailable, refused credentials →
+ * KubernetesForbidden, anything else (invalid object, conflict) → KernelCreationFailed.
+ */
+const createFailure = (kernelId: string) => (e: KubeError): KubernetesFailure | KernelCreationFailed =>
+  isUnavailable(e) || e.reason === "Forbidden" || e.reason === "Unauthorized"
+    ? kubernetesFailure(e)
     : new KernelCreationFailed({ kernelId, reason: `Kube${e.reason}`, message: `${e.operation}: ${e.message}` })
 
 /** Internal: the pod exists already and is a ready kernel → adopt instead of creating. */

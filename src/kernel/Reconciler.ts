@@ -17,7 +17,7 @@
 import type * as k8s from "@kubernetes/client-node"
 import { Context, Duration, Effect, FiberMap, Layer, Option, Ref, Schedule, Stream } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
-import { KubernetesUnavailable } from "../domain/Errors.ts"
+import { type KubernetesFailure, kubernetesFailure } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
 import { countKernelTerminated, markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
@@ -36,7 +36,7 @@ export interface ReconcileReport {
 
 export class Reconciler extends Context.Service<Reconciler, {
   /** One full comparison of the cluster with the registry; `adopt` at start-up only. */
-  readonly reconcile: (options: { readonly adopt: boolean }) => Effect.Effect<ReconcileReport, KubernetesUnavailable>
+  readonly reconcile: (options: { readonly adopt: boolean }) => Effect.Effect<ReconcileReport, KubernetesFailure>
   /** The watch loop (runs until interrupted). */
   readonly watch: (fromResourceVersion: string | undefined) => Effect.Effect<never>
 }>()("bai-agent/kernel/Reconciler") {
@@ -52,7 +52,7 @@ export class Reconciler extends Context.Service<Reconciler, {
     const handlers = yield* FiberMap.make<string>()
     const adoptedOnce = yield* Ref.make(false)
 
-    const unavailable = (e: KubeError) => new KubernetesUnavailable({ operation: e.operation, message: e.message })
+    const unavailable = (e: KubeError) => kubernetesFailure(e)
 
     const listAll = Effect.all({
       pods: kube.core("list pods", (api) => api.listNamespacedPod({ namespace, labelSelector: selector })),

@@ -4,7 +4,7 @@
  * Needs {@link KernelExecution}, {@link KernelFiles}, {@link KernelRegistry} and {@link KubeClient}.
  */
 import { Effect } from "effect"
-import { KubernetesUnavailable } from "../../domain/Errors.ts"
+import { kubernetesFailure } from "../../domain/Errors.ts"
 import { KernelExecution } from "../../kernel/Execute.ts"
 import { KernelFiles } from "../../kernel/Files.ts"
 import { KernelRegistry } from "../../kernel/KernelRegistry.ts"
@@ -41,7 +41,7 @@ export const RunnerHandlers = Effect.gen(function*() {
           api.readNamespacedPodLog({ name: info.objectName, namespace: info.namespace, container: KERNEL_CONTAINER })
         )
       ).pipe(
-        Effect.mapError((e) => new KubernetesUnavailable({ operation: e.operation, message: e.message }))
+        Effect.mapError(kubernetesFailure)
       )
       return { logs: logs._tag === "Some" ? String(logs.value) : "" }
     }),
