@@ -7,16 +7,11 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Console, Effect, Layer, Option } from "effect"
 import { Command, Flag } from "effect/cli"
 import { type LoadedConfig, loadConfig, redacted } from "./config/AgentConfig.ts"
+import { configFlag, debugFlag } from "./config/Flags.ts"
 import { AgentLive } from "./AgentLive.ts"
 import { teardown } from "./observability/Teardown.ts"
 import { checkNodeVersion, VERSION } from "./version.ts"
 import * as Logging from "./observability/Logging.ts"
-
-const configFlag = Flag.String("config").pipe(
-  Flag.withAlias("f"),
-  Flag.withDescription("Path of agent.toml (default: $BACKEND_CONFIG_FILE, ./agent.toml, ~/.config/backend.ai/agent.toml, /etc/backend.ai/agent.toml)"),
-  Flag.optional
-)
 
 const printConfigErrors = (loaded: { readonly message: string }) => Console.error(loaded.message)
 
@@ -29,7 +24,7 @@ const agent = Command.make(
   "bai-agent",
   {
     config: configFlag,
-    debug: Flag.Boolean("debug").pipe(Flag.withDescription("Log at debug level"), Flag.withDefault(false)),
+    debug: debugFlag,
     checkConfig: Flag.Boolean("check-config").pipe(
       Flag.withDescription("Load and validate the configuration, print it (secrets redacted) and exit"),
       Flag.withDefault(false)

@@ -10,6 +10,7 @@ import * as NodeServices from "@effect/platform-node/NodeServices"
 import { Console, Effect, FileSystem, Layer, Option, Schema } from "effect"
 import { Command, Flag } from "effect/cli"
 import { AgentConfig, type LoadedConfig, loadConfig } from "./config/AgentConfig.ts"
+import { configFlag, debugFlag } from "./config/Flags.ts"
 import * as Watcher from "./http/Watcher.ts"
 import * as Logging from "./observability/Logging.ts"
 import { Etcd } from "./registry/Etcd.ts"
@@ -60,12 +61,8 @@ export const WatcherLive = (loaded: LoadedConfig, options: { readonly sudo: bool
 const watcher = Command.make(
   "bai-watcher",
   {
-    config: Flag.String("config").pipe(
-      Flag.withAlias("f"),
-      Flag.withDescription("Path of agent.toml (same search order as the agent)"),
-      Flag.optional
-    ),
-    debug: Flag.Boolean("debug").pipe(Flag.withDescription("Log at debug level"), Flag.withDefault(false)),
+    config: configFlag,
+    debug: debugFlag,
     sudo: Flag.Boolean("sudo").pipe(
       Flag.withDescription("Run `sudo -n systemctl` instead of `systemctl` (when a sudoers rule, not polkit, grants it)"),
       Flag.withDefault(false)
