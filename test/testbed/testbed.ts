@@ -30,8 +30,23 @@ export interface UpOptions {
 
 const k8sBuilt = (): boolean => fs.existsSync(k8sBinDir) && fs.readdirSync(k8sBinDir).some((f) => f.startsWith(".done-"))
 
-/** Runs build-k8s.sh (a no-op when cached), forwarding its progress lines. */
-export const buildKubernetes = (log: (line: string) => void): Promise<void> =>
+/** Runs prereqs.sh: installs the Debian packages the testbed needs when missing (fast when present). */
+const ensurePrerequisites = (log: (line: string) => void): Promise<void> =>
+  new Promise((resolve, reject) => {
+    const child = spawn("bash", [path.join(testbedDir, "prereqs.sh")], { stdio: ["ignore", "pipe", "pipe"] })
+    let err = ""
+    child.stdout.on("data", (b: Buffer) => { for (const l of b.toString().split("\n")) if (l !== "") log(l) })
+    child.stderr.on("data", (b: Buffer) => { err += b.toString() })
+    child.on("exit", (code) => (code === 0 ? resolve() : reject(new Error(err.trim() || `prereqs.sh failed with exit code ${code}`))))
+  })
+
+/** Installs missing prerequisites, then runs build-k8s.sh (a no-op when cached), forwarding progress lines. */
+export const buildKubernetes = async (log: (line: string) => void): Promise<void> => {
+  await ensurePrerequisites(log)
+  await buildK8sBinaries(log)
+}
+
+const buildK8sBinaries = (log: (line: string) => void): Promise<void> =>
   new Promise((resolve, reject) => {
     if (k8sBuilt()) { resolve(); return }
     log("Kubernetes binaries not built yet: running test/testbed/build-k8s.sh (once, several minutes)")
