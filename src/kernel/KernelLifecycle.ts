@@ -432,10 +432,11 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         const name = objectName(kernelId)
         yield* events.publish(AgentEvents.kernelCreating(kernelId))
 
-        // scratch dir (agent side; the same directory is the pod's /home/work)
+        // scratch dir (agent side; the same directory is the pod's /home/work); removed on failure only
+        // if this create made it (a ready pod found on 409 is adopted with the directory it uses)
         yield* Effect.acquireRelease(
           fsEffect(kernelId, "create the scratch dir", () => fs.promises.mkdir(input.scratchDir, { recursive: true })),
-          (_, exit) => (reuseScratch ? Effect.void : onFailure(exit, removeScratch(kernelId), "remove scratch dir"))
+          (made, exit) => (reuseScratch || made === undefined ? Effect.void : onFailure(exit, removeScratch(kernelId), "remove scratch dir"))
         )
         // NodePorts: reserved now, released if the create fails
         const wanted = exposedPorts(servicePorts)

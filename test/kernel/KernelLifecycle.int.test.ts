@@ -206,6 +206,25 @@ describe("KernelLifecycle on the testbed", () => {
       }).pipe(Effect.provide(lifecycleLayer(site)))
     }).pipe(Effect.scoped), T)
 
+  it.live("create_kernel of a ready kernel this agent does not know adopts it and keeps its scratch dir", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      // agent A creates the kernel and stops (detach); the user's files are in the scratch dir
+      const a = yield* startAgent(site)
+      const first = yield* Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env))
+      yield* Scope.close(a.scope, Exit.void)
+      fs.writeFileSync(path.join(site.scratchRoot, kid, "work", "keep.txt"), "kept")
+      // agent B (no reconciler) gets the same create_kernel: the existing pod is adopted
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        const again = yield* lifecycle.create(kid, pythonConfig(env))
+        assert.strictEqual(again.container_id, first.container_id)
+        assert.isTrue(fs.existsSync(path.join(site.scratchRoot, kid, "work", "keep.txt")))
+        yield* lifecycle.destroy(kid, "user-requested")
+      }).pipe(Effect.provide(lifecycleLayer(site)))
+    }).pipe(Effect.scoped), T)
+
   it.live("idle kernels are destroyed with reason idle-timeout", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)
