@@ -95,7 +95,7 @@ export interface KernelLifecycleShape {
   readonly busy: (kernelId: string) => Effect.Effect<boolean>
   /** Rebuilds a ready kernel from its Pod and Service (start-up, relist). */
   readonly adopt: (pod: k8s.V1Pod, service: k8s.V1Service) => Effect.Effect<Option.Option<KernelInfo>>
-  /** Deletes every object of a kernel id (half-created or orphaned objects); no event. */
+  /** Deletes every object of a kernel id (half-created or orphaned objects) and its scratch dir; no event. */
   readonly removeObjects: (kernelId: string) => Effect.Effect<void, KubernetesFailure>
   /** One pass of the idle reaper. */
   readonly reapIdle: Effect.Effect<void>
@@ -782,6 +782,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       Effect.gen(function*() {
         const pod = yield* readPod(objectName(kernelId)).pipe(Effect.mapError(unavailable))
         yield* deleteObjects(kernelId, Option.getOrUndefined(Option.map(pod, (p) => p.metadata?.uid)))
+        yield* removeScratch(kernelId)
       })
 
     return KernelLifecycle.of({

@@ -47,6 +47,7 @@ describe("Reconciler on the testbed", () => {
         metadata: { name: `kernel-${half}`, namespace: site.kubeNs, labels: labels(half) },
         spec: { restartPolicy: "Never", containers: [{ name: "kernel", image: `${env.registry.host}/lablup/lua:5.3-alpine3.8` }] }
       })
+      fs.mkdirSync(path.join(site.scratchRoot, half, "work"), { recursive: true })
       const orphan = crypto.randomUUID()
       yield* apply({
         apiVersion: "v1",
@@ -74,6 +75,9 @@ describe("Reconciler on the testbed", () => {
       // the rest is gone
       const left = yield* eventually(labelledObjects(env, site.kubeNs), (xs) => xs.every((x) => x.endsWith(kid)))
       assert.deepStrictEqual(left.sort(), [`ConfigMap/kernel-${kid}`, `Pod/kernel-${kid}`, `Service/kernel-${kid}`])
+      // and so is the half-created kernel's scratch dir; the adopted kernel keeps its own
+      assert.isFalse(fs.existsSync(path.join(site.scratchRoot, half)))
+      assert.isTrue(fs.existsSync(path.join(site.scratchRoot, kid, "work")))
 
       // and it is destroyed normally through the new agent
       yield* Context.get(b.context, KernelLifecycle).destroy(kid, "user-requested")
@@ -97,5 +101,6 @@ describe("Reconciler on the testbed", () => {
       assert.strictEqual(term.args[1], "force-terminated")
       assert.deepStrictEqual(yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.length === 0), [])
       assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelRegistry).find(kid)))
+      assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
     }).pipe(Effect.scoped), { timeout: 180_000 })
 })
