@@ -79,6 +79,8 @@ export type DestroyError = KernelNotFound | KubernetesFailure
 
 /** Reason of a `destroy_kernel` RPC without an explicit reason. */
 export const USER_REQUESTED = "user-requested"
+/** `kernel_terminated` reason of a kernel lost because its restart failed (the old pod was already gone). */
+export const RESTART_FAILED = "restart-failed"
 
 export interface KernelLifecycleShape {
   /** `create_kernel`: idempotent per kernel id. */
@@ -662,6 +664,8 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           yield* removeScratch(kernelId)
           yield* Effect.logInfo(`kernel terminated (${reason})`)
         } else if (Option.isSome(creating)) {
+          // an interrupted restart keeps the scratch dir it reuses
+          yield* removeScratch(kernelId)
           yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, null))
           yield* countKernelTerminated(reason)
         }
@@ -703,6 +707,16 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     // ------------------------------------------------------------------------------------------
     // restart
 
+    /** A restart whose new pod failed: what a destroy does for a kernel with no objects left. */
+    const restartFailed = (kernelId: string) =>
+      Effect.gen(function*() {
+        yield* removeScratch(kernelId)
+        yield* stats.finalize(kernelId)
+        yield* events.publish(AgentEvents.kernelTerminated(kernelId, RESTART_FAILED, null))
+        yield* countKernelTerminated(RESTART_FAILED)
+        yield* rememberTerminated(kernelId)
+      }).pipe(Effect.annotateLogs({ kernelId }))
+
     const restart = Effect.fn("KernelLifecycle.restart")(function*(kernelId: string, raw: unknown) {
       const kconfig = yield* decodeKernelConfig(kernelId, raw)
       const waiter = yield* lock.withPermits(1)(Effect.gen(function*() {
@@ -724,7 +738,11 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
             yield* runners.close(kernelId)
             yield* registry.remove(kernelId)
             yield* nodePorts.release([old.replInPort, old.replOutPort, ...old.servicePorts.map((p) => p.host_port)])
-            const info = yield* doCreate(kernelId, kconfig, true)
+            const info = yield* doCreate(kernelId, kconfig, true).pipe(
+              // the old pod is gone and the new one failed: the kernel is gone (an interruption is a
+              // destroy, which reports it itself)
+              Effect.tapError(() => restartFailed(kernelId))
+            )
             yield* events.publish(AgentEvents.kernelStarted(kernelId))
             return info
           })

@@ -225,6 +225,28 @@ describe("KernelLifecycle on the testbed", () => {
       }).pipe(Effect.provide(lifecycleLayer(site)))
     }).pipe(Effect.scoped), T)
 
+  it.live("a restart whose new pod fails: kernel_terminated, scratch dir removed, a later destroy is harmless", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        yield* lifecycle.create(kid, pythonConfig(env))
+        const e = yield* lifecycle.restart(kid, pythonConfig(env, {
+          image: { canonical: "index.docker.io/lablup/python:9.9-nonexistent", labels: {} }
+        })).pipe(Effect.flip)
+        assert.strictEqual(e._tag, "ImagePullFailed", JSON.stringify(e))
+        const term = yield* takeEvent(site, "kernel_terminated", kid)
+        assert.strictEqual(term.args[1], "restart-failed")
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+        assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
+        assert.strictEqual((yield* (yield* KernelRegistry).list).length, 0)
+        assert.deepStrictEqual([...(yield* (yield* NodePorts).inUse)], [])
+        // the manager's destroy_kernel afterwards
+        yield* lifecycle.destroy(kid, "user-requested")
+      }).pipe(Effect.provide(lifecycleLayer(site)))
+    }).pipe(Effect.scoped), T)
+
   it.live("idle kernels are destroyed with reason idle-timeout", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)
