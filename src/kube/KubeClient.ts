@@ -129,49 +129,61 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
       )
     const watch = <A>(p: string, query: Record<string, string | number | boolean | undefined>) =>
       Stream.callback<WatchEvent<A>, KubeError>((queue) =>
-        Effect.acquireRelease(
-          Effect.tryPromise({
-            try: () => {
-              // The server ends the watch after `timeoutSeconds` (jittered, so watches of many agents
-              // do not reconnect in step); the client's inactivity timeout (30 s by default in
-              // client-node, which made every quiet watch "fail" twice a minute) is set past it, so
-              // it only fires when the server really went silent.
-              const serverTimeout = typeof query.timeoutSeconds === "number"
-                ? query.timeoutSeconds
-                : Math.round(WATCH_TIMEOUT_SECONDS * (0.9 + 0.2 * Math.random()))
-              const watcher = new k8s.Watch(kc)
-              // `requestTimeoutMs` is declared private in client-node 2.0 but is the documented knob
-              // (a plain instance field the watch reads on every request).
-              Object.assign(watcher, { requestTimeoutMs: (serverTimeout + 30) * 1000 })
-              return watcher.watch(
-                p,
-                { ...query, timeoutSeconds: serverTimeout, allowWatchBookmarks: true },
-                (type, object) => {
-                  if (type === "ERROR") {
-                    const status = object as { code?: number; message?: string; reason?: string }
-                    Queue.failCauseUnsafe(
-                      queue,
-                      Cause.fail(new KubeError({
-                        reason: status.code === 410 ? "Gone" : "Other",
-                        operation: `watch ${p}`,
-                        message: status.message ?? "watch error",
-                        ...(status.code === undefined ? {} : { status: status.code })
-                      }))
-                    )
-                  } else {
-                    Queue.offerUnsafe(queue, { type: type as WatchEvent<A>["type"], object: object as A })
-                  }
-                },
-                (err) => {
-                  if (err === null || err === undefined || (err as { name?: string }).name === "AbortError") Queue.endUnsafe(queue)
-                  else Queue.failCauseUnsafe(queue, Cause.fail(toKubeError(`watch ${p}`)(err)))
-                }
-              )
+        Effect.suspend(() => {
+          // The server ends the watch after `timeoutSeconds` (jittered, so watches of many agents
+          // do not reconnect in step); the client's inactivity timeout (30 s by default in
+          // client-node, which made every quiet watch "fail" twice a minute) is set past it, so
+          // it only fires when the server really went silent.
+          const serverTimeout = typeof query.timeoutSeconds === "number"
+            ? query.timeoutSeconds
+            : Math.round(WATCH_TIMEOUT_SECONDS * (0.9 + 0.2 * Math.random()))
+          const watcher = new k8s.Watch(kc)
+          // `requestTimeoutMs` is declared private in client-node 2.0 but is the documented knob
+          // (a plain instance field the watch reads on every request).
+          Object.assign(watcher, { requestTimeoutMs: (serverTimeout + 30) * 1000 })
+          // `watch()` resolves to its AbortController only once the response headers arrived (or its
+          // own timeout fired, up to `serverTimeout + 30` s later). It is not awaited: closing the
+          // stream must never wait for a silent API server (that hung shutdown for minutes). A
+          // watch closed before it started is aborted as soon as its controller exists.
+          let controller: AbortController | undefined
+          let closed = false
+          watcher.watch(
+            p,
+            { ...query, timeoutSeconds: serverTimeout, allowWatchBookmarks: true },
+            (type, object) => {
+              if (type === "ERROR") {
+                const status = object as { code?: number; message?: string; reason?: string }
+                Queue.failCauseUnsafe(
+                  queue,
+                  Cause.fail(new KubeError({
+                    reason: status.code === 410 ? "Gone" : "Other",
+                    operation: `watch ${p}`,
+                    message: status.message ?? "watch error",
+                    ...(status.code === undefined ? {} : { status: status.code })
+                  }))
+                )
+              } else {
+                Queue.offerUnsafe(queue, { type: type as WatchEvent<A>["type"], object: object as A })
+              }
             },
-            catch: toKubeError(`watch ${p}`)
-          }),
-          (controller) => Effect.sync(() => controller.abort())
-        )
+            (err) => {
+              if (err === null || err === undefined || (err as { name?: string }).name === "AbortError") Queue.endUnsafe(queue)
+              else Queue.failCauseUnsafe(queue, Cause.fail(toKubeError(`watch ${p}`)(err)))
+            }
+          ).then(
+            (c) => {
+              controller = c
+              if (closed) c.abort()
+            },
+            (e) => Queue.failCauseUnsafe(queue, Cause.fail(toKubeError(`watch ${p}`)(e)))
+          )
+          return Effect.addFinalizer(() =>
+            Effect.sync(() => {
+              closed = true
+              controller?.abort()
+            })
+          )
+        })
       )
     return KubeClient.of({
       config: kc,
