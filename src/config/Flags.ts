@@ -3,6 +3,8 @@ import { Flag } from "effect/cli"
 
 export const configFlag = Flag.String("config").pipe(
   Flag.withAlias("f"),
+  // the Python agent's spelling (`-f/--config-path/--config`): existing unit files keep working
+  Flag.withAlias("config-path"),
   Flag.withDescription(
     "Path of agent.toml (default: $BACKEND_CONFIG_FILE, ./agent.toml, ~/.config/backend.ai/agent.toml, /etc/backend.ai/agent.toml)"
   ),

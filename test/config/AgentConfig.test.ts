@@ -116,6 +116,14 @@ describe("bai-agent CLI", () => {
     assert.include(absent.stderr, "no such file")
   })
 
+  it("--config-path (the Python agent's spelling) works like -f/--config", () => {
+    for (const flag of ["-f", "--config", "--config-path"]) {
+      const r = cli("--check-config", flag, "config/halfstack.toml")
+      assert.strictEqual(r.status, 0, `${flag}: ${r.stdout}${r.stderr}`)
+      assert.strictEqual(JSON.parse(r.stdout).etcd.namespace, "local")
+    }
+  })
+
   it("an unknown flag exits 1", () => {
     const r = cli("--no-such-flag")
     assert.strictEqual(r.status, 1)
