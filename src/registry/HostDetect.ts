@@ -95,9 +95,12 @@ export const pickHost = (
   return { host: "127.0.0.1", source: "fallback" }
 }
 
-/** The address `hostname` resolves to (IPv4 first), or undefined. */
+/**
+ * The IPv4 address `hostname` resolves to, or undefined (Python's `socket.gethostbyname` is
+ * IPv4-only; an IPv6 RPC host can be neither bound without ZMQ_IPV6 nor dialled by manager 19.06).
+ */
 export const resolveHostname = (hostname: string): Effect.Effect<string | undefined> =>
-  Effect.tryPromise(() => dns.promises.lookup(hostname, { family: 0 }).then((r) => r.address)).pipe(
+  Effect.tryPromise(() => dns.promises.lookup(hostname, { family: 4 }).then((r) => r.address)).pipe(
     Effect.timeoutOrElse({ duration: "3 seconds", orElse: () => Effect.succeed(undefined) }),
     Effect.orElseSucceed(() => undefined)
   )

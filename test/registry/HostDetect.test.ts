@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { cidrContains, parseCidr, pickHost } from "../../src/registry/HostDetect.ts"
+import { Effect } from "effect"
+import { cidrContains, parseCidr, pickHost, resolveHostname } from "../../src/registry/HostDetect.ts"
 
 describe("RPC host auto-detection", () => {
   it("parses CIDRs", () => {
@@ -37,4 +38,13 @@ describe("RPC host auto-detection", () => {
     assert.deepStrictEqual(pickHost("not a cidr", interfaces, undefined), { host: "127.0.0.1", source: "fallback" })
     assert.deepStrictEqual(pickHost("", {}, "169.254.0.3"), { host: "127.0.0.1", source: "fallback" })
   })
+
+  // Python's socket.gethostbyname (C1906 identity.get_instance_ip) is IPv4-only: a dual-stack host
+  // whose name resolves to an IPv6 address first must not get an RPC host the ROUTER cannot bind
+  // (no ZMQ_IPV6, like aiozmq) and manager 19.06 cannot dial.
+  it.effect("the hostname's address is an IPv4 address, like gethostbyname", () =>
+    Effect.gen(function*() {
+      assert.strictEqual(yield* resolveHostname("localhost"), "127.0.0.1")
+      assert.isUndefined(yield* resolveHostname("::1"))
+    }))
 })
