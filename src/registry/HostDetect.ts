@@ -100,7 +100,7 @@ export const pickHost = (
  * IPv4-only; an IPv6 RPC host can be neither bound without ZMQ_IPV6 nor dialled by manager 19.06).
  */
 export const resolveHostname = (hostname: string): Effect.Effect<string | undefined> =>
-  Effect.tryPromise(() => dns.promises.lookup(hostname, { family: 4 }).then((r) => r.address)).pipe(
+  Effect.tryPromise(() => dns.promises.lookup(hostname, { family: 4 }).then((r) => (net.isIPv4(r.address) ? r.address : undefined))).pipe(
     Effect.timeoutOrElse({ duration: "3 seconds", orElse: () => Effect.succeed(undefined) }),
     Effect.orElseSucceed(() => undefined)
   )
