@@ -173,6 +173,13 @@ const statOf = (s: Series, name: StatName): number => {
   }
 }
 
+/**
+ * Byte quantities (bytes, bytes per second). Manager 19.06 reads `net_rx`/`net_tx` `stats.rate` with
+ * `int(value)` (legacy kernel fields `net_rx_bytes`/`net_tx_bytes`, live and from `last_stat`), which
+ * raises on a fraction such as "500.5": byte rates are written as whole numbers.
+ */
+const isByteMetric = (spec: MetricSpec): boolean => spec.unitHint === "bytes" || spec.unitHint === "bps"
+
 /** D19 `Metric.to_serializable_dict`. */
 export const serialize = (s: Series): MetricRecord => {
   const out: Record<string, string | null> = {
@@ -181,7 +188,7 @@ export const serialize = (s: Series): MetricRecord => {
     pct: s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null,
     unit_hint: s.spec.unitHint
   }
-  for (const name of s.spec.stats) out[`stats.${name}`] = formatDecimal(statOf(s, name))
+  for (const name of s.spec.stats) out[`stats.${name}`] = formatDecimal(statOf(s, name), name === "rate" && isByteMetric(s.spec) ? 0 : 3)
   return out
 }
 

@@ -87,6 +87,17 @@ describe("StatFormat", () => {
     assert.strictEqual(serialize(s)["stats.rate"], "0")
   })
 
+  // Manager 19.06 reads the legacy kernel fields net_rx_bytes/net_tx_bytes as
+  // `int(live_stat["net_rx"]["stats.rate"])` (models/kernel.py `_resolve_legacy_metric`), also from
+  // `last_stat` once terminated: Python's int("500.5") raises, so a byte rate is a whole number.
+  it("stats.rate of a byte metric is a whole number the manager's int() parses", () => {
+    const m = metric(KernelMetrics, "net_rx")
+    let s = startSeries(m, { value: 0 }, 0, 2000)
+    s = updateSeries(s, { value: 1001 }, 2000, 2000)
+    assert.match(serialize(s)["stats.rate"]!, /^\d+$/)
+    assert.strictEqual(serialize(s)["stats.rate"], "501")
+  })
+
   it("gauge with stats.rate (io_*): rate of the raw value", () => {
     const m = metric(KernelMetrics, "io_write")
     let s = startSeries(m, { value: 0 }, 0, 2000)
