@@ -327,7 +327,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       if (item._tag === "Stream" && last?._tag === "Stream" && last.stream === item.stream) {
         run.items[run.items.length - 1] = { ...last, text: last.text + item.text }
       } else run.items.push(item)
-    } else run.items.push(item)
+    } else if (item.status === "finished" || item.status === "exec-timeout" || run.items.length < RUN_MAX_ITEMS) {
+      // a run-ending record comes once per run; the others count against the cap like output
+      run.items.push(item)
+    } else run.dropped++
     return true
   }
 

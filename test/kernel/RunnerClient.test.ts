@@ -3,6 +3,7 @@ import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import {
   type PollResult,
   RECORD_MAX_BYTES,
+  RUN_MAX_ITEMS,
   type RunnerConnection,
   RunnerConnections,
   RunnerError,
@@ -189,6 +190,25 @@ describe("RunnerConnections against a scripted runner", () => {
       ])
       const end = polls[polls.length - 1]!.end
       assert.isTrue(Option.isSome(end) && end.value.exitCode === 3)
+    })), 60_000)
+
+  it.live("a runner flooding poll-ending records cannot grow a run's buffer past its cap", () =>
+    withConnections(Effect.gen(function*() {
+      const fake = yield* fakeRunner
+      const conn = yield* (yield* RunnerConnections).open("f3", fake.endpoint)
+      yield* conn.attachRun("r", [], { create: true })
+      const flood = RUN_MAX_ITEMS + 500
+      for (let i = 0; i < flood; i++) yield* fake.emit("waiting-input", "{}")
+      yield* fake.emit("finished", "{\"exitCode\":0}")
+      yield* Effect.sleep("3 seconds") // the reader takes every record before the first poll
+      let ends = 0
+      for (let i = 0; i < flood + 10; i++) {
+        const p = yield* conn.poll("r", "1 second")
+        if (Option.isSome(p.end) && p.end.value.status === "waiting-input") ends++
+        if (Option.isSome(p.end) && p.end.value.status === "finished") break
+      }
+      assert.isAtMost(ends, RUN_MAX_ITEMS)
+      assert.isTrue(Option.isNone(yield* conn.currentRun))
     })), 60_000)
 
   it.live("records with no current run are dropped", () =>
