@@ -111,7 +111,8 @@ export const applyEnvOverrides = (raw: Raw, env: NodeJS.ProcessEnv): ReadonlyArr
     if (port !== undefined) set("agent", "rpc-listen-addr", { host: hostPortOf("agent", "rpc-listen-addr").host, port })
   }
   if (env.BACKEND_PID_FILE) set("agent", "pid-file", env.BACKEND_PID_FILE)
-  if (env.BACKEND_REGION) set("agent", "region", env.BACKEND_REGION)
+  // like the Python agent's identity module: the environment gives the region only when the file does not
+  if (env.BACKEND_REGION && sectionOf(raw, "agent").region === undefined) set("agent", "region", env.BACKEND_REGION)
   if (env.BACKEND_CONTAINER_PORT_RANGE) {
     const m = /^\s*(\d+)\s*[-:,]\s*(\d+)\s*$/.exec(env.BACKEND_CONTAINER_PORT_RANGE)
     if (m) set("container", "port-range", [Number(m[1]), Number(m[2])])

@@ -24,6 +24,9 @@ export const Duration = StringOrNumber.pipe(
   })
 )
 
+/** A duration that must be above zero (loop intervals: zero would make the loop spin). */
+export const PositiveDuration = Duration.check(Schema.makeFilter((n) => n > 0 || "expected a duration above zero"))
+
 /** Bytes; accepts an integer or a binary size string ("1G", "512m", "10Gi"). */
 export const BinarySize = StringOrNumber.pipe(
   Schema.decodeTo(Schema.Number, {
@@ -134,9 +137,9 @@ export const KubernetesSection = section({
   /** Grace period given to kernel pods on destroy. */
   "termination-grace": withDefault(Duration, "5s"),
   /** Full relist of watched objects, on top of the watch. */
-  "relist-interval": withDefault(Duration, "5m"),
+  "relist-interval": withDefault(PositiveDuration, "5m"),
   /** Timeout of one Kubernetes API request. */
-  "request-timeout": withDefault(Duration, "10s")
+  "request-timeout": withDefault(PositiveDuration, "10s")
 })
 
 export const LoggingSection = section({
@@ -156,7 +159,7 @@ export const ResourceSection = section({
 export const DebugSection = section({
   enabled: withDefault(Schema.Boolean, false),
   "skip-container-deletion": withDefault(Schema.Boolean, false),
-  "heartbeat-interval": withDefault(Duration, 3)
+  "heartbeat-interval": withDefault(PositiveDuration, 3)
 })
 
 export const WatcherSection = section({
@@ -170,8 +173,8 @@ export const WatcherSection = section({
 
 export const StatsSection = section({
   enabled: withDefault(Schema.Boolean, true),
-  interval: withDefault(Duration, 2),
-  ttl: withDefault(Duration, 30),
+  interval: withDefault(PositiveDuration, 2),
+  ttl: withDefault(PositiveDuration, 30),
   /** Nodes queried at once. */
   concurrency: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 8)
 })

@@ -70,6 +70,17 @@ describe("agent.toml", () => {
       assert.isTrue(Exit.isFailure(bad))
     }))
 
+  it.effect("loop intervals must be above zero; BACKEND_REGION only fills a region the file does not set", () =>
+    Effect.gen(function*() {
+      const zero = yield* Effect.exit(decodeConfigText("z.toml", `[etcd]\nnamespace = "a"\n[debug]\nheartbeat-interval = 0\n[stats]\ninterval = "0s"\n`, {}, "h"))
+      assert.isTrue(Exit.isFailure(zero))
+      const message = Exit.isFailure(zero) ? String(zero.cause) : ""
+      assert.include(message, "debug.heartbeat-interval: expected a duration above zero, found 0")
+      assert.include(message, "stats.interval: expected a duration above zero")
+      const fromFile = yield* decodeConfigText("r.toml", `[etcd]\nnamespace = "a"\n[agent]\nregion = "file-region"\n`, { BACKEND_REGION: "env-region" }, "h")
+      assert.strictEqual(fromFile.region, "file-region")
+    }))
+
   it.effect("every problem is reported with its key path, expectation and found value", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(decodeConfigText(
