@@ -2,9 +2,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Layer, Option, Scope } from "effect"
 import { InvalidRequest, KernelNotFound, RunNotFound } from "../../src/domain/Errors.ts"
 import { flushWindow, framesOf, KernelExecution, MAX_FLUSH, toResult } from "../../src/kernel/Execute.ts"
-import { type KernelInfo, KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
 import { type PollResult, RunnerConnections } from "../../src/kernel/RunnerClient.ts"
-import { spawnRunner } from "./RunnerSupport.ts"
+import { kernelInfo, spawnRunner } from "./RunnerSupport.ts"
 
 const poll = (items: PollResult["items"], end?: { status: "finished" | "waiting-input"; exitCode: number | null }): PollResult => ({
   items,
@@ -69,23 +69,8 @@ describe("execute results", () => {
   })
 })
 
-const kernel = (kernelId: string): KernelInfo => ({
-  kernelId,
-  namespace: "ns",
-  objectName: `kernel-${kernelId}`,
-  podUid: undefined,
-  status: "running",
-  kernelHost: "127.0.0.1",
-  replInPort: 0,
-  replOutPort: 0,
-  servicePorts: [{ name: "web", protocol: "http", container_port: 8080, host_port: 30080 }],
-  canonicalImage: "x",
-  image: "x",
-  resourceSpec: "",
-  scratchDir: "/nonexistent",
-  idleTimeout: 0,
-  lastUsed: 0
-})
+const kernel = (kernelId: string) =>
+  kernelInfo(kernelId, { servicePorts: [{ name: "web", protocol: "http", container_port: 8080, host_port: 30080 }] })
 
 const Deps = Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer)
 const TestLayer = KernelExecution.layer.pipe(Layer.provideMerge(Deps))

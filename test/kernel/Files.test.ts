@@ -7,25 +7,10 @@ import { Effect, Layer, Scope } from "effect"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { DownloadTooLarge, PathOutsideWorkDir } from "../../src/domain/Errors.ts"
 import { fileMode, KernelFiles, relativeInWorkDir } from "../../src/kernel/Files.ts"
-import { type KernelInfo, KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { kernelInfo } from "./RunnerSupport.ts"
 
-const kernel = (kernelId: string, scratchDir: string): KernelInfo => ({
-  kernelId,
-  namespace: "ns",
-  objectName: `kernel-${kernelId}`,
-  podUid: undefined,
-  status: "running",
-  kernelHost: "127.0.0.1",
-  replInPort: 0,
-  replOutPort: 0,
-  servicePorts: [],
-  canonicalImage: "x",
-  image: "x",
-  resourceSpec: "",
-  scratchDir,
-  idleTimeout: 0,
-  lastUsed: 0
-})
+const kernel = (kernelId: string, scratchDir: string) => kernelInfo(kernelId, { scratchDir })
 
 const ConfigLayer = Layer.effect(
   AgentConfig,

@@ -3,6 +3,7 @@
  * Kubernetes, and a scripted fake runner (two bound ZeroMQ sockets) for records the simulator never
  * produces (oversized records, raw HTML media).
  */
+import type { KernelInfo } from "../../src/kernel/KernelRegistry.ts"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -83,4 +84,24 @@ export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.
     emit: (type, payload) => Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) }),
     receive
   }
+})
+
+/** A registry entry for unit tests of kernel RPCs (no pod behind it). */
+export const kernelInfo = (kernelId: string, overrides: Partial<KernelInfo> = {}): KernelInfo => ({
+  kernelId,
+  namespace: "ns",
+  objectName: `kernel-${kernelId}`,
+  podUid: undefined,
+  status: "running",
+  kernelHost: "127.0.0.1",
+  replInPort: 0,
+  replOutPort: 0,
+  servicePorts: [],
+  canonicalImage: "x",
+  image: "x",
+  resourceSpec: "",
+  scratchDir: "/nonexistent",
+  idleTimeout: 0,
+  lastUsed: 0,
+  ...overrides
 })
