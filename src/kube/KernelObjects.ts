@@ -307,7 +307,7 @@ export const buildService = (input: KernelObjectsInput, ports: NodePortMap, podU
     name: portName,
     protocol: "TCP",
     port: containerPort,
-    targetPort: containerPort as unknown as k8s.IntOrString,
+    targetPort: containerPort,
     nodePort: ports.get(containerPort)!
   })
   return {
