@@ -7,10 +7,20 @@
 import { Effect, Schema, SchemaGetter, SchemaIssue } from "effect"
 import { InvalidKernelConfig } from "../domain/Errors.ts"
 import { Int, Str } from "../rpc/msgpack/PySchema.ts"
+import { slotIntegerPart, slotValue } from "./SlotDecimal.ts"
 
-/** `{slot: decimal string}`; numbers are accepted and stringified. */
+/**
+ * `{slot: decimal string}`: whatever Python's `Decimal()` accepts that is finite and not below zero
+ * (`"1E+1"`, `" 4 "`, `"1_000"`), decoded to an exact plain decimal (`"10"`); numbers are stringified.
+ */
 const SlotValue = Str.pipe(
-  Schema.check(Schema.makeFilter((s: string) => /^\s*\d+(\.\d+)?\s*$/.test(s) || "expected a non-negative decimal"))
+  Schema.decodeTo(Schema.String, {
+    decode: SchemaGetter.transformEffect((s: string) => {
+      const r = slotValue(s)
+      return r.ok ? Effect.succeed(r.value) : Effect.fail(new SchemaIssue.InvalidValue({ message: r.message }, s))
+    }),
+    encode: SchemaGetter.transform((s: string) => s)
+  })
 )
 
 export const ImageRef = Schema.Struct({
@@ -119,17 +129,18 @@ export const environText = (environ: Readonly<Record<string, string>>): string =
     .map(([k, v]) => `${k}=${v}\n`)
     .join("")
 
-/** Binary size as `1g`, `512m`, `64k` or bytes (K1 `MEM_SHARES`). */
-export const binarySizeText = (bytes: number): string => {
-  const units: ReadonlyArray<readonly [string, number]> = [["t", 2 ** 40], ["g", 2 ** 30], ["m", 2 ** 20], ["k", 2 ** 10]]
-  for (const [u, n] of units) if (bytes >= n && bytes % n === 0) return `${bytes / n}${u}`
-  return String(bytes)
+/** Binary size as `1g`, `512m`, `64k` or bytes (K1 `MEM_SHARES`), exact for any byte count. */
+export const binarySizeText = (bytes: number | bigint): string => {
+  const b = typeof bytes === "bigint" ? bytes : BigInt(Math.trunc(bytes))
+  const units: ReadonlyArray<readonly [string, bigint]> = [["t", 1n << 40n], ["g", 1n << 30n], ["m", 1n << 20n], ["k", 1n << 10n]]
+  for (const [u, n] of units) if (b >= n && b % n === 0n) return `${b / n}${u}`
+  return String(b)
 }
 
 /** `resource.txt` in K1's `write_to_text` format. */
 export const resourceText = (kernelId: string, config: KernelConfig): string => {
   const slots = config.resource_slots
-  const mem = Number(slots["mem"] ?? "0")
+  const mem = slotIntegerPart(slots["mem"] ?? "0")
   const mounts = config.mounts.map((m) => `${m.name}:${m.permission}`).join(",")
   return [
     `CID=${kernelId}`,
@@ -138,7 +149,7 @@ export const resourceText = (kernelId: string, config: KernelConfig): string => 
     `SLOTS=${JSON.stringify(slots)}`,
     `IDLE_TIMEOUT=${config.idle_timeout ?? 0}`,
     `CPU_SHARES=0:${slots["cpu"] ?? "0"}`,
-    `MEM_SHARES=root:${binarySizeText(Math.trunc(mem))}`
+    `MEM_SHARES=root:${binarySizeText(mem)}`
   ].join("\n") + "\n"
 }
 

@@ -8,6 +8,7 @@ import type * as k8s from "@kubernetes/client-node"
 import { Option, Schema } from "effect"
 import * as path from "node:path"
 import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
+import { slotIntegerPart } from "../kernel/SlotDecimal.ts"
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by"
 export const MANAGED_BY_VALUE = "bai-k8s-agent"
@@ -107,7 +108,7 @@ export const resourceQuantities = (slots: Readonly<Record<string, string>>): Rec
   const out: Record<string, string> = {}
   const num = (k: string) => Number(slots[k] ?? "0")
   if (num("cpu") > 0) out["cpu"] = String(Number(slots["cpu"]))
-  if (num("mem") > 0) out["memory"] = String(Math.trunc(num("mem")))
+  if (num("mem") > 0) out["memory"] = String(slotIntegerPart(slots["mem"]!)) // exact bytes (no float rounding)
   if (num("cuda.device") > 0) out["nvidia.com/gpu"] = String(Math.ceil(num("cuda.device")))
   return out
 }
