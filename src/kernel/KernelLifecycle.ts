@@ -63,6 +63,7 @@ import { Etcd } from "../registry/Etcd.ts"
 import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../rpc/AgentRpcs.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
+import { kernelDir as checkedKernelDir, kernelWorkDir as checkedKernelWorkDir } from "./ScratchPath.ts"
 import { decodeKernelConfig, environText, type KernelConfig, parseServicePorts, resourceText } from "./KernelConfig.ts"
 import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
 import { RunnerConnections } from "./RunnerClient.ts"
@@ -282,7 +283,8 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       })
 
     const removeScratch = (kernelId: string) =>
-      Effect.tryPromise(() => fs.promises.rm(kernelDir(kernelId), { recursive: true, force: true })).pipe(
+      checkedKernelDir(scratchRoot, kernelId).pipe(
+        Effect.flatMap((dir) => Effect.tryPromise(() => fs.promises.rm(dir, { recursive: true, force: true }))),
         Effect.catch((e) => Effect.logWarning(`cannot remove the scratch dir of ${kernelId}: ${String(e.cause ?? e)}`))
       )
 
@@ -437,7 +439,10 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         // scratch dir (agent side; the same directory is the pod's /home/work); removed on failure only
         // if this create made it (a ready pod found on 409 is adopted with the directory it uses)
         yield* Effect.acquireRelease(
-          fsEffect(kernelId, "create the scratch dir", () => fs.promises.mkdir(input.scratchDir, { recursive: true })),
+          checkedKernelWorkDir(scratchRoot, kernelId).pipe(
+            Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "ScratchDir", message: e.message })),
+            Effect.flatMap((dir) => fsEffect(kernelId, "create the scratch dir", () => fs.promises.mkdir(dir, { recursive: true })))
+          ),
           (made, exit) => (reuseScratch || made === undefined ? Effect.void : onFailure(exit, removeScratch(kernelId), "remove scratch dir"))
         )
         // NodePorts: reserved now, released if the create fails

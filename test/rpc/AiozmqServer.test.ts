@@ -20,6 +20,8 @@ const TestHandlers: PartialAgentRpcHandlers = {
   get_logs: () => Effect.succeed({ logs: 42 as unknown as string })
 }
 
+const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
+
 const serverLayer = (options: { readonly shutdownGrace?: Duration.Input } = {}) =>
   AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", ...options }).pipe(
     Layer.provide(AgentRpcHandlers.layer(HealthHandlers, Effect.succeed(TestHandlers)))
@@ -48,28 +50,60 @@ describe("AiozmqServer", () => {
       const arity2 = remoteError(yield* Effect.exit(client.call("ping", ["a", "b"])))
       assert.strictEqual(arity2.excType, "aiozmq.rpc.base.ParametersError")
 
-      const domain = remoteError(yield* Effect.exit(client.call("destroy_kernel", ["k-1"])))
+      const domain = remoteError(yield* Effect.exit(client.call("destroy_kernel", [KID])))
       assert.strictEqual(domain.excType, "ai.backend.agent.exception.KernelNotFound")
-      assert.deepStrictEqual(domain.args, ["k-1"])
-      assert.strictEqual(domain.repr, "KernelNotFound('k-1')")
+      assert.deepStrictEqual(domain.args, [KID])
+      assert.strictEqual(domain.repr, `KernelNotFound('${KID}')`)
 
-      const defect = remoteError(yield* Effect.exit(client.call("interrupt_kernel", ["k"])))
+      const defect = remoteError(yield* Effect.exit(client.call("interrupt_kernel", [KID])))
       assert.strictEqual(defect.excType, "builtins.RuntimeError")
-      const badResult = remoteError(yield* Effect.exit(client.call("get_logs", ["k"])))
+      const badResult = remoteError(yield* Effect.exit(client.call("get_logs", [KID])))
       assert.strictEqual(badResult.excType, "builtins.RuntimeError")
 
-      const missing = remoteError(yield* Effect.exit(client.call("restart_kernel", ["k", {}])))
+      const missing = remoteError(yield* Effect.exit(client.call("restart_kernel", [KID, {}])))
       assert.strictEqual(missing.excType, "ai.backend.agent.exception.NotImplemented")
 
       // the server still works after all that
       assert.strictEqual(yield* client.invoke(AgentRpcs.ping, "still here"), "still here")
     }).pipe(Effect.provide(serverLayer()), Effect.provideService(References.MinimumLogLevel, "None")))
 
+  it.live("every method naming a kernel refuses a kernel id that is not a UUID, before its handler runs", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
+      const calls: ReadonlyArray<readonly [string, (kid: string) => ReadonlyArray<unknown>]> = [
+        ["ping_kernel", (k) => [k]],
+        ["create_kernel", (k) => [k, {}]],
+        ["destroy_kernel", (k) => [k, "user-requested"]],
+        ["restart_kernel", (k) => [k, {}]],
+        ["interrupt_kernel", (k) => [k]],
+        ["execute", (k) => [3, k, "run-1", "query", "x", {}]],
+        ["get_completions", (k) => [k, "query", "x", {}]],
+        ["get_logs", (k) => [k]],
+        ["refresh_idle", (k) => [k]],
+        ["start_service", (k) => [k, "jupyter", {}]],
+        ["upload_file", (k) => [k, "a.txt", new Uint8Array([1])]],
+        ["download_file", (k) => [k, "a.txt"]],
+        ["list_files", (k) => [k, "."]]
+      ]
+      const badIds = ["../../etc", "", "k-1", KID.toUpperCase(), `${KID}/..`, `${KID}\0`, "..", `${KID} `]
+      for (const [method, args] of calls) {
+        for (const bad of badIds) {
+          const error = remoteError(yield* Effect.exit(client.call(method, args(bad))))
+          assert.strictEqual(error.excType, "aiozmq.rpc.base.ParametersError", `${method}(${JSON.stringify(bad)})`)
+          assert.match(String(error.args[0]), /kernel_id must be a UUID/)
+        }
+      }
+      // the handler never ran: destroy_kernel with a UUID reaches it (KernelNotFound)
+      const domain = remoteError(yield* Effect.exit(client.call("destroy_kernel", [KID])))
+      assert.strictEqual(domain.excType, "ai.backend.agent.exception.KernelNotFound")
+    }).pipe(Effect.provide(serverLayer()), Effect.provideService(References.MinimumLogLevel, "None")))
+
   it.live("a slow execute does not block ping", () =>
     Effect.gen(function*() {
       const server = yield* AiozmqServer
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
-      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, "k", "run-1", "query", "x", {}, 2))
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, "run-1", "query", "x", {}, 2))
       yield* Effect.sleep("20 millis")
       const start = Date.now()
       const pings = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => `p${i}`), (m) => client.invoke(AgentRpcs.ping, m), {
@@ -88,7 +122,7 @@ describe("AiozmqServer", () => {
       const context = yield* Layer.buildWithScope(serverLayer({ shutdownGrace: "2 seconds" }), serverScope)
       const server = Context.get(context, AiozmqServer)
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
-      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, "k", null, "query", "x", {}))
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, null, "query", "x", {}))
       yield* Effect.sleep("50 millis")
       yield* Scope.close(serverScope, Exit.void)
       const result = yield* Fiber.join(slow)

@@ -12,6 +12,8 @@ import { HealthHandlers } from "../../src/rpc/handlers/Health.ts"
 import { PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
 import { runPython, spawnPython } from "../interop/python.ts"
 
+const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
+
 const TestHandlers: PartialAgentRpcHandlers = {
   execute: (_api, kernelId, runId, _mode, _code, _opts, flushTimeout) =>
     Effect.sleep("300 millis").pipe(
@@ -37,7 +39,7 @@ describe("interop with Python aiozmq / pyzmq", () => {
       assert.strictEqual(r.ping_kw, "kw")
       assert.deepStrictEqual(r.not_found, ["no_such_method"])
       assert.deepStrictEqual(r.parameters_error, ["ParametersError", "ParametersError"])
-      assert.deepStrictEqual(r.domain_error, ["ai.backend.agent.exception.KernelNotFound", ["k-1"], "KernelNotFound('k-1')"])
+      assert.deepStrictEqual(r.domain_error, ["ai.backend.agent.exception.KernelNotFound", [KID], `KernelNotFound('${KID}')`])
       assert.strictEqual(r.download_file_type, "bytes")
       assert.strictEqual(r.concurrent.pings, 50)
       assert.strictEqual(r.concurrent.execute_status, "finished")

@@ -5,6 +5,8 @@ import { AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
 import { decode, decodeEffect, encode, PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
 import { decodeReplyHeader, decodeRequestHeader, encodeReplyHeader, encodeRequestHeader } from "../../src/rpc/aiozmq/Frames.ts"
 
+const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
+
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex")
 const ascii = (s: string) => Buffer.from(s, "ascii").toString("hex")
 const bytesOf = (...parts: Array<string>) => hex(parts.join(""))
@@ -94,9 +96,9 @@ describe("aiozmq headers (spec §1.1 worked example)", () => {
 describe("contract schemas", () => {
   it.effect("execute coerces like aiozmq annotations and encodes results with float64 where Python has floats", () =>
     Effect.gen(function*() {
-      const args = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)(["3", "k", null, "query", "print(1)", {}, 2])
-      assert.deepStrictEqual(args, [3, "k", null, "query", "print(1)", {}, 2])
-      const short = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)([3, "k", null, "query", "x", {}])
+      const args = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)(["3", KID, null, "query", "print(1)", {}, 2])
+      assert.deepStrictEqual(args, [3, KID, null, "query", "print(1)", {}, 2])
+      const short = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)([3, KID, null, "query", "x", {}])
       assert.strictEqual(short.length, 6)
       const encoded = yield* Schema.encodeEffect(AgentRpcs.execute.args)(args)
       assert.deepStrictEqual(encode(encoded).subarray(-9), hex("cb 40 00 00 00 00 00 00 00"))
@@ -112,8 +114,8 @@ describe("contract schemas", () => {
 
   it.effect("get_completions accepts manager 19.06's 4-argument form", () =>
     Effect.gen(function*() {
-      const a = yield* Schema.decodeUnknownEffect(AgentRpcs.get_completions.args)(["k", "query", "pri", {}])
-      assert.deepStrictEqual(a, ["k", "pri", {}])
+      const a = yield* Schema.decodeUnknownEffect(AgentRpcs.get_completions.args)([KID, "query", "pri", {}])
+      assert.deepStrictEqual(a, [KID, "pri", {}])
     }))
 
   it.effect("download_file result is bin", () =>
