@@ -5,6 +5,7 @@
  * Decoding failures become `InvalidKernelConfig` before anything is created.
  */
 import { Effect, Schema, SchemaGetter, SchemaIssue } from "effect"
+import * as path from "node:path"
 import { InvalidKernelConfig } from "../domain/Errors.ts"
 import { Int, Str } from "../rpc/msgpack/PySchema.ts"
 import { slotIntegerPart, slotValue } from "./SlotDecimal.ts"
@@ -44,6 +45,9 @@ export interface Mount {
 
 const Permission = Schema.Literals(["ro", "rw", "wd"])
 
+/** One plain path component: not empty, no `/`, no NUL, not `.` or `..`. */
+export const isPathComponent = (s: string): boolean => s !== "" && s !== "." && s !== ".." && !/[/\0]/.test(s)
+
 /** `[folder_name, host, folder_id, perm]`; legacy 3-tuples mean `rw` (spec §2.2). */
 const MountTuple = Schema.Union([
   Schema.Tuple([Schema.String, Schema.String, Schema.String, Permission]),
@@ -56,9 +60,84 @@ const MountTuple = Schema.Union([
       encode: SchemaGetter.transform((m) => [m.name, m.host, m.folderId, m.permission] as const)
     }
   ),
-  Schema.check(Schema.makeFilter((m: Mount) =>
-    (/^[A-Za-z0-9._-]+$/.test(m.name) && m.name !== "." && m.name !== "..") || "folder names must be plain path components"
-  ))
+  Schema.check(
+    Schema.makeFilter((m: Mount) =>
+      (/^[A-Za-z0-9._-]+$/.test(m.name) && m.name !== "." && m.name !== "..") || "folder names must be plain path components"
+    ),
+    Schema.makeFilter((m: Mount) =>
+      isPathComponent(m.host) || `the vfolder host must be one plain path component, got ${JSON.stringify(m.host.slice(0, 80))}`
+    ),
+    Schema.makeFilter((m: Mount) =>
+      isPathComponent(m.folderId) || `the folder id must be one plain path component, got ${JSON.stringify(m.folderId.slice(0, 80))}`
+    )
+  )
+)
+
+/**
+ * Where a vfolder lives on the nodes: `<volumes/_mount>/<host>/<volumes/_fsprefix>/<folder id>`
+ * (K1), or `undefined` when the joined path would not stay strictly under `volumes/_mount`
+ * (`_fsprefix` comes from etcd; `host` and the folder id are single components already).
+ */
+export const vfolderHostPath = (mountRoot: string, fsprefix: string, m: Pick<Mount, "host" | "folderId">): string | undefined => {
+  if (!mountRoot.startsWith("/") || !isPathComponent(m.host) || !isPathComponent(m.folderId)) return undefined
+  const root = path.posix.resolve(mountRoot)
+  const joined = path.posix.resolve(root, m.host, fsprefix.replace(/^\/+/, ""), m.folderId)
+  const under = root === "/" ? joined !== "/" : joined.startsWith(`${root}/`)
+  return under && path.posix.basename(joined) === m.folderId ? joined : undefined
+}
+
+/** Every mount's node path stays under `volumes/_mount`; else the message naming the first that does not. */
+export const checkVfolderPaths = (
+  mounts: ReadonlyArray<Mount>,
+  vf: { readonly mount: string; readonly fsprefix: string }
+): string | undefined => {
+  for (const m of mounts) {
+    if (vfolderHostPath(vf.mount, vf.fsprefix, m) === undefined) {
+      return `the vfolder ${JSON.stringify(m.name)} (host ${JSON.stringify(m.host)}) would not stay under volumes/_mount ${JSON.stringify(vf.mount)}`
+    }
+  }
+  return undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// environ (spec §2.2: {str: str} from the user's session request)
+
+/**
+ * Variables the agent sets itself: the caller's values are dropped, the agent's win.
+ * `LOCAL_USER_ID`/`LOCAL_GROUP_ID` come from `container.kernel-uid`/`kernel-gid` only (the entrypoint
+ * creates the kernel's user with them: a caller's `0` would make the kernel root).
+ */
+export const isAgentSetVariable = (key: string): boolean =>
+  key === "LOCAL_USER_ID" || key === "LOCAL_GROUP_ID" || key.startsWith("BACKENDAI_") || key === "LD_PRELOAD"
+
+/**
+ * Dynamic-loader variables (glibc and musl read `LD_*`; glibc also `GLIBC_TUNABLES`): the kernel's
+ * entrypoint runs as root before dropping to the kernel's user, so a caller's `LD_PRELOAD`,
+ * `LD_LIBRARY_PATH` or `LD_AUDIT` would run code as root; they are refused.
+ */
+export const isLoaderVariable = (key: string): boolean => key.startsWith("LD_") || key === "GLIBC_TUNABLES"
+
+/** Names Kubernetes accepts for container env vars (1.20: `[-._a-zA-Z][-._a-zA-Z0-9]*`). */
+const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/
+
+const Environ = Schema.Record(Schema.String, Str).pipe(
+  Schema.decodeTo(Schema.Record(Schema.String, Schema.String), {
+    decode: SchemaGetter.transformEffect((env: { readonly [k: string]: string }) => {
+      const problems: Array<string> = []
+      const out: Record<string, string> = {}
+      for (const [key, value] of Object.entries(env)) {
+        const shown = JSON.stringify(key.slice(0, 80))
+        if (isLoaderVariable(key)) problems.push(`${shown} is a dynamic-loader variable and cannot be set`)
+        else if (!ENV_NAME.test(key)) problems.push(`${shown} is not a valid environment variable name`)
+        else if (value.includes("\0")) problems.push(`the value of ${shown} contains a NUL character`)
+        else if (!isAgentSetVariable(key)) out[key] = value
+      }
+      return problems.length === 0
+        ? Effect.succeed(out)
+        : Effect.fail(new SchemaIssue.InvalidValue({ message: problems.join(", ") }, env))
+    }),
+    encode: SchemaGetter.transform((env: { readonly [k: string]: string }) => env)
+  })
 )
 
 export const KernelConfig = Schema.Struct({
@@ -66,7 +145,7 @@ export const KernelConfig = Schema.Struct({
   resource_slots: Schema.Record(Schema.String, SlotValue),
   idle_timeout: Schema.NullOr(Int).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
   mounts: Schema.Array(MountTuple).pipe(Schema.withDecodingDefaultKey(Effect.succeed([]))),
-  environ: Schema.Record(Schema.String, Str).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+  environ: Environ.pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
 })
 export type KernelConfig = typeof KernelConfig.Type
 

@@ -64,7 +64,7 @@ import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../rpc/AgentRpcs.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { kernelDir as checkedKernelDir, kernelWorkDir as checkedKernelWorkDir } from "./ScratchPath.ts"
-import { decodeKernelConfig, environText, type KernelConfig, parseServicePorts, resourceText } from "./KernelConfig.ts"
+import { checkVfolderPaths, decodeKernelConfig, environText, type KernelConfig, parseServicePorts, resourceText } from "./KernelConfig.ts"
 import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
 import { RunnerConnections } from "./RunnerClient.ts"
 
@@ -273,7 +273,13 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           Effect.filterOrFail(
             (v) => v.mount !== "",
             () => new KernelCreationFailed({ kernelId, reason: "VfolderConfig", message: "etcd volumes/_mount is not set" })
-          )
+          ),
+          Effect.flatMap((v) => {
+            const outside = checkVfolderPaths(kconfig.mounts, v)
+            return outside === undefined
+              ? Effect.succeed(v)
+              : Effect.fail(new KernelCreationFailed({ kernelId, reason: "VfolderConfig", message: outside }))
+          })
         )
 
     const fsEffect = <A>(kernelId: string, what: string, f: () => Promise<A>) =>
