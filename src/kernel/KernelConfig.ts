@@ -128,9 +128,9 @@ const Environ = Schema.Record(Schema.String, Str).pipe(
       for (const [key, value] of Object.entries(env)) {
         const shown = JSON.stringify(key.slice(0, 80))
         if (isLoaderVariable(key)) problems.push(`${shown} is a dynamic-loader variable and cannot be set`)
-        else if (!ENV_NAME.test(key)) problems.push(`${shown} is not a valid environment variable name`)
         else if (value.includes("\0")) problems.push(`the value of ${shown} contains a NUL character`)
-        else if (!isAgentSetVariable(key)) out[key] = value
+        // names Kubernetes cannot carry are dropped, as environ.txt always did (see environText)
+        else if (ENV_NAME.test(key) && !isAgentSetVariable(key)) out[key] = value
       }
       return problems.length === 0
         ? Effect.succeed(out)
