@@ -62,6 +62,21 @@ describe("msgpack with Python semantics", () => {
     }
   })
 
+  it("caps the number of decoded elements, not only bytes (a 1-byte element must not cost a JS value each without bound)", () => {
+    // 200,000 nils in one array: 200 KB of input, far under any byte cap
+    const many = Buffer.concat([hex("dd"), Buffer.from([0x00, 0x03, 0x0d, 0x40]), Buffer.alloc(200_000, 0xc0)])
+    assert.strictEqual((decode(many) as Array<unknown>).length, 200_000) // under the default cap
+    assert.throws(() => decode(many, { maxElements: 100_000 }), /more than 100000 elements/)
+    // nested: 10 arrays of 20,000 nils
+    const inner = Buffer.concat([hex("dc 4e 20"), Buffer.alloc(20_000, 0xc0)])
+    const nested = Buffer.concat([hex("9a"), ...Array.from({ length: 10 }, () => inner)])
+    assert.throws(() => decode(nested, { maxElements: 100_000 }), /more than 100000 elements/)
+    assert.strictEqual((decode(nested, { maxElements: 200_011 }) as Array<unknown>).length, 10)
+    // map entries count twice (key and value)
+    const map = encode(Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`k${i}`, i])))
+    assert.throws(() => decode(map, { maxElements: 1000 }), /more than 1000 elements/)
+  })
+
   it.effect("decodeEffect fails typed on garbage", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(decodeEffect(hex("c1")))
