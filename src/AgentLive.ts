@@ -80,6 +80,8 @@ const RpcServer = Layer.unwrap(
     return AiozmqServer.layer({
       bind: `tcp://${formatHostPort(manager.rpcAddr)}`,
       maxFrameBytes: config.agent["rpc-max-frame-size"],
+      maxInFlightPerPeer: config.agent["rpc-max-inflight"],
+      allowedPeers: config.agent["rpc-allowed-peers"],
       shutdownGrace: `${config.agent["shutdown-grace"]} seconds`
     })
   })

@@ -5,6 +5,7 @@
  */
 import { Effect, Schema, SchemaGetter, SchemaIssue } from "effect"
 import { parseBinarySize, parseDurationSeconds, parseHostPort } from "../domain/Units.ts"
+import { parseAllowedPeers } from "../rpc/aiozmq/Allowlist.ts"
 
 const StringOrNumber = Schema.Union([Schema.String, Schema.Number])
 
@@ -87,7 +88,20 @@ export const AgentSection = section({
   /** Largest RPC frame accepted from the manager (upload_file carries whole files). */
   "rpc-max-frame-size": withDefault(BinarySize, "64m"),
   /** How long in-flight RPCs may take to finish when the agent stops. */
-  "shutdown-grace": withDefault(Duration, "10s")
+  "shutdown-grace": withDefault(Duration, "10s"),
+  /**
+   * Manager addresses (IPs or CIDR blocks) allowed to connect to the RPC port (ZeroMQ ZAP); empty =
+   * everyone. The 19.06 protocol has no authentication: see docs/security.md.
+   */
+  "rpc-allowed-peers": withDefault(
+    Schema.Array(Schema.String).check(Schema.makeFilter((entries) => {
+      const parsed = parseAllowedPeers(entries)
+      return typeof parsed === "string" ? `expected IP addresses or CIDR blocks: ${parsed}` : true
+    })),
+    []
+  ),
+  /** RPC requests one manager connection may have in flight; more are refused at once. */
+  "rpc-max-inflight": withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 1024)
 })
 
 export const ContainerSection = section({
