@@ -54,6 +54,28 @@ describe("interop with Python aiozmq / pyzmq", () => {
       Effect.provideService(References.MinimumLogLevel, "Warn")
     ), 30_000)
 
+  it.live("aiozmq connect_rpc sees the limits: an oversized request answered on the same connection, a bounded burst, a bad kernel id", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const [line] = yield* runPython("aiozmq_limits.py", [server.endpoint, KID])
+      const r = JSON.parse(line!)
+      assert.match(r.oversize, /exceeds the 1048576-byte limit/)
+      assert.strictEqual(r.slow_after_oversize, "run-1")
+      assert.strictEqual(r.ping_after_oversize, "same connection")
+      assert.strictEqual(r.served, 4)
+      // aiozmq raises builtins it knows as themselves
+      assert.deepStrictEqual(r.refused, ["RuntimeError"])
+      assert.strictEqual(r.ping_after_burst, "still")
+      assert.match(r.bad_kernel_id, /kernel_id must be a UUID/)
+    }).pipe(
+      Effect.provide(
+        AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", maxFrameBytes: 1024 * 1024, maxInFlightPerPeer: 4 }).pipe(
+          Layer.provide(AgentRpcHandlers.layer(HealthHandlers, Effect.succeed(TestHandlers)))
+        )
+      ),
+      Effect.provideService(References.MinimumLogLevel, "None")
+    ), 60_000)
+
   it.live("a pyzmq PULL socket receives and decodes the events", () =>
     Effect.gen(function*() {
       const pull = yield* spawnPython("event_pull.py", ["3"])
