@@ -24,6 +24,45 @@ const SlotValue = Str.pipe(
   })
 )
 
+/**
+ * Image labels as the manager sends them: etcd `images/<reg>/<img>/<tag>/labels/<key>` read as a
+ * prefix, so a label key containing `/` arrives NESTED (`{"com.example": {"x": "1"}}` for the label
+ * `com.example/x`). Flattened back to `{"com.example/x": "1"}` (an empty key stands for the prefix
+ * itself); leaves must be strings (numbers are stringified), anything else is refused.
+ */
+export const flattenLabels = (labels: { readonly [k: string]: unknown }): Record<string, string> | string => {
+  const out: Record<string, string> = {}
+  const walk = (prefix: string, node: unknown, depth: number): string | undefined => {
+    if (typeof node === "string" || typeof node === "number") {
+      out[prefix] = String(node)
+      return undefined
+    }
+    if (depth > 16 || node === null || typeof node !== "object" || Array.isArray(node) || node instanceof Uint8Array) {
+      return `label ${JSON.stringify(prefix.slice(0, 120))}: expected a string or a nested mapping of strings`
+    }
+    for (const [k, v] of Object.entries(node)) {
+      const problem = walk(prefix === "" ? k : k === "" ? prefix : `${prefix}/${k}`, v, depth + 1)
+      if (problem !== undefined) return problem
+    }
+    return undefined
+  }
+  for (const [k, v] of Object.entries(labels)) {
+    const problem = walk(k, v, 0)
+    if (problem !== undefined) return problem
+  }
+  return out
+}
+
+const Labels = Schema.Record(Schema.String, Schema.Unknown).pipe(
+  Schema.decodeTo(Schema.Record(Schema.String, Schema.String), {
+    decode: SchemaGetter.transformEffect((labels: { readonly [k: string]: unknown }) => {
+      const flat = flattenLabels(labels)
+      return typeof flat === "string" ? Effect.fail(new SchemaIssue.InvalidValue({ message: flat }, labels)) : Effect.succeed(flat)
+    }),
+    encode: SchemaGetter.transform((labels: { readonly [k: string]: string }) => labels)
+  })
+)
+
 export const ImageRef = Schema.Struct({
   registry: Schema.optionalKey(Schema.Struct({
     name: Schema.optionalKey(Schema.String),
@@ -33,7 +72,7 @@ export const ImageRef = Schema.Struct({
   })),
   digest: Schema.optionalKey(Schema.NullOr(Schema.String)),
   canonical: Schema.String.check(Schema.isNonEmpty()),
-  labels: Schema.Record(Schema.String, Str).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+  labels: Labels.pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
 })
 
 export interface Mount {

@@ -115,3 +115,30 @@ describe("create_kernel config: environ", () => {
       assert.strictEqual(envOf(1000)["LOCAL_USER_ID"], "1000")
     }))
 })
+
+describe("create_kernel config: image labels", () => {
+  it.effect("label keys with `/` arrive nested (etcd prefix read) and are flattened back; the create decodes", () =>
+    Effect.gen(function*() {
+      const kconfig = yield* decodeKernelConfig(KID, config({
+        image: {
+          canonical: "lablup/python:3.6-ubuntu18.04",
+          labels: {
+            "ai.backend.runtime-type": "python",
+            "ai.backend.service-ports": "jupyter:http:8080",
+            "com.example": { "build": { "rev": "abc", "": "top" }, "x": "1" },
+            "org.opencontainers.image.version": 3
+          }
+        }
+      }))
+      assert.deepStrictEqual(kconfig.image.labels, {
+        "ai.backend.runtime-type": "python",
+        "ai.backend.service-ports": "jupyter:http:8080",
+        "com.example/build/rev": "abc",
+        "com.example/build": "top",
+        "com.example/x": "1",
+        "org.opencontainers.image.version": "3"
+      })
+      const bad = yield* decodeKernelConfig(KID, config({ image: { canonical: "x/y:z", labels: { a: { b: [1] } } } })).pipe(Effect.flip)
+      assert.match(bad.message, /label "a\/b": expected a string or a nested mapping of strings/)
+    }))
+})
