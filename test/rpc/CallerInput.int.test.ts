@@ -60,44 +60,42 @@ describe("caller input through the agent's RPC socket", () => {
       const etcd = yield* Etcd.pipe(Effect.provideContext(context))
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "90 seconds" })
 
-      // a directory next to the scratch root, and one the kernel-id traversal would name
+      // a directory next to the scratch root, named by a kernel-id traversal
       const sibling = yield* canary(`${site.scratchRoot}-canary`)
       const siblingId = `../${path.basename(sibling)}`
-      for (const bad of [siblingId, "..", ".", "", `${crypto.randomUUID()}/../..`, "KERNEL-1", crypto.randomUUID().toUpperCase()]) {
-        for (const [method, args] of [
-          ["create_kernel", [bad, pythonConfig(env)]],
-          ["restart_kernel", [bad, pythonConfig(env)]],
-          ["destroy_kernel", [bad, "user-requested"]],
-          ["upload_file", [bad, "x.txt", new Uint8Array([1])]]
-        ] as const) {
-          const error = remoteError(yield* Effect.exit(client.call(method, args)))
-          assert.strictEqual(error.excType, "aiozmq.rpc.base.ParametersError", `${method}(${JSON.stringify(bad)})`)
-        }
-      }
-
-      // traversal mounts: refused in the config, before anything is made
       const kid = crypto.randomUUID()
-      for (const mount of [["d", "..", "..", "rw"], ["d", "local", "../../..", "rw"], ["d", "local/../..", "x", "ro"], ["d", "local", "f00d", "rwx"]]) {
-        const error = remoteError(yield* Effect.exit(client.call("create_kernel", [kid, pythonConfig(env, { mounts: [mount] })])))
-        assert.strictEqual(error.excType, "ai.backend.agent.exception.InvalidKernelConfig", JSON.stringify(mount))
-      }
-      // loader variables in environ: refused the same way
-      const ld = remoteError(yield* Effect.exit(client.call("create_kernel", [kid, pythonConfig(env, { environ: { LD_PRELOAD: "/tmp/x.so" } })])))
-      assert.strictEqual(ld.excType, "ai.backend.agent.exception.InvalidKernelConfig")
-
-      // an _fsprefix in etcd that climbs out of volumes/_mount: refused before any object
       const mountRoot = (yield* etcd.get("volumes/_mount")) ?? ""
       assert.isTrue(path.isAbsolute(mountRoot), `volumes/_mount is ${mountRoot}`)
+
+      // every call first; the damage is observed before the replies are judged
+      const outcomes: Array<readonly [string, string, Exit.Exit<unknown, unknown>]> = []
+      const call = (label: string, expected: string, method: string, args: ReadonlyArray<unknown>) =>
+        Effect.exit(client.call(method, args)).pipe(Effect.map((exit) => void outcomes.push([`${method} ${label}`, expected, exit])))
+      for (const bad of [siblingId, "..", ".", "", `${crypto.randomUUID()}/../..`, "KERNEL-1", crypto.randomUUID().toUpperCase()]) {
+        const label = JSON.stringify(bad)
+        yield* call(label, "aiozmq.rpc.base.ParametersError", "create_kernel", [bad, pythonConfig(env)])
+        yield* call(label, "aiozmq.rpc.base.ParametersError", "restart_kernel", [bad, pythonConfig(env)])
+        yield* call(label, "aiozmq.rpc.base.ParametersError", "destroy_kernel", [bad, "user-requested"])
+        yield* call(label, "aiozmq.rpc.base.ParametersError", "upload_file", [bad, "x.txt", new Uint8Array([1])])
+      }
+      // traversal mounts and loader variables: refused in the config, before anything is made
+      for (const mount of [["d", "..", "..", "rw"], ["d", "local", "../../..", "rw"], ["d", "local/../..", "x", "ro"], ["d", "local", "f00d", "rwx"]]) {
+        yield* call(JSON.stringify(mount), "ai.backend.agent.exception.InvalidKernelConfig", "create_kernel", [kid, pythonConfig(env, { mounts: [mount] })])
+      }
+      yield* call("LD_PRELOAD", "ai.backend.agent.exception.InvalidKernelConfig", "create_kernel", [kid, pythonConfig(env, { environ: { LD_PRELOAD: "/tmp/x.so" } })])
+      // an _fsprefix in etcd that climbs out of volumes/_mount: refused before any object
       yield* etcd.put("volumes/_fsprefix", "../../..")
-      const climbing = remoteError(
-        yield* Effect.exit(client.call("create_kernel", [kid, pythonConfig(env, { mounts: [["d", "local", "f00d", "rw"]] })]))
-      )
-      assert.strictEqual(climbing.excType, "ai.backend.agent.exception.KernelCreationFailed")
-      assert.match(String(climbing.args[2]), /would not stay under volumes\/_mount/)
+      yield* call("_fsprefix ../../..", "ai.backend.agent.exception.KernelCreationFailed", "create_kernel", [kid, pythonConfig(env, { mounts: [["d", "local", "f00d", "rw"]] })])
 
       // the observer: nothing in the namespace, nothing in the scratch root, the canary intact
       assert.deepStrictEqual(yield* labelledObjects(env, site.kubeNs), [])
-      assert.deepStrictEqual(fs.readdirSync(site.scratchRoot), [])
       assert.isTrue(intact(sibling), "the canary next to the scratch root survived")
+      assert.deepStrictEqual(fs.readdirSync(site.scratchRoot), [])
+      // and each call got the typed refusal
+      for (const [what, expected, exit] of outcomes) {
+        assert.strictEqual(remoteError(exit).excType, expected, what)
+      }
+      const climbing = remoteError(outcomes[outcomes.length - 1]![2])
+      assert.match(String(climbing.args[2]), /would not stay under volumes\/_mount/)
     }).pipe(Effect.scoped), 300_000)
 })
