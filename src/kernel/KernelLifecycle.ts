@@ -19,6 +19,7 @@ import * as k8s from "@kubernetes/client-node"
 import { Clock, Context, Data, Duration, Effect, Exit, Fiber, FiberMap, Layer, Metric, Option, Ref, Schedule, Semaphore, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { prepareScratchDir } from "../kube/ScratchDir.ts"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import {
   ImagePullFailed,
@@ -439,6 +440,10 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         yield* Effect.acquireRelease(
           fsEffect(kernelId, "create the scratch dir", () => fs.promises.mkdir(input.scratchDir, { recursive: true })),
           (made, exit) => (reuseScratch || made === undefined ? Effect.void : onFailure(exit, removeScratch(kernelId), "remove scratch dir"))
+        )
+        // modes 0711 / 0700, owned as container.kernel-uid/gid when configured (src/kube/ScratchDir.ts)
+        yield* prepareScratchDir(kernelDir(kernelId), { uid: config.container["kernel-uid"], gid: config.container["kernel-gid"] }).pipe(
+          Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "ScratchDir", message: e.message }))
         )
         // NodePorts: reserved now, released if the create fails
         const wanted = exposedPorts(servicePorts)

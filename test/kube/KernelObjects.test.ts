@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
+import { decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { decodeKernelConfig, environText, resourceText } from "../../src/kernel/KernelConfig.ts"
 import {
   buildConfigMap,
@@ -133,6 +134,73 @@ describe("KernelObjects", () => {
       assert.strictEqual(vols["vfolder-0"]?.hostPath?.path, "/mnt/vfroot/local/abcdef")
       const mounts = Object.fromEntries((c.volumeMounts ?? []).filter((m) => m.name.startsWith("vfolder")).map((m) => [m.mountPath, m.readOnly]))
       assert.deepStrictEqual(mounts, { "/home/work/data": true, "/home/work/rw1": false })
+    }))
+
+  it.effect("pod: the runner package (krunner subPaths kernel, helpers) is mounted into the krunner env's empty package dirs", () =>
+    Effect.gen(function*() {
+      const base = yield* inputOf
+      const mountsOf = (input: KernelObjectsInput) =>
+        (buildPod(input, ports).spec!.containers[0]!.volumeMounts ?? []).filter((m) => m.name === "krunner").map((m) => [m.mountPath, m.subPath, m.readOnly])
+      // default python-version 3.6 (the 19.06 krunner's Python); distro from the image label
+      const dflt = mountsOf(base)
+      assert.deepInclude(dflt, ["/opt/backend.ai/lib/python3.6/site-packages/ai/backend/kernel", "kernel", true])
+      assert.deepInclude(dflt, ["/opt/backend.ai/lib/python3.6/site-packages/ai/backend/helpers", "helpers", true])
+      assert.deepInclude(dflt, ["/opt/backend.ai", "backendai-krunner.ubuntu16.04", true])
+      assert.deepInclude(dflt, ["/opt/kernel/entrypoint.sh", "entrypoint.sh", true])
+      // the nested mounts come after the env they are mounted into
+      const order = dflt.map((m) => m[0])
+      assert.isBelow(order.indexOf("/opt/backend.ai"), order.indexOf("/opt/backend.ai/lib/python3.6/site-packages/ai/backend/kernel"))
+      // configured python version (e.g. a venv krunner on Debian 12)
+      const v311 = mountsOf({ ...base, krunnerVolume: { ...base.krunnerVolume, "python-version": "3.11" } })
+      assert.deepInclude(v311, ["/opt/backend.ai/lib/python3.11/site-packages/ai/backend/kernel", "kernel", true])
+      assert.deepInclude(v311, ["/opt/backend.ai/lib/python3.11/site-packages/ai/backend/helpers", "helpers", true])
+      assert.notDeepInclude(v311, ["/opt/backend.ai/lib/python3.6/site-packages/ai/backend/kernel", "kernel", true])
+      // a hostPath krunner volume is a directory that must exist (never created empty by the kubelet)
+      const hp = buildPod({ ...base, krunnerVolume: { type: "hostPath", path: "/opt/backend.ai" } }, ports)
+      assert.deepStrictEqual(hp.spec!.volumes!.find((v) => v.name === "krunner")?.hostPath, { path: "/opt/backend.ai", type: "Directory" })
+    }))
+
+  it.effect("config: kubernetes.krunner-volume.python-version defaults to 3.6 and must be X.Y", () =>
+    Effect.gen(function*() {
+      const load = (extra: string) => decodeConfigText("a.toml", `[etcd]\nnamespace = "n"\n${extra}`, {}, "h")
+      assert.strictEqual((yield* load("")).config.kubernetes["krunner-volume"]["python-version"], "3.6")
+      const nfs = yield* load(`[kubernetes.krunner-volume]\ntype = "nfs"\nserver = "10.0.0.3"\npath = "/x"\npython-version = "3.11"\n`)
+      assert.strictEqual(nfs.config.kubernetes["krunner-volume"]["python-version"], "3.11")
+      for (const bad of [`"3"`, `"../../etc"`, `"3.6/x"`, `3.6`]) {
+        const e = yield* Effect.flip(load(`[kubernetes.krunner-volume]\ntype = "hostPath"\npath = "/x"\npython-version = ${bad}\n`))
+        assert.match(e.message, /krunner-volume\.python-version/, bad)
+      }
+    }))
+
+  it.effect("pod: no privilege escalation, capabilities dropped but the entrypoint's, RuntimeDefault seccomp, no SA token, typed hostPaths", () =>
+    Effect.gen(function*() {
+      const base = yield* inputOf
+      const pod = buildPod({ ...base, krunnerVolume: { type: "hostPath", path: "/opt/backend.ai" } }, ports)
+      const spec = pod.spec!
+      assert.isFalse(spec.automountServiceAccountToken)
+      assert.isFalse(spec.enableServiceLinks)
+      assert.isNotTrue(spec.hostNetwork)
+      assert.isNotTrue(spec.hostPID)
+      assert.isNotTrue(spec.hostIPC)
+      assert.deepStrictEqual(spec.securityContext?.seccompProfile, { type: "RuntimeDefault" })
+      const sc = spec.containers[0]!.securityContext!
+      assert.isFalse(sc.privileged)
+      assert.isFalse(sc.allowPrivilegeEscalation)
+      assert.deepStrictEqual(sc.seccompProfile, { type: "RuntimeDefault" })
+      assert.deepStrictEqual(sc.capabilities?.drop, ["ALL"])
+      // entrypoint.sh: useradd/groupadd (CHOWN, DAC_OVERRIDE), su-exec (SETUID, SETGID)
+      assert.deepStrictEqual([...(sc.capabilities?.add ?? [])].sort(), ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"])
+      // jail traces the kernel's processes
+      const jail = buildPod({ ...base, sandboxType: "jail", jailArgs: ["-policy", "x"] }, ports).spec!.containers[0]!.securityContext!
+      assert.deepStrictEqual([...(jail.capabilities?.add ?? [])].sort(), ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "SYS_PTRACE"])
+      // every hostPath has a type
+      for (const v of spec.volumes ?? []) {
+        if (v.hostPath !== undefined) assert.isString(v.hostPath.type, `volume ${v.name}`)
+      }
+      const vols = Object.fromEntries((spec.volumes ?? []).map((v) => [v.name, v]))
+      // the agent made the work dir (with its owner and mode) before the pod: the kubelet must not make a root-owned one
+      assert.strictEqual(vols["work"]?.hostPath?.type, "Directory")
+      assert.strictEqual(vols["vfolder-0"]?.hostPath?.type, "Directory")
     }))
 
   it.effect("service and configmap: NodePorts set explicitly, owned by the pod", () =>
