@@ -34,6 +34,7 @@ import {
 import {
   buildConfigMap,
   buildPod,
+  buildServicePolicy,
   buildService,
   classifyCreating,
   exposedPorts,
@@ -486,6 +487,19 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           createService(kernelId, input, reserved, podUid),
           (_, exit) => onFailure(exit, deleteService(name), "delete service")
         )
+        // the kernel's service ports, only from kubernetes.network-policy.service-sources (owned by the pod;
+        // a restart replaces the old pod's policy)
+        const fence = config.kubernetes["network-policy"]
+        const servicePolicy = fence.enabled ? buildServicePolicy(input, fence["service-sources"], podUid) : undefined
+        if (servicePolicy !== undefined) {
+          yield* kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace, body: servicePolicy })).pipe(
+            Effect.catchIf(
+              (e) => e.reason === "AlreadyExists",
+              () => kube.networking("replace network policy", (api) => api.replaceNamespacedNetworkPolicy({ name, namespace, body: servicePolicy }))
+            ),
+            Effect.mapError(createFailure(kernelId))
+          )
+        }
         const ports = nodePortsOf(service)
         const recovery = recoveryFor(input, ports)
         const now = yield* Clock.currentTimeMillis

@@ -6,6 +6,7 @@
  */
 import type * as k8s from "@kubernetes/client-node"
 import { Option, Schema } from "effect"
+import { createHash } from "node:crypto"
 import * as path from "node:path"
 import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
 
@@ -384,6 +385,10 @@ export const buildService = (input: KernelObjectsInput, ports: NodePortMap, podU
     },
     spec: {
       type: "NodePort",
+      // the node that runs the pod answers its NodePorts itself, keeping the client's address (the
+      // NetworkPolicy fence matches it); with "Cluster" kube-proxy SNATs every NodePort connection
+      // to a node address and any host that reaches a node would pass as the agent
+      externalTrafficPolicy: "Local",
       selector: labelsOf(input.agentId, input.kernelId),
       ports: [
         port("repl-in", REPL_IN),
@@ -410,6 +415,71 @@ export const buildConfigMap = (
       ownerReferences: [ownerRef(name, podUid)]
     },
     data: { environ: texts.environ, resource: texts.resource }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network fence (NetworkPolicy): runner ports only from the agent, service ports only from the
+// configured sources. Policies are allow-lists that add up, so the agent-wide fence allows 2000/2001
+// from the agent and each kernel's own policy adds its service ports; a pod selected by any policy
+// accepts nothing else.
+
+/** Addresses become /32 or /128 CIDRs. */
+export const sourcesToCidrs = (sources: ReadonlyArray<string>): Array<string> =>
+  sources.map((s) => (s.includes("/") ? s : s.includes(":") ? `${s}/128` : `${s}/32`))
+
+/** One per agent (agent ids need not be DNS labels). */
+export const runnerFenceName = (agentId: string): string =>
+  `bai-runner-fence-${createHash("sha256").update(agentId, "utf8").digest("hex").slice(0, 16)}`
+
+/** Every kernel pod of the agent: ingress only to 2000/2001, only from `agentSources` (none: nobody). */
+export const buildRunnerFence = (namespace: string, agentId: string, agentSources: ReadonlyArray<string>): k8s.V1NetworkPolicy => ({
+  apiVersion: "networking.k8s.io/v1",
+  kind: "NetworkPolicy",
+  metadata: {
+    name: runnerFenceName(agentId),
+    namespace,
+    labels: { [MANAGED_BY]: MANAGED_BY_VALUE, [AGENT_ID_LABEL]: agentId }
+  },
+  spec: {
+    podSelector: { matchLabels: { [MANAGED_BY]: MANAGED_BY_VALUE, [AGENT_ID_LABEL]: agentId } },
+    policyTypes: ["Ingress"],
+    ingress: agentSources.length === 0 ? [] : [{
+      _from: sourcesToCidrs(agentSources).map((cidr) => ({ ipBlock: { cidr } })),
+      ports: [{ protocol: "TCP", port: REPL_IN }, { protocol: "TCP", port: REPL_OUT }]
+    }]
+  }
+})
+
+/**
+ * A kernel's service ports from `serviceSources`, owned by its pod; `undefined` when there is nothing
+ * to open (no service ports, no sources, or an image that declares a runner port as a service port).
+ */
+export const buildServicePolicy = (
+  input: KernelObjectsInput,
+  serviceSources: ReadonlyArray<string>,
+  podUid: string
+): k8s.V1NetworkPolicy | undefined => {
+  const ports = input.servicePorts.map((p) => p.containerPort)
+  if (ports.length === 0 || serviceSources.length === 0 || ports.some((p) => p === REPL_IN || p === REPL_OUT)) return undefined
+  const name = objectName(input.kernelId)
+  return {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: {
+      name,
+      namespace: input.namespace,
+      labels: labelsOf(input.agentId, input.kernelId),
+      ownerReferences: [ownerRef(name, podUid)]
+    },
+    spec: {
+      podSelector: { matchLabels: labelsOf(input.agentId, input.kernelId) },
+      policyTypes: ["Ingress"],
+      ingress: [{
+        _from: sourcesToCidrs(serviceSources).map((cidr) => ({ ipBlock: { cidr } })),
+        ports: ports.map((port) => ({ protocol: "TCP", port }))
+      }]
+    }
   }
 }
 

@@ -5,7 +5,9 @@ import { decodeKernelConfig, environText, resourceText } from "../../src/kernel/
 import {
   buildConfigMap,
   buildPod,
+  buildRunnerFence,
   buildService,
+  buildServicePolicy,
   classifyCreating,
   endedReason,
   type KernelObjectsInput,
@@ -13,6 +15,8 @@ import {
   podImage,
   recoveryOf,
   registryHost,
+  runnerFenceName,
+  sourcesToCidrs,
   resourceQuantities
 } from "../../src/kube/KernelObjects.ts"
 import { allocatedPortsIn, clusterRangeIn, NodePorts } from "../../src/kube/NodePorts.ts"
@@ -218,6 +222,48 @@ describe("KernelObjects", () => {
       const cm = buildConfigMap(input, { environ: "A=1\n", resource: "x" }, "pod-uid")
       assert.deepStrictEqual(cm.data, { environ: "A=1\n", resource: "x" })
       assert.strictEqual(cm.metadata?.ownerReferences?.[0]?.uid, "pod-uid")
+    }))
+
+  it.effect("network fence: runner ports 2000/2001 only from the agent's sources, service ports only from the configured ones", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(sourcesToCidrs(["10.0.0.5", "10.1.0.0/16", "fd00::1", "fd00::/8"]), ["10.0.0.5/32", "10.1.0.0/16", "fd00::1/128", "fd00::/8"])
+      const fence = buildRunnerFence("backend-ai", "i-test", ["10.0.0.5/32"])
+      assert.strictEqual(fence.metadata?.name, runnerFenceName("i-test"))
+      assert.match(fence.metadata!.name!, /^bai-runner-fence-[0-9a-f]{16}$/)
+      assert.notStrictEqual(runnerFenceName("i-test"), runnerFenceName("i-other"))
+      assert.deepStrictEqual(fence.spec?.podSelector?.matchLabels, { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-test" })
+      assert.deepStrictEqual(fence.spec?.policyTypes, ["Ingress"])
+      assert.deepStrictEqual(fence.spec?.ingress, [{
+        _from: [{ ipBlock: { cidr: "10.0.0.5/32" } }],
+        ports: [{ protocol: "TCP", port: 2000 }, { protocol: "TCP", port: 2001 }]
+      }])
+      // no sources: nothing may reach the runner (never "from everyone")
+      assert.deepStrictEqual(buildRunnerFence("backend-ai", "i-test", []).spec?.ingress, [])
+
+      const input = yield* inputOf
+      const sp = buildServicePolicy(input, ["192.168.1.0/24"], "pod-uid")!
+      assert.strictEqual(sp.metadata?.name, `kernel-${kid}`)
+      assert.deepStrictEqual(sp.metadata?.ownerReferences?.map((o) => [o.kind, o.uid]), [["Pod", "pod-uid"]])
+      assert.deepStrictEqual(sp.spec?.podSelector?.matchLabels, {
+        "app.kubernetes.io/managed-by": "bai-k8s-agent",
+        "backend.ai/agent-id": "i-test",
+        "backend.ai/kernel-id": kid
+      })
+      assert.deepStrictEqual(sp.spec?.ingress, [{
+        _from: [{ ipBlock: { cidr: "192.168.1.0/24" } }],
+        ports: [{ protocol: "TCP", port: 8080 }, { protocol: "TCP", port: 8081 }]
+      }])
+      // the runner ports are never among them, whatever the image declares
+      const sneaky = buildServicePolicy({ ...input, servicePorts: [{ name: "x", protocol: "tcp", containerPort: 2000 }] }, ["0.0.0.0/0"], "u")
+      assert.isUndefined(sneaky)
+      assert.isUndefined(buildServicePolicy({ ...input, servicePorts: [] }, ["0.0.0.0/0"], "u"))
+      assert.isUndefined(buildServicePolicy(input, [], "u"))
+    }))
+
+  it.effect("service: externalTrafficPolicy Local keeps the client's address for the fence (no SNAT through another node)", () =>
+    Effect.gen(function*() {
+      const svc = buildService(yield* inputOf, ports, "pod-uid")
+      assert.strictEqual(svc.spec?.externalTrafficPolicy, "Local")
     }))
 
   it("classifies pods being created and pods that ended", () => {
