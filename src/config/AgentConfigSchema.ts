@@ -147,7 +147,8 @@ export const KubernetesSection = section({
     /** Base URL of the private registry the nodes pull from, e.g. "https://registry.example:5000". */
     url: withDefault(Schema.String, ""),
     "pull-secret": withDefault(Schema.String, "backend-ai-registry-secret"),
-    "verify-tls": withDefault(Schema.Boolean, false)
+    /** Check the registry's TLS certificate (false only for a self-signed test registry). */
+    "verify-tls": withDefault(Schema.Boolean, true)
   }),
   "krunner-volume": withDefault(KrunnerVolume, { type: "hostPath", path: "/opt/backend.ai" }),
   /** The node-side location of `container.scratch-root` (hostPath dir or NFS export). */
