@@ -19,6 +19,7 @@ import * as k8s from "@kubernetes/client-node"
 import { Clock, Context, Data, Duration, Effect, Exit, Fiber, FiberMap, Layer, Metric, Option, Ref, Schedule, Semaphore, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { prepareScratchDir } from "../kube/ScratchDir.ts"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import {
   ImagePullFailed,
@@ -33,6 +34,7 @@ import {
 import {
   buildConfigMap,
   buildPod,
+  buildServicePolicy,
   buildService,
   classifyCreating,
   exposedPorts,
@@ -451,6 +453,10 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           ),
           (made, exit) => (reuseScratch || made === undefined ? Effect.void : onFailure(exit, removeScratch(kernelId), "remove scratch dir"))
         )
+        // modes 0711 / 0700, owned as container.kernel-uid/gid when configured (src/kube/ScratchDir.ts)
+        yield* prepareScratchDir(kernelDir(kernelId), { uid: config.container["kernel-uid"], gid: config.container["kernel-gid"] }).pipe(
+          Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "ScratchDir", message: e.message }))
+        )
         // NodePorts: reserved now, released if the create fails
         const wanted = exposedPorts(servicePorts)
         const reserved = yield* Effect.acquireRelease(
@@ -492,6 +498,19 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           createService(kernelId, input, reserved, podUid),
           (_, exit) => onFailure(exit, deleteService(name), "delete service")
         )
+        // the kernel's service ports, only from kubernetes.network-policy.service-sources (owned by the pod;
+        // a restart replaces the old pod's policy)
+        const fence = config.kubernetes["network-policy"]
+        const servicePolicy = fence.enabled ? buildServicePolicy(input, fence["service-sources"], podUid) : undefined
+        if (servicePolicy !== undefined) {
+          yield* kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace, body: servicePolicy })).pipe(
+            Effect.catchIf(
+              (e) => e.reason === "AlreadyExists",
+              () => kube.networking("replace network policy", (api) => api.replaceNamespacedNetworkPolicy({ name, namespace, body: servicePolicy }))
+            ),
+            Effect.mapError(createFailure(kernelId))
+          )
+        }
         const ports = nodePortsOf(service)
         const recovery = recoveryFor(input, ports)
         const now = yield* Clock.currentTimeMillis

@@ -8,6 +8,12 @@
  * with a token fetched with the same credentials). Refreshed every 60 s in the background, never on
  * a heartbeat; a failed refresh keeps the previous list.
  *
+ * Credentials (the Basic password and the Bearer tokens) go only to the registry's own origin
+ * (scheme, host and port of `kubernetes.registry.url`): a Bearer realm elsewhere is asked for an
+ * anonymous token (a public registry still lists; a private one answers 401 and the listing fails
+ * with `Unauthorized`), and a pagination `Link` to another origin is refused. So a registry answer,
+ * or whoever can forge one over plain http, cannot make the agent send the pull secret elsewhere.
+ *
  * Image names: `<registry host>/<repo>:<tag>` (e.g. `registry.example:5000/lablup/python:3.6-ubuntu18.04`).
  * Manager 19.06 resolves each name with `ImageRef(name, known_registries).canonical` and SADDs the
  * agent into the Redis set of that canonical name. K1 sent bare `<repo>:<tag>`, which resolves to
@@ -138,12 +144,25 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
     // Bearer tokens per scope, fetched on demand (registries with token auth: Harbor, distribution+token)
     const tokens = new Map<string, string>()
 
+    /** The credentials go to this origin only (scheme://host:port). */
+    const sameOrigin = (url: URL) => url.origin === base.origin
+
     const fetchToken = (challenge: Record<string, string>) =>
       Effect.gen(function*() {
-        const url = new URL(challenge.realm!)
+        const url = yield* Effect.try({
+          try: () => new URL(challenge.realm!),
+          catch: () => new RegistryError({ reason: "BadResponse", url: base.href, message: "the Bearer realm is not a URL" })
+        })
+        if (url.protocol !== "https:" && url.protocol !== "http:") {
+          return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: "the Bearer realm is not an http(s) URL" })
+        }
         if (challenge.service !== undefined) url.searchParams.set("service", challenge.service)
         if (challenge.scope !== undefined) url.searchParams.set("scope", challenge.scope)
-        const res = yield* request(url, { method: "GET", headers: basic === undefined ? {} : { authorization: basic }, verifyTls: options.verifyTls })
+        const withCredentials = basic !== undefined && sameOrigin(url)
+        if (basic !== undefined && !withCredentials) {
+          yield* Effect.logWarning(`registry token realm ${url.origin} is not the registry's origin ${base.origin}: asking it for an anonymous token (credentials are never sent elsewhere)`)
+        }
+        const res = yield* request(url, { method: "GET", headers: withCredentials ? { authorization: basic } : {}, verifyTls: options.verifyTls })
         if (res.status !== 200) return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `token endpoint answered ${res.status}` })
         const body = yield* parseJson(TokenBody, url, res.body)
         const token = body.token ?? body.access_token
@@ -153,6 +172,9 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
 
     const call = (url: URL, method: "GET" | "HEAD", scope: string, accept?: string): Effect.Effect<HttpResponse, RegistryError> =>
       Effect.gen(function*() {
+        if (!sameOrigin(url)) {
+          return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: `refusing to follow the registry to another origin than ${base.origin}` })
+        }
         const headers = (): Record<string, string> => {
           const h: Record<string, string> = accept === undefined ? {} : { accept }
           const token = tokens.get(scope)
