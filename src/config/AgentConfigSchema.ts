@@ -87,7 +87,13 @@ export const AgentSection = section({
   /** Largest RPC frame accepted from the manager (upload_file carries whole files). */
   "rpc-max-frame-size": withDefault(BinarySize, "64m"),
   /** How long in-flight RPCs may take to finish when the agent stops. */
-  "shutdown-grace": withDefault(Duration, "10s")
+  "shutdown-grace": withDefault(Duration, "10s"),
+  /**
+   * Which manager line drives the agent: "19.06" (aiozmq RPC, ZeroMQ PUSH events, instance_heartbeat)
+   * or "26" (Callosum RPC, Redis-stream events in DB 4, agent_heartbeat; docs/manager-26.md). The
+   * kernel lifecycle, runner client, stats, Kubernetes model and etcd layout are the same for both.
+   */
+  "manager-contract": withDefault(Schema.Literals(["19.06", "26"]), "19.06")
 })
 
 export const ContainerSection = section({
