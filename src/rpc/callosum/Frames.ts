@@ -79,15 +79,15 @@ export const parse = (frames: ReadonlyArray<Buffer>, maxBytes: number): Parsed =
   if (type !== MessageType.FUNCTION) return { _tag: "Request", request: base }
   let outer: unknown
   try {
-    outer = Msgpack.decode(rawBody)
+    // `zip` compresses the whole body frame (callosum `RPCMessage.encode`), python-snappy raw format
+    outer = Msgpack.decode(zip === true ? SnappyJS.uncompress(rawBody) : rawBody)
   } catch (e) {
     return { _tag: "Invalid", reason: `body: ${e instanceof Error ? e.message : String(e)}`, request: base }
   }
   if (!isRecord(outer) || !(outer["body"] instanceof Uint8Array)) return { _tag: "Invalid", reason: "body has no bin `body`", request: base }
   let inner: unknown
   try {
-    const bytes = zip === true ? SnappyJS.uncompress(outer["body"]) : outer["body"]
-    inner = Bai.decode(bytes)
+    inner = Bai.decode(outer["body"])
   } catch (e) {
     return { _tag: "Invalid", reason: `arguments: ${e instanceof Error ? e.message : String(e)}`, request: base }
   }

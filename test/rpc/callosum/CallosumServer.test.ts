@@ -5,12 +5,14 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer } from "effect"
+import { createRequire } from "node:module"
 import * as Zmq from "zeromq"
 import * as Bai from "../../../src/manager26/codec/BaiMsgpack.ts"
 import { KernelNotFound } from "../../../src/domain/Errors.ts"
 import { CallosumHandlers, CallosumServer } from "../../../src/rpc/callosum/CallosumServer.ts"
 import * as Msgpack from "../../../src/rpc/msgpack/Msgpack.ts"
 
+const SnappyJS = createRequire(import.meta.url)("snappyjs") as { compress: (b: Uint8Array) => Uint8Array }
 const hex = (s: string) => Buffer.from(s.replace(/\s/g, ""), "hex")
 const PING_HEADER = hex("85 a4 74797065 01 a4 6d657468 a4 70696e67 a4 6f6b6579 c4 00 a3 736571 00 a3 7a6970 c2")
 const PING_BODY = hex("82 a4 6d657461 c4 00 a4 626f6479 c4 14 82 a4 61726773 91 a4 70696e67 a6 6b7761726773 80")
@@ -104,5 +106,14 @@ describe("CallosumServer", () => {
       const r8 = reply(yield* roundTrip(bad))
       assert.strictEqual((r8.meta as Array<string>)[0], "TypeError")
       assert.strictEqual(reply(yield* roundTrip(request("ping", 9, ["ok"]))).value, "ok")
+
+      // zip: the whole body frame is python-snappy compressed (callosum RPCMessage.encode(compress=True))
+      const [, , plainBody] = request("ping", 10, ["zipped"])
+      const zipped = [
+        Buffer.from("UPPER"),
+        Msgpack.encode({ type: 1, meth: "ping", okey: new Uint8Array(0), seq: 10, zip: true }),
+        Buffer.from(SnappyJS.compress(plainBody!))
+      ]
+      assert.strictEqual(reply(yield* roundTrip(zipped)).value, "zipped")
     }).pipe(Effect.scoped))
 })
