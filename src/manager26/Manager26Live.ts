@@ -12,6 +12,7 @@ import { Etcd } from "../registry/Etcd.ts"
 import { ManagerConfig } from "../registry/ManagerConfig.ts"
 import { Redis } from "../registry/Redis.ts"
 import { CallosumHandlers, CallosumServer } from "../rpc/callosum/CallosumServer.ts"
+import { CurveConfigError, readCertificate } from "../rpc/callosum/Curve.ts"
 import { Manager26Handlers } from "./Handlers.ts"
 import { Presence } from "./Presence.ts"
 import { Sessions } from "./Sessions.ts"
@@ -37,13 +38,37 @@ export const redisRole = (role: keyof typeof REDIS_DB) =>
     return { addr, password: password === "" ? undefined : password, db: REDIS_DB[role] }
   })
 
+/**
+ * The CURVE keys of `[agent] rpc-auth-agent-keypair` / `rpc-auth-manager-public-key` (contract §1.7);
+ * undefined when neither is set.
+ */
+export const curveKeys = Effect.gen(function*() {
+  const { config } = yield* AgentConfig
+  const agentFile = config.agent["rpc-auth-agent-keypair"]
+  const managerFile = config.agent["rpc-auth-manager-public-key"]
+  if (agentFile === undefined && managerFile === undefined) return undefined
+  if (agentFile === undefined || managerFile === undefined) {
+    return yield* new CurveConfigError({
+      file: agentFile ?? managerFile ?? "",
+      message: "rpc-auth-agent-keypair and rpc-auth-manager-public-key go together"
+    })
+  }
+  const agent = yield* readCertificate(agentFile)
+  if (agent.secretKey === undefined) return yield* new CurveConfigError({ file: agentFile, message: "no secret-key" })
+  const manager = yield* readCertificate(managerFile)
+  return { publicKey: agent.publicKey, secretKey: agent.secretKey, managerPublicKey: manager.publicKey }
+})
+
 /** {@link EventPublisher} (translating) + {@link StreamEvents} + {@link Sessions}, on Redis DB 4. */
 export const StreamEventsFromEtcd = Layer.unwrap(
   Effect.gen(function*() {
     const { agentId } = yield* AgentConfig
     const role = yield* redisRole("stream")
+    const curve = yield* curveKeys
+    // the heartbeat's public_key: the agent's Z85 public key as bytes when CURVE is on
+    const publicKey = curve === undefined ? null : Buffer.from(curve.publicKey, "latin1")
     return Layer.unwrap(
-      Effect.map(Redis.make(role), (redis) => StreamEvents.layer({ agentId, redis }))
+      Effect.map(Redis.make(role), (redis) => StreamEvents.layer({ agentId, redis, publicKey }))
     )
   })
 ).pipe(Layer.provideMerge(Sessions.layer))
@@ -61,8 +86,11 @@ export const CallosumRpcServer = Layer.unwrap(
   Effect.gen(function*() {
     const { config } = yield* AgentConfig
     const manager = yield* ManagerConfig
+    const curve = yield* curveKeys
+    if (curve !== undefined) yield* Effect.logInfo(`RPC authenticated with CURVE (agent public key ${curve.publicKey})`)
     return CallosumServer.layer({
       bind: `tcp://${formatHostPort(manager.rpcAddr)}`,
+      ...(curve === undefined ? {} : { curve: { secretKey: curve.secretKey, allowedClientKeys: [curve.managerPublicKey] } }),
       maxMessageBytes: config.agent["rpc-max-frame-size"],
       shutdownGrace: `${config.agent["shutdown-grace"]} seconds`
     })

@@ -18,6 +18,7 @@ import { Cause, Context, Duration, Effect, Fiber, FiberSet, Layer, Option, Pull,
 import * as Zmq from "zeromq"
 import { hasPython } from "../../domain/Errors.ts"
 import { trackRpc } from "../../observability/Metrics.ts"
+import { type CurveConfigError, ZAP_DOMAIN, zapHandler } from "./Curve.ts"
 import { failureFrames, MessageType, parse, pythonRepr, resultFrames, type CallosumRequest } from "./Frames.ts"
 
 /** One method: positional and keyword arguments (decoded with the manager's ext types) in, result out. */
@@ -49,6 +50,8 @@ export interface CallosumServerOptions {
   readonly shutdownGrace?: Duration.Input
   /** Socket linger on close. Default 100 ms (callosum's `zmq.LINGER: 100`). */
   readonly lingerMillis?: number
+  /** CURVE: the agent's secret key and the client (manager) public keys allowed, all Z85. */
+  readonly curve?: { readonly secretKey: string; readonly allowedClientKeys: ReadonlyArray<string> }
 }
 
 export class CallosumServerError extends Schema.TaggedError<CallosumServerError>()("CallosumServerError", {
@@ -86,10 +89,18 @@ export class CallosumServer extends Context.Service<CallosumServer, {
     const shutdownGrace = options.shutdownGrace ?? Duration.seconds(10)
     const tracked = new Map([...handlers].map(([name, h]) => [name, { handler: h, track: trackRpc(name) }]))
 
+    const curve = options.curve
+    // the ZAP handler must be up before the first handshake
+    if (curve !== undefined) yield* zapHandler(new Set(curve.allowedClientKeys))
     const socket = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
-          const s = new Zmq.Router({ linger: options.lingerMillis ?? 100, maxMessageSize: maxBytes, sendTimeout: 0 })
+          const s = new Zmq.Router({
+            linger: options.lingerMillis ?? 100,
+            maxMessageSize: maxBytes,
+            sendTimeout: 0,
+            ...(curve === undefined ? {} : { curveServer: true, curveSecretKey: curve.secretKey, zapDomain: ZAP_DOMAIN })
+          })
           try {
             await s.bind(options.bind)
           } catch (cause) {
@@ -103,7 +114,7 @@ export class CallosumServer extends Context.Service<CallosumServer, {
       (s) => Effect.sync(() => s.close())
     )
     const endpoint = socket.lastEndpoint ?? options.bind
-    yield* Effect.logInfo("Callosum RPC server listening").pipe(Effect.annotateLogs({ endpoint }))
+    yield* Effect.logInfo("Callosum RPC server listening").pipe(Effect.annotateLogs({ endpoint, curve: curve !== undefined }))
 
     const replies = yield* Queue.unbounded<ReadonlyArray<Buffer>, Cause.Done>()
     const inflight = yield* FiberSet.make<void, never>()
@@ -217,6 +228,6 @@ export class CallosumServer extends Context.Service<CallosumServer, {
   })
 
   /** The server, bound for the layer's lifetime. Requires {@link CallosumHandlers}. */
-  static readonly layer = (options: CallosumServerOptions): Layer.Layer<CallosumServer, CallosumServerError, CallosumHandlers> =>
+  static readonly layer = (options: CallosumServerOptions): Layer.Layer<CallosumServer, CallosumServerError | CurveConfigError, CallosumHandlers> =>
     Layer.effect(CallosumServer, CallosumServer.make(options))
 }
