@@ -5,6 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Queue } from "effect"
+import * as Zmq from "zeromq"
 import * as Bai from "../../src/manager26/codec/BaiMsgpack.ts"
 import { CallosumHandlers, CallosumServer } from "../../src/rpc/callosum/CallosumServer.ts"
 import { spawnPython } from "../interop/python.ts"
@@ -69,5 +70,36 @@ describe("callosum 1.0.3 Peer → CallosumServer", () => {
       assert.strictEqual(by.get("unknown")!["failed"], true)
       assert.strictEqual(by.get("unknown")!["name"], "NotImplementedError")
       assert.strictEqual(by.get("after-unknown")!["result"], "still")
+    }).pipe(Effect.scoped), { timeout: 120_000 })
+
+  it.live("CURVE: the manager's keypair is admitted, another keypair is refused at the handshake", () =>
+    Effect.gen(function*() {
+      const agent = Zmq.curveKeyPair()
+      const manager = Zmq.curveKeyPair()
+      const intruder = Zmq.curveKeyPair()
+      const server = yield* CallosumServer.make({
+        bind: "tcp://127.0.0.1:*",
+        curve: { secretKey: agent.secretKey, allowedClientKeys: [manager.publicKey] }
+      }).pipe(Effect.provide(CallosumHandlers.layerOf({ ping: ([msg]) => Effect.succeed(msg) })))
+      const peer = yield* spawnPython("../manager26/callosum_curve_peer.py", [
+        server.endpoint,
+        JSON.stringify({
+          agentPublic: agent.publicKey,
+          managerPublic: manager.publicKey,
+          managerSecret: manager.secretKey,
+          intruderPublic: intruder.publicKey,
+          intruderSecret: intruder.secretKey
+        })
+      ])
+      const lines: Array<Record<string, unknown>> = []
+      for (;;) {
+        const line = yield* Queue.take(peer.lines).pipe(Effect.timeoutOption("60 seconds"))
+        if (line._tag === "None") assert.fail(`callosum_curve_peer.py stalled: ${peer.stderr()}`)
+        const r = JSON.parse(line.value) as Record<string, unknown>
+        if (r["done"] === true) break
+        lines.push(r)
+      }
+      assert.strictEqual(yield* peer.exitCode, 0, peer.stderr())
+      assert.deepStrictEqual(lines, [{ who: "manager", result: "curve" }, { who: "intruder", refused: true }])
     }).pipe(Effect.scoped), { timeout: 120_000 })
 })
