@@ -101,7 +101,20 @@ export const AgentSection = section({
     []
   ),
   /** RPC requests one manager connection may have in flight; more are refused at once. */
-  "rpc-max-inflight": withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 1024)
+  "rpc-max-inflight": withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 1024),
+  /**
+   * Which manager line drives the agent: "19.06" (aiozmq RPC, ZeroMQ PUSH events, instance_heartbeat)
+   * or "26" (Callosum RPC, Redis-stream events in DB 4, agent_heartbeat; docs/manager-26.md). The
+   * kernel lifecycle, runner client, stats, Kubernetes model and etcd layout are the same for both.
+   */
+  "manager-contract": withDefault(Schema.Literals(["19.06", "26"]), "19.06"),
+  /**
+   * Manager 26 only: CURVE on the RPC socket (docs/manager-26.md). The manager's public certificate
+   * and the agent's secret certificate (pyzmq format), named as the Python agent names them; both or
+   * neither.
+   */
+  "rpc-auth-manager-public-key": Schema.optionalKey(Schema.String.check(Schema.isNonEmpty())),
+  "rpc-auth-agent-keypair": Schema.optionalKey(Schema.String.check(Schema.isNonEmpty()))
 })
 
 export const ContainerSection = section({

@@ -9,7 +9,8 @@ missing=()
 for cmd in "${!pkg_of[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}"); done
 # Debian's python3 (the tests use it, not a pyenv one that may come first on PATH)
 py=${BAI_PYTHON:-/usr/bin/python3}
-for mod in zmq msgpack snappy redis aiozmq; do
+# attr: callosum 1.0.3 (the manager-26 interop peers)
+for mod in zmq msgpack snappy redis aiozmq attr; do
   "$py" -c "import $mod" >/dev/null 2>&1 || missing+=("python3-$mod")
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
