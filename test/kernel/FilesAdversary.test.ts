@@ -1,7 +1,7 @@
 // The kernel as an adversary of the file RPCs (issue 13): it owns its work dir and may put FIFOs,
 // sockets and symlinks there, and swap entries while the agent works on them. The service runs
 // here in-process on a temp dir (the agent process on the testbed: FilesAdversary.int.test.ts).
-import { type ChildProcess, spawn, spawnSync } from "node:child_process"
+import { spawnSync } from "node:child_process"
 import * as fs from "node:fs"
 import * as net from "node:net"
 import * as os from "node:os"
@@ -12,6 +12,7 @@ import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { FileOperationFailed, PathOutsideWorkDir } from "../../src/domain/Errors.ts"
 import { KernelFiles, LIST_MAX_ENTRIES } from "../../src/kernel/Files.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { swapper } from "./FilesSupport.ts"
 import { kernelInfo } from "./RunnerSupport.ts"
 
 const ConfigLayer = Layer.effect(
@@ -55,46 +56,6 @@ const withFiles = <A, E>(self: Effect.Effect<A, E, KernelFiles | KernelRegistry 
 /** Fails (instead of hanging the test) when `self` does not complete within `seconds`. */
 const within = (seconds: number, what: string) => <A, E, R>(self: Effect.Effect<A, E, R>) =>
   Effect.timeoutOrElse(self, { duration: `${seconds} seconds`, orElse: () => Effect.die(new Error(`${what}: no answer within ${seconds} s`)) })
-
-/**
- * A host-side process swapping, as fast as it can, `f` between a regular file and a symlink to the
- * canary, and `d` between a directory and a symlink to the outside dir (renameat2 RENAME_EXCHANGE:
- * the name always exists, it just changes what it is). Prints "swapping" once it runs; killed with
- * the scope.
- */
-export const SWAPPER = `
-import ctypes, os, sys
-work, outside = sys.argv[1], sys.argv[2]
-libc = ctypes.CDLL(None, use_errno=True)
-def j(n): return os.path.join(work, n).encode()
-def exchange(a, b):
-    if libc.renameat2(-100, j(a), -100, j(b), 2) != 0:
-        raise OSError(ctypes.get_errno(), "renameat2 " + a + " " + b)
-with open(os.path.join(work, "f"), "w") as fh: fh.write("inside")
-os.makedirs(os.path.join(work, "d"), exist_ok=True)
-os.symlink(os.path.join(outside, "canary"), os.path.join(work, ".l"))
-os.symlink(outside, os.path.join(work, ".dl"))
-print("swapping", flush=True)
-n = 0
-canary = os.path.join(outside, "canary")
-while True:
-    if not (os.path.islink(j("f")) or os.path.islink(j(".l"))):
-        # an upload replaced the link: put it back
-        os.unlink(j(".l")); os.symlink(canary, j(".l"))
-    exchange("f", ".l")
-    exchange("d", ".dl")
-    n += 1
-`
-/** Starts {@link SWAPPER} on `work` and waits until it swaps; killed (SIGKILL) with the scope. */
-export const swapper = (work: string, outside: string) =>
-  Effect.acquireRelease(
-    Effect.callback<ChildProcess, Error>((resume) => {
-      const child = spawn("python3", ["-c", SWAPPER, work, outside], { stdio: ["ignore", "pipe", "inherit"] })
-      child.stdout.once("data", () => resume(Effect.succeed(child)))
-      child.once("exit", (code) => resume(Effect.fail(new Error(`the swapper exited (${code}) before swapping`))))
-    }),
-    (child) => Effect.sync(() => child.kill("SIGKILL"))
-  )
 
 describe("Files: the kernel as an adversary", () => {
   it.live("a FIFO given to 6 concurrent uploads: refused at once, list_files still answers", () =>
