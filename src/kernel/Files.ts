@@ -199,6 +199,7 @@ export class KernelFiles extends Context.Service<KernelFiles, {
     const registry = yield* KernelRegistry
     const maxDownload = (yield* AgentConfig).config.container["download-max-size"]
     const pool = yield* Semaphore.make(FILE_OPS_MAX_THREADS)
+    const asRoot = process.getuid?.() === 0
 
     const failed = (kernelId: string, p: string) => (e: unknown) => {
       const raw = e instanceof Error ? e.message : String(e)
@@ -266,10 +267,15 @@ export class KernelFiles extends Context.Service<KernelFiles, {
       for (const c of components) {
         if (create) {
           const parent = cur
-          yield* io(kernelId, p, () =>
-            fs.promises.mkdir(at(parent.fd, c), 0o755).catch((e: NodeJS.ErrnoException) =>
-              e.code === "EEXIST" ? undefined : Promise.reject(e)
+          const made = yield* io(kernelId, p, () =>
+            fs.promises.mkdir(at(parent.fd, c), 0o755).then(() => true, (e: NodeJS.ErrnoException) =>
+              e.code === "EEXIST" ? false : Promise.reject(e)
             ))
+          if (made && asRoot) {
+            // owned like its parent (the kernel's user), never following a link
+            const owner = yield* io(kernelId, p, () => parent.stat())
+            yield* io(kernelId, p, () => fs.promises.lchown(at(parent.fd, c), owner.uid, owner.gid))
+          }
         }
         const { h, st } = yield* openEntry(kernelId, p, cur, c)
         if (st.isSymbolicLink()) return yield* outside(kernelId, p)
@@ -366,6 +372,12 @@ export class KernelFiles extends Context.Service<KernelFiles, {
               const fh = yield* open(kernelId, filename, at(dir.fd, tmp), O_WRONLY | O_NOFOLLOW | O_NONBLOCK)
               const st = yield* io(kernelId, filename, () => fh.stat())
               if (!st.isFile()) return yield* refuse(kernelId, filename, "not a regular file")
+              // the replaced file's owner and permissions (never set-id bits), else the directory's owner
+              if (asRoot) {
+                const owner = existing ?? (yield* io(kernelId, filename, () => dir.stat()))
+                yield* io(kernelId, filename, () => fh.chown(owner.uid, owner.gid))
+              }
+              yield* io(kernelId, filename, () => fh.chmod(existing === undefined ? 0o644 : existing.mode & 0o777))
               yield* io(kernelId, filename, () => fh.writeFile(data))
               yield* io(kernelId, filename, () => fh.datasync())
               yield* io(kernelId, filename, () => fs.promises.rename(at(dir.fd, tmp), at(dir.fd, name)))

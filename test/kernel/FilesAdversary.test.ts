@@ -121,6 +121,26 @@ describe("Files: the kernel as an adversary", () => {
       assert.deepStrictEqual(fs.readdirSync(s.work), ["keep.txt"])
     })), { timeout: 120_000 })
 
+  it.live.skipIf(process.getuid?.() !== 0)("as root: an upload keeps the replaced file's owner and mode (minus set-id bits), new ones get the directory's owner", () =>
+    withFiles(Effect.gen(function*() {
+      const s = yield* scratch
+      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      const files = yield* KernelFiles
+      fs.chownSync(s.work, 1234, 1235)
+      const old = path.join(s.work, "tool")
+      fs.writeFileSync(old, "old")
+      fs.chownSync(old, 1234, 1235)
+      fs.chmodSync(old, 0o4755)
+      yield* files.upload("k", "tool", Buffer.from("new"))
+      const st = fs.statSync(old)
+      assert.deepStrictEqual([st.uid, st.gid, st.mode & 0o7777], [1234, 1235, 0o755])
+      yield* files.upload("k", "sub/dir/new.txt", Buffer.from("x"))
+      for (const p of ["sub", "sub/dir", "sub/dir/new.txt"]) {
+        const n = fs.statSync(path.join(s.work, p))
+        assert.deepStrictEqual([n.uid, n.gid], [1234, 1235], p)
+      }
+    })))
+
   it.live("list_files answers at most LIST_MAX_ENTRIES entries and says it truncated", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* fastScratch
