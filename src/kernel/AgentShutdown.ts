@@ -5,7 +5,9 @@
  *
  * `layer` signals the process itself with SIGTERM, which `NodeRuntime.runMain` turns into an
  * interruption of the main fiber; it needs no wiring in main.ts. `requested` lets a composition root
- * race the agent against the request instead, if it prefers.
+ * race the agent against the request instead, if it prefers. `layer` also arms the shutdown
+ * watchdog on the first SIGTERM/SIGINT (whatever a kernel did, the process is gone
+ * `agent.shutdown-grace` + {@link TEARDOWN_MARGIN_SECONDS} seconds later).
  */
 import { Context, Deferred, Duration, Effect, Layer } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"

@@ -4,6 +4,9 @@
  * flag likewise but with its parse errors (1); errors
  * already shown to the user (config errors, CLI errors, the entry point's own `printed` tags) exit 1
  * without a stack; anything else is printed in full and exits 1.
+ *
+ * {@link armShutdownWatchdog} is the last resort behind all of that: an exit that cannot complete
+ * (a libuv pool thread stuck in a system call) is ended by SIGKILL.
  */
 import { Cause, Exit } from "effect"
 import { CliError } from "effect/cli"
