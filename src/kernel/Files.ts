@@ -213,9 +213,10 @@ export class KernelFiles extends Context.Service<KernelFiles, {
     /**
      * One filesystem call on a libuv pool thread. The pool permit is held until the call settles,
      * whatever happens to the calling fiber, so calls that never return pin at most
-     * {@link FILE_OPS_MAX_THREADS} threads; the caller itself is interruptible (its timeout answers).
+     * {@link FILE_OPS_MAX_THREADS} threads; the caller itself is interruptible (its timeout answers),
+     * except with `whole` (for calls that cannot block): then it sees the call's result.
      */
-    const io = <A>(kernelId: string, p: string, f: () => Promise<A>): Effect.Effect<A, FileOperationFailed> =>
+    const io = <A>(kernelId: string, p: string, f: () => Promise<A>, whole = false): Effect.Effect<A, FileOperationFailed> =>
       Effect.uninterruptibleMask((restore) =>
         Effect.gen(function*() {
           yield* restore(pool.take(1))
@@ -224,16 +225,34 @@ export class KernelFiles extends Context.Service<KernelFiles, {
             Effect.andThen(pool.release(1)),
             Effect.forkDetach
           )
-          return yield* restore(Effect.tryPromise({ try: () => promise, catch: failed(kernelId, p) }))
+          const call = Effect.tryPromise({ try: () => promise, catch: failed(kernelId, p) })
+          return yield* (whole ? call : restore(call))
         })
       )
 
-    /** Opens `path` with `flags`; closed with the scope (in the background: a close never waits on a stuck call). */
-    const open = (kernelId: string, p: string, target: string, flags: number, mode?: number) =>
-      Effect.acquireRelease(
-        io(kernelId, p, () => fs.promises.open(target, flags, mode)),
-        (h) => io(kernelId, p, () => h.close()).pipe(Effect.ignore, Effect.forkDetach, Effect.asVoid)
-      )
+    /**
+     * Opens `target` with `flags`, interruptibly (with `onOpened`, called once it is open, the caller
+     * waits for the open call itself); the descriptor is closed with the scope, or as soon as it
+     * opens if the scope closed first (a close never waits on anything).
+     */
+    const open = (kernelId: string, p: string, target: string, flags: number, mode?: number, onOpened?: () => void) =>
+      Effect.gen(function*() {
+        const state: { handle: Handle | undefined; closed: boolean } = { handle: undefined, closed: false }
+        const close = (h: Handle) => void h.close().catch(() => undefined)
+        yield* Effect.addFinalizer(() =>
+          Effect.sync(() => {
+            state.closed = true
+            if (state.handle !== undefined) close(state.handle)
+          })
+        )
+        return yield* io(kernelId, p, () =>
+          fs.promises.open(target, flags, mode).then((h) => {
+            onOpened?.()
+            if (state.closed) close(h)
+            else state.handle = h
+            return h
+          }), onOpened !== undefined)
+      })
 
     /** `name` in directory `dir` as an `O_PATH` descriptor of the entry itself (a symlink is not followed), with its stat. */
     const openEntry = (kernelId: string, p: string, dir: Handle, name: string) =>
@@ -365,27 +384,32 @@ export class KernelFiles extends Context.Service<KernelFiles, {
         if (existing !== undefined && !existing.isFile()) return yield* refuse(kernelId, filename, "not a regular file")
         // a new file beside it, written in full, then renamed over it: a failed upload leaves the old file
         const tmp = `.bai-upload-${crypto.randomUUID()}`
-        yield* Effect.acquireUseRelease(
-          open(kernelId, filename, at(dir.fd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, 0o644).pipe(Effect.scoped, Effect.as(tmp)),
-          () =>
-            Effect.scoped(Effect.gen(function*() {
-              const fh = yield* open(kernelId, filename, at(dir.fd, tmp), O_WRONLY | O_NOFOLLOW | O_NONBLOCK)
-              const st = yield* io(kernelId, filename, () => fh.stat())
-              if (!st.isFile()) return yield* refuse(kernelId, filename, "not a regular file")
-              // the replaced file's owner and permissions (never set-id bits), else the directory's owner
-              if (asRoot) {
-                const owner = existing ?? (yield* io(kernelId, filename, () => dir.stat()))
-                yield* io(kernelId, filename, () => fh.chown(owner.uid, owner.gid))
-              }
-              yield* io(kernelId, filename, () => fh.chmod(existing === undefined ? 0o644 : existing.mode & 0o777))
-              yield* io(kernelId, filename, () => fh.writeFile(data))
-              yield* io(kernelId, filename, () => fh.datasync())
-              yield* io(kernelId, filename, () => fs.promises.rename(at(dir.fd, tmp), at(dir.fd, name)))
-            })),
-          (_, exit) =>
-            Exit.isSuccess(exit)
+        const created = { value: false }
+        yield* Effect.gen(function*() {
+          // an exclusive create of a new regular file cannot block: wait for it, so that `created`
+          // is known when the upload is interrupted (and the temp file removed)
+          const fh = yield* open(kernelId, filename, at(dir.fd, tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_NONBLOCK, 0o644, () => {
+            created.value = true
+          })
+          const st = yield* io(kernelId, filename, () => fh.stat())
+          if (!st.isFile()) return yield* refuse(kernelId, filename, "not a regular file")
+          // the replaced file's owner and permissions (never set-id bits), else the directory's owner
+          if (asRoot) {
+            const owner = existing ?? (yield* io(kernelId, filename, () => dir.stat()))
+            yield* io(kernelId, filename, () => fh.chown(owner.uid, owner.gid))
+          }
+          yield* io(kernelId, filename, () => fh.chmod(existing === undefined ? 0o644 : existing.mode & 0o777))
+          yield* io(kernelId, filename, () => fh.writeFile(data))
+          yield* io(kernelId, filename, () => fh.datasync())
+          yield* io(kernelId, filename, () => fs.promises.rename(at(dir.fd, tmp), at(dir.fd, name)))
+        }).pipe(
+          Effect.onExit((exit) =>
+            Exit.isSuccess(exit) || !created.value
               ? Effect.void
-              : io(kernelId, filename, () => fs.promises.unlink(at(dir.fd, tmp))).pipe(Effect.ignore)
+              // while the directory's descriptor is open; outside the permits (a finalizer must not
+              // wait for one, and unlink never opens what it removes, so it cannot block on it)
+              : Effect.promise(() => fs.promises.unlink(at(dir.fd, tmp)).catch(() => undefined))
+          )
         )
       }).pipe(bounded(kernelId, filename))
     })
