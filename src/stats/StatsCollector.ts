@@ -25,7 +25,7 @@ import { Redis, type RedisCommand } from "../registry/Redis.ts"
 import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
 import { KernelStatsSink } from "./KernelStatsSink.ts"
 import { KubeletSummary } from "./KubeletSummary.ts"
-import { type CollectorState, emptyState, type KernelRef, type NodeResult, step } from "./StatFormat.ts"
+import { type CollectorState, emptyState, type KernelRef, memoryLimitOf, type NodeResult, step } from "./StatFormat.ts"
 
 import {
   statsCycleSeconds as cycleSeconds,
@@ -157,7 +157,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         const fin = yield* Ref.get(finalized)
         const refs: Array<KernelRef> = []
         for (const k of kernelInfos) {
-          if (!fin.has(k.kernelId)) refs.push({ kernelId: k.kernelId, namespace: k.namespace, podName: k.objectName, podUid: k.podUid })
+          if (!fin.has(k.kernelId)) refs.push({ kernelId: k.kernelId, namespace: k.namespace, podName: k.objectName, podUid: k.podUid, memoryLimit: memoryLimitOf(k.resourceSpec) })
         }
         const out = step(yield* Ref.get(state), {
           at,
