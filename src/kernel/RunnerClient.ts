@@ -433,7 +433,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     Effect.forkScoped
   )
 
-  yield* Effect.sync(() => sendUnsafe([["status", ""]])).pipe(
+  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
+  // port opens, so pings would only queue up behind it (issue 12 item 7)
+  let servicePending = 0
+  yield* Effect.sync(() => (servicePending === 0 ? sendUnsafe([["status", ""]]) : undefined)).pipe(
     Effect.repeat(Schedule.spaced(KEEPALIVE)),
     Effect.forkScoped
   )
@@ -561,7 +564,12 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     currentRun: Effect.sync(() => Option.fromNullishOr(current?.runId)),
     pendingRuns: Effect.sync(() => waiters.length),
     complete: (payload, timeout) => request(completeLock, completions, "complete", payload, timeout),
-    startService: (payload, timeout) => request(serviceLock, serviceResults, "start-service", payload, timeout)
+    startService: (payload, timeout) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => servicePending++),
+        () => request(serviceLock, serviceResults, "start-service", payload, timeout),
+        () => Effect.sync(() => servicePending--)
+      )
   }
   return conn
 })
