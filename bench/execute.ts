@@ -16,6 +16,7 @@ import * as Zmq from "zeromq"
 import { KernelExecution } from "../src/kernel/Execute.ts"
 import { type KernelInfo, KernelRegistry } from "../src/kernel/KernelRegistry.ts"
 import { RunnerConnections, type RunnerEndpoint } from "../src/kernel/RunnerClient.ts"
+import { EventPublisher } from "../src/registry/EventPublisher.ts"
 import { AgentRpcHandlers, AgentRpcs, type PartialAgentRpcHandlers } from "../src/rpc/AgentRpcs.ts"
 import { AiozmqClient } from "../src/rpc/aiozmq/Client.ts"
 import { AiozmqServer } from "../src/rpc/aiozmq/AiozmqServer.ts"
@@ -96,7 +97,9 @@ const ExecuteOnly = Effect.gen(function*() {
   return handlers
 })
 
-const Core = KernelExecution.layer.pipe(Layer.provideMerge(Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer)))
+const Core = KernelExecution.layer.pipe(
+  Layer.provideMerge(Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer, EventPublisher.layerTest([])))
+)
 const Server = AiozmqServer.layer({ bind: "tcp://127.0.0.1:*" }).pipe(
   Layer.provide(AgentRpcHandlers.layer(ExecuteOnly)),
   Layer.provideMerge(Core)

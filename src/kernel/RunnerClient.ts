@@ -499,7 +499,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     Effect.forkScoped
   )
 
-  yield* Effect.sync(() => sendUnsafe([["status", ""]])).pipe(
+  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
+  // port opens, so pings would only queue up behind it (issue 12 item 7)
+  let servicePending = 0
+  yield* Effect.sync(() => (servicePending === 0 ? sendUnsafe([["status", ""]]) : undefined)).pipe(
     Effect.repeat(Schedule.spaced(KEEPALIVE)),
     Effect.forkScoped
   )
@@ -636,7 +639,12 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     currentRun: Effect.sync(() => Option.fromNullishOr(current?.runId)),
     pendingRuns: Effect.sync(() => waiters.length),
     complete: (payload, timeout) => request(completeLock, "completion", "complete", payload, timeout),
-    startService: (payload, timeout) => request(serviceLock, "service-result", "start-service", payload, timeout),
+    startService: (payload, timeout) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => servicePending++),
+        () => request(serviceLock, "service-result", "start-service", payload, timeout),
+        () => Effect.sync(() => servicePending--)
+      ),
     bufferedBytes: Effect.sync(() => buffered)
   }
   return conn

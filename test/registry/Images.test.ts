@@ -2,9 +2,19 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as http from "node:http"
 import { decodeConfigText } from "../../src/config/AgentConfig.ts"
-import { credentialsFor, listRegistryImages, nextLink, packImages, parseBearerChallenge, unpackImages } from "../../src/registry/Images.ts"
+import { credentialsFor, isManagerRepo, isManagerTag, listRegistryImages, nextLink, packImages, parseBearerChallenge, unpackImages } from "../../src/registry/Images.ts"
 
 describe("registry images", () => {
+  it("only tags and repositories backend.ai-common 19.06's ImageRef accepts (docker.py 177, 221–222)", () => {
+    for (const ok of ["3.6-ubuntu18.04", "latest", "1", "v1.0_rc", "A.b-c"]) assert.isTrue(isManagerTag(ok), ok)
+    // valid Docker tags that raise ValueError('Invalid image tag') in the manager's heartbeat handler
+    for (const bad of ["v1-", "_x", "1.", "x_", "-a", ""]) assert.isFalse(isManagerTag(bad), bad)
+    assert.isTrue(isManagerRepo("lablup/python"))
+    assert.isTrue(isManagerRepo("a/b-c/d__e.f"))
+    assert.isFalse(isManagerRepo("Lablup/python"))
+    assert.isFalse(isManagerRepo("a//b"))
+  })
+
   it("packs to snappy(msgpack) and back", () => {
     const entries = [
       { name: "reg:5000/lablup/python:3.6", digest: "sha256:aa" },
