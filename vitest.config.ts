@@ -1,8 +1,12 @@
 import { defineConfig } from "vitest/config"
 
-// Two projects: `unit` runs without external servers; `integration` (files named *.int.test.ts)
-// gets one shared testbed (real etcd, Redis, registry, kube-apiserver, simulated kubelet) from
-// test/testbed/globalSetup.ts, started once per run and torn down at the end, also on failure.
+// Projects: `unit` runs without external servers; `integration` (files named *.int.test.ts) gets one
+// shared testbed (real etcd, Redis, registry, kube-apiserver, simulated kubelet) from
+// test/testbed/globalSetup.ts, started once per run and torn down at the end, also on failure;
+// `interop` (*.interop.test.ts) gets the same testbed with the REAL 19.06 kernel runner for python
+// kernels (test/testbed/globalSetup.interop.ts; needs ../shared, fails with a clear message without it).
+// `npm test` runs unit + integration only (a clone without ../shared passes); `npm run test:interop`
+// runs interop. Run one project per vitest invocation: each testbed project starts its own testbed.
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -11,7 +15,11 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: ["test/**/*.int.test.ts", "**/node_modules/**"] }
+        test: {
+          name: "unit",
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/**/*.int.test.ts", "test/**/*.interop.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"]
+        }
       },
       {
         extends: true,
@@ -19,6 +27,14 @@ export default defineConfig({
           name: "integration",
           include: ["test/**/*.int.test.ts"],
           globalSetup: ["test/testbed/globalSetup.ts"]
+        }
+      },
+      {
+        extends: true,
+        test: {
+          name: "interop",
+          include: ["test/**/*.interop.test.ts"],
+          globalSetup: ["test/testbed/globalSetup.interop.ts"]
         }
       }
     ]
