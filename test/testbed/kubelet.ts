@@ -230,7 +230,11 @@ const realRunnerArgs = (c: k8s.V1Container): Array<string> | undefined => {
   const argv = [...(c.command ?? []), ...(c.args ?? [])]
   const i = argv.findIndex((a, j) => a === "-m" && argv[j + 1] === "ai.backend.kernel")
   if (i < 0 || argv[i + 2] !== "python") return undefined
-  return argv.slice(i)
+  const args = argv.slice(i, i + 4)
+  // the image's runtime path (label ai.backend.runtime-path) names a file of the image; the host's
+  // interpreter stands in for it when the host lacks it
+  if (args[3] !== undefined && !fs.existsSync(args[3])) args[3] = config.realRunner.python
+  return args
 }
 
 /** Writes the files of every ConfigMap volume the container mounts at /home/config (whole volume,
