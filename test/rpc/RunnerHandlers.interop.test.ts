@@ -112,6 +112,7 @@ describe("runner-backed RPCs against the real 19.06 runner", () => {
         yield* files.upload(kid, "notebook.py", new TextEncoder().encode(slowNotebook(15)))
         const execution = yield* KernelExecution
         const r = yield* execution.startService(kid, "jupyter", {})
+        yield* Effect.logInfo(`start_service of a service slower than 10 s answered ${JSON.stringify(r)}`)
         assert.deepStrictEqual(r, { status: "started" })
         const q = yield* executeToEnd(kid, "print('after the service')")
         assert.strictEqual(consoleText(q, "stdout"), "after the service\n")

@@ -296,6 +296,8 @@ const spawnRealRunner = async (st: PodState, main: k8s.V1Container, args: Readon
   const sandboxConfig = {
     workDir: st.workDir, configDir, socket: st.sandboxSocket, runnerSrc: real.src, python: real.python, args, env,
     log: path.join(st.logDir, `${main.name}.log`), mounts: workSubMounts(main, st),
+    // raised CPU priority against the runner's hard-coded 10 s ipykernel start-up wait (sandbox.py)
+    nice: Number(process.env.BAI_REAL_RUNNER_NICE ?? "-10") || 0,
   }
   const userns = process.getuid?.() === 0 ? [] : ["--user", "--map-root-user"]
   return spawn("unshare", [...userns, "--net", "--mount", "--propagation", "private", real.python,

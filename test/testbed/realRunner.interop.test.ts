@@ -95,17 +95,17 @@ describe("the real 19.06 runner in the simulated kubelet", () => {
 
       // each runner sees its own work dir at /home/work and its ConfigMap at /home/config
       const probe = "import os\nprint(os.getcwd(), open('marker.txt').read(), os.environ.get('FROM_CONFIG'), os.environ.get('TESTBED_VAR'), " +
-        "open('/home/config/resource.txt').read().strip(), os.getpid())"
+        "open('/home/config/resource.txt').read().strip(), os.getpid(), sep='|')"
       const outs = await Promise.all(clients.map(async (c) => {
         await c.send("code", probe)
         const recs = await c.collect(["finished"])
         expect(exitCodeOf(recs)).toBe(0)
-        return textOf(recs, "stdout").trim().split(" ")
+        return textOf(recs, "stdout").trim().split("|")
       }))
       const kernelPids: Array<number> = []
       for (const [i, n] of names.entries()) {
-        const [cwd, m1, m2, fromConfig, testbedVar, resource, pid] = outs[i]!
-        expect([cwd, `${m1} ${m2}`, fromConfig, testbedVar, resource]).toEqual(["/home/work", `marker of ${n}`, "from-environ-txt", "hello-env", "CPU_SHARES=1024"])
+        const [cwd, marker, fromConfig, testbedVar, resource, pid] = outs[i]!
+        expect([cwd, marker, fromConfig, testbedVar, resource]).toEqual(["/home/work", `marker of ${n}`, "from-environ-txt", "hello-env", "CPU_SHARES=1024"])
         kernelPids.push(Number(pid))
       }
       // /home/config is read-only for the kernel
