@@ -119,10 +119,14 @@ async def main(cfg):
     nice = int(cfg.get("nice", 0))
 
     def lift_priority():
+        # runs in the child after setsid(): with sched_autogroup (Debian's default) the new session is
+        # its own scheduling group, whose weight is the autogroup's nice, not the process's
         try:
             os.nice(nice)
+            with open("/proc/self/autogroup", "w") as f:
+                f.write(str(nice))
         except OSError:
-            pass  # not permitted (e.g. root only in a user namespace): run at the default priority
+            pass  # not permitted (e.g. root only in a user namespace) or no autogroup: default priority
 
     proc = subprocess.Popen([cfg["python"], *cfg["args"]], cwd="/home/work", env=env, stdin=subprocess.DEVNULL,
                             stdout=log, stderr=log, start_new_session=True,
