@@ -1,8 +1,12 @@
 import { defineConfig } from "vitest/config"
 
-// Two projects: `unit` runs without external servers; `integration` (files named *.int.test.ts)
-// gets one shared testbed (real etcd, Redis, registry, kube-apiserver, simulated kubelet) from
-// test/testbed/globalSetup.ts, started once per run and torn down at the end, also on failure.
+// Projects: `unit` runs without external servers; `integration` (files named *.int.test.ts) gets one
+// shared testbed (real etcd, Redis, registry, kube-apiserver, simulated kubelet) from
+// test/testbed/globalSetup.ts, started once per run and torn down at the end, also on failure;
+// `interop` (*.interop.test.ts) gets the same testbed with the REAL 19.06 kernel runner for python
+// kernels (test/testbed/globalSetup.interop.ts; needs ../shared, fails with a clear message without it).
+// `npm test` runs unit + integration only (a clone without ../shared passes); `npm run test:interop`
+// runs interop. Run one project per vitest invocation: each testbed project starts its own testbed.
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -27,11 +31,10 @@ export default defineConfig({
       },
       {
         extends: true,
-        // tests that need ../shared/upstream (the real 19.06 runner, callosum 1.0.3); `.ci/run` runs them
         test: {
           name: "interop",
           include: ["test/**/*.interop.test.ts"],
-          globalSetup: ["test/testbed/globalSetup.ts"]
+          globalSetup: ["test/testbed/globalSetup.interop.ts"]
         }
       }
     ]

@@ -1,5 +1,7 @@
-// npm run testbed -- up|down|status   (the dev testbed, state in .testbed/dev; TESTBED_NAME overrides)
+// npm run testbed -- up [--real-runner]|down|status   (the dev testbed, state in .testbed/dev; TESTBED_NAME
+// overrides). --real-runner: python kernels run the real 19.06 runner (needs ../shared, see README).
 import { stateDirOf } from "./paths.ts"
+import { realRunnerOptions } from "./realRunner.ts"
 import { describe, down, status, up } from "./testbed.ts"
 
 const name = process.env.TESTBED_NAME ?? "dev"
@@ -13,7 +15,8 @@ const main = async (): Promise<void> => {
       const onSignal = () => { interrupted = true; console.error("[testbed] interrupted, stopping"); void down(stateDir).then(() => process.exit(130)) }
       process.once("SIGINT", onSignal)
       process.once("SIGTERM", onSignal)
-      const env = await up({ name, mode: name === "dev" ? "dev" : "test" })
+      const realRunner = process.argv.includes("--real-runner") ? realRunnerOptions() : undefined
+      const env = await up({ name, mode: name === "dev" ? "dev" : "test", realRunner })
       if (!interrupted) console.log(describe(env))
       return
     }
@@ -24,7 +27,7 @@ const main = async (): Promise<void> => {
       console.log(status(stateDir))
       return
     default:
-      console.error("usage: npm run testbed -- up|down|status")
+      console.error("usage: npm run testbed -- up [--real-runner]|down|status")
       process.exitCode = 2
   }
 }

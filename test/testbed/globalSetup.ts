@@ -1,12 +1,13 @@
 // vitest globalSetup: one testbed per test run (own state dir, free ports for everything, node IPs
 // 127.0.<k>.2/.3), handed to tests with provide/inject("testbed"). BAI_TESTBED_REUSE=<env.json>
 // reuses a running testbed instead; BAI_TESTBED_KEEP=1 keeps the state dir (logs) after the run.
+// globalSetup.interop.ts uses `setupTestbed` with the real 19.06 runner enabled.
 import * as fs from "node:fs"
 import type { TestProject } from "vitest/node"
 import { readEnvFile, type TestbedEnv } from "./env.ts"
 import { stateDirOf, stateRoot } from "./paths.ts"
 import { isAlive, isRunning } from "./processes.ts"
-import { down, up } from "./testbed.ts"
+import { down, up, type UpOptions } from "./testbed.ts"
 
 /** Stops testbeds left behind by test runs whose vitest process died without tearing down. */
 const reapStale = async (): Promise<void> => {
@@ -17,14 +18,20 @@ const reapStale = async (): Promise<void> => {
   }
 }
 
-export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+export const setupTestbed = async (
+  project: TestProject,
+  opts: Pick<UpOptions, "realRunner"> = {},
+  checkReused: (env: TestbedEnv) => void = () => undefined
+): Promise<(() => Promise<void>) | undefined> => {
   const reuse = process.env.BAI_TESTBED_REUSE
   if (reuse !== undefined && reuse !== "") {
-    project.provide("testbed", readEnvFile(reuse))
+    const env = readEnvFile(reuse)
+    checkReused(env)
+    project.provide("testbed", env)
     return undefined
   }
   await reapStale()
-  const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", log: (l) => console.log(l) })
+  const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", log: (l) => console.log(l), ...opts })
   project.provide("testbed", env)
   // last resort if vitest exits without running the teardown (e.g. Ctrl-C): SIGTERM every process
   // group (synchronous; the kubelet and runners kill their children on SIGTERM)
@@ -34,4 +41,8 @@ export default async function setup(project: TestProject): Promise<(() => Promis
     process.removeListener("exit", killAll)
     await down(env.stateDir, process.env.BAI_TESTBED_KEEP !== "1")
   }
+}
+
+export default function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  return setupTestbed(project)
 }

@@ -26,6 +26,8 @@ export interface UpOptions {
   readonly name: string
   readonly mode: "dev" | "test"
   readonly log?: (line: string) => void
+  /** Run the real 19.06 kernel runner for python kernels (see nodes.ts KubeletConfig.realRunner). */
+  readonly realRunner?: { readonly src: string; readonly python: string } | undefined
 }
 
 const k8sBuilt = (): boolean => fs.existsSync(k8sBinDir) && fs.readdirSync(k8sBinDir).some((f) => f.startsWith(".done-"))
@@ -117,7 +119,7 @@ export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
     kubectl: kubectlPath, namespace: KUBE_NAMESPACE, nodes, kubeletPort: ports.kubelet,
     eventAddr: `127.0.0.1:${ports.eventAddr}`, scratchRoot: dirs.scratch, vfolderMount: dirs.vfolders, watcherToken,
     stateDir, images: {}, pids: daemons.map((d) => ({ name: d.name, pid: d.pid, startTicks: d.startTicks, log: d.log })),
-    startedAt: new Date().toISOString(), bringUpSeconds: 0, ...extra,
+    startedAt: new Date().toISOString(), bringUpSeconds: 0, realRunner: opts.realRunner?.src, ...extra,
   })
   const save = (e: TestbedEnv) => fs.writeFileSync(envFileOf(stateDir), `${JSON.stringify(e, null, 2)}\n`)
 
@@ -149,7 +151,7 @@ export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
     daemons.push(...startControllers(stateDir, kubeconfig))
     const kubeletConfig: KubeletConfig = {
       kubeconfig, nodes, port: ports.kubelet, certFile: path.join(dirs.pki, "kubelet.crt"), keyFile: path.join(dirs.pki, "kubelet.key"),
-      registry: registry.info, podsDir: dirs.pods,
+      registry: registry.info, podsDir: dirs.pods, realRunner: opts.realRunner,
     }
     fs.writeFileSync(path.join(stateDir, "kubelet.json"), JSON.stringify(kubeletConfig, null, 2))
     const kubelet = spawnDaemon("kubelet", process.execPath, [path.join(testbedDir, "kubelet.ts"), path.join(stateDir, "kubelet.json")], dirs.log)
