@@ -64,7 +64,8 @@ import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../rpc/AgentRpcs.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { decodeKernelConfig, environText, type KernelConfig, parseServicePorts, resourceText } from "./KernelConfig.ts"
-import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
+import { type KernelInfo, KernelRegistry, monotonicMillis } from "./KernelRegistry.ts"
+import { LiveKernels } from "./LiveKernels.ts"
 import { RunnerConnections } from "./RunnerClient.ts"
 
 export type CreateError =
@@ -141,6 +142,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     const stats = yield* KernelStatsSink
     const runners = yield* RunnerConnections
     const etcd = yield* Etcd
+    const live = yield* LiveKernels
 
     const namespace = config.kubernetes.namespace
     const grace = config.kubernetes["termination-grace"]
@@ -483,7 +485,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         )
         const ports = nodePortsOf(service)
         const recovery = recoveryFor(input, ports)
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* monotonicMillis
         const info: KernelInfo = {
           kernelId,
           namespace,
@@ -568,7 +570,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         if (Option.isNone(rec) || (hostIP === "" && kernelHostOverride === "")) return Option.none()
         const r = rec.value
         const ports = nodePortsOf(service)
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* monotonicMillis
         const info: KernelInfo = {
           kernelId: r.kernelId,
           namespace,
@@ -619,8 +621,13 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           kernelId,
           Effect.gen(function*() {
             if (Option.isSome(destroying)) yield* Fiber.await(destroying.value)
+            // recorded where it survives the agent before anything is made (LiveKernels)
+            yield* live.creating(kernelId).pipe(
+              Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "EtcdUnavailable", message: `cannot record the kernel: ${e.message}` }))
+            )
             yield* events.publish(AgentEvents.kernelPreparing(kernelId))
-            const info = yield* doCreate(kernelId, kconfig, false)
+            // a failure is answered to the manager: no event, no record (an interruption keeps it)
+            const info = yield* doCreate(kernelId, kconfig, false).pipe(Effect.tapError(() => live.forget(kernelId)))
             yield* events.publish(AgentEvents.kernelStarted(kernelId))
             yield* Metric.update(kernelsCreatedTotal, 1)
             yield* Ref.update(terminated, (m) => {
@@ -657,7 +664,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           yield* runners.close(kernelId)
           const exitCode = exitCodeHint ?? Option.match(last, { onNone: () => null, onSome: (p) => terminationOf(p).exitCode })
           yield* stats.finalize(kernelId)
-          yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, exitCode))
+          yield* live.terminated(kernelId, reason, exitCode)
           yield* countKernelTerminated(reason)
           yield* registry.remove(kernelId)
           yield* nodePorts.release([info.replInPort, info.replOutPort, ...info.servicePorts.map((p) => p.host_port)])
@@ -666,7 +673,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         } else if (Option.isSome(creating)) {
           // an interrupted restart keeps the scratch dir it reuses
           yield* removeScratch(kernelId)
-          yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, null))
+          yield* live.terminated(kernelId, reason, null)
           yield* countKernelTerminated(reason)
         }
         yield* rememberTerminated(kernelId)
@@ -712,7 +719,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       Effect.gen(function*() {
         yield* removeScratch(kernelId)
         yield* stats.finalize(kernelId)
-        yield* events.publish(AgentEvents.kernelTerminated(kernelId, RESTART_FAILED, null))
+        yield* live.terminated(kernelId, RESTART_FAILED, null)
         yield* countKernelTerminated(RESTART_FAILED)
         yield* rememberTerminated(kernelId)
       }).pipe(Effect.annotateLogs({ kernelId }))
@@ -779,8 +786,9 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       )
     })
 
+    // idle time on the monotonic clock: a wall-clock jump destroys nothing
     const reapIdle = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
+      const now = yield* monotonicMillis
       const idle = (yield* registry.list).filter((k) =>
         k.status === "running" && k.idleTimeout > 0 && now - k.lastUsed > k.idleTimeout * 1000
       )

@@ -8,6 +8,12 @@ import { KernelNotFound } from "../domain/Errors.ts"
 import { setKernelsByState } from "../observability/Metrics.ts"
 import type { ServicePort } from "../rpc/AgentRpcs.ts"
 
+/**
+ * Milliseconds on the Clock's monotonic time (arbitrary origin): what idle times are measured in, so
+ * that a wall-clock jump neither ages nor rejuvenates a kernel.
+ */
+export const monotonicMillis: Effect.Effect<number> = Effect.map(Clock.monotonicTimeNanos, (n) => Number(n / 1_000_000n))
+
 export type KernelStatus = "creating" | "running" | "terminating"
 
 export interface KernelInfo {
@@ -30,7 +36,7 @@ export interface KernelInfo {
   readonly scratchDir: string
   /** Seconds; 0 = never idle-destroyed. */
   readonly idleTimeout: number
-  /** Clock millis of the last RPC naming this kernel. */
+  /** Monotonic millis ({@link monotonicMillis}) of the last RPC naming this kernel. */
   readonly lastUsed: number
 }
 
@@ -90,7 +96,7 @@ export class KernelRegistry extends Context.Service<KernelRegistry, KernelRegist
         })),
       // the hot path (every RPC naming a kernel): no status change, no metric, no lock
       touch: (kernelId) =>
-        Clock.currentTimeMillis.pipe(
+        monotonicMillis.pipe(
           Effect.flatMap((now) => modify(kernelId, (k) => ({ ...k, lastUsed: now }))),
           Effect.flatMap(Option.match({
             onNone: () => Effect.fail(new KernelNotFound({ kernelId })),
