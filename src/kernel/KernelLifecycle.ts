@@ -51,6 +51,7 @@ import {
   terminationOf,
   type VolumeSpec
 } from "../kube/KernelObjects.ts"
+import { monotonicMillis } from "../domain/MonotonicClock.ts"
 import { KubeClient, type KubeError, optional } from "../kube/KubeClient.ts"
 import { allocatedPortsIn, NodePorts } from "../kube/NodePorts.ts"
 import {
@@ -64,7 +65,7 @@ import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../rpc/AgentRpcs.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { decodeKernelConfig, environText, type KernelConfig, parseServicePorts, resourceText } from "./KernelConfig.ts"
-import { type KernelInfo, KernelRegistry, monotonicMillis } from "./KernelRegistry.ts"
+import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
 import { LiveKernels } from "./LiveKernels.ts"
 import { RunnerConnections } from "./RunnerClient.ts"
 

@@ -3,16 +3,11 @@
  * pods at start-up (Reconciler) and keeps it current from the pod watch. Every RPC that names a kernel
  * looks it up here (unknown → `KernelNotFound`) and refreshes its idle clock.
  */
-import { Clock, Context, Effect, Layer, Option, Ref, Semaphore } from "effect"
+import { Context, Effect, Layer, Option, Ref, Semaphore } from "effect"
 import { KernelNotFound } from "../domain/Errors.ts"
+import { monotonicMillis } from "../domain/MonotonicClock.ts"
 import { setKernelsByState } from "../observability/Metrics.ts"
 import type { ServicePort } from "../rpc/AgentRpcs.ts"
-
-/**
- * Milliseconds on the Clock's monotonic time (arbitrary origin): what idle times are measured in, so
- * that a wall-clock jump neither ages nor rejuvenates a kernel.
- */
-export const monotonicMillis: Effect.Effect<number> = Effect.map(Clock.monotonicTimeNanos, (n) => Number(n / 1_000_000n))
 
 export type KernelStatus = "creating" | "running" | "terminating"
 
@@ -36,7 +31,7 @@ export interface KernelInfo {
   readonly scratchDir: string
   /** Seconds; 0 = never idle-destroyed. */
   readonly idleTimeout: number
-  /** Monotonic millis ({@link monotonicMillis}) of the last RPC naming this kernel. */
+  /** Monotonic millis (src/domain/MonotonicClock.ts) of the last RPC naming this kernel. */
   readonly lastUsed: number
 }
 
