@@ -137,9 +137,10 @@ export class Reconciler extends Context.Service<Reconciler, {
           }
           const record = yield* recordOf(kid)
           if (record?.state === "terminated") {
-            // reported before (the objects went first): the event is sent again below, nothing is adopted
+            // reported before (its objects should have gone first): nothing is adopted, the event goes again
             yield* lifecycle.removeObjects(kid)
-            removed.push(kid)
+            yield* live.terminated(kid, record.reason, record.exitCode)
+            terminated.push(kid)
             return
           }
           if (!isReadyMarked(pod)) {
