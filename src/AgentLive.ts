@@ -21,6 +21,7 @@ import { KernelExecution } from "./kernel/Execute.ts"
 import { KernelFiles } from "./kernel/Files.ts"
 import { KernelLifecycle } from "./kernel/KernelLifecycle.ts"
 import { KernelRegistry } from "./kernel/KernelRegistry.ts"
+import { LiveKernels } from "./kernel/LiveKernels.ts"
 import { Reconciler } from "./kernel/Reconciler.ts"
 import { RunnerConnections } from "./kernel/RunnerClient.ts"
 import { KubeClient } from "./kube/KubeClient.ts"
@@ -128,6 +129,7 @@ export const AgentLive = (loaded: LoadedConfig) => {
     Layer.provideMerge(
       Layer.mergeAll(
         KernelRegistry.layer,
+        LiveKernels.layer,
         RunnerConnections.layer,
         NodePorts.layer,
         NodeResources.layer,

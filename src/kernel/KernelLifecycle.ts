@@ -53,6 +53,7 @@ import {
   terminationOf,
   type VolumeSpec
 } from "../kube/KernelObjects.ts"
+import { monotonicMillis } from "../domain/MonotonicClock.ts"
 import { KubeClient, type KubeError, optional } from "../kube/KubeClient.ts"
 import { allocatedPortsIn, NodePorts } from "../kube/NodePorts.ts"
 import {
@@ -76,6 +77,7 @@ import {
   resourceText
 } from "./KernelConfig.ts"
 import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
+import { LiveKernels } from "./LiveKernels.ts"
 import { RunnerConnections } from "./RunnerClient.ts"
 
 export type CreateError =
@@ -190,6 +192,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     const stats = yield* KernelStatsSink
     const runners = yield* RunnerConnections
     const etcd = yield* Etcd
+    const live = yield* LiveKernels
 
     const namespace = config.kubernetes.namespace
     const grace = config.kubernetes["termination-grace"]
@@ -562,7 +565,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         }
         const ports = nodePortsOf(service)
         const recovery = recoveryFor(input, ports)
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* monotonicMillis
         const info: KernelInfo = {
           kernelId,
           namespace,
@@ -647,7 +650,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         if (Option.isNone(rec) || (hostIP === "" && kernelHostOverride === "")) return Option.none()
         const r = rec.value
         const ports = nodePortsOf(service)
-        const now = yield* Clock.currentTimeMillis
+        const now = yield* monotonicMillis
         const info: KernelInfo = {
           kernelId: r.kernelId,
           namespace,
@@ -698,8 +701,13 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           kernelId,
           Effect.gen(function*() {
             if (Option.isSome(destroying)) yield* Fiber.await(destroying.value)
+            // recorded where it survives the agent before anything is made (LiveKernels)
+            yield* live.creating(kernelId).pipe(
+              Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "EtcdUnavailable", message: `cannot record the kernel: ${e.message}` }))
+            )
             yield* events.publish(AgentEvents.kernelPreparing(kernelId))
-            const info = yield* doCreate(kernelId, kconfig, false)
+            // a failure is answered to the manager: no event, no record (an interruption keeps it)
+            const info = yield* doCreate(kernelId, kconfig, false).pipe(Effect.tapError(() => live.forget(kernelId)))
             yield* events.publish(AgentEvents.kernelStarted(kernelId))
             yield* Metric.update(kernelsCreatedTotal, 1)
             yield* Ref.update(terminated, (m) => {
@@ -736,7 +744,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           yield* runners.close(kernelId)
           const exitCode = exitCodeHint ?? Option.match(last, { onNone: () => null, onSome: (p) => terminationOf(p).exitCode })
           const lastStat = yield* stats.finalize(kernelId)
-          yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, exitCode))
+          yield* live.terminated(kernelId, reason, exitCode)
           yield* countKernelTerminated(reason)
           yield* registry.remove(kernelId)
           yield* nodePorts.release([info.replInPort, info.replOutPort, ...info.servicePorts.map((p) => p.host_port)])
@@ -747,7 +755,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         } else if (Option.isSome(creating)) {
           // an interrupted restart keeps the scratch dir it reuses
           yield* removeScratch(kernelId)
-          yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, null))
+          yield* live.terminated(kernelId, reason, null)
           yield* countKernelTerminated(reason)
         }
         yield* rememberTerminated(kernelId)
@@ -815,7 +823,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       Effect.gen(function*() {
         yield* removeScratch(kernelId)
         yield* stats.finalize(kernelId)
-        yield* events.publish(AgentEvents.kernelTerminated(kernelId, RESTART_FAILED, null))
+        yield* live.terminated(kernelId, RESTART_FAILED, null)
         yield* countKernelTerminated(RESTART_FAILED)
         yield* rememberTerminated(kernelId)
       }).pipe(Effect.annotateLogs({ kernelId }))
@@ -885,8 +893,9 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       )
     })
 
+    // idle time on the monotonic clock: a wall-clock jump destroys nothing
     const reapIdle = Effect.gen(function*() {
-      const now = yield* Clock.currentTimeMillis
+      const now = yield* monotonicMillis
       const idle = (yield* registry.list).filter((k) =>
         k.status === "running" && k.idleTimeout > 0 && now - k.lastUsed > k.idleTimeout * 1000
       )

@@ -3,8 +3,9 @@
  * pods at start-up (Reconciler) and keeps it current from the pod watch. Every RPC that names a kernel
  * looks it up here (unknown → `KernelNotFound`) and refreshes its idle clock.
  */
-import { Clock, Context, Effect, Layer, Option, Ref, Semaphore } from "effect"
+import { Context, Effect, Layer, Option, Ref, Semaphore } from "effect"
 import { KernelNotFound } from "../domain/Errors.ts"
+import { monotonicMillis } from "../domain/MonotonicClock.ts"
 import { setKernelsByState } from "../observability/Metrics.ts"
 import type { ServicePort } from "../rpc/AgentRpcs.ts"
 
@@ -30,7 +31,7 @@ export interface KernelInfo {
   readonly scratchDir: string
   /** Seconds; 0 = never idle-destroyed. */
   readonly idleTimeout: number
-  /** Clock millis of the last RPC naming this kernel. */
+  /** Monotonic millis (src/domain/MonotonicClock.ts) of the last RPC naming this kernel. */
   readonly lastUsed: number
 }
 
@@ -90,7 +91,7 @@ export class KernelRegistry extends Context.Service<KernelRegistry, KernelRegist
         })),
       // the hot path (every RPC naming a kernel): no status change, no metric, no lock
       touch: (kernelId) =>
-        Clock.currentTimeMillis.pipe(
+        monotonicMillis.pipe(
           Effect.flatMap((now) => modify(kernelId, (k) => ({ ...k, lastUsed: now }))),
           Effect.flatMap(Option.match({
             onNone: () => Effect.fail(new KernelNotFound({ kernelId })),

@@ -5,6 +5,11 @@
  *   (registry entry, NodePorts, runner connection), reports kernels whose pods ended while the agent
  *   was down (`kernel_terminated`), tears down half-created kernels (no ready mark) and orphans
  *   (Services/ConfigMaps without a pod; the garbage collector would too, via ownerReferences).
+ * - **Records** (LiveKernels, etcd): every pass also compares the kernels the manager was told about
+ *   with the cluster. A recorded kernel this process does not run, with no pod left (deleted while
+ *   the agent was down), is reported `force-terminated`; one with only a half-created pod (the agent
+ *   died during its create: the manager still holds it as PREPARING) is torn down and reported
+ *   `failed-to-start`; a recorded termination whose event may not have left is sent again.
  * - **Watch**: one watch over the agent's pods, resumed from the last resourceVersion after a
  *   disconnect and relisting on 410 Gone: a running kernel whose pod fails, is evicted or is deleted
  *   by someone else is torn down and reported with the reason and exit code on that event.
@@ -21,10 +26,10 @@ import { type KubernetesFailure, kubernetesFailure } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
 import { countKernelTerminated, markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
-import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { KernelLifecycle } from "./KernelLifecycle.ts"
 import { KernelRegistry } from "./KernelRegistry.ts"
+import { FAILED_TO_START, FORCE_TERMINATED, type LiveKernelRecord, LiveKernels } from "./LiveKernels.ts"
 
 export interface ReconcileReport {
   readonly adopted: ReadonlyArray<string>
@@ -45,7 +50,7 @@ export class Reconciler extends Context.Service<Reconciler, {
     const kube = yield* KubeClient
     const registry = yield* KernelRegistry
     const lifecycle = yield* KernelLifecycle
-    const events = yield* EventPublisher
+    const live = yield* LiveKernels
     const stats = yield* KernelStatsSink
     const namespace = config.kubernetes.namespace
     const selector = agentSelector(agentId)
@@ -65,16 +70,42 @@ export class Reconciler extends Context.Service<Reconciler, {
       Effect.gen(function*() {
         yield* lifecycle.removeObjects(kernelId)
         yield* stats.finalize(kernelId)
-        yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, exitCode))
+        yield* live.terminated(kernelId, reason, exitCode)
         yield* countKernelTerminated(reason)
-        yield* Effect.logInfo(`kernel found ended at start-up (${reason})`).pipe(Effect.annotateLogs({ kernelId }))
+        yield* Effect.logInfo(`kernel found ended while the agent was not watching (${reason})`).pipe(Effect.annotateLogs({ kernelId }))
       })
+
+    /** A recorded kernel whose create never finished: its objects go, the manager hears it. */
+    const reportHalfCreated = (kernelId: string) =>
+      Effect.gen(function*() {
+        yield* lifecycle.removeObjects(kernelId)
+        yield* live.terminated(kernelId, FAILED_TO_START, null)
+        yield* countKernelTerminated(FAILED_TO_START)
+        yield* Effect.logInfo("kernel whose create was cut off (agent restart) reported failed-to-start").pipe(Effect.annotateLogs({ kernelId }))
+      })
+
+    /** The records, or none when etcd does not answer (the next pass reads them again). */
+    const readRecords = live.recorded.pipe(
+      Effect.catch((e) =>
+        Effect.logWarning(`cannot read the kernel records: ${e.message}; checked at the next pass`).pipe(
+          Effect.as(new Map<string, LiveKernelRecord>() as ReadonlyMap<string, LiveKernelRecord>)
+        )
+      )
+    )
 
     const reconcile = Effect.fn("Reconciler.reconcile")(function*(options: { readonly adopt: boolean }) {
       // until one start-up pass succeeded, every pass adopts (never removes ready kernels it does not know)
       const adopt = options.adopt || !(yield* Ref.get(adoptedOnce))
       // kernels running before the list: only these may be judged lost by it
       const before = (yield* registry.list).filter((k) => k.status === "running")
+      // records read before the list: a create that starts later is busy or known when judged
+      const records = yield* readRecords
+      /**
+       * The record of a kernel this process has not settled itself (only those are judged here);
+       * asked after `settle`: a destroy that finished since the list has settled its kernel.
+       */
+      const recordOf = (kid: string) =>
+        Effect.map(live.settledHere(kid), (settled) => (settled ? undefined : records.get(kid)))
       const { configMaps, pods, services } = yield* listAll
       const adopted: Array<string> = []
       const terminated: Array<string> = []
@@ -104,29 +135,52 @@ export class Reconciler extends Context.Service<Reconciler, {
             }
             return
           }
-          if (!isReadyMarked(pod)) {
-            // half-created (the create never answered the manager): tear down, no event
+          const record = yield* recordOf(kid)
+          if (record?.state === "terminated") {
+            // reported before (its objects should have gone first): nothing is adopted, the event goes again
             yield* lifecycle.removeObjects(kid)
-            removed.push(kid)
+            yield* live.terminated(kid, record.reason, record.exitCode)
+            terminated.push(kid)
+            return
+          }
+          if (!isReadyMarked(pod)) {
+            // half-created: tear down; the manager hears of it when it was told of the create
+            // (recorded), i.e. it still holds the kernel as PREPARING
+            if (record?.state === "live") {
+              yield* reportHalfCreated(kid)
+              terminated.push(kid)
+            } else {
+              yield* lifecycle.removeObjects(kid)
+              removed.push(kid)
+            }
             return
           }
           if (!adopt) {
-            // a ready kernel this process does not know (destroyed meanwhile, or foreign): remove
-            yield* lifecycle.removeObjects(kid)
-            removed.push(kid)
+            // a ready kernel this process does not know: destroyed meanwhile (settled, so no record
+            // here), foreign, or recorded and lost (reported)
+            if (record?.state === "live") {
+              yield* reportLost(kid, FORCE_TERMINATED, null)
+              terminated.push(kid)
+            } else {
+              yield* lifecycle.removeObjects(kid)
+              removed.push(kid)
+            }
             return
           }
           const svc = serviceOf.get(kid)
           if (Option.isSome(ended) || svc === undefined || !configMapKids.has(kid)) {
-            const why = Option.isSome(ended) ? ended.value : { reason: "force-terminated", exitCode: null }
+            const why = Option.isSome(ended) ? ended.value : { reason: FORCE_TERMINATED, exitCode: null }
             yield* reportLost(kid, why.reason, why.exitCode)
             terminated.push(kid)
             return
           }
           const info = yield* lifecycle.adopt(pod, svc)
-          if (Option.isSome(info)) adopted.push(kid)
-          else {
-            yield* reportLost(kid, "force-terminated", null)
+          if (Option.isSome(info)) {
+            adopted.push(kid)
+            // adopted from an agent that kept no records: from now on it has one
+            if (record === undefined) yield* live.ensure(kid)
+          } else {
+            yield* reportLost(kid, FORCE_TERMINATED, null)
             terminated.push(kid)
           }
         }).pipe(
@@ -139,9 +193,30 @@ export class Reconciler extends Context.Service<Reconciler, {
           if (podKids.has(k.kernelId)) return
           const [busy, now] = yield* settle(k.kernelId)
           if (busy || Option.isNone(now) || now.value.status !== "running" || now.value.podUid !== k.podUid) return
-          yield* lifecycle.podEnded(k.kernelId, "force-terminated", null)
+          yield* lifecycle.podEnded(k.kernelId, FORCE_TERMINATED, null)
           terminated.push(k.kernelId)
         }), { concurrency: 8, discard: true })
+
+      // recorded kernels with no pod: gone while the agent was not there, or reported before and
+      // perhaps not heard (the event goes again; at least once)
+      yield* Effect.forEach(records, ([kid]) =>
+        Effect.gen(function*() {
+          if (podKids.has(kid)) return
+          const [busy, known] = yield* settle(kid)
+          if (busy || Option.isSome(known)) return
+          const record = yield* recordOf(kid)
+          if (record === undefined) return
+          if (record.state === "terminated") {
+            yield* live.terminated(kid, record.reason, record.exitCode)
+            yield* Effect.logInfo(`kernel_terminated (${record.reason}) sent again: it may not have reached the manager`).pipe(
+              Effect.annotateLogs({ kernelId: kid })
+            )
+          } else {
+            yield* reportLost(kid, FORCE_TERMINATED, null)
+          }
+          terminated.push(kid)
+        }).pipe(Effect.catch((e) => Effect.logWarning(`reconcile: ${e.message}`).pipe(Effect.annotateLogs({ kernelId: kid })))),
+        { concurrency: 8, discard: true })
 
       // Services and ConfigMaps without a pod
       const orphans = new Set([...serviceOf.keys(), ...configMapKids].filter((kid) => !podKids.has(kid)))

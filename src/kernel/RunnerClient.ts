@@ -34,8 +34,9 @@
  *   const conn = yield* conns.open(kid, { host, replInPort, replOutPort })
  *   const { startedAt } = yield* conn.status("5 seconds")
  */
-import { Clock, Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule, Schema, Scope, Semaphore, SynchronizedRef } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Layer, Option, Queue, Schedule, Schema, Scope, Semaphore, SynchronizedRef } from "effect"
 import * as Zmq from "zeromq"
+import { monotonicMillis } from "../domain/MonotonicClock.ts"
 import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -584,11 +585,12 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       return Semaphore.withPermit(
         run.lock,
         Effect.gen(function*() {
-          const deadline = (yield* Clock.currentTimeMillis) + window
+          // monotonic: a wall-clock step must neither stretch nor cut the flush window
+          const deadline = (yield* monotonicMillis) + window
           while (true) {
             const i = run.items.findIndex((it) => it._tag === "End")
             if (i >= 0) return take(run, i + 1)
-            const now = yield* Clock.currentTimeMillis
+            const now = yield* monotonicMillis
             if (now >= deadline) return take(run, run.items.length)
             if (closed) return yield* err("Closed", "runner connection closed")
             const d = Deferred.makeUnsafe<void>()

@@ -18,7 +18,7 @@
  * fiber that retries an XADD until Redis takes it (`Schedule`, capped back-off); a full queue drops
  * the event with a warning (counted). At shutdown what is queued is flushed for at most 2 s.
  */
-import { Cause, Context, Effect, Layer, Metric, Queue, Ref, Schedule } from "effect"
+import { Cause, Context, Deferred, Effect, Layer, Metric, Queue, Ref, Schedule } from "effect"
 import * as zlib from "node:zlib"
 import { eventsDroppedTotal, eventsPublishedTotal } from "../observability/Metrics.ts"
 import { type AgentEvent, type AgentInfo, EventPublisher } from "../registry/EventPublisher.ts"
@@ -203,8 +203,42 @@ export class StreamEvents extends Context.Service<StreamEvents, {
         for (const e of result.out) yield* enqueue(e.name, e.args)
       })
 
+    // What the manager must hear (kernel_terminated, kernel/LiveKernels): never queued behind the
+    // dropping queue — written straight to the stream with the same endless retry, one write per key
+    // at a time; the returned effect completes once Redis took it.
+    const scope = yield* Effect.scope
+    const durablePending = new Map<string, Deferred.Deferred<void>>()
+    const publishDurable = (key: string, event: AgentEvent): Effect.Effect<Effect.Effect<void>> =>
+      Effect.suspend(() => {
+        const pending = durablePending.get(key)
+        if (pending !== undefined) return Effect.succeed(Deferred.await(pending))
+        const sent = Deferred.makeUnsafe<void>()
+        durablePending.set(key, sent)
+        const write = Effect.gen(function*() {
+          const kid = event.args.length > 0 && typeof event.args[0] === "string" ? event.args[0] : undefined
+          const sid = kid === undefined ? "" : yield* sessions.sessionOf(kid)
+          if (kid !== undefined && event.name === "kernel_terminated") {
+            const suppressed = yield* sessions.suppressed(kid)
+            yield* sessions.forget(kid)
+            if (suppressed) return
+          }
+          const holdStarted = yield* Ref.get(hold)
+          const result = translate(event, { sessionOf: () => sid, architecture, publicKey, holdStarted })
+          for (const e of result.out) {
+            const fields = yield* Effect.try(() => Bai.encode(e.args)).pipe(Effect.option)
+            if (fields._tag === "None") yield* drop("not encodable", e.name)
+            else yield* send({ name: e.name, fields: fields.value })
+          }
+        }).pipe(
+          Effect.ensuring(Effect.sync(() => durablePending.delete(key)).pipe(Effect.andThen(Deferred.succeed(sent, undefined))))
+        )
+        return Effect.forkIn(write, scope).pipe(Effect.as(Deferred.await(sent)))
+      })
+
     const publisher = EventPublisher.of({
       publish,
+      publishDurable,
+      pendingDurable: Effect.sync(() => durablePending.size),
       dropped: Effect.sync(() => dropped),
       connected: options.redis.status.pipe(Effect.map((s) => s === "ready"))
     })

@@ -2,12 +2,17 @@
  * Events to manager 19.06 (spec §1.2, §3.1): a ZeroMQ PUSH socket connected to the manager's
  * `event_addr`, one 3-frame message per event: `[event name, agent id, msgpack(args tuple)]`.
  *
- * `publish` never blocks and never fails: events go to a bounded in-process queue drained by one
- * writer fiber. The writer first waits for the event address (it may come from etcd later), then
- * connects; ZeroMQ reconnects by itself and buffers up to `sendHighWaterMark` messages. When both
- * buffers are full (manager away for long) events are dropped with a warning and counted.
+ * `publish` never blocks and never fails: events go to an in-process queue drained by one writer
+ * fiber. The writer first waits for the event address (it may come from etcd later), then
+ * connects; ZeroMQ reconnects by itself. The socket queues only on a completed connection
+ * (`immediate`), so while the manager is away a send fails after `sendTimeoutMillis`: an ordinary
+ * event (heartbeat, kernel_started…) is then dropped with a warning and counted, as is one that
+ * finds `queueCapacity` ordinary events already waiting.
+ *
+ * `publishDurable` is for what the manager must hear (`kernel_terminated`, see kernel/LiveKernels):
+ * never dropped, retried until a connected socket takes it, one pending per key.
  */
-import { Cause, Context, Effect, Layer, Metric, Queue } from "effect"
+import { Cause, Context, Deferred, Duration, Effect, Layer, Metric, Queue, Schedule } from "effect"
 import * as Zmq from "zeromq"
 import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
 import type { PyValue } from "../rpc/msgpack/Msgpack.ts"
@@ -52,14 +57,16 @@ export interface EventPublisherOptions<E = never, R = never> {
   /** `host:port` (or a full `tcp://…` endpoint) of the manager's event socket; may wait (etcd). */
   readonly eventAddr: string | Effect.Effect<string, E, R>
   readonly agentId: string
-  /** In-process queue of events not yet handed to ZeroMQ. Default 1024. */
+  /** In-process queue of ordinary events not yet handed to ZeroMQ. Default 1024. */
   readonly queueCapacity?: number
   /** ZeroMQ send high-water mark. Default 1000 messages. */
   readonly sendHighWaterMark?: number
-  /** How long one send may wait when ZeroMQ's buffer is full before the event is dropped. Default 1000 ms. */
+  /** How long one send may wait for the manager's connection before it fails. Default 1000 ms. */
   readonly sendTimeoutMillis?: number
   /** Linger on close. Default 50 ms (K1). */
   readonly lingerMillis?: number
+  /** Longest pause between two attempts of a durable event. Default 5 s. */
+  readonly durableRetryMaxMillis?: number
 }
 
 import { eventsDroppedTotal as droppedTotal, eventsPublishedTotal as publishedTotal } from "../observability/Metrics.ts"
@@ -67,17 +74,40 @@ import { eventsDroppedTotal as droppedTotal, eventsPublishedTotal as publishedTo
 /** The ZeroMQ endpoint for an `event_addr` value. */
 export const eventEndpoint = (addr: string): string => (addr.includes("://") ? addr : `tcp://${addr}`)
 
+/** One queued message; `durable` ones carry their key and the signal of their hand-off. */
+interface Queued {
+  readonly name: string
+  readonly frames: ReadonlyArray<Buffer>
+  readonly durable: { readonly key: string; readonly sent: Deferred.Deferred<void> } | undefined
+}
+
 export class EventPublisher extends Context.Service<EventPublisher, {
-  /** Queues an event for the manager; returns at once. */
+  /** Queues an event for the manager; returns at once. Dropped (and counted) when the queue is full. */
   publish(event: AgentEvent): Effect.Effect<void>
+  /**
+   * Queues an event that is never dropped (`kernel_terminated`): at most one per `key` (a kernel id)
+   * is pending, so these are bounded by the number of kernels, not by time; a full queue of ordinary
+   * events does not refuse it, and a failed send is retried until ZeroMQ takes it. Returns at once
+   * with an effect that completes when the event has been handed to a connected manager socket
+   * (never, if the publisher closes first: the caller keeps its own record for the next start).
+   * A second call for a key still pending returns the first one's hand-off and queues nothing.
+   */
+  publishDurable(key: string, event: AgentEvent): Effect.Effect<Effect.Effect<void>>
   /** Events dropped so far (by this publisher). */
   readonly dropped: Effect.Effect<number>
+  /** Durable events not yet handed to ZeroMQ. */
+  readonly pendingDurable: Effect.Effect<number>
   /** Whether the socket has been connected to the manager's address (readiness). */
   readonly connected: Effect.Effect<boolean>
 }>()("bai-agent/registry/EventPublisher") {
   static readonly make = Effect.fnUntraced(function*<E = never, R = never>(options: EventPublisherOptions<E, R>) {
     const agentId = Buffer.from(options.agentId, "utf8")
-    const queue = yield* Queue.dropping<ReadonlyArray<Buffer>>(options.queueCapacity ?? 1024)
+    const capacity = options.queueCapacity ?? 1024
+    // ordinary and durable events share one FIFO (their relative order is kept); only ordinary ones
+    // count against `capacity`, durable ones are bounded by their keys
+    const queue = yield* Queue.unbounded<Queued>()
+    let ordinaryQueued = 0
+    const durablePending = new Map<string, Deferred.Deferred<void>>()
     let dropped = 0
 
     const drop = (why: string, event: string) =>
@@ -93,7 +123,11 @@ export class EventPublisher extends Context.Service<EventPublisher, {
         new Zmq.Push({
           linger: options.lingerMillis ?? 50,
           sendHighWaterMark: options.sendHighWaterMark ?? 1000,
-          sendTimeout: options.sendTimeoutMillis ?? 1000
+          sendTimeout: options.sendTimeoutMillis ?? 1000,
+          // queue only on a completed connection: while the manager is away a send fails (and a
+          // durable event stays ours, with its record) instead of waiting in a pipe that dies with
+          // the process
+          immediate: true
         })
       ),
       (s) => Effect.sync(() => s.close())
@@ -108,17 +142,55 @@ export class EventPublisher extends Context.Service<EventPublisher, {
       yield* Effect.logInfo("event publisher connected").pipe(Effect.annotateLogs({ endpoint }))
     })
 
-    const send = (frames: ReadonlyArray<Buffer>) =>
-      Effect.tryPromise(() => socket.send(frames as Array<Buffer>)).pipe(
-        Effect.flatMap(() => Metric.update(publishedTotal, 1)),
-        Effect.catch((error) => drop(`send failed (${String(error.cause ?? error)})`, frames[0]!.toString()))
+    const trySend = (item: Queued) =>
+      Effect.tryPromise(() => socket.send(item.frames as Array<Buffer>)).pipe(
+        Effect.andThen(Metric.update(publishedTotal, 1))
       )
 
+    const handedOff = (item: Queued) =>
+      item.durable === undefined
+        ? Effect.void
+        : Effect.suspend(() => {
+          durablePending.delete(item.durable!.key)
+          return Deferred.succeed(item.durable!.sent, undefined)
+        })
+
+    const retryMax = Duration.millis(options.durableRetryMaxMillis ?? 5000)
+    const durableRetry = Schedule.exponential("100 millis", 2).pipe(
+      Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, retryMax)))
+    )
+
+    /** Ordinary: one attempt, dropped on failure. Durable: retried until ZeroMQ takes it. */
+    const deliver = (item: Queued) =>
+      item.durable === undefined
+        ? trySend(item).pipe(Effect.catch((error) => drop(`send failed (${String(error.cause ?? error)})`, item.name)))
+        : Effect.suspend(() => {
+          let attempts = 0
+          return trySend(item).pipe(
+            Effect.tapError((error) =>
+              attempts++ % 20 === 0
+                ? Effect.logWarning(`event ${item.name} not sent yet (${String(error.cause ?? error)}); kept and retried`).pipe(
+                  Effect.annotateLogs({ key: item.durable!.key })
+                )
+                : Effect.void
+            ),
+            Effect.retry(durableRetry),
+            Effect.andThen(handedOff(item))
+          )
+        })
+
+    const take = Queue.take(queue).pipe(
+      Effect.tap((item) => Effect.sync(() => void (item.durable === undefined && ordinaryQueued--)))
+    )
+
     // On close (runs after the writer is interrupted, before the socket closes): hand what is still
-    // queued (e.g. instance_terminated from a finalizer) to ZeroMQ, bounded by the linger time.
+    // queued (e.g. instance_terminated from a finalizer) to ZeroMQ, one attempt each, bounded by the
+    // linger time. A durable event not sent here is still recorded by its publisher.
     yield* Effect.addFinalizer(() =>
       Effect.suspend(() => (connected ? Queue.clear(queue) : Effect.succeed([]))).pipe(
-        Effect.flatMap((left) => Effect.forEach(left, send, { discard: true })),
+        Effect.flatMap((left) =>
+          Effect.forEach(left, (item) => trySend(item).pipe(Effect.andThen(handedOff(item)), Effect.ignore), { discard: true })
+        ),
         Effect.timeoutOption(Math.max(options.lingerMillis ?? 50, 500)),
         Effect.asVoid
       )
@@ -126,21 +198,55 @@ export class EventPublisher extends Context.Service<EventPublisher, {
 
     // --- the writer: address first, then drain forever
     yield* connect.pipe(
-      Effect.andThen(Queue.take(queue).pipe(Effect.flatMap(send), Effect.forever)),
+      Effect.andThen(take.pipe(Effect.flatMap(deliver), Effect.forever)),
       Effect.catchCause((cause) =>
         Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("event publisher stopped", cause)
       ),
       Effect.forkScoped
     )
 
-    const publish = (event: AgentEvent): Effect.Effect<void> =>
+    const frames = (event: AgentEvent) =>
       Msgpack.encodeEffect(event.args).pipe(
-        Effect.flatMap((body) => Queue.offer(queue, [Buffer.from(event.name, "ascii"), agentId, body])),
-        Effect.flatMap((accepted) => (accepted ? Effect.void : drop("queue full", event.name))),
+        Effect.map((body): ReadonlyArray<Buffer> => [Buffer.from(event.name, "ascii"), agentId, body])
+      )
+
+    const publish = (event: AgentEvent): Effect.Effect<void> =>
+      frames(event).pipe(
+        Effect.flatMap((f) =>
+          Effect.suspend(() => {
+            if (ordinaryQueued >= capacity) return drop("queue full", event.name)
+            ordinaryQueued++
+            return Queue.offer(queue, { name: event.name, frames: f, durable: undefined })
+          })
+        ),
+        Effect.asVoid,
         Effect.catch((error) => drop(`not encodable: ${error.message}`, event.name))
       )
 
-    return EventPublisher.of({ publish, dropped: Effect.sync(() => dropped), connected: Effect.sync(() => connected) })
+    const publishDurable = (key: string, event: AgentEvent): Effect.Effect<Effect.Effect<void>> =>
+      frames(event).pipe(
+        Effect.flatMap((f) =>
+          Effect.suspend(() => {
+            const pending = durablePending.get(key)
+            if (pending !== undefined) return Effect.succeed(Deferred.await(pending))
+            const sent = Deferred.makeUnsafe<void>()
+            durablePending.set(key, sent)
+            return Queue.offer(queue, { name: event.name, frames: f, durable: { key, sent } }).pipe(
+              Effect.as(Deferred.await(sent))
+            )
+          })
+        ),
+        // an event that cannot be encoded will not be sent by any retry: nothing to wait for
+        Effect.catch((error) => drop(`not encodable: ${error.message}`, event.name).pipe(Effect.as(Effect.void)))
+      )
+
+    return EventPublisher.of({
+      publish,
+      publishDurable,
+      dropped: Effect.sync(() => dropped),
+      pendingDurable: Effect.sync(() => durablePending.size),
+      connected: Effect.sync(() => connected)
+    })
   })
 
   /** The publisher for the layer's lifetime. */
@@ -152,7 +258,13 @@ export class EventPublisher extends Context.Service<EventPublisher, {
   static readonly layerTest = (sink: Array<AgentEvent>): Layer.Layer<EventPublisher> =>
     Layer.succeed(
       EventPublisher,
-      EventPublisher.of({ publish: (event) => Effect.sync(() => void sink.push(event)), dropped: Effect.succeed(0), connected: Effect.succeed(true) })
+      EventPublisher.of({
+        publish: (event) => Effect.sync(() => void sink.push(event)),
+        publishDurable: (_key, event) => Effect.sync(() => void sink.push(event)).pipe(Effect.as(Effect.void)),
+        dropped: Effect.succeed(0),
+        pendingDurable: Effect.succeed(0),
+        connected: Effect.succeed(true)
+      })
     )
 }
 

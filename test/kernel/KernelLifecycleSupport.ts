@@ -12,6 +12,7 @@ import * as Zmq from "zeromq"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { LiveKernels } from "../../src/kernel/LiveKernels.ts"
 import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
@@ -135,13 +136,14 @@ export const lifecycleLayer = (site: Site, options: { readonly withReconciler?: 
       const loaded = yield* decodeConfigText("agent.toml", site.toml, {}, "testhost")
       const Config = AgentConfig.fromLoaded(loaded)
       const Infra = Layer.mergeAll(KubeClient.layer, Etcd.layer).pipe(Layer.provide(Config))
+      const Events = EventPublisher.layer({ eventAddr: site.eventAddr, agentId: site.agentId })
       const Base = Layer.mergeAll(
         KernelRegistry.layer,
         RunnerConnections.layer,
         KernelStatsSink.layerNoop,
-        EventPublisher.layer({ eventAddr: site.eventAddr, agentId: site.agentId }),
+        LiveKernels.layer.pipe(Layer.provide(Infra)),
         NodePorts.layer.pipe(Layer.provide(Infra), Layer.provide(Config))
-      )
+      ).pipe(Layer.provideMerge(Events))
       const Lifecycle = KernelLifecycle.layer.pipe(Layer.provideMerge(Base), Layer.provideMerge(Infra), Layer.provideMerge(Config))
       return options.withReconciler === true
         ? Layer.merge(Reconciler.layer.pipe(Layer.provideMerge(Lifecycle)), Lifecycle)

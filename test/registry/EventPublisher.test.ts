@@ -1,8 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer, References } from "effect"
+import { Deferred, Effect, Layer, Option, Queue, References } from "effect"
 import * as Zmq from "zeromq"
 import { type AgentEvent, AgentEvents, EventPublisher } from "../../src/registry/EventPublisher.ts"
 import { decode, encode } from "../../src/rpc/msgpack/Msgpack.ts"
+import { spawnPython } from "../interop/python.ts"
+import { freePort } from "../testbed/ports.ts"
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex")
 
@@ -85,5 +87,67 @@ describe("EventPublisher", () => {
         yield* publisher.publish(AgentEvents.instanceTerminated("shutdown"))
       }).pipe(Effect.provide(Layer.fresh(EventPublisher.layerTest(sink))))
       assert.strictEqual(sink[0]!.name, "instance_terminated")
+    }))
+
+  // The manager (a pyzmq PULL socket, test/registry/manager_pull.py) is away while the queue of ordinary
+  // events overflows, and comes up later at the address the agent was given: every kernel_terminated
+  // queued meanwhile arrives, once, and each hand-off completes only then.
+  it.live("durable events survive a full queue and a manager that comes late", () =>
+    Effect.gen(function*() {
+      const port = yield* Effect.promise(() => freePort())
+      const publisher = yield* EventPublisher.make({
+        eventAddr: `127.0.0.1:${port}`, // nobody there yet
+        agentId: "i-durable",
+        queueCapacity: 10,
+        sendTimeoutMillis: 20,
+        durableRetryMaxMillis: 200
+      })
+      const kernels = Array.from({ length: 40 }, (_, i) => `kernel-${i}`)
+      const handOffs: Array<Effect.Effect<void>> = []
+      for (const [i, kid] of kernels.entries()) {
+        for (let j = 0; j < 20; j++) yield* publisher.publish(AgentEvents.kernelStarted(`noise-${i}-${j}`))
+        handOffs.push(yield* publisher.publishDurable(kid, AgentEvents.kernelTerminated(kid, "user-requested", i)))
+      }
+      // the same kernel again while its event is pending: nothing more is queued
+      const again = yield* publisher.publishDurable("kernel-0", AgentEvents.kernelTerminated("kernel-0", "user-requested", 0))
+      assert.isAbove(yield* publisher.dropped, 100) // the ordinary queue was full
+      assert.strictEqual(yield* publisher.pendingDurable, kernels.length)
+      // not handed off while no manager is connected
+      assert.isTrue(Option.isNone(yield* Effect.timeoutOption(handOffs[0]!, "1500 millis")))
+
+      const manager = yield* spawnPython("../registry/manager_pull.py", [`tcp://127.0.0.1:${port}`])
+      assert.strictEqual(yield* Queue.take(manager.lines), `127.0.0.1:${port}`)
+      const seen = new Map<string, number>()
+      const exits = new Map<string, unknown>()
+      while ([...kernels].some((k) => !seen.has(k))) {
+        const line = yield* Queue.take(manager.lines).pipe(
+          Effect.timeoutOrElse({ duration: "60 seconds", orElse: () => Effect.die(new Error(`missing: ${kernels.filter((k) => !seen.has(k)).join(" ")}; stderr ${manager.stderr()}`)) })
+        )
+        const [name, agent, args] = JSON.parse(line) as [string, string, Array<unknown>]
+        assert.strictEqual(agent, "i-durable")
+        if (name !== "kernel_terminated") continue
+        const kid = args[0] as string
+        seen.set(kid, (seen.get(kid) ?? 0) + 1)
+        exits.set(kid, args[2])
+      }
+      yield* Effect.all([...handOffs, again], { discard: true }).pipe(Effect.timeout("10 seconds"))
+      assert.strictEqual(yield* publisher.pendingDurable, 0)
+      for (const [i, kid] of kernels.entries()) {
+        assert.strictEqual(seen.get(kid), 1, kid)
+        assert.strictEqual(exits.get(kid), i)
+      }
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")), { timeout: 120_000 })
+
+  it.live("a durable event is delivered in order with ordinary ones when the manager is there", () =>
+    Effect.gen(function*() {
+      const pull = yield* pullSocket
+      const publisher = yield* EventPublisher.make({ eventAddr: pull.lastEndpoint!, agentId: "i-order" })
+      yield* publisher.publish(AgentEvents.kernelStarted("k1"))
+      const sent = yield* publisher.publishDurable("k1", AgentEvents.kernelTerminated("k1", "self-terminated", null))
+      yield* publisher.publish(AgentEvents.instanceTerminated("shutdown"))
+      const names: Array<string> = []
+      for (let i = 0; i < 3; i++) names.push((yield* Effect.promise(() => pull.receive()))[0]!.toString())
+      assert.deepStrictEqual(names, ["kernel_started", "kernel_terminated", "instance_terminated"])
+      yield* sent.pipe(Effect.timeout("10 seconds"))
     }))
 })

@@ -1,5 +1,5 @@
 """Manager 19.06 event receiver for the heartbeat tests (M1906 gateway/events.py): a pyzmq PULL socket
-bound on a random loopback port; prints the address on the first line, then one JSON line per event
+bound on a random loopback port (or on the endpoint given as argv[1]); prints the address on the first line, then one JSON line per event
 [name, agent_id, args, received_at]. In `instance_heartbeat` the `images` bin is decoded the way the
 manager does it (`msgpack.unpackb(snappy.decompress(...))`) and replaced by the list of pairs.
 Runs until killed."""
@@ -26,8 +26,12 @@ def main():
     ctx = zmq.Context()
     sock = ctx.socket(zmq.PULL)
     sock.setsockopt(zmq.LINGER, 0)
-    port = sock.bind_to_random_port("tcp://127.0.0.1")
-    print("127.0.0.1:%d" % port, flush=True)
+    if len(sys.argv) > 1:
+        sock.bind(sys.argv[1])
+        print(sys.argv[1].replace("tcp://", ""), flush=True)
+    else:
+        port = sock.bind_to_random_port("tcp://127.0.0.1")
+        print("127.0.0.1:%d" % port, flush=True)
     while True:
         name, agent_id, body = sock.recv_multipart()
         args = msgpack.unpackb(body, raw=False, use_list=False)
