@@ -98,10 +98,9 @@ describe("runner-backed RPCs against the real 19.06 runner", () => {
 
   // fidelity item 7 (issue 12, fidelity-19.06.md §1.4): the 19.06 Docker agent waits 30 s for
   // `service-result`; the real runner blocks its loop until the service's port opens (no deadline), and
-  // the keep-alive `status` pings queued behind it must not be taken as a dead runner. The agent waits
-  // 10 s (SERVICE_WAIT) → "failed: timeout". Marked `fails` until the `fidelity` engineer's fix of item 7
-  // lands; then the lead flips it to `it.live`.
-  it.live.fails("start_service waits for a service that opens its port after 15 s (Docker agent: 30 s) and the kernel stays usable", () =>
+  // the keep-alive `status` pings queued behind it must not be taken as a dead runner. Before the fix
+  // the agent waited 10 s → "failed: timeout".
+  it.live("start_service waits for a service that opens its port after 15 s (Docker agent: 30 s) and the kernel stays usable", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)
       const kid = crypto.randomUUID()
