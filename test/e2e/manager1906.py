@@ -469,11 +469,16 @@ class Manager:
             },
             # ResourceSlot.to_json() of from_user_input(): count slots quantize(0.000).normalize(),
             # bytes slots int() (backend.ai-common 19.06 types.py 314-323, 404)
-            "resource_slots": slots_to_json({"cpu": Decimal("1"), "mem": Decimal(1073741824)}),
+            # 10 CPUs: the manager sends "1E+1" (the form wave 1 refused as InvalidKernelConfig)
+            "resource_slots": slots_to_json({"cpu": Decimal("10"), "mem": Decimal(1073741824)}),
             "idle_timeout": IDLE_TIMEOUT,
             "mounts": [],
             "environ": {},
         }
+
+    @staticmethod
+    def check_exponent_form(config):
+        check(config["resource_slots"]["cpu"] == "1E+1", "cpu slot %r is not in exponent form" % config["resource_slots"]["cpu"])
 
     def restart_config(self):
         """M1906 registry.py 819-834 restart_session: no idle_timeout, `'mounts': [],  # recovered from container config`."""
@@ -485,6 +490,7 @@ class Manager:
     async def create_kernel(self, since):
         kid = str(uuid.uuid4())
         config = self.kernel_config()
+        self.check_exponent_form(config)
         self.kernels.add(kid)
         # M1906: no timeout on create_kernel (a bound here only so the test cannot hang forever)
         res = await self.rpc("create_kernel", kid, config, timeout=600)

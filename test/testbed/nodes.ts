@@ -13,7 +13,7 @@ export interface NodeSpec {
 /** Two nodes with different capacities; `ipPrefix` is e.g. "127.0.0" (→ .2, .3). */
 export const defaultNodes = (ipPrefix: string): Array<NodeSpec> => [
   { name: "tb-node-1", ip: `${ipPrefix}.2`, cpu: 8, memory: "32Gi", gpu: 0, pods: 110 },
-  { name: "tb-node-2", ip: `${ipPrefix}.3`, cpu: 16, memory: "64Gi", gpu: 2, pods: 110 },
+  { name: "tb-node-2", ip: `${ipPrefix}.3`, cpu: 32, memory: "64Gi", gpu: 2, pods: 110 },
 ]
 
 export interface KubeletConfig {
