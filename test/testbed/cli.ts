@@ -1,10 +1,12 @@
-// npm run testbed -- up|down|status   (the dev testbed, state in .testbed/dev; TESTBED_NAME overrides)
+// npm run testbed -- up [--real-node]|down|status   (the dev testbed, state in .testbed/dev; TESTBED_NAME overrides)
+// --real-node: containerd + a real kubelet/kube-proxy node (root, cgroup v1), see realnode/node.ts
 import { stateDirOf } from "./paths.ts"
 import { describe, down, status, up } from "./testbed.ts"
 
 const name = process.env.TESTBED_NAME ?? "dev"
 const stateDir = stateDirOf(name)
 const cmd = process.argv[2] ?? "status"
+const flags = process.argv.slice(3)
 
 const main = async (): Promise<void> => {
   switch (cmd) {
@@ -13,7 +15,9 @@ const main = async (): Promise<void> => {
       const onSignal = () => { interrupted = true; console.error("[testbed] interrupted, stopping"); void down(stateDir).then(() => process.exit(130)) }
       process.once("SIGINT", onSignal)
       process.once("SIGTERM", onSignal)
-      const env = await up({ name, mode: name === "dev" ? "dev" : "test" })
+      const unknown = flags.filter((f) => f !== "--real-node")
+      if (unknown.length > 0) throw new Error(`unknown option(s) ${unknown.join(" ")}; usage: npm run testbed -- up [--real-node]`)
+      const env = await up({ name, mode: name === "dev" ? "dev" : "test", realNode: flags.includes("--real-node") })
       if (!interrupted) console.log(describe(env))
       return
     }
@@ -24,7 +28,7 @@ const main = async (): Promise<void> => {
       console.log(status(stateDir))
       return
     default:
-      console.error("usage: npm run testbed -- up|down|status")
+      console.error("usage: npm run testbed -- up [--real-node]|down|status")
       process.exitCode = 2
   }
 }

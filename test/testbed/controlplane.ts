@@ -27,7 +27,7 @@ export const makePki = (pki: string): { token: string } => {
   return { token }
 }
 
-export const startApiserver = (stateDir: string, etcdPort: number, port: number): Daemon => {
+export const startApiserver = (stateDir: string, etcdPort: number, port: number, extraArgs: ReadonlyArray<string> = []): Daemon => {
   const pki = path.join(stateDir, "pki")
   return spawnDaemon("kube-apiserver", path.join(k8sBinDir, "kube-apiserver"), [
     `--etcd-servers=http://127.0.0.1:${etcdPort}`,
@@ -41,6 +41,7 @@ export const startApiserver = (stateDir: string, etcdPort: number, port: number)
     "--allow-privileged=true", "--endpoint-reconciler-type=none",
     "--kubelet-preferred-address-types=InternalIP",
     "--profiling=false",
+    ...extraArgs,
   ], path.join(stateDir, "log"))
 }
 

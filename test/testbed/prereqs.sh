@@ -1,22 +1,48 @@
 #!/usr/bin/env bash
-# The Debian packages the testbed runs (etcd, Redis, the registry, python3 for the runner's `code`
-# mode and the interop peers, openssl for its certificates). Installs what is missing when it can
-# (root + apt), with a line per step; otherwise says exactly what to install. Fast when all is there.
+# The Debian packages the tests need, by group (default: testbed):
+#   testbed   etcd, Redis, the registry, python3 for the runner's `code` mode and the interop peers,
+#             openssl for certificates
+#   unit      nix-instantiate / nix for test/deploy (flake and NixOS module checks)
+#   realnode  containerd, runc, CNI plugins, umoci, skopeo, iptables/nftables, conntrack, gcc (static
+#             pause and helper binaries), and the Python packages copied into the real kernel image
+#             (the 19.06 runner's imports)
+# Installs what is missing when it can (root + apt), with a line per step; otherwise says exactly what
+# to install. Fast when all is there.
 set -euo pipefail
-declare -A pkg_of=([etcd]=etcd-server [redis-server]=redis-server [docker-registry]=docker-registry
-  [python3]=python3 [openssl]=openssl [curl]=curl)
 missing=()
-for cmd in "${!pkg_of[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}"); done
+need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 # Debian's python3 (the tests use it, not a pyenv one that may come first on PATH)
 py=${BAI_PYTHON:-/usr/bin/python3}
-for mod in zmq msgpack snappy redis aiozmq; do
-  "$py" -c "import $mod" >/dev/null 2>&1 || missing+=("python3-$mod")
+need_py() { "$py" -c "import $1" >/dev/null 2>&1 || missing+=("$2"); }
+need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
+for group in "${@:-testbed}"; do
+  case "$group" in
+    testbed)
+      need_cmd etcd etcd-server; need_cmd redis-server redis-server; need_cmd docker-registry docker-registry
+      need_cmd python3 python3; need_cmd openssl openssl; need_cmd curl curl
+      for mod in zmq msgpack snappy redis aiozmq; do need_py "$mod" "python3-$mod"; done ;;
+    unit)
+      need_cmd nix-instantiate nix-bin ;;
+    realnode)
+      need_cmd containerd containerd; need_cmd runc runc; need_cmd umoci umoci; need_cmd skopeo skopeo
+      need_cmd iptables iptables; need_cmd nft nftables; need_cmd conntrack conntrack; need_cmd socat socat
+      need_cmd gcc gcc; need_cmd ip iproute2
+      [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+      [ -d /usr/lib/x86_64-linux-gnu ] && { dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev); }
+      # what the real python kernel image copies from the host: the 19.06 runner's imports
+      need_py zmq python3-zmq; need_py msgpack python3-msgpack; need_py janus python3-janus
+      need_py uvloop python3-uvloop; need_py jupyter_client python3-jupyter-client
+      need_py ipykernel python3-ipykernel; need_py nest_asyncio python3-nest-asyncio
+      need_py async_timeout python3-async-timeout
+      need_pkg passwd; need_pkg util-linux ;;
+    *) echo "[prereqs] unknown group $group" >&2; exit 2 ;;
+  esac
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
   echo "[prereqs] installing Debian packages: ${missing[*]}"
   apt-get update >/dev/null
-  DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${missing[@]}" >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}" >/dev/null
   echo "[prereqs] installed"
 else
   echo "[prereqs] missing: ${missing[*]} — install them with: sudo apt-get install ${missing[*]}" >&2
