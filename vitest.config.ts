@@ -11,7 +11,12 @@ export default defineConfig({
     projects: [
       {
         extends: true,
-        test: { name: "unit", include: ["test/**/*.test.ts"], exclude: ["test/**/*.int.test.ts", "**/node_modules/**"] }
+        test: {
+          name: "unit",
+          include: ["test/**/*.test.ts"],
+          exclude: ["test/**/*.int.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"],
+          globalSetup: ["test/testbed/globalSetup.unit.ts"]
+        }
       },
       {
         extends: true,
@@ -19,6 +24,18 @@ export default defineConfig({
           name: "integration",
           include: ["test/**/*.int.test.ts"],
           globalSetup: ["test/testbed/globalSetup.ts"]
+        }
+      },
+      {
+        // `npm run test:realnode` (root): a testbed with a real node (containerd + kubelet + kube-proxy)
+        extends: true,
+        test: {
+          name: "realnode",
+          include: ["test/**/*.realnode.test.ts"],
+          globalSetup: ["test/testbed/globalSetup.realnode.ts"],
+          hookTimeout: 900_000,
+          testTimeout: 180_000,
+          fileParallelism: false
         }
       }
     ]

@@ -1,6 +1,7 @@
 // vitest globalSetup: one testbed per test run (own state dir, free ports for everything, node IPs
 // 127.0.<k>.2/.3), handed to tests with provide/inject("testbed"). BAI_TESTBED_REUSE=<env.json>
 // reuses a running testbed instead; BAI_TESTBED_KEEP=1 keeps the state dir (logs) after the run.
+// The `realnode` project uses globalSetup.realnode.ts: the same with `realNode: true`.
 import * as fs from "node:fs"
 import type { TestProject } from "vitest/node"
 import { readEnvFile, type TestbedEnv } from "./env.ts"
@@ -17,21 +18,28 @@ const reapStale = async (): Promise<void> => {
   }
 }
 
-export default async function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+export const setupTestbed = async (project: TestProject, realNode: boolean): Promise<(() => Promise<void>) | undefined> => {
   const reuse = process.env.BAI_TESTBED_REUSE
   if (reuse !== undefined && reuse !== "") {
-    project.provide("testbed", readEnvFile(reuse))
+    const env = readEnvFile(reuse)
+    if (realNode && env.realNode === undefined) throw new Error(`BAI_TESTBED_REUSE=${reuse}: the realnode tests need a testbed started with --real-node`)
+    project.provide("testbed", env)
     return undefined
   }
   await reapStale()
-  const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", log: (l) => console.log(l) })
+  const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", realNode, log: (l) => console.log(l) })
   project.provide("testbed", env)
   // last resort if vitest exits without running the teardown (e.g. Ctrl-C): SIGTERM every process
-  // group (synchronous; the kubelet and runners kill their children on SIGTERM)
+  // group (synchronous; the kubelet and runners kill their children on SIGTERM). A real node left
+  // this way is cleaned up (host restored) by the next run's reapStale / the real-node lock.
   const killAll = () => { for (const p of env.pids.filter(isRunning)) { try { process.kill(-p.pid, "SIGTERM") } catch { /* gone */ } } }
   process.once("exit", killAll)
   return async () => {
     process.removeListener("exit", killAll)
     await down(env.stateDir, process.env.BAI_TESTBED_KEEP !== "1")
   }
+}
+
+export default function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
+  return setupTestbed(project, false)
 }
