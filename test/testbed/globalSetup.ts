@@ -7,7 +7,7 @@ import type { TestProject } from "vitest/node"
 import { readEnvFile, type TestbedEnv } from "./env.ts"
 import { stateDirOf, stateRoot } from "./paths.ts"
 import { isAlive, isRunning } from "./processes.ts"
-import { down, up } from "./testbed.ts"
+import { down, downChecked, up } from "./testbed.ts"
 
 /** Stops testbeds left behind by test runs whose vitest process died without tearing down. */
 const reapStale = async (): Promise<void> => {
@@ -36,7 +36,13 @@ export const setupTestbed = async (project: TestProject, realNode: boolean): Pro
   process.once("exit", killAll)
   return async () => {
     process.removeListener("exit", killAll)
-    await down(env.stateDir, process.env.BAI_TESTBED_KEEP !== "1")
+    const { hostDiff } = await downChecked(env.stateDir, process.env.BAI_TESTBED_KEEP !== "1")
+    // the real node's acceptance check: the host (sysctls, nftables ruleset, links, lo addresses, mounts,
+    // cgroups, hard-coded paths) is as the snapshot before bring-up found it; fails the run otherwise
+    if (realNode) {
+      if (hostDiff.length > 0) throw new Error(`real node: the host was not restored by down:\n${hostDiff.join("\n")}`)
+      console.log("[testbed] real node down: host state equal to the snapshot taken before bring-up (sysctls, nftables, links, lo addresses, mounts, cgroups, paths)")
+    }
   }
 }
 

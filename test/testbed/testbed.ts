@@ -240,18 +240,26 @@ export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
 }
 
 /** Stops every process of the testbed in `stateDir` (by pid); `remove` also deletes the state dir. */
-export const down = async (stateDir: string, remove = false, log: (l: string) => void = (l) => console.error(l)): Promise<boolean> => {
+export const down = async (stateDir: string, remove = false, log: (l: string) => void = (l) => console.error(l)): Promise<boolean> =>
+  (await downChecked(stateDir, remove, log)).found
+
+/**
+ * `down`, also saying what of the host state the real node could not restore (empty without a real
+ * node): the host snapshot taken before bring-up compared with the host after tear-down.
+ */
+export const downChecked = async (stateDir: string, remove = false, log: (l: string) => void = (l) => console.error(l)): Promise<{ found: boolean; hostDiff: Array<string> }> => {
   const env = envFromDisk(stateDir)
   const hasRealNode = fs.existsSync(realNodePaths(stateDir).hostBefore)
-  if (env === undefined && !hasRealNode) return false
+  if (env === undefined && !hasRealNode) return { found: false, hostDiff: [] }
+  let hostDiff: Array<string> = []
   if (env?.realNode !== undefined || hasRealNode) {
     // first: nothing may restart pods while they are removed, and the host is restored before the control plane goes
-    const left = await stopRealNode(stateDir, env?.pids ?? [])
-    if (left.length > 0) log(`[testbed] host state NOT fully restored after the real node:\n${left.join("\n")}`)
+    hostDiff = await stopRealNode(stateDir, env?.pids ?? [])
+    if (hostDiff.length > 0) log(`[testbed] host state NOT fully restored after the real node:\n${hostDiff.join("\n")}`)
   }
   if (env !== undefined) await stopDaemons([...env.pids].filter((p) => !(REAL_NODE_DAEMONS as ReadonlyArray<string>).includes(p.name)).reverse())
   if (remove) fs.rmSync(stateDir, { recursive: true, force: true })
-  return true
+  return { found: true, hostDiff }
 }
 
 export const status = (stateDir: string): string => {

@@ -167,3 +167,10 @@ export const pauseArchive = async (built: BuiltImages, file: string, ref: string
   fs.rmSync(file, { force: true })
   await sh("skopeo", ["copy", "-q", `oci:${built.layout}:pause`, `docker-archive:${file}:${ref}`])
 }
+
+/** Copies `from` to a new tag `to` inside the testbed registry (blobs are shared). */
+export const copyTag = async (r: RegistryInfo, from: string, to: string): Promise<void> => {
+  const creds = `${r.username}:${r.password}`
+  await sh("skopeo", ["copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false", "--src-creds", creds, "--dest-creds", creds,
+    `docker://${r.host}/${from}`, `docker://${r.host}/${to}`])
+}
