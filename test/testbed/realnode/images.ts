@@ -75,7 +75,7 @@ export const buildImages = async (log: (l: string) => void): Promise<BuiltImages
   const closure = await packageClosure(ROOTFS_PACKAGES)
   const versions = await sh("dpkg-query", ["-W", "-f", "${Package} ${Version}\\n", ...closure])
   const sources = fs.readdirSync(realnodeSrcDir).sort().map((f) => path.join(realnodeSrcDir, f))
-  const key = createHash("sha256").update(BUILD_VERSION).update(versions).update(fileHash([...sources, new URL(import.meta.url).pathname]))
+  const key = createHash("sha256").update(BUILD_VERSION).update(versions).update(fileHash(sources))
     .digest("hex").slice(0, 16)
   const dir = path.join(k8sCacheDir, "realnode-images", key)
   const done = path.join(dir, ".done")

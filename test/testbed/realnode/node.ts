@@ -75,6 +75,7 @@ export const startContainerd = (stateDir: string, registryHost: string): Daemon 
   const p = realNodePaths(stateDir)
   const c = path.join(p.dir, "containerd")
   const certs = path.join(p.dir, "certs.d")
+  fs.mkdirSync(c, { recursive: true })
   fs.mkdirSync(path.join(certs, registryHost), { recursive: true })
   fs.writeFileSync(path.join(certs, registryHost, "hosts.toml"),
     `server = "http://${registryHost}"\n[host."http://${registryHost}"]\n  capabilities = ["pull", "resolve"]\n`)
