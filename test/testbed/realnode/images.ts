@@ -88,7 +88,9 @@ export const buildImages = async (log: (l: string) => void): Promise<BuiltImages
   const work = path.join(dir, "work")
   fs.mkdirSync(bin, { recursive: true })
   fs.mkdirSync(work, { recursive: true })
-  const pauseSrc = path.join(k8sCacheDir, "kubernetes-1.20.2", "build", "pause", "linux", "pause.c")
+  // pause.c of the Kubernetes source build-k8s.sh fetched (read from the tarball: the unpacked tree may be gone)
+  const pauseSrc = path.join(work, "pause.c")
+  fs.writeFileSync(pauseSrc, await sh("tar", ["-xzOf", path.join(k8sCacheDir, "kubernetes_1.20.5+really1.20.2.orig.tar.gz"), "kubernetes-1.20.2/build/pause/linux/pause.c"]))
   await Promise.all([
     gccStatic(pauseSrc, path.join(bin, "pause"), ["-DVERSION=3.4.1-testbed"]),
     gccStatic(path.join(realnodeSrcDir, "su-exec.c"), result.suExec),
