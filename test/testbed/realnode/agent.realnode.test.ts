@@ -81,8 +81,15 @@ layer(RealNodeAgent.layer({ graceSeconds: 6 }), { excludeTestServices: true, tim
     Effect.gen(function*() {
       const { client } = yield* RealNodeAgent
       const { kid } = yield* create({ cpu: "0.5", mem: String(256 * MiB) })
-      // the runner is PID 1's process tree; the allocation happens in the kernel (ipykernel) process
-      yield* client.invoke(AgentRpcs.execute, 3, kid, crypto.randomUUID(), "query", "hog = bytearray(1024 * 1024 * 1024)", {}, 5).pipe(Effect.ignore)
+      // Query code runs in the ipykernel, a CHILD of the runner (PID 1): left alone, the memcg OOM killer
+      // picks that biggest process, the runner lives on with a zombie and the query never finishes — the
+      // container is not OOMKilled and nobody hears of it (seen on this node; see the realnode report).
+      // To exercise the agent's oom-killed path, the code makes PID 1 the preferred victim first
+      // (raising an oom_score_adj needs no privilege), as a runaway runner would be.
+      const code = "open('/proc/1/oom_score_adj', 'w').write('1000')\nhog = bytearray(1024 * 1024 * 1024)"
+      yield* client.invoke(AgentRpcs.execute, 3, kid, crypto.randomUUID(), "query", code, {}, 5).pipe(Effect.ignore)
+      const pod = yield* eventually(kernelPod(kid), (p) => p?.status?.containerStatuses?.[0]?.state?.terminated !== undefined, 60)
+      assert.strictEqual(pod?.status?.containerStatuses?.[0]?.state?.terminated?.reason, "OOMKilled", JSON.stringify(pod?.status))
       const ev = yield* takeEvent("kernel_terminated", kid)
       assert.strictEqual(ev.args[1], "oom-killed", JSON.stringify(ev.args))
     }))
