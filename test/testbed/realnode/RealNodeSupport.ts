@@ -94,7 +94,9 @@ const make = (options: SiteOptions) =>
     fs.writeFileSync(toml, [
       "[etcd]", `namespace = "${etcdNs}"`, `addr = "${env.etcd}"`,
       "[agent]", `id = "${agentId}"`, `rpc-listen-addr = "127.0.0.1:${rpcPort}"`,
-      "[container]", `scratch-root = "${scratchRoot}"`, "create-timeout = 120",
+      // kernel-uid/gid: the scratch dir (the pod's /home/work) is given to the entrypoint's `work` user; left
+      // unset, it stays root's 0755 and the 19.06 python runner dies at start (mkdir /home/work/.local: EACCES)
+      "[container]", `scratch-root = "${scratchRoot}"`, "create-timeout = 120", "kernel-uid = 9001", "kernel-gid = 9001",
       "[kubernetes]", `namespace = "${kubeNs}"`, `kubeconfig = "${env.kubeconfig}"`, `termination-grace = ${graceSeconds}`,
       `node-selector = "${REAL_NODE_LABEL}=true"`,
       "[kubernetes.registry]", `url = "${env.registry.url}"`,
