@@ -50,7 +50,7 @@ layer(RealNodeAgent.layer({ graceSeconds: 6 }), { excludeTestServices: true, tim
       assert.match(pod.status.containerStatuses[0].containerID, /^containerd:\/\//)
       const out = yield* runCode(kid, "import os, sys\nprint(6*7, os.getuid(), os.environ['FOO'], sys.prefix)")
       assert.strictEqual(out.status, "finished", out.text)
-      assert.include(out.text, "42 9001 bar /opt/backend.ai") // uid-matched user, manager environ, the krunner venv
+      assert.include(out.text, "42 9001 bar /opt/backend.ai", out.text) // uid-matched user, manager environ, the krunner venv
       // ipykernel state survives between queries (one kernel process per container)
       yield* runCode(kid, "kept = 'still-here'")
       assert.include((yield* runCode(kid, "print(kept)")).text, "still-here")

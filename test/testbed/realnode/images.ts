@@ -23,7 +23,7 @@ const sh = async (cmd: string, args: ReadonlyArray<string>, opts: { cwd?: string
   (await run(cmd, [...args], { maxBuffer: 256 << 20, ...opts })).stdout
 
 export const realnodeSrcDir = path.join(path.dirname(new URL(import.meta.url).pathname), "c")
-const BUILD_VERSION = "4" // bump when the build recipe below changes
+const BUILD_VERSION = "5" // bump when the build recipe below changes
 
 /** Debian packages whose installed files (with their dependency closure) make the python rootfs. */
 export const ROOTFS_PACKAGES = [
@@ -119,7 +119,15 @@ export const buildImages = async (log: (l: string) => void): Promise<BuiltImages
   for (const d of USRMERGE) { fs.mkdirSync(path.join(root, "usr", d), { recursive: true }); fs.symlinkSync(`usr/${d}`, path.join(root, d)) }
   const listed = (await sh("dpkg", ["-L", ...closure])).split("\n")
     .filter((p) => p.startsWith("/") && !EXCLUDE.some((e) => p.startsWith(e)) && !USRMERGE.includes(p.slice(1)) && p !== "/.")
-  const files = [...new Set(listed)].filter((p) => { try { fs.lstatSync(p); return true } catch { return false } })
+  // the byte code py3compile made at install time (not in dpkg's lists): without it every kernel start
+  // compiles IPython & co. again (the site dirs are read-only to the kernel user), and the 19.06 runner's
+  // 10 s wait for the ipykernel runs out on a loaded node ("failed to start jupyter kernel", exit 127)
+  const pyver = `cpython-${(await sh("python3", ["-c", "import sys; print(f'{sys.version_info[0]}{sys.version_info[1]}')"])).trim()}`
+  const pyc = listed.filter((p) => p.endsWith(".py")).flatMap((p) => {
+    const dir = path.join(path.dirname(p), "__pycache__")
+    return [dir, path.join(dir, `${path.basename(p, ".py")}.${pyver}.pyc`)]
+  })
+  const files = [...new Set([...listed, ...pyc])].filter((p) => { try { fs.lstatSync(p); return true } catch { return false } })
   fs.writeFileSync(path.join(work, "files.txt"), `${files.map((p) => p.slice(1)).join("\n")}\n`)
   await sh("bash", ["-c", `set -o pipefail; tar -C / --no-recursion -cf - -T ${JSON.stringify(path.join(work, "files.txt"))} | tar -C ${JSON.stringify(root)} --keep-directory-symlink -xf -`])
   for (const d of ["tmp", "var/tmp"]) { fs.mkdirSync(path.join(root, d), { recursive: true }); fs.chmodSync(path.join(root, d), 0o1777) }
