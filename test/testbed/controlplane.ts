@@ -83,6 +83,8 @@ export const startControllers = (stateDir: string, kubeconfig: string): Array<Da
       "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
       "--node-monitor-grace-period=1h", "--pod-eviction-timeout=1h",
       "--concurrent-gc-syncs=5", "--profiling=false",
+      // default /usr/libexec/kubernetes/kubelet-plugins/volume/exec: created on the host otherwise
+      `--flex-volume-plugin-dir=${path.join(stateDir, "flexvolume")}`,
     ], log),
     spawnDaemon("kube-scheduler", path.join(k8sBinDir, "kube-scheduler"), [
       `--kubeconfig=${kubeconfig}`, "--leader-elect=false", "--port=0", "--secure-port=0", "--profiling=false",
