@@ -48,9 +48,10 @@ layer(RealNodeAgent.layer({ graceSeconds: 6 }), { excludeTestServices: true, tim
       const pod = yield* kernelPod(kid)
       assert.strictEqual(pod.spec.nodeName, node.name)
       assert.match(pod.status.containerStatuses[0].containerID, /^containerd:\/\//)
-      const out = yield* runCode(kid, "import os, sys\nprint(6*7, os.getuid(), os.environ['FOO'], sys.prefix)")
+      // query code runs in the ipykernel the runner (krunner venv python) started from the image's kernelspec
+      const out = yield* runCode(kid, "import os\nprint(6*7, os.getuid(), os.environ['FOO'], os.getcwd())")
       assert.strictEqual(out.status, "finished", out.text)
-      assert.include(out.text, "42 9001 bar /opt/backend.ai", out.text) // uid-matched user, manager environ, the krunner venv
+      assert.include(out.text, "42 9001 bar /home/work", out.text) // uid-matched user, manager environ, work dir
       // ipykernel state survives between queries (one kernel process per container)
       yield* runCode(kid, "kept = 'still-here'")
       assert.include((yield* runCode(kid, "print(kept)")).text, "still-here")
@@ -197,6 +198,6 @@ layer(RealNodeAgent.layer({ pullSecret: "" }), { excludeTestServices: true, time
       const image = realImage(env, `lablup/python:${tag}`, PYTHON_LABELS)
       const exit = yield* client.invoke(AgentRpcs.create_kernel, crypto.randomUUID(), kernelConfig(env, { cpu: "0.5", mem: String(512 * MiB) }, image)).pipe(Effect.exit)
       assert.isTrue(exit._tag === "Failure", "create_kernel succeeded without registry credentials")
-      assert.include(String(exit), "ImagePullFailed")
+      assert.include(String(exit), "ImagePullFailed", String(exit))
     }))
 })
