@@ -9,25 +9,49 @@
       forAllSystems = f: nixpkgs.lib.genAttrs systems (system: f nixpkgs.legacyPackages.${system});
     in
     {
-      packages = forAllSystems (pkgs: rec {
+      packages = forAllSystems (pkgs:
+        let
+          inherit (pkgs) lib;
+          # The npm dependency closure comes from package-lock.json itself (nixpkgs' importNpmLock): every
+          # package is a fixed-output fetch keyed by the lock's own `integrity` hash, so there is no
+          # npmDepsHash to recompute when the lock changes. Our lock is written without `resolved` URLs
+          # (npm's omit-lockfile-registry-resolved); npm then fetches from the registry's conventional
+          # tarball path, and so does this: https://registry.npmjs.org/<name>/-/<basename>-<version>.tgz.
+          lock = lib.importJSON ./package-lock.json;
+          tarballOf = path: m:
+            let
+              name = m.name or (lib.last (lib.splitString "node_modules/" path));
+              base = lib.last (lib.splitString "/" name);
+            in
+            "https://registry.npmjs.org/${name}/-/${base}-${m.version}.tgz";
+          lockWithResolved = lock // {
+            packages = lib.mapAttrs
+              (path: m:
+                if path == "" || m ? resolved || (m.link or false) || !(m ? version) || !(m ? integrity) then m
+                else m // { resolved = tarballOf path m; })
+              lock.packages;
+          };
+        in
+        rec {
         bai-k8s-agent = pkgs.buildNpmPackage {
           pname = "bai-k8s-agent";
           version = "0.1.0";
           src = self;
           nodejs = pkgs.nodejs_24;
-          # npmDepsHash pins the npm dependency closure (the fixed-output derivation of package-lock.json).
-          # It is fakeHash until someone with network access computes it; every change of package-lock.json
-          # needs a new one:
-          #   nix run nixpkgs#prefetch-npm-deps -- package-lock.json     # prints sha256-…
-          # or build once (`nix build .#bai-k8s-agent`): the hash mismatch error prints the expected value.
-          # The build runs offline from that closure (no npm registry access at build time).
-          npmDepsHash = pkgs.lib.fakeHash;
+          npmDeps = pkgs.importNpmLock {
+            npmRoot = ./.;
+            packageLock = lockWithResolved;
+          };
+          npmConfigHook = pkgs.importNpmLock.npmConfigHook;
           # The `node` devDependency fetches a Node binary in its install script; Nix provides nodejs_24
           # instead. zeromq ships its prebuilt addon inside the package, so no script is needed for it.
           npmFlags = [ "--ignore-scripts" ];
           npmBuildScript = "build";
           installPhase = ''
             runHook preInstall
+            # the runtime closure holds the production dependencies only: vitest, typescript and the
+            # `node` devDependency stay out (Node is nodejs_24 from nixpkgs)
+            npm prune --omit=dev --no-save --offline --ignore-scripts
             mkdir -p $out/lib/bai-k8s-agent $out/bin
             cp -r dist package.json node_modules config deploy $out/lib/bai-k8s-agent/
             for entry in main watcher agentctl; do
@@ -46,7 +70,7 @@
           };
         };
         default = bai-k8s-agent;
-      });
+        });
 
       apps = forAllSystems (pkgs: {
         default = {

@@ -1,8 +1,14 @@
 import { defineConfig } from "vitest/config"
 
-// Two projects: `unit` runs without external servers; `integration` (files named *.int.test.ts)
-// gets one shared testbed (real etcd, Redis, registry, kube-apiserver, simulated kubelet) from
-// test/testbed/globalSetup.ts, started once per run and torn down at the end, also on failure.
+// Projects: `unit` runs without external servers; `integration` (files named *.int.test.ts) gets one
+// shared testbed (real etcd, Redis, registry, kube-apiserver, simulated kubelet) from
+// test/testbed/globalSetup.ts, started once per run and torn down at the end, also on failure;
+// `interop` (*.interop.test.ts) gets the same testbed with the REAL 19.06 kernel runner for python
+// kernels (test/testbed/globalSetup.interop.ts; needs ../shared, fails with a clear message without it).
+// `npm test` runs unit + integration only (a clone without ../shared passes); `npm run test:interop`
+// runs interop; `npm run test:realnode` runs `realnode` (*.realnode.test.ts: a testbed with a real node —
+// containerd, real kubelet + kube-proxy, real kernel images; root). Run one project per vitest invocation:
+// each testbed project starts its own testbed.
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -14,7 +20,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/**/*.int.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"],
+          exclude: ["test/**/*.int.test.ts", "test/**/*.interop.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"],
           globalSetup: ["test/testbed/globalSetup.unit.ts"]
         }
       },
@@ -24,6 +30,14 @@ export default defineConfig({
           name: "integration",
           include: ["test/**/*.int.test.ts"],
           globalSetup: ["test/testbed/globalSetup.ts"]
+        }
+      },
+      {
+        extends: true,
+        test: {
+          name: "interop",
+          include: ["test/**/*.interop.test.ts"],
+          globalSetup: ["test/testbed/globalSetup.interop.ts"]
         }
       },
       {

@@ -16,10 +16,14 @@ import * as Zmq from "zeromq"
 import { KernelExecution } from "../src/kernel/Execute.ts"
 import { type KernelInfo, KernelRegistry } from "../src/kernel/KernelRegistry.ts"
 import { RunnerConnections, type RunnerEndpoint } from "../src/kernel/RunnerClient.ts"
+import { EventPublisher } from "../src/registry/EventPublisher.ts"
 import { AgentRpcHandlers, AgentRpcs, type PartialAgentRpcHandlers } from "../src/rpc/AgentRpcs.ts"
 import { AiozmqClient } from "../src/rpc/aiozmq/Client.ts"
 import { AiozmqServer } from "../src/rpc/aiozmq/AiozmqServer.ts"
 import { spawnRunner } from "../test/kernel/RunnerSupport.ts"
+
+/** Kernel ids are UUIDs at the RPC edge. */
+const BENCH_KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
 
 const argValue = (flag: string, fallback: number): number => {
   const i = process.argv.indexOf(flag)
@@ -67,7 +71,7 @@ const directClient = (endpoint: RunnerEndpoint) =>
   })
 
 const kernel = (endpoint: RunnerEndpoint): KernelInfo => ({
-  kernelId: "bench",
+  kernelId: BENCH_KID,
   namespace: "bench",
   objectName: "kernel-bench",
   podUid: undefined,
@@ -93,7 +97,9 @@ const ExecuteOnly = Effect.gen(function*() {
   return handlers
 })
 
-const Core = KernelExecution.layer.pipe(Layer.provideMerge(Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer)))
+const Core = KernelExecution.layer.pipe(
+  Layer.provideMerge(Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer, EventPublisher.layerTest([])))
+)
 const Server = AiozmqServer.layer({ bind: "tcp://127.0.0.1:*" }).pipe(
   Layer.provide(AgentRpcHandlers.layer(ExecuteOnly)),
   Layer.provideMerge(Core)
@@ -121,10 +127,10 @@ const main = Effect.gen(function*() {
 
   const server = yield* AiozmqServer
   yield* (yield* KernelRegistry).upsert(kernel(runner.endpoint))
-  yield* (yield* RunnerConnections).open("bench", runner.endpoint)
+  yield* (yield* RunnerConnections).open(BENCH_KID, runner.endpoint)
   const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "30 seconds", lingerMillis: 0 })
   const exec = (runId: string | null, mode: string, opts: Record<string, unknown>) =>
-    client.invoke(AgentRpcs.execute, 3, "bench", runId, mode, "pass", opts, 10)
+    client.invoke(AgentRpcs.execute, 3, BENCH_KID, runId, mode, "pass", opts, 10)
   const agentQuery = yield* timed(
     QUERY_CALLS,
     exec(null, "query", {}).pipe(Effect.flatMap((r) => (r?.status === "finished" ? Effect.void : Effect.die(`unexpected ${r?.status}`))))

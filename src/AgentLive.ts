@@ -37,6 +37,8 @@ import { EventPublisher } from "./registry/EventPublisher.ts"
 import { Registration } from "./registry/Registration.ts"
 import { AgentRpcHandlers } from "./rpc/AgentRpcs.ts"
 import { AiozmqServer } from "./rpc/aiozmq/AiozmqServer.ts"
+import { CallosumServer } from "./rpc/callosum/CallosumServer.ts"
+import { CallosumRpcServer, PresenceFromEtcd, StreamEventsFromEtcd } from "./manager26/Manager26Live.ts"
 import { HealthHandlers } from "./rpc/handlers/Health.ts"
 import { KernelHandlers } from "./rpc/handlers/Kernel.ts"
 import { RunnerHandlers } from "./rpc/handlers/Runner.ts"
@@ -80,6 +82,8 @@ const RpcServer = Layer.unwrap(
     return AiozmqServer.layer({
       bind: `tcp://${formatHostPort(manager.rpcAddr)}`,
       maxFrameBytes: config.agent["rpc-max-frame-size"],
+      maxInFlightPerPeer: config.agent["rpc-max-inflight"],
+      allowedPeers: config.agent["rpc-allowed-peers"],
       shutdownGrace: `${config.agent["shutdown-grace"]} seconds`
     })
   })
@@ -112,7 +116,10 @@ export const AgentLive = (loaded: LoadedConfig) => {
   const Clients = Layer.mergeAll(Etcd.layer, KubeClient.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(Base, StartupLog.pipe(Layer.provide(Base))))
   )
-  const Infra = Layer.mergeAll(EventPublisherFromEtcd, RedisFromEtcd, Registration.layer, KubeletSummary.layer).pipe(
+  // manager 26 (docs/manager-26.md): events go to the Redis stream, RPC is Callosum; the core is shared
+  const m26 = loaded.config.agent["manager-contract"] === "26"
+  const Events = m26 ? StreamEventsFromEtcd : EventPublisherFromEtcd
+  const Infra = Layer.mergeAll(Events, RedisFromEtcd, Registration.layer, KubeletSummary.layer).pipe(
     Layer.provideMerge(ManagerConfig.layer),
     Layer.provideMerge(Clients)
   )
@@ -133,9 +140,15 @@ export const AgentLive = (loaded: LoadedConfig) => {
   const Kernels = Layer.mergeAll(Reconciler.layer, KernelExecution.layer, KernelFiles.layer).pipe(Layer.provideMerge(Core))
   // Heartbeat is built before the RPC server (its loop waits for `running`), so it is released after
   // it: the server stops taking requests, then `instance_terminated` goes out.
-  const App = Layer.mergeAll(InternalHttp.layer, ReadinessChecks, PidFile.layer(loaded.config.agent["pid-file"], process.pid)).pipe(
-    Layer.provideMerge(Registration.layerMarkRunningAfter(AiozmqServer)),
-    Layer.provideMerge(RpcServer),
+  const Common = Layer.mergeAll(InternalHttp.layer, ReadinessChecks, PidFile.layer(loaded.config.agent["pid-file"], process.pid))
+  // "running" in etcd only once the RPC socket is bound; the server itself is not an output
+  const Rpc26 = Registration.layerMarkRunningAfter(CallosumServer).pipe(Layer.provide(CallosumRpcServer), Layer.provide(PresenceFromEtcd))
+  const Rpc1906 = Registration.layerMarkRunningAfter(AiozmqServer).pipe(Layer.provide(RpcServer))
+  const Rpc: Layer.Layer<never, Layer.Error<typeof Rpc26 | typeof Rpc1906>, Layer.Services<typeof Rpc26 | typeof Rpc1906>> = m26
+    ? Rpc26
+    : Rpc1906
+  const App = Common.pipe(
+    Layer.provideMerge(Rpc),
     Layer.provideMerge(Heartbeat.layer),
     Layer.provideMerge(Kernels)
   )

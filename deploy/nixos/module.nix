@@ -11,6 +11,9 @@
 #   };
 #
 # `settings` is rendered to /etc/backend.ai/agent.toml (the agent.toml schema: README.md, config/sample.toml).
+# It lands in the world-readable Nix store: put no secret there. The etcd password comes from a file
+# outside the store (`etcdPasswordFile`), handed to both units as a systemd credential and read into
+# BACKEND_ETCD_PASSWORD at start; `settings.etcd.password` is refused.
 { self }:
 { config, lib, pkgs, ... }:
 let
@@ -40,6 +43,17 @@ let
     CapabilityBoundingSet = "";
     AmbientCapabilities = "";
   };
+
+  # the etcd password from $CREDENTIALS_DIRECTORY (LoadCredential), never from the store
+  launcher = name: bin: pkgs.writeShellScript "bai-${name}-launcher" (''
+    set -eu
+  '' + lib.optionalString (cfg.etcdPasswordFile != null) ''
+    BACKEND_ETCD_PASSWORD="$(cat "$CREDENTIALS_DIRECTORY/etcd-password")"
+    export BACKEND_ETCD_PASSWORD
+  '' + ''
+    exec ${cfg.package}/bin/${bin} -f ${configPath}
+  '');
+  credentials = lib.optionalAttrs (cfg.etcdPasswordFile != null) { LoadCredential = "etcd-password:${cfg.etcdPasswordFile}"; };
 
   common = {
     Type = "exec";
@@ -86,6 +100,13 @@ in
       description = "container.scratch-root: the only directory the agent may write to besides its state directory.";
     };
 
+    etcdPasswordFile = lib.mkOption {
+      type = lib.types.nullOr lib.types.str;
+      default = null;
+      example = "/run/secrets/backendai-etcd-password";
+      description = "File holding the etcd password (read by systemd as a credential; keep it outside the Nix store, e.g. from sops-nix or agenix). null = no password.";
+    };
+
     openFirewall = lib.mkOption {
       type = lib.types.bool;
       default = false;
@@ -102,6 +123,17 @@ in
   };
 
   config = lib.mkIf cfg.enable {
+    assertions = [
+      {
+        assertion = !((cfg.settings.etcd or { }) ? password);
+        message = "services.backendai-agent.settings.etcd.password would be written to the world-readable Nix store: use services.backendai-agent.etcdPasswordFile";
+      }
+      {
+        assertion = cfg.etcdPasswordFile == null || !(lib.hasPrefix builtins.storeDir cfg.etcdPasswordFile);
+        message = "services.backendai-agent.etcdPasswordFile must not be in the Nix store";
+      }
+    ];
+
     services.backendai-agent.settings = {
       container.scratch-root = lib.mkDefault cfg.scratchRoot;
       watcher.target-service = lib.mkDefault "backendai-agent.service";
@@ -126,8 +158,8 @@ in
       wants = [ "network-online.target" ];
       after = [ "network-online.target" ];
       restartTriggers = [ configFile ];
-      serviceConfig = hardening // common // {
-        ExecStart = "${cfg.package}/bin/bai-main -f ${configPath}";
+      serviceConfig = hardening // common // credentials // {
+        ExecStart = "${launcher "main" "bai-main"}";
         Restart = "on-failure";
         TimeoutStopSec = 30;
         RuntimeDirectory = "backendai";
@@ -144,8 +176,8 @@ in
       after = [ "network-online.target" ];
       restartTriggers = [ configFile ];
       path = [ pkgs.systemd ];
-      serviceConfig = hardening // common // {
-        ExecStart = "${cfg.package}/bin/bai-watcher -f ${configPath}";
+      serviceConfig = hardening // common // credentials // {
+        ExecStart = "${launcher "watcher" "bai-watcher"}";
         Restart = "always";
         TimeoutStopSec = 10;
         RestrictAddressFamilies = [ "AF_INET" "AF_INET6" "AF_UNIX" ];

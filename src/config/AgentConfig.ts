@@ -154,13 +154,21 @@ const describe = (v: unknown): string => {
 
 const formatter = SchemaIssue.makeFormatterStandardSchemaV1()
 
+/** Keys whose values are secrets (etcd.password, and any *password/*secret/*token key). */
+const isSecretKey = (keyPath: string): boolean => /(password|passwd|secret|token)/i.test(keyPath)
+
+/** A URL with its user-info (`user:password@`) masked. */
+const withoutUserinfo = (url: string): string => url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, "$1<redacted>@")
+
 /** One line per problem: key path, what was expected, what was found. */
 export const describeIssue = (issue: SchemaIssue.Issue, raw: unknown): Array<string> =>
   formatter(issue).issues.map((i) => {
     const keyPath = (i.path ?? []).map((k) => (typeof k === "object" ? String(k.key) : String(k))).join(".")
     const at = valueAt(raw, (i.path ?? []).map((k) => (typeof k === "object" ? k.key : k)))
     const message = i.message === "Missing key" ? "required key is missing" : i.message.replace(/^Expected/, "expected")
-    return at.found ? `${keyPath}: ${message}, found ${describe(at.value)}` : `${keyPath}: ${message}`
+    if (!at.found) return `${keyPath}: ${message}`
+    // a secret's value is never echoed (logs and terminals outlive the mistake)
+    return `${keyPath}: ${message}, found ${isSecretKey(keyPath) ? "<redacted>" : describe(at.value)}`
   })
 
 /** Keys of the file that the schema does not know (warnings, not errors: spec §4.4 allows extras). */
@@ -206,7 +214,7 @@ export const decodeConfigText = Effect.fn("decodeConfigText")(function*(
   }
   if (decoded.kubernetes.registry.url !== "" && !/^https?:\/\/[^/]+/.test(decoded.kubernetes.registry.url)) {
     semantic.push(
-      `kubernetes.registry.url: expected an http(s) URL such as "https://registry:5000", found ${JSON.stringify(decoded.kubernetes.registry.url)}`
+      `kubernetes.registry.url: expected an http(s) URL such as "https://registry:5000", found ${JSON.stringify(withoutUserinfo(decoded.kubernetes.registry.url))}`
     )
   }
   if (semantic.length > 0) return yield* new ConfigError({ file, problems: semantic })

@@ -5,6 +5,7 @@
  */
 import { Effect, Schema, SchemaGetter, SchemaIssue } from "effect"
 import { parseBinarySize, parseDurationSeconds, parseHostPort } from "../domain/Units.ts"
+import { parseAllowedPeers } from "../rpc/aiozmq/Allowlist.ts"
 
 const StringOrNumber = Schema.Union([Schema.String, Schema.Number])
 
@@ -87,7 +88,33 @@ export const AgentSection = section({
   /** Largest RPC frame accepted from the manager (upload_file carries whole files). */
   "rpc-max-frame-size": withDefault(BinarySize, "64m"),
   /** How long in-flight RPCs may take to finish when the agent stops. */
-  "shutdown-grace": withDefault(Duration, "10s")
+  "shutdown-grace": withDefault(Duration, "10s"),
+  /**
+   * Manager addresses (IPs or CIDR blocks) allowed to connect to the RPC port (ZeroMQ ZAP); empty =
+   * everyone. The 19.06 protocol has no authentication: see docs/security.md.
+   */
+  "rpc-allowed-peers": withDefault(
+    Schema.Array(Schema.String).check(Schema.makeFilter((entries) => {
+      const parsed = parseAllowedPeers(entries)
+      return typeof parsed === "string" ? `expected IP addresses or CIDR blocks: ${parsed}` : true
+    })),
+    []
+  ),
+  /** RPC requests one manager connection may have in flight; more are refused at once. */
+  "rpc-max-inflight": withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 1024),
+  /**
+   * Which manager line drives the agent: "19.06" (aiozmq RPC, ZeroMQ PUSH events, instance_heartbeat)
+   * or "26" (Callosum RPC, Redis-stream events in DB 4, agent_heartbeat; docs/manager-26.md). The
+   * kernel lifecycle, runner client, stats, Kubernetes model and etcd layout are the same for both.
+   */
+  "manager-contract": withDefault(Schema.Literals(["19.06", "26"]), "19.06"),
+  /**
+   * Manager 26 only: CURVE on the RPC socket (docs/manager-26.md). The manager's public certificate
+   * and the agent's secret certificate (pyzmq format), named as the Python agent names them; both or
+   * neither.
+   */
+  "rpc-auth-manager-public-key": Schema.optionalKey(Schema.String.check(Schema.isNonEmpty())),
+  "rpc-auth-agent-keypair": Schema.optionalKey(Schema.String.check(Schema.isNonEmpty()))
 })
 
 export const ContainerSection = section({
@@ -111,13 +138,31 @@ export const ContainerSection = section({
   "download-max-size": withDefault(BinarySize, "1m")
 })
 
-const Volume = Schema.Struct({
+const volumeFields = {
   type: Schema.Literals(["hostPath", "nfs"]),
   /** hostPath directory on the nodes, or the NFS export path. */
   path: Schema.String.check(Schema.isNonEmpty()),
   server: Schema.optionalKey(Schema.String),
   "read-only": Schema.optionalKey(Schema.Boolean)
-}).check(Schema.makeFilter((v) => v.type !== "nfs" || (v.server !== undefined && v.server !== "") || "an nfs volume needs `server`"))
+}
+const nfsNeedsServer = Schema.makeFilter((v: { readonly type: string; readonly server?: string | undefined }) =>
+  v.type !== "nfs" || (v.server !== undefined && v.server !== "") || "an nfs volume needs `server`"
+)
+const Volume = Schema.Struct(volumeFields).check(nfsNeedsServer)
+
+/** The krunner volume, plus the `X.Y` of its env's `lib/pythonX.Y` (where the runner package is mounted). */
+const KrunnerVolume = Schema.Struct({
+  ...volumeFields,
+  "python-version": withDefault(
+    Schema.String.check(Schema.makeFilter((v: string) => /^[0-9]+\.[0-9]+$/.test(v) || "expected a Python version X.Y such as \"3.6\"")),
+    "3.6"
+  )
+}).check(nfsNeedsServer)
+
+/** An IPv4/IPv6 CIDR (or a bare address, taken as /32 or /128). */
+const Cidr = Schema.String.check(Schema.makeFilter((v: string) =>
+  /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)(?:\/[0-9]{1,3})?$/.test(v) || "expected an address or CIDR such as \"10.0.0.5/32\""
+))
 
 export const KubernetesSection = section({
   namespace: withDefault(Schema.String.check(Schema.isNonEmpty()), "backend-ai"),
@@ -129,11 +174,23 @@ export const KubernetesSection = section({
     /** Base URL of the private registry the nodes pull from, e.g. "https://registry.example:5000". */
     url: withDefault(Schema.String, ""),
     "pull-secret": withDefault(Schema.String, "backend-ai-registry-secret"),
-    "verify-tls": withDefault(Schema.Boolean, false)
+    /** Check the registry's TLS certificate (false only for a self-signed test registry). */
+    "verify-tls": withDefault(Schema.Boolean, true)
   }),
-  "krunner-volume": withDefault(Volume, { type: "hostPath", path: "/opt/backend.ai" }),
+  "krunner-volume": withDefault(KrunnerVolume, { type: "hostPath", path: "/opt/backend.ai" }),
   /** The node-side location of `container.scratch-root` (hostPath dir or NFS export). */
   "scratch-volume": Schema.optionalKey(Volume),
+  /**
+   * The fence around kernel pods (NetworkPolicies): the runner ports 2000/2001 only from the agent,
+   * user service ports only from `service-sources`. Needs a network plugin that enforces NetworkPolicy.
+   */
+  "network-policy": section({
+    enabled: withDefault(Schema.Boolean, true),
+    /** Who may reach 2000/2001; empty = this host's own addresses (each as /32 or /128). */
+    "agent-sources": withDefault(Schema.Array(Cidr), []),
+    /** Who may reach the kernels' service ports (the manager's app proxy). */
+    "service-sources": withDefault(Schema.Array(Cidr), ["0.0.0.0/0", "::/0"])
+  }),
   /** Grace period given to kernel pods on destroy. */
   "termination-grace": withDefault(Duration, "5s"),
   /** Full relist of watched objects, on top of the watch. */

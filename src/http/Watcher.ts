@@ -2,8 +2,12 @@
  * The agent watcher's HTTP API (spec §10), served by the separate `watcher` process (src/watcher.ts)
  * on `[watcher] service-addr` (default 0.0.0.0:6009), optionally over TLS.
  *
- * - every request needs `X-BackendAI-Watcher-Token` equal to etcd `config/watcher/token` (the
- *   literal `insecure` when the key is absent), else `403`; compared in constant time;
+ * - every request needs `X-BackendAI-Watcher-Token` equal to etcd `config/watcher/token`, else
+ *   `403`; compared in constant time. There is no built-in default: while the key is absent (or
+ *   empty) every request is refused (the Python watcher fell back to the public literal `insecure`,
+ *   which let anyone who reached the port stop the agent);
+ * - bind address `[watcher] service-addr` (default `0.0.0.0:6009`: the manager calls it from its own
+ *   host); restrict it to the manager-facing interface, or firewall 6009 to the manager's address;
  * - every response carries `Server: BackendAI-AgentWatcher`;
  * - `GET /` → `{"agent-status": <systemctl is-active target-service>, "watcher-status": "active"}`;
  * - `POST /agent/start|stop|restart` → `{"result": "ok"}`;
@@ -26,8 +30,6 @@ import { createServer as createHttpsServer } from "node:https"
 
 export const SERVER_HEADER = "BackendAI-AgentWatcher"
 export const TOKEN_HEADER = "X-BackendAI-Watcher-Token"
-/** The token when etcd has no `config/watcher/token` (Backend.AI's default). */
-export const DEFAULT_TOKEN = "insecure"
 export const NOT_LOADED_MESSAGE = "Agent is not loaded with systemctl."
 
 export interface WatcherOptions {
@@ -37,7 +39,7 @@ export interface WatcherOptions {
   readonly softResetAvailable: boolean
   /** Command prefix running systemctl. Default `["systemctl"]`; `["sudo", "-n", "systemctl"]` with a sudo rule. */
   readonly systemctl?: ReadonlyArray<string>
-  /** Reads the token (etcd `config/watcher/token`); `undefined` = absent → {@link DEFAULT_TOKEN}. */
+  /** Reads the token (etcd `config/watcher/token`); `undefined` or empty = absent → every request refused. */
   readonly token: Effect.Effect<string | undefined, unknown>
   /** How often the token is read again (it can be rotated in etcd). Default 30 s. */
   readonly tokenRefresh?: Duration.Input
@@ -67,9 +69,19 @@ export const routes = (options: WatcherOptions): Layer.Layer<never, never, HttpR
       const prefix = options.systemctl ?? ["systemctl"]
 
       // --- the token: read at start, then refreshed; the last good value stays on etcd errors
-      const token = yield* Ref.make(Option.none<string>())
+      // None: not read yet (503); Some(None): read, absent (403 for everyone); Some(Some(t)): the token
+      const token = yield* Ref.make(Option.none<Option.Option<string>>())
       const load = options.token.pipe(
-        Effect.flatMap((t) => Ref.set(token, Option.some(t ?? DEFAULT_TOKEN))),
+        Effect.flatMap((t) => {
+          const absent = t === undefined || t === ""
+          return Ref.getAndSet(token, Option.some(absent ? Option.none() : Option.some(t))).pipe(
+            Effect.flatMap((before) =>
+              absent && !Option.exists(before, Option.isNone)
+                ? Effect.logWarning("watcher: etcd has no config/watcher/token: every request is refused until it is set")
+                : Effect.void
+            )
+          )
+        }),
         Effect.tapError((e) => Effect.logWarning(`watcher: cannot read the token from etcd: ${e instanceof Error ? e.message : String(e)}`))
       )
       yield* load.pipe(
@@ -138,7 +150,10 @@ export const routes = (options: WatcherOptions): Layer.Layer<never, never, HttpR
             return respond({ message: "The watcher token is not loaded yet (etcd unreachable)." }, 503)
           }
           const given = request.headers[TOKEN_HEADER.toLowerCase()]
-          if (given === undefined || !tokenMatches(given, expected.value)) {
+          if (Option.isNone(expected.value)) {
+            return respond({ message: "Forbidden" }, 403)
+          }
+          if (given === undefined || !tokenMatches(given, expected.value.value)) {
             return respond({ message: "Forbidden" }, 403)
           }
           return yield* handler

@@ -24,17 +24,23 @@
  */
 import * as crypto from "node:crypto"
 import { Context, Duration, Effect, Layer, Option } from "effect"
-import { InvalidRequest, type KernelNotFound, RunNotFound, RunnerUnavailable } from "../domain/Errors.ts"
+import { InvalidRequest, KernelNotFound, RunnerUnavailable, type RunNotFound } from "../domain/Errors.ts"
+import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { ExecuteResult, StartServiceResult } from "../rpc/AgentRpcs.ts"
 import { KernelRegistry } from "./KernelRegistry.ts"
+import { SELF_TERMINATED } from "./KernelLifecycle.ts"
 import { type PollResult, type RunnerError, type RunnerFrame, RunnerConnections } from "./RunnerClient.ts"
 
 /** Longest poll: below manager 19.06's 30 s `execute` timeout with room for the round trip. */
 export const MAX_FLUSH = Duration.seconds(25)
 /** Completion wait: below the manager's 10 s `get_completions` timeout. */
 export const COMPLETION_WAIT = Duration.seconds(5)
-/** `start-service` wait (K2). */
-export const SERVICE_WAIT = Duration.seconds(10)
+/**
+ * `start-service` wait: the 19.06 Docker agent's 30 s (agent/kernel.py `with timeout(30)`). The 19.06
+ * runner answers only once the service's port opens (no deadline of its own), and its main loop is
+ * blocked meanwhile.
+ */
+export const SERVICE_WAIT = Duration.seconds(30)
 
 export type ExecuteMode = "query" | "batch" | "input" | "continue"
 
@@ -146,6 +152,7 @@ export class KernelExecution extends Context.Service<KernelExecution, {
   static readonly make = Effect.gen(function*() {
     const registry = yield* KernelRegistry
     const connections = yield* RunnerConnections
+    const events = yield* EventPublisher
 
     const connectionOf = (kernelId: string) =>
       registry.touch(kernelId).pipe(
@@ -160,14 +167,33 @@ export class KernelExecution extends Context.Service<KernelExecution, {
       if (req.runId === null && !plan.value.create) {
         return yield* new InvalidRequest({ method: "execute", message: `mode '${req.mode}' needs a run id` })
       }
-      const conn = yield* connectionOf(req.kernelId)
+      // an unknown kernel: kernel_terminated(kid, "self-terminated") first, as the 19.06 Docker
+      // agent's _execute, so that the manager releases the session; then the error
+      const conn = yield* connectionOf(req.kernelId).pipe(
+        Effect.tapError((e) =>
+          e instanceof KernelNotFound ? events.publish(AgentEvents.kernelTerminated(req.kernelId, SELF_TERMINATED, null)) : Effect.void
+        )
+      )
       const runId = req.runId ?? (yield* freshRunId)
       yield* Effect.annotateCurrentSpan({ kernelId: req.kernelId, runId, mode: req.mode })
-      const mapRunError = (e: RunnerError) =>
-        e.reason === "UnknownRun" ? new RunNotFound({ kernelId: req.kernelId, runId }) : unavailable(e)
-      yield* conn.attachRun(runId, plan.value.frames, { create: plan.value.create }).pipe(Effect.mapError(mapRunError))
-      const poll = yield* conn.poll(runId, flushWindow(req.flushTimeout)).pipe(Effect.mapError(mapRunError))
-      return toResult(req.apiVersion, runId, poll)
+      const window = flushWindow(req.flushTimeout)
+      // continue/input of a run this agent does not know (lost with an agent restart, or client
+      // misuse): an empty `continued` after the flush window, as the Docker agent answers (its
+      // attach_output_queue makes a fresh queue); nothing is sent to the runner
+      const unknownRun = Effect.sleep(window).pipe(Effect.as(toResult(req.apiVersion, runId, { items: [], end: Option.none() })))
+      const attached = yield* conn.attachRun(runId, plan.value.frames, { create: plan.value.create }).pipe(
+        Effect.as(true),
+        Effect.catchIf((e) => e.reason === "UnknownRun", () => Effect.succeed(false)),
+        Effect.mapError(unavailable)
+      )
+      if (!attached) return yield* unknownRun
+      const poll = yield* conn.poll(runId, window).pipe(
+        Effect.map(Option.some),
+        Effect.catchIf((e) => e.reason === "UnknownRun", () => Effect.succeed(Option.none<PollResult>())),
+        Effect.mapError(unavailable)
+      )
+      if (Option.isNone(poll)) return yield* unknownRun
+      return toResult(req.apiVersion, runId, poll.value)
     })
 
     const interrupt = Effect.fn("KernelExecution.interrupt")(function*(kernelId: string) {

@@ -5,12 +5,62 @@
  * Decoding failures become `InvalidKernelConfig` before anything is created.
  */
 import { Effect, Schema, SchemaGetter, SchemaIssue } from "effect"
+import * as path from "node:path"
 import { InvalidKernelConfig } from "../domain/Errors.ts"
 import { Int, Str } from "../rpc/msgpack/PySchema.ts"
+import { slotIntegerPart, slotValue } from "./SlotDecimal.ts"
 
-/** `{slot: decimal string}`; numbers are accepted and stringified. */
+/**
+ * `{slot: decimal string}`: whatever Python's `Decimal()` accepts that is finite and not below zero
+ * (`"1E+1"`, `" 4 "`, `"1_000"`), decoded to an exact plain decimal (`"10"`); numbers are stringified.
+ */
 const SlotValue = Str.pipe(
-  Schema.check(Schema.makeFilter((s: string) => /^\s*\d+(\.\d+)?\s*$/.test(s) || "expected a non-negative decimal"))
+  Schema.decodeTo(Schema.String, {
+    decode: SchemaGetter.transformEffect((s: string) => {
+      const r = slotValue(s)
+      return r.ok ? Effect.succeed(r.value) : Effect.fail(new SchemaIssue.InvalidValue({ message: r.message }, s))
+    }),
+    encode: SchemaGetter.transform((s: string) => s)
+  })
+)
+
+/**
+ * Image labels as the manager sends them: etcd `images/<reg>/<img>/<tag>/labels/<key>` read as a
+ * prefix, so a label key containing `/` arrives NESTED (`{"com.example": {"x": "1"}}` for the label
+ * `com.example/x`). Flattened back to `{"com.example/x": "1"}` (an empty key stands for the prefix
+ * itself); leaves must be strings (numbers are stringified), anything else is refused.
+ */
+export const flattenLabels = (labels: { readonly [k: string]: unknown }): Record<string, string> | string => {
+  const out: Record<string, string> = {}
+  const walk = (prefix: string, node: unknown, depth: number): string | undefined => {
+    if (typeof node === "string" || typeof node === "number") {
+      out[prefix] = String(node)
+      return undefined
+    }
+    if (depth > 16 || node === null || typeof node !== "object" || Array.isArray(node) || node instanceof Uint8Array) {
+      return `label ${JSON.stringify(prefix.slice(0, 120))}: expected a string or a nested mapping of strings`
+    }
+    for (const [k, v] of Object.entries(node)) {
+      const problem = walk(prefix === "" ? k : k === "" ? prefix : `${prefix}/${k}`, v, depth + 1)
+      if (problem !== undefined) return problem
+    }
+    return undefined
+  }
+  for (const [k, v] of Object.entries(labels)) {
+    const problem = walk(k, v, 0)
+    if (problem !== undefined) return problem
+  }
+  return out
+}
+
+const Labels = Schema.Record(Schema.String, Schema.Unknown).pipe(
+  Schema.decodeTo(Schema.Record(Schema.String, Schema.String), {
+    decode: SchemaGetter.transformEffect((labels: { readonly [k: string]: unknown }) => {
+      const flat = flattenLabels(labels)
+      return typeof flat === "string" ? Effect.fail(new SchemaIssue.InvalidValue({ message: flat }, labels)) : Effect.succeed(flat)
+    }),
+    encode: SchemaGetter.transform((labels: { readonly [k: string]: string }) => labels)
+  })
 )
 
 export const ImageRef = Schema.Struct({
@@ -22,7 +72,7 @@ export const ImageRef = Schema.Struct({
   })),
   digest: Schema.optionalKey(Schema.NullOr(Schema.String)),
   canonical: Schema.String.check(Schema.isNonEmpty()),
-  labels: Schema.Record(Schema.String, Str).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+  labels: Labels.pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
 })
 
 export interface Mount {
@@ -33,6 +83,9 @@ export interface Mount {
 }
 
 const Permission = Schema.Literals(["ro", "rw", "wd"])
+
+/** One plain path component: not empty, no `/`, no NUL, not `.` or `..`. */
+export const isPathComponent = (s: string): boolean => s !== "" && s !== "." && s !== ".." && !/[/\0]/.test(s)
 
 /** `[folder_name, host, folder_id, perm]`; legacy 3-tuples mean `rw` (spec §2.2). */
 const MountTuple = Schema.Union([
@@ -46,9 +99,84 @@ const MountTuple = Schema.Union([
       encode: SchemaGetter.transform((m) => [m.name, m.host, m.folderId, m.permission] as const)
     }
   ),
-  Schema.check(Schema.makeFilter((m: Mount) =>
-    (/^[A-Za-z0-9._-]+$/.test(m.name) && m.name !== "." && m.name !== "..") || "folder names must be plain path components"
-  ))
+  Schema.check(
+    Schema.makeFilter((m: Mount) =>
+      (/^[A-Za-z0-9._-]+$/.test(m.name) && m.name !== "." && m.name !== "..") || "folder names must be plain path components"
+    ),
+    Schema.makeFilter((m: Mount) =>
+      isPathComponent(m.host) || `the vfolder host must be one plain path component, got ${JSON.stringify(m.host.slice(0, 80))}`
+    ),
+    Schema.makeFilter((m: Mount) =>
+      isPathComponent(m.folderId) || `the folder id must be one plain path component, got ${JSON.stringify(m.folderId.slice(0, 80))}`
+    )
+  )
+)
+
+/**
+ * Where a vfolder lives on the nodes: `<volumes/_mount>/<host>/<volumes/_fsprefix>/<folder id>`
+ * (K1), or `undefined` when the joined path would not stay strictly under `volumes/_mount`
+ * (`_fsprefix` comes from etcd; `host` and the folder id are single components already).
+ */
+export const vfolderHostPath = (mountRoot: string, fsprefix: string, m: Pick<Mount, "host" | "folderId">): string | undefined => {
+  if (!mountRoot.startsWith("/") || !isPathComponent(m.host) || !isPathComponent(m.folderId)) return undefined
+  const root = path.posix.resolve(mountRoot)
+  const joined = path.posix.resolve(root, m.host, fsprefix.replace(/^\/+/, ""), m.folderId)
+  const under = root === "/" ? joined !== "/" : joined.startsWith(`${root}/`)
+  return under && path.posix.basename(joined) === m.folderId ? joined : undefined
+}
+
+/** Every mount's node path stays under `volumes/_mount`; else the message naming the first that does not. */
+export const checkVfolderPaths = (
+  mounts: ReadonlyArray<Mount>,
+  vf: { readonly mount: string; readonly fsprefix: string }
+): string | undefined => {
+  for (const m of mounts) {
+    if (vfolderHostPath(vf.mount, vf.fsprefix, m) === undefined) {
+      return `the vfolder ${JSON.stringify(m.name)} (host ${JSON.stringify(m.host)}) would not stay under volumes/_mount ${JSON.stringify(vf.mount)}`
+    }
+  }
+  return undefined
+}
+
+// ---------------------------------------------------------------------------------------------
+// environ (spec §2.2: {str: str} from the user's session request)
+
+/**
+ * Variables the agent sets itself: the caller's values are dropped, the agent's win.
+ * `LOCAL_USER_ID`/`LOCAL_GROUP_ID` come from `container.kernel-uid`/`kernel-gid` only (the entrypoint
+ * creates the kernel's user with them: a caller's `0` would make the kernel root).
+ */
+export const isAgentSetVariable = (key: string): boolean =>
+  key === "LOCAL_USER_ID" || key === "LOCAL_GROUP_ID" || key.startsWith("BACKENDAI_") || key === "LD_PRELOAD"
+
+/**
+ * Dynamic-loader variables (glibc and musl read `LD_*`; glibc also `GLIBC_TUNABLES`): the kernel's
+ * entrypoint runs as root before dropping to the kernel's user, so a caller's `LD_PRELOAD`,
+ * `LD_LIBRARY_PATH` or `LD_AUDIT` would run code as root; they are refused.
+ */
+export const isLoaderVariable = (key: string): boolean => key.startsWith("LD_") || key === "GLIBC_TUNABLES"
+
+/** Names Kubernetes accepts for container env vars (1.20: `[-._a-zA-Z][-._a-zA-Z0-9]*`). */
+const ENV_NAME = /^[-._a-zA-Z][-._a-zA-Z0-9]*$/
+
+const Environ = Schema.Record(Schema.String, Str).pipe(
+  Schema.decodeTo(Schema.Record(Schema.String, Schema.String), {
+    decode: SchemaGetter.transformEffect((env: { readonly [k: string]: string }) => {
+      const problems: Array<string> = []
+      const out: Record<string, string> = {}
+      for (const [key, value] of Object.entries(env)) {
+        const shown = JSON.stringify(key.slice(0, 80))
+        if (isLoaderVariable(key)) problems.push(`${shown} is a dynamic-loader variable and cannot be set`)
+        else if (value.includes("\0")) problems.push(`the value of ${shown} contains a NUL character`)
+        // names Kubernetes cannot carry are dropped, as environ.txt always did (see environText)
+        else if (ENV_NAME.test(key) && !isAgentSetVariable(key)) out[key] = value
+      }
+      return problems.length === 0
+        ? Effect.succeed(out)
+        : Effect.fail(new SchemaIssue.InvalidValue({ message: problems.join(", ") }, env))
+    }),
+    encode: SchemaGetter.transform((env: { readonly [k: string]: string }) => env)
+  })
 )
 
 export const KernelConfig = Schema.Struct({
@@ -56,7 +184,7 @@ export const KernelConfig = Schema.Struct({
   resource_slots: Schema.Record(Schema.String, SlotValue),
   idle_timeout: Schema.NullOr(Int).pipe(Schema.withDecodingDefaultKey(Effect.succeed(0))),
   mounts: Schema.Array(MountTuple).pipe(Schema.withDecodingDefaultKey(Effect.succeed([]))),
-  environ: Schema.Record(Schema.String, Str).pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
+  environ: Environ.pipe(Schema.withDecodingDefaultKey(Effect.succeed({})))
 })
 export type KernelConfig = typeof KernelConfig.Type
 
@@ -119,17 +247,18 @@ export const environText = (environ: Readonly<Record<string, string>>): string =
     .map(([k, v]) => `${k}=${v}\n`)
     .join("")
 
-/** Binary size as `1g`, `512m`, `64k` or bytes (K1 `MEM_SHARES`). */
-export const binarySizeText = (bytes: number): string => {
-  const units: ReadonlyArray<readonly [string, number]> = [["t", 2 ** 40], ["g", 2 ** 30], ["m", 2 ** 20], ["k", 2 ** 10]]
-  for (const [u, n] of units) if (bytes >= n && bytes % n === 0) return `${bytes / n}${u}`
-  return String(bytes)
+/** Binary size as `1g`, `512m`, `64k` or bytes (K1 `MEM_SHARES`), exact for any byte count. */
+export const binarySizeText = (bytes: number | bigint): string => {
+  const b = typeof bytes === "bigint" ? bytes : BigInt(Math.trunc(bytes))
+  const units: ReadonlyArray<readonly [string, bigint]> = [["t", 1n << 40n], ["g", 1n << 30n], ["m", 1n << 20n], ["k", 1n << 10n]]
+  for (const [u, n] of units) if (b >= n && b % n === 0n) return `${b / n}${u}`
+  return String(b)
 }
 
 /** `resource.txt` in K1's `write_to_text` format. */
 export const resourceText = (kernelId: string, config: KernelConfig): string => {
   const slots = config.resource_slots
-  const mem = Number(slots["mem"] ?? "0")
+  const mem = slotIntegerPart(slots["mem"] ?? "0")
   const mounts = config.mounts.map((m) => `${m.name}:${m.permission}`).join(",")
   return [
     `CID=${kernelId}`,
@@ -138,7 +267,7 @@ export const resourceText = (kernelId: string, config: KernelConfig): string => 
     `SLOTS=${JSON.stringify(slots)}`,
     `IDLE_TIMEOUT=${config.idle_timeout ?? 0}`,
     `CPU_SHARES=0:${slots["cpu"] ?? "0"}`,
-    `MEM_SHARES=root:${binarySizeText(Math.trunc(mem))}`
+    `MEM_SHARES=root:${binarySizeText(mem)}`
   ].join("\n") + "\n"
 }
 

@@ -16,9 +16,10 @@
  *   reason. Agent shutdown never deletes anything (detach).
  */
 import * as k8s from "@kubernetes/client-node"
-import { Clock, Context, Data, Duration, Effect, Exit, Fiber, FiberMap, Layer, Metric, Option, Ref, Schedule, Semaphore, Stream } from "effect"
+import { Clock, Context, Data, Duration, Effect, Exit, Fiber, FiberMap, Layer, Metric, Option, Ref, Schedule, Schema, Semaphore, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
+import { prepareScratchDir } from "../kube/ScratchDir.ts"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import {
   ImagePullFailed,
@@ -33,6 +34,7 @@ import {
 import {
   buildConfigMap,
   buildPod,
+  buildServicePolicy,
   buildService,
   classifyCreating,
   exposedPorts,
@@ -63,7 +65,16 @@ import { Etcd } from "../registry/Etcd.ts"
 import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../rpc/AgentRpcs.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
-import { decodeKernelConfig, environText, type KernelConfig, parseServicePorts, resourceText } from "./KernelConfig.ts"
+import { kernelDir as checkedKernelDir, kernelWorkDir as checkedKernelWorkDir } from "./ScratchPath.ts"
+import {
+  checkVfolderPaths,
+  decodeKernelConfig,
+  environText,
+  KernelConfig as KernelConfigSchema,
+  type KernelConfig,
+  parseServicePorts,
+  resourceText
+} from "./KernelConfig.ts"
 import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
 import { RunnerConnections } from "./RunnerClient.ts"
 
@@ -81,12 +92,50 @@ export type DestroyError = KernelNotFound | KubernetesFailure
 export const USER_REQUESTED = "user-requested"
 /** `kernel_terminated` reason of a kernel lost because its restart failed (the old pod was already gone). */
 export const RESTART_FAILED = "restart-failed"
+/**
+ * `kernel_terminated` reason for a kernel id this agent does not know (the 19.06 Docker agent's
+ * `_destroy_kernel`/`_execute`): the manager then releases the session's slots instead of leaving it
+ * in ERROR for ever.
+ */
+export const SELF_TERMINATED = "self-terminated"
+
+/** `destroy_kernel`'s result: the kernel's last stat with `version: 2` (the Docker agent's), or None. */
+export type DestroyResult = { readonly [key: string]: unknown } | null
+
+/**
+ * What a restart re-creates from: manager 19.06 sends `mounts: []` ("recovered from container
+ * config") and no `idle_timeout` (registry.py 819–834), and the Docker agent takes both from the old
+ * kernel's resource spec. So do we: an empty mount list and a missing (or null) idle timeout mean
+ * "as before". The old kernel's spec comes from the pod's recovery annotation: it is decoded like
+ * the manager's config, and ignored when it does not decode.
+ */
+export const restartConfig = (raw: unknown, decoded: KernelConfig, old: { readonly resourceSpec: string; readonly idleTimeout: number }): KernelConfig => {
+  const sentIdle = typeof raw === "object" && raw !== null && (raw as { readonly idle_timeout?: unknown }).idle_timeout != null
+  const oldMounts = decoded.mounts.length > 0 ? Option.none() : decodeOldMounts(old.resourceSpec)
+  return {
+    ...decoded,
+    ...(sentIdle ? {} : { idle_timeout: old.idleTimeout }),
+    ...(Option.isSome(oldMounts) ? { mounts: oldMounts.value } : {})
+  }
+}
+
+const OldSpec = Schema.fromJsonString(Schema.Struct({ mounts: KernelConfigSchema.fields.mounts }))
+const decodeOldSpec = Schema.decodeUnknownOption(OldSpec)
+const decodeOldMounts = (resourceSpec: string): Option.Option<KernelConfig["mounts"]> =>
+  Option.map(decodeOldSpec(resourceSpec), (s) => s.mounts)
 
 export interface KernelLifecycleShape {
   /** `create_kernel`: idempotent per kernel id. */
   readonly create: (kernelId: string, config: unknown) => Effect.Effect<CreateKernelResult, CreateError>
-  /** `destroy_kernel`: a second destroy of a known kernel is harmless; unknown ids fail. */
-  readonly destroy: (kernelId: string, reason: string) => Effect.Effect<void, DestroyError>
+  /**
+   * `destroy_kernel`: returns the kernel's last stat (`version: 2`) or null. A second destroy of a
+   * known kernel is harmless; an unknown id (e.g. its pod vanished while the agent was down) has
+   * whatever objects are left removed and is reported `kernel_terminated(kid, "self-terminated")`,
+   * as the 19.06 Docker agent does, and answers null.
+   */
+  readonly destroy: (kernelId: string, reason: string) => Effect.Effect<DestroyResult, DestroyError>
+  /** An RPC named a kernel id this agent does not know: `kernel_terminated(kid, "self-terminated")`. */
+  readonly reportUnknown: (kernelId: string) => Effect.Effect<void>
   /** `restart_kernel`: a new pod for the same kernel id and scratch dir. */
   readonly restart: (kernelId: string, config: unknown) => Effect.Effect<RestartKernelResult, CreateError | KernelNotFound>
   /** Destroys every kernel (bounded concurrency); failures are logged, never raised. */
@@ -159,7 +208,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     const nodeSelector = nodeSelectorOf(config.kubernetes["node-selector"])
 
     const creates = yield* FiberMap.make<string, KernelInfo, CreateError>()
-    const destroys = yield* FiberMap.make<string, void, DestroyError>()
+    const destroys = yield* FiberMap.make<string, DestroyResult, DestroyError>()
     const lock = yield* Semaphore.make(1)
     /** Kernel ids destroyed by this process (bounded), so that a repeated destroy is harmless. */
     const terminated = yield* Ref.make<ReadonlyMap<string, true>>(new Map())
@@ -180,13 +229,13 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
 
     const readPod = (name: string) => optional(kube.core("read pod", (api) => api.readNamespacedPod({ name, namespace })))
 
-    const deletePod = (name: string, uid: string | undefined) =>
+    const deletePod = (name: string, uid: string | undefined, graceSeconds: number) =>
       kube.core("delete pod", (api) =>
         api.deleteNamespacedPod({
           name,
           namespace,
           // the 1.20 server ignores query parameters when a body is sent: grace and preconditions go in the body
-          body: { gracePeriodSeconds: Math.ceil(grace), ...(uid === undefined ? {} : { preconditions: { uid } }) }
+          body: { gracePeriodSeconds: Math.ceil(graceSeconds), ...(uid === undefined ? {} : { preconditions: { uid } }) }
         })).pipe(
           Effect.asVoid,
           // 404: gone; 409: the precondition failed, i.e. the name now belongs to another pod
@@ -231,12 +280,15 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         Effect.map(Option.flatMap(Option.fromNullishOr))
       )
 
-    /** Deletes Pod, Service and ConfigMap of a kernel and waits (bounded) for the pod to go. */
-    const deleteObjects = (kernelId: string, podUid: string | undefined) =>
+    /**
+     * Deletes Pod, Service and ConfigMap of a kernel and waits (bounded) for the pod to go; `graceSeconds`
+     * defaults to `kubernetes.termination-grace`.
+     */
+    const deleteObjects = (kernelId: string, podUid: string | undefined, graceSeconds: number = grace) =>
       Effect.gen(function*() {
         const name = objectName(kernelId)
-        yield* Effect.all([deletePod(name, podUid), deleteService(name), deleteConfigMap(name)], { concurrency: 3, discard: true })
-        return yield* waitPodGone(name, podUid, Duration.sum(Duration.seconds(grace), Duration.seconds(15)))
+        yield* Effect.all([deletePod(name, podUid, graceSeconds), deleteService(name), deleteConfigMap(name)], { concurrency: 3, discard: true })
+        return yield* waitPodGone(name, podUid, Duration.sum(Duration.seconds(graceSeconds), Duration.seconds(15)))
       }).pipe(Effect.mapError(unavailable))
 
     // ------------------------------------------------------------------------------------------
@@ -272,7 +324,13 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           Effect.filterOrFail(
             (v) => v.mount !== "",
             () => new KernelCreationFailed({ kernelId, reason: "VfolderConfig", message: "etcd volumes/_mount is not set" })
-          )
+          ),
+          Effect.flatMap((v) => {
+            const outside = checkVfolderPaths(kconfig.mounts, v)
+            return outside === undefined
+              ? Effect.succeed(v)
+              : Effect.fail(new KernelCreationFailed({ kernelId, reason: "VfolderConfig", message: outside }))
+          })
         )
 
     const fsEffect = <A>(kernelId: string, what: string, f: () => Promise<A>) =>
@@ -282,7 +340,8 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       })
 
     const removeScratch = (kernelId: string) =>
-      Effect.tryPromise(() => fs.promises.rm(kernelDir(kernelId), { recursive: true, force: true })).pipe(
+      checkedKernelDir(scratchRoot, kernelId).pipe(
+        Effect.flatMap((dir) => Effect.tryPromise(() => fs.promises.rm(dir, { recursive: true, force: true }))),
         Effect.catch((e) => Effect.logWarning(`cannot remove the scratch dir of ${kernelId}: ${String(e.cause ?? e)}`))
       )
 
@@ -437,8 +496,15 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         // scratch dir (agent side; the same directory is the pod's /home/work); removed on failure only
         // if this create made it (a ready pod found on 409 is adopted with the directory it uses)
         yield* Effect.acquireRelease(
-          fsEffect(kernelId, "create the scratch dir", () => fs.promises.mkdir(input.scratchDir, { recursive: true })),
+          checkedKernelWorkDir(scratchRoot, kernelId).pipe(
+            Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "ScratchDir", message: e.message })),
+            Effect.flatMap((dir) => fsEffect(kernelId, "create the scratch dir", () => fs.promises.mkdir(dir, { recursive: true })))
+          ),
           (made, exit) => (reuseScratch || made === undefined ? Effect.void : onFailure(exit, removeScratch(kernelId), "remove scratch dir"))
+        )
+        // modes 0711 / 0700, owned as container.kernel-uid/gid when configured (src/kube/ScratchDir.ts)
+        yield* prepareScratchDir(kernelDir(kernelId), { uid: config.container["kernel-uid"], gid: config.container["kernel-gid"] }).pipe(
+          Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "ScratchDir", message: e.message }))
         )
         // NodePorts: reserved now, released if the create fails
         const wanted = exposedPorts(servicePorts)
@@ -481,6 +547,19 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           createService(kernelId, input, reserved, podUid),
           (_, exit) => onFailure(exit, deleteService(name), "delete service")
         )
+        // the kernel's service ports, only from kubernetes.network-policy.service-sources (owned by the pod;
+        // a restart replaces the old pod's policy)
+        const fence = config.kubernetes["network-policy"]
+        const servicePolicy = fence.enabled ? buildServicePolicy(input, fence["service-sources"], podUid) : undefined
+        if (servicePolicy !== undefined) {
+          yield* kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace, body: servicePolicy })).pipe(
+            Effect.catchIf(
+              (e) => e.reason === "AlreadyExists",
+              () => kube.networking("replace network policy", (api) => api.replaceNamespacedNetworkPolicy({ name, namespace, body: servicePolicy }))
+            ),
+            Effect.mapError(createFailure(kernelId))
+          )
+        }
         const ports = nodePortsOf(service)
         const recovery = recoveryFor(input, ports)
         const now = yield* Clock.currentTimeMillis
@@ -656,13 +735,15 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           )
           yield* runners.close(kernelId)
           const exitCode = exitCodeHint ?? Option.match(last, { onNone: () => null, onSome: (p) => terminationOf(p).exitCode })
-          yield* stats.finalize(kernelId)
+          const lastStat = yield* stats.finalize(kernelId)
           yield* events.publish(AgentEvents.kernelTerminated(kernelId, reason, exitCode))
           yield* countKernelTerminated(reason)
           yield* registry.remove(kernelId)
           yield* nodePorts.release([info.replInPort, info.replOutPort, ...info.servicePorts.map((p) => p.host_port)])
           yield* removeScratch(kernelId)
           yield* Effect.logInfo(`kernel terminated (${reason})`)
+          yield* rememberTerminated(kernelId)
+          return Option.match(lastStat, { onNone: (): DestroyResult => null, onSome: (st): DestroyResult => ({ ...st, version: 2 }) })
         } else if (Option.isSome(creating)) {
           // an interrupted restart keeps the scratch dir it reuses
           yield* removeScratch(kernelId)
@@ -670,7 +751,27 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           yield* countKernelTerminated(reason)
         }
         yield* rememberTerminated(kernelId)
+        return null
       }).pipe(Effect.annotateLogs({ kernelId }))
+
+    const reportUnknown = (kernelId: string) =>
+      events.publish(AgentEvents.kernelTerminated(kernelId, SELF_TERMINATED, null)).pipe(
+        Effect.andThen(countKernelTerminated(SELF_TERMINATED)),
+        Effect.andThen(Effect.logInfo("unknown kernel id: reported kernel_terminated(self-terminated)")),
+        Effect.annotateLogs({ kernelId })
+      )
+
+    /**
+     * `destroy_kernel` of an id this agent does not know: objects it may have left (a pod that never
+     * became ready, one the registry lost) are removed, then the kernel is reported self-terminated.
+     */
+    const destroyUnknown = (kernelId: string) =>
+      removeObjects(kernelId).pipe(
+        Effect.catch((e) => Effect.logWarning(`destroy of an unknown kernel: cannot remove its objects: ${e.message}`).pipe(Effect.annotateLogs({ kernelId }))),
+        Effect.andThen(reportUnknown(kernelId)),
+        Effect.andThen(rememberTerminated(kernelId)),
+        Effect.as<DestroyResult>(null)
+      )
 
     const destroyWith = (kernelId: string, reason: string, exitCode: number | null) =>
       Effect.gen(function*() {
@@ -681,7 +782,9 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           const known = yield* registry.find(kernelId)
           if (Option.isNone(creating) && Option.isNone(known)) {
             const wasKnown = (yield* Ref.get(terminated)).has(kernelId)
-            return wasKnown ? Effect.void : Effect.fail(new KernelNotFound({ kernelId }))
+            if (wasKnown) return Effect.succeed<DestroyResult>(null)
+            const fiber = yield* FiberMap.run(destroys, kernelId, destroyUnknown(kernelId))
+            return Fiber.join(fiber)
           }
           const fiber = yield* FiberMap.run(destroys, kernelId, doDestroy(kernelId, reason, exitCode, creating))
           return Fiber.join(fiber)
@@ -718,21 +821,24 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       }).pipe(Effect.annotateLogs({ kernelId }))
 
     const restart = Effect.fn("KernelLifecycle.restart")(function*(kernelId: string, raw: unknown) {
-      const kconfig = yield* decodeKernelConfig(kernelId, raw)
+      const sent = yield* decodeKernelConfig(kernelId, raw)
       const waiter = yield* lock.withPermits(1)(Effect.gen(function*() {
         const inflight = FiberMap.getUnsafe(creates, kernelId)
         if (Option.isSome(inflight)) return awaitCreate(kernelId, inflight.value)
         const known = yield* registry.find(kernelId)
         if (Option.isNone(known) || FiberMap.hasUnsafe(destroys, kernelId)) return Effect.fail(new KernelNotFound({ kernelId }))
         const old = known.value
+        const kconfig = restartConfig(raw, sent, old)
         const fiber = yield* FiberMap.run(
           creates,
           kernelId,
           Effect.gen(function*() {
             yield* registry.update(kernelId, (k) => ({ ...k, status: "creating" }))
             // the old pod could not be removed (API server unreachable): the kernel stays what it was,
-            // so that the watch still reports it if the pod goes later
-            yield* deleteObjects(kernelId, old.podUid).pipe(
+            // so that the watch still reports it if the pod goes later. Killed at once (grace 0), as
+            // the Docker agent kills the container: the whole restart runs under the manager's 30 s
+            // timeout, and the new pod (same name) can only be created once the old one is gone.
+            yield* deleteObjects(kernelId, old.podUid, 0).pipe(
               Effect.tapError(() => registry.update(kernelId, (k) => ({ ...k, status: old.status })))
             )
             yield* runners.close(kernelId)
@@ -806,6 +912,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     return KernelLifecycle.of({
       create,
       destroy,
+      reportUnknown,
       restart,
       destroyAll,
       podEnded,

@@ -11,7 +11,15 @@
  * - output records (stdout, stderr, media, html, log, …) and poll-ending records (waiting-input,
  *   clean-finished, build-finished, finished) to the *current run*'s buffer (dropped when no run is
  *   current, as K1 does);
- * - `completion`, `service-result` and `status` to their own waiters.
+ * - `completion`, `service-result` and `status` to their own waiters (a reply nobody waits for is
+ *   dropped; a reply is copied out of its frame).
+ *
+ * The kernel is an adversary (issue 13): the PULL socket refuses messages over
+ * {@link MESSAGE_MAX_BYTES} (ZeroMQ disconnects the peer, which reconnects) and queues at most
+ * {@link RECEIVE_HWM} messages, and every run of a kernel draws on one budget of
+ * {@link KERNEL_MAX_BUFFERED_BYTES} for buffered output: a kernel flooding output or unsolicited
+ * replies costs a bounded amount of memory (what does not fit is dropped and reported in the run's
+ * output).
  *
  * Runs (spec §8.4): a run is attached with {@link RunnerConnection.attachRun}; runs are FIFO per
  * kernel, a second run waits until the current run's `finished` record arrives; attaching the current
@@ -108,6 +116,8 @@ export interface RunnerConnection {
   readonly complete: (payload: string, timeout: Duration.Input) => Effect.Effect<Option.Option<unknown>, RunnerError>
   /** Sends `start-service` with `payload` (JSON text) and waits up to `timeout` for `service-result`. */
   readonly startService: (payload: string, timeout: Duration.Input) => Effect.Effect<Option.Option<unknown>, RunnerError>
+  /** Output bytes buffered for this kernel, all runs together (at most {@link KERNEL_MAX_BUFFERED_BYTES}). */
+  readonly bufferedBytes: Effect.Effect<number>
 }
 
 /** Limits (spec §12: 10 MiB per record, 4096 records per run). */
@@ -115,6 +125,12 @@ export const RECORD_MAX_BYTES = 10 * 1024 * 1024
 export const RUN_MAX_ITEMS = 4096
 /** Bytes of output a run buffers before dropping (the run queue's 4096 × 10 MiB would be 40 GiB). */
 export const RUN_MAX_BYTES = 64 * 1024 * 1024
+/** Buffered output of all of a kernel's runs together (uncollected finished runs included). */
+export const KERNEL_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
+/** ZeroMQ `maxMessageSize` on the PULL socket: one record and some framing. */
+export const MESSAGE_MAX_BYTES = RECORD_MAX_BYTES + 64 * 1024
+/** ZeroMQ receive high-water mark (messages) on the PULL socket. */
+export const RECEIVE_HWM = 16
 /** Finished runs whose output was not collected, kept per kernel. */
 const MAX_UNCOLLECTED_RUNS = 32
 const KEEPALIVE = Duration.seconds(10)
@@ -221,6 +237,13 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   const waiters: Array<Waiter> = []
   const statusWaiters = new Set<Deferred.Deferred<{ readonly startedAt: number }, RunnerError>>()
   const decoders = { stdout: new TextDecoder("utf-8"), stderr: new TextDecoder("utf-8") }
+  /** Bytes buffered in all runs (one budget per kernel). */
+  let buffered = 0
+  /** The request waiting for a `completion` / `service-result` reply, if any (one at a time each). */
+  const replyWaiters: { completion: Deferred.Deferred<Uint8Array> | undefined; "service-result": Deferred.Deferred<Uint8Array> | undefined } = {
+    completion: undefined,
+    "service-result": undefined
+  }
 
   const push = yield* Effect.acquireRelease(
     Effect.try({
@@ -236,7 +259,8 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   const pull = yield* Effect.acquireRelease(
     Effect.try({
       try: () => {
-        const s = new Zmq.Pull({ linger: 50 })
+        const s = new Zmq.Pull({ linger: 50, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM })
+        void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
         s.connect(tcp(endpoint.host, endpoint.replOutPort))
         return s
       },
@@ -246,8 +270,6 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   )
 
   const outgoing = yield* Queue.unbounded<RunnerFrame>()
-  const completions = yield* Queue.sliding<Uint8Array>(128)
-  const serviceResults = yield* Queue.sliding<Uint8Array>(128)
   const completeLock = yield* Semaphore.make(1)
   const serviceLock = yield* Semaphore.make(1)
 
@@ -297,15 +319,28 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       while (uncollected.length > MAX_UNCOLLECTED_RUNS) {
         const old = uncollected.shift()!
         const r = runs.get(old)
-        if (r !== undefined && r.ended) runs.delete(old)
+        if (r !== undefined && r.ended) {
+          runs.delete(old)
+          release(r)
+        }
       }
     }
     promote()
     wake(run)
   }
 
+  /** Gives a run's buffered bytes back to the kernel's budget. */
+  const release = (run: RunState): void => {
+    buffered -= run.bytes
+    run.bytes = 0
+    run.items = []
+  }
+
   const forget = (run: RunState): void => {
-    if (runs.get(run.runId) === run) runs.delete(run.runId)
+    if (runs.get(run.runId) === run) {
+      runs.delete(run.runId)
+      release(run)
+    }
     const i = uncollected.indexOf(run.runId)
     if (i >= 0) uncollected.splice(i, 1)
   }
@@ -315,14 +350,19 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     if (run === undefined) return false
     const size = itemSize(item)
     if (item._tag !== "End") {
-      if (run.items.length >= RUN_MAX_ITEMS || run.bytes + size > RUN_MAX_BYTES) {
+      if (run.bytes + size > RUN_MAX_BYTES || buffered + size > KERNEL_MAX_BUFFERED_BYTES) {
+        run.dropped++
+        return true
+      }
+      if (run.items.length >= RUN_MAX_ITEMS) {
         const last = run.items[run.items.length - 1]
-        if (!(item._tag === "Stream" && last?._tag === "Stream" && last.stream === item.stream && run.bytes + size <= RUN_MAX_BYTES)) {
+        if (!(item._tag === "Stream" && last?._tag === "Stream" && last.stream === item.stream)) {
           run.dropped++
           return true
         }
       }
       run.bytes += size
+      buffered += size
       const last = run.items[run.items.length - 1]
       if (item._tag === "Stream" && last?._tag === "Stream" && last.stream === item.stream) {
         run.items[run.items.length - 1] = { ...last, text: last.text + item.text }
@@ -365,9 +405,15 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
           statusWaiters.clear()
         })
       case "completion":
-        return Effect.sync(() => void Queue.offerUnsafe(completions, data))
       case "service-result":
-        return Effect.sync(() => void Queue.offerUnsafe(serviceResults, data))
+        return Effect.suspend(() => {
+          const waiter = replyWaiters[type]
+          if (waiter === undefined) return Effect.logDebug(`runner '${type}' nobody asked for dropped`).pipe(log)
+          replyWaiters[type] = undefined
+          // a copy: the reply must not keep the frame's buffer alive
+          Deferred.doneUnsafe(waiter, Effect.succeed(Uint8Array.prototype.slice.call(data)))
+          return Effect.void
+        })
       case "apps-result":
         return Effect.void
       case "media":
@@ -433,7 +479,30 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     Effect.forkScoped
   )
 
-  yield* Effect.sync(() => sendUnsafe([["status", ""]])).pipe(
+  // A message over MESSAGE_MAX_BYTES is a protocol error to ZeroMQ: it drops the connection and,
+  // unlike after a network error, never reconnects. Reconnect on every disconnect.
+  const replOut = tcp(endpoint.host, endpoint.replOutPort)
+  yield* Effect.tryPromise(() => pull.events.receive()).pipe(
+    Effect.flatMap((event) =>
+      event.type !== "disconnect" || closed
+        ? Effect.void
+        : Effect.logWarning("runner: REPL-out connection dropped (oversized record?), reconnecting").pipe(
+          log,
+          Effect.andThen(Effect.sleep("100 millis")),
+          Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
+          Effect.andThen(Effect.try(() => pull.connect(replOut))),
+          Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
+        )
+    ),
+    Effect.forever,
+    Effect.catchCause(() => Effect.void), // the socket closed
+    Effect.forkScoped
+  )
+
+  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
+  // port opens, so pings would only queue up behind it (issue 12 item 7)
+  let servicePending = 0
+  yield* Effect.sync(() => (servicePending === 0 ? sendUnsafe([["status", ""]]) : undefined)).pipe(
     Effect.repeat(Schedule.spaced(KEEPALIVE)),
     Effect.forkScoped
   )
@@ -488,8 +557,11 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
 
   const take = (run: RunState, count: number): PollResult => {
     const taken = run.items.splice(0, count)
-    for (const it of taken) run.bytes -= itemSize(it)
-    if (run.items.length === 0) run.bytes = 0
+    let freed = 0
+    for (const it of taken) freed += itemSize(it)
+    if (run.items.length === 0) freed = run.bytes
+    run.bytes -= freed
+    buffered -= freed
     const out: Array<Exclude<OutputItem, EndItem>> = []
     if (run.dropped > 0) {
       out.push({ _tag: "Stream", stream: "stderr", text: `[bai-agent: ${run.dropped} output records dropped (run buffer full)]\n` })
@@ -529,7 +601,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
 
   const request = (
     lock: Semaphore.Semaphore,
-    replies: Queue.Queue<Uint8Array>,
+    replyType: "completion" | "service-result",
     type: string,
     payload: string,
     timeout: Duration.Input
@@ -539,9 +611,15 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       Semaphore.withPermit(
         lock,
         Effect.gen(function*() {
-          yield* Queue.clear(replies)
+          const waiter = Deferred.makeUnsafe<Uint8Array>()
+          replyWaiters[replyType] = waiter
           sendUnsafe([[type, payload]])
-          const reply = yield* Queue.take(replies).pipe(Effect.timeoutOption(timeout))
+          const reply = yield* Deferred.await(waiter).pipe(
+            Effect.timeoutOption(timeout),
+            Effect.ensuring(Effect.sync(() => {
+              if (replyWaiters[replyType] === waiter) replyWaiters[replyType] = undefined
+            }))
+          )
           if (Option.isNone(reply)) return Option.none()
           const parsed = parseJson(Buffer.from(reply.value).toString("utf8"))
           if (Option.isNone(parsed)) return yield* err("Protocol", `malformed ${type} reply`)
@@ -560,8 +638,14 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     poll,
     currentRun: Effect.sync(() => Option.fromNullishOr(current?.runId)),
     pendingRuns: Effect.sync(() => waiters.length),
-    complete: (payload, timeout) => request(completeLock, completions, "complete", payload, timeout),
-    startService: (payload, timeout) => request(serviceLock, serviceResults, "start-service", payload, timeout)
+    complete: (payload, timeout) => request(completeLock, "completion", "complete", payload, timeout),
+    startService: (payload, timeout) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => servicePending++),
+        () => request(serviceLock, "service-result", "start-service", payload, timeout),
+        () => Effect.sync(() => servicePending--)
+      ),
+    bufferedBytes: Effect.sync(() => buffered)
   }
   return conn
 })

@@ -6,8 +6,10 @@
  */
 import type * as k8s from "@kubernetes/client-node"
 import { Option, Schema } from "effect"
+import { createHash } from "node:crypto"
 import * as path from "node:path"
 import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
+import { slotIntegerPart } from "../kernel/SlotDecimal.ts"
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by"
 export const MANAGED_BY_VALUE = "bai-k8s-agent"
@@ -107,7 +109,7 @@ export const resourceQuantities = (slots: Readonly<Record<string, string>>): Rec
   const out: Record<string, string> = {}
   const num = (k: string) => Number(slots[k] ?? "0")
   if (num("cpu") > 0) out["cpu"] = String(Number(slots["cpu"]))
-  if (num("mem") > 0) out["memory"] = String(Math.trunc(num("mem")))
+  if (num("mem") > 0) out["memory"] = String(slotIntegerPart(slots["mem"]!)) // exact bytes (no float rounding)
   if (num("cuda.device") > 0) out["nvidia.com/gpu"] = String(Math.ceil(num("cuda.device")))
   return out
 }
@@ -121,6 +123,17 @@ export interface VolumeSpec {
   readonly server?: string | undefined
 }
 
+export interface KrunnerVolumeSpec extends VolumeSpec {
+  /**
+   * `kubernetes.krunner-volume.python-version`: the `X.Y` of the krunner env's
+   * `lib/pythonX.Y/site-packages`, where the runner package is mounted. Default {@link DEFAULT_KRUNNER_PYTHON}.
+   */
+  readonly "python-version"?: string | undefined
+}
+
+/** The 19.06 krunner env's Python (krunner-env.ubuntu16.04 / alpine3.8 build Python 3.6). */
+export const DEFAULT_KRUNNER_PYTHON = "3.6"
+
 export interface KernelObjectsInput {
   readonly namespace: string
   readonly agentId: string
@@ -131,7 +144,7 @@ export interface KernelObjectsInput {
   readonly registryUrl: string
   /** `kubernetes.registry.pull-secret`; empty = none */
   readonly pullSecret: string
-  readonly krunnerVolume: VolumeSpec
+  readonly krunnerVolume: KrunnerVolumeSpec
   /** Node-side location of the scratch root (`kubernetes.scratch-volume`, else hostPath of `container.scratch-root`). */
   readonly scratchVolume: VolumeSpec
   /** Agent-side `<scratch-root>/<kid>/work`. */
@@ -190,18 +203,63 @@ export const recoveryFor = (input: KernelObjectsInput, ports: NodePortMap): Reco
   idleTimeout: input.config.idle_timeout ?? 0
 })
 
-const KRUNNER_MOUNTS = (distro: string, arch: string): ReadonlyArray<readonly [mountPath: string, subPath: string]> => [
-  ["/opt/backend.ai", `backendai-krunner.${distro}`],
-  ["/opt/kernel/entrypoint.sh", "entrypoint.sh"],
-  ["/opt/kernel/su-exec", `su-exec.${distro}.bin`],
-  ["/opt/kernel/libbaihook.so", `libbaihook.${distro}.${arch}.so`],
-  ["/opt/kernel/jail", `jail.${distro}.bin`]
+/**
+ * What a kernel pod mounts from the krunner volume (read-only), as `[mountPath, subPath]`, in
+ * mount order (a nested mount after the mount it lands in). The volume's layout (see deploy/krunner):
+ * - `backendai-krunner.<distro>/` → `/opt/backend.ai`: the krunner env (Python, its packages), whose
+ *   `lib/python<X.Y>/site-packages/ai/backend/{kernel,helpers}` are EMPTY directories left by the 19.06
+ *   krunner build for the agent to mount into;
+ * - `kernel/`, `helpers/` → those two directories: the runner package itself (`ai.backend.kernel`,
+ *   `ai.backend.helpers` of backend.ai-agent 19.06), as the Docker agent bind-mounts its own copy and K1
+ *   mounted PVC subPath `kernel`; without them `python -m ai.backend.kernel` finds no code;
+ * - `entrypoint.sh`, `su-exec.<distro>.bin`, `libbaihook.<distro>.<arch>.so`, `jail.<distro>.bin` (jail
+ *   sandbox only) under `/opt/kernel`.
+ */
+export const krunnerMounts = (
+  distro: string,
+  arch: string,
+  pythonVersion: string,
+  sandboxType: "docker" | "jail"
+): ReadonlyArray<readonly [mountPath: string, subPath: string]> => {
+  const sitePackages = `/opt/backend.ai/lib/python${pythonVersion}/site-packages/ai/backend`
+  return [
+    ["/opt/backend.ai", `backendai-krunner.${distro}`],
+    [`${sitePackages}/kernel`, "kernel"],
+    [`${sitePackages}/helpers`, "helpers"],
+    ["/opt/kernel/entrypoint.sh", "entrypoint.sh"],
+    ["/opt/kernel/su-exec", `su-exec.${distro}.bin`],
+    ["/opt/kernel/libbaihook.so", `libbaihook.${distro}.${arch}.so`],
+    ...(sandboxType === "jail" ? [["/opt/kernel/jail", `jail.${distro}.bin`] as const] : [])
+  ]
+}
+
+/**
+ * Linux capabilities the kernel container keeps (everything else is dropped). The container starts as
+ * root only for the 19.06 `entrypoint.sh`, which then `su-exec`s the runner as the user `work`
+ * (LOCAL_USER_ID/LOCAL_GROUP_ID), so every capability is gone from the kernel's processes afterwards:
+ * - CHOWN: `useradd`/`groupadd` rewrite /etc/passwd, /etc/group, /etc/shadow, /etc/gshadow and give the
+ *   new files the old owner and group (root:shadow on Debian/Ubuntu images); the script also chowns
+ *   /opt/kernel/agent.sock;
+ * - DAC_OVERRIDE: the same tools open /etc/shadow and /etc/gshadow for writing, which are mode 0000 on
+ *   RHEL-family images (root's ownership is not enough there);
+ * - SETUID, SETGID: `su-exec work:work` (setgroups, setgid, setuid);
+ * - SYS_PTRACE, with `container.sandbox-type = "jail"` only: the jail sandbox traces the kernel's
+ *   processes (as the Docker agent adds it for jail).
+ * NET_BIND_SERVICE, SETPCAP, KILL, FOWNER, FSETID, MKNOD, NET_RAW, SYS_CHROOT, AUDIT_WRITE (the rest of
+ * Docker's default set) are not needed: the runner and services bind ports above 1024 as `work`.
+ */
+export const kernelCapabilities = (sandboxType: "docker" | "jail"): ReadonlyArray<string> => [
+  "CHOWN",
+  "DAC_OVERRIDE",
+  "SETGID",
+  "SETUID",
+  ...(sandboxType === "jail" ? ["SYS_PTRACE"] : [])
 ]
 
 const volumeSource = (v: VolumeSpec, subPath: string, readOnly: boolean): Partial<k8s.V1Volume> =>
   v.type === "nfs"
     ? { nfs: { server: v.server ?? "", path: v.path, readOnly } }
-    : { hostPath: { path: subPath === "" ? v.path : path.posix.join(v.path, subPath) } }
+    : { hostPath: { path: subPath === "" ? v.path : path.posix.join(v.path, subPath), type: "Directory" } }
 
 export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1Pod => {
   const { config, kernelId } = input
@@ -227,8 +285,8 @@ export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1P
 
   // krunner (read-only); NFS mounts use subPaths of one volume, hostPath the same
   volumes.push({ name: "krunner", ...volumeSource(input.krunnerVolume, "", true) })
-  for (const [mountPath, subPath] of KRUNNER_MOUNTS(distro, "x86_64")) {
-    if (subPath.startsWith("jail.") && input.sandboxType !== "jail") continue
+  const pythonVersion = input.krunnerVolume["python-version"] ?? DEFAULT_KRUNNER_PYTHON
+  for (const [mountPath, subPath] of krunnerMounts(distro, "x86_64", pythonVersion, input.sandboxType)) {
     mounts.push({ name: "krunner", mountPath, subPath, readOnly: true })
   }
   // config (environ.txt, resource.txt)
@@ -243,7 +301,8 @@ export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1P
     volumes.push({ name: "work", ...volumeSource(input.scratchVolume, "", false) })
     mounts.push({ name: "work", mountPath: "/home/work", subPath: workSub })
   } else {
-    volumes.push({ name: "work", hostPath: { path: path.posix.join(input.scratchVolume.path, workSub), type: "DirectoryOrCreate" } })
+    // the agent made it (owner, mode) before the pod; a kubelet-made one would be root's 0755
+    volumes.push({ name: "work", hostPath: { path: path.posix.join(input.scratchVolume.path, workSub), type: "Directory" } })
     mounts.push({ name: "work", mountPath: "/home/work" })
   }
   // vfolders: hostPath `<_mount>/<host>/<_fsprefix>/<folder id>`
@@ -279,6 +338,7 @@ export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1P
       automountServiceAccountToken: false,
       ...(Object.keys(input.nodeSelector).length > 0 ? { nodeSelector: { ...input.nodeSelector } } : {}),
       enableServiceLinks: false,
+      securityContext: { seccompProfile: { type: "RuntimeDefault" } },
       ...(input.pullSecret !== "" ? { imagePullSecrets: [{ name: input.pullSecret }] } : {}),
       containers: [{
         name: "kernel",
@@ -293,7 +353,12 @@ export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1P
         ],
         env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })),
         resources: { requests: quantities, limits: quantities },
-        securityContext: { privileged: false },
+        securityContext: {
+          privileged: false,
+          allowPrivilegeEscalation: false,
+          capabilities: { drop: ["ALL"], add: [...kernelCapabilities(input.sandboxType)] },
+          seccompProfile: { type: "RuntimeDefault" }
+        },
         volumeMounts: mounts
       }],
       volumes
@@ -321,6 +386,10 @@ export const buildService = (input: KernelObjectsInput, ports: NodePortMap, podU
     },
     spec: {
       type: "NodePort",
+      // the node that runs the pod answers its NodePorts itself, keeping the client's address (the
+      // NetworkPolicy fence matches it); with "Cluster" kube-proxy SNATs every NodePort connection
+      // to a node address and any host that reaches a node would pass as the agent
+      externalTrafficPolicy: "Local",
       selector: labelsOf(input.agentId, input.kernelId),
       ports: [
         port("repl-in", REPL_IN),
@@ -347,6 +416,71 @@ export const buildConfigMap = (
       ownerReferences: [ownerRef(name, podUid)]
     },
     data: { environ: texts.environ, resource: texts.resource }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Network fence (NetworkPolicy): runner ports only from the agent, service ports only from the
+// configured sources. Policies are allow-lists that add up, so the agent-wide fence allows 2000/2001
+// from the agent and each kernel's own policy adds its service ports; a pod selected by any policy
+// accepts nothing else.
+
+/** Addresses become /32 or /128 CIDRs. */
+export const sourcesToCidrs = (sources: ReadonlyArray<string>): Array<string> =>
+  sources.map((s) => (s.includes("/") ? s : s.includes(":") ? `${s}/128` : `${s}/32`))
+
+/** One per agent (agent ids need not be DNS labels). */
+export const runnerFenceName = (agentId: string): string =>
+  `bai-runner-fence-${createHash("sha256").update(agentId, "utf8").digest("hex").slice(0, 16)}`
+
+/** Every kernel pod of the agent: ingress only to 2000/2001, only from `agentSources` (none: nobody). */
+export const buildRunnerFence = (namespace: string, agentId: string, agentSources: ReadonlyArray<string>): k8s.V1NetworkPolicy => ({
+  apiVersion: "networking.k8s.io/v1",
+  kind: "NetworkPolicy",
+  metadata: {
+    name: runnerFenceName(agentId),
+    namespace,
+    labels: { [MANAGED_BY]: MANAGED_BY_VALUE, [AGENT_ID_LABEL]: agentId }
+  },
+  spec: {
+    podSelector: { matchLabels: { [MANAGED_BY]: MANAGED_BY_VALUE, [AGENT_ID_LABEL]: agentId } },
+    policyTypes: ["Ingress"],
+    ingress: agentSources.length === 0 ? [] : [{
+      _from: sourcesToCidrs(agentSources).map((cidr) => ({ ipBlock: { cidr } })),
+      ports: [{ protocol: "TCP", port: REPL_IN }, { protocol: "TCP", port: REPL_OUT }]
+    }]
+  }
+})
+
+/**
+ * A kernel's service ports from `serviceSources`, owned by its pod; `undefined` when there is nothing
+ * to open (no service ports, no sources, or an image that declares a runner port as a service port).
+ */
+export const buildServicePolicy = (
+  input: KernelObjectsInput,
+  serviceSources: ReadonlyArray<string>,
+  podUid: string
+): k8s.V1NetworkPolicy | undefined => {
+  const ports = input.servicePorts.map((p) => p.containerPort)
+  if (ports.length === 0 || serviceSources.length === 0 || ports.some((p) => p === REPL_IN || p === REPL_OUT)) return undefined
+  const name = objectName(input.kernelId)
+  return {
+    apiVersion: "networking.k8s.io/v1",
+    kind: "NetworkPolicy",
+    metadata: {
+      name,
+      namespace: input.namespace,
+      labels: labelsOf(input.agentId, input.kernelId),
+      ownerReferences: [ownerRef(name, podUid)]
+    },
+    spec: {
+      podSelector: { matchLabels: labelsOf(input.agentId, input.kernelId) },
+      policyTypes: ["Ingress"],
+      ingress: [{
+        _from: sourcesToCidrs(serviceSources).map((cidr) => ({ ipBlock: { cidr } })),
+        ports: ports.map((port) => ({ protocol: "TCP", port }))
+      }]
+    }
   }
 }
 

@@ -84,6 +84,8 @@ export interface KubeClientShape {
   readonly server: string
   readonly core: <A>(operation: string, f: (api: k8s.CoreV1Api) => Promise<A>) => Effect.Effect<A, KubeError>
   readonly coordination: <A>(operation: string, f: (api: k8s.CoordinationV1Api) => Promise<A>) => Effect.Effect<A, KubeError>
+  /** NetworkPolicies (the kernels' network fence). */
+  readonly networking: <A>(operation: string, f: (api: k8s.NetworkingV1Api) => Promise<A>) => Effect.Effect<A, KubeError>
   /**
    * Watch `path` (e.g. `/api/v1/namespaces/ns/pods`) from `resourceVersion`. The stream ends with a
    * `KubeError` (reason `Gone` when the version expired, so the caller relists) or when the server
@@ -116,6 +118,7 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
     })
     const core = kc.makeApiClient(k8s.CoreV1Api)
     const coordination = kc.makeApiClient(k8s.CoordinationV1Api)
+    const networking = kc.makeApiClient(k8s.NetworkingV1Api)
     const timeout = `${options.requestTimeoutSeconds} seconds` as const
     const call = <Api>(api: Api) => <A>(operation: string, f: (api: Api) => Promise<A>): Effect.Effect<A, KubeError> =>
       Effect.tryPromise({ try: () => f(api), catch: toKubeError(operation) }).pipe(
@@ -190,6 +193,7 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
       server: kc.getCurrentCluster()?.server ?? "",
       core: (operation, f) => call(core)(operation, f),
       coordination: (operation, f) => call(coordination)(operation, f),
+      networking: (operation, f) => call(networking)(operation, f),
       watch
     })
   })

@@ -10,6 +10,7 @@ import { Context, Data, Effect, Layer, Random, Ref } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { KubeClient } from "./KubeClient.ts"
 import { MANAGED_BY, MANAGED_BY_VALUE } from "./KernelObjects.ts"
+import { ensureRunnerFence } from "./RunnerFence.ts"
 
 export interface NodePortsShape {
   readonly range: readonly [number, number]
@@ -122,14 +123,18 @@ export class NodePorts extends Context.Service<NodePorts, NodePortsShape>()("bai
     return outcome
   })
 
-  /** From `container.port-range`; probes the cluster's range once at start-up. */
+  /**
+   * From `container.port-range`; probes the cluster's range once at start-up and fences what the
+   * NodePorts expose (the runner NetworkPolicy, `kubernetes.network-policy`) before any kernel exists.
+   */
   static readonly layer = Layer.effect(
     NodePorts,
     Effect.gen(function*() {
-      const { config } = yield* AgentConfig
+      const { agentId, config } = yield* AgentConfig
       const kube = yield* KubeClient
       const range = config.container["port-range"] as readonly [number, number]
       yield* NodePorts.checkClusterRange(kube, config.kubernetes.namespace, range)
+      yield* ensureRunnerFence(kube, config.kubernetes.namespace, agentId, config.kubernetes["network-policy"])
       return yield* NodePorts.make(range)
     })
   )

@@ -1,7 +1,8 @@
 /**
- * The agent's life as the manager sees it (spec §3.1): `instance_started` once everything is up
- * (after `Registration.markRunning`), then `instance_heartbeat(agent_info)` every
- * `debug.heartbeat-interval` (default 3 s; the first one right after `instance_started`), and
+ * The agent's life as the manager sees it (spec §3.1): once everything is up (after
+ * `Registration.markRunning`), `instance_heartbeat(agent_info)` every `debug.heartbeat-interval`
+ * (default 3 s; the first one at once), `instance_started` right after the first beat that was
+ * sent (fidelity-19.06 §2.1 "Ordering"), and
  * `instance_terminated('shutdown')` from the layer's finalizer — before the EventPublisher (a
  * dependency, so released after this layer) closes its socket.
  *
@@ -118,6 +119,7 @@ export class Heartbeat extends Context.Service<Heartbeat, HeartbeatShape>()("bai
           return Metric.update(heartbeatsSent, 1)
         })
       ),
+      Effect.as(true),
       Effect.catchCause((cause) =>
         Cause.hasInterruptsOnly(cause) ? Effect.interrupt : Effect.suspend(() => {
           failed++
@@ -125,7 +127,8 @@ export class Heartbeat extends Context.Service<Heartbeat, HeartbeatShape>()("bai
           const first = lastFailure !== message
           lastFailure = message
           return Metric.update(heartbeatsFailed, 1).pipe(
-            Effect.andThen(first ? Effect.logWarning(`heartbeat skipped: ${message}`) : Effect.logDebug(`heartbeat skipped: ${message}`))
+            Effect.andThen(first ? Effect.logWarning(`heartbeat skipped: ${message}`) : Effect.logDebug(`heartbeat skipped: ${message}`)),
+            Effect.as(false)
           )
         })
       )
@@ -142,12 +145,26 @@ export class Heartbeat extends Context.Service<Heartbeat, HeartbeatShape>()("bai
           : Effect.void
       )
     )
+    // the first successful beat precedes instance_started (as the 19.06 Docker agent: its heartbeat
+    // timer fires before `instance_started`): manager 19.06 refreshes addr, region, version,
+    // compute_plugins and config/resource_slots only on a heartbeat from an agent it does not hold
+    // ALIVE, and instance_started alone flips the row to ALIVE
+    let announced = false
+    const beatThenAnnounce = beat.pipe(
+      Effect.tap((ok) =>
+        Effect.suspend(() => {
+          if (ok) started = true
+          if (!ok || announced) return Effect.void
+          announced = true
+          return publisher.publish(AgentEvents.instanceStarted()).pipe(
+            Effect.andThen(Effect.logInfo(`first heartbeat and instance_started sent; heartbeats every ${Duration.format(interval)} to the manager`))
+          )
+        })
+      )
+    )
     yield* Effect.gen(function*() {
       yield* registration.awaitRunning
-      yield* publisher.publish(AgentEvents.instanceStarted())
-      started = true
-      yield* Effect.logInfo(`instance_started sent; heartbeats every ${Duration.format(interval)} to the manager`)
-      yield* beat.pipe(Effect.repeat(Schedule.fixed(interval)))
+      yield* beatThenAnnounce.pipe(Effect.repeat(Schedule.fixed(interval)))
     }).pipe(Effect.forkScoped)
 
     return Heartbeat.of({

@@ -8,12 +8,27 @@
  * with a token fetched with the same credentials). Refreshed every 60 s in the background, never on
  * a heartbeat; a failed refresh keeps the previous list.
  *
+ * Credentials (the Basic password and the Bearer tokens) go only to the registry's own origin
+ * (scheme, host and port of `kubernetes.registry.url`): a Bearer realm elsewhere is asked for an
+ * anonymous token (a public registry still lists; a private one answers 401 and the listing fails
+ * with `Unauthorized`), and a pagination `Link` to another origin is refused. So a registry answer,
+ * or whoever can forge one over plain http, cannot make the agent send the pull secret elsewhere.
+ *
  * Image names: `<registry host>/<repo>:<tag>` (e.g. `registry.example:5000/lablup/python:3.6-ubuntu18.04`).
  * Manager 19.06 resolves each name with `ImageRef(name, known_registries).canonical` and SADDs the
  * agent into the Redis set of that canonical name. K1 sent bare `<repo>:<tag>`, which resolves to
  * `index.docker.io/<repo>:<tag>` and never matches the private registry's `images/<host>/…` entries
  * the manager schedules with; a first component containing ':' or '.' (or listed under
  * `config/docker/registry/`) is taken as the registry, so the host-qualified name is canonical as is.
+ *
+ * Only images manager 19.06 can take are listed (its heartbeat handler has no try/except around
+ * `ImageRef(...)`: one odd entry would abort the whole image update on every heartbeat):
+ * - the tag matches backend.ai-common 19.06's `ImageRef` tag pattern ({@link isManagerTag}; Docker
+ *   allows e.g. `v1-` or `_x`, which raise `ValueError('Invalid image tag')` there);
+ * - the image carries the `ai.backend.kernelspec` label, as the 19.06 Docker agent requires
+ *   (`if labels and 'ai.backend.kernelspec' in labels`). The labels come from the image config blob
+ *   (schema2/OCI manifest → `config.digest`); the answer is cached per manifest digest, which is
+ *   content-addressed, so a refresh fetches labels only for new manifests.
  *
  * The packed value is `snappy raw block(msgpack([[name, digest], ...]))` (python-snappy
  * `snappy.compress` / `uncompress` format; snappyjs produces the raw block format).
@@ -50,6 +65,16 @@ export interface RegistryCredentials {
   readonly password: string
 }
 
+/** backend.ai-common 19.06 `ImageRef` (docker.py 177, 221–222): a tag the manager accepts. */
+export const isManagerTag = (tag: string): boolean => /^[A-Za-z0-9](?:[A-Za-z0-9\-._]*[A-Za-z0-9])?$/.test(tag)
+
+/** Repository path components the manager's `ImageRef` and our `<host>/<repo>:<tag>` names keep intact. */
+export const isManagerRepo = (repo: string): boolean =>
+  repo.split("/").every((c) => /^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$/.test(c))
+
+/** Per manifest digest: does the image carry `ai.backend.kernelspec`? (content-addressed, never stale) */
+export type KernelspecCache = Map<string, boolean>
+
 export interface ImageListerOptions {
   /** Base URL, e.g. "https://registry.example:5000". */
   readonly url: string
@@ -59,6 +84,8 @@ export interface ImageListerOptions {
   readonly concurrency?: number
   /** Per request. Default 10 s. */
   readonly requestTimeoutSeconds?: number
+  /** Kept between refreshes (bounded by the caller's listing: entries of vanished digests are dropped). */
+  readonly kernelspecCache?: KernelspecCache
 }
 
 interface HttpResponse {
@@ -116,6 +143,13 @@ export const parseBearerChallenge = (header: string | undefined): Record<string,
 const CatalogBody = Schema.Struct({ repositories: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))) })
 const TagsBody = Schema.Struct({ tags: Schema.optional(Schema.NullOr(Schema.Array(Schema.String))) })
 const TokenBody = Schema.Struct({ token: Schema.optional(Schema.String), access_token: Schema.optional(Schema.String) })
+const ManifestBody = Schema.Struct({
+  config: Schema.optional(Schema.Struct({ digest: Schema.String })),
+  manifests: Schema.optional(Schema.Array(Schema.Struct({ digest: Schema.String })))
+})
+const ConfigBody = Schema.Struct({
+  config: Schema.optional(Schema.NullOr(Schema.Struct({ Labels: Schema.optional(Schema.NullOr(Schema.Record(Schema.String, Schema.String))) })))
+})
 
 const parseJson = <S extends Schema.Top & { readonly DecodingServices: never }>(schema: S, url: URL, body: string) =>
   Effect.try({
@@ -138,12 +172,25 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
     // Bearer tokens per scope, fetched on demand (registries with token auth: Harbor, distribution+token)
     const tokens = new Map<string, string>()
 
+    /** The credentials go to this origin only (scheme://host:port). */
+    const sameOrigin = (url: URL) => url.origin === base.origin
+
     const fetchToken = (challenge: Record<string, string>) =>
       Effect.gen(function*() {
-        const url = new URL(challenge.realm!)
+        const url = yield* Effect.try({
+          try: () => new URL(challenge.realm!),
+          catch: () => new RegistryError({ reason: "BadResponse", url: base.href, message: "the Bearer realm is not a URL" })
+        })
+        if (url.protocol !== "https:" && url.protocol !== "http:") {
+          return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: "the Bearer realm is not an http(s) URL" })
+        }
         if (challenge.service !== undefined) url.searchParams.set("service", challenge.service)
         if (challenge.scope !== undefined) url.searchParams.set("scope", challenge.scope)
-        const res = yield* request(url, { method: "GET", headers: basic === undefined ? {} : { authorization: basic }, verifyTls: options.verifyTls })
+        const withCredentials = basic !== undefined && sameOrigin(url)
+        if (basic !== undefined && !withCredentials) {
+          yield* Effect.logWarning(`registry token realm ${url.origin} is not the registry's origin ${base.origin}: asking it for an anonymous token (credentials are never sent elsewhere)`)
+        }
+        const res = yield* request(url, { method: "GET", headers: withCredentials ? { authorization: basic } : {}, verifyTls: options.verifyTls })
         if (res.status !== 200) return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `token endpoint answered ${res.status}` })
         const body = yield* parseJson(TokenBody, url, res.body)
         const token = body.token ?? body.access_token
@@ -153,6 +200,9 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
 
     const call = (url: URL, method: "GET" | "HEAD", scope: string, accept?: string): Effect.Effect<HttpResponse, RegistryError> =>
       Effect.gen(function*() {
+        if (!sameOrigin(url)) {
+          return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: `refusing to follow the registry to another origin than ${base.origin}` })
+        }
         const headers = (): Record<string, string> => {
           const h: Record<string, string> = accept === undefined ? {} : { accept }
           const token = tokens.get(scope)
@@ -199,8 +249,28 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
         const scope = `repository:${repo}:pull`
         const tags = yield* paginate(new URL(`v2/${repo}/tags/list?n=1000`, base), scope, (body, url) =>
           parseJson(TagsBody, url, body).pipe(Effect.map((b) => b.tags ?? [])), true)
-        return tags.map((tag) => ({ repo, tag, scope }))
+        // names the manager cannot parse are left out (see the module comment)
+        return isManagerRepo(repo) ? tags.filter(isManagerTag).map((tag) => ({ repo, tag, scope })) : []
       }), { concurrency: options.concurrency ?? 8 })
+
+    const cache: KernelspecCache = options.kernelspecCache ?? new Map()
+    const seen = new Set<string>()
+    /** `ai.backend.kernelspec` in the image config's labels (an index: its first manifest). */
+    const hasKernelspec = (repo: string, scope: string, reference: string, depth: number): Effect.Effect<boolean, RegistryError> =>
+      Effect.gen(function*() {
+        const url = new URL(`v2/${repo}/manifests/${encodeURIComponent(reference)}`, base)
+        const res = yield* call(url, "GET", scope, MANIFEST_ACCEPT)
+        if (res.status === 404) return false
+        if (res.status !== 200) return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: `HTTP ${res.status}` })
+        const manifest = yield* parseJson(ManifestBody, url, res.body)
+        const first = manifest.manifests?.[0]
+        if (manifest.config === undefined) return first !== undefined && depth === 0 ? yield* hasKernelspec(repo, scope, first.digest, 1) : false
+        const blobUrl = new URL(`v2/${repo}/blobs/${encodeURIComponent(manifest.config.digest)}`, base)
+        const blob = yield* call(blobUrl, "GET", scope)
+        if (blob.status !== 200) return yield* new RegistryError({ reason: "BadResponse", url: blobUrl.href, message: `HTTP ${blob.status}` })
+        const config = yield* parseJson(ConfigBody, blobUrl, blob.body)
+        return config.config?.Labels?.["ai.backend.kernelspec"] !== undefined
+      })
 
     const refs = (yield* perRepo).flat()
     const entries = yield* Effect.forEach(refs, ({ repo, scope, tag }) =>
@@ -209,9 +279,16 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
         const res = yield* call(url, "HEAD", scope, MANIFEST_ACCEPT)
         if (res.status === 404) return undefined // deleted between the listing and now
         if (res.status !== 200) return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: `HTTP ${res.status}` })
-        const digest = res.headers["docker-content-digest"]
-        return { name: `${host}/${repo}:${tag}`, digest: typeof digest === "string" ? digest : "" }
+        const header = res.headers["docker-content-digest"]
+        const digest = typeof header === "string" ? header : ""
+        if (digest !== "") seen.add(digest)
+        const known = digest === "" ? undefined : cache.get(digest)
+        const kernelspec = known ?? (yield* hasKernelspec(repo, scope, digest === "" ? tag : digest, 0))
+        if (digest !== "") cache.set(digest, kernelspec)
+        return kernelspec ? { name: `${host}/${repo}:${tag}`, digest } : undefined
       }), { concurrency: options.concurrency ?? 8 })
+    // forget digests no longer listed (the cache stays as large as the registry)
+    for (const d of [...cache.keys()]) if (!seen.has(d)) cache.delete(d)
     return entries.filter((e): e is ImageEntry => e !== undefined).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
   })
 
@@ -296,9 +373,16 @@ export class RegistryImages extends Context.Service<RegistryImages, RegistryImag
       return yield* credentialsFor(Buffer.from(data, "base64").toString("utf8"), new URL(options.url).host)
     })
 
+    const kernelspecCache: KernelspecCache = new Map()
     const refresh = Effect.gen(function*() {
       const creds = yield* credentials
-      const entries = yield* listRegistryImages({ url: options.url, credentials: creds, verifyTls: options.verifyTls, ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency }) })
+      const entries = yield* listRegistryImages({
+        url: options.url,
+        credentials: creds,
+        verifyTls: options.verifyTls,
+        kernelspecCache,
+        ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency })
+      })
       state = { entries, packed: packImages(entries) }
       if (lastError !== undefined) yield* Effect.logInfo(`registry listing works again: ${entries.length} images`)
       else yield* Effect.logDebug(`registry listing: ${entries.length} images`)

@@ -115,11 +115,24 @@ export type GetLogsResult = typeof GetLogsResult.Type
 // ---------------------------------------------------------------------------------------------
 // Arguments needing more than a plain tuple
 
+/**
+ * A kernel id: manager 19.06 only ever sends `str(uuid.uuid4())`, the canonical lowercase form.
+ * Anything else (`../x`, `""`, uppercase, a NUL…) is refused here, at the edge, before any handler
+ * derives a path, an object name or a label from it: the caller gets aiozmq's `ParametersError`.
+ */
+export const KERNEL_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+
+export const isKernelId = (s: string): boolean => KERNEL_ID_PATTERN.test(s)
+
+export const KernelId = Py.Str.check(
+  Schema.makeFilter((s: string) => isKernelId(s) || `kernel_id must be a UUID in canonical form (str(uuid.uuid4())), got ${JSON.stringify(s.slice(0, 80))}`)
+)
+
 /** `get_completions(kid, text, opts)`; manager 19.06 sends `(kid, mode, text, opts)` (spec §2.1). */
-const GetCompletionsArgs3 = Schema.Tuple([Py.Str, Py.Str, Py.Dict])
+const GetCompletionsArgs3 = Schema.Tuple([KernelId, Py.Str, Py.Dict])
 const GetCompletionsArgs = Schema.Union([
   GetCompletionsArgs3,
-  Schema.Tuple([Py.Str, Py.Str, Py.Str, Py.Dict]).pipe(
+  Schema.Tuple([KernelId, Py.Str, Py.Str, Py.Dict]).pipe(
     Schema.decodeTo(Schema.toType(GetCompletionsArgs3), {
       decode: SchemaGetter.transform(([kid, _mode, text, opts]) => [kid, text, opts] as const),
       encode: SchemaGetter.transform(([kid, text, opts]) => [kid, "query", text, opts] as const)
@@ -132,23 +145,23 @@ const GetCompletionsArgs = Schema.Union([
 
 export const AgentRpcs = {
   ping: rpc("ping", ["msg"], Schema.Tuple([Py.Str]), Schema.String),
-  ping_kernel: rpc("ping_kernel", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
-  create_kernel: rpc("create_kernel", ["kernel_id", "config"], Schema.Tuple([Py.Str, Py.Dict]), CreateKernelResult),
+  ping_kernel: rpc("ping_kernel", ["kernel_id"], Schema.Tuple([KernelId]), Py.None),
+  create_kernel: rpc("create_kernel", ["kernel_id", "config"], Schema.Tuple([KernelId, Py.Dict]), CreateKernelResult),
   destroy_kernel: rpc(
     "destroy_kernel",
     ["kernel_id", "reason"],
-    Schema.Tuple([Py.Str, Schema.optionalKey(Schema.NullOr(Py.Str))]),
+    Schema.Tuple([KernelId, Schema.optionalKey(Schema.NullOr(Py.Str))]),
     // K1 returns None; D19 returns the kernel's last stat dict
     Schema.Union([Py.Dict, Py.None])
   ),
-  restart_kernel: rpc("restart_kernel", ["kernel_id", "new_config"], Schema.Tuple([Py.Str, Py.Dict]), RestartKernelResult),
-  interrupt_kernel: rpc("interrupt_kernel", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
+  restart_kernel: rpc("restart_kernel", ["kernel_id", "new_config"], Schema.Tuple([KernelId, Py.Dict]), RestartKernelResult),
+  interrupt_kernel: rpc("interrupt_kernel", ["kernel_id"], Schema.Tuple([KernelId]), Py.None),
   execute: rpc(
     "execute",
     ["api_version", "kernel_id", "run_id", "mode", "code", "opts", "flush_timeout"],
     Schema.Tuple([
       Py.Int,
-      Py.Str,
+      KernelId,
       Schema.NullOr(Py.Str),
       Py.Str,
       Py.Str,
@@ -160,17 +173,17 @@ export const AgentRpcs = {
   ),
   // Dict first: Py.None (Schema.Void) accepts anything and would turn the dict into None
   get_completions: rpc("get_completions", ["kernel_id", "text", "opts"], GetCompletionsArgs, Schema.Union([Py.Dict, Py.None])),
-  get_logs: rpc("get_logs", ["kernel_id"], Schema.Tuple([Py.Str]), GetLogsResult),
-  refresh_idle: rpc("refresh_idle", ["kernel_id"], Schema.Tuple([Py.Str]), Py.None),
+  get_logs: rpc("get_logs", ["kernel_id"], Schema.Tuple([KernelId]), GetLogsResult),
+  refresh_idle: rpc("refresh_idle", ["kernel_id"], Schema.Tuple([KernelId]), Py.None),
   start_service: rpc(
     "start_service",
     ["kernel_id", "service", "opts"],
-    Schema.Tuple([Py.Str, Py.Str, Py.Dict]),
+    Schema.Tuple([KernelId, Py.Str, Py.Dict]),
     StartServiceResult
   ),
-  upload_file: rpc("upload_file", ["kernel_id", "filename", "filedata"], Schema.Tuple([Py.Str, Py.Str, Py.Bytes]), Py.None),
-  download_file: rpc("download_file", ["kernel_id", "filepath"], Schema.Tuple([Py.Str, Py.Str]), Schema.NullOr(Py.Bytes)),
-  list_files: rpc("list_files", ["kernel_id", "path"], Schema.Tuple([Py.Str, Py.Str]), ListFilesResult),
+  upload_file: rpc("upload_file", ["kernel_id", "filename", "filedata"], Schema.Tuple([KernelId, Py.Str, Py.Bytes]), Py.None),
+  download_file: rpc("download_file", ["kernel_id", "filepath"], Schema.Tuple([KernelId, Py.Str]), Schema.NullOr(Py.Bytes)),
+  list_files: rpc("list_files", ["kernel_id", "path"], Schema.Tuple([KernelId, Py.Str]), ListFilesResult),
   shutdown_agent: rpc("shutdown_agent", ["terminate_kernels"], Schema.Tuple([Py.Bool]), Py.None),
   reset_agent: rpc("reset_agent", [], Schema.Tuple([]), Py.None),
   clean_all_kernels: rpc("clean_all_kernels", ["reason"], Schema.Tuple([Schema.NullOr(Py.Str)]), Py.None)

@@ -180,15 +180,20 @@ const statOf = (s: Series, name: StatName): number => {
  */
 const isByteMetric = (spec: MetricSpec): boolean => spec.unitHint === "bytes" || spec.unitHint === "bps"
 
-/** D19 `Metric.to_serializable_dict`. */
+/**
+ * D19 `Metric.to_serializable_dict`. Byte quantities are whole numbers in every field (manager 19.06
+ * `int()`s kernel `mem.current|capacity|stats.max`, `io_*.current`, `io_scratch_size.*`: "50.5"
+ * would raise there).
+ */
 export const serialize = (s: Series): MetricRecord => {
+  const places = isByteMetric(s.spec) ? 0 : 3
   const out: Record<string, string | null> = {
-    current: formatDecimal(s.current),
-    capacity: s.capacity === undefined ? null : formatDecimal(s.capacity),
+    current: formatDecimal(s.current, places),
+    capacity: s.capacity === undefined ? null : formatDecimal(s.capacity, places),
     pct: s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null,
     unit_hint: s.spec.unitHint
   }
-  for (const name of s.spec.stats) out[`stats.${name}`] = formatDecimal(statOf(s, name), name === "rate" && isByteMetric(s.spec) ? 0 : 3)
+  for (const name of s.spec.stats) out[`stats.${name}`] = formatDecimal(statOf(s, name), places)
   return out
 }
 
@@ -224,14 +229,17 @@ export const scratchBytes = (pod: PodStats): number => {
 
 /**
  * Kernel metrics of one pod. The Summary API has no block-I/O counters: `io_read`/`io_write` are 0
- * (the keys exist because the manager reads them).
+ * (the keys exist because the manager reads them). `mem` always has a capacity, as in D19 (manager
+ * 19.06's usage reports `int()` it): the pod's memory limit, else `fallbackMemCapacity` (the node's
+ * memory), else the working set itself.
  */
-export const podSamples = (pod: PodStats): Record<string, Sample> => {
+export const podSamples = (pod: PodStats, memoryLimit?: number, fallbackMemCapacity?: number): Record<string, Sample> => {
   const cpuMsec = msecOf(pod.cpu?.usageCoreNanoSeconds)
+  const ws = n(pod.memory?.workingSetBytes)
   return {
     cpu_util: { value: cpuMsec },
     cpu_used: { value: cpuMsec },
-    mem: { value: n(pod.memory?.workingSetBytes) },
+    mem: { value: ws, capacity: memoryLimit ?? fallbackMemCapacity ?? ws },
     io_read: { value: 0 },
     io_write: { value: 0 },
     io_scratch_size: { value: scratchBytes(pod) },
@@ -267,6 +275,28 @@ export interface KernelRef {
   readonly namespace: string
   readonly podName: string
   readonly podUid: string | undefined
+  /** Bytes: the pod's memory limit (the kernel's `mem` slot), if it has one. */
+  readonly memoryLimit?: number | undefined
+}
+
+/**
+ * The `mem` slot of a kernel's `resource_spec` JSON (src/kernel/KernelConfig.ts `resourceSpecJson`):
+ * the pod's memory limit; undefined when absent, zero or unreadable. Slots may be Decimal strings
+ * ("1E+9").
+ */
+export const memoryLimitOf = (resourceSpec: string): number | undefined => {
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(resourceSpec)
+  } catch {
+    return undefined
+  }
+  if (typeof parsed !== "object" || parsed === null) return undefined
+  const slots = (parsed as { readonly slots?: unknown }).slots
+  if (typeof slots !== "object" || slots === null) return undefined
+  const mem = (slots as { readonly mem?: unknown }).mem
+  const v = typeof mem === "string" && /^\s*\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?\s*$/.test(mem) ? Number(mem) : typeof mem === "number" ? mem : NaN
+  return Number.isFinite(v) && v > 0 ? Math.trunc(v) : undefined
 }
 
 export interface NodeResult {
@@ -335,12 +365,12 @@ export const step = (
 ): CycleOutput => {
   const { nominalMs } = input
   const nodes = new Map<string, NodeState>()
-  const pods = new Map<string, { readonly pod: PodStats; readonly at: number }>()
+  const pods = new Map<string, { readonly pod: PodStats; readonly at: number; readonly node: string }>()
   for (const r of input.nodes) {
     const prev = state.nodes.get(r.node)
     if (r.summary !== undefined) {
       nodes.set(r.node, { series: stepSet(prev?.series, NodeMetrics, nodeSamples(r.summary.node), r.at, nominalMs), at: r.at })
-      for (const p of r.summary.pods ?? []) pods.set(`${p.podRef.namespace}/${p.podRef.name}`, { pod: p, at: r.at })
+      for (const p of r.summary.pods ?? []) pods.set(`${p.podRef.namespace}/${p.podRef.name}`, { pod: p, at: r.at, node: r.node })
     } else if (prev !== undefined && input.at - prev.at <= input.staleAfterMs) {
       nodes.set(r.node, prev)
     }
@@ -385,7 +415,8 @@ export const step = (
       if (prev !== undefined) kernels.set(k.kernelId, prev)
       continue
     }
-    const set = stepSet(prev, KernelMetrics, podSamples(found.pod), found.at, nominalMs)
+    const nodeMem = nodes.get(found.node)?.series.get("mem")?.capacity
+    const set = stepSet(prev, KernelMetrics, podSamples(found.pod, k.memoryLimit, nodeMem), found.at, nominalMs)
     kernels.set(k.kernelId, set)
     kernelOut.set(k.kernelId, serializeSet(set))
   }

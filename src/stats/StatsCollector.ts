@@ -17,15 +17,15 @@
  * to read it when it handles the event (M1906 `mark_kernel_terminated` reads `<kid>` from DB 0), and
  * stops the kernel's series: later cycles never write that key again (so they cannot shorten the TTL).
  */
-import { Cause, Clock, Context, Effect, Layer, Metric, Ref, Result, Schedule, Semaphore } from "effect"
+import { Cause, Clock, Context, Effect, Layer, Metric, Option, Ref, Result, Schedule, Semaphore } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { KernelRegistry } from "../kernel/KernelRegistry.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
 import { Redis, type RedisCommand } from "../registry/Redis.ts"
 import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
-import { KernelStatsSink } from "./KernelStatsSink.ts"
+import { type KernelStat, KernelStatsSink } from "./KernelStatsSink.ts"
 import { KubeletSummary } from "./KubeletSummary.ts"
-import { type CollectorState, emptyState, type KernelRef, type NodeResult, step } from "./StatFormat.ts"
+import { type CollectorState, emptyState, type KernelRef, memoryLimitOf, type NodeResult, step } from "./StatFormat.ts"
 
 import {
   statsCycleSeconds as cycleSeconds,
@@ -67,7 +67,7 @@ export interface StatsCollectorShape {
   /** One cycle: read, format, write. Never fails. */
   readonly collectOnce: Effect.Effect<CycleReport>
   /** See the module comment. Never fails; bounded in time. */
-  readonly finalize: (kernelId: string) => Effect.Effect<void>
+  readonly finalize: (kernelId: string) => Effect.Effect<Option.Option<KernelStat>>
 }
 
 /** Worker nodes (spec §7.5: nodes labelled as master / control-plane are skipped), by label selector. */
@@ -97,7 +97,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
 
     const state = yield* Ref.make<CollectorState>(emptyState)
     /** The last encoded `<kernel_id>` value of every measured kernel (what finalize writes). */
-    const lastPayloads = yield* Ref.make<ReadonlyMap<string, Buffer>>(new Map())
+    const lastPayloads = yield* Ref.make<ReadonlyMap<string, { readonly payload: Buffer; readonly stat: KernelStat }>>(new Map())
     /** Finalized kernels: never written by a cycle again (purged once the registry forgets them). */
     const finalized = yield* Ref.make<ReadonlySet<string>>(new Set())
     /** Serializes "format + write" of cycles with finalize, so a cycle never overwrites a final TTL. */
@@ -157,7 +157,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         const fin = yield* Ref.get(finalized)
         const refs: Array<KernelRef> = []
         for (const k of kernelInfos) {
-          if (!fin.has(k.kernelId)) refs.push({ kernelId: k.kernelId, namespace: k.namespace, podName: k.objectName, podUid: k.podUid })
+          if (!fin.has(k.kernelId)) refs.push({ kernelId: k.kernelId, namespace: k.namespace, podName: k.objectName, podUid: k.podUid, memoryLimit: memoryLimitOf(k.resourceSpec) })
         }
         const out = step(yield* Ref.get(state), {
           at,
@@ -171,7 +171,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         yield* Ref.update(finalized, (s) => (s.size === 0 ? s : new Set([...s].filter((kid) => live.has(kid)))))
 
         const commands: Array<RedisCommand> = []
-        const payloads = new Map<string, Buffer>()
+        const payloads = new Map<string, { readonly payload: Buffer; readonly stat: KernelStat }>()
         let bytes = 0
         const encodeFailed = yield* Effect.gen(function*() {
           if (out.agent !== undefined) {
@@ -182,7 +182,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
           for (const [kid, stat] of out.kernels) {
             const v = yield* encode(stat)
             bytes += v.length
-            payloads.set(kid, v)
+            payloads.set(kid, { payload: v, stat })
             commands.push(["SET", kid, v, "EX", ttl])
           }
           return false
@@ -222,10 +222,10 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       )
     )
 
-    const finalize = (kernelId: string): Effect.Effect<void> =>
+    const finalize = (kernelId: string): Effect.Effect<Option.Option<KernelStat>> =>
       Ref.update(finalized, (s) => new Set([...s, kernelId])).pipe(
         Effect.andThen(writeLock.withPermits(1)(Effect.gen(function*() {
-          const payload = (yield* Ref.get(lastPayloads)).get(kernelId)
+          const last = (yield* Ref.get(lastPayloads)).get(kernelId)
           yield* Ref.update(lastPayloads, (m) => {
             const next = new Map(m)
             next.delete(kernelId)
@@ -237,20 +237,21 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
             kernels.delete(kernelId)
             return { ...s, kernels }
           })
-          if (payload === undefined) {
+          if (last === undefined) {
             yield* Effect.logDebug("stats: no stat to finalize").pipe(Effect.annotateLogs({ kernelId }))
-            return
+            return Option.none<KernelStat>()
           }
-          yield* redis.set(kernelId, payload, { ttlSeconds: finalTtl }).pipe(
+          yield* redis.set(kernelId, last.payload, { ttlSeconds: finalTtl }).pipe(
             Effect.catch((error) =>
               Effect.logWarning("stats: cannot write the last stat of a terminated kernel").pipe(
                 Effect.annotateLogs({ kernelId, error: error.message })
               )
             )
           )
+          return Option.some(last.stat)
         }))),
         Effect.timeoutOption("5 seconds"),
-        Effect.asVoid
+        Effect.map(Option.flatten)
       )
 
     return StatsCollector.of({ collectOnce, finalize })

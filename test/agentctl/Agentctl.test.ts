@@ -164,9 +164,13 @@ describe("agentctl over the wire", () => {
 
         const destroyed = yield* agentctl("--agent", endpoint, "destroy", KID)
         assert.isTrue(destroyed.ok)
-        const missing = yield* agentctl("--agent", endpoint, "destroy", "nope")
+        const missing = yield* agentctl("--agent", endpoint, "destroy", "7c0a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11")
         assert.isFalse(missing.ok)
         assert.include(missing.err, "ai.backend.agent.exception.KernelNotFound")
+        // kernel ids are UUIDs: agentctl refuses anything else before sending it
+        const notUuid = yield* agentctl("--agent", endpoint, "destroy", "nope")
+        assert.isFalse(notUuid.ok)
+        assert.include(notUuid.err, "kernel_id must be a UUID")
         const badSlots = yield* agentctl("--agent", endpoint, "create-kernel", "--image", "x/y:z", "--slots", "cpu=many")
         assert.isFalse(badSlots.ok)
         assert.include(badSlots.err, "cpu")

@@ -81,6 +81,27 @@ describe("agent.toml", () => {
       assert.strictEqual(fromFile.region, "file-region")
     }))
 
+  it.effect("agent.rpc-allowed-peers takes IPs and CIDR blocks and refuses anything else; rpc-max-inflight is at least 1", () =>
+    Effect.gen(function*() {
+      const ok = yield* decodeConfigText(
+        "a.toml",
+        `[etcd]\nnamespace = "a"\n[agent]\nrpc-allowed-peers = ["10.0.0.2", "10.1.0.0/16", "fd00::/8", "::1"]\n`,
+        {},
+        "h"
+      )
+      assert.deepStrictEqual(ok.config.agent["rpc-allowed-peers"], ["10.0.0.2", "10.1.0.0/16", "fd00::/8", "::1"])
+      assert.strictEqual(ok.config.agent["rpc-max-inflight"], 1024)
+      const defaults = yield* decodeConfigText("d.toml", `[etcd]\nnamespace = "a"\n`, {}, "h")
+      assert.deepStrictEqual(defaults.config.agent["rpc-allowed-peers"], [])
+      for (const bad of [`["manager.local"]`, `["10.0.0.0/33"]`, `["10.0.0.1/8/9"]`, `[""]`]) {
+        const exit = yield* Effect.exit(decodeConfigText("b.toml", `[etcd]\nnamespace = "a"\n[agent]\nrpc-allowed-peers = ${bad}\n`, {}, "h"))
+        assert.isTrue(Exit.isFailure(exit), bad)
+        assert.include(Exit.isFailure(exit) ? String(exit.cause) : "", "agent.rpc-allowed-peers: expected IP addresses or CIDR blocks", bad)
+      }
+      const zero = yield* Effect.exit(decodeConfigText("c.toml", `[etcd]\nnamespace = "a"\n[agent]\nrpc-max-inflight = 0\n`, {}, "h"))
+      assert.isTrue(Exit.isFailure(zero))
+    }))
+
   it.effect("every problem is reported with its key path, expectation and found value", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(decodeConfigText(

@@ -12,9 +12,12 @@ describe("flake.nix", () => {
     const r = spawnSync("nix-instantiate", ["--parse", "flake.nix"], { encoding: "utf8" })
     assert.strictEqual(r.error, undefined, "nix-instantiate is missing (apt-get install nix-bin)")
     assert.strictEqual(r.status, 0, r.stderr)
-    for (const attr of ["packages", "apps", "devShells", "nixosModules", "buildNpmPackage", "nodejs_24", "npmDepsHash"]) {
+    for (const attr of ["packages", "apps", "devShells", "nixosModules", "buildNpmPackage", "nodejs_24", "importNpmLock", "npmConfigHook"]) {
       assert.include(r.stdout, attr)
     }
+    // no hand-kept hash of the npm closure
+    assert.notInclude(r.stdout, "npmDepsHash")
+    assert.notInclude(r.stdout, "fakeHash")
     const m = spawnSync("nix-instantiate", ["--parse", "deploy/nixos/module.nix"], { encoding: "utf8" })
     assert.strictEqual(m.status, 0, m.stderr)
   })
@@ -23,7 +26,7 @@ describe("flake.nix", () => {
     // check a copy holding only what the flake reads, so the repository (node_modules…) is not copied to the store
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), "bai-flake-"))
     try {
-      fs.copyFileSync("flake.nix", path.join(dir, "flake.nix"))
+      for (const f of ["flake.nix", "flake.lock", "package.json", "package-lock.json"]) fs.copyFileSync(f, path.join(dir, f))
       fs.cpSync("deploy", path.join(dir, "deploy"), { recursive: true })
       const r = spawnSync(
         "nix",
@@ -54,6 +57,28 @@ describe("flake.nix", () => {
         assert.strictEqual(outputs.devShells[system].default.type, "derivation")
       }
       assert.strictEqual(outputs.nixosModules.default.type, "nixos-module")
+
+      // the npm closure: every package of package-lock.json is fetched from its registry tarball,
+      // keyed by the lock's integrity (npm writes no `resolved` URLs here; the flake derives them)
+      const ev = spawnSync(
+        "nix",
+        [
+          ...NIX_FLAGS, "eval", "--json", "--no-write-lock-file",
+          "--override-input", "nixpkgs", `path:${path.resolve("test/deploy/stub-nixpkgs")}`,
+          `path:${dir}#packages.x86_64-linux.bai-k8s-agent.npmDeps.resolved`
+        ],
+        { encoding: "utf8" }
+      )
+      assert.strictEqual(ev.status, 0, quiet(ev.stderr))
+      const resolved = JSON.parse(ev.stdout) as Record<string, string | null>
+      const lock = JSON.parse(fs.readFileSync("package-lock.json", "utf8")) as { packages: Record<string, { version?: string; integrity?: string; name?: string }> }
+      const fetched = Object.entries(lock.packages).filter(([p, m]) => p !== "" && m.version !== undefined && m.integrity !== undefined)
+      assert.isAbove(fetched.length, 50)
+      for (const [p, m] of fetched) {
+        const name = m.name ?? p.slice(p.lastIndexOf("node_modules/") + "node_modules/".length)
+        assert.strictEqual(resolved[p], `https://registry.npmjs.org/${name}/-/${name.split("/").pop()}-${m.version}.tgz`, p)
+      }
+      assert.strictEqual(resolved["node_modules/@effect/platform-node"], `https://registry.npmjs.org/@effect/platform-node/-/platform-node-${lock.packages["node_modules/@effect/platform-node"]!.version}.tgz`)
     } finally {
       fs.rmSync(dir, { recursive: true, force: true })
       // the store copies of the flake are garbage (no GC roots); drop them so the store does not grow
@@ -84,8 +109,10 @@ describe("deploy/nixos/module.nix (services.backendai-agent)", () => {
     assert.include(c.systemd.tmpfiles.rules[0], "/var/lib/backend.ai/scratches")
     const agent = c.systemd.services["backendai-agent"]
     const watcher = c.systemd.services["backendai-agent-watcher"]
-    assert.match(agent.serviceConfig.ExecStart, /\/bin\/bai-main -f \/etc\/backend\.ai\/agent\.toml$/)
-    assert.match(watcher.serviceConfig.ExecStart, /\/bin\/bai-watcher -f \/etc\/backend\.ai\/agent\.toml$/)
+    assert.match(agent.serviceConfig.ExecStart, /^\/nix\/store\/[a-z0-9]+-bai-main-launcher$/)
+    assert.match(watcher.serviceConfig.ExecStart, /^\/nix\/store\/[a-z0-9]+-bai-watcher-launcher$/)
+    assert.isUndefined(agent.serviceConfig.LoadCredential, "no password file configured")
+    assert.deepStrictEqual(m.failedAssertions, [])
     for (const unit of [agent, watcher]) {
       const s = unit.serviceConfig
       assert.strictEqual(s.Type, "exec")
@@ -100,6 +127,23 @@ describe("deploy/nixos/module.nix (services.backendai-agent)", () => {
     assert.deepStrictEqual(agent.serviceConfig.ReadWritePaths, ["/var/lib/backend.ai/scratches"])
     assert.include(c.security.polkit.extraConfig, "org.freedesktop.systemd1.manage-units")
     assert.deepStrictEqual(c.networking.firewall.allowedTCPPorts, [6001, 6009])
+  })
+
+  it("the etcd password comes from a file as a systemd credential, never from the Nix store", () => {
+    const m = evalModule(`{ etcdPasswordFile = "/run/secrets/bai-etcd"; }`)
+    for (const unit of ["backendai-agent", "backendai-agent-watcher"]) {
+      assert.strictEqual(m.config.systemd.services[unit].serviceConfig.LoadCredential, "etcd-password:/run/secrets/bai-etcd", unit)
+    }
+    assert.include(m.options, "etcdPasswordFile")
+    assert.deepStrictEqual(m.failedAssertions, [])
+    // the launcher reads the credential into the variable the agent reads (BACKEND_ETCD_PASSWORD)
+    const module = fs.readFileSync("deploy/nixos/module.nix", "utf8")
+    assert.include(module, `BACKEND_ETCD_PASSWORD="$(cat "$CREDENTIALS_DIRECTORY/etcd-password")"`)
+    // a password in settings (rendered into the store) or a password file in the store is refused
+    const bad = evalModule(`{ etcdPassword = "pw"; etcdPasswordFile = "/nix/store/aaaa-pw"; }`)
+    assert.strictEqual(bad.failedAssertions.length, 2)
+    assert.match(bad.failedAssertions[0], /settings\.etcd\.password/)
+    assert.match(bad.failedAssertions[1], /must not be in the Nix store/)
   })
 
   it("without the watcher: no watcher unit, no polkit rule; disabled: nothing", () => {
@@ -138,9 +182,20 @@ describe("deploy/systemd units", () => {
         encoding: "utf8",
         env: { ...process.env, SYSTEMD_LOG_LEVEL: "warning" }
       })
-      if (r.error === undefined) {
-        assert.strictEqual(r.status, 0, r.stderr)
-        assert.strictEqual(r.stderr.trim(), "", "no warnings")
+      // never skipped: .ci/run installs Debian's systemd package, which ships systemd-analyze
+      assert.strictEqual(r.error, undefined, "systemd-analyze is missing (apt-get install systemd)")
+      assert.strictEqual(r.status, 0, r.stderr)
+      assert.strictEqual(r.stderr.trim(), "", "no warnings")
+      // and their exposure score stays what deploy/README.md states (lower is better; 10 = unprotected)
+      const readme = fs.readFileSync("deploy/README.md", "utf8")
+      for (const u of units) {
+        const sec = spawnSync("systemd-analyze", ["security", "--offline=yes", "--no-pager", path.join(dir, u)], { encoding: "utf8" })
+        assert.strictEqual(sec.error, undefined)
+        const m = /Overall exposure level for \S+: ([0-9.]+)/.exec(sec.stdout)
+        assert.isNotNull(m, sec.stdout + sec.stderr)
+        const score = Number(m![1])
+        assert.isAtMost(score, 3.5, `${u} exposure ${score}`)
+        assert.include(readme, `| \`${u}\` | ${m![1]} |`, `deploy/README.md states the score of ${u}`)
       }
     } finally {
       fs.rmSync(dir, { recursive: true, force: true })

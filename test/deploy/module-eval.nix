@@ -1,7 +1,7 @@
 # Evaluates deploy/nixos/module.nix with the stub nixpkgs (test/deploy/stub-nixpkgs) and a fake
 # config, resolving mkIf/mkDefault by hand (no NixOS module system offline). Used by flake.test.ts:
 #   nix-instantiate --eval --strict --json test/deploy/module-eval.nix
-{ enable ? true, watcher ? true, openFirewall ? true }:
+{ enable ? true, watcher ? true, openFirewall ? true, etcdPasswordFile ? null, etcdPassword ? null }:
 let
   stub = (import ./stub-nixpkgs/flake.nix).outputs { self = stub; };
   pkgs = stub.legacyPackages.x86_64-linux;
@@ -10,7 +10,11 @@ let
   module = import ../../deploy/nixos/module.nix { self = { packages.x86_64-linux.default = package; }; };
   cfg = {
     inherit enable openFirewall package;
-    settings = { etcd = { namespace = "local"; addr = "10.0.0.2:2379"; }; agent.rpc-listen-addr = "10.0.0.5:6001"; };
+    settings = {
+      etcd = { namespace = "local"; addr = "10.0.0.2:2379"; } // (if etcdPassword == null then { } else { password = etcdPassword; });
+      agent.rpc-listen-addr = "10.0.0.5:6001";
+    };
+    inherit etcdPasswordFile;
     user = "backendai";
     group = "backendai";
     scratchRoot = "/var/lib/backend.ai/scratches";
@@ -35,4 +39,6 @@ in
   watcherOptions = builtins.attrNames opts.watcher;
   enableDefault = opts.enable.default;
   config = out;
+  # the module's assertions (resolved: a list of { assertion, message })
+  failedAssertions = if out == null then [ ] else map (a: a.message) (builtins.filter (a: !a.assertion) out.assertions);
 }

@@ -22,6 +22,8 @@ const allowed: ReadonlyArray<readonly [string, string, boolean]> = [
   ...["get", "list", "create", "delete"].map((v) => [v, "services", true] as const),
   ...["list", "create", "delete", "update"].map((v) => [v, "configmaps", true] as const),
   ["get", "secrets", true],
+  ["create", "networkpolicies.networking.k8s.io", true],
+  ["update", "networkpolicies.networking.k8s.io", true],
   ["get", "nodes", false],
   ["list", "nodes", false],
   ["watch", "nodes", false],
@@ -32,6 +34,9 @@ const allowed: ReadonlyArray<readonly [string, string, boolean]> = [
 const denied: ReadonlyArray<readonly [string, string, boolean]> = [
   ["list", "secrets", true],
   ["watch", "secrets", true],
+  ["delete", "networkpolicies.networking.k8s.io", true],
+  ["patch", "networkpolicies.networking.k8s.io", true],
+  ["create", "networkpolicies.networking.k8s.io", false],
   ["update", "pods", true],
   ["update", "pods/status", true],
   ["patch", "pods/status", true],
@@ -158,6 +163,9 @@ describe("deploy/kubernetes/rbac.yaml", () => {
         api.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name, labels, ownerReferences: [owner] }, data: { a: "1" } } }))
       yield* kube.core("replace configmap", (api) =>
         api.replaceNamespacedConfigMap({ name, namespace: ns, body: { metadata: { name, labels, ownerReferences: [owner] }, data: { a: "2" } } }))
+      const policy = { metadata: { name, labels, ownerReferences: [owner] }, spec: { podSelector: { matchLabels: labels }, policyTypes: ["Ingress"] } }
+      yield* kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace: ns, body: policy }))
+      yield* kube.networking("replace network policy", (api) => api.replaceNamespacedNetworkPolicy({ name, namespace: ns, body: policy }))
       yield* kube.core("list services", (api) => api.listNamespacedService({ namespace: ns }))
       yield* kube.core("list configmaps", (api) => api.listNamespacedConfigMap({ namespace: ns }))
       // logs: allowed (the pod may not have started yet: anything but Forbidden is fine)

@@ -23,6 +23,7 @@ import asyncio
 import base64
 import io
 import json
+import re
 import socket
 import sys
 import tarfile
@@ -119,10 +120,28 @@ def registry_request(path, method="GET", accept=None):
 
 
 SCHEMA2 = "application/vnd.docker.distribution.manifest.v2+json"
+# the keypair resource policy's idle_timeout for the created kernels (kept across restart_kernel)
+IDLE_TIMEOUT = 3600
+QUANTUM = Decimal("0.000")
+
+
+def slots_to_json(slots):
+    """backend.ai-common 19.06 ResourceSlot.to_json() after from_user_input()."""
+    out = {}
+    for k, v in slots.items():
+        v = Decimal(int(v)) if k == "mem" else Decimal(v).quantize(QUANTUM).normalize()
+        out[k] = str(Decimal(v))
+    return out
+
+
+# backend.ai-common 19.06 docker.py ImageRef: a tag outside this pattern raises ValueError('Invalid
+# image tag') inside M1906 handle_heartbeat (no try/except), aborting the whole image update
+IMAGE_TAG = re.compile(r'^[A-Za-z0-9](?:[A-Za-z0-9-._]*[A-Za-z0-9])?$')
 
 
 def registry_images():
-    """{"<host>/<repo>:<tag>": digest} of every tag (what `backend.ai etcd rescan-images` sees)."""
+    """{"<host>/<repo>:<tag>": digest} of every tag the manager can take: an ImageRef-valid tag and the
+    `ai.backend.kernelspec` label (the 19.06 Docker agent reports only kernelspec images)."""
     out = {}
     with registry_request("/v2/_catalog?n=1000") as r:
         repos = json.loads(r.read()).get("repositories") or []
@@ -130,8 +149,11 @@ def registry_images():
         with registry_request("/v2/%s/tags/list?n=1000" % repo) as r:
             tags = json.loads(r.read()).get("tags") or []
         for tag in tags:
-            with registry_request("/v2/%s/manifests/%s" % (repo, tag), method="HEAD", accept=SCHEMA2) as r:
-                out["%s/%s:%s" % (CFG["registry"]["host"], repo, tag)] = r.headers["Docker-Content-Digest"]
+            if not IMAGE_TAG.search(tag):
+                continue
+            digest, labels = image_info(repo, tag)
+            if "ai.backend.kernelspec" in labels:
+                out["%s/%s:%s" % (CFG["registry"]["host"], repo, tag)] = digest
     return out
 
 
@@ -376,6 +398,11 @@ class Manager:
     async def instance_started(self, since):
         i = await self.events.wait(lambda n, a: n == "instance_started", since, what="instance_started")
         check(self.events.log[i][1] == (), "instance_started args %r" % (self.events.log[i][1],))
+        # M1906 refreshes addr/region/version/compute_plugins and config/resource_slots only on a
+        # heartbeat from an agent it does not hold ALIVE; instance_started makes it ALIVE: the first
+        # heartbeat must come first (19.06 Docker agent order), on every start
+        first_hb = next((j for j in range(since, len(self.events.log)) if self.events.log[j][0] == "instance_heartbeat"), None)
+        check(first_hb is not None and first_hb < i, "instance_started (#%d) before any instance_heartbeat (%r)" % (i, first_hb))
         check(not self.events.foreign, "events with another agent id: %s" % self.events.foreign[:5])
         return {"index": i}
 
@@ -413,12 +440,12 @@ class Manager:
         """A failure of the agent's own arrives as GenericError (M1906 wraps it into AgentError)."""
         kid = str(uuid.uuid4())
         try:
-            await self.rpc("destroy_kernel", kid)
+            await self.rpc("interrupt_kernel", kid)
         except aiozmq.rpc.GenericError as e:
             exc_type, args, exc_repr = e.args
             check(isinstance(exc_type, str) and isinstance(exc_repr, str), "error %r" % (e.args,))
             return {"excType": exc_type, "args": args, "repr": exc_repr}
-        raise AssertionError("destroy_kernel of an unknown kernel did not fail")
+        raise AssertionError("interrupt_kernel of an unknown kernel did not fail")
 
     def kernel_config(self):
         """What M1906 registry.py _create_kernel sends (spec §2.2)."""
@@ -440,11 +467,20 @@ class Manager:
                 "canonical": "%s/%s" % (host, PYTHON_IMAGE),
                 "labels": labels,
             },
-            "resource_slots": {"cpu": "1", "mem": "1073741824"},
-            "idle_timeout": 0,
+            # ResourceSlot.to_json() of from_user_input(): count slots quantize(0.000).normalize(),
+            # bytes slots int() (backend.ai-common 19.06 types.py 314-323, 404)
+            "resource_slots": slots_to_json({"cpu": Decimal("1"), "mem": Decimal(1073741824)}),
+            "idle_timeout": IDLE_TIMEOUT,
             "mounts": [],
             "environ": {},
         }
+
+    def restart_config(self):
+        """M1906 registry.py 819-834 restart_session: no idle_timeout, `'mounts': [],  # recovered from container config`."""
+        c = self.kernel_config()
+        del c["idle_timeout"]
+        c["mounts"] = []
+        return c
 
     async def create_kernel(self, since):
         kid = str(uuid.uuid4())
@@ -607,7 +643,8 @@ class Manager:
         raise AssertionError("no decodable agent stat with node.cpu_util.pct and node.mem.current: %r" % (last,))
 
     async def stats_kernel(self, kid):
-        """M1906 models/kernel.py: cpu_used.current, mem.stats.max (and live_stat)."""
+        """M1906 models/kernel.py 143-202 (live_stat) and gateway/resource.py 208-214, with their own
+        int()/float() conversions: any None or fraction there raises, as in the manager."""
         last = None
         for _ in range(90):
             raw = self.redis.get(kid)
@@ -615,14 +652,19 @@ class Manager:
                 stat = msgpack.unpackb(raw, raw=False)
                 last = stat
                 if stat.get("cpu_used", {}).get("current") is not None and stat.get("mem", {}).get("stats.max") is not None:
-                    return {"cpu_used": str(Decimal(stat["cpu_used"]["current"])),
-                            "mem_max_bytes": str(Decimal(stat["mem"]["stats.max"])), "metrics": sorted(stat)}
+                    read = kernel_stat_fields(stat)
+                    check(read["mem_capacity"] > 0, "mem.capacity %r" % (read["mem_capacity"],))
+                    return dict(read, metrics=sorted(stat))
             await asyncio.sleep(1)
         raise AssertionError("no decodable kernel stat with cpu_used.current and mem.stats.max: %r" % (last,))
 
-    async def destroy(self, kid, since):
+    async def destroy(self, kid, since, want_stat=False):
         res = await self.rpc("destroy_kernel", kid)
         check(res is None or isinstance(res, dict), "destroy_kernel -> %r" % (res,))
+        if want_stat:
+            # the 19.06 Docker agent returns last_stat with version 2 (REST DELETE answers {"stats": ...})
+            check(isinstance(res, dict) and res.get("version") == 2, "destroy_kernel -> %r: no last stat" % (res,))
+            kernel_stat_fields(res)
         i = await self.events.wait(self.events.kernel_event("kernel_terminated", kid), since, what="kernel_terminated")
         self.kernels.discard(kid)
         args = self.events.log[i][1]
@@ -639,7 +681,50 @@ class Manager:
         check(kind == "string", "TYPE %s = %r" % (kid, kind))
         stat = msgpack.unpackb(self.redis.get(kid), raw=False)
         check(isinstance(stat, dict) and "cpu_used" in stat and "mem" in stat, "last_stat %r" % (stat,))
-        return {"metrics": sorted(stat), "cpu_used": stat["cpu_used"].get("current")}
+        # gateway/resource.py 208-214 (/resource/usage/*) on the JSONB last_stat
+        usage = {
+            'cpu_used': float(stat['cpu_used']['current']),
+            'mem_used': int(stat['mem']['capacity']) if stat else 0,
+            'shared_memory': 0,
+            'disk_used': int(stat['io_scratch_size']['stats.max']) if stat else 0,
+            'io_read': int(stat['io_read']['current']) if stat else 0,
+            'io_write': int(stat['io_write']['current']) if stat else 0,
+        }
+        return {"metrics": sorted(stat), "usage": usage}
+
+    async def unknown_kernel(self, since):
+        """19.06 Docker agent, unknown kernel id: destroy_kernel emits kernel_terminated(kid,
+        'self-terminated', None) and returns None; execute emits it and raises."""
+        kid = str(uuid.uuid4())
+        res = await self.rpc("destroy_kernel", kid)
+        check(res is None, "destroy_kernel(unknown) -> %r" % (res,))
+        i = await self.events.wait(self.events.kernel_event("kernel_terminated", kid), since, what="kernel_terminated(unknown)")
+        check(self.events.log[i][1] == (kid, "self-terminated", None), "kernel_terminated args %r" % (self.events.log[i][1],))
+        kid2 = str(uuid.uuid4())
+        try:
+            await self.rpc("execute", 3, kid2, "r1", "query", "print(1)", {}, 2.0)
+        except aiozmq.rpc.GenericError as e:
+            exc_type, args, exc_repr = e.args
+            check(isinstance(exc_type, str) and isinstance(exc_repr, str), "error %r" % (e.args,))
+            j = await self.events.wait(self.events.kernel_event("kernel_terminated", kid2), since, what="kernel_terminated(unknown execute)")
+            check(self.events.log[j][1] == (kid2, "self-terminated", None), "kernel_terminated args %r" % (self.events.log[j][1],))
+            return {"excType": exc_type, "args": args, "repr": exc_repr}
+        raise AssertionError("execute on an unknown kernel did not fail")
+
+    async def restart_kernel(self, kid, created):
+        """M1906 restart_session: restart_kernel(kid, config without idle_timeout, mounts []) under a 30 s
+        timeout; the result's ports are read; the old kernel's idle timeout must survive."""
+        t0 = time.monotonic()
+        res = await self.rpc("restart_kernel", kid, self.restart_config(), timeout=30.0)
+        took = time.monotonic() - t0
+        for key in ("container_id", "repl_in_port", "repl_out_port", "stdin_port", "stdout_port"):
+            check(key in res, "restart_kernel result lacks %r: %r" % (key, res))
+        check(isinstance(res.get("service_ports", []), (list, tuple)), "service_ports %r" % (res.get("service_ports"),))
+        check(res["container_id"] != created["container_id"], "same container after restart")
+        cm = await kubectl_json("-n", CFG["kubeNs"], "get", "configmap", "kernel-%s" % kid)
+        check("\nIDLE_TIMEOUT=%d\n" % IDLE_TIMEOUT in cm["data"]["resource"], "idle timeout lost: %r" % cm["data"]["resource"])
+        created.update(res)
+        return {"result": res, "seconds": round(took, 1)}
 
     async def objects_of(self, kid):
         out = await kubectl_json("-n", CFG["kubeNs"], "get", "all,cm", "-l", "backend.ai/kernel-id=%s" % kid)
@@ -686,6 +771,23 @@ class Manager:
                 pass
 
 
+def kernel_stat_fields(stat):
+    """The kernel stat fields M1906 converts (models/kernel.py 143-202, gateway/resource.py 208-214)."""
+    return {
+        "cpu_used": float(stat["cpu_used"]["current"]),
+        "cpu_pct": float(stat["cpu_util"]["pct"]),
+        "mem_max": int(stat["mem"]["stats.max"]),
+        "mem_cur": int(stat["mem"]["current"]),
+        "mem_capacity": int(stat["mem"]["capacity"]),
+        "net_rx": int(stat["net_rx"]["stats.rate"]),
+        "net_tx": int(stat["net_tx"]["stats.rate"]),
+        "io_read": int(stat["io_read"]["current"]),
+        "io_write": int(stat["io_write"]["current"]),
+        "scratch_max": int(stat["io_scratch_size"]["stats.max"]),
+        "scratch_cur": int(stat["io_scratch_size"]["current"]),
+    }
+
+
 async def main():
     m = Manager()
     ok = False
@@ -704,6 +806,7 @@ async def main():
         await m.step("not-found-error", m.rpc_not_found)
         await m.step("parameters-error", m.rpc_parameters_error)
         await m.step("domain-error", m.rpc_domain_error)
+        await m.step("unknown-kernel", lambda: m.unknown_kernel(len(m.events.log)))
 
         mark = len(m.events.log)
         holder = {}
@@ -724,8 +827,11 @@ async def main():
         await m.step("get-completions", lambda: m.completions(kid))
         await m.step("stats-agent", m.stats_agent)
         await m.step("stats-kernel", lambda: m.stats_kernel(kid))
+        await m.step("restart-kernel", lambda: m.restart_kernel(kid, holder["created"]))
+        await m.step("execute-after-restart", lambda: m.execute_hi(kid))
+        await m.step("stats-kernel-after-restart", lambda: m.stats_kernel(kid))
         mark = len(m.events.log)
-        await m.step("destroy-kernel", lambda: m.destroy(kid, mark))
+        await m.step("destroy-kernel", lambda: m.destroy(kid, mark, want_stat=True))
         await m.step("last-stat", lambda: m.last_stat(kid))
         await m.step("objects-gone", lambda: m.objects_gone(kid))
 

@@ -115,21 +115,37 @@ describe("Watcher", () => {
       ])
     }).pipe(Effect.scoped))
 
-  it.live("soft-reset reloads when enabled; an absent etcd token means `insecure`", () =>
+  it.live("soft-reset reloads when enabled", () =>
     Effect.gen(function*() {
       const dir = yield* tempDir
       const port = yield* startWatcher({
         systemctl: [fakeSystemctl(dir)],
         softResetAvailable: true,
-        targetService: "bai.service",
-        token: Effect.succeed(undefined)
+        targetService: "bai.service"
       })
       const url = `http://127.0.0.1:${port}`
-      assert.strictEqual((yield* request(`${url}/soft-reset`, "POST", "s3cret")).status, 403)
-      const r = yield* request(`${url}/soft-reset`, "POST", "insecure")
+      assert.strictEqual((yield* request(`${url}/soft-reset`, "POST", "insecure")).status, 403)
+      const r = yield* request(`${url}/soft-reset`, "POST", "s3cret")
       assert.strictEqual(r.status, 200)
       assert.deepStrictEqual(r.json, { result: "ok" })
       assert.deepStrictEqual(calls(dir), ["reload bai.service"])
+    }).pipe(Effect.scoped))
+
+  it.live("no token in etcd: every request is refused (no built-in default token), and an empty token is no token", () =>
+    Effect.gen(function*() {
+      for (const absent of [undefined, ""]) {
+        const dir = yield* tempDir
+        const port = yield* startWatcher({ systemctl: [fakeSystemctl(dir)], softResetAvailable: true, token: Effect.succeed(absent) })
+        const url = `http://127.0.0.1:${port}`
+        for (const token of [undefined, "insecure", "", "s3cret"]) {
+          for (const [method, p] of [["GET", "/"], ["POST", "/agent/stop"], ["POST", "/soft-reset"], ["GET", "/nope"]] as const) {
+            const r = yield* request(`${url}${p}`, method, token)
+            assert.strictEqual(r.status, 403, `${method} ${p} with token ${token} (etcd ${absent})`)
+            assert.strictEqual(r.server, "BackendAI-AgentWatcher")
+          }
+        }
+        assert.deepStrictEqual(calls(dir), [], "nothing runs")
+      }
     }).pipe(Effect.scoped))
 
   it.live("without systemctl it answers 200 with the not-loaded message", () =>

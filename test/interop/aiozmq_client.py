@@ -9,6 +9,8 @@ import time
 
 import aiozmq.rpc
 
+KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"  # kernel ids are UUIDs (str(uuid.uuid4())) at the agent's edge
+
 
 async def main(endpoint):
     results = {}
@@ -33,19 +35,19 @@ async def main(endpoint):
                 results.setdefault("parameters_error", []).append(type(e).__name__)
 
         try:
-            await client.call.destroy_kernel("k-1")
+            await client.call.destroy_kernel(KID)
             raise AssertionError("expected GenericError")
         except aiozmq.rpc.GenericError as e:
             exc_type, args, repr_ = e.args
             results["domain_error"] = [exc_type, list(args), repr_]
 
-        data = await client.call.download_file("k", "a.txt")
+        data = await client.call.download_file(KID, "a.txt")
         assert isinstance(data, bytes), type(data)
         results["download_file_type"] = type(data).__name__
 
         # a slow execute must not block pings
         t0 = time.monotonic()
-        slow = asyncio.ensure_future(client.call.execute(3, "k", "run-1", "query", "print(1)", {}, 2.0))
+        slow = asyncio.ensure_future(client.call.execute(3, KID, "run-1", "query", "print(1)", {}, 2.0))
         await asyncio.sleep(0.02)
         pings = await asyncio.gather(*[client.call.ping("p%d" % i) for i in range(50)])
         pings_done = time.monotonic() - t0

@@ -1,9 +1,12 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Layer, Option, Scope } from "effect"
-import { InvalidRequest, KernelNotFound, RunNotFound } from "../../src/domain/Errors.ts"
+import { Duration, Effect, Fiber, Layer, Option, Scope } from "effect"
+import { TestClock } from "effect/testing"
+import * as Zmq from "zeromq"
+import { InvalidRequest, KernelNotFound } from "../../src/domain/Errors.ts"
 import { flushWindow, framesOf, KernelExecution, MAX_FLUSH, toResult } from "../../src/kernel/Execute.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
 import { type PollResult, RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import { type AgentEvent, EventPublisher } from "../../src/registry/EventPublisher.ts"
 import { kernelInfo, spawnRunner } from "./RunnerSupport.ts"
 
 const poll = (items: PollResult["items"], end?: { status: "finished" | "waiting-input"; exitCode: number | null }): PollResult => ({
@@ -72,14 +75,17 @@ describe("execute results", () => {
 const kernel = (kernelId: string) =>
   kernelInfo(kernelId, { servicePorts: [{ name: "web", protocol: "http", container_port: 8080, host_port: 30080 }] })
 
-const Deps = Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer)
-const TestLayer = KernelExecution.layer.pipe(Layer.provideMerge(Deps))
-const withExecution = <A, E>(self: Effect.Effect<A, E, KernelExecution | KernelRegistry | RunnerConnections | Scope.Scope>) =>
-  self.pipe(Effect.provide(TestLayer), Effect.scoped)
+const testLayer = (sink: Array<AgentEvent>) =>
+  KernelExecution.layer.pipe(Layer.provideMerge(Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer, EventPublisher.layerTest(sink))))
+const withExecution = <A, E>(
+  self: Effect.Effect<A, E, KernelExecution | KernelRegistry | RunnerConnections | Scope.Scope>,
+  sink: Array<AgentEvent> = []
+) => self.pipe(Effect.provide(testLayer(sink)), Effect.scoped)
 
 describe("KernelExecution against the runner simulator", () => {
-  it.live("query, input, continue, completions, services, unknown kernels and runs", () =>
-    withExecution(Effect.gen(function*() {
+  it.live("query, input, continue, completions, services, unknown kernels and runs", () => {
+    const sink: Array<AgentEvent> = []
+    return withExecution(Effect.gen(function*() {
       const runner = yield* spawnRunner
       const registry = yield* KernelRegistry
       const exec = yield* KernelExecution
@@ -95,18 +101,26 @@ describe("KernelExecution against the runner simulator", () => {
       const f = yield* exec.execute({ apiVersion: 3, kernelId: "k", runId: "in1", mode: "input", code: "s3cret", opts: {}, flushTimeout: 10 })
       assert.deepStrictEqual([f.status, f.exitCode, f.console], ["finished", 0, [["stdout", "s3cret\n"]]])
 
-      const lost = yield* Effect.flip(exec.execute({ apiVersion: 3, kernelId: "k", runId: "in1", mode: "continue", code: "", opts: {}, flushTimeout: 1 }))
-      assert.instanceOf(lost, RunNotFound)
+      // continue/input of a run the agent does not know: an empty `continued`, as the 19.06 Docker
+      // agent answers (its attach_output_queue makes a fresh queue); nothing reaches the runner
+      const lost = yield* exec.execute({ apiVersion: 3, kernelId: "k", runId: "in1", mode: "continue", code: "", opts: {}, flushTimeout: 0.1 })
+      assert.deepStrictEqual(lost, { runId: "in1", status: "continued", exitCode: null, options: null, files: [], console: [] })
+      const lostInput = yield* exec.execute({ apiVersion: 1, kernelId: "k", runId: "gone", mode: "input", code: "x", opts: {}, flushTimeout: 0.1 })
+      assert.deepStrictEqual([lostInput.status, lostInput.stdout, lostInput.stderr], ["continued", "", ""])
       const bad = yield* Effect.flip(exec.execute({ apiVersion: 3, kernelId: "k", runId: null, mode: "continue", code: "", opts: {}, flushTimeout: 1 }))
       assert.instanceOf(bad, InvalidRequest)
+      // an unknown kernel: kernel_terminated(kid, "self-terminated", None) first (so the manager
+      // releases the session), then the error, as the 19.06 Docker agent's _execute
       const unknown = yield* Effect.flip(exec.execute({ apiVersion: 3, kernelId: "nope", runId: null, mode: "query", code: "", opts: {}, flushTimeout: 1 }))
       assert.instanceOf(unknown, KernelNotFound)
+      assert.deepStrictEqual(sink, [{ name: "kernel_terminated", args: ["nope", "self-terminated", null] }])
 
       const c = yield* exec.complete("k", "pri", {})
       assert.deepStrictEqual(c, { status: "finished", completions: ["print("] })
       assert.deepStrictEqual(yield* exec.startService("k", "web", {}), { status: "started" })
       assert.deepStrictEqual(yield* exec.startService("k", "nope", {}), { status: "failed", error: "invalid service name" })
-    })), 60_000)
+    }), sink)
+  }, 60_000)
 
   it.live("batch: a failing build ends with build-finished ≠ 0, then finished 127", () =>
     withExecution(Effect.gen(function*() {
@@ -140,4 +154,48 @@ describe("KernelExecution against the runner simulator", () => {
       assert.strictEqual(r.status, "finished")
       assert.notStrictEqual(r.exitCode, 0)
     })), 60_000)
+
+  it.effect("start_service waits 30 s for a runner that blocks until the port opens; no keep-alive pings queue up meanwhile", () => {
+    const sink: Array<AgentEvent> = []
+    return withExecution(Effect.gen(function*() {
+      // a runner played by the test (PULL on repl-in, PUSH on repl-out), answering when told to
+      const pull = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Pull({ linger: 0 })), (x) => Effect.sync(() => x.close()))
+      const push = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Push({ linger: 0 })), (x) => Effect.sync(() => x.close()))
+      yield* Effect.promise(() => pull.bind("tcp://127.0.0.1:*"))
+      yield* Effect.promise(() => push.bind("tcp://127.0.0.1:*"))
+      const portOf = (e: string | null) => Number(/:(\d+)$/.exec(e ?? "")![1])
+      const received: Array<string> = []
+      const nextFrame = Effect.promise(() => pull.receive()).pipe(Effect.map((f) => f[0]!.toString()), Effect.tap((t) => Effect.sync(() => void received.push(t))))
+      const until = (type: string) => Effect.gen(function*() {
+        for (;;) if ((yield* nextFrame) === type) return
+      })
+
+      const registry = yield* KernelRegistry
+      const exec = yield* KernelExecution
+      yield* registry.upsert(kernel("svc"))
+      yield* (yield* RunnerConnections).open("svc", { host: "127.0.0.1", replInPort: portOf(pull.lastEndpoint), replOutPort: portOf(push.lastEndpoint) })
+      const started = yield* exec.startService("svc", "web", {}).pipe(Effect.forkChild)
+      yield* until("start-service")
+      received.length = 0
+      // the service takes 25 s to open its port (the 19.06 runner blocks its loop until then)
+      yield* TestClock.adjust("25 seconds")
+      assert.isUndefined(started.pollUnsafe(), "still waiting after 25 s")
+      yield* Effect.promise(() => push.send(["service-result", JSON.stringify({ status: "started" })]))
+      assert.deepStrictEqual(yield* Fiber.join(started), { status: "started" })
+      // everything the agent sent while the runner was blocked, up to a marker
+      const conn = yield* (yield* RunnerConnections).get("svc")
+      yield* conn.send("marker", "")
+      yield* until("marker")
+      assert.deepStrictEqual(received, ["marker"], "no status pings while start-service was pending")
+      // and the keep-alive resumes afterwards
+      yield* TestClock.adjust("10 seconds")
+      yield* until("status")
+
+      // past 30 s: failed with a timeout, as the Docker agent
+      const late = yield* exec.startService("svc", "web", {}).pipe(Effect.forkChild)
+      yield* until("start-service")
+      yield* TestClock.adjust("31 seconds")
+      assert.deepStrictEqual(yield* Fiber.join(late), { status: "failed", error: "timeout" })
+    }), sink)
+  }, 60_000)
 })

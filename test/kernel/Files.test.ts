@@ -127,11 +127,15 @@ describe("Files", () => {
       assert.strictEqual(fs.readFileSync(path.join(s.outside, "secret.txt"), "utf8"), "secret")
       assert.isFalse(fs.existsSync(path.join(s.outside, "x.txt")))
       assert.isFalse(fs.existsSync(path.join(s.outside, "new")))
-      // symlinks pointing inside are fine, and a directory download stores them as links
-      yield* files.upload("k", "inner-link/ok.txt", Buffer.from("ok"))
-      assert.strictEqual(fs.readFileSync(path.join(s.work, "inner", "ok.txt"), "utf8"), "ok")
-      const whole = yield* files.download("k", "inner")
-      assert.isTrue(whole.length > 0)
+      // links are never followed, even pointing inside; a directory download stores them as links
+      const inner = yield* Effect.flip(files.upload("k", "inner-link/ok.txt", Buffer.from("ok")))
+      assert.instanceOf(inner, PathOutsideWorkDir)
+      assert.isFalse(fs.existsSync(path.join(s.work, "inner", "ok.txt")))
+      const whole = yield* files.download("k", ".")
+      const listing = spawnSync("tar", ["-tv"], { input: whole, encoding: "utf8" })
+      assert.match(listing.stdout, /work\/escape -> /)
+      assert.match(listing.stdout, /work\/secret-link -> /)
+      assert.notInclude(listing.stdout, "work/escape/")
     })))
 
   it.effect("downloads beyond container.download-max-size fail with DownloadTooLarge", () =>

@@ -108,10 +108,14 @@ describe("KernelLifecycle on the testbed", () => {
         assert.strictEqual(term.args[1], "user-requested")
         assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
         assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
-        // a second destroy is harmless; an id never known is KernelNotFound
-        yield* lifecycle.destroy(kid, "user-requested")
-        const unknown = yield* lifecycle.destroy(crypto.randomUUID(), "user-requested").pipe(Effect.flip)
-        assert.strictEqual(unknown._tag, "KernelNotFound")
+        // a second destroy is harmless; an id never known answers None after reporting it
+        // kernel_terminated(kid, "self-terminated", None), as the 19.06 Docker agent does (so the
+        // manager releases the session instead of leaving it in ERROR)
+        assert.isNull(yield* lifecycle.destroy(kid, "user-requested"))
+        const stranger = crypto.randomUUID()
+        assert.isNull(yield* lifecycle.destroy(stranger, "user-requested"))
+        const selfTerm = yield* takeEvent(site, "kernel_terminated", stranger)
+        assert.deepStrictEqual(selfTerm.args, [stranger, "self-terminated", null])
         const registry = yield* KernelRegistry
         assert.strictEqual((yield* registry.list).length, 0)
         return result
@@ -203,6 +207,33 @@ describe("KernelLifecycle on the testbed", () => {
         yield* conn.status("10 seconds")
         yield* lifecycle.destroy(kid, "user-requested")
         assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+      }).pipe(Effect.provide(lifecycleLayer(site)))
+    }).pipe(Effect.scoped), T)
+
+  it.live("restart as manager 19.06 sends it (mounts: [], no idle_timeout) keeps the old kernel's vfolders and idle timeout", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        const folderId = crypto.randomUUID().replaceAll("-", "")
+        yield* lifecycle.create(kid, pythonConfig(env, { mounts: [["vf1", "local", folderId, "rw"]], idle_timeout: 600 }))
+        // manager 19.06 registry.py 819–834: `'mounts': [],  # recovered from container config`, no idle_timeout
+        const { idle_timeout: _omitted, ...restartBody } = pythonConfig(env, { mounts: [] })
+        const second = yield* lifecycle.restart(kid, restartBody)
+        const pod = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pod", `kernel-${kid}`])
+        assert.strictEqual(pod.metadata.uid, second.container_id)
+        const mounts = pod.spec.containers[0].volumeMounts.map((m: { mountPath: string }) => m.mountPath)
+        assert.include(mounts, "/home/work/vf1", JSON.stringify(mounts))
+        const cm = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "configmap", `kernel-${kid}`])
+        assert.match(cm.data.resource, /\nMOUNTS=vf1:rw\n/)
+        assert.match(cm.data.resource, /\nIDLE_TIMEOUT=600\n/)
+        const info = yield* (yield* KernelRegistry).get(kid)
+        assert.strictEqual(info.idleTimeout, 600)
+        // a restart that does send mounts and an idle timeout gets those
+        yield* lifecycle.restart(kid, pythonConfig(env, { mounts: [], idle_timeout: 30 }))
+        assert.strictEqual((yield* (yield* KernelRegistry).get(kid)).idleTimeout, 30)
+        yield* lifecycle.destroy(kid, "user-requested")
       }).pipe(Effect.provide(lifecycleLayer(site)))
     }).pipe(Effect.scoped), T)
 

@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
 import {
+  KERNEL_MAX_BUFFERED_BYTES,
+  MESSAGE_MAX_BYTES,
   type PollResult,
   RECORD_MAX_BYTES,
   RUN_MAX_ITEMS,
@@ -209,6 +211,73 @@ describe("RunnerConnections against a scripted runner", () => {
       }
       assert.isAtMost(ends, RUN_MAX_ITEMS)
       assert.isTrue(Option.isNone(yield* conn.currentRun))
+    })), 60_000)
+
+  it.live("a message over MESSAGE_MAX_BYTES never reaches the agent; the connection recovers", () =>
+    withConnections(Effect.gen(function*() {
+      const fake = yield* fakeRunner
+      const conn = yield* (yield* RunnerConnections).open("f4", fake.endpoint)
+      yield* conn.attachRun("r", [], { create: true })
+      yield* fake.emit("stdout", Buffer.alloc(MESSAGE_MAX_BYTES + 1024 * 1024, 0x41))
+      // ZeroMQ drops the connection (and what was queued on it); the agent reconnects: send until heard
+      let text = ""
+      for (let i = 0; i < 120 && !text.includes("after"); i++) {
+        yield* fake.emit("stdout", "after\n")
+        text += textOf([yield* conn.poll("r", "500 millis")])
+      }
+      assert.include(text, "after")
+      assert.notInclude(text, "AAAA")
+      yield* fake.emit("finished", "{\"exitCode\":0}")
+      yield* pollToEnd(conn, "r")
+    })), 120_000)
+
+  it.live("all runs of a kernel share one output budget: uncollected runs count, collected output frees it", () =>
+    withConnections(Effect.gen(function*() {
+      const fake = yield* fakeRunner
+      const conn = yield* (yield* RunnerConnections).open("f5", fake.endpoint)
+      const MiB = 1024 * 1024
+      const share = Math.ceil((KERNEL_MAX_BUFFERED_BYTES * 0.6) / MiB) // 60 % of the budget, per run
+      const flood = (runId: string) =>
+        Effect.gen(function*() {
+          yield* conn.attachRun(runId, [], { create: true })
+          for (let i = 0; i < share; i++) yield* fake.emit("stdout", Buffer.alloc(MiB, 0x61 + (i % 26)))
+          yield* fake.emit("finished", "{\"exitCode\":0}")
+        })
+      const outputOf = (runId: string) => Effect.map(pollToEnd(conn, runId), (polls) => textOf(polls).length)
+      // run a finishes uncollected; run b then fills what is left of the budget and drops the rest
+      yield* flood("a")
+      yield* flood("b")
+      const b = yield* pollToEnd(conn, "b")
+      const bText = textOf(b)
+      assert.isBelow(bText.length, share * MiB)
+      assert.match(textOf(b, "stderr"), /output records dropped/)
+      assert.isAtMost(yield* conn.bufferedBytes, KERNEL_MAX_BUFFERED_BYTES)
+      // a's output is whole; collecting it frees the budget for the next run
+      assert.strictEqual(yield* outputOf("a"), share * MiB)
+      assert.strictEqual(yield* conn.bufferedBytes, 0)
+      yield* flood("c")
+      assert.strictEqual(yield* outputOf("c"), share * MiB)
+    })), 180_000)
+
+  it.live("replies nobody asked for are dropped; a request still gets its own", () =>
+    withConnections(Effect.gen(function*() {
+      const fake = yield* fakeRunner
+      const conn = yield* (yield* RunnerConnections).open("f6", fake.endpoint)
+      for (let i = 0; i < 200; i++) yield* fake.emit(i % 2 === 0 ? "completion" : "service-result", JSON.stringify([`stale ${i}`]))
+      // a run's marker behind them: once it is polled, the reader has routed every stale reply
+      yield* conn.attachRun("r", [], { create: true })
+      yield* fake.emit("stdout", "marker\n")
+      yield* fake.emit("finished", "{\"exitCode\":0}")
+      assert.strictEqual(textOf(yield* pollToEnd(conn, "r")), "marker\n")
+      const answer = Effect.gen(function*() {
+        const [type] = yield* fake.receive
+        yield* fake.emit(type === "complete" ? "completion" : "service-result", JSON.stringify(["fresh"]))
+      })
+      const [c] = yield* Effect.all([conn.complete("{}", "10 seconds"), answer], { concurrency: "unbounded" })
+      assert.deepStrictEqual(c, Option.some(["fresh"]))
+      const [s] = yield* Effect.all([conn.startService("{}", "10 seconds"), answer], { concurrency: "unbounded" })
+      assert.deepStrictEqual(s, Option.some(["fresh"]))
+      assert.strictEqual(yield* conn.bufferedBytes, 0)
     })), 60_000)
 
   it.live("records with no current run are dropped", () =>

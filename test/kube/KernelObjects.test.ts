@@ -1,10 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
+import { decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { decodeKernelConfig, environText, resourceText } from "../../src/kernel/KernelConfig.ts"
 import {
   buildConfigMap,
   buildPod,
+  buildRunnerFence,
   buildService,
+  buildServicePolicy,
   classifyCreating,
   endedReason,
   type KernelObjectsInput,
@@ -12,6 +15,8 @@ import {
   podImage,
   recoveryOf,
   registryHost,
+  runnerFenceName,
+  sourcesToCidrs,
   resourceQuantities
 } from "../../src/kube/KernelObjects.ts"
 import { allocatedPortsIn, clusterRangeIn, NodePorts } from "../../src/kube/NodePorts.ts"
@@ -135,6 +140,73 @@ describe("KernelObjects", () => {
       assert.deepStrictEqual(mounts, { "/home/work/data": true, "/home/work/rw1": false })
     }))
 
+  it.effect("pod: the runner package (krunner subPaths kernel, helpers) is mounted into the krunner env's empty package dirs", () =>
+    Effect.gen(function*() {
+      const base = yield* inputOf
+      const mountsOf = (input: KernelObjectsInput) =>
+        (buildPod(input, ports).spec!.containers[0]!.volumeMounts ?? []).filter((m) => m.name === "krunner").map((m) => [m.mountPath, m.subPath, m.readOnly])
+      // default python-version 3.6 (the 19.06 krunner's Python); distro from the image label
+      const dflt = mountsOf(base)
+      assert.deepInclude(dflt, ["/opt/backend.ai/lib/python3.6/site-packages/ai/backend/kernel", "kernel", true])
+      assert.deepInclude(dflt, ["/opt/backend.ai/lib/python3.6/site-packages/ai/backend/helpers", "helpers", true])
+      assert.deepInclude(dflt, ["/opt/backend.ai", "backendai-krunner.ubuntu16.04", true])
+      assert.deepInclude(dflt, ["/opt/kernel/entrypoint.sh", "entrypoint.sh", true])
+      // the nested mounts come after the env they are mounted into
+      const order = dflt.map((m) => m[0])
+      assert.isBelow(order.indexOf("/opt/backend.ai"), order.indexOf("/opt/backend.ai/lib/python3.6/site-packages/ai/backend/kernel"))
+      // configured python version (e.g. a venv krunner on Debian 12)
+      const v311 = mountsOf({ ...base, krunnerVolume: { ...base.krunnerVolume, "python-version": "3.11" } })
+      assert.deepInclude(v311, ["/opt/backend.ai/lib/python3.11/site-packages/ai/backend/kernel", "kernel", true])
+      assert.deepInclude(v311, ["/opt/backend.ai/lib/python3.11/site-packages/ai/backend/helpers", "helpers", true])
+      assert.notDeepInclude(v311, ["/opt/backend.ai/lib/python3.6/site-packages/ai/backend/kernel", "kernel", true])
+      // a hostPath krunner volume is a directory that must exist (never created empty by the kubelet)
+      const hp = buildPod({ ...base, krunnerVolume: { type: "hostPath", path: "/opt/backend.ai" } }, ports)
+      assert.deepStrictEqual(hp.spec!.volumes!.find((v) => v.name === "krunner")?.hostPath, { path: "/opt/backend.ai", type: "Directory" })
+    }))
+
+  it.effect("config: kubernetes.krunner-volume.python-version defaults to 3.6 and must be X.Y", () =>
+    Effect.gen(function*() {
+      const load = (extra: string) => decodeConfigText("a.toml", `[etcd]\nnamespace = "n"\n${extra}`, {}, "h")
+      assert.strictEqual((yield* load("")).config.kubernetes["krunner-volume"]["python-version"], "3.6")
+      const nfs = yield* load(`[kubernetes.krunner-volume]\ntype = "nfs"\nserver = "10.0.0.3"\npath = "/x"\npython-version = "3.11"\n`)
+      assert.strictEqual(nfs.config.kubernetes["krunner-volume"]["python-version"], "3.11")
+      for (const bad of [`"3"`, `"../../etc"`, `"3.6/x"`, `3.6`]) {
+        const e = yield* Effect.flip(load(`[kubernetes.krunner-volume]\ntype = "hostPath"\npath = "/x"\npython-version = ${bad}\n`))
+        assert.match(e.message, /krunner-volume\.python-version/, bad)
+      }
+    }))
+
+  it.effect("pod: no privilege escalation, capabilities dropped but the entrypoint's, RuntimeDefault seccomp, no SA token, typed hostPaths", () =>
+    Effect.gen(function*() {
+      const base = yield* inputOf
+      const pod = buildPod({ ...base, krunnerVolume: { type: "hostPath", path: "/opt/backend.ai" } }, ports)
+      const spec = pod.spec!
+      assert.isFalse(spec.automountServiceAccountToken)
+      assert.isFalse(spec.enableServiceLinks)
+      assert.isNotTrue(spec.hostNetwork)
+      assert.isNotTrue(spec.hostPID)
+      assert.isNotTrue(spec.hostIPC)
+      assert.deepStrictEqual(spec.securityContext?.seccompProfile, { type: "RuntimeDefault" })
+      const sc = spec.containers[0]!.securityContext!
+      assert.isFalse(sc.privileged)
+      assert.isFalse(sc.allowPrivilegeEscalation)
+      assert.deepStrictEqual(sc.seccompProfile, { type: "RuntimeDefault" })
+      assert.deepStrictEqual(sc.capabilities?.drop, ["ALL"])
+      // entrypoint.sh: useradd/groupadd (CHOWN, DAC_OVERRIDE), su-exec (SETUID, SETGID)
+      assert.deepStrictEqual([...(sc.capabilities?.add ?? [])].sort(), ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID"])
+      // jail traces the kernel's processes
+      const jail = buildPod({ ...base, sandboxType: "jail", jailArgs: ["-policy", "x"] }, ports).spec!.containers[0]!.securityContext!
+      assert.deepStrictEqual([...(jail.capabilities?.add ?? [])].sort(), ["CHOWN", "DAC_OVERRIDE", "SETGID", "SETUID", "SYS_PTRACE"])
+      // every hostPath has a type
+      for (const v of spec.volumes ?? []) {
+        if (v.hostPath !== undefined) assert.isString(v.hostPath.type, `volume ${v.name}`)
+      }
+      const vols = Object.fromEntries((spec.volumes ?? []).map((v) => [v.name, v]))
+      // the agent made the work dir (with its owner and mode) before the pod: the kubelet must not make a root-owned one
+      assert.strictEqual(vols["work"]?.hostPath?.type, "Directory")
+      assert.strictEqual(vols["vfolder-0"]?.hostPath?.type, "Directory")
+    }))
+
   it.effect("service and configmap: NodePorts set explicitly, owned by the pod", () =>
     Effect.gen(function*() {
       const input = yield* inputOf
@@ -150,6 +222,48 @@ describe("KernelObjects", () => {
       const cm = buildConfigMap(input, { environ: "A=1\n", resource: "x" }, "pod-uid")
       assert.deepStrictEqual(cm.data, { environ: "A=1\n", resource: "x" })
       assert.strictEqual(cm.metadata?.ownerReferences?.[0]?.uid, "pod-uid")
+    }))
+
+  it.effect("network fence: runner ports 2000/2001 only from the agent's sources, service ports only from the configured ones", () =>
+    Effect.gen(function*() {
+      assert.deepStrictEqual(sourcesToCidrs(["10.0.0.5", "10.1.0.0/16", "fd00::1", "fd00::/8"]), ["10.0.0.5/32", "10.1.0.0/16", "fd00::1/128", "fd00::/8"])
+      const fence = buildRunnerFence("backend-ai", "i-test", ["10.0.0.5/32"])
+      assert.strictEqual(fence.metadata?.name, runnerFenceName("i-test"))
+      assert.match(fence.metadata!.name!, /^bai-runner-fence-[0-9a-f]{16}$/)
+      assert.notStrictEqual(runnerFenceName("i-test"), runnerFenceName("i-other"))
+      assert.deepStrictEqual(fence.spec?.podSelector?.matchLabels, { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-test" })
+      assert.deepStrictEqual(fence.spec?.policyTypes, ["Ingress"])
+      assert.deepStrictEqual(fence.spec?.ingress, [{
+        _from: [{ ipBlock: { cidr: "10.0.0.5/32" } }],
+        ports: [{ protocol: "TCP", port: 2000 }, { protocol: "TCP", port: 2001 }]
+      }])
+      // no sources: nothing may reach the runner (never "from everyone")
+      assert.deepStrictEqual(buildRunnerFence("backend-ai", "i-test", []).spec?.ingress, [])
+
+      const input = yield* inputOf
+      const sp = buildServicePolicy(input, ["192.168.1.0/24"], "pod-uid")!
+      assert.strictEqual(sp.metadata?.name, `kernel-${kid}`)
+      assert.deepStrictEqual(sp.metadata?.ownerReferences?.map((o) => [o.kind, o.uid]), [["Pod", "pod-uid"]])
+      assert.deepStrictEqual(sp.spec?.podSelector?.matchLabels, {
+        "app.kubernetes.io/managed-by": "bai-k8s-agent",
+        "backend.ai/agent-id": "i-test",
+        "backend.ai/kernel-id": kid
+      })
+      assert.deepStrictEqual(sp.spec?.ingress, [{
+        _from: [{ ipBlock: { cidr: "192.168.1.0/24" } }],
+        ports: [{ protocol: "TCP", port: 8080 }, { protocol: "TCP", port: 8081 }]
+      }])
+      // the runner ports are never among them, whatever the image declares
+      const sneaky = buildServicePolicy({ ...input, servicePorts: [{ name: "x", protocol: "tcp", containerPort: 2000 }] }, ["0.0.0.0/0"], "u")
+      assert.isUndefined(sneaky)
+      assert.isUndefined(buildServicePolicy({ ...input, servicePorts: [] }, ["0.0.0.0/0"], "u"))
+      assert.isUndefined(buildServicePolicy(input, [], "u"))
+    }))
+
+  it.effect("service: externalTrafficPolicy Local keeps the client's address for the fence (no SNAT through another node)", () =>
+    Effect.gen(function*() {
+      const svc = buildService(yield* inputOf, ports, "pod-uid")
+      assert.strictEqual(svc.spec?.externalTrafficPolicy, "Local")
     }))
 
   it("classifies pods being created and pods that ended", () => {

@@ -25,6 +25,7 @@ import { coreApi } from "../testbed/controlplane.ts"
 import { managerKeys, startEtcd, waitEtcd } from "../testbed/datastores.ts"
 import { freshKubeNamespace, testbed, type TestbedEnv } from "../testbed/env.ts"
 import { freePort } from "../testbed/ports.ts"
+import { pushImage } from "../testbed/registry.ts"
 import { type Daemon, stopDaemons } from "../testbed/processes.ts"
 
 const GiB = 1024 ** 3
@@ -104,6 +105,11 @@ describe("registration and heartbeats", () => {
       const etcdNs = `hb${run}`
       const label = { "bai-test/heartbeat": run }
       const core = coreApi(env.kubeconfig)
+      // images manager 19.06 cannot take: no kernelspec label (the 19.06 Docker agent lists only
+      // kernelspec images), and a tag its ImageRef rejects ('Invalid image tag' would abort the
+      // manager's whole image update on every heartbeat)
+      yield* Effect.promise(() => pushImage(env.registry, { repo: `bai-test/plain-${run}`, tag: "1", labels: { "org.example": "x" } }))
+      yield* Effect.promise(() => pushImage(env.registry, { repo: `bai-test/odd-${run}`, tag: "v1-", labels: { "ai.backend.kernelspec": "1" } }))
 
       // --- a dedicated etcd (stopped and wiped below), seeded with the manager/admin keys but no event_addr yet
       const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), "bai-hb-"))
@@ -196,14 +202,16 @@ describe("registration and heartbeats", () => {
       assert.strictEqual(yield* readKey("ip"), mc.rpcHost)
       assert.strictEqual(yield* readKey("watcher_port"), "6009")
 
+      // the first heartbeat precedes instance_started (manager 19.06 refreshes addr/version/slots
+      // only on a heartbeat from an agent it does not hold ALIVE)
       const started = yield* nextEvent("instance_started")
       assert.strictEqual(started.agentId, agentId)
       assert.deepStrictEqual(started.args, [])
-      assert.deepStrictEqual(events.map((e) => e.name), ["instance_started"], "instance_started comes first")
+      assert.deepStrictEqual(events.map((e) => e.name), ["instance_heartbeat", "instance_started"], "a heartbeat comes first")
 
       // heartbeat payload: slots = Σ allocatable of the selected nodes − reserved cpu 0.5
       const slotsOf = (e: Event) => e.args[0].resource_slots as Record<string, [string, string]>
-      const hb = yield* nextEvent("instance_heartbeat")
+      const hb = events[0]!
       const info = hb.args[0]
       assert.strictEqual(info.ip, mc.rpcHost)
       assert.strictEqual(info.addr, `tcp://${mc.rpcHost}:16001`)
@@ -220,6 +228,7 @@ describe("registration and heartbeats", () => {
       for (const [repoTag, digest] of Object.entries(env.images)) {
         assert.strictEqual(images.get(`${env.registry.host}/${repoTag}`), digest, repoTag)
       }
+      assert.deepStrictEqual([...images.keys()].filter((n) => n.includes(run)), [], "unparseable or non-kernelspec images are not listed")
 
       // a node joins → the next heartbeat grows
       yield* Effect.promise(() => createFakeNode(core, fakeNode(nodeNames[2]!, label, { cpu: "1", memory: "1Gi" }, "10.254.0.3")))

@@ -17,7 +17,45 @@ const snapshot = computeSnapshot(
 )
 
 describe("Heartbeat", () => {
-  it.effect("instance_started after running, first beat at once, one beat per interval, failures counted, terminated on close", () =>
+  it.effect("instance_heartbeat before instance_started (manager 19.06 refreshes addr/version/slots only on a beat from a non-ALIVE agent), both after running", () =>
+    Effect.gen(function*() {
+      const sink: Array<AgentEvent> = []
+      const running = yield* Deferred.make<void>()
+      const healthy = yield* Ref.make(false)
+      const deps = Layer.mergeAll(
+        EventPublisher.layerTest(sink),
+        Layer.succeed(NodeResources, NodeResources.of({
+          snapshot: Ref.get(healthy).pipe(
+            Effect.flatMap((ok) => ok ? Effect.succeed(snapshot) : Effect.fail(new NodeResourcesError({ reason: "NotSynced", message: "x" })))
+          ),
+          workers: Effect.succeed(snapshot.workers),
+          synced: Effect.void
+        })),
+        RegistryImages.layerTest([]),
+        Layer.succeed(Registration, Registration.of({
+          markRunning: Deferred.succeed(running, undefined).pipe(Effect.asVoid),
+          awaitRunning: Deferred.await(running),
+          asserted: Effect.succeed(undefined)
+        }))
+      )
+      const scope = yield* Scope.make()
+      yield* Heartbeat.make({ interval: "3 seconds", rpcAddr: { host: "10.0.0.1", port: 6001 }, region: "local", scalingGroup: "default" })
+        .pipe(Effect.provide(deps), Scope.provide(scope))
+      const names = () => sink.map((e) => e.name)
+      yield* Deferred.succeed(running, undefined)
+      // the first beats fail (resources not synced yet): no instance_started without a beat before it
+      yield* TestClock.adjust("6 seconds")
+      assert.deepStrictEqual(names(), [])
+      yield* Ref.set(healthy, true)
+      yield* TestClock.adjust("3 seconds")
+      assert.deepStrictEqual(names(), ["instance_heartbeat", "instance_started"])
+      yield* TestClock.adjust("3 seconds")
+      assert.deepStrictEqual(names(), ["instance_heartbeat", "instance_started", "instance_heartbeat"], "instance_started only once")
+      yield* Scope.close(scope, Exit.void)
+      assert.deepStrictEqual(sink.at(-1), { name: "instance_terminated", args: ["shutdown"] })
+    }))
+
+  it.effect("first beat at once after running, then instance_started, one beat per interval, failures counted, terminated on close", () =>
     Effect.gen(function*() {
       const sink: Array<AgentEvent> = []
       const running = yield* Deferred.make<void>()
@@ -52,8 +90,8 @@ describe("Heartbeat", () => {
 
       yield* Deferred.succeed(running, undefined)
       yield* TestClock.adjust("0 millis")
-      assert.deepStrictEqual(names(), ["instance_started", "instance_heartbeat"])
-      const info = sink[1]!.args[0] as any
+      assert.deepStrictEqual(names(), ["instance_heartbeat", "instance_started"])
+      const info = sink[0]!.args[0] as any
       assert.strictEqual(info.addr, "tcp://10.0.0.1:6001")
       assert.strictEqual(info.scaling_group, "default")
       assert.deepStrictEqual(info.resource_slots, { cpu: ["count", "4"], mem: ["bytes", "1073741824"], "cuda.device": ["count", "0"] })

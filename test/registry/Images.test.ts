@@ -1,8 +1,20 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { credentialsFor, nextLink, packImages, parseBearerChallenge, unpackImages } from "../../src/registry/Images.ts"
+import * as http from "node:http"
+import { decodeConfigText } from "../../src/config/AgentConfig.ts"
+import { credentialsFor, isManagerRepo, isManagerTag, listRegistryImages, nextLink, packImages, parseBearerChallenge, unpackImages } from "../../src/registry/Images.ts"
 
 describe("registry images", () => {
+  it("only tags and repositories backend.ai-common 19.06's ImageRef accepts (docker.py 177, 221–222)", () => {
+    for (const ok of ["3.6-ubuntu18.04", "latest", "1", "v1.0_rc", "A.b-c"]) assert.isTrue(isManagerTag(ok), ok)
+    // valid Docker tags that raise ValueError('Invalid image tag') in the manager's heartbeat handler
+    for (const bad of ["v1-", "_x", "1.", "x_", "-a", ""]) assert.isFalse(isManagerTag(bad), bad)
+    assert.isTrue(isManagerRepo("lablup/python"))
+    assert.isTrue(isManagerRepo("a/b-c/d__e.f"))
+    assert.isFalse(isManagerRepo("Lablup/python"))
+    assert.isFalse(isManagerRepo("a//b"))
+  })
+
   it("packs to snappy(msgpack) and back", () => {
     const entries = [
       { name: "reg:5000/lablup/python:3.6", digest: "sha256:aa" },
@@ -40,5 +52,118 @@ describe("registry images", () => {
       assert.isUndefined(yield* credentialsFor(doc, "nowhere"))
       const err = yield* Effect.flip(credentialsFor("{", "x"))
       assert.strictEqual(err.reason, "PullSecret")
+    }))
+})
+
+// ---------------------------------------------------------------------------------------------
+// Where the registry credentials go: a registry and a second HTTP server on another origin (another
+// port is another origin), both real sockets on 127.0.0.1.
+
+interface Seen {
+  readonly path: string
+  readonly authorization: string | undefined
+}
+
+/** An HTTP server answering with `handler`, recording every request; closed with the scope. */
+const server = (handler: (req: http.IncomingMessage, res: http.ServerResponse, origin: string) => void) =>
+  Effect.acquireRelease(
+    Effect.callback<{ origin: string; seen: Array<Seen>; close: () => void }>((resume) => {
+      const seen: Array<Seen> = []
+      let origin = ""
+      const s = http.createServer((req, res) => {
+        seen.push({ path: req.url ?? "", authorization: req.headers.authorization })
+        handler(req, res, origin)
+      })
+      s.listen(0, "127.0.0.1", () => {
+        origin = `http://127.0.0.1:${(s.address() as { port: number }).port}`
+        resume(Effect.succeed({ origin, seen, close: () => s.close() }))
+      })
+    }),
+    (s) => Effect.sync(() => s.close())
+  )
+
+const json = (res: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) => {
+  res.writeHead(status, { "content-type": "application/json", ...headers })
+  res.end(JSON.stringify(body))
+}
+
+const creds = { username: "user", password: "s3cret" }
+const basic = `Basic ${Buffer.from("user:s3cret").toString("base64")}`
+
+/** A registry with one repo/tag, requiring Bearer tokens from `realm()`; the token is "tok". */
+const tokenRegistry = (realm: () => string, link?: () => string) =>
+  server((req, res) => {
+    if (req.headers.authorization !== "Bearer tok") {
+      return json(res, 401, { errors: [] }, { "www-authenticate": `Bearer realm="${realm()}",service="reg",scope="registry:catalog:*"` })
+    }
+    if (req.url?.startsWith("/v2/_catalog")) return json(res, 200, { repositories: ["lablup/python"] }, link === undefined ? {} : { link: `<${link()}>; rel="next"` })
+    if (req.url?.startsWith("/v2/lablup/python/tags/list")) return json(res, 200, { tags: ["3.6"] })
+    res.writeHead(200, { "docker-content-digest": "sha256:aa" })
+    res.end()
+  })
+
+const tokenServer = server((req, res) => json(res, 200, { token: "tok" }))
+
+describe("registry credentials stay with the registry's origin", () => {
+  it.live("a Bearer realm on the registry's origin gets the credentials", () =>
+    Effect.gen(function*() {
+      let origin = ""
+      const reg = yield* server((req, res) => {
+        if (req.url?.startsWith("/token")) return json(res, 200, { token: "tok" })
+        if (req.headers.authorization !== "Bearer tok") {
+          return json(res, 401, {}, { "www-authenticate": `Bearer realm="${origin}/token",service="reg"` })
+        }
+        if (req.url?.startsWith("/v2/_catalog")) return json(res, 200, { repositories: [] })
+        json(res, 404, {})
+      })
+      origin = reg.origin
+      const entries = yield* listRegistryImages({ url: reg.origin, credentials: creds, verifyTls: true })
+      assert.deepStrictEqual(entries, [])
+      assert.deepInclude(reg.seen.filter((s) => s.path.startsWith("/token")).map((s) => s.authorization), basic)
+    }).pipe(Effect.scoped))
+
+  it.live("a Bearer realm on another origin gets no credentials (an anonymous token request)", () =>
+    Effect.gen(function*() {
+      const auth = yield* tokenServer
+      const reg = yield* tokenRegistry(() => `${auth.origin}/token`)
+      const entries = yield* listRegistryImages({ url: reg.origin, credentials: creds, verifyTls: true })
+      assert.deepStrictEqual(entries.map((e) => e.name), [`${new URL(reg.origin).host}/lablup/python:3.6`])
+      assert.isAbove(auth.seen.length, 0, "the token endpoint was asked")
+      assert.deepStrictEqual(auth.seen.map((s) => s.authorization), auth.seen.map(() => undefined), "no credentials to another origin")
+      // the registry itself never saw the password either way after the challenge: only Basic (its own) or the token
+      for (const s of reg.seen) assert.include([undefined, basic, "Bearer tok"], s.authorization)
+    }).pipe(Effect.scoped))
+
+  it.live("a Link to another origin is not followed with credentials (the listing fails instead)", () =>
+    Effect.gen(function*() {
+      const other = yield* server((req, res) => json(res, 200, { repositories: ["evil/x"] }))
+      let origin = ""
+      const reg = yield* server((req, res) => {
+        if (req.headers.authorization !== basic) return json(res, 401, {}, { "www-authenticate": `Basic realm="reg"` })
+        if (req.url?.startsWith("/v2/_catalog")) return json(res, 200, { repositories: ["a/b"] }, { link: `<${other.origin}/v2/_catalog?last=b>; rel="next"` })
+        json(res, 404, {})
+      })
+      origin = reg.origin
+      const e = yield* Effect.flip(listRegistryImages({ url: origin, credentials: creds, verifyTls: true }))
+      assert.strictEqual(e.reason, "BadResponse")
+      assert.match(e.message, /another origin/)
+      assert.deepStrictEqual(other.seen, [], "nothing was sent to the other origin")
+    }).pipe(Effect.scoped))
+
+  it.live("a realm naming the same machine by another host name gets no credentials (origins compare scheme, host and port)", () =>
+    Effect.gen(function*() {
+      const auth = yield* tokenServer
+      const reg = yield* tokenRegistry(() => `${auth.origin.replace("127.0.0.1", "localhost")}/token`)
+      yield* listRegistryImages({ url: reg.origin, credentials: creds, verifyTls: true })
+      assert.isAbove(auth.seen.length, 0)
+      assert.isTrue(auth.seen.every((s) => s.authorization === undefined))
+    }).pipe(Effect.scoped))
+})
+
+describe("registry config", () => {
+  it.effect("kubernetes.registry.verify-tls defaults to true", () =>
+    Effect.gen(function*() {
+      const loaded = yield* decodeConfigText("a.toml", `[etcd]\nnamespace = "n"\n`, {}, "h")
+      assert.isTrue(loaded.config.kubernetes.registry["verify-tls"])
     }))
 })

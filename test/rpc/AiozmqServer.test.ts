@@ -20,10 +20,15 @@ const TestHandlers: PartialAgentRpcHandlers = {
   get_logs: () => Effect.succeed({ logs: 42 as unknown as string })
 }
 
+const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
+
 const serverLayer = (options: { readonly shutdownGrace?: Duration.Input } = {}) =>
   AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", ...options }).pipe(
     Layer.provide(AgentRpcHandlers.layer(HealthHandlers, Effect.succeed(TestHandlers)))
   )
+
+const serverLayerAt = (bind: string) =>
+  AiozmqServer.layer({ bind }).pipe(Layer.provide(AgentRpcHandlers.layer(HealthHandlers)))
 
 const remoteError = <A, E>(exit: Exit.Exit<A, E>): AiozmqRemoteError => {
   assert.isTrue(Exit.isFailure(exit))
@@ -48,28 +53,159 @@ describe("AiozmqServer", () => {
       const arity2 = remoteError(yield* Effect.exit(client.call("ping", ["a", "b"])))
       assert.strictEqual(arity2.excType, "aiozmq.rpc.base.ParametersError")
 
-      const domain = remoteError(yield* Effect.exit(client.call("destroy_kernel", ["k-1"])))
+      const domain = remoteError(yield* Effect.exit(client.call("destroy_kernel", [KID])))
       assert.strictEqual(domain.excType, "ai.backend.agent.exception.KernelNotFound")
-      assert.deepStrictEqual(domain.args, ["k-1"])
-      assert.strictEqual(domain.repr, "KernelNotFound('k-1')")
+      assert.deepStrictEqual(domain.args, [KID])
+      assert.strictEqual(domain.repr, `KernelNotFound('${KID}')`)
 
-      const defect = remoteError(yield* Effect.exit(client.call("interrupt_kernel", ["k"])))
+      const defect = remoteError(yield* Effect.exit(client.call("interrupt_kernel", [KID])))
       assert.strictEqual(defect.excType, "builtins.RuntimeError")
-      const badResult = remoteError(yield* Effect.exit(client.call("get_logs", ["k"])))
+      const badResult = remoteError(yield* Effect.exit(client.call("get_logs", [KID])))
       assert.strictEqual(badResult.excType, "builtins.RuntimeError")
 
-      const missing = remoteError(yield* Effect.exit(client.call("restart_kernel", ["k", {}])))
+      const missing = remoteError(yield* Effect.exit(client.call("restart_kernel", [KID, {}])))
       assert.strictEqual(missing.excType, "ai.backend.agent.exception.NotImplemented")
 
       // the server still works after all that
       assert.strictEqual(yield* client.invoke(AgentRpcs.ping, "still here"), "still here")
     }).pipe(Effect.provide(serverLayer()), Effect.provideService(References.MinimumLogLevel, "None")))
 
+  it.live("every method naming a kernel refuses a kernel id that is not a UUID, before its handler runs", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
+      const calls: ReadonlyArray<readonly [string, (kid: string) => ReadonlyArray<unknown>]> = [
+        ["ping_kernel", (k) => [k]],
+        ["create_kernel", (k) => [k, {}]],
+        ["destroy_kernel", (k) => [k, "user-requested"]],
+        ["restart_kernel", (k) => [k, {}]],
+        ["interrupt_kernel", (k) => [k]],
+        ["execute", (k) => [3, k, "run-1", "query", "x", {}]],
+        ["get_completions", (k) => [k, "query", "x", {}]],
+        ["get_logs", (k) => [k]],
+        ["refresh_idle", (k) => [k]],
+        ["start_service", (k) => [k, "jupyter", {}]],
+        ["upload_file", (k) => [k, "a.txt", new Uint8Array([1])]],
+        ["download_file", (k) => [k, "a.txt"]],
+        ["list_files", (k) => [k, "."]]
+      ]
+      const badIds = ["../../etc", "", "k-1", KID.toUpperCase(), `${KID}/..`, `${KID}\0`, "..", `${KID} `]
+      for (const [method, args] of calls) {
+        for (const bad of badIds) {
+          const error = remoteError(yield* Effect.exit(client.call(method, args(bad))))
+          assert.strictEqual(error.excType, "aiozmq.rpc.base.ParametersError", `${method}(${JSON.stringify(bad)})`)
+          assert.match(String(error.args[0]), /kernel_id must be a UUID/)
+        }
+      }
+      // the handler never ran: destroy_kernel with a UUID reaches it (KernelNotFound)
+      const domain = remoteError(yield* Effect.exit(client.call("destroy_kernel", [KID])))
+      assert.strictEqual(domain.excType, "ai.backend.agent.exception.KernelNotFound")
+    }).pipe(Effect.provide(serverLayer()), Effect.provideService(References.MinimumLogLevel, "None")))
+
+  it.live("a request over the size limit gets an error reply on the same connection; other replies and the connection survive", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "10 seconds" })
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, "run-1", "query", "x", {}, 2))
+      // one frame of 1.5 MiB (over the 1 MiB limit): answered, not a dropped connection
+      const big = remoteError(yield* Effect.exit(client.call("upload_file", [KID, "a.bin", new Uint8Array(1536 * 1024)])))
+      assert.strictEqual(big.excType, "aiozmq.rpc.base.ParametersError")
+      assert.match(String(big.args[0]), /exceeds the 1048576-byte limit/)
+      // the slow request sent before them is still answered on the same connection
+      assert.strictEqual((yield* Fiber.join(slow))?.runId, "run-1")
+      assert.strictEqual(yield* client.invoke(AgentRpcs.ping, "same connection"), "same connection")
+    }).pipe(
+      Effect.provide(
+        AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", maxFrameBytes: 1024 * 1024 }).pipe(
+          Layer.provide(AgentRpcHandlers.layer(HealthHandlers, Effect.succeed(TestHandlers)))
+        )
+      ),
+      Effect.provideService(References.MinimumLogLevel, "None")
+    ), 30_000)
+
+  it.live("a peer's in-flight requests are bounded (count and bytes); other peers are still served", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const greedy = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "10 seconds" })
+      const other = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "10 seconds" })
+      const results = yield* Effect.forEach(
+        Array.from({ length: 10 }, (_, i) => `run-${i}`),
+        (runId) => Effect.exit(greedy.invoke(AgentRpcs.execute, 3, KID, runId, "query", "x", {}, 2)),
+        { concurrency: "unbounded" }
+      ).pipe(Effect.forkChild)
+      // while the greedy peer's requests are held, another peer gets answers
+      assert.strictEqual(yield* other.invoke(AgentRpcs.ping, "other peer"), "other peer")
+      const exits = yield* Fiber.join(results)
+      const ok = exits.filter(Exit.isSuccess).length
+      const busy = exits.filter((e) => Exit.isFailure(e)).map((e) => remoteError(e))
+      assert.strictEqual(ok, 4)
+      assert.strictEqual(busy.length, 6)
+      for (const b of busy) {
+        assert.strictEqual(b.excType, "builtins.RuntimeError")
+        assert.match(String(b.args[0]), /too many requests in flight/)
+      }
+      // bytes: two held requests of ~700 KiB fill the 1.5 MiB budget; the third is refused
+      const code = "x".repeat(700 * 1024)
+      const heavy = yield* Effect.forEach(
+        ["h1", "h2", "h3"],
+        (runId) => Effect.exit(greedy.invoke(AgentRpcs.execute, 3, KID, runId, "query", code, {}, 2)),
+        { concurrency: "unbounded" }
+      )
+      assert.strictEqual(heavy.filter(Exit.isSuccess).length, 2)
+      // everything released: the peer is served again
+      assert.strictEqual((yield* greedy.invoke(AgentRpcs.execute, 3, KID, "after", "query", "x", {}, 2))?.runId, "after")
+    }).pipe(
+      Effect.provide(
+        AiozmqServer.layer({
+          bind: "tcp://127.0.0.1:*",
+          maxFrameBytes: 1024 * 1024,
+          maxInFlightPerPeer: 4,
+          maxInFlightBytesPerPeer: 1536 * 1024
+        }).pipe(Layer.provide(AgentRpcHandlers.layer(HealthHandlers, Effect.succeed(TestHandlers))))
+      ),
+      Effect.provideService(References.MinimumLogLevel, "None")
+    ), 30_000)
+
+  it.live("with an allowlist (ZAP), only listed addresses get a connection", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const port = server.endpoint.slice(server.endpoint.lastIndexOf(":") + 1)
+      // connecting from 127.0.0.2 (listed): served
+      const allowed = yield* AiozmqClient.make({ connect: `tcp://127.0.0.2:0;127.0.0.1:${port}`, timeout: "10 seconds" })
+      assert.strictEqual(yield* allowed.invoke(AgentRpcs.ping, "listed"), "listed")
+      // from 127.0.0.1 (not listed): the handshake is refused by the ZAP handler
+      const denied = yield* Effect.acquireRelease(
+        Effect.sync(() => new Zmq.Dealer({ linger: 0 })),
+        (d) => Effect.sync(() => d.close())
+      )
+      const refused = yield* Effect.callback<string>((resume) => {
+        denied.events.on("handshake:error:auth", (e) => resume(Effect.succeed(`${e.error.status ?? ""}`)))
+      }).pipe(Effect.forkChild)
+      denied.connect(`tcp://127.0.0.1:${port}`)
+      assert.strictEqual(yield* Fiber.join(refused), "400")
+      assert.strictEqual(yield* allowed.invoke(AgentRpcs.ping, "still"), "still")
+    }).pipe(
+      Effect.provide(
+        AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", allowedPeers: ["127.0.0.2", "10.0.0.0/8"] }).pipe(
+          Layer.provide(AgentRpcHandlers.layer(HealthHandlers))
+        )
+      ),
+      Effect.provideService(References.MinimumLogLevel, "None")
+    ), 30_000)
+
+  it.live("a taken port is reported as `cannot bind <endpoint>: address already in use`", () =>
+    Effect.gen(function*() {
+      const first = yield* AiozmqServer
+      const error = yield* Layer.build(serverLayerAt(first.endpoint)).pipe(Effect.flip)
+      assert.strictEqual(error._tag, "AiozmqServerError")
+      assert.strictEqual(error.message, `cannot bind ${first.endpoint}: address already in use`)
+    }).pipe(Effect.provide(serverLayer()), Effect.scoped, Effect.provideService(References.MinimumLogLevel, "None")))
+
   it.live("a slow execute does not block ping", () =>
     Effect.gen(function*() {
       const server = yield* AiozmqServer
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
-      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, "k", "run-1", "query", "x", {}, 2))
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, "run-1", "query", "x", {}, 2))
       yield* Effect.sleep("20 millis")
       const start = Date.now()
       const pings = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => `p${i}`), (m) => client.invoke(AgentRpcs.ping, m), {
@@ -88,7 +224,7 @@ describe("AiozmqServer", () => {
       const context = yield* Layer.buildWithScope(serverLayer({ shutdownGrace: "2 seconds" }), serverScope)
       const server = Context.get(context, AiozmqServer)
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
-      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, "k", null, "query", "x", {}))
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, null, "query", "x", {}))
       yield* Effect.sleep("50 millis")
       yield* Scope.close(serverScope, Exit.void)
       const result = yield* Fiber.join(slow)

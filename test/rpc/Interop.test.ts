@@ -12,6 +12,8 @@ import { HealthHandlers } from "../../src/rpc/handlers/Health.ts"
 import { PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
 import { runPython, spawnPython } from "../interop/python.ts"
 
+const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
+
 const TestHandlers: PartialAgentRpcHandlers = {
   execute: (_api, kernelId, runId, _mode, _code, _opts, flushTimeout) =>
     Effect.sleep("300 millis").pipe(
@@ -37,7 +39,7 @@ describe("interop with Python aiozmq / pyzmq", () => {
       assert.strictEqual(r.ping_kw, "kw")
       assert.deepStrictEqual(r.not_found, ["no_such_method"])
       assert.deepStrictEqual(r.parameters_error, ["ParametersError", "ParametersError"])
-      assert.deepStrictEqual(r.domain_error, ["ai.backend.agent.exception.KernelNotFound", ["k-1"], "KernelNotFound('k-1')"])
+      assert.deepStrictEqual(r.domain_error, ["ai.backend.agent.exception.KernelNotFound", [KID], `KernelNotFound('${KID}')`])
       assert.strictEqual(r.download_file_type, "bytes")
       assert.strictEqual(r.concurrent.pings, 50)
       assert.strictEqual(r.concurrent.execute_status, "finished")
@@ -51,6 +53,28 @@ describe("interop with Python aiozmq / pyzmq", () => {
       ),
       Effect.provideService(References.MinimumLogLevel, "Warn")
     ), 30_000)
+
+  it.live("aiozmq connect_rpc sees the limits: an oversized request answered on the same connection, a bounded burst, a bad kernel id", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const [line] = yield* runPython("aiozmq_limits.py", [server.endpoint, KID])
+      const r = JSON.parse(line!)
+      assert.match(r.oversize, /exceeds the 1048576-byte limit/)
+      assert.strictEqual(r.slow_after_oversize, "run-1")
+      assert.strictEqual(r.ping_after_oversize, "same connection")
+      assert.strictEqual(r.served, 4)
+      // aiozmq raises builtins it knows as themselves
+      assert.deepStrictEqual(r.refused, ["RuntimeError"])
+      assert.strictEqual(r.ping_after_burst, "still")
+      assert.match(r.bad_kernel_id, /kernel_id must be a UUID/)
+    }).pipe(
+      Effect.provide(
+        AiozmqServer.layer({ bind: "tcp://127.0.0.1:*", maxFrameBytes: 1024 * 1024, maxInFlightPerPeer: 4 }).pipe(
+          Layer.provide(AgentRpcHandlers.layer(HealthHandlers, Effect.succeed(TestHandlers)))
+        )
+      ),
+      Effect.provideService(References.MinimumLogLevel, "None")
+    ), 60_000)
 
   it.live("a pyzmq PULL socket receives and decodes the events", () =>
     Effect.gen(function*() {

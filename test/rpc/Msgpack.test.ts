@@ -5,6 +5,8 @@ import { AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
 import { decode, decodeEffect, encode, PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
 import { decodeReplyHeader, decodeRequestHeader, encodeReplyHeader, encodeRequestHeader } from "../../src/rpc/aiozmq/Frames.ts"
 
+const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
+
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex")
 const ascii = (s: string) => Buffer.from(s, "ascii").toString("hex")
 const bytesOf = (...parts: Array<string>) => hex(parts.join(""))
@@ -60,6 +62,21 @@ describe("msgpack with Python semantics", () => {
     }
   })
 
+  it("caps the number of decoded elements, not only bytes (a 1-byte element must not cost a JS value each without bound)", () => {
+    // 200,000 nils in one array: 200 KB of input, far under any byte cap
+    const many = Buffer.concat([hex("dd"), Buffer.from([0x00, 0x03, 0x0d, 0x40]), Buffer.alloc(200_000, 0xc0)])
+    assert.strictEqual((decode(many) as Array<unknown>).length, 200_000) // under the default cap
+    assert.throws(() => decode(many, { maxElements: 100_000 }), /more than 100000 elements/)
+    // nested: 10 arrays of 20,000 nils
+    const inner = Buffer.concat([hex("dc 4e 20"), Buffer.alloc(20_000, 0xc0)])
+    const nested = Buffer.concat([hex("9a"), ...Array.from({ length: 10 }, () => inner)])
+    assert.throws(() => decode(nested, { maxElements: 100_000 }), /more than 100000 elements/)
+    assert.strictEqual((decode(nested, { maxElements: 200_011 }) as Array<unknown>).length, 10)
+    // map entries count twice (key and value)
+    const map = encode(Object.fromEntries(Array.from({ length: 600 }, (_, i) => [`k${i}`, i])))
+    assert.throws(() => decode(map, { maxElements: 1000 }), /more than 1000 elements/)
+  })
+
   it.effect("decodeEffect fails typed on garbage", () =>
     Effect.gen(function*() {
       const exit = yield* Effect.exit(decodeEffect(hex("c1")))
@@ -94,9 +111,9 @@ describe("aiozmq headers (spec §1.1 worked example)", () => {
 describe("contract schemas", () => {
   it.effect("execute coerces like aiozmq annotations and encodes results with float64 where Python has floats", () =>
     Effect.gen(function*() {
-      const args = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)(["3", "k", null, "query", "print(1)", {}, 2])
-      assert.deepStrictEqual(args, [3, "k", null, "query", "print(1)", {}, 2])
-      const short = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)([3, "k", null, "query", "x", {}])
+      const args = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)(["3", KID, null, "query", "print(1)", {}, 2])
+      assert.deepStrictEqual(args, [3, KID, null, "query", "print(1)", {}, 2])
+      const short = yield* Schema.decodeUnknownEffect(AgentRpcs.execute.args)([3, KID, null, "query", "x", {}])
       assert.strictEqual(short.length, 6)
       const encoded = yield* Schema.encodeEffect(AgentRpcs.execute.args)(args)
       assert.deepStrictEqual(encode(encoded).subarray(-9), hex("cb 40 00 00 00 00 00 00 00"))
@@ -112,8 +129,8 @@ describe("contract schemas", () => {
 
   it.effect("get_completions accepts manager 19.06's 4-argument form", () =>
     Effect.gen(function*() {
-      const a = yield* Schema.decodeUnknownEffect(AgentRpcs.get_completions.args)(["k", "query", "pri", {}])
-      assert.deepStrictEqual(a, ["k", "pri", {}])
+      const a = yield* Schema.decodeUnknownEffect(AgentRpcs.get_completions.args)([KID, "query", "pri", {}])
+      assert.deepStrictEqual(a, [KID, "pri", {}])
     }))
 
   it.effect("download_file result is bin", () =>

@@ -4,6 +4,7 @@ import {
   emptyState,
   formatDecimal,
   KernelMetrics,
+  memoryLimitOf,
   NodeMetrics,
   serialize,
   startSeries,
@@ -159,6 +160,64 @@ describe("StatFormat", () => {
     })
     assert.deepStrictEqual(Object.keys(c3.agent!.devices.mem!), ["a"])
     assert.isFalse(c3.state.kernels.has("k2"))
+  })
+
+  it("kernel stats survive manager 19.06's readers: mem.capacity is the pod's memory limit, no int()/float() field is nil", () => {
+    // the readers: gateway/resource.py 208–214 (usage reports, from last_stat), models/kernel.py 143–202
+    const pyInt = (v: string | null | undefined): number => {
+      assert.isString(v, "int(None) raises TypeError")
+      assert.match(v!, /^\s*[+-]?\d+\s*$/, `int(${JSON.stringify(v)}) raises ValueError`)
+      return Number(v)
+    }
+    const pyFloat = (v: string | null | undefined): number => {
+      assert.isString(v, "float(None) raises TypeError")
+      assert.isFalse(Number.isNaN(Number(v)), `float(${JSON.stringify(v)}) raises ValueError`)
+      return Number(v)
+    }
+    const read = (k: { readonly [metric: string]: { readonly [f: string]: string | null } }) => ({
+      cpu_used: pyFloat(k.cpu_used?.current),
+      cpu_pct: pyFloat(k.cpu_util?.pct),
+      mem_used: pyInt(k.mem?.capacity),
+      mem_max: pyInt(k.mem?.["stats.max"]),
+      mem_cur: pyInt(k.mem?.current),
+      net_rx: pyInt(k.net_rx?.["stats.rate"]),
+      net_tx: pyInt(k.net_tx?.["stats.rate"]),
+      io_read: pyInt(k.io_read?.current),
+      io_write: pyInt(k.io_write?.current),
+      scratch_max: pyInt(k.io_scratch_size?.["stats.max"]),
+      scratch_cur: pyInt(k.io_scratch_size?.current)
+    })
+    const kernels = [
+      { kernelId: "k1", namespace: "ns", podName: "kernel-k1", podUid: "u1", memoryLimit: 268435456 },
+      { kernelId: "k2", namespace: "ns", podName: "kernel-k2", podUid: "u2", memoryLimit: undefined }
+    ]
+    const input = (at: number, cpuNs: number, mem: number) => ({
+      at,
+      nominalMs: 2000,
+      staleAfterMs: 30_000,
+      nodes: [{ node: "a", at, summary: summary("a", 1e9, 100, 0, [pod("kernel-k1", "u1", cpuNs, mem, 10, 20, 5), pod("kernel-k2", "u2", cpuNs, mem)]) }],
+      kernels
+    })
+    const c1 = step(emptyState, input(0, 5e8, 50.5))
+    const c2 = step(c1.state, input(2000, 9e8, 70.6))
+    for (const c of [c1, c2]) {
+      const k1 = read(c.kernels.get("k1")!)
+      assert.strictEqual(k1.mem_used, 268435456, "the pod's memory limit")
+      read(c.kernels.get("k2")!)
+    }
+    // a pod without a limit: the capacity of the node it runs on (working set + available)
+    assert.strictEqual(read(c2.kernels.get("k2")!).mem_used, 1000)
+    assert.strictEqual(read(c2.kernels.get("k1")!).mem_max, 71, "whole bytes (70.6 rounds to 71)")
+  })
+
+  it("memoryLimitOf: the mem slot of the kernel's resource spec (Decimal strings included)", () => {
+    assert.strictEqual(memoryLimitOf(JSON.stringify({ slots: { cpu: "1", mem: "268435456" } })), 268435456)
+    assert.strictEqual(memoryLimitOf(JSON.stringify({ slots: { mem: "1E+9" } })), 1e9)
+    assert.isUndefined(memoryLimitOf(JSON.stringify({ slots: { mem: "0" } })))
+    assert.isUndefined(memoryLimitOf(JSON.stringify({ slots: { cpu: "1" } })))
+    assert.isUndefined(memoryLimitOf("not json"))
+    assert.isUndefined(memoryLimitOf(JSON.stringify({ slots: { mem: "-5" } })))
+    assert.isUndefined(memoryLimitOf("null"))
   })
 
   it("step: no node ever answered → no agent value", () => {

@@ -1,7 +1,7 @@
 // StatsCollector.layer without servers: the loop's cadence under TestClock, one pipelined write per
 // cycle, KernelStatsSink.finalize (long TTL, series stopped). In-memory Redis and Summary fakes.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, References } from "effect"
+import { Effect, Layer, Option, References } from "effect"
 import { TestClock } from "effect/testing"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
@@ -56,8 +56,11 @@ describe("StatsCollector.layer", () => {
         assert.strictEqual(stat.cpu_used!.current, String(pipelines.length * 1000))
         assert.strictEqual(stat.cpu_util!.pct, "50") // 1 s of CPU every 2 s
 
-        yield* (yield* KernelStatsSink).finalize("k1")
+        const final = yield* (yield* KernelStatsSink).finalize("k1")
         assert.deepStrictEqual(sets, [{ key: "k1", ttl: 300 }])
+        // what destroy_kernel returns (the Docker agent's last_stat): the value written last
+        assert.deepStrictEqual(Option.getOrUndefined(final), stat)
+        assert.isTrue(Option.isNone(yield* (yield* KernelStatsSink).finalize("k1")), "nothing left after the first finalize")
         yield* TestClock.adjust("4 seconds")
         assert.deepStrictEqual(pipelines[pipelines.length - 1]!.map((c) => c[1]), ["i-unit"]) // k1's series stopped
       }).pipe(Effect.provide(layer))

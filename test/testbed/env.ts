@@ -33,6 +33,8 @@ export interface TestbedEnv {
   readonly pids: ReadonlyArray<{ readonly name: string; readonly pid: number; readonly startTicks: number; readonly log: string }>
   readonly startedAt: string
   readonly bringUpSeconds: number
+  /** source tree of the real 19.06 runner the kubelet runs python kernels with (interop testbeds) */
+  readonly realRunner?: string | undefined
   /** `up --real-node` only: the real node (containerd + kubelet + kube-proxy), see realnode/node.ts */
   readonly realNode?: RealNodeEnv
 }

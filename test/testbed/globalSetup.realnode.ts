@@ -4,5 +4,7 @@ import type { TestProject } from "vitest/node"
 import { setupTestbed } from "./globalSetup.ts"
 
 export default function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
-  return setupTestbed(project, true)
+  return setupTestbed(project, { realNode: true }, (env) => {
+    if (env.realNode === undefined) throw new Error("BAI_TESTBED_REUSE names a testbed without a real node; start one with `npm run testbed -- up --real-node`")
+  })
 }

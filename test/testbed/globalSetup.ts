@@ -1,13 +1,14 @@
 // vitest globalSetup: one testbed per test run (own state dir, free ports for everything, node IPs
 // 127.0.<k>.2/.3), handed to tests with provide/inject("testbed"). BAI_TESTBED_REUSE=<env.json>
 // reuses a running testbed instead; BAI_TESTBED_KEEP=1 keeps the state dir (logs) after the run.
+// globalSetup.interop.ts uses `setupTestbed` with the real 19.06 runner enabled.
 // The `realnode` project uses globalSetup.realnode.ts: the same with `realNode: true`.
 import * as fs from "node:fs"
 import type { TestProject } from "vitest/node"
 import { readEnvFile, type TestbedEnv } from "./env.ts"
 import { stateDirOf, stateRoot } from "./paths.ts"
 import { isAlive, isRunning } from "./processes.ts"
-import { down, downChecked, up } from "./testbed.ts"
+import { down, downChecked, up, type UpOptions } from "./testbed.ts"
 
 /** Stops testbeds left behind by test runs whose vitest process died without tearing down. */
 const reapStale = async (): Promise<void> => {
@@ -18,16 +19,20 @@ const reapStale = async (): Promise<void> => {
   }
 }
 
-export const setupTestbed = async (project: TestProject, realNode: boolean): Promise<(() => Promise<void>) | undefined> => {
+export const setupTestbed = async (
+  project: TestProject,
+  opts: Pick<UpOptions, "realRunner" | "realNode"> = {},
+  checkReused: (env: TestbedEnv) => void = () => undefined
+): Promise<(() => Promise<void>) | undefined> => {
   const reuse = process.env.BAI_TESTBED_REUSE
   if (reuse !== undefined && reuse !== "") {
     const env = readEnvFile(reuse)
-    if (realNode && env.realNode === undefined) throw new Error(`BAI_TESTBED_REUSE=${reuse}: the realnode tests need a testbed started with --real-node`)
+    checkReused(env)
     project.provide("testbed", env)
     return undefined
   }
   await reapStale()
-  const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", realNode, log: (l) => console.log(l) })
+  const env: TestbedEnv = await up({ name: `vitest-${process.pid}`, mode: "test", log: (l) => console.log(l), ...opts })
   project.provide("testbed", env)
   // last resort if vitest exits without running the teardown (e.g. Ctrl-C): SIGTERM every process
   // group (synchronous; the kubelet and runners kill their children on SIGTERM). A real node left
@@ -39,7 +44,7 @@ export const setupTestbed = async (project: TestProject, realNode: boolean): Pro
     const { hostDiff } = await downChecked(env.stateDir, process.env.BAI_TESTBED_KEEP !== "1")
     // the real node's acceptance check: the host (sysctls, nftables ruleset, links, lo addresses, mounts,
     // cgroups, hard-coded paths) is as the snapshot before bring-up found it; fails the run otherwise
-    if (realNode) {
+    if (opts.realNode === true) {
       if (hostDiff.length > 0) throw new Error(`real node: the host was not restored by down:\n${hostDiff.join("\n")}`)
       console.log("[testbed] real node down: host state equal to the snapshot taken before bring-up (sysctls, nftables, links, lo addresses, mounts, cgroups, paths)")
     }
@@ -47,5 +52,5 @@ export const setupTestbed = async (project: TestProject, realNode: boolean): Pro
 }
 
 export default function setup(project: TestProject): Promise<(() => Promise<void>) | undefined> {
-  return setupTestbed(project, false)
+  return setupTestbed(project)
 }

@@ -1,12 +1,16 @@
 // Simulated kubelet for every testbed node, in one process: `node kubelet.ts <config.json>`.
 // Registers the Nodes and heartbeats them; for pods the real scheduler bound to them it resolves the
 // image against the testbed registry (ErrImagePull/ImagePullBackOff when missing), starts a runner
-// process (runner.ts) and marks the pod Running; confirms graceful deletions; reports exits of
+// process and marks the pod Running: the real 19.06 runner in its own network and mount namespace
+// (sandbox.py) when `config.realRunner` is set and the container runs `-m ai.backend.kernel python`,
+// otherwise the simulator runner.ts; confirms graceful deletions; reports exits of
 // restartPolicy=Never pods; plays kube-proxy for NodePort Services (proxy.ts); serves the kubelet API
 // the API server proxies to (/stats/summary, /containerLogs, /healthz) over HTTPS on each node IP.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as https from "node:https"
+import * as net from "node:net"
+import * as os from "node:os"
 import * as path from "node:path"
 import * as readline from "node:readline"
 import * as k8s from "@kubernetes/client-node"
@@ -74,7 +78,9 @@ interface PodState {
   workDir: string | undefined
   workVolume: string | undefined
   runner: ChildProcess | undefined
-  ports: Map<number, number> // container port → local port of the runner
+  ports: Map<number, number> // container port → local port of the runner (runner.ts)
+  /** Unix socket of the pod's sandbox (real runner): every container port is reached through it. */
+  sandboxSocket: string | undefined
   rx: number
   tx: number
   restarts: number
@@ -217,21 +223,106 @@ const environTxt = async (c: k8s.V1Container, st: PodState): Promise<Record<stri
   return env
 }
 
+/** The runner arguments after the interpreter when the container runs `… -m ai.backend.kernel python
+ *  [runtime path]` (KernelObjects' args, possibly behind the jail) and the real runner is enabled. */
+const realRunnerArgs = (c: k8s.V1Container): Array<string> | undefined => {
+  if (config.realRunner === undefined) return undefined
+  const argv = [...(c.command ?? []), ...(c.args ?? [])]
+  const i = argv.findIndex((a, j) => a === "-m" && argv[j + 1] === "ai.backend.kernel")
+  if (i < 0 || argv[i + 2] !== "python") return undefined
+  const args = argv.slice(i, i + 4)
+  // the image's runtime path (label ai.backend.runtime-path) names a file of the image; the host's
+  // interpreter stands in for it when the host lacks it
+  if (args[3] !== undefined && !fs.existsSync(args[3])) args[3] = config.realRunner.python
+  return args
+}
+
+/** Writes the files of every ConfigMap volume the container mounts at /home/config (whole volume,
+ *  `items` honoured) or at /home/config/<file> (subPath) into `dir`, as the kubelet projects them. */
+const projectConfigMaps = async (c: k8s.V1Container, st: PodState, dir: string): Promise<void> => {
+  fs.rmSync(dir, { recursive: true, force: true })
+  fs.mkdirSync(dir, { recursive: true })
+  for (const m of c.volumeMounts ?? []) {
+    const mountPath = path.posix.normalize(m.mountPath)
+    if (mountPath !== "/home/config" && path.posix.dirname(mountPath) !== "/home/config") continue
+    const cmName = st.pod.spec?.volumes?.find((v) => v.name === m.name)?.configMap
+    if (cmName?.name === undefined) continue
+    const cm = await core.readNamespacedConfigMap({ name: cmName.name, namespace: st.pod.metadata!.namespace! }).catch(() => undefined)
+    const data = cm?.data ?? {}
+    const files: Array<[string, string]> = cmName.items !== undefined
+      ? cmName.items.filter((it) => data[it.key] !== undefined).map((it) => [it.path, data[it.key]!])
+      : Object.entries(data)
+    for (const [file, text] of files) {
+      const target = mountPath === "/home/config" ? file : m.subPath === file ? path.posix.basename(mountPath) : undefined
+      // only plain file names: a hostile item path must not escape the config dir
+      if (target === undefined || target !== path.posix.basename(target) || target === "." || target === "..") continue
+      fs.writeFileSync(path.join(dir, target), text)
+    }
+  }
+}
+
+/** Host paths of the hostPath volumes the container mounts below /home/work (vfolders). */
+const workSubMounts = (c: k8s.V1Container, st: PodState): Array<{ host: string; target: string; readOnly: boolean }> => {
+  const out: Array<{ host: string; target: string; readOnly: boolean }> = []
+  for (const m of c.volumeMounts ?? []) {
+    const target = path.posix.normalize(m.mountPath)
+    if (!target.startsWith("/home/work/")) continue
+    const v = st.pod.spec?.volumes?.find((x) => x.name === m.name)
+    if (v?.hostPath?.path) out.push({ host: path.join(v.hostPath.path, m.subPath ?? ""), target, readOnly: m.readOnly === true })
+  }
+  return out
+}
+
+/** A Unix socket path short enough for sun_path (108 bytes) for the pod's sandbox. */
+const sandboxSocketPath = (st: PodState): string => {
+  const name = `${st.pod.metadata!.uid!.slice(0, 13)}.sock`
+  const p = path.join(config.podsDir, name)
+  return Buffer.byteLength(p) < 100 ? p : path.join(os.tmpdir(), `bai-tb-${process.pid}-${name}`)
+}
+
+const CONTAINER_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+/** Starts the real runner in its sandbox: `unshare --net --mount` (plus `--user --map-root-user`
+ *  when not root) running sandbox.py, which prints {"ready": true} once its Unix socket listens. */
+const spawnRealRunner = async (st: PodState, main: k8s.V1Container, args: ReadonlyArray<string>): Promise<ChildProcess> => {
+  const real = config.realRunner!
+  const configDir = path.join(st.logDir, "config")
+  await projectConfigMaps(main, st, configDir)
+  const env: Record<string, string> = {
+    ...containerEnv(main, st), PATH: CONTAINER_PATH, HOME: "/home/work", SHELL: "/bin/bash", USER: "root",
+  }
+  for (const e of main.env ?? []) if (e.name === "PATH" && e.value !== undefined) env.PATH = e.value
+  st.sandboxSocket = sandboxSocketPath(st)
+  const sandboxConfig = {
+    workDir: st.workDir, configDir, socket: st.sandboxSocket, runnerSrc: real.src, python: real.python, args, env,
+    log: path.join(st.logDir, `${main.name}.log`), mounts: workSubMounts(main, st),
+    // raised CPU priority against the runner's hard-coded 10 s ipykernel start-up wait (sandbox.py)
+    nice: Number(process.env.BAI_REAL_RUNNER_NICE ?? "-10") || 0,
+  }
+  const userns = process.getuid?.() === 0 ? [] : ["--user", "--map-root-user"]
+  return spawn("unshare", [...userns, "--net", "--mount", "--propagation", "private", real.python,
+    path.join(import.meta.dirname, "sandbox.py"), JSON.stringify(sandboxConfig)], { cwd: st.logDir, stdio: ["ignore", "pipe", "inherit"] })
+}
+
 const launchRunner = async (st: PodState): Promise<void> => {
   const main = st.pod.spec!.containers[0]!
-  const environ = await environTxt(main, st)
   for (const c of st.pod.spec!.containers) fs.appendFileSync(path.join(st.logDir, `${c.name}.log`), "")
-  const runner = spawn(process.execPath, [path.join(import.meta.dirname, "runner.ts")], {
-    cwd: st.workDir, stdio: ["ignore", "pipe", "inherit"],
-    env: { ...environ, ...containerEnv(main, st), BAI_RUNNER_LOG: path.join(st.logDir, `${main.name}.log`) },
-  })
+  const realArgs = realRunnerArgs(main)
+  st.sandboxSocket = undefined
+  const runner = realArgs !== undefined
+    ? await spawnRealRunner(st, main, realArgs)
+    : spawn(process.execPath, [path.join(import.meta.dirname, "runner.ts")], {
+      cwd: st.workDir, stdio: ["ignore", "pipe", "inherit"],
+      env: { ...(await environTxt(main, st)), ...containerEnv(main, st), BAI_RUNNER_LOG: path.join(st.logDir, `${main.name}.log`) },
+    })
   st.runner = runner
   st.ports = new Map()
   const lines = readline.createInterface({ input: runner.stdout! })
   const ready = new Promise<boolean>((resolve) => {
     lines.on("line", (line) => {
       try {
-        const msg = JSON.parse(line) as { replIn?: number; replOut?: number; service?: { port: number; local: number } }
+        const msg = JSON.parse(line) as { ready?: boolean; replIn?: number; replOut?: number; service?: { port: number; local: number } }
+        if (msg.ready === true) resolve(true)
         if (msg.replIn !== undefined && msg.replOut !== undefined) {
           st.ports.set(2000, msg.replIn); st.ports.set(2001, msg.replOut); resolve(true)
         }
@@ -291,6 +382,7 @@ const stopPod = (uid: string): void => {
   st.stopping = true
   if (st.retry !== undefined) clearTimeout(st.retry)
   killRunner(st)
+  if (st.sandboxSocket !== undefined) fs.rmSync(st.sandboxSocket, { force: true })
   cpuRate.forget(uid)
   pods.delete(uid)
 }
@@ -314,7 +406,7 @@ const onPod = async (type: string, pod: k8s.V1Pod): Promise<void> => {
   const st: PodState = {
     pod, node, podIP: `10.244.${nodeIndex * 16 + ((seq >> 8) & 15)}.${seq & 255}`,
     logDir: path.join(config.podsDir, `${namespace}_${name}_${uid}`),
-    workDir: undefined, workVolume: undefined, runner: undefined, ports: new Map(),
+    workDir: undefined, workVolume: undefined, runner: undefined, ports: new Map(), sandboxSocket: undefined,
     rx: 0, tx: 0, restarts: 0, lastTerminated: undefined, startedAt: undefined, stopping: false, retry: undefined,
   }
   fs.mkdirSync(st.logDir, { recursive: true })
@@ -335,6 +427,11 @@ const resolveTarget = (svc: k8s.V1Service, port: k8s.V1ServicePort): Target | un
     if (typeof tp === "number" || /^\d+$/.test(String(tp))) containerPort = Number(tp)
     else {
       for (const c of st.pod.spec!.containers) containerPort ??= c.ports?.find((p) => p.name === tp)?.containerPort
+    }
+    const sock = st.sandboxSocket
+    if (sock !== undefined && containerPort !== undefined && containerPort > 0 && containerPort < 65536) {
+      const connectTo = containerPort
+      return { podUid: st.pod.metadata!.uid!, connect: () => { const s = net.connect(sock); s.write(`${connectTo}\n`); return s } }
     }
     const local = containerPort !== undefined ? st.ports.get(containerPort) : undefined
     if (local !== undefined) return { podUid: st.pod.metadata!.uid!, port: local }

@@ -37,6 +37,9 @@ export interface KubeletConfig {
   readonly registry: RegistryInfo
   /** per-pod logs and fallback work dirs go under here */
   readonly podsDir: string
+  /** When set, containers that run `-m ai.backend.kernel python …` get the real 19.06 runner from
+   *  `src` (its PYTHONPATH) started by `python` in a sandbox (sandbox.py); the others runner.ts. */
+  readonly realRunner?: { readonly src: string; readonly python: string } | undefined
 }
 
 export const memoryBytes = (q: string): number => {

@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
 # The Debian packages the tests need, by group (default: testbed):
-#   testbed   etcd, Redis, the registry, python3 for the runner's `code` mode and the interop peers,
-#             openssl for certificates
-#   unit      nix-instantiate / nix for test/deploy (flake and NixOS module checks)
-#   realnode  containerd, runc, CNI plugins, umoci, skopeo, iptables/nftables, conntrack, gcc (static
-#             pause and helper binaries), and the Python packages copied into the real kernel image
-#             (the 19.06 runner's imports)
+#   testbed      etcd, Redis, the registry, python3 for the runner's `code` mode and the interop peers
+#                (attr: callosum 1.0.3, manager-26 interop), openssl for certificates
+#   --real-runner  also what the real 19.06 kernel runner needs (interop testbed): its Python packages
+#                for Debian's python3, and unshare/mount (util-linux, mount) for the per-pod network and
+#                mount namespaces (sandbox.py)
+#   unit         nix-instantiate / nix for test/deploy (flake and NixOS module checks)
+#   realnode     containerd, runc, CNI plugins, umoci, skopeo, iptables/nftables, conntrack, gcc (static
+#                pause and helper binaries), and the Python packages copied into the real kernel image
+#                (the 19.06 runner's imports)
 # Installs what is missing when it can (root + apt), with a line per step; otherwise says exactly what
 # to install. Fast when all is there.
 set -euo pipefail
@@ -15,12 +18,24 @@ need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 py=${BAI_PYTHON:-/usr/bin/python3}
 need_py() { "$py" -c "import $1" >/dev/null 2>&1 || missing+=("$2"); }
 need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
-for group in "${@:-testbed}"; do
+runner_py() {
+  need_py janus python3-janus; need_py uvloop python3-uvloop; need_py jupyter_client python3-jupyter-client
+  need_py ipykernel python3-ipykernel; need_py nest_asyncio python3-nest-asyncio
+  need_py async_timeout python3-async-timeout; need_py zmq python3-zmq; need_py msgpack python3-msgpack
+}
+groups=("$@")
+[ "${#groups[@]}" -eq 0 ] && groups=(testbed)
+for group in "${groups[@]}"; do
   case "$group" in
     testbed)
       need_cmd etcd etcd-server; need_cmd redis-server redis-server; need_cmd docker-registry docker-registry
       need_cmd python3 python3; need_cmd openssl openssl; need_cmd curl curl
-      for mod in zmq msgpack snappy redis aiozmq; do need_py "$mod" "python3-$mod"; done ;;
+      for mod in zmq msgpack snappy redis aiozmq attr; do need_py "$mod" "python3-$mod"; done ;;
+    --real-runner|real-runner)
+      need_cmd etcd etcd-server; need_cmd redis-server redis-server; need_cmd docker-registry docker-registry
+      need_cmd python3 python3; need_cmd openssl openssl; need_cmd curl curl
+      for mod in zmq msgpack snappy redis aiozmq attr; do need_py "$mod" "python3-$mod"; done
+      need_cmd unshare util-linux; need_cmd mount mount; runner_py ;;
     unit)
       need_cmd nix-instantiate nix-bin ;;
     realnode)
@@ -28,13 +43,9 @@ for group in "${@:-testbed}"; do
       need_cmd iptables iptables; need_cmd nft nftables; need_cmd conntrack conntrack; need_cmd socat socat
       need_cmd gcc gcc; need_cmd ip iproute2
       [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
-      [ -d /usr/lib/x86_64-linux-gnu ] && { dpkg -s libc6-dev >/dev/null 2>&1 || missing+=(libc6-dev); }
+      need_pkg libc6-dev
       # what the real python kernel image copies from the host: the 19.06 runner's imports
-      need_py zmq python3-zmq; need_py msgpack python3-msgpack; need_py janus python3-janus
-      need_py uvloop python3-uvloop; need_py jupyter_client python3-jupyter-client
-      need_py ipykernel python3-ipykernel; need_py nest_asyncio python3-nest-asyncio
-      need_py async_timeout python3-async-timeout
-      need_pkg passwd; need_pkg util-linux ;;
+      runner_py; need_pkg passwd; need_pkg util-linux; need_pkg login ;;
     *) echo "[prereqs] unknown group $group" >&2; exit 2 ;;
   esac
 done

@@ -3,7 +3,11 @@
 import * as net from "node:net"
 import type * as k8s from "@kubernetes/client-node"
 
-export interface Target { readonly podUid: string; readonly port: number }
+/** A pod's local TCP port, or (real runner in its own network namespace) a function that opens the
+ *  connection, e.g. through the pod sandbox's Unix socket. */
+export type Target =
+  | { readonly podUid: string; readonly port: number }
+  | { readonly podUid: string; readonly connect: () => net.Socket }
 
 /** Picks a backend for `service`'s `port` at connection time (undefined: no ready endpoint). */
 export type Resolver = (service: k8s.V1Service, port: k8s.V1ServicePort) => Target | undefined
@@ -67,7 +71,7 @@ export class NodePortProxy {
         else client.destroy()
         return
       }
-      const upstream = net.connect({ host: "127.0.0.1", port: target.port })
+      const upstream = "connect" in target ? target.connect() : net.connect({ host: "127.0.0.1", port: target.port })
       upstream.on("error", () => client.destroy())
       client.on("close", () => upstream.destroy())
       upstream.on("close", () => client.destroy())

@@ -36,6 +36,8 @@ export interface UpOptions {
   readonly log?: (line: string) => void
   /** containerd + a real kubelet/kube-proxy node where non-GPU kernels land (root, cgroup v1) */
   readonly realNode?: boolean
+  /** Run the real 19.06 kernel runner for python kernels (see nodes.ts KubeletConfig.realRunner). */
+  readonly realRunner?: { readonly src: string; readonly python: string } | undefined
 }
 
 const k8sBuilt = (): boolean => fs.existsSync(k8sBinDir) && fs.readdirSync(k8sBinDir).some((f) => f.startsWith(".done-"))
@@ -140,7 +142,7 @@ export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
     kubectl: kubectlPath, namespace: KUBE_NAMESPACE, nodes, kubeletPort: ports.kubelet,
     eventAddr: `127.0.0.1:${ports.eventAddr}`, scratchRoot: dirs.scratch, vfolderMount: dirs.vfolders, watcherToken,
     stateDir, images: {}, pids: daemons.map((d) => ({ name: d.name, pid: d.pid, startTicks: d.startTicks, log: d.log })),
-    startedAt: new Date().toISOString(), bringUpSeconds: 0, ...(realNodeEnv !== undefined ? { realNode: realNodeEnv } : {}), ...extra,
+    startedAt: new Date().toISOString(), bringUpSeconds: 0, realRunner: opts.realRunner?.src, ...(realNodeEnv !== undefined ? { realNode: realNodeEnv } : {}), ...extra,
   })
   const save = (e: TestbedEnv) => fs.writeFileSync(envFileOf(stateDir), `${JSON.stringify(e, null, 2)}\n`)
 
@@ -192,7 +194,7 @@ export const up = async (opts: UpOptions): Promise<TestbedEnv> => {
     daemons.push(...startControllers(stateDir, kubeconfig))
     const kubeletConfig: KubeletConfig = {
       kubeconfig, nodes: simulated, port: ports.kubelet, certFile: path.join(dirs.pki, "kubelet.crt"), keyFile: path.join(dirs.pki, "kubelet.key"),
-      registry: registry.info, podsDir: dirs.pods,
+      registry: registry.info, podsDir: dirs.pods, realRunner: opts.realRunner,
     }
     fs.writeFileSync(path.join(stateDir, "kubelet.json"), JSON.stringify(kubeletConfig, null, 2))
     const kubelet = spawnDaemon("kubelet", process.execPath, [path.join(testbedDir, "kubelet.ts"), path.join(stateDir, "kubelet.json")], dirs.log)

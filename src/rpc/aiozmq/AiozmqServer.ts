@@ -28,26 +28,53 @@ import {
 } from "../../domain/Errors.ts"
 import { AgentRpcHandlers, AgentRpcs, type AnyAgentRpc } from "../AgentRpcs.ts"
 import * as Msgpack from "../msgpack/Msgpack.ts"
+import { parseAllowedPeers, peerAllowed } from "./Allowlist.ts"
 import { encodeReplyHeader, parseRequest, type Request } from "./Frames.ts"
 
 /** Options of {@link AiozmqServer.layer}. */
 export interface AiozmqServerOptions {
   /** ZeroMQ endpoint to bind, e.g. `tcp://10.0.0.5:6001` (`tcp://127.0.0.1:*` picks a free port). */
   readonly bind: string
-  /** Largest accepted request (all frames together). Default 64 MiB. */
+  /**
+   * Largest accepted request (all frames together). Default 64 MiB. A bigger request is answered
+   * with `ParametersError` on the same connection; a single frame over twice this size makes libzmq
+   * drop the connection instead (ZMQ_MAXMSGSIZE: the bytes would have to be held to be answered).
+   */
   readonly maxFrameBytes?: number
+  /** Requests one peer (one ZeroMQ connection) may have in flight; more are refused at once. Default 1024. */
+  readonly maxInFlightPerPeer?: number
+  /** Bytes of the requests one peer may have in flight. Default 4 × `maxFrameBytes`. */
+  readonly maxInFlightBytesPerPeer?: number
+  /**
+   * Manager addresses allowed to connect (IPs or CIDR blocks, IPv4 or IPv6). Absent or empty:
+   * everyone. Enforced by a ZeroMQ ZAP handler during the handshake, before any request is read.
+   */
+  readonly allowedPeers?: ReadonlyArray<string>
+  /** Most msgpack values in one request's arguments. Default {@link Msgpack.DEFAULT_MAX_ELEMENTS}. */
+  readonly maxElements?: number
   /** How long in-flight requests may run on shutdown. Default 10 s. */
   readonly shutdownGrace?: Duration.Input
   /** Socket linger on close. Default 200 ms (aiozmq). */
   readonly lingerMillis?: number
 }
 
-/** The socket could not be opened or bound. */
+/** The socket could not be opened or bound (or the allowlist is not valid). */
 export class AiozmqServerError extends Schema.TaggedError<AiozmqServerError>()("AiozmqServerError", {
-  reason: Schema.Literals(["Bind"]),
+  reason: Schema.Literals(["Bind", "Allowlist"]),
   endpoint: Schema.String,
   cause: Schema.Defect()
-}) {}
+}) {
+  /** `cannot bind tcp://127.0.0.1:6001: address already in use` (what an operator needs to read). */
+  override get message(): string {
+    const cause = this.cause
+    const detail = cause instanceof Error ? cause.message : String(cause)
+    const lowered = detail.length > 0 ? detail[0]!.toLowerCase() + detail.slice(1) : "unknown error"
+    return this.reason === "Bind" ? `cannot bind ${this.endpoint}: ${lowered}` : `rpc-allowed-peers: ${detail}`
+  }
+}
+
+const ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+const ZAP_DOMAIN = "bai-agent-rpc"
 
 const requestsTotal = rpcMessagesReceivedTotal
 const errorRepliesTotal = rpcErrorRepliesTotal
@@ -96,6 +123,15 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
   static readonly make = Effect.fnUntraced(function*(options: AiozmqServerOptions) {
     const handlers = yield* AgentRpcHandlers
     const maxFrameBytes = options.maxFrameBytes ?? 64 * 1024 * 1024
+    const maxInFlight = options.maxInFlightPerPeer ?? 1024
+    const maxInFlightBytes = options.maxInFlightBytesPerPeer ?? 4 * maxFrameBytes
+    const decodeOptions = { maxElements: options.maxElements ?? Msgpack.DEFAULT_MAX_ELEMENTS }
+    const allowed = options.allowedPeers === undefined || options.allowedPeers.length === 0
+      ? undefined
+      : parseAllowedPeers(options.allowedPeers)
+    if (typeof allowed === "string") {
+      return yield* new AiozmqServerError({ reason: "Allowlist", endpoint: options.bind, cause: new Error(allowed) })
+    }
     const shutdownGrace = options.shutdownGrace ?? Duration.seconds(10)
     const linger = options.lingerMillis ?? 200
 
@@ -110,10 +146,61 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
       })
     }
 
+    // With an allowlist, the socket gets its own ZeroMQ context whose ZAP handler (a REP socket on
+    // inproc://zeromq.zap.01, one per context) answers each handshake: 200 for listed addresses,
+    // 400 for everyone else (libzmq then closes the connection before any message is read).
+    const zap = allowed === undefined ? undefined : yield* Effect.acquireRelease(
+      Effect.tryPromise({
+        try: async () => {
+          const context = new Zmq.Context()
+          const handler = new Zmq.Reply({ context, linger: 0 })
+          try {
+            await handler.bind(ZAP_ENDPOINT)
+          } catch (cause) {
+            handler.close()
+            throw cause
+          }
+          return { context, handler }
+        },
+        catch: (cause) => new AiozmqServerError({ reason: "Bind", endpoint: ZAP_ENDPOINT, cause })
+      }),
+      ({ handler }) => Effect.sync(() => handler.close())
+    )
+    // only the first refusal per address is logged (a scanner must not flood the log)
+    const refusedLogged = new Set<string>()
+    if (zap !== undefined && allowed !== undefined) {
+      const answer = (frames: ReadonlyArray<Buffer>): Effect.Effect<void> => {
+        // [version, request id, domain, address, identity, mechanism, ...credentials]
+        const requestId = frames[1] ?? Buffer.alloc(0)
+        const address = frames[3]?.toString("latin1") ?? ""
+        const ok = frames[0]?.toString("latin1") === "1.0" && peerAllowed(allowed, address)
+        const reply = [Buffer.from("1.0"), requestId, Buffer.from(ok ? "200" : "400"), Buffer.from(ok ? "OK" : "address not allowed"), Buffer.alloc(0), Buffer.alloc(0)]
+        const log = ok || refusedLogged.has(address) || refusedLogged.size >= 1024
+          ? Effect.void
+          : Effect.sync(() => refusedLogged.add(address)).pipe(
+            Effect.andThen(Effect.logWarning("aiozmq: connection refused: address not in agent.rpc-allowed-peers")),
+            Effect.annotateLogs({ peer: address })
+          )
+        return log.pipe(Effect.andThen(Effect.tryPromise(() => zap.handler.send(reply))), Effect.ignore)
+      }
+      yield* Effect.tryPromise(() => zap.handler.receive()).pipe(
+        Effect.flatMap(answer),
+        Effect.forever,
+        Effect.catchCause((cause) => (zap.handler.closed ? Effect.void : Effect.logError("aiozmq: ZAP handler stopped", cause))),
+        Effect.forkScoped
+      )
+    }
+
     const socket = yield* Effect.acquireRelease(
       Effect.tryPromise({
         try: async () => {
-          const s = new Zmq.Router({ linger, maxMessageSize: maxFrameBytes, sendTimeout: 0 })
+          const s = new Zmq.Router({
+            linger,
+            // libzmq drops a peer that sends a frame over this; up to it, an oversized request is answered
+            maxMessageSize: 2 * maxFrameBytes,
+            sendTimeout: 0,
+            ...(zap === undefined ? {} : { context: zap.context, zapDomain: ZAP_DOMAIN })
+          })
           try {
             await s.bind(options.bind)
           } catch (cause) {
@@ -208,8 +295,8 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
     const serve = (request: Request): Effect.Effect<void> => {
       const compiledRpc = compiled.get(request.method)
       if (compiledRpc === undefined) return sendError(request.pre, request.reqId, notFoundError(request.method))
-      const args = Msgpack.decodeResult(request.args)
-      const kwargs = Msgpack.decodeResult(request.kwargs)
+      const args = Msgpack.decodeResult(request.args, decodeOptions)
+      const kwargs = Msgpack.decodeResult(request.kwargs, decodeOptions)
       if (!args.ok || !kwargs.ok) return sendError(request.pre, request.reqId, parametersError("cannot unpack the arguments"))
       const bound = bindArguments(compiledRpc.rpc, args.value, kwargs.value)
       if (typeof bound === "string") return sendError(request.pre, request.reqId, parametersError(bound))
@@ -230,9 +317,43 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
       })
     }
 
+    // per peer (ROUTER routing id): requests and bytes in flight; entries go when they reach zero
+    const perPeer = new Map<string, { count: number; bytes: number }>()
+    const release = (peer: string, bytes: number) =>
+      Effect.sync(() => {
+        const entry = perPeer.get(peer)
+        if (entry === undefined) return
+        entry.count--
+        entry.bytes -= bytes
+        if (entry.count <= 0) perPeer.delete(peer)
+      })
+
     const dispatch = (frames: ReadonlyArray<Buffer>): Effect.Effect<void> => {
       const parsed = parseRequest(frames, maxFrameBytes)
-      if (parsed._tag === "Request") return Metric.update(requestsTotal, 1).pipe(Effect.andThen(FiberSet.run(inflight, serve(parsed))))
+      if (parsed._tag === "Request") {
+        const peer = parsed.pre[0]?.toString("latin1") ?? ""
+        let bytes = 0
+        for (const f of frames) bytes += f.length
+        const entry = perPeer.get(peer) ?? { count: 0, bytes: 0 }
+        if (entry.count >= maxInFlight || (entry.count > 0 && entry.bytes + bytes > maxInFlightBytes)) {
+          return Metric.update(requestsTotal, 1).pipe(
+            Effect.andThen(sendError(
+              parsed.pre,
+              parsed.reqId,
+              runtimeError(
+                `too many requests in flight from this peer (${entry.count} requests, ${entry.bytes} bytes; ` +
+                  `at most ${maxInFlight} and ${maxInFlightBytes} bytes): retry when some are answered`
+              )
+            ))
+          )
+        }
+        entry.count++
+        entry.bytes += bytes
+        perPeer.set(peer, entry)
+        return Metric.update(requestsTotal, 1).pipe(
+          Effect.andThen(FiberSet.run(inflight, serve(parsed).pipe(Effect.ensuring(release(peer, bytes)))))
+        )
+      }
       return Metric.update(requestsTotal, 1).pipe(
         Effect.andThen(Metric.update(droppedTotal, 1)),
         Effect.andThen(Effect.logWarning(`aiozmq: malformed request: ${parsed.reason}`)),

@@ -1,7 +1,8 @@
 /**
  * Kernel lifecycle handlers (spec §2.1): ping_kernel, create_kernel, destroy_kernel, restart_kernel,
  * refresh_idle, reset_agent, clean_all_kernels, shutdown_agent. Every method naming a kernel refreshes
- * its idle clock; unknown kernel ids fail with `KernelNotFound`.
+ * its idle clock; unknown kernel ids fail with `KernelNotFound`, except `destroy_kernel`, which reports
+ * them `kernel_terminated(kid, "self-terminated")` and answers None (the 19.06 Docker agent).
  */
 import { Effect } from "effect"
 import { AgentShutdown } from "../../kernel/AgentShutdown.ts"
@@ -27,7 +28,9 @@ export const KernelHandlers: Effect.Effect<PartialAgentRpcHandlers, never, Kerne
       }),
       destroy_kernel: Effect.fn("AgentRpcs.destroy_kernel")(function*(kernelId: string, reason?: string | null) {
         yield* registry.touch(kernelId).pipe(Effect.ignore)
-        yield* lifecycle.destroy(kernelId, reason ?? USER_REQUESTED)
+        // the last stat (`version: 2`) as the 19.06 Docker agent returns it; None for unknown ids
+        const last = yield* lifecycle.destroy(kernelId, reason ?? USER_REQUESTED)
+        return last ?? undefined
       }),
       restart_kernel: Effect.fn("AgentRpcs.restart_kernel")(function*(kernelId: string, config: { readonly [k: string]: unknown }) {
         yield* registry.touch(kernelId)

@@ -14,6 +14,14 @@ import type { PartialAgentRpcHandlers } from "../AgentRpcs.ts"
 /** The kernel pod's main container (src/kube/KernelObjects.ts). */
 const KERNEL_CONTAINER = "kernel"
 
+/**
+ * `get_logs` answers the last {@link LOGS_TAIL_LINES} lines of the kernel's log, at most
+ * {@link LOGS_MAX_BYTES} of them (the kubelet cuts; a kernel writing gigabytes of log costs the agent
+ * nothing more).
+ */
+export const LOGS_TAIL_LINES = 10_000
+export const LOGS_MAX_BYTES = 4 * 1024 * 1024
+
 export const RunnerHandlers = Effect.gen(function*() {
   const execution = yield* KernelExecution
   const files = yield* KernelFiles
@@ -38,7 +46,13 @@ export const RunnerHandlers = Effect.gen(function*() {
       const info = yield* registry.touch(kernelId)
       const logs = yield* optional(
         kube.core("read pod log", (api) =>
-          api.readNamespacedPodLog({ name: info.objectName, namespace: info.namespace, container: KERNEL_CONTAINER })
+          api.readNamespacedPodLog({
+            name: info.objectName,
+            namespace: info.namespace,
+            container: KERNEL_CONTAINER,
+            tailLines: LOGS_TAIL_LINES,
+            limitBytes: LOGS_MAX_BYTES
+          })
         )
       ).pipe(
         Effect.mapError(kubernetesFailure)

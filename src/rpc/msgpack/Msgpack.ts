@@ -9,7 +9,8 @@
  * - `bigint` → int64 / uint64; decoded 64-bit ints outside the safe range come back as `bigint`;
  * - arrays (tuples) ↔ arrays; plain objects and `Map`s → maps; decoded maps are plain objects with
  *   string keys (Python's `strict_map_key`; any other key type is a decode error);
- * - extension types are rejected (aiozmq reserves 123–127 for pickled datetimes; nobody sends them).
+ * - extension types are rejected (aiozmq reserves 123–127 for pickled datetimes; nobody sends them);
+ * - the decoder caps nesting depth and the number of values ({@link DecodeOptions}) as well as bytes.
  *
  * Pure functions: the codec is used from inside effects through `Effect.try` ({@link decodeEffect}),
  * or through the non-throwing {@link decodeResult} / {@link encodeResult} on hot paths.
@@ -266,16 +267,38 @@ export const encode = (value: unknown): Buffer => {
 
 const utf8Decoder = new TextDecoder("utf-8", { fatal: true })
 
+/**
+ * Default cap of {@link DecodeOptions.maxElements}: every decoded value (scalars, containers, map keys)
+ * counts one. Bytes alone do not bound memory: an array of one-byte nils costs a JS slot per byte.
+ */
+export const DEFAULT_MAX_ELEMENTS = 1_000_000
+
+/** Limits of {@link decode}. */
+export interface DecodeOptions {
+  /** Most values one payload may hold, all levels together (default {@link DEFAULT_MAX_ELEMENTS}). */
+  readonly maxElements?: number
+}
+
 class Reader {
   readonly buf: Uint8Array
   readonly view: DataView
+  readonly maxElements: number
   pos = 0
-  constructor(buf: Uint8Array) {
+  /** values still allowed */
+  budget: number
+  constructor(buf: Uint8Array, maxElements: number) {
     this.buf = buf
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
+    this.maxElements = maxElements
+    this.budget = maxElements
   }
   need(n: number): void {
     if (this.pos + n > this.buf.length) throw new MsgpackFormatError("unexpected end of data")
+  }
+  /** Reserves `n` more values (checked before a container allocates room for them). */
+  take(n: number): void {
+    this.budget -= n
+    if (this.budget < 0) throw new MsgpackFormatError(`more than ${this.maxElements} elements`)
   }
 }
 
@@ -315,6 +338,7 @@ const readBin = (r: Reader, n: number): Uint8Array => {
 const readArray = (r: Reader, n: number, depth: number): Array<unknown> => {
   // every element takes at least one byte: reject impossible lengths before allocating
   if (n > r.buf.length - r.pos) throw new MsgpackFormatError("array length exceeds data")
+  r.take(n)
   const out = new Array<unknown>(n)
   for (let i = 0; i < n; i++) out[i] = readValue(r, depth + 1)
   return out
@@ -322,6 +346,7 @@ const readArray = (r: Reader, n: number, depth: number): Array<unknown> => {
 
 const readMap = (r: Reader, n: number, depth: number): Record<string, unknown> => {
   if (n * 2 > r.buf.length - r.pos) throw new MsgpackFormatError("map length exceeds data")
+  r.take(n * 2)
   const out: Record<string, unknown> = {}
   for (let i = 0; i < n; i++) {
     const key = readValue(r, depth + 1)
@@ -452,8 +477,9 @@ const readValue = (r: Reader, depth: number): unknown => {
  * Decodes exactly one msgpack value (trailing bytes are an error, like Python's `ExtraData`).
  * Throws {@link MsgpackFormatError} on malformed input.
  */
-export const decode = (bytes: Uint8Array): unknown => {
-  const r = new Reader(bytes)
+export const decode = (bytes: Uint8Array, options?: DecodeOptions): unknown => {
+  const r = new Reader(bytes, options?.maxElements ?? DEFAULT_MAX_ELEMENTS)
+  r.take(1)
   const value = readValue(r, 0)
   if (r.pos !== bytes.length) throw new MsgpackFormatError("extra data after the msgpack value")
   return value
@@ -465,9 +491,9 @@ const messageOf = (cause: unknown): string => (cause instanceof Error ? cause.me
 export type CodecResult<A> = { readonly ok: true; readonly value: A } | { readonly ok: false; readonly message: string }
 
 /** {@link decode} without throwing (for hot paths that should not build an effect per frame). */
-export const decodeResult = (bytes: Uint8Array): CodecResult<unknown> => {
+export const decodeResult = (bytes: Uint8Array, options?: DecodeOptions): CodecResult<unknown> => {
   try {
-    return { ok: true, value: decode(bytes) }
+    return { ok: true, value: decode(bytes, options) }
   } catch (cause) {
     return { ok: false, message: messageOf(cause) }
   }
@@ -492,8 +518,8 @@ export class MsgpackError extends Schema.TaggedError<MsgpackError>()("MsgpackErr
 }) {}
 
 /** {@link decode} as an effect. */
-export const decodeEffect = (bytes: Uint8Array): Effect.Effect<unknown, MsgpackError> =>
-  Effect.try({ try: () => decode(bytes), catch: (cause) => new MsgpackError({ reason: "Decode", message: messageOf(cause) }) })
+export const decodeEffect = (bytes: Uint8Array, options?: DecodeOptions): Effect.Effect<unknown, MsgpackError> =>
+  Effect.try({ try: () => decode(bytes, options), catch: (cause) => new MsgpackError({ reason: "Decode", message: messageOf(cause) }) })
 
 /** {@link encode} as an effect. */
 export const encodeEffect = (value: unknown): Effect.Effect<Buffer, MsgpackError> =>

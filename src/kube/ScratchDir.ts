@@ -1,0 +1,55 @@
+/**
+ * The kernel's scratch directory on the agent's side of the scratch volume: `<scratch-root>/<kid>`
+ * (mode 0711: only traversable, its listing is the agent's) and `<kid>/work` (the pod's `/home/work`,
+ * mode 0700), set explicitly whatever the agent's umask. With `container.kernel-uid`/`kernel-gid`
+ * configured, `work` is owned by that uid/gid so the kernel's user (the entrypoint's `work`, created
+ * with LOCAL_USER_ID) owns its home and no other user of the node can read it. Giving it to another
+ * uid needs CAP_CHOWN (root); the simplest deployment sets kernel-uid to the agent's own uid, which
+ * also lets the agent's file RPCs work without any capability.
+ */
+import { Effect, Schema } from "effect"
+import * as fs from "node:fs"
+import * as path from "node:path"
+
+export class ScratchDirError extends Schema.TaggedError<ScratchDirError>()("ScratchDirError", {
+  path: Schema.String,
+  message: Schema.String,
+  cause: Schema.optional(Schema.Defect())
+}) {}
+
+export const KERNEL_DIR_MODE = 0o711
+export const WORK_DIR_MODE = 0o700
+
+const step = <A>(p: string, what: string, f: () => Promise<A>) =>
+  Effect.tryPromise({
+    try: f,
+    catch: (cause) => new ScratchDirError({ path: p, message: `${what} ${p}: ${String(cause)}`, cause })
+  })
+
+/**
+ * Makes (or fixes up) `<kernelDir>` and `<kernelDir>/work`; returns the work dir. `uid`/`gid` -1 =
+ * not configured: the directories stay the agent's.
+ */
+export const prepareScratchDir = (kernelDir: string, owner: { readonly uid: number; readonly gid: number }) =>
+  Effect.gen(function*() {
+    const work = path.join(kernelDir, "work")
+    yield* step(work, "create", () => fs.promises.mkdir(work, { recursive: true, mode: WORK_DIR_MODE }))
+    yield* step(kernelDir, "chmod", () => fs.promises.chmod(kernelDir, KERNEL_DIR_MODE))
+    if (owner.uid >= 0 || owner.gid >= 0) {
+      yield* step(work, "chown", () => fs.promises.chown(work, owner.uid, owner.gid)).pipe(
+        Effect.mapError((e) =>
+          new ScratchDirError({
+            path: work,
+            message: `cannot give the scratch dir to container.kernel-uid ${owner.uid} / kernel-gid ${owner.gid} (${e.message}): ` +
+              "run the agent as that uid, or grant it CAP_CHOWN",
+            cause: e
+          })
+        )
+      )
+      yield* step(work, "chmod", () => fs.promises.chmod(work, WORK_DIR_MODE))
+    } else {
+      // not configured: the agent's own, not writable by group/others (the umask may be lax)
+      yield* step(work, "chmod", () => fs.promises.chmod(work, 0o755))
+    }
+    return work
+  })

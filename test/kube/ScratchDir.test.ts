@@ -1,0 +1,60 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import { prepareScratchDir } from "../../src/kube/ScratchDir.ts"
+
+const tempRoot = Effect.acquireRelease(
+  Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "bai-scratch-"))),
+  (dir) => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+const mode = (p: string) => fs.statSync(p).mode & 0o7777
+
+describe("prepareScratchDir", () => {
+  it.effect("makes <kid> 0711 and <kid>/work 0700 whatever the umask, owned as the kernel uid when configured", () =>
+    Effect.gen(function*() {
+      const root = yield* tempRoot
+      const old = process.umask(0o000)
+      try {
+        const me = process.getuid!()
+        const myGid = process.getgid!()
+        yield* prepareScratchDir(path.join(root, "k1"), { uid: me, gid: myGid })
+        assert.strictEqual(mode(path.join(root, "k1")), 0o711)
+        assert.strictEqual(mode(path.join(root, "k1", "work")), 0o700)
+        const st = fs.statSync(path.join(root, "k1", "work"))
+        assert.strictEqual(st.uid, me)
+        assert.strictEqual(st.gid, myGid)
+        // an existing directory (a restart reusing it) is brought to the same modes
+        fs.chmodSync(path.join(root, "k1", "work"), 0o777)
+        yield* prepareScratchDir(path.join(root, "k1"), { uid: me, gid: myGid })
+        assert.strictEqual(mode(path.join(root, "k1", "work")), 0o700)
+      } finally {
+        process.umask(old)
+      }
+    }).pipe(Effect.scoped))
+
+  it.effect("without a configured kernel uid the work dir is not opened to others (0711 / 0755 as before: the agent's own)", () =>
+    Effect.gen(function*() {
+      const root = yield* tempRoot
+      yield* prepareScratchDir(path.join(root, "k2"), { uid: -1, gid: -1 })
+      assert.strictEqual(mode(path.join(root, "k2")), 0o711)
+      assert.strictEqual(mode(path.join(root, "k2", "work")) & 0o022, 0, "no group/other write")
+    }).pipe(Effect.scoped))
+
+  it.effect("another kernel uid: root gives the work dir to it; a non-root agent fails with the reason", () =>
+    Effect.gen(function*() {
+      const root = yield* tempRoot
+      const work = path.join(root, "k3", "work")
+      if (process.getuid!() === 0) {
+        yield* prepareScratchDir(path.join(root, "k3"), { uid: 54321, gid: 54322 })
+        const st = fs.statSync(work)
+        assert.deepStrictEqual([st.uid, st.gid, st.mode & 0o7777], [54321, 54322, 0o700])
+        assert.strictEqual(fs.statSync(path.join(root, "k3")).uid, 0, "the kernel dir stays the agent's")
+      } else {
+        const e = yield* Effect.flip(prepareScratchDir(path.join(root, "k3"), { uid: process.getuid!() + 1, gid: -1 }))
+        assert.match(e.message, /kernel-uid/)
+      }
+    }).pipe(Effect.scoped))
+})
