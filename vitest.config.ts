@@ -6,7 +6,9 @@ import { defineConfig } from "vitest/config"
 // `interop` (*.interop.test.ts) gets the same testbed with the REAL 19.06 kernel runner for python
 // kernels (test/testbed/globalSetup.interop.ts; needs ../shared, fails with a clear message without it).
 // `npm test` runs unit + integration only (a clone without ../shared passes); `npm run test:interop`
-// runs interop. Run one project per vitest invocation: each testbed project starts its own testbed.
+// runs interop; `npm run test:realnode` runs `realnode` (*.realnode.test.ts: a testbed with a real node —
+// containerd, real kubelet + kube-proxy, real kernel images; root). Run one project per vitest invocation:
+// each testbed project starts its own testbed.
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -18,7 +20,8 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/**/*.test.ts"],
-          exclude: ["test/**/*.int.test.ts", "test/**/*.interop.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"]
+          exclude: ["test/**/*.int.test.ts", "test/**/*.interop.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"],
+          globalSetup: ["test/testbed/globalSetup.unit.ts"]
         }
       },
       {
@@ -35,6 +38,18 @@ export default defineConfig({
           name: "interop",
           include: ["test/**/*.interop.test.ts"],
           globalSetup: ["test/testbed/globalSetup.interop.ts"]
+        }
+      },
+      {
+        // `npm run test:realnode` (root): a testbed with a real node (containerd + kubelet + kube-proxy)
+        extends: true,
+        test: {
+          name: "realnode",
+          include: ["test/**/*.realnode.test.ts"],
+          globalSetup: ["test/testbed/globalSetup.realnode.ts"],
+          hookTimeout: 900_000,
+          testTimeout: 180_000,
+          fileParallelism: false
         }
       }
     ]

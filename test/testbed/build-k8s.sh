@@ -14,6 +14,11 @@ DEBVER=1.20.5+really1.20.2-1.1+deb12u1
 MARK="$OUTBIN/.done-$DEBVER-reflect2-$(echo "$WHAT" | md5sum | cut -c1-8)"
 if [ -f "$MARK" ]; then echo "[k8s] binaries cached in $OUTBIN"; exit 0; fi
 step() { echo "[k8s] $(date +%T) $*"; }
+# one build at a time per cache dir: test runs started in parallel (several worktrees, vitest projects)
+# would otherwise each `rm -rf` the tree the other one is compiling
+mkdir -p "$W"; exec 9>"$W/.build.lock"
+if ! flock -n 9; then step "another build-k8s.sh is running in $W; waiting for it"; flock 9; fi
+if [ -f "$MARK" ]; then echo "[k8s] binaries cached in $OUTBIN (built by the other run)"; exit 0; fi
 step "first run: building Kubernetes 1.20.2 from Debian source (about 7-10 minutes on 2 cores, once)"
 REFLECT2=/usr/share/gocode/src/github.com/modern-go/reflect2
 if ! command -v go >/dev/null || [ ! -d "$REFLECT2" ]; then

@@ -27,7 +27,7 @@ export const makePki = (pki: string): { token: string } => {
   return { token }
 }
 
-export const startApiserver = (stateDir: string, etcdPort: number, port: number): Daemon => {
+export const startApiserver = (stateDir: string, etcdPort: number, port: number, extraArgs: ReadonlyArray<string> = []): Daemon => {
   const pki = path.join(stateDir, "pki")
   return spawnDaemon("kube-apiserver", path.join(k8sBinDir, "kube-apiserver"), [
     `--etcd-servers=http://127.0.0.1:${etcdPort}`,
@@ -41,6 +41,7 @@ export const startApiserver = (stateDir: string, etcdPort: number, port: number)
     "--allow-privileged=true", "--endpoint-reconciler-type=none",
     "--kubelet-preferred-address-types=InternalIP",
     "--profiling=false",
+    ...extraArgs,
   ], path.join(stateDir, "log"))
 }
 
@@ -82,6 +83,8 @@ export const startControllers = (stateDir: string, kubeconfig: string): Array<Da
       "--controllers=*,-nodeipam,-cloud-node-lifecycle,-route,-service",
       "--node-monitor-grace-period=1h", "--pod-eviction-timeout=1h",
       "--concurrent-gc-syncs=5", "--profiling=false",
+      // default /usr/libexec/kubernetes/kubelet-plugins/volume/exec: created on the host otherwise
+      `--flex-volume-plugin-dir=${path.join(stateDir, "flexvolume")}`,
     ], log),
     spawnDaemon("kube-scheduler", path.join(k8sBinDir, "kube-scheduler"), [
       `--kubeconfig=${kubeconfig}`, "--leader-elect=false", "--port=0", "--secure-port=0", "--profiling=false",

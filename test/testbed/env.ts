@@ -35,6 +35,22 @@ export interface TestbedEnv {
   readonly bringUpSeconds: number
   /** source tree of the real 19.06 runner the kubelet runs python kernels with (interop testbeds) */
   readonly realRunner?: string | undefined
+  /** `up --real-node` only: the real node (containerd + kubelet + kube-proxy), see realnode/node.ts */
+  readonly realNode?: RealNodeEnv
+}
+
+export interface RealNodeEnv {
+  readonly name: string
+  readonly ip: string
+  readonly kubeletPort: number
+  readonly containerdSock: string
+  /** hostPath of the krunner volume (kubernetes.krunner-volume.path for an agent on this testbed) */
+  readonly krunnerRoot: string
+  /** kubernetes.krunner-volume.python-version */
+  readonly krunnerPythonVersion: string
+  /** image (repo:tag, registry-relative) whose PID 1 ignores SIGTERM */
+  readonly sigtermImage: string
+  readonly podCidr: string
 }
 
 declare module "vitest" {

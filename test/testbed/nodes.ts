@@ -8,6 +8,8 @@ export interface NodeSpec {
   readonly memory: string
   readonly gpu: number
   readonly pods: number
+  /** a real kubelet + containerd node (`up --real-node`), not one the simulated kubelet plays */
+  readonly real?: boolean
 }
 
 /** Two nodes with different capacities; `ipPrefix` is e.g. "127.0.0" (→ .2, .3). */
@@ -15,6 +17,15 @@ export const defaultNodes = (ipPrefix: string): Array<NodeSpec> => [
   { name: "tb-node-1", ip: `${ipPrefix}.2`, cpu: 8, memory: "32Gi", gpu: 0, pods: 110 },
   { name: "tb-node-2", ip: `${ipPrefix}.3`, cpu: 32, memory: "64Gi", gpu: 2, pods: 110 },
 ]
+
+/**
+ * Real-node mode: the real node (non-GPU kernels land there) plus the simulated GPU node, which is
+ * tainted `nvidia.com/gpu:NoSchedule` so only pods that request GPUs (tolerated automatically by the
+ * apiserver's ExtendedResourceToleration admission plugin) go to it.
+ */
+export const realNodeNodes = (ipPrefix: string, real: NodeSpec): Array<NodeSpec> => [real, defaultNodes(ipPrefix)[1]!]
+
+export const GPU_TAINT = { key: "nvidia.com/gpu", effect: "NoSchedule" } as const
 
 export interface KubeletConfig {
   readonly kubeconfig: string

@@ -1,31 +1,53 @@
 #!/usr/bin/env bash
-# The Debian packages the testbed runs (etcd, Redis, the registry, python3 for the runner's `code`
-# mode and the interop peers, openssl for its certificates). Installs what is missing when it can
-# (root + apt), with a line per step; otherwise says exactly what to install. Fast when all is there.
-#   prereqs.sh                 what every testbed needs
-#   prereqs.sh --real-runner   also what the real 19.06 kernel runner needs (interop testbed): its Python
-#                              packages for Debian's python3, and unshare/mount (util-linux, mount) for
-#                              the per-pod network and mount namespaces (sandbox.py)
+# The Debian packages the tests need, by group (default: testbed):
+#   testbed      etcd, Redis, the registry, python3 for the runner's `code` mode and the interop peers
+#                (attr: callosum 1.0.3, manager-26 interop), openssl for certificates
+#   --real-runner  also what the real 19.06 kernel runner needs (interop testbed): its Python packages
+#                for Debian's python3, and unshare/mount (util-linux, mount) for the per-pod network and
+#                mount namespaces (sandbox.py)
+#   unit         nix-instantiate / nix for test/deploy (flake and NixOS module checks)
+#   realnode     containerd, runc, CNI plugins, umoci, skopeo, iptables/nftables, conntrack, gcc (static
+#                pause and helper binaries), and the Python packages copied into the real kernel image
+#                (the 19.06 runner's imports)
+# Installs what is missing when it can (root + apt), with a line per step; otherwise says exactly what
+# to install. Fast when all is there.
 set -euo pipefail
-declare -A pkg_of=([etcd]=etcd-server [redis-server]=redis-server [docker-registry]=docker-registry
-  [python3]=python3 [openssl]=openssl [curl]=curl)
-real_runner=0
-[ "${1:-}" = "--real-runner" ] && real_runner=1
-if [ "$real_runner" = 1 ]; then pkg_of[unshare]=util-linux; pkg_of[mount]=mount; fi
 missing=()
-for cmd in "${!pkg_of[@]}"; do command -v "$cmd" >/dev/null 2>&1 || missing+=("${pkg_of[$cmd]}"); done
+need_cmd() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
 # Debian's python3 (the tests use it, not a pyenv one that may come first on PATH)
 py=${BAI_PYTHON:-/usr/bin/python3}
-declare -A mod_pkg=([zmq]=python3-zmq [msgpack]=python3-msgpack [snappy]=python3-snappy [redis]=python3-redis
-  [aiozmq]=python3-aiozmq [attr]=python3-attr) # attr: callosum 1.0.3 (manager-26 interop peers)
-if [ "$real_runner" = 1 ]; then
-  # backend.ai-kernel-runner-19.06/README.md: the runner on Debian 12 packages (+ async_timeout, which
-  # its utils.py imports; jupyter_client pulls it in on Debian 12 but say so explicitly)
-  mod_pkg+=([janus]=python3-janus [uvloop]=python3-uvloop [jupyter_client]=python3-jupyter-client
-    [ipykernel]=python3-ipykernel [nest_asyncio]=python3-nest-asyncio [async_timeout]=python3-async-timeout)
-fi
-for mod in "${!mod_pkg[@]}"; do
-  "$py" -c "import $mod" >/dev/null 2>&1 || missing+=("${mod_pkg[$mod]}")
+need_py() { "$py" -c "import $1" >/dev/null 2>&1 || missing+=("$2"); }
+need_pkg() { dpkg -s "$1" >/dev/null 2>&1 || missing+=("$1"); }
+runner_py() {
+  need_py janus python3-janus; need_py uvloop python3-uvloop; need_py jupyter_client python3-jupyter-client
+  need_py ipykernel python3-ipykernel; need_py nest_asyncio python3-nest-asyncio
+  need_py async_timeout python3-async-timeout; need_py zmq python3-zmq; need_py msgpack python3-msgpack
+}
+groups=("$@")
+[ "${#groups[@]}" -eq 0 ] && groups=(testbed)
+for group in "${groups[@]}"; do
+  case "$group" in
+    testbed)
+      need_cmd etcd etcd-server; need_cmd redis-server redis-server; need_cmd docker-registry docker-registry
+      need_cmd python3 python3; need_cmd openssl openssl; need_cmd curl curl
+      for mod in zmq msgpack snappy redis aiozmq attr; do need_py "$mod" "python3-$mod"; done ;;
+    --real-runner|real-runner)
+      need_cmd etcd etcd-server; need_cmd redis-server redis-server; need_cmd docker-registry docker-registry
+      need_cmd python3 python3; need_cmd openssl openssl; need_cmd curl curl
+      for mod in zmq msgpack snappy redis aiozmq attr; do need_py "$mod" "python3-$mod"; done
+      need_cmd unshare util-linux; need_cmd mount mount; runner_py ;;
+    unit)
+      need_cmd nix-instantiate nix-bin ;;
+    realnode)
+      need_cmd containerd containerd; need_cmd runc runc; need_cmd umoci umoci; need_cmd skopeo skopeo
+      need_cmd iptables iptables; need_cmd nft nftables; need_cmd conntrack conntrack; need_cmd socat socat
+      need_cmd gcc gcc; need_cmd ip iproute2
+      [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+      need_pkg libc6-dev
+      # what the real python kernel image copies from the host: the 19.06 runner's imports
+      runner_py; need_pkg passwd; need_pkg util-linux; need_pkg login ;;
+    *) echo "[prereqs] unknown group $group" >&2; exit 2 ;;
+  esac
 done
 [ "${#missing[@]}" -eq 0 ] && exit 0
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then

@@ -1,6 +1,7 @@
 // The testbed's acceptance tests, with the built kubectl as the independent observer.
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
+import * as https from "node:https"
 import * as path from "node:path"
 import { promisify } from "node:util"
 import { Etcd3 } from "etcd3"
@@ -9,6 +10,7 @@ import { unpack } from "msgpackr"
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest"
 import { freshEtcdNamespace, freshKubeNamespace, type TestbedEnv } from "./env.ts"
 import { sleep } from "./ports.ts"
+import { isRunning } from "./processes.ts"
 import { exitCodeOf, RunnerClient, textOf } from "./runnerClient.ts"
 
 const run = promisify(execFile)
@@ -115,6 +117,33 @@ describe("cluster", () => {
       expect(node.status.capacity["nvidia.com/gpu"]).toBe(n.gpu > 0 ? String(n.gpu) : undefined)
       expect(node.status.addresses).toContainEqual({ type: "InternalIP", address: n.ip })
     }
+  })
+
+  it("survives requests that make the apiserver sort map keys (curl's User-Agent, ?pretty): Debian's reflect2 1.0.2 is vendored", async () => {
+    // With the vendored reflect2 v1.0.1 built by Go >= 1.18, the first such request killed the apiserver
+    // ("unexpected fault address 0x0 / fatal error: fault" in json-iterator's sortKeysMapEncoder).
+    const apiserver = env.pids.find((p) => p.name === "kube-apiserver")!
+    const get = (p: string, userAgent: string) =>
+      new Promise<{ status: number; body: string }>((resolve, reject) => {
+        const u = new URL(env.apiserver)
+        const req = https.get({
+          host: u.hostname, port: Number(u.port), path: p, rejectUnauthorized: false,
+          headers: { authorization: `Bearer ${env.apiserverToken}`, "user-agent": userAgent },
+        }, (res) => {
+          let body = ""
+          res.setEncoding("utf8").on("data", (c: string) => { body += c }).on("end", () => resolve({ status: res.statusCode ?? 0, body }))
+        })
+        req.on("error", reject)
+      })
+    // nodes carry label and capacity maps: pretty-printing them sorts map keys
+    const pretty = await get(`/api/v1/nodes/${env.nodes[0]!.name}`, "curl/7.88.1")
+    expect(pretty.status).toBe(200)
+    expect(pretty.body).toContain(`\n  "kind": "Node",\n`) // indented: the pretty printer ran
+    const explicit = await get("/api/v1/namespaces?pretty=true", "bai-testbed")
+    expect(explicit.status).toBe(200)
+    expect(JSON.parse(explicit.body).kind).toBe("NamespaceList")
+    expect(isRunning(apiserver)).toBe(true)
+    expect((await get("/readyz", "bai-testbed")).body).toBe("ok")
   })
 
   it("reports a missing image tag as ErrImagePull, then ImagePullBackOff", async () => {
