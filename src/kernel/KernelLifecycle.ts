@@ -19,7 +19,7 @@ import * as k8s from "@kubernetes/client-node"
 import { Clock, Context, Data, Duration, Effect, Exit, Fiber, FiberMap, Layer, Metric, Option, Ref, Schedule, Schema, Semaphore, Stream } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import { prepareScratchDir } from "../kube/ScratchDir.ts"
+import { kernelDirOwner, prepareScratchDir } from "../kube/ScratchDir.ts"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import {
   ImagePullFailed,
@@ -505,8 +505,9 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           ),
           (made, exit) => (reuseScratch || made === undefined ? Effect.void : onFailure(exit, removeScratch(kernelId), "remove scratch dir"))
         )
-        // modes 0711 / 0700, owned as container.kernel-uid/gid when configured (src/kube/ScratchDir.ts)
-        yield* prepareScratchDir(kernelDir(kernelId), { uid: config.container["kernel-uid"], gid: config.container["kernel-gid"] }).pipe(
+        // modes 0711 / 0700, owned by the kernel's user (src/kube/ScratchDir.ts)
+        const owner = kernelDirOwner({ uid: config.container["kernel-uid"], gid: config.container["kernel-gid"] }, process.getuid?.() ?? -1)
+        yield* prepareScratchDir(kernelDir(kernelId), owner).pipe(
           Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "ScratchDir", message: e.message }))
         )
         // NodePorts: reserved now, released if the create fails

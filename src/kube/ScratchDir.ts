@@ -26,6 +26,23 @@ const step = <A>(p: string, what: string, f: () => Promise<A>) =>
     catch: (cause) => new ScratchDirError({ path: p, message: `${what} ${p}: ${String(cause)}`, cause })
   })
 
+/** The uid/gid the 19.06 `entrypoint.sh` gives the kernel's `work` user when LOCAL_USER_ID/GROUP_ID are unset. */
+export const ENTRYPOINT_DEFAULT_ID = 9001
+
+/**
+ * Who must own `work`: `container.kernel-uid`/`kernel-gid` when configured; otherwise the entrypoint's
+ * default 9001 when the agent can give it away (root) — without this a root agent left `/home/work`
+ * root-owned and the kernel's user could not write it (the runner died at start on a real node);
+ * otherwise (-1) the agent's own.
+ */
+export const kernelDirOwner = (
+  configured: { readonly uid: number; readonly gid: number },
+  agentUid: number
+): { readonly uid: number; readonly gid: number } => {
+  const fallback = agentUid === 0 ? ENTRYPOINT_DEFAULT_ID : -1
+  return { uid: configured.uid >= 0 ? configured.uid : fallback, gid: configured.gid >= 0 ? configured.gid : fallback }
+}
+
 /**
  * Makes (or fixes up) `<kernelDir>` and `<kernelDir>/work`; returns the work dir. `uid`/`gid` -1 =
  * not configured: the directories stay the agent's.

@@ -3,7 +3,7 @@ import { Effect } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { prepareScratchDir } from "../../src/kube/ScratchDir.ts"
+import { kernelDirOwner, prepareScratchDir } from "../../src/kube/ScratchDir.ts"
 
 const tempRoot = Effect.acquireRelease(
   Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "bai-scratch-"))),
@@ -57,4 +57,13 @@ describe("prepareScratchDir", () => {
         assert.match(e.message, /kernel-uid/)
       }
     }).pipe(Effect.scoped))
+})
+
+describe("kernelDirOwner", () => {
+  it("configured ids win; unset ids are the entrypoint's 9001 for a root agent, the agent's own otherwise", () => {
+    assert.deepStrictEqual(kernelDirOwner({ uid: 1234, gid: 5678 }, 0), { uid: 1234, gid: 5678 })
+    assert.deepStrictEqual(kernelDirOwner({ uid: -1, gid: -1 }, 0), { uid: 9001, gid: 9001 })
+    assert.deepStrictEqual(kernelDirOwner({ uid: 1234, gid: -1 }, 0), { uid: 1234, gid: 9001 })
+    assert.deepStrictEqual(kernelDirOwner({ uid: -1, gid: -1 }, 1000), { uid: -1, gid: -1 })
+  })
 })
