@@ -11,6 +11,7 @@ import json
 import sys
 import tarfile
 import time
+import uuid
 
 import aiozmq.rpc
 
@@ -164,7 +165,7 @@ async def main(endpoint, kid1, kid2, config):
             out["outside"] = e.args[0]
             assert e.args[0].endswith("PathOutsideWorkDir"), e.args
         try:
-            await execute(client, 3, "no-such-kernel", None, "query", "", {}, 1.0)
+            await execute(client, 3, str(uuid.uuid4()), None, "query", "", {}, 1.0)
             raise AssertionError("expected KernelNotFound")
         except aiozmq.rpc.GenericError as e:
             assert e.args[0].endswith("KernelNotFound"), e.args
