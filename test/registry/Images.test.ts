@@ -98,6 +98,11 @@ const tokenRegistry = (realm: () => string, link?: () => string) =>
     }
     if (req.url?.startsWith("/v2/_catalog")) return json(res, 200, { repositories: ["lablup/python"] }, link === undefined ? {} : { link: `<${link()}>; rel="next"` })
     if (req.url?.startsWith("/v2/lablup/python/tags/list")) return json(res, 200, { tags: ["3.6"] })
+    // the listing keeps only kernelspec-labelled images: a schema2 manifest and its config blob
+    if (req.url?.startsWith("/v2/lablup/python/blobs/")) return json(res, 200, { config: { Labels: { "ai.backend.kernelspec": "1" } } })
+    if (req.method === "GET" && req.url?.startsWith("/v2/lablup/python/manifests/")) {
+      return json(res, 200, { schemaVersion: 2, config: { digest: "sha256:cc" } }, { "docker-content-digest": "sha256:aa" })
+    }
     res.writeHead(200, { "docker-content-digest": "sha256:aa" })
     res.end()
   })
