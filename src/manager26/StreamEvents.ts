@@ -188,20 +188,24 @@ export class StreamEvents extends Context.Service<StreamEvents, {
       Effect.forkScoped
     )
 
-    const publish = (event: AgentEvent): Effect.Effect<void> =>
+    /** The 26.x events one core event becomes (none for a suppressed kernel_terminated). */
+    const translated = (event: AgentEvent): Effect.Effect<ReadonlyArray<{ readonly name: string; readonly args: ReadonlyArray<unknown> }>> =>
       Effect.gen(function*() {
         const kid = event.args.length > 0 && typeof event.args[0] === "string" ? event.args[0] : undefined
         const sid = kid === undefined ? "" : yield* sessions.sessionOf(kid)
         if (kid !== undefined && event.name === "kernel_terminated") {
           const suppressed = yield* sessions.suppressed(kid)
           yield* sessions.forget(kid)
-          if (suppressed) return
+          if (suppressed) return []
         }
         const holdStarted = yield* Ref.get(hold)
         const result = translate(event, { sessionOf: () => sid, architecture, publicKey, holdStarted })
         yield* Ref.set(hold, result.holdStarted)
-        for (const e of result.out) yield* enqueue(e.name, e.args)
+        return result.out
       })
+
+    const publish = (event: AgentEvent): Effect.Effect<void> =>
+      translated(event).pipe(Effect.flatMap((out) => Effect.forEach(out, (e) => enqueue(e.name, e.args), { discard: true })))
 
     // What the manager must hear (kernel_terminated, kernel/LiveKernels): never queued behind the
     // dropping queue — written straight to the stream with the same endless retry, one write per key
@@ -214,22 +218,16 @@ export class StreamEvents extends Context.Service<StreamEvents, {
         if (pending !== undefined) return Effect.succeed(Deferred.await(pending))
         const sent = Deferred.makeUnsafe<void>()
         durablePending.set(key, sent)
-        const write = Effect.gen(function*() {
-          const kid = event.args.length > 0 && typeof event.args[0] === "string" ? event.args[0] : undefined
-          const sid = kid === undefined ? "" : yield* sessions.sessionOf(kid)
-          if (kid !== undefined && event.name === "kernel_terminated") {
-            const suppressed = yield* sessions.suppressed(kid)
-            yield* sessions.forget(kid)
-            if (suppressed) return
-          }
-          const holdStarted = yield* Ref.get(hold)
-          const result = translate(event, { sessionOf: () => sid, architecture, publicKey, holdStarted })
-          for (const e of result.out) {
-            const fields = yield* Effect.try(() => Bai.encode(e.args)).pipe(Effect.option)
-            if (fields._tag === "None") yield* drop("not encodable", e.name)
-            else yield* send({ name: e.name, fields: fields.value })
-          }
-        }).pipe(
+        const write = translated(event).pipe(
+          Effect.flatMap((out) =>
+            Effect.forEach(out, (e) =>
+              Effect.try(() => Bai.encode(e.args)).pipe(
+                Effect.matchEffect({
+                  onFailure: (error) => drop(`not encodable: ${String(error)}`, e.name),
+                  onSuccess: (fields) => send({ name: e.name, fields })
+                })
+              ), { discard: true })
+          ),
           Effect.ensuring(Effect.sync(() => durablePending.delete(key)).pipe(Effect.andThen(Deferred.succeed(sent, undefined))))
         )
         return Effect.forkIn(write, scope).pipe(Effect.as(Deferred.await(sent)))

@@ -77,4 +77,22 @@ describe("StreamEvents", () => {
       assert.deepStrictEqual(Bai.decode(added[2]![10] as Buffer), ["k1", "s1", "user-requested", 0])
       assert.deepStrictEqual(Bai.decode(added[3]![10] as Buffer), ["shutdown"])
     }))
+
+  it.live("publishDurable: kernel_terminated is written through Redis failures (no queue to drop it); the hand-off completes once XADD took it; one write per key", () =>
+    Effect.gen(function*() {
+      const { added, redis } = fakeRedis(3)
+      const scope = yield* Scope.make()
+      const ctx = yield* Layer.buildWithScope(StreamEvents.layer({ agentId: "i-a", redis, queueCapacity: 1 }).pipe(Layer.provideMerge(Sessions.layer)), scope)
+      const publisher = Context.get(ctx, EventPublisher)
+      const sessions = Context.get(ctx, Sessions)
+      yield* sessions.record("k1", "s1")
+      const handedOff = yield* publisher.publishDurable("k1", AgentEvents.kernelTerminated("k1", "force-terminated", null))
+      const again = yield* publisher.publishDurable("k1", AgentEvents.kernelTerminated("k1", "force-terminated", null))
+      yield* Effect.all([handedOff, again]).pipe(Effect.timeout("20 seconds"))
+      assert.strictEqual(yield* publisher.pendingDurable, 0)
+      const terminated = added.filter((a) => String(a[6]) === "kernel_terminated")
+      assert.strictEqual(terminated.length, 1)
+      assert.deepStrictEqual(Bai.decode(terminated[0]![10] as Buffer), ["k1", "s1", "force-terminated", null])
+      yield* Scope.close(scope, Exit.void)
+    }))
 })
