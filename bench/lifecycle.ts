@@ -10,7 +10,7 @@
  *
  * The runner's own part is probed directly, as bench/execute.ts does: right after each create
  * returns, a fresh PUSH/PULL pair (not the agent's) connects to the kernel's repl ports and times a
- * `status` round trip (connect, handshake, the runner's answer) — what the agent's readiness ping
+ * `status` round trip (connect, handshake, the runner's answer; see probeRunner) — what the agent's readiness ping
  * costs the runner, not the agent. Agent own time = total − cluster − that runner probe.
  * (The testbed's kubelet marks a pod Running only once its runner has bound its ports, so no runner
  * start-up is hidden after Running here; with a runner that is still starting, the probe would
@@ -55,21 +55,28 @@ const stats = (xs: ReadonlyArray<number>) => {
   return `p50 ${pick(0.5).toFixed(0).padStart(6)} ms  p90 ${pick(0.9).toFixed(0).padStart(6)} ms  max ${pick(1).toFixed(0).padStart(6)} ms  mean ${mean.toFixed(0).padStart(6)} ms`
 }
 
-/** A `status` round trip to a runner on fresh sockets (ms); connect time included. */
+/**
+ * A `status` round trip to a runner on fresh sockets (ms), connect included. The runner's repl-out
+ * PUSH round-robins between the agent's PULL and ours, so `status` is sent in pairs (one answer
+ * each way once both are attached; the agent drops the one nobody waits for), repeated every 20 ms
+ * until one reaches us.
+ */
 const probeRunner = (host: string, replIn: number, replOut: number) =>
   Effect.acquireUseRelease(
-    Effect.sync(() => ({ push: new Zmq.Push({ linger: 0 }), pull: new Zmq.Pull({ linger: 0, receiveTimeout: 10_000 }) })),
-    ({ pull, push }) =>
-      Effect.gen(function*() {
-        const t0 = performance.now()
-        pull.connect(`tcp://${host}:${replOut}`)
-        push.connect(`tcp://${host}:${replIn}`)
-        yield* Effect.tryPromise(() => push.send(["status", ""]))
-        for (;;) {
-          const [type] = yield* Effect.tryPromise(() => pull.receive())
-          if (type?.toString() === "status") return performance.now() - t0
-        }
-      }),
+    Effect.sync(() => ({ push: new Zmq.Push({ linger: 0, sendTimeout: 0 }), pull: new Zmq.Pull({ linger: 0 }) })),
+    ({ pull, push }) => {
+      const t0 = performance.now()
+      pull.connect(`tcp://${host}:${replOut}`)
+      push.connect(`tcp://${host}:${replIn}`)
+      const answered: Effect.Effect<number, unknown> = Effect.tryPromise(() => pull.receive()).pipe(
+        Effect.flatMap(([type]) => (type?.toString() === "status" ? Effect.sync(() => performance.now() - t0) : answered))
+      )
+      const ask = Effect.tryPromise(async () => {
+        await push.send(["status", ""]).catch(() => undefined)
+        await push.send(["status", ""]).catch(() => undefined)
+      }).pipe(Effect.andThen(Effect.sleep("20 millis")), Effect.forever)
+      return Effect.raceFirst(answered, ask).pipe(Effect.timeout("10 seconds"))
+    },
     ({ pull, push }) => Effect.sync(() => { push.close(); pull.close() })
   )
 
