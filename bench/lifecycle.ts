@@ -7,12 +7,25 @@
  * each create splits into: agent before the pod exists (validation, scratch dir, ports, POST),
  * cluster (ADDED → Running: scheduling, kubelet), and agent after Running (runner status ping, ready
  * mark; the ConfigMap/Service POSTs overlap the cluster phase). Agent overhead = total − cluster.
+ *
+ * The runner's own part is probed directly, as bench/execute.ts does: right after each create
+ * returns, a fresh PUSH/PULL pair (not the agent's) connects to the kernel's repl ports and times a
+ * `status` round trip (connect, handshake, the runner's answer; see probeRunner) — what the agent's readiness ping
+ * costs the runner, not the agent. Agent own time = total − cluster − that runner probe.
+ * (The testbed's kubelet marks a pod Running only once its runner has bound its ports, so no runner
+ * start-up is hidden after Running here; with a runner that is still starting, the probe would
+ * have to start at Running: it cannot, without stealing the agent's replies from the runner's PUSH.)
+ *
+ * The floor, in the same run and at the same concurrency: a bare client-node createNamespacedPod +
+ * merge patch of a pod no node runs (the two API round trips a create cannot avoid), plus the
+ * runner probe (the third one).
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import type * as k8s from "@kubernetes/client-node"
+import * as k8s from "@kubernetes/client-node"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { Clock, Console, Effect, Stream } from "effect"
+import * as Zmq from "zeromq"
 import { KernelLifecycle } from "../src/kernel/KernelLifecycle.ts"
 import { KubeClient } from "../src/kube/KubeClient.ts"
 import { lifecycleLayer, makeSite, pythonConfig } from "../test/kernel/KernelLifecycleSupport.ts"
@@ -30,6 +43,7 @@ interface Sample {
   readonly start: number
   readonly created: number
   readonly destroyed: number
+  readonly runnerProbe: number
   podAdded?: number
   podRunning?: number
 }
@@ -40,6 +54,54 @@ const stats = (xs: ReadonlyArray<number>) => {
   const mean = s.reduce((a, b) => a + b, 0) / Math.max(1, s.length)
   return `p50 ${pick(0.5).toFixed(0).padStart(6)} ms  p90 ${pick(0.9).toFixed(0).padStart(6)} ms  max ${pick(1).toFixed(0).padStart(6)} ms  mean ${mean.toFixed(0).padStart(6)} ms`
 }
+
+/**
+ * A `status` round trip to a runner on fresh sockets (ms), connect included. The runner's repl-out
+ * PUSH round-robins between the agent's PULL and ours, so `status` is sent in pairs (one answer
+ * each way once both are attached; the agent drops the one nobody waits for), repeated every 20 ms
+ * until one reaches us.
+ */
+const probeRunner = (host: string, replIn: number, replOut: number) =>
+  Effect.acquireUseRelease(
+    Effect.sync(() => ({ push: new Zmq.Push({ linger: 0, sendTimeout: 0 }), pull: new Zmq.Pull({ linger: 0 }) })),
+    ({ pull, push }) => {
+      const t0 = performance.now()
+      pull.connect(`tcp://${host}:${replOut}`)
+      push.connect(`tcp://${host}:${replIn}`)
+      const answered: Effect.Effect<number, unknown> = Effect.tryPromise(() => pull.receive()).pipe(
+        Effect.flatMap(([type]) => (type?.toString() === "status" ? Effect.sync(() => performance.now() - t0) : answered))
+      )
+      const ask = Effect.tryPromise(async () => {
+        await push.send(["status", ""]).catch(() => undefined)
+        await push.send(["status", ""]).catch(() => undefined)
+      }).pipe(Effect.andThen(Effect.sleep("20 millis")), Effect.forever)
+      return Effect.raceFirst(answered, ask).pipe(Effect.timeout("10 seconds"))
+    },
+    ({ pull, push }) => Effect.sync(() => { push.close(); pull.close() })
+  )
+
+/** The floor: bare createNamespacedPod + merge patch (a pod no node selects, so nothing runs it). */
+const floorPod = (kube: KubeClient["Service"], namespace: string) =>
+  Effect.gen(function*() {
+    const name = `floor-${crypto.randomUUID().slice(0, 8)}`
+    const t0 = performance.now()
+    yield* kube.core("floor create pod", (api) =>
+      api.createNamespacedPod({
+        namespace,
+        body: {
+          metadata: { name, labels: { "bench/floor": "true" } },
+          spec: { nodeSelector: { "bench/no-such-node": "true" }, containers: [{ name: "main", image: "floor" }] }
+        }
+      }))
+    yield* kube.core("floor patch pod", (api) =>
+      api.patchNamespacedPod(
+        { name, namespace, body: { metadata: { annotations: { "bench/ready": new Date().toISOString() } } } },
+        k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch)
+      ))
+    const elapsed = performance.now() - t0
+    yield* kube.core("floor delete pod", (api) => api.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 })).pipe(Effect.ignore)
+    return elapsed
+  })
 
 const main = Effect.gen(function*() {
   const env = readEnvFile(envFile)
@@ -70,15 +132,20 @@ const main = Effect.gen(function*() {
     const out = yield* Effect.forEach(ids, (kid) =>
       Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis
-        yield* lifecycle.create(kid, pythonConfig(env))
+        const result = yield* lifecycle.create(kid, pythonConfig(env))
         const created = yield* Clock.currentTimeMillis
+        const runnerProbe = yield* probeRunner(result.kernel_host, result.repl_in_port, result.repl_out_port)
+        const beforeDestroy = yield* Clock.currentTimeMillis
         yield* lifecycle.destroy(kid, "user-requested")
         const destroyed = yield* Clock.currentTimeMillis
-        return [kid, { start, created, destroyed } as Sample] as const
+        return [kid, { start, created, destroyed: destroyed - beforeDestroy + created, runnerProbe } as Sample] as const
       }), { concurrency: CONCURRENCY })
     const wall = (yield* Clock.currentTimeMillis) - t0
     return { out, wall }
   }).pipe(Effect.provide(lifecycleLayer(site)))
+
+  // the floor, right after, at the same concurrency
+  const floor = yield* Effect.forEach(Array.from({ length: KERNELS }), () => floorPod(kube, site.kubeNs), { concurrency: CONCURRENCY })
 
   const rows = samples.out.map(([kid, s]) => ({ ...s, podAdded: seen.get(kid)?.added, podRunning: seen.get(kid)?.running }))
   const complete = rows.filter((r) => r.podAdded !== undefined && r.podRunning !== undefined)
@@ -87,13 +154,20 @@ const main = Effect.gen(function*() {
   const cluster = complete.map((r) => r.podRunning! - r.podAdded!)
   const afterRunning = complete.map((r) => r.created - r.podRunning!)
   const overhead = complete.map((r) => r.created - r.start - (r.podRunning! - r.podAdded!))
+  const runner = rows.map((r) => r.runnerProbe)
+  const own = complete.map((r) => r.created - r.start - (r.podRunning! - r.podAdded!) - r.runnerProbe)
+  const floorTotal = floor.map((f, i) => f + (runner[i % runner.length] ?? 0))
   const destroy = rows.map((r) => r.destroyed - r.created)
   yield* Console.log(`lifecycle: ${KERNELS} kernels, ${CONCURRENCY} at a time, wall ${(samples.wall / 1000).toFixed(1)} s (${(KERNELS / (samples.wall / 1000)).toFixed(2)} kernels/s)`)
   yield* Console.log(`  create total               ${stats(total)}`)
   yield* Console.log(`    agent, before pod exists ${stats(beforePod)}`)
   yield* Console.log(`    cluster, ADDED→Running   ${stats(cluster)}`)
   yield* Console.log(`    agent, Running→returned  ${stats(afterRunning)}`)
+  yield* Console.log(`    runner status, direct probe ${stats(runner)}`)
   yield* Console.log(`  agent overhead (total−cluster) ${stats(overhead)}`)
+  yield* Console.log(`  agent own time ${stats(own)}   (total − cluster − runner probe)`)
+  yield* Console.log(`  floor: bare createNamespacedPod + patch ${stats(floor)}`)
+  yield* Console.log(`  floor + runner probe (3 round trips) ${stats(floorTotal)}`)
   yield* Console.log(`  destroy (objects gone, event sent) ${stats(destroy)}`)
   yield* Console.log(`  (${complete.length}/${rows.length} pods seen ADDED and Running by the observer watch)`)
 }).pipe(Effect.scoped)

@@ -1,17 +1,19 @@
-"""aiozmq `ping` load generator for bench/rpc.ts: one pyzmq DEALER, raw aiozmq frames, a fixed
+"""aiozmq `ping` / `list_files` load generator for bench/rpc.ts: one pyzmq DEALER, raw aiozmq frames, a fixed
 number of requests in flight. Independent of the TypeScript client and cheap per call (the
 request frames are prebuilt; only the 16-byte header is packed per call), so several of these
 processes can saturate a server.
 
-    python3 bench/rpc_load.py ENDPOINT --inflight 64 --seconds 3 [--sequential N]
+    python3 bench/rpc_load.py ENDPOINT --inflight 64 --seconds 3 [--sequential N] [--method list_files]
 
 Protocol with the parent (stdout/stdin, one line each):
   prints `ready` once connected and warmed up (500 round trips), waits for a line on stdin (`go`),
   then runs for --seconds and prints a JSON object:
   {"calls": n, "seconds": s, "errors": e, "latencies_us": [...]}  (latencies only with --sequential)
 
-Every reply is checked: its req_id must be one we sent and its body must be msgpack "hello" with
-the error flag clear; anything else counts as an error.
+Every reply is checked: its req_id must be one we sent, the error flag clear, and its body msgpack
+"hello" (`ping`) or, for `list_files`, the bytes of the first reply, which must unpack to the dict in
+bench/list-files-reply.json (checked once during warm-up; servers may order or size-encode
+differently, but each must answer the same bytes every time); anything else counts as an error.
 """
 import argparse
 import json
@@ -21,6 +23,7 @@ import struct
 import sys
 import time
 
+import msgpack
 import zmq
 
 HEADER = struct.Struct("=HHLd")
@@ -37,7 +40,16 @@ def main():
     p.add_argument("--inflight", type=int, default=64)
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--sequential", type=int, default=0, help="N sequential calls with latencies instead")
+    p.add_argument("--method", choices=["ping", "list_files"], default="ping")
     a = p.parse_args()
+    method, args, body = METHOD, ARGS, BODY
+    expected = None
+    if a.method == "list_files":
+        with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "list-files-reply.json")) as f:
+            expected = json.load(f)
+        method = b"list_files"
+        args = msgpack.packb(["6f1f9d6e-58f4-4d3e-9a39-6f3b0e4f2a10", "."], use_bin_type=True)
+        body = None  # learnt from the first reply
 
     ctx = zmq.Context()
     s = ctx.socket(zmq.DEALER)
@@ -58,16 +70,18 @@ def main():
         nonlocal req
         req = req + 1 if req < 0xFFFFFFFF else 1
         outstanding.add(req)
-        send([pack(pid, rnd, req, time.time()), METHOD, ARGS, KWARGS], copy=True)
+        send([pack(pid, rnd, req, time.time()), method, args, KWARGS], copy=True)
 
     def answer():
-        nonlocal errors
+        nonlocal errors, body
         frames = recv(copy=True)
         if len(frames) != 2 or len(frames[0]) != 17:
             errors += 1
             return
         _, _, rid, _, is_error = REPLY.unpack(frames[0])
-        if rid not in outstanding or is_error or frames[1] != BODY:
+        if body is None and not is_error and msgpack.unpackb(frames[1], raw=False) == expected:
+            body = frames[1]
+        if rid not in outstanding or is_error or frames[1] != body:
             errors += 1
         outstanding.discard(rid)
 

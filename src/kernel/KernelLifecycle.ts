@@ -372,12 +372,27 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         })
     })
 
-    /** Follows the pod with a watch until it runs or fails decisively; `scheduled` once it is bound. */
-    const waitRunning = (kernelId: string, name: string, uid: string, lastState: Ref.Ref<string>, scheduled: Effect.Effect<void>) =>
+    /**
+     * Follows the pod with a watch until it runs or fails decisively; `scheduled` once it is bound.
+     * `created` (the POST's answer) starts the first watch at its resourceVersion without a GET;
+     * later rounds (a watch that ended or expired) read the pod again.
+     */
+    const waitRunning = (
+      kernelId: string,
+      name: string,
+      uid: string,
+      lastState: Ref.Ref<string>,
+      scheduled: Effect.Effect<void>,
+      created?: k8s.V1Pod
+    ) =>
       Effect.gen(function*() {
         const whenBound = (p: k8s.V1Pod) => (p.spec?.nodeName ? scheduled : Effect.void)
+        let first = created
         for (;;) {
-          const cur = yield* readPod(name).pipe(Effect.mapError(createFailure(kernelId)))
+          const cur = first !== undefined
+            ? Option.some(first)
+            : yield* readPod(name).pipe(Effect.mapError(createFailure(kernelId)))
+          first = undefined
           if (Option.isNone(cur) || cur.value.metadata?.uid !== uid) {
             return yield* new KernelCreationFailed({ kernelId, reason: "PodDeleted", message: "the pod disappeared while the kernel was being created" })
           }
@@ -527,7 +542,10 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           (p, exit) => onFailure(exit, deleteObjects(kernelId, p.metadata?.uid), "delete pod")
         )
         const podUid = pod.metadata!.uid!
-        yield* Effect.acquireRelease(
+        // ConfigMap, Service and NetworkPolicy all hang off the pod (ownerReferences) and not off each
+        // other: created concurrently, each with its own rollback step (an acquisition is not
+        // interruptible, so a sibling's failure still registers the release of what was made)
+        const createConfigMap = Effect.acquireRelease(
           kube.core("create configmap", (api) =>
             api.createNamespacedConfigMap({
               namespace,
@@ -547,7 +565,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
             ),
           (_, exit) => onFailure(exit, deleteConfigMap(name), "delete configmap")
         )
-        const service = yield* Effect.acquireRelease(
+        const createServiceObject = Effect.acquireRelease(
           createService(kernelId, input, reserved, podUid),
           (_, exit) => onFailure(exit, deleteService(name), "delete service")
         )
@@ -555,15 +573,17 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         // a restart replaces the old pod's policy)
         const fence = config.kubernetes["network-policy"]
         const servicePolicy = fence.enabled ? buildServicePolicy(input, fence["service-sources"], podUid) : undefined
-        if (servicePolicy !== undefined) {
-          yield* kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace, body: servicePolicy })).pipe(
+        const createPolicy = servicePolicy === undefined
+          ? Effect.void
+          : kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace, body: servicePolicy })).pipe(
             Effect.catchIf(
               (e) => e.reason === "AlreadyExists",
               () => kube.networking("replace network policy", (api) => api.replaceNamespacedNetworkPolicy({ name, namespace, body: servicePolicy }))
             ),
-            Effect.mapError(createFailure(kernelId))
+            Effect.mapError(createFailure(kernelId)),
+            Effect.asVoid
           )
-        }
+        const [, service] = yield* Effect.all([createConfigMap, createServiceObject, createPolicy], { concurrency: "unbounded" })
         const ports = nodePortsOf(service)
         const recovery = recoveryFor(input, ports)
         const now = yield* monotonicMillis
@@ -589,7 +609,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         // Running, and a runner that answers, within container.create-timeout
         const lastState = yield* Ref.make("pod created")
         const hostIP = yield* Effect.gen(function*() {
-          const hostIP = yield* waitRunning(kernelId, name, podUid, lastState, phase("scheduled"))
+          const hostIP = yield* waitRunning(kernelId, name, podUid, lastState, phase("scheduled"), pod)
           yield* phase("running")
           yield* Ref.set(lastState, "pod Running, waiting for the runner's status answer")
           const kernelHost = kernelHostOverride !== "" ? kernelHostOverride : hostIP

@@ -218,6 +218,16 @@ describe("AiozmqServer", () => {
       assert.strictEqual(result?.runId, "run-1")
     }).pipe(Effect.provide(serverLayer())))
 
+  it.live("a burst larger than one drain batch (256) is answered in full, each reply to its own request", () =>
+    Effect.gen(function*() {
+      const server = yield* AiozmqServer
+      const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "10 seconds" })
+      const messages = Array.from({ length: 1000 }, (_, i) => `burst-${i}`)
+      const replies = yield* Effect.forEach(messages, (m) => client.invoke(AgentRpcs.ping, m), { concurrency: "unbounded" })
+      assert.deepStrictEqual(replies, messages)
+      assert.strictEqual(yield* server.inFlight, 0)
+    }).pipe(Effect.provide(serverLayer())))
+
   it.live("shutdown lets in-flight requests finish", () =>
     Effect.gen(function*() {
       const serverScope = yield* Scope.make()

@@ -22,6 +22,22 @@ describe("msgpack with Python semantics", () => {
     )
   })
 
+  it("encoded buffers are independent of each other (the encoder reuses a scratch buffer), also past its size", () => {
+    const first = encode({ files: "x".repeat(40), abspath: "/home/work" })
+    const firstCopy = Buffer.from(first)
+    const big = encode("y".repeat(100_000)) // outgrows the 64 KiB scratch
+    const second = encode({ files: "z".repeat(40), abspath: "/tmp" })
+    const nonAscii = encode("é".repeat(20_000))
+    assert.deepStrictEqual(first, firstCopy)
+    assert.deepStrictEqual(decode(first), { files: "x".repeat(40), abspath: "/home/work" })
+    assert.deepStrictEqual(decode(big), "y".repeat(100_000))
+    assert.deepStrictEqual(decode(second), { files: "z".repeat(40), abspath: "/tmp" })
+    assert.deepStrictEqual(decode(nonAscii), "é".repeat(20_000))
+    assert.deepStrictEqual(nonAscii.subarray(0, 5), hex("da 9c 40 c3 a9")) // str16, 40,000 UTF-8 bytes
+    assert.throws(() => encode([1, () => 1]))
+    assert.deepStrictEqual(decode(encode(["after", "a", "failure"])), ["after", "a", "failure"])
+  })
+
   it("golden vectors of spec §1.2 (events)", () => {
     assert.deepStrictEqual(encode([]), hex("90"))
     assert.deepStrictEqual(

@@ -2,14 +2,15 @@
  * The manager-facing RPC server: aiozmq framing over a ZeroMQ ROUTER (spec §1.1), serving
  * {@link AgentRpcHandlers}.
  *
- * - one reader fiber receives; each request runs in its own fiber (a slow `execute` never blocks a
- *   `ping`); one writer fiber drains the reply queue (zeromq.js allows one send at a time);
+ * - one reader fiber receives, draining the socket per wake-up; each request runs in its own fiber
+ *   (a slow `execute` never blocks a `ping`) and sends its reply itself, synchronously
+ *   (`sendTimeout: 0`: no writer fiber, no scheduler hop);
  * - bad input never stops the server: malformed messages are dropped with a warning, or answered
  *   with an error when their `req_id` is readable;
- * - closing the scope stops reading, lets in-flight requests finish for `shutdownGrace`, flushes
- *   replies, then closes the socket with a 200 ms linger (like aiozmq).
+ * - closing the scope stops reading, lets in-flight requests finish for `shutdownGrace` (their
+ *   replies are sent as they finish), then closes the socket with a 200 ms linger (like aiozmq).
  */
-import { Cause, Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Metric, Option, Pull, Queue, Schema } from "effect"
+import { Cause, Clock, Context, Duration, Effect, Fiber, FiberSet, Layer, Metric, Option, Schema } from "effect"
 import {
   rpcDroppedTotal,
   rpcErrorRepliesTotal,
@@ -134,6 +135,7 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
     }
     const shutdownGrace = options.shutdownGrace ?? Duration.seconds(10)
     const linger = options.lingerMillis ?? 200
+    const maxBatch = 256
 
     const compiled = new Map<string, CompiledRpc>()
     for (const [name, rpc] of Object.entries(AgentRpcs) as ReadonlyArray<[string, AnyAgentRpc]>) {
@@ -220,32 +222,34 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
     const rnd = Math.floor(Math.random() * 0x10000)
     const clock = yield* Clock.Clock
 
-    const replies = yield* Queue.unbounded<ReadonlyArray<Buffer>, Cause.Done>()
     const inflight = yield* FiberSet.make<void, never>()
 
-    // --- writer: the only fiber that sends. It takes every queued reply at once and sends them
-    // back to back: with `sendTimeout: 0` zeromq.js sends synchronously (a ROUTER never blocks; a
-    // peer over its high-water mark loses the message, as with aiozmq), so each returned promise
-    // is already settled and the next send cannot find the socket busy.
-    const sendBatch = (batch: ReadonlyArray<ReadonlyArray<Buffer>>): Promise<number> => {
-      const sent: Array<Promise<void>> = new Array(batch.length)
-      for (let i = 0; i < batch.length; i++) sent[i] = socket.send(batch[i] as Array<Buffer>)
-      return Promise.allSettled(sent).then((results) => results.filter((r) => r.status === "rejected").length)
+    // --- replies are sent by the fiber that produced them, at once: with `sendTimeout: 0`
+    // zeromq.js sends synchronously (no poller, so never "busy"; a ROUTER never blocks: a peer over
+    // its high-water mark loses the message, as with aiozmq), so no writer fiber and no scheduler
+    // hop is needed between a handler's result and the wire. The returned promise is already
+    // settled; only a rejection is looked at.
+    let sendFailures = 0
+    const sendFailed = () => {
+      sendFailures++
     }
-    const writer = yield* Queue.takeAll(replies).pipe(
-      Effect.flatMap((batch) =>
-        Effect.tryPromise(() => sendBatch(batch)).pipe(
-          Effect.flatMap((failed) => (failed === 0 ? Effect.void : Effect.logWarning(`aiozmq: ${failed} replies not sent`))),
-          Effect.catch((error) => Effect.logWarning("aiozmq: replies not sent", error))
-        )
-      ),
-      Effect.forever,
-      // ends (Done) when the queue is ended at shutdown
-      Effect.catchCause((cause) =>
-        Cause.hasInterruptsOnly(cause) || Pull.isDoneCause(cause) ? Effect.void : Effect.logError("aiozmq: writer stopped", cause)
-      ),
-      Effect.forkScoped
-    )
+    const sendNow = (frames: Array<Buffer>): void => {
+      if (socket.closed) {
+        sendFailures++
+        return
+      }
+      try {
+        socket.send(frames).then(undefined, sendFailed)
+      } catch {
+        sendFailures++
+      }
+    }
+    const reportSendFailures: Effect.Effect<void> = Effect.suspend(() => {
+      if (sendFailures === 0) return Effect.void
+      const failed = sendFailures
+      sendFailures = 0
+      return Effect.logWarning(`aiozmq: ${failed} replies not sent`)
+    })
 
     // The hot path below builds as few effects as it can: synchronous steps (msgpack, argument
     // binding, reply framing) are plain functions; log annotations are added only where a request
@@ -255,7 +259,7 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
 
     const enqueueReply = (pre: ReadonlyArray<Buffer>, reqId: number, isError: boolean, body: Buffer): Effect.Effect<void> => {
       const header = encodeReplyHeader({ pid, rnd, reqId, timestamp: clock.currentTimeMillisUnsafe() / 1000, isError })
-      Queue.offerUnsafe(replies, [...pre, header, body])
+      sendNow([...pre, header, body])
       return isError ? Metric.update(errorRepliesTotal, 1) : Effect.void
     }
 
@@ -336,26 +340,21 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
         for (const f of frames) bytes += f.length
         const entry = perPeer.get(peer) ?? { count: 0, bytes: 0 }
         if (entry.count >= maxInFlight || (entry.count > 0 && entry.bytes + bytes > maxInFlightBytes)) {
-          return Metric.update(requestsTotal, 1).pipe(
-            Effect.andThen(sendError(
+          return sendError(
               parsed.pre,
               parsed.reqId,
               runtimeError(
                 `too many requests in flight from this peer (${entry.count} requests, ${entry.bytes} bytes; ` +
                   `at most ${maxInFlight} and ${maxInFlightBytes} bytes): retry when some are answered`
               )
-            ))
-          )
+            )
         }
         entry.count++
         entry.bytes += bytes
         perPeer.set(peer, entry)
-        return Metric.update(requestsTotal, 1).pipe(
-          Effect.andThen(FiberSet.run(inflight, serve(parsed).pipe(Effect.ensuring(release(peer, bytes)))))
-        )
+        return FiberSet.run(inflight, serve(parsed).pipe(Effect.ensuring(release(peer, bytes))))
       }
-      return Metric.update(requestsTotal, 1).pipe(
-        Effect.andThen(Metric.update(droppedTotal, 1)),
+      return Metric.update(droppedTotal, 1).pipe(
         Effect.andThen(Effect.logWarning(`aiozmq: malformed request: ${parsed.reason}`)),
         Effect.andThen(
           parsed.reqId !== undefined && parsed.pre.length > 0
@@ -365,9 +364,29 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
       )
     }
 
-    // --- reader: the only fiber that receives
-    const reader = yield* Effect.tryPromise(() => socket.receive()).pipe(
-      Effect.flatMap(dispatch),
+    // --- reader: the only fiber that receives. Each wake-up drains the socket: after the first
+    // message (a waiting receive), `receiveTimeout = 0` makes zeromq.js read synchronously until
+    // EAGAIN, so a burst costs one fiber resumption instead of one per message (bounded per batch
+    // so that a flood cannot starve the other fibers).
+    const drain = async (): Promise<Array<Array<Buffer>>> => {
+      const batch = [await socket.receive()]
+      socket.receiveTimeout = 0
+      try {
+        while (batch.length < maxBatch) batch.push(await socket.receive())
+      } catch (error) {
+        if ((error as { code?: unknown } | null)?.code !== "EAGAIN") throw error
+      } finally {
+        if (!socket.closed) socket.receiveTimeout = -1
+      }
+      return batch
+    }
+    const dispatchBatch = (batch: ReadonlyArray<ReadonlyArray<Buffer>>): Effect.Effect<void> =>
+      Metric.update(requestsTotal, batch.length).pipe(
+        Effect.andThen(Effect.forEach(batch, dispatch, { discard: true })),
+        Effect.andThen(reportSendFailures)
+      )
+    const reader = yield* Effect.tryPromise(drain).pipe(
+      Effect.flatMap(dispatchBatch),
       Effect.forever,
       Effect.catchCause((cause) =>
         socket.closed ? Effect.void : Effect.logError("aiozmq: receive loop stopped", cause)
@@ -386,8 +405,7 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
           if (Option.isNone(done)) yield* Effect.logWarning("aiozmq: in-flight requests cut off at shutdown")
           yield* FiberSet.clear(inflight)
         }
-        yield* Queue.end(replies)
-        yield* Fiber.await(writer).pipe(Effect.timeoutOption(Duration.seconds(2)))
+        yield* reportSendFailures
         yield* Effect.logInfo("aiozmq RPC server stopped").pipe(Effect.annotateLogs({ endpoint }))
       })
     )

@@ -53,9 +53,9 @@ class Writer {
   buf: Buffer
   view: DataView
   pos = 0
-  constructor(size: number) {
-    this.buf = Buffer.allocUnsafe(size)
-    this.view = new DataView(this.buf.buffer, this.buf.byteOffset, this.buf.byteLength)
+  constructor(buf: Buffer) {
+    this.buf = buf
+    this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
   }
   ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return
@@ -170,14 +170,15 @@ const writeStr = (w: Writer, s: string): void => {
       return
     }
   }
-  const bytes = utf8Encoder.encode(s)
-  const n = bytes.length
+  // UTF-8 straight into the output buffer (no intermediate Uint8Array): measure, then write
+  const n = Buffer.byteLength(s, "utf8")
   if (n < 32) w.u8(0xa0 | n)
   else if (n <= 0xff) w.u8u8(0xd9, n)
   else if (n <= 0xffff) w.u8u16(0xda, n)
   else if (n <= 0xffffffff) w.u8u32(0xdb, n)
   else throw new MsgpackFormatError("string too long")
-  w.bytes(bytes)
+  w.ensure(n)
+  w.pos += w.buf.write(s, w.pos, n, "utf8")
 }
 
 const writeBin = (w: Writer, b: Uint8Array): void => {
@@ -255,11 +256,37 @@ const writeValue = (w: Writer, v: unknown, depth: number): void => {
   }
 }
 
+// One reused scratch writer (encode is synchronous): a reply is built there and copied out at its
+// exact size (`Buffer.allocUnsafe` under 4 KiB comes from Node's pool), instead of growing a fresh
+// buffer 128 → 256 → … per call. A value that outgrows the scratch gets its own (larger) buffer.
+const SCRATCH_BYTES = 64 * 1024
+const scratch = new Writer(Buffer.allocUnsafe(SCRATCH_BYTES))
+let scratchInUse = false
+
 /** Encodes a value with Python semantics. Throws {@link MsgpackFormatError} on unencodable input. */
 export const encode = (value: unknown): Buffer => {
-  const w = new Writer(128)
-  writeValue(w, value, 0)
-  return w.buf.subarray(0, w.pos)
+  if (scratchInUse) {
+    const own = new Writer(Buffer.allocUnsafe(128))
+    writeValue(own, value, 0)
+    return own.buf.subarray(0, own.pos)
+  }
+  scratchInUse = true
+  const w = scratch
+  w.pos = 0
+  try {
+    writeValue(w, value, 0)
+    // grown past the scratch: hand that buffer out (the finally below gives the scratch a fresh one)
+    if (w.buf.length > SCRATCH_BYTES) return w.buf.subarray(0, w.pos)
+    const out = Buffer.allocUnsafe(w.pos)
+    w.buf.copy(out, 0, 0, w.pos)
+    return out
+  } finally {
+    if (w.buf.length > SCRATCH_BYTES) {
+      w.buf = Buffer.allocUnsafe(SCRATCH_BYTES)
+      w.view = new DataView(w.buf.buffer, w.buf.byteOffset, w.buf.byteLength)
+    }
+    scratchInUse = false
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
