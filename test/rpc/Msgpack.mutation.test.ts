@@ -186,7 +186,7 @@ describe("msgpack encoder edges Python defines", () => {
   })
 
   it("Maps encode like dicts; non-str keys are refused", () => {
-    assert.strictEqual(encode(new Map([["a", 1], ["b", [true]]])).toString("hex"), "82a16101a16291c3")
+    assert.strictEqual(encode(new Map<string, unknown>([["a", 1], ["b", [true]]])).toString("hex"), "82a16101a16291c3")
     const sixteen = new Map(Array.from({ length: 16 }, (_, i) => [`k${i}`, i] as const))
     assert.strictEqual(encode(sixteen).subarray(0, 3).toString("hex"), "de0010")
     assert.deepStrictEqual(decode(encode(sixteen)), Object.fromEntries(sixteen))
