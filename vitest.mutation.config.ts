@@ -8,6 +8,9 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     maxWorkers: 1,
+    // mutants are switched at run time (Stryker's global active-mutant id), so the module cache can be
+    // kept between runs: re-importing effect for every mutant costs seconds on a loaded machine
+    isolate: false,
     // MUTATION_TESTS=a,b: only these test files (a quicker run over some of the mutated files)
     include: process.env.MUTATION_TESTS !== undefined ? process.env.MUTATION_TESTS.split(",") : [
       "test/rpc/Msgpack.test.ts",

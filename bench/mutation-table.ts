@@ -6,7 +6,8 @@
  *
  * Score = (killed + timed out) / (killed + timed out + survived + no coverage), as Stryker counts it.
  * A timed-out mutant counts as killed "before" when a pre-existing test covers it (Stryker records no
- * killer for a timeout). Usage: node bench/mutation-table.ts [report.json]
+ * killer for a timeout). Usage: node bench/mutation-table.ts [report.json…] (several reports are
+ * merged: bench/mutation.ts writes one per group).
  */
 import { readFileSync } from "node:fs"
 
@@ -20,19 +21,28 @@ interface Report {
   readonly testFiles?: Readonly<Record<string, { readonly tests: ReadonlyArray<{ readonly id: string }> }>>
 }
 
-const report = JSON.parse(readFileSync(process.argv[2] ?? ".stryker/mutation.json", "utf8")) as Report
-
-const newTests = new Set<string>()
-for (const [file, tf] of Object.entries(report.testFiles ?? {})) {
-  if (/\.mutation\.test\.ts$/.test(file)) for (const t of tf.tests) newTests.add(t.id)
+const paths = process.argv.length > 2 ? process.argv.slice(2) : [".stryker/mutation.json"]
+const files: Record<string, { readonly mutants: ReadonlyArray<Mutant> }> = {}
+/** Ids of the tests in *.mutation.test.ts files, per report (test ids are per report). */
+const isOldIn = new Map<string, (id: string) => boolean>()
+for (const p of paths) {
+  const report = JSON.parse(readFileSync(p, "utf8")) as Report
+  const newTests = new Set<string>()
+  for (const [file, tf] of Object.entries(report.testFiles ?? {})) {
+    if (/\.mutation\.test\.ts$/.test(file)) for (const t of tf.tests) newTests.add(t.id)
+  }
+  for (const [file, f] of Object.entries(report.files)) {
+    files[file] = f
+    isOldIn.set(file, (id) => !newTests.has(id))
+  }
 }
-const isOld = (id: string) => !newTests.has(id)
 
 const pct = (k: number, n: number) => (n === 0 ? "n/a" : `${((100 * k) / n).toFixed(1)} %`)
 
 const rows: Array<readonly [string, string, string, string, string]> = []
 let [allValid, allBefore, allAfter] = [0, 0, 0]
-for (const [file, { mutants }] of Object.entries(report.files).sort(([a], [b]) => a.localeCompare(b))) {
+for (const [file, { mutants }] of Object.entries(files).sort(([a], [b]) => a.localeCompare(b))) {
+  const isOld = isOldIn.get(file)!
   let valid = 0
   let before = 0
   let after = 0
