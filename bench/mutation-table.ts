@@ -62,7 +62,7 @@ for (const [file, { mutants }] of Object.entries(files).sort(([a], [b]) => a.loc
   allAfter += after
   rows.push([file, String(valid), pct(before, valid), pct(after, valid), String(survived)])
 }
-rows.push(["all files", String(allValid), pct(allBefore, allValid), pct(allAfter, allValid), ""])
+rows.push(["all measured files", String(allValid), pct(allBefore, allValid), pct(allAfter, allValid), ""])
 
 const head = ["file", "mutants", "before", "after", "survived"] as const
 const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
