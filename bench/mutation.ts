@@ -1,0 +1,81 @@
+/**
+ * `npm run test:mutation` (docs/mutation.md): Stryker over the pure cores, one group of mutated files
+ * at a time with only the unit tests of that group (the vitest runner runs every included test file for
+ * every mutant, so small groups are what keeps a run possible on a 2-core machine), then the per-file
+ * table of bench/mutation-table.ts. Each group keeps its own incremental file under .stryker/.
+ *
+ * Usage: node bench/mutation.ts [group…]   (default: every group)
+ */
+import { spawnSync } from "node:child_process"
+import { copyFileSync, existsSync, mkdirSync } from "node:fs"
+
+interface Group {
+  readonly name: string
+  readonly mutate: ReadonlyArray<string>
+  /** Pre-existing unit tests that import the mutated files, then the new *.mutation tests. */
+  readonly tests: ReadonlyArray<string>
+}
+
+export const GROUPS: ReadonlyArray<Group> = [
+  {
+    name: "frames",
+    mutate: ["src/rpc/aiozmq/Frames.ts", "src/rpc/msgpack/PySchema.ts"],
+    tests: ["test/rpc/Msgpack.test.ts", "test/rpc/Frames.mutation.test.ts", "test/rpc/PySchema.mutation.test.ts"]
+  },
+  {
+    name: "statformat",
+    mutate: ["src/stats/StatFormat.ts"],
+    tests: ["test/stats/StatFormat.test.ts", "test/stats/StatFormat.mutation.test.ts"]
+  },
+  {
+    name: "noderesources",
+    mutate: ["src/kube/NodeResources.ts:1-290"],
+    tests: ["test/kube/NodeResources.test.ts", "test/kube/NodeResources.mutation.test.ts"]
+  },
+  {
+    name: "kernelobjects",
+    mutate: ["src/kube/KernelObjects.ts"],
+    tests: ["test/kube/KernelObjects.test.ts", "test/kube/KernelObjects.mutation.test.ts"]
+  },
+  {
+    name: "kernelconfig",
+    mutate: ["src/kernel/KernelConfig.ts", "src/kernel/SlotDecimal.ts"],
+    tests: ["test/kernel/KernelConfig.test.ts", "test/kernel/SlotDecimal.test.ts", "test/kernel/KernelConfig.mutation.test.ts"]
+  },
+  {
+    name: "files",
+    mutate: ["src/kernel/Files.ts:1-165"],
+    tests: ["test/kernel/Files.test.ts", "test/kernel/Files.mutation.test.ts"]
+  },
+  {
+    name: "msgpack",
+    mutate: ["src/rpc/msgpack/Msgpack.ts"],
+    tests: ["test/rpc/Msgpack.test.ts", "test/rpc/Msgpack.mutation.test.ts"]
+  }
+]
+
+const wanted = process.argv.slice(2)
+const groups = wanted.length === 0 ? GROUPS : GROUPS.filter((g) => wanted.includes(g.name))
+if (groups.length === 0) {
+  console.error(`unknown group; one of: ${GROUPS.map((g) => g.name).join(", ")}`)
+  process.exit(2)
+}
+mkdirSync(".stryker", { recursive: true })
+const reports: Array<string> = []
+for (const g of groups) {
+  console.log(`\n== ${g.name}: ${g.mutate.join(", ")}`)
+  const r = spawnSync(
+    "stryker",
+    ["run", "--mutate", g.mutate.join(","), "--incrementalFile", `.stryker/incremental-${g.name}.json`],
+    { stdio: "inherit", env: { ...process.env, MUTATION_TESTS: g.tests.join(",") } }
+  )
+  if (r.status !== 0) {
+    console.error(`stryker failed for group ${g.name} (exit ${r.status})`)
+    process.exit(1)
+  }
+  copyFileSync(".stryker/mutation.json", `.stryker/mutation-${g.name}.json`)
+  reports.push(`.stryker/mutation-${g.name}.json`)
+}
+const all = GROUPS.map((g) => `.stryker/mutation-${g.name}.json`).filter((f) => existsSync(f))
+const t = spawnSync(process.execPath, ["bench/mutation-table.ts", ...all], { stdio: "inherit" })
+process.exit(t.status ?? 1)
