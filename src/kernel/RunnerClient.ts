@@ -130,6 +130,8 @@ export const RUN_MAX_BYTES = 64 * 1024 * 1024
 export const KERNEL_MAX_BUFFERED_BYTES = 64 * 1024 * 1024
 /** ZeroMQ `maxMessageSize` on the PULL socket: one record and some framing. */
 export const MESSAGE_MAX_BYTES = RECORD_MAX_BYTES + 64 * 1024
+/** How long after a REPL-out disconnect ZeroMQ may take to connect again before the agent reconnects by hand. */
+const RECONNECT_CHECK = Duration.seconds(2)
 /** ZeroMQ receive high-water mark (messages) on the PULL socket. */
 export const RECEIVE_HWM = 16
 /** Finished runs whose output was not collected, kept per kernel. */
@@ -481,20 +483,37 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   )
 
   // A message over MESSAGE_MAX_BYTES is a protocol error to ZeroMQ: it drops the connection and,
-  // unlike after a network error, never reconnects. Reconnect on every disconnect.
+  // unlike after a network error, never reconnects by itself. So when a disconnect is not followed by
+  // a new connection within RECONNECT_CHECK, reconnect by hand. (Reconnecting on every disconnect fed
+  // on itself: our own disconnect() reports a disconnect too, and a busy kernel's connection flapped
+  // for good, losing its output.)
   const replOut = tcp(endpoint.host, endpoint.replOutPort)
+  let connects = 0
+  let checking = false
+  const reconnectIfStuck = (seen: number) =>
+    Effect.sleep(RECONNECT_CHECK).pipe(
+      Effect.andThen(Effect.suspend(() =>
+        closed || connects !== seen
+          ? Effect.void
+          : Effect.logWarning("runner: REPL-out connection dropped and not re-established (oversized record?), reconnecting").pipe(
+            log,
+            Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
+            Effect.andThen(Effect.try(() => pull.connect(replOut))),
+            Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
+          )
+      )),
+      Effect.ensuring(Effect.sync(() => (checking = false)))
+    )
   yield* Effect.tryPromise(() => pull.events.receive()).pipe(
-    Effect.flatMap((event) =>
-      event.type !== "disconnect" || closed
-        ? Effect.void
-        : Effect.logWarning("runner: REPL-out connection dropped (oversized record?), reconnecting").pipe(
-          log,
-          Effect.andThen(Effect.sleep("100 millis")),
-          Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
-          Effect.andThen(Effect.try(() => pull.connect(replOut))),
-          Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
-        )
-    ),
+    Effect.flatMap((event) => {
+      if (event.type === "connect" || event.type === "handshake") {
+        connects++
+        return Effect.void
+      }
+      if (event.type !== "disconnect" || closed || checking) return Effect.void
+      checking = true
+      return Effect.forkScoped(reconnectIfStuck(connects))
+    }),
     Effect.forever,
     Effect.catchCause(() => Effect.void), // the socket closed
     Effect.forkScoped

@@ -147,8 +147,15 @@ describe("KernelExecution against the runner simulator", () => {
       const exec = yield* KernelExecution
       yield* registry.upsert(kernel("i"))
       yield* (yield* RunnerConnections).open("i", runner.endpoint)
-      const first = yield* exec.execute({ apiVersion: 3, kernelId: "i", runId: "s", mode: "query", code: "import time\ntime.sleep(60)", opts: {}, flushTimeout: 0.5 })
-      assert.strictEqual(first.status, "continued")
+      // interrupt only once the code runs (an interrupt before the runner started it is lost, as in the
+      // real runner): the run prints a marker first, and the test polls until it has seen it
+      let polled = yield* exec.execute({ apiVersion: 3, kernelId: "i", runId: "s", mode: "query", code: "import time\nprint('sleeping', flush=True)\ntime.sleep(60)", opts: {}, flushTimeout: 0.5 })
+      let out = JSON.stringify(polled.console)
+      while (polled.status === "continued" && !out.includes("sleeping")) {
+        polled = yield* exec.execute({ apiVersion: 3, kernelId: "i", runId: "s", mode: "continue", code: "", opts: {}, flushTimeout: 0.5 })
+        out += JSON.stringify(polled.console)
+      }
+      assert.strictEqual(polled.status, "continued")
       yield* exec.interrupt("i")
       const r = yield* exec.execute({ apiVersion: 3, kernelId: "i", runId: "s", mode: "continue", code: "", opts: {}, flushTimeout: 10 })
       assert.strictEqual(r.status, "finished")

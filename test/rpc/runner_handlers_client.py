@@ -91,7 +91,12 @@ async def main(endpoint, kid1, kid2, config):
         assert stdout_of(rs + [r]) == "who? hello bob\n", stdout_of(rs + [r])
 
         # interrupt of time.sleep(60)
-        r = await execute(client, 3, kid1, "sleep-1", "query", "import time\ntime.sleep(60)", {}, 0.5)
+        # (interrupt once the code runs: an interrupt before the runner started the run is lost)
+        r = await execute(client, 3, kid1, "sleep-1", "query", "import time\nprint('sleeping', flush=True)\ntime.sleep(60)", {}, 0.5)
+        seen = [r]
+        while r["status"] == "continued" and "sleeping" not in stdout_of(seen):
+            r = await execute(client, 3, kid1, "sleep-1", "continue", "", {}, 0.5)
+            seen.append(r)
         assert r["status"] == "continued", r
         t0 = time.monotonic()
         assert await client.call.interrupt_kernel(kid1) is None
