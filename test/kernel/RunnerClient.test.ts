@@ -182,7 +182,11 @@ describe("RunnerConnections against a scripted runner", () => {
       const out = items[0]!
       assert.isTrue(out._tag === "Stream")
       if (out._tag === "Stream") {
-        assert.isTrue(Buffer.byteLength(out.text) <= RECORD_MAX_BYTES)
+        // exactly the longest prefix of whole characters within the cap: "a" + (cap/2 - 1) × "é" is
+        // cap - 1 bytes (the next "é" would straddle the cap), nothing cut short, nothing replaced
+        const expected = "a" + "é".repeat(RECORD_MAX_BYTES / 2 - 1)
+        assert.strictEqual(Buffer.byteLength(out.text), RECORD_MAX_BYTES - 1)
+        assert.isTrue(out.text === expected, `stdout is not the capped prefix (${out.text.length} chars)`)
         assert.isFalse(out.text.includes("\uFFFD"))
       }
       assert.deepStrictEqual(items.slice(1), [
