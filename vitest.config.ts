@@ -7,6 +7,8 @@ import { defineConfig } from "vitest/config"
 // kernels (test/testbed/globalSetup.interop.ts; needs ../shared, fails with a clear message without it).
 // `npm test` runs unit + integration only (a clone without ../shared passes); `npm run test:interop`
 // runs interop. Run one project per vitest invocation: each testbed project starts its own testbed.
+// Every project first makes dist/ the build of the current src/ (test/currentBuild.ts): the
+// whole-process tests never run a stale or missing build, and never skip for want of one.
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -18,6 +20,7 @@ export default defineConfig({
         test: {
           name: "unit",
           include: ["test/**/*.test.ts"],
+          globalSetup: ["test/currentBuild.ts"],
           exclude: ["test/**/*.int.test.ts", "test/**/*.interop.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"]
         }
       },
@@ -26,7 +29,7 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/**/*.int.test.ts"],
-          globalSetup: ["test/testbed/globalSetup.ts"]
+          globalSetup: ["test/currentBuild.ts", "test/testbed/globalSetup.ts"]
         }
       },
       {
@@ -34,7 +37,7 @@ export default defineConfig({
         test: {
           name: "interop",
           include: ["test/**/*.interop.test.ts"],
-          globalSetup: ["test/testbed/globalSetup.interop.ts"]
+          globalSetup: ["test/currentBuild.ts", "test/testbed/globalSetup.interop.ts"]
         }
       }
     ]
