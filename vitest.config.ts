@@ -8,7 +8,8 @@ import { defineConfig } from "vitest/config"
 // `npm test` runs unit + integration only (a clone without ../shared passes); `npm run test:interop`
 // runs interop; `npm run test:realnode` runs `realnode` (*.realnode.test.ts: a testbed with a real node —
 // containerd, real kubelet + kube-proxy, real kernel images; root). Run one project per vitest invocation:
-// each testbed project starts its own testbed.
+// each testbed project starts its own testbed. Every project first makes dist/ the build of the current
+// src/ (test/currentBuild.ts): the whole-process tests never run a stale or missing build, and never skip.
 export default defineConfig({
   test: {
     testTimeout: 60_000,
@@ -21,7 +22,7 @@ export default defineConfig({
           name: "unit",
           include: ["test/**/*.test.ts"],
           exclude: ["test/**/*.int.test.ts", "test/**/*.interop.test.ts", "test/**/*.realnode.test.ts", "**/node_modules/**"],
-          globalSetup: ["test/testbed/globalSetup.unit.ts"]
+          globalSetup: ["test/currentBuild.ts", "test/testbed/globalSetup.unit.ts"]
         }
       },
       {
@@ -29,7 +30,7 @@ export default defineConfig({
         test: {
           name: "integration",
           include: ["test/**/*.int.test.ts"],
-          globalSetup: ["test/testbed/globalSetup.ts"]
+          globalSetup: ["test/currentBuild.ts", "test/testbed/globalSetup.ts"]
         }
       },
       {
@@ -37,7 +38,7 @@ export default defineConfig({
         test: {
           name: "interop",
           include: ["test/**/*.interop.test.ts"],
-          globalSetup: ["test/testbed/globalSetup.interop.ts"]
+          globalSetup: ["test/currentBuild.ts", "test/testbed/globalSetup.interop.ts"]
         }
       },
       {
@@ -46,7 +47,7 @@ export default defineConfig({
         test: {
           name: "realnode",
           include: ["test/**/*.realnode.test.ts"],
-          globalSetup: ["test/testbed/globalSetup.realnode.ts"],
+          globalSetup: ["test/currentBuild.ts", "test/testbed/globalSetup.realnode.ts"],
           hookTimeout: 900_000,
           testTimeout: 180_000,
           fileParallelism: false

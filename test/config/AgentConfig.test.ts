@@ -77,6 +77,23 @@ describe("agent.toml", () => {
       const message = Exit.isFailure(zero) ? String(zero.cause) : ""
       assert.include(message, "debug.heartbeat-interval: expected a duration above zero, found 0")
       assert.include(message, "stats.interval: expected a duration above zero")
+      // every loop interval and timeout, one at a time, so one that accepts zero cannot hide behind another
+      const positive: ReadonlyArray<readonly [string, string, string]> = [
+        ["debug", "heartbeat-interval", "0"],
+        ["stats", "interval", `"0s"`],
+        ["stats", "ttl", "0"],
+        ["kubernetes", "relist-interval", `"0s"`],
+        ["kubernetes", "request-timeout", "0"]
+      ]
+      for (const [sectionName, key, value] of positive) {
+        const one = yield* Effect.exit(
+          decodeConfigText("z.toml", `[etcd]\nnamespace = "a"\n[${sectionName}]\n${key} = ${value}\n`, {}, "h")
+        )
+        assert.isTrue(Exit.isFailure(one), `${sectionName}.${key} = ${value} was accepted`)
+        assert.include(Exit.isFailure(one) ? String(one.cause) : "", `${sectionName}.${key}: expected a duration above zero`)
+        const fine = yield* decodeConfigText("z.toml", `[etcd]\nnamespace = "a"\n[${sectionName}]\n${key} = "1s"\n`, {}, "h")
+        assert.strictEqual((fine.config as unknown as Record<string, Record<string, unknown>>)[sectionName]?.[key], 1)
+      }
       const fromFile = yield* decodeConfigText("r.toml", `[etcd]\nnamespace = "a"\n[agent]\nregion = "file-region"\n`, { BACKEND_REGION: "env-region" }, "h")
       assert.strictEqual(fromFile.region, "file-region")
     }))

@@ -20,7 +20,7 @@ import { Redis } from "../../src/registry/Redis.ts"
 import { AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
 import { AiozmqClient, type AiozmqClientShape } from "../../src/rpc/aiozmq/Client.ts"
 import * as Msgpack from "../../src/rpc/msgpack/Msgpack.ts"
-import { agentBuilt, agentFiles, printLogOnFailure, startAgentProcess, waitRpcUp } from "../kernel/AgentProcessSupport.ts"
+import { agentFiles, printLogOnFailure, startAgentProcess, waitRpcUp } from "../kernel/AgentProcessSupport.ts"
 import { eventually, kernelObjects, kubectlJson, labelledObjects, makeSite, pythonConfig } from "../kernel/KernelLifecycleSupport.ts"
 import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
@@ -47,7 +47,7 @@ const podUid = (ns: string, kid: string) =>
   kubectlJson(env, ["-n", ns, "get", "pod", `kernel-${kid}`]).pipe(Effect.map((p) => p.metadata.uid as string))
 
 describe("the agent process under deploy/kubernetes/rbac.yaml", () => {
-  it.live.skipIf(!agentBuilt)("registers, heartbeats, runs and adopts kernels with only the service account's token", () =>
+  it.live("registers, heartbeats, runs and adopts kernels with only the service account's token", () =>
     Effect.gen(function*() {
       const site0 = yield* makeSite(env, { createTimeout: 180, extra: "[debug]\nheartbeat-interval = 1\n[stats]\ninterval = 1\n" })
       yield* Effect.promise(() =>

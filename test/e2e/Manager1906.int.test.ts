@@ -79,7 +79,7 @@ const waitExit = (child: ChildProcess) =>
   })
 
 describe("manager 19.06 (Python) drives the agent process", () => {
-  it.live.skipIf(!fs.existsSync(mainJs))("K1 end-to-end sequence, SIGTERM detach and restart adoption", () => {
+  it.live("K1 end-to-end sequence, SIGTERM detach and restart adoption", () => {
     // the agent's log stays after the test (printed on failure)
     const log = path.join(os.tmpdir(), `bai-e2e-${crypto.randomUUID().slice(0, 8)}.agent.log`)
     return Effect.gen(function*() {

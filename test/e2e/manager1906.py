@@ -443,7 +443,11 @@ class Manager:
             await self.rpc("interrupt_kernel", kid)
         except aiozmq.rpc.GenericError as e:
             exc_type, args, exc_repr = e.args
-            check(isinstance(exc_type, str) and isinstance(exc_repr, str), "error %r" % (e.args,))
+            # the agent's own exception, by its 19.06 name, about this kernel: any other exception
+            # (a crash, a TypeError, a generic failure) is not the domain error the manager maps
+            check(exc_type == "ai.backend.agent.exception.KernelNotFound", "exception type %r" % (exc_type,))
+            check(list(args) == [kid], "exception args %r" % (args,))
+            check(exc_repr == "KernelNotFound('%s')" % kid, "exception repr %r" % (exc_repr,))
             return {"excType": exc_type, "args": args, "repr": exc_repr}
         raise AssertionError("interrupt_kernel of an unknown kernel did not fail")
 

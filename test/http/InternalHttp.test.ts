@@ -120,8 +120,17 @@ describe("InternalHttp", () => {
       assert.strictEqual(families.get("bai_kernels")?.type, "gauge")
       assert.strictEqual(sampleOf(families, "bai_kernels", { state: "running" })?.value, 2)
       assert.strictEqual(sampleOf(families, "bai_kernels", { state: "pending" })?.value, 1)
-      assert.isDefined(sampleOf(families, "bai_kernel_start_phase_seconds_bucket", { phase: "scheduled", le: "0.25" }))
-      assert.isAtLeast(sampleOf(families, "bai_kernel_start_phase_seconds_count", { phase: "runner-ready" })?.value ?? 0, 1)
+      // the unit is seconds: 250 ms lands in le=0.25 and not in le=0.1; 2 s in le=2 and not in le=1
+      // (a value recorded in ms, or µs, lands in the wrong bucket), and the sum is 2 s per sample
+      const bucket = (phase: string, le: string) =>
+        sampleOf(families, "bai_kernel_start_phase_seconds_bucket", { phase, le })?.value
+      assert.strictEqual(bucket("scheduled", "0.1"), 0)
+      assert.strictEqual(bucket("scheduled", "0.25"), 1)
+      assert.strictEqual(bucket("runner-ready", "1"), 0)
+      assert.strictEqual(bucket("runner-ready", "2"), 1)
+      assert.strictEqual(sampleOf(families, "bai_kernel_start_phase_seconds_count", { phase: "runner-ready" })?.value, 1)
+      assert.strictEqual(sampleOf(families, "bai_kernel_start_phase_seconds_sum", { phase: "runner-ready" })?.value, 2)
+      assert.strictEqual(sampleOf(families, "bai_kernel_start_phase_seconds_sum", { phase: "scheduled" })?.value, 0.25)
       assert.isAtLeast(sampleOf(families, "bai_kube_watch_restarts_total", { resource: "pods" })?.value ?? 0, 1)
       const age = sampleOf(families, "bai_kube_watch_last_event_age_seconds", { resource: "pods" })
       assert.isDefined(age)

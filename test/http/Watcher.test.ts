@@ -1,5 +1,6 @@
 import * as NodeServices from "@effect/platform-node/NodeServices"
 import { assert, describe, it } from "@effect/vitest"
+import { vi } from "vitest"
 import { Context, Effect, Layer } from "effect"
 import { HttpServer } from "effect/http"
 import { execFileSync } from "node:child_process"
@@ -8,6 +9,19 @@ import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as Watcher from "../../src/http/Watcher.ts"
+
+/** Every `timingSafeEqual` call the code under test makes (the real function still answers). */
+const timingSafeCalls = vi.hoisted(() => [] as Array<readonly [number, number]>)
+vi.mock("node:crypto", async (importOriginal) => {
+  const real = await importOriginal<typeof import("node:crypto")>()
+  return {
+    ...real,
+    timingSafeEqual: (a: NodeJS.ArrayBufferView, b: NodeJS.ArrayBufferView) => {
+      timingSafeCalls.push([a.byteLength, b.byteLength])
+      return real.timingSafeEqual(a, b)
+    }
+  }
+})
 
 /** A fake `systemctl`: records its arguments (one line per call), prints `active` or fails on demand. */
 const fakeSystemctl = (dir: string) => {
@@ -209,8 +223,23 @@ describe("Watcher", () => {
     }).pipe(Effect.scoped))
 
   it("compares tokens in constant time over equal-length digests", () => {
-    assert.isTrue(Watcher.tokenMatches("abc", "abc"))
-    assert.isFalse(Watcher.tokenMatches("abc", "abcd"))
-    assert.isFalse(Watcher.tokenMatches("", "insecure"))
+    // the oracle is node's constant-time compare itself: every comparison, also of tokens of different
+    // lengths, goes through crypto.timingSafeEqual over two equal-length digests (a plain === would
+    // answer the same booleans without calling it)
+    const cases: ReadonlyArray<readonly [string, string, boolean]> = [
+      ["abc", "abc", true],
+      ["abc", "abd", false],
+      ["abc", "abcd", false],
+      ["", "insecure", false],
+      ["insecure", "insecure", true]
+    ]
+    for (const [given, expected, matches] of cases) {
+      timingSafeCalls.length = 0
+      assert.strictEqual(Watcher.tokenMatches(given, expected), matches, `${given} vs ${expected}`)
+      assert.strictEqual(timingSafeCalls.length, 1, `${given} vs ${expected}: not compared with timingSafeEqual`)
+      const [a, b] = timingSafeCalls[0]!
+      assert.strictEqual(a, b)
+      assert.isAtLeast(a, 32)
+    }
   })
 })

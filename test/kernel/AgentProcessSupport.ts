@@ -15,9 +15,6 @@ import type { Site } from "./KernelLifecycleSupport.ts"
 const root = path.join(import.meta.dirname, "..", "..")
 export const mainJs = path.join(root, "dist", "main.js")
 
-/** dist/main.js exists and AgentLive wires the kernel handlers. */
-export const agentBuilt = fs.existsSync(mainJs) &&
-  /KernelHandlers/.test(fs.readFileSync(path.join(root, "src", "AgentLive.ts"), "utf8"))
 
 export interface AgentFiles {
   readonly toml: string

@@ -20,7 +20,7 @@ import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { isRunning } from "../testbed/processes.ts"
 import { down, up } from "../testbed/testbed.ts"
-import { agentBuilt, agentFiles, printLogOnFailure, scrapeMetric, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
+import { agentFiles, printLogOnFailure, scrapeMetric, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
 import { eventually, kernelObjects, kubectl, kubectlJson, labelledObjects, makeSite, pythonConfig } from "./KernelLifecycleSupport.ts"
 
 const OUTAGE_SECONDS = 30
@@ -82,7 +82,7 @@ const assertTypedFailure = (what: string, r: { exit: Exit.Exit<unknown, { _tag: 
 }
 
 describe("Kubernetes API server unreachable for 30 s", () => {
-  it.live.skipIf(!agentBuilt)("typed failures within the manager's timeouts, watch resumes, no kernel lost or leaked", () =>
+  it.live("typed failures within the manager's timeouts, watch resumes, no kernel lost or leaked", () =>
     Effect.gen(function*() {
       const tb = yield* ownTestbed
       const site = yield* makeSite(tb, { createTimeout: 120 })

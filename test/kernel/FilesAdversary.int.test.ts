@@ -20,7 +20,7 @@ import { AiozmqClient } from "../../src/rpc/aiozmq/Client.ts"
 import { LOGS_MAX_BYTES, LOGS_TAIL_LINES } from "../../src/rpc/handlers/Runner.ts"
 import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
-import { agentBuilt, agentFiles, printLogOnFailure, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
+import { agentFiles, printLogOnFailure, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
 import { swapper } from "./FilesSupport.ts"
 import { makeSite, pythonConfig, type Site } from "./KernelLifecycleSupport.ts"
 
@@ -51,7 +51,7 @@ const bounded = (seconds: number, what: string) => <A, E, R>(self: Effect.Effect
   Effect.timeoutOrElse(self, { duration: `${seconds} seconds`, orElse: () => Effect.fail(new Error(`${what}: no answer within ${seconds} s`)) })
 
 describe("file RPCs against a hostile kernel (agent process)", () => {
-  it.live.skipIf(!agentBuilt)("mkfifo + 6 concurrent uploads: list_files answers, SIGTERM stops the agent within its grace", () =>
+  it.live("mkfifo + 6 concurrent uploads: list_files answers, SIGTERM stops the agent within its grace", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)
       const { child, client, files, kid, work } = yield* agentWithKernel(site)
@@ -86,7 +86,7 @@ describe("file RPCs against a hostile kernel (agent process)", () => {
       }).pipe(printLogOnFailure(files.log))
     }).pipe(Effect.scoped), { timeout: 300_000 })
 
-  it.live.skipIf(!agentBuilt)("a symlink-swap loop during 400 download+upload pairs never reads or writes outside the work dir", () =>
+  it.live("a symlink-swap loop during 400 download+upload pairs never reads or writes outside the work dir", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)
       const { client, files, kid, work } = yield* agentWithKernel(site)
@@ -116,7 +116,7 @@ describe("file RPCs against a hostile kernel (agent process)", () => {
       }).pipe(printLogOnFailure(files.log))
     }).pipe(Effect.scoped), { timeout: 600_000 })
 
-  it.live.skipIf(!agentBuilt)("get_logs answers a bounded tail of a huge log", () =>
+  it.live("get_logs answers a bounded tail of a huge log", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)
       const { client, files, kid } = yield* agentWithKernel(site)

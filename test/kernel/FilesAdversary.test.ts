@@ -162,18 +162,22 @@ describe("Files: the kernel as an adversary", () => {
       const swapping = yield* swapper(s.work, s.outside)
       let leaked = 0
       let served = 0
+      let linksSeen = 0
       for (let i = 0; i < 400; i++) {
         const target = i % 2 === 0 ? "f" : "d"
         const got = yield* files.download("k", target).pipe(Effect.option)
         if (got._tag === "Some") {
           served++
           if (Buffer.from(got.value).includes("CANARY-SECRET")) leaked++
+          if (target === "d" && spawnSync("tar", ["-tv"], { input: Buffer.from(got.value), encoding: "utf8" }).stdout.includes("d/link -> ")) linksSeen++
         }
         yield* files.upload("k", i % 2 === 0 ? "f" : `d/up${i}.txt`, Buffer.from(`upload ${i}`)).pipe(Effect.ignore)
       }
       // the swapper ran all along
       assert.isNull(swapping.exitCode)
       assert.strictEqual(leaked, 0, `${leaked} of ${served} downloads carried the canary`)
+      // and the directory downloads did meet the link inside d (stored as a link, not followed)
+      assert.isAbove(linksSeen, 0, "no download of d contained its symlink")
       assert.deepStrictEqual(fs.readdirSync(s.outside), ["canary"])
       assert.strictEqual(fs.readFileSync(path.join(s.outside, "canary"), "utf8"), "CANARY-SECRET")
       assert.isTrue(served > 0)

@@ -8,7 +8,8 @@ import { Effect } from "effect"
 /**
  * A host-side process swapping, as fast as it can, `f` between a regular file and a symlink to the
  * canary, and `d` between a directory and a symlink to the outside dir (renameat2 RENAME_EXCHANGE:
- * the name always exists, it just changes what it is). Prints "swapping" once it runs; killed with
+ * the name always exists, it just changes what it is); `d` itself holds `link`, a symlink to the
+ * canary (a directory download must store it as a link, never follow it). Prints "swapping" once it runs; killed with
  * the scope.
  */
 export const SWAPPER = `
@@ -21,6 +22,8 @@ def exchange(a, b):
         raise OSError(ctypes.get_errno(), "renameat2 " + a + " " + b)
 with open(os.path.join(work, "f"), "w") as fh: fh.write("inside")
 os.makedirs(os.path.join(work, "d"), exist_ok=True)
+# inside the directory too: a download of d that followed this link would carry the canary
+os.symlink(os.path.join(outside, "canary"), os.path.join(work, "d", "link"))
 os.symlink(os.path.join(outside, "canary"), os.path.join(work, ".l"))
 os.symlink(outside, os.path.join(work, ".dl"))
 print("swapping", flush=True)

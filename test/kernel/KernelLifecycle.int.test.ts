@@ -21,7 +21,8 @@ import {
   makeSite,
   pythonConfig,
   startAgent,
-  takeEvent
+  takeEvent,
+  eventsUntil
 } from "./KernelLifecycleSupport.ts"
 
 const env: TestbedEnv = inject("testbed")
@@ -137,6 +138,14 @@ describe("KernelLifecycle on the testbed", () => {
         // destroys in parallel: both succeed, one event
         yield* Effect.all([lifecycle.destroy(kid, "user-requested"), lifecycle.destroy(kid, "user-requested")], { concurrency: 2 })
         assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+        // counted up to a marker: a destroy of an id never known is reported after them (events leave
+        // in order on one socket), so a duplicate for kid would be seen before the marker's event
+        const marker = crypto.randomUUID()
+        assert.isNull(yield* lifecycle.destroy(marker, "user-requested"))
+        const seen = yield* eventsUntil(site, "kernel_terminated", marker)
+        const terminations = seen.filter((e) => e.name === "kernel_terminated" && e.args[0] === kid)
+        assert.strictEqual(terminations.length, 1, JSON.stringify(seen.map((e) => [e.name, e.args[0]])))
+        assert.strictEqual(terminations[0]!.args[1], "user-requested")
       }).pipe(Effect.provide(lifecycleLayer(site)))
     }).pipe(Effect.scoped), T)
 

@@ -1,7 +1,7 @@
 // The agent process (`node dist/main.js -f agent.toml`) killed with SIGKILL in the middle of 100
 // random creates/destroys, then restarted: no leaked object, every kernel reported created (and not
 // destroyed) is adopted and usable through RPC. Needs `npm run build` and the kernel handlers wired
-// in src/AgentLive.ts (skipped, saying so, until they are).
+// in src/AgentLive.ts (test/currentBuild.ts builds dist/ first when it is stale).
 //
 // The manager side: one DEALER per agent process. Operations stop at the kill (a manager does not
 // keep sending to a dead agent), and the first client is closed right away (linger 0): its requests
@@ -12,17 +12,34 @@ import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Random, Ref, Scope } from "effect"
 import { inject } from "vitest"
 import { AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
-import { AiozmqClient } from "../../src/rpc/aiozmq/Client.ts"
+import { AiozmqClient, type AiozmqClientShape } from "../../src/rpc/aiozmq/Client.ts"
 import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
-import { agentBuilt, agentFiles, kill9, printLogOnFailure, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
+import { agentFiles, kill9, printLogOnFailure, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
 import { eventually, kubectlJson, labelledObjects, makeSite, pythonConfig } from "./KernelLifecycleSupport.ts"
 
 const env: TestbedEnv = inject("testbed")
 const OPS = 100
 
+/** Runs `print(6 * 7)` in the kernel through the agent's execute RPC; the stdout of the run. */
+const runIn = (client: AiozmqClientShape, kid: string) =>
+  Effect.gen(function*() {
+    const runId = `check-${crypto.randomUUID().slice(0, 8)}`
+    let out = ""
+    let result = yield* client.invoke(AgentRpcs.execute, 3, kid, runId, "query", "print(6 * 7)", {}, 2)
+    for (let i = 0; i < 60 && result?.status === "continued"; i++) {
+      out += stdoutOf(result.console)
+      result = yield* client.invoke(AgentRpcs.execute, 3, kid, runId, "continue", "", {}, 2)
+    }
+    assert.strictEqual(result?.status, "finished", `kernel ${kid}: ${JSON.stringify(result)}`)
+    return out + stdoutOf(result?.console)
+  })
+
+const stdoutOf = (console: unknown): string =>
+  Array.isArray(console) ? console.filter((c) => Array.isArray(c) && c[0] === "stdout").map((c) => String(c[1])).join("") : ""
+
 describe("agent process crash during creates/destroys", () => {
-  it.live.skipIf(!agentBuilt)("kill -9 mid-loop, restart: zero leaked objects, reported kernels adopted and usable", () =>
+  it.live("kill -9 mid-loop, restart: zero leaked objects, reported kernels adopted and usable", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env, { createTimeout: 120 })
       // the manager's event address for this agent = the site's PULL socket
@@ -61,7 +78,8 @@ describe("agent process crash during creates/destroys", () => {
             return yield* Scope.close(firstClientScope, Exit.void)
           }
           const ids = [...(yield* Ref.get(live))]
-          const create = ids.length === 0 || (yield* Random.nextBoolean)
+          // keep a few kernels live, so that there is something to adopt at the kill
+          const create = ids.length < 3 || (yield* Random.nextBoolean)
           if (create) {
             const kid = crypto.randomUUID()
             yield* add(uncertain, kid)
@@ -97,28 +115,35 @@ describe("agent process crash during creates/destroys", () => {
         yield* kill9(first)
         yield* Scope.close(firstClientScope, Exit.void)
         const reported = [...(yield* Ref.get(live))]
+        const final = yield* Ref.get(counts)
         yield* Effect.logInfo(
-          `loop done after ${yield* elapsed}: ${JSON.stringify(yield* Ref.get(counts))}, ${reported.length} kernels live, ` +
+          `loop done after ${yield* elapsed}: ${JSON.stringify(final)}, ${reported.length} kernels live, ` +
             `${(yield* Ref.get(uncertain)).size} in flight at the kill`
         )
+        // the test is about kernels that exist at the kill: an agent whose creates all fail must not pass
+        assert.isAbove(final.created, 0, "no create_kernel succeeded before the kill")
+        assert.isAbove(reported.length, 0, "no kernel was live at the kill")
 
         // restart, with a new manager connection
         const client = yield* AiozmqClient.make({ connect, timeout: "120 seconds" })
         const second = yield* startAgentProcess(files)
         yield* waitRpcUp(client, second)
         yield* Effect.logInfo(`restarted agent up after ${yield* elapsed}`)
-        // every reported kernel is adopted and usable
-        for (const kid of reported) {
-          yield* client.invoke(AgentRpcs.ping_kernel, kid)
-        }
-        // no object of a kernel the agent does not know: every labelled object belongs to a kernel that
-        // answers ping_kernel (a create whose reply was lost in the kill may be adopted too: it is known)
-        yield* Effect.sleep("3 seconds")
-        const objects = yield* labelledObjects(env, site.kubeNs)
-        const kids = [...new Set(objects.map((x) => x.replace(/^[A-Za-z]+\/kernel-/, "")))]
-        for (const kid of kids) {
-          yield* client.invoke(AgentRpcs.ping_kernel, kid)
-        }
+        // every reported kernel is adopted and usable: code runs in it through the restarted agent
+        // (ping_kernel would only read the agent's table)
+        for (const kid of reported) assert.strictEqual(yield* runIn(client, kid), "42\n", `kernel ${kid} adopted and running code`)
+        // no object of a kernel the agent does not know: waits (bounded) until every labelled object
+        // belongs to a kernel the agent answers for (half-created ones are being torn down meanwhile);
+        // a create whose reply was lost in the kill may be adopted too, then it must run code as well
+        const kidsOf = (objects: ReadonlyArray<string>) => [...new Set(objects.map((x) => x.replace(/^[A-Za-z]+\/kernel-/, "")))]
+        const unknownKids = labelledObjects(env, site.kubeNs).pipe(
+          Effect.flatMap((objects) =>
+            Effect.filter(kidsOf(objects), (kid) => Effect.map(Effect.exit(client.invoke(AgentRpcs.ping_kernel, kid)), Exit.isFailure))
+          )
+        )
+        assert.deepStrictEqual(yield* eventually(unknownKids, (xs) => xs.length === 0, 60), [])
+        const kids = kidsOf(yield* labelledObjects(env, site.kubeNs))
+        for (const kid of kids) assert.strictEqual(yield* runIn(client, kid), "42\n", `kernel ${kid} adopted and running code`)
         for (const kid of reported) assert.include(kids, kid)
         const pods = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pods"])
         assert.strictEqual(pods.items.length, kids.length)

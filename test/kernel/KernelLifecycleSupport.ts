@@ -167,6 +167,17 @@ export const takeEvent = (site: Site, name: string, kernelId: string) =>
     }
   }).pipe(Effect.timeout("60 seconds"))
 
+/** Every event received up to and including the first `name` for `kernelId` (bounded). */
+export const eventsUntil = (site: Site, name: string, kernelId: string) =>
+  Effect.gen(function*() {
+    const seen: Array<{ readonly name: string; readonly args: ReadonlyArray<unknown> }> = []
+    for (;;) {
+      const e = yield* Queue.take(site.events)
+      seen.push(e)
+      if (e.name === name && e.args[0] === kernelId) return seen
+    }
+  }).pipe(Effect.timeout("60 seconds"))
+
 export const pythonConfig = (env: TestbedEnv, overrides: Record<string, unknown> = {}) => ({
   image: {
     registry: { name: "index.docker.io", url: "https://registry-1.docker.io" },

@@ -17,7 +17,7 @@ import { spawnPython } from "../interop/python.ts"
 import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { freePort } from "../testbed/ports.ts"
-import { agentBuilt, agentFiles, kill9, printLogOnFailure, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
+import { agentFiles, kill9, printLogOnFailure, startAgentProcess, waitRpcUp } from "./AgentProcessSupport.ts"
 import {
   eventually,
   kernelObjects,
@@ -182,7 +182,7 @@ describe("LiveKernels: what the manager must hear", () => {
   // The agent process (dist/main.js) is killed with SIGKILL while create_kernel waits for the kernel's
   // runner (container.kernel-host is a black hole, so the create cannot finish): the pod runs without
   // a ready mark, the manager got no reply and holds the kernel as PREPARING.
-  it.live.skipIf(!agentBuilt)("kill -9 during a create: the restarted agent tears the kernel down and reports it", () =>
+  it.live("kill -9 during a create: the restarted agent tears the kernel down and reports it", () =>
     Effect.gen(function*() {
       const base = yield* makeSite(env, { createTimeout: 600 })
       const site: Site = { ...base, toml: base.toml.replace("[container]\n", `[container]\nkernel-host = "192.0.2.1"\n`) }

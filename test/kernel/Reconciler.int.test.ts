@@ -86,7 +86,29 @@ describe("Reconciler on the testbed", () => {
       assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
     }).pipe(Effect.scoped), { timeout: 180_000 })
 
-  it.live("a kernel whose pod vanished while the agent was down is reported terminated at start-up", () =>
+  it.live("a kernel whose pod was deleted while the agent was down is reported terminated at start-up", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const a = yield* startAgent(site)
+      const kid = crypto.randomUUID()
+      yield* Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env))
+      yield* Scope.close(a.scope, Exit.void)
+      // the pod itself is deleted while the agent is down: the kernel is gone
+      yield* kubectl(env, ["-n", site.kubeNs, "delete", "pod", `kernel-${kid}`, "--wait=true"])
+      assert.deepStrictEqual(
+        (yield* kernelObjects(env, site.kubeNs, kid)).filter((o) => o.startsWith("Pod/")),
+        []
+      )
+      const b = yield* startAgent(site, { withReconciler: true })
+      yield* Effect.addFinalizer(() => Scope.close(b.scope, Exit.void))
+      const term = yield* takeEvent(site, "kernel_terminated", kid)
+      assert.strictEqual(term.args[1], "force-terminated")
+      assert.deepStrictEqual(yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.length === 0), [])
+      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelRegistry).find(kid)))
+      assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
+    }).pipe(Effect.scoped), { timeout: 180_000 })
+
+  it.live("a kernel whose Service vanished while the agent was down is reported terminated at start-up", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)
       const a = yield* startAgent(site)

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Exit, Fiber, Option, Scope } from "effect"
+import { Duration, Effect, Exit, Fiber, Option, Schedule, Scope } from "effect"
 import {
   KERNEL_MAX_BUFFERED_BYTES,
   MESSAGE_MAX_BYTES,
@@ -32,6 +32,16 @@ const py = (code: string) => [["code", code]] as const
 
 const withConnections = <A, E>(self: Effect.Effect<A, E, RunnerConnections | Scope.Scope>) =>
   self.pipe(Effect.provide(RunnerConnections.layer), Effect.scoped)
+
+/** `check` re-read until `done` holds, bounded: a condition to wait on instead of a sleep. */
+const waitFor = <A, E, R>(check: Effect.Effect<A, E, R>, done: (a: A) => boolean) =>
+  check.pipe(
+    Effect.repeat({ until: done, schedule: Schedule.spaced("10 millis") }),
+    Effect.timeoutOrElse({
+      duration: "20 seconds",
+      orElse: () => Effect.die(new Error("condition not reached within 20 s"))
+    })
+  )
 
 describe("RunnerConnections against the runner simulator", () => {
   it.live("status ping answers started_at; open is idempotent; close makes get fail Closed", () =>
@@ -80,8 +90,7 @@ describe("RunnerConnections against the runner simulator", () => {
       const conn = yield* (yield* RunnerConnections).open("k4", runner.endpoint)
       yield* conn.attachRun("a", py("import time\ntime.sleep(1)\nprint('A')"), { create: true })
       const second = yield* Effect.forkChild(conn.attachRun("b", py("print('B')"), { create: true }))
-      yield* Effect.sleep("200 millis")
-      assert.strictEqual(yield* conn.pendingRuns, 1)
+      assert.strictEqual(yield* waitFor(conn.pendingRuns, (n) => n === 1), 1)
       assert.deepStrictEqual(yield* conn.currentRun, Option.some("a"))
       const a = yield* pollToEnd(conn, "a")
       assert.strictEqual(textOf(a), "A\n")
@@ -99,7 +108,7 @@ describe("RunnerConnections against the runner simulator", () => {
       const conn = yield* (yield* RunnerConnections).open("k5", runner.endpoint)
       yield* conn.attachRun("a", py("import time\ntime.sleep(0.5)\nprint('A')"), { create: true })
       const waiting = yield* Effect.forkChild(conn.attachRun("never", py("print('NEVER')"), { create: true }))
-      yield* Effect.sleep("100 millis")
+      yield* waitFor(conn.pendingRuns, (n) => n === 1) // it is queued behind "a"
       yield* Fiber.interrupt(waiting)
       assert.strictEqual(yield* conn.pendingRuns, 0)
       yield* pollToEnd(conn, "a")
@@ -126,7 +135,8 @@ describe("RunnerConnections against the runner simulator", () => {
       const conn = yield* (yield* RunnerConnections).open("k7", runner.endpoint)
       yield* conn.attachRun("r", py("import time\nprint('one', flush=True)\ntime.sleep(0.6)\nprint('two')"), { create: true })
       const poller = yield* Effect.forkChild(conn.poll("r", "30 seconds"))
-      yield* Effect.sleep("300 millis")
+      yield* waitFor(conn.bufferedBytes, (n) => n > 0) // 'one' has arrived while the poll is pending
+      assert.isUndefined(poller.pollUnsafe())
       yield* Fiber.interrupt(poller)
       assert.deepStrictEqual(yield* conn.currentRun, Option.some("r"))
       const rest = yield* pollToEnd(conn, "r")
@@ -182,7 +192,11 @@ describe("RunnerConnections against a scripted runner", () => {
       const out = items[0]!
       assert.isTrue(out._tag === "Stream")
       if (out._tag === "Stream") {
-        assert.isTrue(Buffer.byteLength(out.text) <= RECORD_MAX_BYTES)
+        // exactly the longest prefix of whole characters within the cap: "a" + (cap/2 - 1) × "é" is
+        // cap - 1 bytes (the next "é" would straddle the cap), nothing cut short, nothing replaced
+        const expected = "a" + "é".repeat(RECORD_MAX_BYTES / 2 - 1)
+        assert.strictEqual(Buffer.byteLength(out.text), RECORD_MAX_BYTES - 1)
+        assert.isTrue(out.text === expected, `stdout is not the capped prefix (${out.text.length} chars)`)
         assert.isFalse(out.text.includes("\uFFFD"))
       }
       assert.deepStrictEqual(items.slice(1), [

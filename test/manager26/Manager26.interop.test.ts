@@ -46,7 +46,7 @@ const waitExit = (child: ChildProcess) =>
   })
 
 describe("manager 26.8.1 side (callosum Peer + Redis stream) drives the agent process", () => {
-  it.live.skipIf(!fs.existsSync(mainJs))("PENDING → RUNNING → TERMINATED over the wire", () => {
+  it.live("PENDING → RUNNING → TERMINATED over the wire", () => {
     const log = path.join(os.tmpdir(), `bai-m26-${crypto.randomUUID().slice(0, 8)}.agent.log`)
     return Effect.gen(function*() {
       const etcdNs = yield* Effect.promise(() => freshEtcdNamespace(env, "m26"))

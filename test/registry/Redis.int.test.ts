@@ -13,6 +13,8 @@ describe("Redis", () => {
       const value = Buffer.from([0x81, 0xa1, 0x61, 0xc0]) // msgpack {"a": nil}
       const replies = yield* redis.pipeline([["SET", "k1", value, "EX", 30], ["SET", "k2", "v2"], ["TTL", "k1"]])
       assert.deepStrictEqual(replies.slice(0, 2), ["OK", "OK"])
+      // TTL answers -1 for a key with no expiry: the expiry must be there, 0 < ttl <= 30
+      assert.isAbove(replies[2] as number, 0)
       assert.isAtMost(replies[2] as number, 30)
       assert.deepStrictEqual(yield* redis.getBuffer("k1"), value)
       assert.isUndefined(yield* redis.getBuffer("absent"))

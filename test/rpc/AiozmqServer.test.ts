@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Duration, Effect, Exit, Fiber, Layer, References, Scope } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, References, Scope } from "effect"
 import * as Zmq from "zeromq"
 import { KernelNotFound } from "../../src/domain/Errors.ts"
 import { AgentRpcHandlers, AgentRpcs, type PartialAgentRpcHandlers } from "../../src/rpc/AgentRpcs.ts"
@@ -9,10 +9,19 @@ import { encodeRequestHeader } from "../../src/rpc/aiozmq/Frames.ts"
 import { HealthHandlers } from "../../src/rpc/handlers/Health.ts"
 import { encode } from "../../src/rpc/msgpack/Msgpack.ts"
 
+/**
+ * An execute for run id `gated` signals `entered` and then waits for `release`: the tests synchronise on
+ * these instead of on the clock.
+ */
+let entered = Deferred.makeUnsafe<void>()
+let release = Deferred.makeUnsafe<void>()
+
 /** Test-only handlers: a slow execute, a domain error, a defect, a result outside its schema. */
 const TestHandlers: PartialAgentRpcHandlers = {
   execute: (_api, kernelId, runId) =>
-    Effect.sleep("300 millis").pipe(
+    (runId === "gated"
+      ? Deferred.succeed(entered, undefined).pipe(Effect.andThen(Deferred.await(release)))
+      : Deferred.succeed(entered, undefined).pipe(Effect.andThen(Effect.sleep("300 millis")))).pipe(
       Effect.as({ runId: runId ?? kernelId, status: "finished" as const, exitCode: 0, options: null, files: [] })
     ),
   destroy_kernel: (kernelId) => Effect.fail(new KernelNotFound({ kernelId })),
@@ -205,17 +214,20 @@ describe("AiozmqServer", () => {
     Effect.gen(function*() {
       const server = yield* AiozmqServer
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
-      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, "run-1", "query", "x", {}, 2))
-      yield* Effect.sleep("20 millis")
-      const start = Date.now()
+      entered = Deferred.makeUnsafe<void>()
+      release = Deferred.makeUnsafe<void>()
+      // the execute is inside its handler and stays there until released: the pings can only be
+      // answered if the server does not serve requests one after another (else the client times out)
+      const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, "gated", "query", "x", {}, 2))
+      yield* Deferred.await(entered).pipe(Effect.timeout("10 seconds"))
       const pings = yield* Effect.forEach(Array.from({ length: 50 }, (_, i) => `p${i}`), (m) => client.invoke(AgentRpcs.ping, m), {
         concurrency: 16
       })
-      assert.isBelow(Date.now() - start, 250)
-      assert.strictEqual(pings[49], "p49")
+      assert.deepStrictEqual(pings, Array.from({ length: 50 }, (_, i) => `p${i}`))
       assert.isUndefined(slow.pollUnsafe())
+      yield* Deferred.succeed(release, undefined)
       const result = yield* Fiber.join(slow)
-      assert.strictEqual(result?.runId, "run-1")
+      assert.strictEqual(result?.runId, "gated")
     }).pipe(Effect.provide(serverLayer())))
 
   it.live("a burst larger than one drain batch (256) is answered in full, each reply to its own request", () =>
@@ -234,8 +246,9 @@ describe("AiozmqServer", () => {
       const context = yield* Layer.buildWithScope(serverLayer({ shutdownGrace: "2 seconds" }), serverScope)
       const server = Context.get(context, AiozmqServer)
       const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "5 seconds" })
+      entered = Deferred.makeUnsafe<void>()
       const slow = yield* Effect.forkChild(client.invoke(AgentRpcs.execute, 3, KID, null, "query", "x", {}))
-      yield* Effect.sleep("50 millis")
+      yield* Deferred.await(entered).pipe(Effect.timeout("10 seconds")) // the request is in flight
       yield* Scope.close(serverScope, Exit.void)
       const result = yield* Fiber.join(slow)
       assert.strictEqual(result?.status, "finished")

@@ -7,7 +7,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
-import { Effect, Fiber, Metric, Queue, References } from "effect"
+import { Effect, Fiber, Metric, Queue, References, Schedule } from "effect"
 import { inject } from "vitest"
 import { type KernelInfo, KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
@@ -186,14 +186,26 @@ describe("StatsCollector", () => {
       const busy = yield* Effect.promise(() => runner.collect(["finished"])).pipe(Effect.forkScoped)
 
       // every cycle: both keys decode, every metric present, strings
+      const netSeen = { rx: 0, tx: 0, idle: [] as Array<string> }
+      const noteNet = (line: any) => {
+        netSeen.rx = Math.max(netSeen.rx, Number(line.kernels[kids[0]!]?.net_rx.current ?? 0))
+        netSeen.tx = Math.max(netSeen.tx, Number(line.kernels[kids[0]!]?.net_tx.current ?? 0))
+        for (const k of ["net_rx", "net_tx"]) {
+          const v = line.kernels[kids[1]!]?.[k].current
+          if (v !== undefined && !netSeen.idle.includes(v)) netSeen.idle.push(v)
+        }
+      }
       const first = yield* nextLineAfter(lines, 0)
       for (let i = 0; i < 3; i++) {
         const line = i === 0 ? first : yield* nextLineAfter(lines, 0)
+        noteNet(line)
         assert.strictEqual(line.agent_type, "string")
         assert.deepStrictEqual(Object.keys(line.agent.node).sort(), NodeMetrics.map((m) => m.key).sort())
         for (const m of NodeMetrics) assert.deepStrictEqual(Object.keys(line.agent.devices[m.key]).sort(), env.nodes.map((n) => n.name).sort())
         assert.isString(line.cpu_cur_pct)
         assert.isString(line.mem_cur_bytes)
+        // a key with no expiry answers TTL -1: require 0 < ttl <= 30
+        assert.isAbove(line.agent_ttl, 0, "agent key has no expiry")
         assert.isAtMost(line.agent_ttl, 30)
         for (const kid of kids) {
           const stat = line.kernels[kid]
@@ -204,10 +216,19 @@ describe("StatsCollector", () => {
             assert.strictEqual(stat[m.key].unit_hint, m.unitHint)
             for (const s of m.stats) assert.isString(stat[m.key][`stats.${s}`])
           }
+          assert.isAbove(line.kernel_ttls[kid], 0, `kernel key ${kid} has no expiry`)
           assert.isAtMost(line.kernel_ttls[kid], 30)
         }
       }
       yield* Fiber.join(busy)
+      // every cycle up to two after the output left: its rate shows in one of them
+      const joined = Date.now() / 1000
+      yield* Queue.take(lines).pipe(
+        Effect.tap((l) => Effect.sync(() => noteNet(l))),
+        Effect.repeat({ until: (l) => l.t >= joined + 2 * INTERVAL + 0.3 }),
+        Effect.timeout("30 seconds"),
+        Effect.orDie
+      )
 
       // the same numbers as the Summary API at that moment: A (kubectl) ≤ the stat's reading ≤ B (kubectl)
       const nodes = env.nodes.map((n) => n.name)
@@ -235,7 +256,9 @@ describe("StatsCollector", () => {
         within(stat.io_scratch_size.current, a.volume[0].usedBytes, b.volume[0].usedBytes, 0, `scratch of ${kid}`)
         assert.strictEqual(stat.io_read.current, "0")
         assert.strictEqual(stat.cpu_util.capacity, "1000")
+        // net_* current is a rate (bytes/s over the last window): no traffic meanwhile → exactly 0
         if (a.network.rxBytes === b.network.rxBytes) assert.strictEqual(stat.net_rx.current, "0")
+        if (a.network.txBytes === b.network.txBytes) assert.strictEqual(stat.net_tx.current, "0")
       }
       assert.isAtLeast(Number(line.kernels[kids[0]!].io_scratch_size.current), 12345)
       // the busy loop showed up as utilization and the output as traffic at some point
@@ -243,6 +266,13 @@ describe("StatsCollector", () => {
       // (the machine is shared and loaded: only require clearly more than an idle runner's ~0)
       assert.isAbove(Number(k0.cpu_util["stats.max"]), 50, "cpu_util max (msec/s) after a 3 s busy loop")
       assert.isAbove(Number(k0.cpu_used.current), 100)
+      // the code went in and the 100,000 x's came out through kernel 0's NodePort: some cycle showed
+      // each as a rate above zero (and the bytes the kubelet counted cover the output); kernel 1 had
+      // no traffic, its rates stayed 0
+      assert.isAbove(netSeen.rx, 0, "net_rx of the kernel that was sent code never rose above 0")
+      assert.isAbove(netSeen.tx, 0, "net_tx of the kernel that printed 100,000 bytes never rose above 0")
+      assert.isAtLeast(podOf(after[0], kids[0]!).network.txBytes, 100_000)
+      assert.deepStrictEqual(netSeen.idle, ["0"])
 
       // finalize: the last stat stays for 5 minutes; later cycles do not rewrite it
       const lastWritten = decode((yield* redis.getBuffer(kids[0]!))!) as any
@@ -252,6 +282,7 @@ describe("StatsCollector", () => {
       assert.deepStrictEqual(Object.keys(decode((yield* redis.getBuffer(kids[0]!))!) as any).sort(), Object.keys(lastWritten).sort())
       const later = yield* nextLineAfter(lines, Date.now() / 1000 + 2 * INTERVAL + 0.3)
       assert.isAbove(later.kernel_ttls[kids[0]!], 290)
+      assert.isAbove(later.kernel_ttls[kids[1]!], 0)
       assert.isAtMost(later.kernel_ttls[kids[1]!], 30)
       yield* kubectl("delete", "namespace", ns, "--wait=false")
     }).pipe(Effect.provideService(References.MinimumLogLevel, "Warn")), { timeout: 120_000 })
@@ -265,9 +296,13 @@ describe("StatsCollector", () => {
       yield* present.pipe(Effect.delay("200 millis"), Effect.eventually)
       const failuresBefore = (yield* Metric.value(writeFailuresTotal)).count
       yield* server.kill
-      yield* Effect.sleep(`${3 * INTERVAL} seconds`)
-      const failuresDuring = (yield* Metric.value(writeFailuresTotal)).count
-      assert.isAtLeast(Number(failuresDuring) - Number(failuresBefore), 2)
+      // the loop goes on while Redis is away: two failed writes counted (a bounded wait, no sleep)
+      const failuresDuring = yield* Metric.value(writeFailuresTotal).pipe(
+        Effect.map((v) => Number(v.count)),
+        Effect.repeat({ until: (n) => n - Number(failuresBefore) >= 2, schedule: Schedule.spaced("100 millis") }),
+        Effect.timeout("30 seconds")
+      )
+      assert.isAtLeast(failuresDuring - Number(failuresBefore), 2)
       yield* server.start // empty: nothing saved
       yield* present.pipe(Effect.delay("200 millis"), Effect.eventually, Effect.timeout("20 seconds"))
       assert.isUndefined(loop.pollUnsafe(), "the loop is still running")

@@ -255,10 +255,9 @@ describe("a kernel pod behind a NodePort service", () => {
     await client.send("code", "import time\nprint('sleeping', flush=True)\ntime.sleep(60)")
     const started = await client.collectUntil((recs) => textOf(recs, "stdout").endsWith("\n"))
     expect(textOf(started, "stdout")).toBe("sleeping\n")
-    const t0 = Date.now()
     await client.send("interrupt")
+    // the interrupt, not the end of the 60 s sleep, finished the run: KeyboardInterrupt and a failure exit
     const rest = await client.collect(["finished"])
-    expect(Date.now() - t0).toBeLessThan(5000)
     expect(textOf(rest, "stderr")).toContain("KeyboardInterrupt")
     expect(exitCodeOf(rest)).not.toBe(0)
   })
