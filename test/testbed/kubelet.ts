@@ -208,12 +208,24 @@ const containerEnv = (c: k8s.V1Container, st: PodState): Record<string, string> 
   return env
 }
 
+/** A ConfigMap a pod's volume names, read as the kubelet's volume manager does: a missing, non-optional
+ *  ConfigMap keeps the container from starting until it exists (the agent may create it beside the pod),
+ *  polled here for up to 60 s; optional or still missing → undefined. */
+const readVolumeConfigMap = async (name: string, namespace: string, optional: boolean): Promise<k8s.V1ConfigMap | undefined> => {
+  for (let i = 0; ; i++) {
+    const cm = await core.readNamespacedConfigMap({ name, namespace }).catch(() => undefined)
+    if (cm !== undefined || optional || i >= 300) return cm
+    await new Promise((r) => setTimeout(r, 200))
+  }
+}
+
 /** KEY=VALUE lines of a ConfigMap key mounted at /home/config/environ.txt (spec §8.7), if any. */
 const environTxt = async (c: k8s.V1Container, st: PodState): Promise<Record<string, string>> => {
   const mount = c.volumeMounts?.find((m) => m.mountPath === "/home/config/environ.txt")
-  const cmName = st.pod.spec?.volumes?.find((v) => v.name === mount?.name)?.configMap?.name
+  const source = st.pod.spec?.volumes?.find((v) => v.name === mount?.name)?.configMap
+  const cmName = source?.name
   if (mount === undefined || cmName === undefined) return {}
-  const cm = await core.readNamespacedConfigMap({ name: cmName, namespace: st.pod.metadata!.namespace! }).catch(() => undefined)
+  const cm = await readVolumeConfigMap(cmName, st.pod.metadata!.namespace!, source?.optional === true)
   const text = cm?.data?.[mount.subPath ?? "environ.txt"] ?? cm?.data?.environ ?? ""
   const env: Record<string, string> = {}
   for (const line of text.split("\n")) {
@@ -247,7 +259,7 @@ const projectConfigMaps = async (c: k8s.V1Container, st: PodState, dir: string):
     if (mountPath !== "/home/config" && path.posix.dirname(mountPath) !== "/home/config") continue
     const cmName = st.pod.spec?.volumes?.find((v) => v.name === m.name)?.configMap
     if (cmName?.name === undefined) continue
-    const cm = await core.readNamespacedConfigMap({ name: cmName.name, namespace: st.pod.metadata!.namespace! }).catch(() => undefined)
+    const cm = await readVolumeConfigMap(cmName.name, st.pod.metadata!.namespace!, cmName.optional === true)
     const data = cm?.data ?? {}
     const files: Array<[string, string]> = cmName.items !== undefined
       ? cmName.items.filter((it) => data[it.key] !== undefined).map((it) => [it.path, data[it.key]!])
