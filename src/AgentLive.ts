@@ -139,7 +139,9 @@ export const AgentLive = (loaded: LoadedConfig) => {
     ),
     Layer.provideMerge(Infra)
   )
-  const Kernels = Layer.mergeAll(Reconciler.layer, KernelExecution.layer, KernelFiles.layer).pipe(Layer.provideMerge(Core))
+  const Kernels = Layer.mergeAll(Reconciler.layer, KernelExecution.layer, KernelFiles.layer, KernelLifecycle.idleReaper).pipe(
+    Layer.provideMerge(Core)
+  )
   // Heartbeat is built before the RPC server (its loop waits for `running`), so it is released after
   // it: the server stops taking requests, then `instance_terminated` goes out.
   const Common = Layer.mergeAll(InternalHttp.layer, ReadinessChecks, PidFile.layer(loaded.config.agent["pid-file"], process.pid))

@@ -7,8 +7,8 @@
  * uid needs CAP_CHOWN (root); the simplest deployment sets kernel-uid to the agent's own uid, which
  * also lets the agent's file RPCs work without any capability.
  */
-import { Effect, Schema } from "effect"
-import * as fs from "node:fs"
+import { Effect, FileSystem, Schema } from "effect"
+import type { PlatformError } from "effect/PlatformError"
 import * as path from "node:path"
 
 export class ScratchDirError extends Schema.TaggedError<ScratchDirError>()("ScratchDirError", {
@@ -20,11 +20,8 @@ export class ScratchDirError extends Schema.TaggedError<ScratchDirError>()("Scra
 export const KERNEL_DIR_MODE = 0o711
 export const WORK_DIR_MODE = 0o700
 
-const step = <A>(p: string, what: string, f: () => Promise<A>) =>
-  Effect.tryPromise({
-    try: f,
-    catch: (cause) => new ScratchDirError({ path: p, message: `${what} ${p}: ${String(cause)}`, cause })
-  })
+const step = <A>(p: string, what: string, f: Effect.Effect<A, PlatformError>) =>
+  Effect.mapError(f, (cause) => new ScratchDirError({ path: p, message: `${what} ${p}: ${cause.message}`, cause }))
 
 /** The uid/gid the 19.06 `entrypoint.sh` gives the kernel's `work` user when LOCAL_USER_ID/GROUP_ID are unset. */
 export const ENTRYPOINT_DEFAULT_ID = 9001
@@ -44,16 +41,35 @@ export const kernelDirOwner = (
 }
 
 /**
+ * Fails unless `p` is missing or a real directory: a symbolic link (or a file) planted where a
+ * kernel's directory goes is never followed by the chmod/chown below.
+ */
+const noLinkAt = (fs: FileSystem.FileSystem, p: string) =>
+  fs.lstat(p).pipe(
+    Effect.map((info) => info.type),
+    Effect.catchReason("PlatformError", "NotFound", () => Effect.succeed("Missing" as const)),
+    Effect.mapError((cause) => new ScratchDirError({ path: p, message: `lstat ${p}: ${cause.message}`, cause })),
+    Effect.flatMap((type) =>
+      type === "Directory" || type === "Missing"
+        ? Effect.void
+        : Effect.fail(new ScratchDirError({ path: p, message: `${p} exists and is not a directory (${type}): refusing to follow it` }))
+    )
+  )
+
+/**
  * Makes (or fixes up) `<kernelDir>` and `<kernelDir>/work`; returns the work dir. `uid`/`gid` -1 =
  * not configured: the directories stay the agent's.
  */
 export const prepareScratchDir = (kernelDir: string, owner: { readonly uid: number; readonly gid: number }) =>
   Effect.gen(function*() {
+    const fs = yield* FileSystem.FileSystem
     const work = path.join(kernelDir, "work")
-    yield* step(work, "create", () => fs.promises.mkdir(work, { recursive: true, mode: WORK_DIR_MODE }))
-    yield* step(kernelDir, "chmod", () => fs.promises.chmod(kernelDir, KERNEL_DIR_MODE))
+    yield* noLinkAt(fs, kernelDir)
+    yield* noLinkAt(fs, work)
+    yield* step(work, "create", fs.makeDirectory(work, { recursive: true, mode: WORK_DIR_MODE }))
+    yield* step(kernelDir, "chmod", fs.chmod(kernelDir, KERNEL_DIR_MODE))
     if (owner.uid >= 0 || owner.gid >= 0) {
-      yield* step(work, "chown", () => fs.promises.chown(work, owner.uid, owner.gid)).pipe(
+      yield* step(work, "chown", fs.chown(work, owner.uid, owner.gid)).pipe(
         Effect.mapError((e) =>
           new ScratchDirError({
             path: work,
@@ -63,10 +79,10 @@ export const prepareScratchDir = (kernelDir: string, owner: { readonly uid: numb
           })
         )
       )
-      yield* step(work, "chmod", () => fs.promises.chmod(work, WORK_DIR_MODE))
+      yield* step(work, "chmod", fs.chmod(work, WORK_DIR_MODE))
     } else {
       // not configured: the agent's own, not writable by group/others (the umask may be lax)
-      yield* step(work, "chmod", () => fs.promises.chmod(work, 0o755))
+      yield* step(work, "chmod", fs.chmod(work, 0o755))
     }
     return work
   })

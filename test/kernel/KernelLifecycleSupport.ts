@@ -3,6 +3,7 @@
  * Kubernetes namespace, the lifecycle layer stack (real KubeClient, Etcd, RunnerConnections,
  * EventPublisher pushing to a real ZeroMQ PULL socket bound by the test), kubectl as the observer.
  */
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { execFile } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
@@ -144,7 +145,12 @@ export const lifecycleLayer = (site: Site, options: { readonly withReconciler?: 
         LiveKernels.layer.pipe(Layer.provide(Infra)),
         NodePorts.layer.pipe(Layer.provide(Infra), Layer.provide(Config))
       ).pipe(Layer.provideMerge(Events))
-      const Lifecycle = KernelLifecycle.layer.pipe(Layer.provideMerge(Base), Layer.provideMerge(Infra), Layer.provideMerge(Config))
+      const Lifecycle = KernelLifecycle.idleReaper.pipe(
+        Layer.provideMerge(KernelLifecycle.layer),
+        Layer.provideMerge(Layer.merge(Base, NodeFileSystem.layer)),
+        Layer.provideMerge(Infra),
+        Layer.provideMerge(Config)
+      )
       return options.withReconciler === true
         ? Layer.merge(Reconciler.layer.pipe(Layer.provideMerge(Lifecycle)), Lifecycle)
         : Lifecycle

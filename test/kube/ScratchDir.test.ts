@@ -1,3 +1,4 @@
+import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as fs from "node:fs"
@@ -33,7 +34,7 @@ describe("prepareScratchDir", () => {
       } finally {
         process.umask(old)
       }
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
 
   it.effect("without a configured kernel uid the work dir is not opened to others (0711 / 0755 as before: the agent's own)", () =>
     Effect.gen(function*() {
@@ -41,7 +42,7 @@ describe("prepareScratchDir", () => {
       yield* prepareScratchDir(path.join(root, "k2"), { uid: -1, gid: -1 })
       assert.strictEqual(mode(path.join(root, "k2")), 0o711)
       assert.strictEqual(mode(path.join(root, "k2", "work")) & 0o022, 0, "no group/other write")
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
 
   it.effect("another kernel uid: root gives the work dir to it; a non-root agent fails with the reason", () =>
     Effect.gen(function*() {
@@ -56,7 +57,7 @@ describe("prepareScratchDir", () => {
         const e = yield* Effect.flip(prepareScratchDir(path.join(root, "k3"), { uid: process.getuid!() + 1, gid: -1 }))
         assert.match(e.message, /kernel-uid/)
       }
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
 })
 
 describe("kernelDirOwner", () => {
@@ -66,4 +67,24 @@ describe("kernelDirOwner", () => {
     assert.deepStrictEqual(kernelDirOwner({ uid: 1234, gid: -1 }, 0), { uid: 1234, gid: 9001 })
     assert.deepStrictEqual(kernelDirOwner({ uid: -1, gid: -1 }, 1000), { uid: -1, gid: -1 })
   })
+})
+
+describe("prepareScratchDir and symbolic links", () => {
+  it.effect("a symbolic link planted at the kernel's path (or its work dir) is refused, never followed", () =>
+    Effect.gen(function*() {
+      const root = yield* tempRoot
+      const elsewhere = path.join(root, "elsewhere")
+      fs.mkdirSync(elsewhere, { mode: 0o755 })
+      fs.chmodSync(elsewhere, 0o755)
+      fs.symlinkSync(elsewhere, path.join(root, "k5"))
+      const e = yield* Effect.flip(prepareScratchDir(path.join(root, "k5"), { uid: -1, gid: -1 }))
+      assert.match(e.message, /not a directory \(SymbolicLink\)/)
+      assert.strictEqual(mode(elsewhere), 0o755, "the link's target was not chmod-ed")
+      assert.isFalse(fs.existsSync(path.join(elsewhere, "work")), "nothing was made through the link")
+      fs.mkdirSync(path.join(root, "k6"))
+      fs.symlinkSync(elsewhere, path.join(root, "k6", "work"))
+      const w = yield* Effect.flip(prepareScratchDir(path.join(root, "k6"), { uid: -1, gid: -1 }))
+      assert.match(w.message, /not a directory \(SymbolicLink\)/)
+      assert.strictEqual(mode(elsewhere), 0o755, "the work link's target was not chmod-ed")
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
 })
