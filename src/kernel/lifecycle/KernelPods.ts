@@ -162,24 +162,24 @@ export class KernelPods extends Context.Service<KernelPods, KernelPodsShape>()("
         )
       }
 
-      const createConfigMap = (kernelId: string, body: k8s.V1ConfigMap) =>
-        kube.core("create configmap", (api) => api.createNamespacedConfigMap({ namespace, body })).pipe(
-          Effect.catchIf(
-            (e) => e.reason === "AlreadyExists",
-            () => kube.core("replace configmap", (api) => api.replaceNamespacedConfigMap({ name: objectName(kernelId), namespace, body }))
-          ),
+      /** POST, or PUT over an object of the same name left by an earlier pod of the kernel. */
+      const createOrReplace = <A>(kernelId: string, create: Effect.Effect<A, KubeError>, replace: Effect.Effect<A, KubeError>) =>
+        create.pipe(
+          Effect.catchIf((e) => e.reason === "AlreadyExists", () => replace),
           Effect.mapError(createFailure(kernelId)),
           Effect.asVoid
         )
-
+      const createConfigMap = (kernelId: string, body: k8s.V1ConfigMap) =>
+        createOrReplace(
+          kernelId,
+          kube.core("create configmap", (api) => api.createNamespacedConfigMap({ namespace, body })),
+          kube.core("replace configmap", (api) => api.replaceNamespacedConfigMap({ name: objectName(kernelId), namespace, body }))
+        )
       const createPolicy = (kernelId: string, body: k8s.V1NetworkPolicy) =>
-        kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace, body })).pipe(
-          Effect.catchIf(
-            (e) => e.reason === "AlreadyExists",
-            () => kube.networking("replace network policy", (api) => api.replaceNamespacedNetworkPolicy({ name: objectName(kernelId), namespace, body }))
-          ),
-          Effect.mapError(createFailure(kernelId)),
-          Effect.asVoid
+        createOrReplace(
+          kernelId,
+          kube.networking("create network policy", (api) => api.createNamespacedNetworkPolicy({ namespace, body })),
+          kube.networking("replace network policy", (api) => api.replaceNamespacedNetworkPolicy({ name: objectName(kernelId), namespace, body }))
         )
 
       const annotatePod = (kernelId: string, annotations: Record<string, string>) =>
