@@ -43,13 +43,16 @@ import {
   nodePortsOf,
   nodeSelectorOf,
   objectName,
+  podAddresses,
   READY_ANNOTATION,
   RECOVERY_ANNOTATION,
   recoveryFor,
   recoveryOf,
   recoveryText,
-  REPL_IN,
-  REPL_OUT,
+  reportedKernelHost,
+  runnerAddressOf,
+  runnerEndpoint,
+  runnerPorts,
   terminationOf,
   type VolumeSpec
 } from "../kube/KernelObjects.ts"
@@ -315,7 +318,8 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       sandboxType: config.container["sandbox-type"],
       jailArgs: config.container["jail-args"],
       terminationGraceSeconds: grace,
-      nodeSelector
+      nodeSelector,
+      runnerAddress: config.kubernetes["runner-address"]
     })
 
     const vfolderHost = (kernelId: string, kconfig: KernelConfig) =>
@@ -426,7 +430,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           switch (state._tag) {
             case "Running":
               yield* scheduled
-              return state.hostIP
+              return state
             case "ImagePullFailed":
               return yield* new ImagePullFailed({ kernelId, image: state.image, reason: state.reason, message: state.message })
             case "Unschedulable":
@@ -463,7 +467,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     /** Creates the Service; a NodePort taken elsewhere (422) is replaced by another one. */
     const createService = (kernelId: string, input: KernelObjectsInput, reserved: Ref.Ref<ReadonlyArray<number>>, podUid: string) =>
       Effect.gen(function*() {
-        const wanted = exposedPorts(input.servicePorts)
+        const wanted = exposedPorts(input.servicePorts, input.runnerAddress)
         for (let attempt = 0;; attempt++) {
           const ports = yield* Ref.get(reserved)
           const map = new Map(wanted.map((p, i) => [p, ports[i]!]))
@@ -526,7 +530,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "ScratchDir", message: e.message }))
         )
         // NodePorts: reserved now, released if the create fails
-        const wanted = exposedPorts(servicePorts)
+        const wanted = exposedPorts(servicePorts, input.runnerAddress)
         const reserved = yield* Effect.acquireRelease(
           nodePorts.reserve(wanted.length).pipe(
             Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "NoFreeNodePort", message: e.message })),
@@ -594,8 +598,8 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           podUid,
           status: "creating",
           kernelHost: kernelHostOverride,
-          replInPort: ports.get(REPL_IN)!,
-          replOutPort: ports.get(REPL_OUT)!,
+          replInPort: recovery.replInPort,
+          replOutPort: recovery.replOutPort,
           servicePorts: recovery.servicePorts,
           canonicalImage: recovery.canonicalImage,
           image: recovery.image,
@@ -608,15 +612,15 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
 
         // Running, and a runner that answers, within container.create-timeout
         const lastState = yield* Ref.make("pod created")
-        const hostIP = yield* Effect.gen(function*() {
-          const hostIP = yield* waitRunning(kernelId, name, podUid, lastState, phase("scheduled"), pod)
+        const running = yield* Effect.gen(function*() {
+          const running = yield* waitRunning(kernelId, name, podUid, lastState, phase("scheduled"), pod)
           yield* phase("running")
           yield* Ref.set(lastState, "pod Running, waiting for the runner's status answer")
-          const kernelHost = kernelHostOverride !== "" ? kernelHostOverride : hostIP
+          const endpoint = runnerEndpoint(running, input.runnerAddress, info, kernelHostOverride)
           yield* Effect.acquireRelease(Effect.void, (_, exit) => onFailure(exit, runners.close(kernelId), "close runner"))
-          yield* statusPing(kernelId, kernelHost, info.replInPort, info.replOutPort)
+          yield* statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort)
           yield* phase("runner-ready")
-          return hostIP
+          return running
         }).pipe(
           Effect.timeoutOrElse({
             duration: Duration.seconds(createTimeout),
@@ -638,7 +642,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
             },
             k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch)
           )).pipe(Effect.mapError(createFailure(kernelId)))
-        const ready: KernelInfo = { ...info, status: "running", kernelHost: kernelHostOverride !== "" ? kernelHostOverride : hostIP }
+        const ready: KernelInfo = { ...info, status: "running", kernelHost: reportedKernelHost(running, kernelHostOverride) }
         yield* registry.upsert(ready)
         yield* nodePorts.claim(ports.values())
         return ready
@@ -667,10 +671,14 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     const adopt = (pod: k8s.V1Pod, service: k8s.V1Service): Effect.Effect<Option.Option<KernelInfo>> =>
       Effect.gen(function*() {
         const rec = recoveryOf(pod)
-        const hostIP = pod.status?.hostIP ?? ""
-        if (Option.isNone(rec) || (hostIP === "" && kernelHostOverride === "")) return Option.none()
+        if (Option.isNone(rec)) return Option.none()
         const r = rec.value
         const ports = nodePortsOf(service)
+        // the runner is reached as recorded for this kernel, whatever kubernetes.runner-address is now
+        const addresses = podAddresses(pod)
+        const replPorts = runnerPorts(r, ports)
+        const endpoint = runnerEndpoint(addresses, runnerAddressOf(r), replPorts, kernelHostOverride)
+        if (endpoint.host === "" || reportedKernelHost(addresses, kernelHostOverride) === "") return Option.none()
         const now = yield* monotonicMillis
         const info: KernelInfo = {
           kernelId: r.kernelId,
@@ -678,9 +686,9 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           objectName: objectName(r.kernelId),
           podUid: pod.metadata?.uid,
           status: "running",
-          kernelHost: kernelHostOverride !== "" ? kernelHostOverride : hostIP,
-          replInPort: ports.get(REPL_IN) ?? r.replInPort,
-          replOutPort: ports.get(REPL_OUT) ?? r.replOutPort,
+          kernelHost: reportedKernelHost(addresses, kernelHostOverride),
+          replInPort: replPorts.replInPort,
+          replOutPort: replPorts.replOutPort,
           servicePorts: r.servicePorts.map((p) => ({ ...p, host_port: ports.get(p.container_port) ?? p.host_port })),
           canonicalImage: r.canonicalImage,
           image: r.image,
@@ -691,7 +699,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         }
         yield* registry.upsert(info)
         yield* nodePorts.claim(ports.values())
-        yield* runners.open(info.kernelId, { host: info.kernelHost, replInPort: info.replInPort, replOutPort: info.replOutPort }).pipe(
+        yield* runners.open(info.kernelId, endpoint).pipe(
           Effect.catch((e) => Effect.logWarning(`adopted kernel: runner connection failed: ${e.message}`))
         )
         return Option.some(info)
