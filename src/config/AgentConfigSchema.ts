@@ -164,6 +164,20 @@ const Cidr = Schema.String.check(Schema.makeFilter((v: string) =>
   /^(?:[0-9]{1,3}(?:\.[0-9]{1,3}){3}|[0-9a-fA-F:]*:[0-9a-fA-F:.]*)(?:\/[0-9]{1,3})?$/.test(v) || "expected an address or CIDR such as \"10.0.0.5/32\""
 ))
 
+const RunnerAddressSetting = Schema.String.pipe(
+  Schema.decodeTo(Schema.Literals(["node-port", "pod-ip"]), {
+    decode: SchemaGetter.transformEffect((x: string) =>
+      x === "node-port" || x === "pod-ip"
+        ? Effect.succeed<"node-port" | "pod-ip">(x)
+        : Effect.fail(invalid(
+          `"node-port" (the runner through NodePorts on the pod's node) or "pod-ip" (the pod's own address; the agent must reach the pod network)`,
+          x
+        ))
+    ),
+    encode: SchemaGetter.transform((x: "node-port" | "pod-ip") => x)
+  })
+)
+
 export const KubernetesSection = section({
   namespace: withDefault(Schema.String.check(Schema.isNonEmpty()), "backend-ai"),
   /** Path of a kubeconfig; absent = in-cluster service account when available, else $KUBECONFIG / ~/.kube/config. */
@@ -191,6 +205,12 @@ export const KubernetesSection = section({
     /** Who may reach the kernels' service ports (the manager's app proxy). */
     "service-sources": withDefault(Schema.Array(Cidr), ["0.0.0.0/0", "::/0"])
   }),
+  /**
+   * How the agent reaches a kernel's runner (2000/2001): "node-port" (default) through two NodePorts on
+   * the pod's node; "pod-ip" at the pod's own address, for agents inside the cluster network (or on a
+   * node routed to it): the runner ports then get no NodePort at all.
+   */
+  "runner-address": withDefault(RunnerAddressSetting, "node-port"),
   /** Grace period given to kernel pods on destroy. */
   "termination-grace": withDefault(Duration, "5s"),
   /** Full relist of watched objects, on top of the watch. */

@@ -18,7 +18,7 @@ export interface KernelInfo {
   readonly objectName: string
   readonly podUid: string | undefined
   readonly status: KernelStatus
-  /** Where the runner is reached: the pod's hostIP (or container.kernel-host). */
+  /** kernel_host told to the manager: the pod's hostIP (or container.kernel-host); the runner's own address may differ (KernelObjects.runnerEndpoint). */
   readonly kernelHost: string
   readonly replInPort: number
   readonly replOutPort: number

@@ -47,9 +47,24 @@ export const RecoveryServicePort = Schema.Struct({
   host_port: Schema.Int
 })
 
-/** Everything (besides the pod's hostIP and uid) needed to rebuild the kernel's `KernelInfo`. */
+/**
+ * `kubernetes.runner-address`: how the agent reaches a kernel's runner (2000/2001).
+ * - `node-port`: at the pod's node (`status.hostIP`, or `container.kernel-host`) through two NodePorts
+ *   of the kernel's Service;
+ * - `pod-ip`: at the pod's own address (`status.podIP`), ports 2000/2001 themselves, for agents inside
+ *   the cluster network: the runner ports get no NodePort at all.
+ */
+export const RunnerAddress = Schema.Literals(["node-port", "pod-ip"])
+export type RunnerAddress = typeof RunnerAddress.Type
+
+/** Everything (besides the pod's hostIP/podIP and uid) needed to rebuild the kernel's `KernelInfo`. */
 export const Recovery = Schema.Struct({
   v: Schema.Literal(1),
+  /**
+   * How this kernel's runner is reached, recorded when it was created: an agent restarted with the
+   * other `kubernetes.runner-address` still reaches it. Absent (written by earlier agents) = node-port.
+   */
+  runnerAddress: Schema.optionalKey(RunnerAddress),
   kernelId: Schema.String,
   canonicalImage: Schema.String,
   image: Schema.String,
@@ -159,6 +174,8 @@ export interface KernelObjectsInput {
   readonly terminationGraceSeconds: number
   /** `kubernetes.node-selector` (equality terms `k=v,k2=v2`), as the pod's nodeSelector. */
   readonly nodeSelector: Readonly<Record<string, string>>
+  /** `kubernetes.runner-address` at creation (recorded in the recovery annotation). */
+  readonly runnerAddress: RunnerAddress
 }
 
 /** Equality terms of a label selector string; other terms (`!=`, `in`, …) are not expressible as a nodeSelector. */
@@ -171,10 +188,8 @@ export const nodeSelectorOf = (selector: string): Record<string, string> => {
   return out
 }
 
-/** `(containerPort → NodePort)`: 2000, 2001 and every service port. */
+/** `(containerPort → NodePort)`: every port of {@link exposedPorts}. */
 export type NodePortMap = ReadonlyMap<number, number>
-
-const servicePortName = (p: ServicePortDef) => `sp-${p.containerPort}`
 
 const ownerRef = (podName: string, podUid: string): k8s.V1OwnerReference => ({
   apiVersion: "v1",
@@ -187,11 +202,13 @@ const ownerRef = (podName: string, podUid: string): k8s.V1OwnerReference => ({
 
 export const recoveryFor = (input: KernelObjectsInput, ports: NodePortMap): Recovery => ({
   v: 1,
+  runnerAddress: input.runnerAddress,
   kernelId: input.kernelId,
   canonicalImage: input.config.image.canonical,
   image: podImage(input.config.image.canonical, input.registryUrl),
-  replInPort: ports.get(REPL_IN) ?? 0,
-  replOutPort: ports.get(REPL_OUT) ?? 0,
+  // node-port: the REPL NodePorts; pod-ip: the runner's own ports (what the manager is told too)
+  replInPort: input.runnerAddress === "pod-ip" ? REPL_IN : ports.get(REPL_IN) ?? 0,
+  replOutPort: input.runnerAddress === "pod-ip" ? REPL_OUT : ports.get(REPL_OUT) ?? 0,
   servicePorts: input.servicePorts.map((p) => ({
     name: p.name,
     protocol: p.protocol,
@@ -349,7 +366,7 @@ export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1P
         ports: [
           { name: "repl-in", containerPort: REPL_IN, protocol: "TCP" },
           { name: "repl-out", containerPort: REPL_OUT, protocol: "TCP" },
-          ...input.servicePorts.map((p) => ({ name: servicePortName(p), containerPort: p.containerPort, protocol: "TCP" }))
+          ...input.servicePorts.map((p) => ({ name: `sp-${p.containerPort}`, containerPort: p.containerPort, protocol: "TCP" }))
         ],
         env: Object.entries(env).map(([k, v]) => ({ name: k, value: v })),
         resources: { requests: quantities, limits: quantities },
@@ -366,36 +383,49 @@ export const buildPod = (input: KernelObjectsInput, ports: NodePortMap): k8s.V1P
   }
 }
 
+/**
+ * The kernel's Service: a NodePort for each of {@link exposedPorts} (with `runner-address = "pod-ip"`
+ * only the user's service ports). A pod-ip kernel without service ports gets a headless Service with
+ * no ports: it allocates and exposes nothing, and every kernel keeps the same set of objects (a pod
+ * without its Service is a half-made or damaged kernel to adoption, relist and restart alike).
+ */
 export const buildService = (input: KernelObjectsInput, ports: NodePortMap, podUid: string): k8s.V1Service => {
   const name = objectName(input.kernelId)
-  const port = (portName: string, containerPort: number): k8s.V1ServicePort => ({
-    name: portName,
+  const portName = (containerPort: number) =>
+    containerPort === REPL_IN && input.runnerAddress === "node-port"
+      ? "repl-in"
+      : containerPort === REPL_OUT && input.runnerAddress === "node-port"
+      ? "repl-out"
+      : `sp-${containerPort}`
+  const exposed = exposedPorts(input.servicePorts, input.runnerAddress).map((containerPort): k8s.V1ServicePort => ({
+    name: portName(containerPort),
     protocol: "TCP",
     port: containerPort,
     targetPort: containerPort,
     nodePort: ports.get(containerPort)!
-  })
+  }))
+  const metadata: k8s.V1ObjectMeta = {
+    name,
+    namespace: input.namespace,
+    labels: labelsOf(input.agentId, input.kernelId),
+    ownerReferences: [ownerRef(name, podUid)]
+  }
+  const selector = labelsOf(input.agentId, input.kernelId)
+  if (exposed.length === 0) {
+    return { apiVersion: "v1", kind: "Service", metadata, spec: { type: "ClusterIP", clusterIP: "None", selector, ports: [] } }
+  }
   return {
     apiVersion: "v1",
     kind: "Service",
-    metadata: {
-      name,
-      namespace: input.namespace,
-      labels: labelsOf(input.agentId, input.kernelId),
-      ownerReferences: [ownerRef(name, podUid)]
-    },
+    metadata,
     spec: {
       type: "NodePort",
       // the node that runs the pod answers its NodePorts itself, keeping the client's address (the
       // NetworkPolicy fence matches it); with "Cluster" kube-proxy SNATs every NodePort connection
       // to a node address and any host that reaches a node would pass as the agent
       externalTrafficPolicy: "Local",
-      selector: labelsOf(input.agentId, input.kernelId),
-      ports: [
-        port("repl-in", REPL_IN),
-        port("repl-out", REPL_OUT),
-        ...input.servicePorts.map((p) => port(servicePortName(p), p.containerPort))
-      ]
+      selector,
+      ports: exposed
     }
   }
 }
@@ -484,12 +514,62 @@ export const buildServicePolicy = (
   }
 }
 
-/** The container ports the Service exposes, in order: 2000, 2001, then the service ports. */
-export const exposedPorts = (servicePorts: ReadonlyArray<ServicePortDef>): ReadonlyArray<number> => [
-  REPL_IN,
-  REPL_OUT,
+/**
+ * The container ports the Service exposes as NodePorts, in order: 2000, 2001 (node-port mode only),
+ * then the service ports.
+ */
+export const exposedPorts = (servicePorts: ReadonlyArray<ServicePortDef>, runnerAddress: RunnerAddress): ReadonlyArray<number> => [
+  ...(runnerAddress === "node-port" ? [REPL_IN, REPL_OUT] : []),
   ...servicePorts.map((p) => p.containerPort)
 ]
+
+// ---------------------------------------------------------------------------------------------
+// Where the runner is reached, and what the manager is told
+
+export interface RunnerPorts {
+  readonly replInPort: number
+  readonly replOutPort: number
+}
+export interface RunnerEndpoint extends RunnerPorts {
+  /** Empty while the pod has no such address yet. */
+  readonly host: string
+}
+/** A pod's `status.hostIP` and `status.podIP` ("" when not set). */
+export interface PodAddresses {
+  readonly hostIP: string
+  readonly podIP: string
+}
+
+export const podAddresses = (pod: k8s.V1Pod): PodAddresses => ({ hostIP: pod.status?.hostIP ?? "", podIP: pod.status?.podIP ?? "" })
+
+/** The mode recorded for a kernel (records of earlier agents have none: node-port). */
+export const runnerAddressOf = (r: Recovery): RunnerAddress => r.runnerAddress ?? "node-port"
+
+/**
+ * The runner ports of a recorded kernel, given its Service's NodePorts now: node-port → the REPL
+ * NodePorts (the Service's, else the recorded ones); pod-ip → 2000/2001 themselves (a NodePort
+ * the Service may have for an image declaring 2000 as a service port is not the runner's).
+ */
+export const runnerPorts = (r: Recovery, ports: NodePortMap): RunnerPorts =>
+  runnerAddressOf(r) === "pod-ip"
+    ? { replInPort: REPL_IN, replOutPort: REPL_OUT }
+    : { replInPort: ports.get(REPL_IN) ?? r.replInPort, replOutPort: ports.get(REPL_OUT) ?? r.replOutPort }
+
+/**
+ * `kernel_host` told to the manager: where the kernel's service ports (NodePorts) are, i.e. the node
+ * (`container.kernel-host` when set), in both modes.
+ */
+export const reportedKernelHost = (a: PodAddresses, kernelHostOverride: string): string =>
+  kernelHostOverride !== "" ? kernelHostOverride : a.hostIP
+
+/**
+ * Where the agent connects to the runner: node-port → the node (or `container.kernel-host`) at the
+ * REPL NodePorts `ports`; pod-ip → `status.podIP` at 2000/2001 (`container.kernel-host` does not apply).
+ */
+export const runnerEndpoint = (a: PodAddresses, mode: RunnerAddress, ports: RunnerPorts, kernelHostOverride: string): RunnerEndpoint =>
+  mode === "pod-ip"
+    ? { host: a.podIP, replInPort: REPL_IN, replOutPort: REPL_OUT }
+    : { host: reportedKernelHost(a, kernelHostOverride), replInPort: ports.replInPort, replOutPort: ports.replOutPort }
 
 /** `containerPort → nodePort` of a Service as the server returned it. */
 export const nodePortsOf = (svc: k8s.V1Service): Map<number, number> => {
@@ -515,7 +595,7 @@ const CONTAINER_CONFIG_REASONS = new Set([
 /** What a pod being created tells us. */
 export type CreatingPodState =
   | { readonly _tag: "Pending"; readonly description: string }
-  | { readonly _tag: "Running"; readonly hostIP: string }
+  | { readonly _tag: "Running"; readonly hostIP: string; readonly podIP: string }
   | { readonly _tag: "ImagePullFailed"; readonly image: string; readonly reason: string; readonly message: string }
   | { readonly _tag: "Unschedulable"; readonly message: string }
   | { readonly _tag: "Failed"; readonly reason: string; readonly message: string }
@@ -560,7 +640,11 @@ export const classifyCreating = (pod: k8s.V1Pod): CreatingPodState => {
   const running = status.phase === "Running" &&
     (status.containerStatuses ?? []).length > 0 &&
     (status.containerStatuses ?? []).every((c) => c.state?.running !== undefined)
-  if (running && status.hostIP !== undefined && status.hostIP !== "") return { _tag: "Running", hostIP: status.hostIP }
+  // both addresses: the kubelet sets podIP with the pod sandbox, before any container runs (a
+  // hostNetwork pod's is the node's); the runner is reached at one of them (runnerEndpoint)
+  if (running && status.hostIP !== undefined && status.hostIP !== "" && status.podIP !== undefined && status.podIP !== "") {
+    return { _tag: "Running", hostIP: status.hostIP, podIP: status.podIP }
+  }
   return { _tag: "Pending", description: describePod(pod) }
 }
 

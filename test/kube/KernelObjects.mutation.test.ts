@@ -67,7 +67,7 @@ describe("names, labels, selectors", () => {
   })
 
   it("exposed ports and node ports", () => {
-    assert.deepStrictEqual(exposedPorts([{ name: "j", protocol: "http", containerPort: 8080 }]), [2000, 2001, 8080])
+    assert.deepStrictEqual(exposedPorts([{ name: "j", protocol: "http", containerPort: 8080 }], "node-port"), [2000, 2001, 8080])
     assert.deepStrictEqual(
       [...nodePortsOf({ spec: { ports: [{ port: 2000, nodePort: 30001 }, { port: 2001 }, { port: 8080, nodePort: 30002 }] } })],
       [[2000, 30001], [8080, 30002]]
@@ -200,9 +200,9 @@ describe("pod states", () => {
     const notYet: k8s.V1Pod = { status: { phase: "Pending", conditions: [{ type: "PodScheduled", status: "False", reason: "SchedulerError", message: "m" }] } }
     assert.deepStrictEqual(classifyCreating(notYet), { _tag: "Pending", description: "phase Pending, not scheduled (SchedulerError: m)" })
     const running = (hostIP: string | undefined, states: ReadonlyArray<k8s.V1ContainerState>): k8s.V1Pod => ({
-      status: { phase: "Running", ...(hostIP !== undefined ? { hostIP } : {}), containerStatuses: states.map((state) => ({ name: "k", image: "i", imageID: "", ready: true, restartCount: 0, state })) }
+      status: { phase: "Running", ...(hostIP !== undefined ? { hostIP } : {}), podIP: "10.244.0.9", containerStatuses: states.map((state) => ({ name: "k", image: "i", imageID: "", ready: true, restartCount: 0, state })) }
     })
-    assert.deepStrictEqual(classifyCreating(running("10.0.0.2", [{ running: {} }, { running: {} }])), { _tag: "Running", hostIP: "10.0.0.2" })
+    assert.deepStrictEqual(classifyCreating(running("10.0.0.2", [{ running: {} }, { running: {} }])), { _tag: "Running", hostIP: "10.0.0.2", podIP: "10.244.0.9" })
     assert.strictEqual(classifyCreating(running("", [{ running: {} }]))._tag, "Pending")
     assert.strictEqual(classifyCreating(running(undefined, [{ running: {} }]))._tag, "Pending")
     assert.strictEqual(classifyCreating(running("10.0.0.2", [{ running: {} }, {}]))._tag, "Pending")

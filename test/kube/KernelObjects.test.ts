@@ -11,9 +11,17 @@ import {
   classifyCreating,
   endedReason,
   type KernelObjectsInput,
+  exposedPorts,
   nodeSelectorOf,
+  podAddresses,
   podImage,
+  recoveryFor,
   recoveryOf,
+  recoveryText,
+  reportedKernelHost,
+  runnerAddressOf,
+  runnerEndpoint,
+  runnerPorts,
   registryHost,
   runnerFenceName,
   sourcesToCidrs,
@@ -58,7 +66,8 @@ const inputOf = Effect.gen(function*() {
     sandboxType: "docker",
     jailArgs: [],
     terminationGraceSeconds: 5,
-    nodeSelector: nodeSelectorOf("backend.ai/testbed=true, zone == a")
+    nodeSelector: nodeSelectorOf("backend.ai/testbed=true, zone == a"),
+    runnerAddress: "node-port"
   } satisfies KernelObjectsInput
 })
 
@@ -224,6 +233,94 @@ describe("KernelObjects", () => {
       assert.strictEqual(cm.metadata?.ownerReferences?.[0]?.uid, "pod-uid")
     }))
 
+  it.effect("runner-address pod-ip: no NodePort for 2000/2001, NodePorts only for service ports, a headless Service when there are none", () =>
+    Effect.gen(function*() {
+      const input = { ...(yield* inputOf), runnerAddress: "pod-ip" as const }
+      assert.deepStrictEqual(exposedPorts(input.servicePorts, "pod-ip"), [8080, 8081])
+      assert.deepStrictEqual(exposedPorts(input.servicePorts, "node-port"), [2000, 2001, 8080, 8081])
+      const spPorts = new Map([[8080, 30012], [8081, 30013]])
+      const svc = buildService(input, spPorts, "pod-uid")
+      assert.strictEqual(svc.spec?.type, "NodePort")
+      assert.strictEqual(svc.spec?.externalTrafficPolicy, "Local")
+      assert.deepStrictEqual(svc.spec?.ports?.map((p) => [p.name, p.port, p.targetPort, p.nodePort]), [
+        ["sp-8080", 8080, 8080, 30012],
+        ["sp-8081", 8081, 8081, 30013]
+      ])
+      // an image declaring 2000 as a service port gets a NodePort for its service, never under the runner's name
+      const sneaky = buildService({ ...input, servicePorts: [{ name: "x", protocol: "tcp", containerPort: 2000 }] }, new Map([[2000, 30020]]), "u")
+      assert.deepStrictEqual(sneaky.spec?.ports?.map((p) => [p.name, p.port, p.nodePort]), [["sp-2000", 2000, 30020]])
+      // no service ports: nothing exposed, nothing allocated (headless: no cluster IP either), still owned by the pod
+      const bare = buildService({ ...input, servicePorts: [] }, new Map(), "pod-uid")
+      assert.strictEqual(bare.metadata?.name, `kernel-${kid}`)
+      assert.deepStrictEqual(bare.metadata?.ownerReferences?.map((o) => [o.kind, o.uid]), [["Pod", "pod-uid"]])
+      assert.strictEqual(bare.spec?.type, "ClusterIP")
+      assert.strictEqual(bare.spec?.clusterIP, "None")
+      assert.deepStrictEqual(bare.spec?.ports, [])
+      assert.isUndefined(bare.spec?.externalTrafficPolicy)
+      assert.deepStrictEqual(bare.spec?.selector, svc.spec?.selector)
+      // node-port mode without service ports still exposes exactly the two runner ports
+      const np = buildService({ ...(yield* inputOf), servicePorts: [] }, new Map([[2000, 30010], [2001, 30011]]), "u")
+      assert.deepStrictEqual(np.spec?.ports?.map((p) => [p.name, p.port, p.nodePort]), [["repl-in", 2000, 30010], ["repl-out", 2001, 30011]])
+    }))
+
+  it.effect("recovery records the runner address per kernel; the endpoint follows the record, kernel_host stays the node", () =>
+    Effect.gen(function*() {
+      const base = yield* inputOf
+      const podIp = recoveryFor({ ...base, runnerAddress: "pod-ip" }, new Map([[8080, 30012], [8081, 30013]]))
+      assert.strictEqual(podIp.runnerAddress, "pod-ip")
+      // what the manager is told as repl ports: the runner's own ports (it never connects to them)
+      assert.deepStrictEqual([podIp.replInPort, podIp.replOutPort], [2000, 2001])
+      assert.deepStrictEqual(podIp.servicePorts.map((p) => [p.container_port, p.host_port]), [[8080, 30012], [8081, 30013]])
+      const nodePort = recoveryFor(base, ports)
+      assert.strictEqual(nodePort.runnerAddress, "node-port")
+      assert.deepStrictEqual([nodePort.replInPort, nodePort.replOutPort], [30010, 30011])
+
+      const pod = (r: typeof podIp, status: { hostIP?: string; podIP?: string }) => ({
+        metadata: { annotations: { "backend.ai/kernel": recoveryText(r) } },
+        status
+      })
+      const running = { hostIP: "10.0.0.1", podIP: "10.244.1.7" }
+      // pod-ip: the pod's address at 2000/2001, whatever NodePorts the Service has and whatever kernel-host says
+      const rPod = Option.getOrThrow(recoveryOf(pod(podIp, running)))
+      assert.strictEqual(runnerAddressOf(rPod), "pod-ip")
+      const svcPorts = new Map([[2000, 30099], [8080, 30012]])
+      assert.deepStrictEqual(runnerPorts(rPod, svcPorts), { replInPort: 2000, replOutPort: 2001 })
+      assert.deepStrictEqual(runnerEndpoint(podAddresses(pod(podIp, running)), "pod-ip", runnerPorts(rPod, svcPorts), "kh.example"), {
+        host: "10.244.1.7",
+        replInPort: 2000,
+        replOutPort: 2001
+      })
+      assert.strictEqual(runnerEndpoint(podAddresses(pod(podIp, { hostIP: "10.0.0.1" })), "pod-ip", runnerPorts(rPod, svcPorts), "").host, "")
+      // node-port: the node (or container.kernel-host) at the Service's REPL NodePorts, else the recorded ones
+      const rNode = Option.getOrThrow(recoveryOf(pod(nodePort, running)))
+      assert.deepStrictEqual(runnerPorts(rNode, new Map([[2000, 30110], [2001, 30111]])), { replInPort: 30110, replOutPort: 30111 })
+      assert.deepStrictEqual(runnerPorts(rNode, new Map()), { replInPort: 30010, replOutPort: 30011 })
+      assert.deepStrictEqual(runnerEndpoint(running, "node-port", runnerPorts(rNode, new Map()), ""), { host: "10.0.0.1", replInPort: 30010, replOutPort: 30011 })
+      assert.deepStrictEqual(runnerEndpoint(running, "node-port", runnerPorts(rNode, new Map()), "kh.example").host, "kh.example")
+      // kernel_host for the manager (service ports are NodePorts on the node) in both modes
+      assert.strictEqual(reportedKernelHost(running, ""), "10.0.0.1")
+      assert.strictEqual(reportedKernelHost(running, "kh.example"), "kh.example")
+      // a record written by an agent before runner-address existed is a node-port kernel
+      const { runnerAddress: _, ...legacy } = nodePort
+      const rLegacy = Option.getOrThrow(recoveryOf(pod(legacy as typeof nodePort, running)))
+      assert.strictEqual(runnerAddressOf(rLegacy), "node-port")
+      // an unknown mode in the annotation is not a record this agent can act on
+      assert.isTrue(Option.isNone(recoveryOf(pod({ ...podIp, runnerAddress: "host-net" as "pod-ip" }, running))))
+    }))
+
+  it.effect("config: kubernetes.runner-address is node-port by default, pod-ip on request, anything else refused by name", () =>
+    Effect.gen(function*() {
+      const load = (extra: string) => decodeConfigText("a.toml", `[etcd]\nnamespace = "n"\n${extra}`, {}, "h")
+      assert.strictEqual((yield* load("")).config.kubernetes["runner-address"], "node-port")
+      assert.strictEqual((yield* load(`[kubernetes]\nrunner-address = "pod-ip"\n`)).config.kubernetes["runner-address"], "pod-ip")
+      assert.strictEqual((yield* load(`[kubernetes]\nrunner-address = "node-port"\n`)).config.kubernetes["runner-address"], "node-port")
+      for (const bad of [`"podip"`, `"pod_ip"`, `"Pod-IP"`, `""`, `"nodeport"`, `1`, `true`]) {
+        const e = yield* Effect.flip(load(`[kubernetes]\nrunner-address = ${bad}\n`))
+        assert.include(e.message, "kubernetes.runner-address", bad)
+        if (bad.startsWith(`"`)) assert.include(e.message, `expected "node-port" (the runner through NodePorts on the pod's node) or "pod-ip"`, bad)
+      }
+    }))
+
   it.effect("network fence: runner ports 2000/2001 only from the agent's sources, service ports only from the configured ones", () =>
     Effect.gen(function*() {
       assert.deepStrictEqual(sourcesToCidrs(["10.0.0.5", "10.1.0.0/16", "fd00::1", "fd00::/8"]), ["10.0.0.5/32", "10.1.0.0/16", "fd00::1/128", "fd00::/8"])
@@ -279,9 +376,14 @@ describe("KernelObjects", () => {
     })
     assert.deepStrictEqual(unsched, { _tag: "Unschedulable", message: "0/2 nodes: Insufficient nvidia.com/gpu" })
     const running = classifyCreating({
+      status: { phase: "Running", hostIP: "10.0.0.1", podIP: "10.244.1.7", containerStatuses: [{ name: "k", image: "i", imageID: "", ready: true, restartCount: 0, state: { running: {} } }] }
+    })
+    assert.deepStrictEqual(running, { _tag: "Running", hostIP: "10.0.0.1", podIP: "10.244.1.7" })
+    // Running without its pod address yet is not Running for the agent (pod-ip mode connects to it)
+    const noPodIP = classifyCreating({
       status: { phase: "Running", hostIP: "10.0.0.1", containerStatuses: [{ name: "k", image: "i", imageID: "", ready: true, restartCount: 0, state: { running: {} } }] }
     })
-    assert.deepStrictEqual(running, { _tag: "Running", hostIP: "10.0.0.1" })
+    assert.strictEqual(noPodIP._tag, "Pending")
     const failed = {
       status: { phase: "Failed", containerStatuses: [{ name: "k", image: "i", imageID: "", ready: false, restartCount: 0, state: { terminated: { exitCode: 137, reason: "OOMKilled" } } }] }
     }

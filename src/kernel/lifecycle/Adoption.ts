@@ -9,7 +9,16 @@ import { Context, Effect, Layer, Option } from "effect"
 import { AgentConfig } from "../../config/AgentConfig.ts"
 import { KernelCreationFailed, type KubernetesFailure } from "../../domain/Errors.ts"
 import { monotonicMillis } from "../../domain/MonotonicClock.ts"
-import { nodePortsOf, objectName, recoveryOf, REPL_IN, REPL_OUT } from "../../kube/KernelObjects.ts"
+import {
+  nodePortsOf,
+  objectName,
+  podAddresses,
+  recoveryOf,
+  reportedKernelHost,
+  runnerAddressOf,
+  runnerEndpoint,
+  runnerPorts
+} from "../../kube/KernelObjects.ts"
 import { NodePorts } from "../../kube/NodePorts.ts"
 import { type KernelInfo, KernelRegistry } from "../KernelRegistry.ts"
 import { RunnerConnections } from "../RunnerClient.ts"
@@ -37,10 +46,14 @@ export class Adoption extends Context.Service<Adoption, AdoptionShape>()("bai-ag
       const adopt = (pod: k8s.V1Pod, service: k8s.V1Service): Effect.Effect<Option.Option<KernelInfo>> =>
         Effect.gen(function*() {
           const rec = recoveryOf(pod)
-          const hostIP = pod.status?.hostIP ?? ""
-          if (Option.isNone(rec) || (hostIP === "" && kernelHostOverride === "")) return Option.none()
+          if (Option.isNone(rec)) return Option.none()
           const r = rec.value
           const ports = nodePortsOf(service)
+          // the runner is reached as recorded for this kernel, whatever kubernetes.runner-address is now
+          const addresses = podAddresses(pod)
+          const replPorts = runnerPorts(r, ports)
+          const endpoint = runnerEndpoint(addresses, runnerAddressOf(r), replPorts, kernelHostOverride)
+          if (endpoint.host === "" || reportedKernelHost(addresses, kernelHostOverride) === "") return Option.none()
           const now = yield* monotonicMillis
           const info: KernelInfo = {
             kernelId: r.kernelId,
@@ -48,9 +61,9 @@ export class Adoption extends Context.Service<Adoption, AdoptionShape>()("bai-ag
             objectName: objectName(r.kernelId),
             podUid: pod.metadata?.uid,
             status: "running",
-            kernelHost: kernelHostOverride !== "" ? kernelHostOverride : hostIP,
-            replInPort: ports.get(REPL_IN) ?? r.replInPort,
-            replOutPort: ports.get(REPL_OUT) ?? r.replOutPort,
+            kernelHost: reportedKernelHost(addresses, kernelHostOverride),
+            replInPort: replPorts.replInPort,
+            replOutPort: replPorts.replOutPort,
             servicePorts: r.servicePorts.map((p) => ({ ...p, host_port: ports.get(p.container_port) ?? p.host_port })),
             canonicalImage: r.canonicalImage,
             image: r.image,
@@ -61,7 +74,7 @@ export class Adoption extends Context.Service<Adoption, AdoptionShape>()("bai-ag
           }
           yield* registry.upsert(info)
           yield* nodePorts.claim(ports.values())
-          yield* runners.open(info.kernelId, { host: info.kernelHost, replInPort: info.replInPort, replOutPort: info.replOutPort }).pipe(
+          yield* runners.open(info.kernelId, endpoint).pipe(
             Effect.catch((e) => Effect.logWarning(`adopted kernel: runner connection failed: ${e.message}`))
           )
           return Option.some(info)

@@ -30,12 +30,13 @@ import {
   nodePortsOf,
   nodeSelectorOf,
   objectName,
+  type PodAddresses,
   READY_ANNOTATION,
   RECOVERY_ANNOTATION,
   recoveryFor,
   recoveryText,
-  REPL_IN,
-  REPL_OUT,
+  reportedKernelHost,
+  runnerEndpoint,
   type VolumeSpec
 } from "../../kube/KernelObjects.ts"
 import { NodePorts } from "../../kube/NodePorts.ts"
@@ -91,12 +92,12 @@ const startPhases = Effect.gen(function*() {
     })
 })
 
-/** A pod state `classifyCreating` found decisive, as the create's outcome: the node's IP or the failure. */
-const decided = (kernelId: string, pod: k8s.V1Pod): Effect.Effect<string, CreateError> => {
+/** A pod state `classifyCreating` found decisive, as the create's outcome: the pod's addresses or the failure. */
+const decided = (kernelId: string, pod: k8s.V1Pod): Effect.Effect<PodAddresses, CreateError> => {
   const state = classifyCreating(pod)
   switch (state._tag) {
     case "Running":
-      return Effect.succeed(state.hostIP)
+      return Effect.succeed(state)
     case "ImagePullFailed":
       return Effect.fail(new ImagePullFailed({ kernelId, image: state.image, reason: state.reason, message: state.message }))
     case "Unschedulable":
@@ -166,7 +167,8 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
         sandboxType: config.container["sandbox-type"],
         jailArgs: config.container["jail-args"],
         terminationGraceSeconds: config.kubernetes["termination-grace"],
-        nodeSelector
+        nodeSelector,
+        runnerAddress: config.kubernetes["runner-address"]
       })
 
       const vfolderHost = (kernelId: string, kconfig: KernelConfig) =>
@@ -214,7 +216,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
 
           // independent of each other: the scratch dir (the pod's /home/work; removed on failure only
           // if this create made it) and the NodePorts (reserved now, released if the create fails)
-          const wanted = exposedPorts(servicePorts)
+          const wanted = exposedPorts(servicePorts, input.runnerAddress)
           const [, reserved] = yield* Effect.all([
             step(scratch.prepare(kernelId), "remove scratch dir", (made) =>
               options.reuseScratch || !made ? Effect.void : scratch.remove(kernelId)),
@@ -255,8 +257,8 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             podUid,
             status: "creating",
             kernelHost: kernelHostOverride,
-            replInPort: ports.get(REPL_IN)!,
-            replOutPort: ports.get(REPL_OUT)!,
+            replInPort: recovery.replInPort,
+            replOutPort: recovery.replOutPort,
             servicePorts: recovery.servicePorts,
             canonicalImage: recovery.canonicalImage,
             image: recovery.image,
@@ -270,7 +272,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
           // Running, and a runner that answers, within container.create-timeout
           const lastState = yield* Ref.make("pod created")
           const scheduled = phase("scheduled")
-          const hostIP = yield* Effect.gen(function*() {
+          const running = yield* Effect.gen(function*() {
             const running = yield* waits.untilDecided(name, podUid, pod, (p) =>
               Ref.set(lastState, podStateText(p)).pipe(Effect.andThen(p.spec?.nodeName ? scheduled : Effect.void))).pipe(
                 Effect.mapError((e) =>
@@ -279,14 +281,15 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
                     : createFailure(kernelId)(e)
                 )
               )
-            const hostIP = yield* decided(kernelId, running)
+            const addresses = yield* decided(kernelId, running)
             yield* scheduled
             yield* phase("running")
             yield* Ref.set(lastState, "pod Running, waiting for the runner's status answer")
             yield* step(Effect.void, "close runner", () => runners.close(kernelId))
-            yield* statusPing(kernelId, kernelHostOverride !== "" ? kernelHostOverride : hostIP, info.replInPort, info.replOutPort)
+            const endpoint = runnerEndpoint(addresses, input.runnerAddress, info, kernelHostOverride)
+            yield* statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort)
             yield* phase("runner-ready")
-            return hostIP
+            return addresses
           }).pipe(
             Effect.timeoutOrElse({
               duration: Duration.seconds(createTimeout),
@@ -300,7 +303,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
           // ready: mark the pod (what a restarted agent adopts), then the registry
           const readyAt = new Date(yield* Clock.currentTimeMillis).toISOString()
           yield* pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) })
-          const ready: KernelInfo = { ...info, status: "running", kernelHost: kernelHostOverride !== "" ? kernelHostOverride : hostIP }
+          const ready: KernelInfo = { ...info, status: "running", kernelHost: reportedKernelHost(running, kernelHostOverride) }
           yield* registry.upsert(ready)
           yield* nodePorts.claim(ports.values())
           yield* Ref.set(committed, true)

@@ -132,7 +132,7 @@ export class KernelPods extends Context.Service<KernelPods, KernelPodsShape>()("
       }
 
       const createService: KernelPodsShape["createService"] = (kernelId, input, reserved, podUid) => {
-        const wanted = exposedPorts(input.servicePorts)
+        const wanted = exposedPorts(input.servicePorts, input.runnerAddress)
         /** A 422 naming NodePorts allocated elsewhere: those are marked foreign and swapped for fresh ones. */
         const portsTaken = (e: KubeError) =>
           Effect.gen(function*() {
