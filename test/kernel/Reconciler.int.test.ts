@@ -142,7 +142,7 @@ describe("Reconciler on the testbed", () => {
       const kube = Context.get(a.context, KubeClient)
       const recording: KubeClientShape = {
         ...kube,
-        watch: (p, q) => kube.watch(p, q).pipe(Stream.tapError((e) => Effect.sync(() => void failures.push(e))))
+        watch: <A>(p: string, q: Parameters<KubeClientShape["watch"]>[1]) => kube.watch<A>(p, q).pipe(Stream.tapError((e) => Effect.sync(() => void failures.push(e))))
       }
       const reconciler = yield* Reconciler.make.pipe(Effect.provideService(KubeClient, recording), Effect.provide(a.context))
       const report = yield* reconciler.reconcile({ adopt: true })

@@ -5,7 +5,7 @@
 // the KubeClient service: lists and watches reach the real server, and the test wraps `watch` to
 // record what the server answered or to blind it.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, HashMap, Option, Stream } from "effect"
+import { type Duration, Effect, HashMap, Option, Stream } from "effect"
 import { inject } from "vitest"
 import * as Informer from "../../src/kube/Informer.ts"
 import { KubeClient, type KubeClientShape, type KubeError } from "../../src/kube/KubeClient.ts"
@@ -23,7 +23,7 @@ const setup = (kubeconfig = env.kubeconfig) => Effect.gen(function*() {
   const create = (name: string) =>
     kube.core("create configmap", (api) => api.createNamespacedConfigMap({ namespace, body: { metadata: { name, labels: { [LABEL]: "yes" } }, data: { k: "v" } } }))
   const remove = (name: string) => kube.core("delete configmap", (api) => api.deleteNamespacedConfigMap({ namespace, name }))
-  const options = (relistInterval: string) => ({
+  const options = (relistInterval: Duration.Input) => ({
     kind: "test-configmaps",
     path: `/api/v1/namespaces/${namespace}/configmaps`,
     query: { labelSelector: LABEL },
@@ -75,7 +75,7 @@ describe("Informer on the testbed", () => {
       const failures: Array<KubeError> = []
       const recording: KubeClientShape = {
         ...kube,
-        watch: (p, q) => kube.watch(p, q).pipe(Stream.tapError((e) => Effect.sync(() => void failures.push(e))))
+        watch: <A>(p: string, q: Parameters<KubeClientShape["watch"]>[1]) => kube.watch<A>(p, q).pipe(Stream.tapError((e) => Effect.sync(() => void failures.push(e))))
       }
       const informer = yield* Informer.make({ ...options("5 minutes"), initial: listed }).pipe(Effect.provideService(KubeClient, recording))
       assert.deepStrictEqual([...HashMap.keys(yield* informer.items)], [`${namespace}/ghost`])
@@ -95,9 +95,9 @@ describe("Informer on the testbed", () => {
       // blind: events are swallowed and the watch never ends (a server or proxy that went silent)
       const blinding: KubeClientShape = {
         ...kube,
-        watch: (p, q) =>
-          kube.watch<{ metadata?: { name?: string } }>(p, q).pipe(
-            Stream.filter((e) => {
+        watch: <A>(p: string, q: Parameters<KubeClientShape["watch"]>[1]) =>
+          kube.watch<A>(p, q).pipe(
+            Stream.filter(() => {
               if (blind) swallowed++
               return !blind
             }),
