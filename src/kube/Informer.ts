@@ -19,7 +19,7 @@
  * the map's identity. Seam for tests: the informer only talks to `KubeClient`, so a test can hand it
  * a `KubeClient` whose `watch` it controls (e.g. paused) while lists reach the real API server.
  */
-import { Clock, Deferred, Duration, Effect, HashMap, Option, Schedule, type Schema, type Scope, Stream, SubscriptionRef } from "effect"
+import { Cause, Clock, Deferred, Duration, Effect, HashMap, Option, Schedule, type Schema, type Scope, Stream, SubscriptionRef } from "effect"
 import { markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
 import { KubeClient, KubeError } from "./KubeClient.ts"
 
@@ -201,6 +201,8 @@ export const make = <A, E extends { readonly message: string }, R>(
     yield* step.pipe(
       Effect.retry(options.backoff ?? informerBackoff),
       Effect.forever,
+      // only a defect gets here (failures are retried): said loudly, the cache then stays as it is
+      Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError(`${kind}: informer stopped`, cause)),
       Effect.forkScoped
     )
 
