@@ -10,22 +10,24 @@
  *   the agent was down), is reported `force-terminated`; one with only a half-created pod (the agent
  *   died during its create: the manager still holds it as PREPARING) is torn down and reported
  *   `failed-to-start`; a recorded termination whose event may not have left is sent again.
- * - **Watch**: one watch over the agent's pods, resumed from the last resourceVersion after a
- *   disconnect and relisting on 410 Gone: a running kernel whose pod fails, is evicted or is deleted
- *   by someone else is torn down and reported with the reason and exit code on that event.
- * - **Relist** every `kubernetes.relist-interval`: the same comparison as on 410, without adoption.
+ * - **Watch**: one informer (kube/Informer.ts) over the agent's pods, resumed from the last
+ *   resourceVersion after a disconnect: a running kernel whose pod fails, is evicted or is deleted by
+ *   someone else is torn down and reported with the reason and exit code on that event.
+ * - **Relist** on 410 Gone and every `kubernetes.relist-interval` (the informer's list is this
+ *   comparison, without adoption): also catches what a watch that went blind missed.
  *
  * A list is only trusted for kernels that were already running before it was taken, so kernels
  * created meanwhile are never reported terminated by mistake; an unreachable API server only delays
  * the watch, it never terminates anything.
  */
 import type * as k8s from "@kubernetes/client-node"
-import { Context, Duration, Effect, FiberMap, Layer, Option, Ref, Schedule, Stream } from "effect"
+import { Context, Duration, Effect, FiberMap, Layer, Option, Ref, Schedule, Schema } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { type KubernetesFailure, kubernetesFailure } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
+import * as Informer from "../kube/Informer.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
-import { countKernelTerminated, markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
+import { countKernelTerminated } from "../observability/Metrics.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { KernelLifecycle } from "./KernelLifecycle.ts"
 import { KernelRegistry } from "./KernelRegistry.ts"
@@ -37,13 +39,29 @@ export interface ReconcileReport {
   readonly removed: ReadonlyArray<string>
   /** resourceVersion of the pod list, where the watch starts. */
   readonly resourceVersion: string | undefined
+  /** The listed pods (the watch's cache starts from them). */
+  readonly pods: ReadonlyArray<k8s.V1Pod>
 }
+
+const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
+
+/**
+ * A pod from the watch, checked as far as the reconciler relies on without looking: an object whose
+ * metadata, spec and status, when present, are objects (the fields read further are optional and
+ * checked where they are read: kernelIdOf, endedReason).
+ */
+const decodePod = Schema.decodeUnknownEffect(Schema.declare((u: unknown): u is k8s.V1Pod =>
+  isRecord(u) && ["metadata", "spec", "status"].every((f) => u[f] === undefined || isRecord(u[f]))
+))
 
 export class Reconciler extends Context.Service<Reconciler, {
   /** One full comparison of the cluster with the registry; `adopt` at start-up only. */
   readonly reconcile: (options: { readonly adopt: boolean }) => Effect.Effect<ReconcileReport, KubernetesFailure>
-  /** The watch loop (runs until interrupted). */
-  readonly watch: (fromResourceVersion: string | undefined) => Effect.Effect<never>
+  /**
+   * The watch loop from a pass's pods and resourceVersion (none: it starts with a pass), relisting
+   * on 410 Gone and every `kubernetes.relist-interval` (runs until interrupted).
+   */
+  readonly watch: (from: ReconcileReport | undefined) => Effect.Effect<never>
 }>()("bai-agent/kernel/Reconciler") {
   static readonly make = Effect.gen(function*() {
     const { agentId, config } = yield* AgentConfig
@@ -232,7 +250,7 @@ export class Reconciler extends Context.Service<Reconciler, {
         yield* Effect.logInfo(`reconciled: ${adopted.length} adopted, ${terminated.length} terminated, ${removed.length} torn down`)
       }
       if (adopt) yield* Ref.set(adoptedOnce, true)
-      return { adopted, terminated, removed, resourceVersion: pods.metadata?.resourceVersion } satisfies ReconcileReport
+      return { adopted, terminated, removed, resourceVersion: pods.metadata?.resourceVersion, pods: pods.items } satisfies ReconcileReport
     })
 
     const onPod = (type: string, pod: k8s.V1Pod) =>
@@ -248,46 +266,22 @@ export class Reconciler extends Context.Service<Reconciler, {
         yield* FiberMap.run(handlers, kid, lifecycle.podEnded(kid, ended.value.reason, ended.value.exitCode), { onlyIfMissing: true })
       })
 
-    const path = `/api/v1/namespaces/${namespace}/pods`
-
-    const watch = (from: string | undefined): Effect.Effect<never> =>
-      Effect.gen(function*() {
-        const rv = yield* Ref.make(from)
+    const watch = (start: ReconcileReport | undefined): Effect.Effect<never> =>
+      Effect.scoped(Effect.gen(function*() {
         // metrics label `resource`: the agent's kernel pods (NodeResources watches all pods as "pods")
-        for (let failures = 0, watches = 0;;) {
-          const start = yield* Ref.get(rv)
-          if (start === undefined) {
-            const report = yield* reconcile({ adopt: false }).pipe(Effect.option)
-            if (Option.isNone(report)) {
-              failures++
-              yield* Effect.sleep(Duration.millis(Math.min(10_000, 500 * 2 ** Math.min(failures, 5))))
-              continue
-            }
-            yield* Ref.set(rv, report.value.resourceVersion)
-            continue
-          }
-          if (watches++ > 0) yield* markWatchRestart("kernel-pods")
-          const result = yield* kube.watch<k8s.V1Pod>(path, { labelSelector: selector, resourceVersion: start }).pipe(
-            Stream.runForEach((e) =>
-              markWatchEvent("kernel-pods").pipe(
-                Effect.andThen(Ref.set(rv, e.object?.metadata?.resourceVersion ?? start)),
-                Effect.andThen(e.type === "BOOKMARK" ? Effect.void : onPod(e.type, e.object)),
-                Effect.andThen(Effect.sync(() => void (failures = 0)))
-              )
-            ),
-            Effect.as("ended" as const),
-            Effect.catch((e: KubeError) => Effect.succeed(e.reason === "Gone" ? ("gone" as const) : e))
-          )
-          if (result === "gone") {
-            yield* Effect.logInfo("pod watch expired (410): relisting")
-            yield* Ref.set(rv, undefined)
-          } else if (result !== "ended") {
-            failures++
-            yield* Effect.logWarning(`pod watch interrupted: ${result.message}; resuming`)
-            yield* Effect.sleep(Duration.millis(Math.min(10_000, 500 * 2 ** Math.min(failures, 5))))
-          }
-        }
-      })
+        yield* Informer.make({
+          kind: "kernel-pods",
+          path: `/api/v1/namespaces/${namespace}/pods`,
+          query: { labelSelector: selector },
+          // the list is the whole comparison: after a 410, an error without a version, and every relist interval
+          list: reconcile({ adopt: false }).pipe(Effect.map((r) => ({ items: r.pods, resourceVersion: r.resourceVersion }))),
+          decode: decodePod,
+          relistInterval: Duration.seconds(config.kubernetes["relist-interval"]),
+          onEvent: (e) => onPod(e.type, e.object),
+          ...(start?.resourceVersion === undefined ? {} : { initial: { items: start.pods, resourceVersion: start.resourceVersion } })
+        })
+        return yield* Effect.never
+      })).pipe(Effect.provideService(KubeClient, kube))
 
     return Reconciler.of({ reconcile, watch })
   })
@@ -295,21 +289,14 @@ export class Reconciler extends Context.Service<Reconciler, {
   /** Start-up reconciliation (adopting ready kernels), then the watch and the periodic relist. */
   static readonly layer = Layer.effectDiscard(
     Effect.gen(function*() {
-      const { config } = yield* AgentConfig
       const reconciler = yield* Reconciler.make
       const first = yield* reconciler.reconcile({ adopt: true }).pipe(
         Effect.retry({ times: 3, schedule: Schedule.spaced("2 seconds") }),
         Effect.tapError((e) => Effect.logError(`start-up reconciliation failed: ${e.message}; kernels are adopted when the API server answers`)),
         Effect.option
       )
-      yield* reconciler.watch(Option.getOrUndefined(Option.flatMap(first, (r) => Option.fromNullishOr(r.resourceVersion)))).pipe(Effect.forkScoped)
-      const relist = Duration.seconds(config.kubernetes["relist-interval"])
-      yield* reconciler.reconcile({ adopt: false }).pipe(
-        Effect.catch((e) => Effect.logWarning(`relist failed: ${e.message}`)),
-        Effect.repeat(Schedule.spaced(relist)),
-        Effect.delay(relist),
-        Effect.forkScoped
-      )
+      // the watch relists (the same comparison, without adoption) every `kubernetes.relist-interval`
+      yield* reconciler.watch(Option.getOrUndefined(first)).pipe(Effect.forkScoped)
     })
   )
 }

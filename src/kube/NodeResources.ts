@@ -5,16 +5,16 @@
  * accounts for our own kernels, so they are not subtracted. `resource.reserved-*` is subtracted from
  * the total once (it is the agent's reservation, not a per-node one).
  *
- * Nodes and pods are kept in memory from list + watch (resourceVersion), re-listed when the watch
- * expires (410 Gone), ends, or every `kubernetes.relist-interval`. The snapshot is recomputed lazily
- * after a change, so a heartbeat costs nothing when nothing moved.
+ * Nodes and pods are kept in memory by two informers (kube/Informer.ts: list + watch from the
+ * resourceVersion, relist on 410 Gone and every `kubernetes.relist-interval`). The snapshot is
+ * recomputed lazily after a change, so a heartbeat costs nothing when nothing moved.
  *
  * Quantities are parsed exactly (bigint): cpu in millicores, everything else in base units.
  */
-import { Cause, Context, Deferred, Duration, Effect, Layer, Schedule, Schema, Stream } from "effect"
+import { Context, Duration, Effect, HashMap, Layer, Schema } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
-import { markWatchEvent, markWatchRestart } from "../observability/Metrics.ts"
-import { KubeClient, type KubeError } from "./KubeClient.ts"
+import * as Informer from "./Informer.ts"
+import { KubeClient } from "./KubeClient.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Kubernetes quantities (resource.Quantity): <sign><digits>[.<digits>]<suffix>, exact.
@@ -311,147 +311,56 @@ export interface NodeResourcesOptions {
   readonly initialSyncTimeout?: Duration.Input
 }
 
-interface ListResult<A> {
-  readonly items: ReadonlyArray<A>
-  readonly resourceVersion: string | undefined
-}
-
 const decodeNode = Schema.decodeUnknownEffect(NodeObject)
 const decodePod = Schema.decodeUnknownEffect(PodObject)
-
-/** Retry of one list+watch cycle: 0.5 s doubling, capped at 30 s. */
-const retrySchedule = Schedule.min([Schedule.exponential("500 millis"), Schedule.spaced("30 seconds")])
 
 export class NodeResources extends Context.Service<NodeResources, NodeResourcesShape>()("bai-agent/kube/NodeResources") {
   static readonly make = Effect.fnUntraced(function*(options: NodeResourcesOptions) {
     const kube = yield* KubeClient
-    const nodes = new Map<string, NodeState>()
-    const pods = new Map<string, PodState>()
-    let cached: ResourceSnapshot | undefined
-    const dirty = () => {
-      cached = undefined
-    }
-    const nodesSynced = yield* Deferred.make<void>()
-    const podsSynced = yield* Deferred.make<void>()
-    const relistSeconds = Math.max(1, Math.round(Duration.toSeconds(Duration.fromInputUnsafe(options.relistInterval))))
-
-    /** list, replace the state, then watch from the list's resourceVersion until the relist time. */
-    const syncLoop = <A>(kind: string, spec: {
-      readonly list: Effect.Effect<ListResult<unknown>, KubeError>
-      readonly path: string
-      readonly query: Record<string, string | number | boolean | undefined>
-      readonly decode: (u: unknown) => Effect.Effect<A, Schema.SchemaError>
-      readonly keyOf: (a: A) => string | undefined
-      readonly replace: (items: ReadonlyArray<A>) => void
-      readonly upsert: (key: string, a: A) => void
-      readonly remove: (key: string) => void
-      readonly synced: Deferred.Deferred<void>
-    }) => {
-      let watches = 0
-      const cycle = Effect.gen(function*() {
-        const listed = yield* spec.list
-        const items = yield* Effect.forEach(listed.items, (i) => spec.decode(i))
-        spec.replace(items)
-        dirty()
-        yield* Deferred.succeed(spec.synced, undefined)
-        yield* Effect.logDebug(`${kind}: listed ${items.length}`)
-        if (watches++ > 0) yield* markWatchRestart(kind)
-        yield* kube.watch<unknown>(spec.path, {
-          ...spec.query,
-          resourceVersion: listed.resourceVersion,
-          timeoutSeconds: relistSeconds
-        }).pipe(
-          Stream.runForEach((event) => {
-            if (event.type === "BOOKMARK") return markWatchEvent(kind)
-            return markWatchEvent(kind).pipe(
-              Effect.andThen(spec.decode(event.object)),
-              Effect.map((a) => {
-                const key = spec.keyOf(a)
-                if (key === undefined) return
-                if (event.type === "DELETED") spec.remove(key)
-                else spec.upsert(key, a)
-                dirty()
-              }),
-              Effect.catch((e) => Effect.logWarning(`${kind}: undecodable watch event ignored: ${e.message}`))
-            )
-          }),
-          // a silent server must not keep us on stale state past the relist interval
-          Effect.timeoutOrElse({ duration: Duration.seconds(relistSeconds + 30), orElse: () => Effect.void })
-        )
-      })
-      return cycle.pipe(
-        Effect.tapError((e) =>
-          e._tag === "KubeError" && e.reason === "Gone"
-            ? Effect.logDebug(`${kind}: watch expired, relisting`)
-            : Effect.logWarning(`${kind}: list/watch failed, retrying: ${e.message}`)
-        ),
-        Effect.retry(retrySchedule),
-        Effect.forever,
-        Effect.catchCause((cause) => Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError(`${kind} sync stopped`, cause)),
-        Effect.forkScoped
-      )
-    }
-
     const labelSelector = options.nodeSelector === "" ? undefined : options.nodeSelector
-    yield* syncLoop("nodes", {
+    const nodes = yield* Informer.make({
+      kind: "nodes",
+      path: "/api/v1/nodes",
+      query: { labelSelector },
       list: kube.core("list nodes", (api) => api.listNode(labelSelector === undefined ? {} : { labelSelector })).pipe(
         Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
       ),
-      path: "/api/v1/nodes",
-      query: { labelSelector },
       decode: decodeNode,
-      keyOf: (n) => n.metadata?.name,
-      replace: (items) => {
-        nodes.clear()
-        for (const n of items) {
-          const s = nodeState(n)
-          if (s !== undefined) nodes.set(s.name, s)
-        }
-      },
-      upsert: (key, n) => {
-        const s = nodeState(n)
-        if (s === undefined) nodes.delete(key)
-        else nodes.set(key, s)
-      },
-      remove: (key) => void nodes.delete(key),
-      synced: nodesSynced
+      relistInterval: options.relistInterval
     })
-
     // bound, non-terminal pods only (server-side): a pod that finishes comes as DELETED
     const fieldSelector = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
-    const podKey = (p: PodObject) => p.metadata?.uid ?? (p.metadata?.name === undefined ? undefined : `${p.metadata.namespace}/${p.metadata.name}`)
-    yield* syncLoop("pods", {
+    const pods = yield* Informer.make({
+      kind: "pods",
+      path: "/api/v1/pods",
+      query: { fieldSelector },
       list: kube.core("list pods", (api) => api.listPodForAllNamespaces({ fieldSelector })).pipe(
         Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
       ),
-      path: "/api/v1/pods",
-      query: { fieldSelector },
       decode: decodePod,
-      keyOf: podKey,
-      replace: (items) => {
-        pods.clear()
-        for (const p of items) {
-          const key = podKey(p)
-          const s = podState(p, options.agentId)
-          if (key !== undefined && s !== undefined) pods.set(key, s)
-        }
-      },
-      upsert: (key, p) => {
-        const s = podState(p, options.agentId)
-        if (s === undefined) pods.delete(key)
-        else pods.set(key, s)
-      },
-      remove: (key) => void pods.delete(key),
-      synced: podsSynced
+      relistInterval: options.relistInterval
     })
 
-    const synced = Effect.all([Deferred.await(nodesSynced), Deferred.await(podsSynced)], { discard: true })
-    const isSynced = Effect.all([Deferred.isDone(nodesSynced), Deferred.isDone(podsSynced)]).pipe(
-      Effect.map(([a, b]) => a && b)
-    )
-    const current = Effect.sync(() => {
-      if (cached === undefined) cached = computeSnapshot(nodes.values(), pods.values(), options.reserved)
-      return cached
+    const synced = Effect.all([nodes.synced, pods.synced], { discard: true })
+    const isSynced = Effect.all([nodes.isSynced, pods.isSynced]).pipe(Effect.map(([a, b]) => a && b))
+    // recomputed only when either cache changed (each change is a new map)
+    let memo: { readonly nodes: unknown; readonly pods: unknown; readonly snapshot: ResourceSnapshot } | undefined
+    const current = Effect.gen(function*() {
+      const n = yield* nodes.items
+      const p = yield* pods.items
+      if (memo !== undefined && memo.nodes === n && memo.pods === p) return memo.snapshot
+      const nodeStates: Array<NodeState> = []
+      for (const o of HashMap.values(n)) {
+        const s = nodeState(o)
+        if (s !== undefined) nodeStates.push(s)
+      }
+      const podStates: Array<PodState> = []
+      for (const o of HashMap.values(p)) {
+        const s = podState(o, options.agentId)
+        if (s !== undefined) podStates.push(s)
+      }
+      memo = { nodes: n, pods: p, snapshot: computeSnapshot(nodeStates, podStates, options.reserved) }
+      return memo.snapshot
     })
     const snapshot = isSynced.pipe(
       Effect.flatMap((ok) =>

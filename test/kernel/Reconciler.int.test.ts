@@ -2,14 +2,17 @@
 // half-made or orphaned, a new agent process-equivalent starts with the reconciler: ready kernels are
 // adopted and usable, the rest is torn down; nothing is reported terminated by mistake.
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Option, Scope } from "effect"
+import { Context, Effect, Exit, Option, Scope, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import { KubeClient, type KubeClientShape, type KubeError } from "../../src/kube/KubeClient.ts"
+import { cachelessApiserver, compactEtcd } from "../kube/CachelessApiserver.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { eventually, kernelObjects, kubectl, labelledObjects, makeSite, pythonConfig, startAgent, takeEvent } from "./KernelLifecycleSupport.ts"
 
@@ -124,5 +127,36 @@ describe("Reconciler on the testbed", () => {
       assert.deepStrictEqual(yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.length === 0), [])
       assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelRegistry).find(kid)))
       assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
+    }).pipe(Effect.scoped), { timeout: 180_000 })
+
+  it.live("relists when the real server answers the pod watch with 410 Gone: a pod deleted meanwhile is reported", () =>
+    Effect.gen(function*() {
+      // watches served by etcd itself (no watch cache), so a compacted version is really Gone
+      const cacheless = yield* cachelessApiserver(env)
+      const site = yield* makeSite({ ...env, kubeconfig: cacheless.kubeconfig })
+      const a = yield* startAgent(site)
+      yield* Effect.addFinalizer(() => Scope.close(a.scope, Exit.void))
+      const kid = crypto.randomUUID()
+      yield* Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env))
+      const failures: Array<KubeError> = []
+      const kube = Context.get(a.context, KubeClient)
+      const recording: KubeClientShape = {
+        ...kube,
+        watch: <A>(p: string, q: Parameters<KubeClientShape["watch"]>[1]) => kube.watch<A>(p, q).pipe(Stream.tapError((e) => Effect.sync(() => void failures.push(e))))
+      }
+      const reconciler = yield* Reconciler.make.pipe(Effect.provideService(KubeClient, recording), Effect.provide(a.context))
+      const report = yield* reconciler.reconcile({ adopt: true })
+      assert.deepStrictEqual(report.terminated, [])
+      // while nobody watches, the pod is deleted and the history compacted past the pass's version
+      yield* kubectl(env, ["-n", site.kubeNs, "delete", "pod", `kernel-${kid}`, "--wait=true"])
+      const compacted = yield* compactEtcd(cacheless.etcd)
+      assert.isTrue(compacted > Number(report.resourceVersion), `${compacted} > ${report.resourceVersion}`)
+      // the watch resumes from the pass's version (the relist interval is 5 minutes away)
+      yield* reconciler.watch(report).pipe(Effect.forkScoped)
+      const term = yield* takeEvent(site, "kernel_terminated", kid)
+      assert.strictEqual(term.args[1], "force-terminated")
+      // the server itself said Gone: the report came from the relist that followed
+      assert.isTrue(failures.some((e) => e.reason === "Gone" && e.status === 410), JSON.stringify(failures))
+      assert.isTrue(Option.isNone(yield* Context.get(a.context, KernelRegistry).find(kid)))
     }).pipe(Effect.scoped), { timeout: 180_000 })
 })
