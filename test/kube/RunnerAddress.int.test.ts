@@ -63,6 +63,17 @@ describe("kubernetes.runner-address on the testbed", () => {
       // the recovery annotation records the mode
       assert.strictEqual(JSON.parse(pod.metadata.annotations["backend.ai/kernel"]).runnerAddress, "pod-ip")
 
+      // restart_kernel: a new pod (a new address), reached the same way; still no runner NodePort
+      const restarted = yield* lifecycle.restart(kid, pythonConfig(env))
+      assert.deepStrictEqual([restarted.repl_in_port, restarted.repl_out_port], [2000, 2001])
+      const pod2 = yield* podOf(site, kid)
+      assert.notStrictEqual(pod2.metadata.uid, pod.metadata.uid)
+      const conn2 = yield* runners.get(kid)
+      assert.deepStrictEqual(conn2.endpoint, { host: pod2.status.podIP, replInPort: 2000, replOutPort: 2001 })
+      yield* conn2.status("10 seconds")
+      const svcAfter = yield* serviceOf(site, kid)
+      assert.deepStrictEqual((svcAfter.spec.ports as Array<{ port: number }>).map((p) => p.port), [8080, 8081])
+
       // a kernel without service ports: a headless Service with no ports, nothing allocated
       const bare = crypto.randomUUID()
       const bareConfig = pythonConfig(env)
