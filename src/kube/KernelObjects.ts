@@ -9,6 +9,7 @@ import { Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import * as path from "node:path"
 import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
+import type { RunnerEndpoint } from "../kernel/RunnerClient.ts"
 import { slotIntegerPart } from "../kernel/SlotDecimal.ts"
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -530,10 +531,6 @@ export interface RunnerPorts {
   readonly replInPort: number
   readonly replOutPort: number
 }
-export interface RunnerEndpoint extends RunnerPorts {
-  /** Empty while the pod has no such address yet. */
-  readonly host: string
-}
 /** A pod's `status.hostIP` and `status.podIP` ("" when not set). */
 export interface PodAddresses {
   readonly hostIP: string
@@ -563,7 +560,7 @@ export const reportedKernelHost = (a: PodAddresses, kernelHostOverride: string):
   kernelHostOverride !== "" ? kernelHostOverride : a.hostIP
 
 /**
- * Where the agent connects to the runner: node-port → the node (or `container.kernel-host`) at the
+ * Where the agent connects to the runner (`host` empty while the pod has no such address): node-port → the node (or `container.kernel-host`) at the
  * REPL NodePorts `ports`; pod-ip → `status.podIP` at 2000/2001 (`container.kernel-host` does not apply).
  */
 export const runnerEndpoint = (a: PodAddresses, mode: RunnerAddress, ports: RunnerPorts, kernelHostOverride: string): RunnerEndpoint =>

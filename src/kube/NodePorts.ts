@@ -2,7 +2,8 @@
  * NodePort allocation. The agent chooses every kernel's NodePorts itself from `container.port-range`
  * (default 30000–31000) and sets them explicitly on the Service; a port the API server reports as
  * taken (422 "provided port is already allocated") is remembered as foreign and another is chosen.
- * Ports of adopted kernels are claimed at start-up. At start-up the cluster's own NodePort range is
+ * Ports of adopted kernels are claimed at start-up. With `kubernetes.runner-address = "pod-ip"` a
+ * kernel gets NodePorts for its service ports only (`exposedPorts`). At start-up the cluster's own NodePort range is
  * probed with a dry-run Service so that a `port-range` outside it is reported clearly.
  */
 import type * as k8s from "@kubernetes/client-node"
@@ -134,7 +135,7 @@ export class NodePorts extends Context.Service<NodePorts, NodePortsShape>()("bai
       const kube = yield* KubeClient
       const range = config.container["port-range"] as readonly [number, number]
       yield* NodePorts.checkClusterRange(kube, config.kubernetes.namespace, range)
-      yield* ensureRunnerFence(kube, config.kubernetes.namespace, agentId, config.kubernetes["network-policy"])
+      yield* ensureRunnerFence(kube, config.kubernetes.namespace, agentId, config.kubernetes["network-policy"], config.kubernetes["runner-address"])
       return yield* NodePorts.make(range)
     })
   )

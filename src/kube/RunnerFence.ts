@@ -6,7 +6,7 @@
  */
 import { Effect } from "effect"
 import * as os from "node:os"
-import { buildRunnerFence } from "./KernelObjects.ts"
+import { buildRunnerFence, type RunnerAddress } from "./KernelObjects.ts"
 import type { KubeClient } from "./KubeClient.ts"
 
 /** This host's own non-loopback addresses: where the agent's connections to the runners come from. */
@@ -30,11 +30,14 @@ export const ensureRunnerFence = Effect.fn("RunnerFence.ensure")(function*(
   kube: KubeClient["Service"],
   namespace: string,
   agentId: string,
-  settings: RunnerFenceSettings
+  settings: RunnerFenceSettings,
+  runnerAddress: RunnerAddress
 ) {
   if (!settings.enabled) {
     yield* Effect.logWarning(
-      "kubernetes.network-policy.enabled = false: the kernels' runner ports (2000/2001 behind NodePorts) accept anyone who reaches a node"
+      runnerAddress === "pod-ip"
+        ? "kubernetes.network-policy.enabled = false: the kernels' runner ports (2000/2001, no NodePorts with runner-address = \"pod-ip\") accept anyone who reaches the pod network"
+        : "kubernetes.network-policy.enabled = false: the kernels' runner ports (2000/2001 behind NodePorts) accept anyone who reaches a node"
     )
     return undefined
   }
@@ -55,6 +58,6 @@ export const ensureRunnerFence = Effect.fn("RunnerFence.ensure")(function*(
     )
   )
   if (outcome !== undefined) yield* Effect.logError(outcome)
-  else yield* Effect.logInfo(`runner ports fenced by NetworkPolicy ${namespace}/${name}: 2000/2001 only from ${sources.join(", ") || "nobody"}`)
+  else yield* Effect.logInfo(`runner ports fenced by NetworkPolicy ${namespace}/${name}: 2000/2001 only from ${sources.join(", ") || "nobody"} (runner-address ${runnerAddress})`)
   return outcome
 })

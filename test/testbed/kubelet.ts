@@ -4,7 +4,8 @@
 // process and marks the pod Running: the real 19.06 runner in its own network and mount namespace
 // (sandbox.py) when `config.realRunner` is set and the container runs `-m ai.backend.kernel python`,
 // otherwise the simulator runner.ts; confirms graceful deletions; reports exits of
-// restartPolicy=Never pods; plays kube-proxy for NodePort Services (proxy.ts); serves the kubelet API
+// restartPolicy=Never pods; plays kube-proxy for NodePort Services (proxy.ts) and the pod network (each
+// pod's own loopback podIP answers on its container ports: podAddress); serves the kubelet API
 // the API server proxies to (/stats/summary, /containerLogs, /healthz) over HTTPS on each node IP.
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
@@ -15,7 +16,7 @@ import * as path from "node:path"
 import * as readline from "node:readline"
 import * as k8s from "@kubernetes/client-node"
 import { type KubeletConfig, memoryBytes, type NodeSpec } from "./nodes.ts"
-import { NodePortProxy, type Target } from "./proxy.ts"
+import { listenPodAddress, NodePortProxy, type Target } from "./proxy.ts"
 import { resolveImage } from "./registry.ts"
 import { CpuRate, duBytes, type PodUsageInput, processTree, summary, treeUsage } from "./stats.ts"
 
@@ -81,6 +82,8 @@ interface PodState {
   ports: Map<number, number> // container port → local port of the runner (runner.ts)
   /** Unix socket of the pod's sandbox (real runner): every container port is reached through it. */
   sandboxSocket: string | undefined
+  /** Stops the listeners of the pod's own address (podIP:containerPort), once the runner started. */
+  closePodAddress: (() => void) | undefined
   rx: number
   tx: number
   restarts: number
@@ -91,6 +94,14 @@ interface PodState {
 }
 
 const pods = new Map<string, PodState>() // by uid
+
+/**
+ * A pod's address: reachable from this host like a pod network routed to the node, and unique per
+ * testbed: `127.<24 + 8·node index + (seq >> 8 & 7)>.<the third octet of the testbed's node IPs>.<seq>`
+ * (node IPs are `127.0.<k>.2/.3`, k differs between testbeds running side by side).
+ */
+const podIPOf = (node: NodeSpec, seq: number): string =>
+  `127.${24 + 8 * config.nodes.indexOf(node) + ((seq >> 8) & 7)}.${node.ip.split(".")[2]}.${seq & 255}`
 const chains = new Map<string, Promise<void>>()
 const cpuRate = new CpuRate()
 let ipSeq = 2
@@ -345,6 +356,7 @@ const launchRunner = async (st: PodState): Promise<void> => {
   })
   runner.once("exit", (exitCode, signal) => serial(st.pod.metadata!.uid!, () => runnerExited(st, runner, exitCode ?? 128 + (signal === "SIGKILL" ? 9 : 15))))
   if (!(await ready)) return
+  podAddress(st)
   podEvent(st, "Normal", "Started", `Started container ${main.name} (runner pid ${runner.pid})`)
   st.startedAt = new Date()
   const started = st.startedAt
@@ -395,6 +407,7 @@ const stopPod = (uid: string): void => {
   if (st.retry !== undefined) clearTimeout(st.retry)
   killRunner(st)
   if (st.sandboxSocket !== undefined) fs.rmSync(st.sandboxSocket, { force: true })
+  st.closePodAddress?.()
   cpuRate.forget(uid)
   pods.delete(uid)
 }
@@ -413,12 +426,11 @@ const onPod = async (type: string, pod: k8s.V1Pod): Promise<void> => {
   const existing = pods.get(uid)
   if (existing !== undefined) { existing.pod = pod; return }
   if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") return
-  const nodeIndex = config.nodes.indexOf(node) + 1
   const seq = ipSeq++
   const st: PodState = {
-    pod, node, podIP: `10.244.${nodeIndex * 16 + ((seq >> 8) & 15)}.${seq & 255}`,
+    pod, node, podIP: podIPOf(node, seq),
     logDir: path.join(config.podsDir, `${namespace}_${name}_${uid}`),
-    workDir: undefined, workVolume: undefined, runner: undefined, ports: new Map(), sandboxSocket: undefined,
+    workDir: undefined, workVolume: undefined, runner: undefined, ports: new Map(), sandboxSocket: undefined, closePodAddress: undefined,
     rx: 0, tx: 0, restarts: 0, lastTerminated: undefined, startedAt: undefined, stopping: false, retry: undefined,
   }
   fs.mkdirSync(st.logDir, { recursive: true })
@@ -430,6 +442,18 @@ const onPod = async (type: string, pod: k8s.V1Pod): Promise<void> => {
 const matches = (selector: Record<string, string> | undefined, labels: Record<string, string> | undefined): boolean =>
   selector !== undefined && Object.keys(selector).length > 0 && Object.entries(selector).every(([k, v]) => labels?.[k] === v)
 
+/** Where a connection to the pod's `containerPort` goes: its sandbox, or the runner's local port. */
+const podTarget = (st: PodState, containerPort: number | undefined): Target | undefined => {
+  if (st.runner === undefined) return undefined
+  const sock = st.sandboxSocket
+  if (sock !== undefined && containerPort !== undefined && containerPort > 0 && containerPort < 65536) {
+    const connectTo = containerPort
+    return { podUid: st.pod.metadata!.uid!, connect: () => { const s = net.connect(sock); s.write(`${connectTo}\n`); return s } }
+  }
+  const local = containerPort !== undefined ? st.ports.get(containerPort) : undefined
+  return local !== undefined ? { podUid: st.pod.metadata!.uid!, port: local } : undefined
+}
+
 const resolveTarget = (svc: k8s.V1Service, port: k8s.V1ServicePort): Target | undefined => {
   for (const st of pods.values()) {
     if (st.runner === undefined || st.pod.metadata?.namespace !== svc.metadata?.namespace) continue
@@ -440,21 +464,25 @@ const resolveTarget = (svc: k8s.V1Service, port: k8s.V1ServicePort): Target | un
     else {
       for (const c of st.pod.spec!.containers) containerPort ??= c.ports?.find((p) => p.name === tp)?.containerPort
     }
-    const sock = st.sandboxSocket
-    if (sock !== undefined && containerPort !== undefined && containerPort > 0 && containerPort < 65536) {
-      const connectTo = containerPort
-      return { podUid: st.pod.metadata!.uid!, connect: () => { const s = net.connect(sock); s.write(`${connectTo}\n`); return s } }
-    }
-    const local = containerPort !== undefined ? st.ports.get(containerPort) : undefined
-    if (local !== undefined) return { podUid: st.pod.metadata!.uid!, port: local }
+    const target = podTarget(st, containerPort)
+    if (target !== undefined) return target
   }
   return undefined
 }
 
-const proxy = new NodePortProxy(config.nodes.map((n) => n.ip), resolveTarget, (uid, rx, tx) => {
+const countBytes = (uid: string, rx: number, tx: number): void => {
   const st = pods.get(uid)
   if (st !== undefined) { st.rx += rx; st.tx += tx }
-}, log)
+}
+
+/** The pod's own address answers on its declared container ports and those its runner reported. */
+const podAddress = (st: PodState): void => {
+  if (st.closePodAddress !== undefined) return
+  const declared = st.pod.spec!.containers.flatMap((c) => (c.ports ?? []).filter((p) => (p.protocol ?? "TCP") === "TCP").map((p) => p.containerPort))
+  st.closePodAddress = listenPodAddress(st.podIP, [...declared, ...st.ports.keys()], (port) => podTarget(st, port), countBytes, log)
+}
+
+const proxy = new NodePortProxy(config.nodes.map((n) => n.ip), resolveTarget, countBytes, log)
 
 // ---- kubelet API -----------------------------------------------------------------------------------
 const podUsage = (st: PodState): PodUsageInput => {

@@ -62,25 +62,52 @@ export class NodePortProxy {
   }
 
   private forward(l: Listener, client: net.Socket): void {
-    client.on("error", () => undefined)
-    client.pause()
-    const attempt = (triesLeft: number): void => {
-      const target = this.resolve(l.service, l.port)
-      if (target === undefined) {
-        if (triesLeft > 0) setTimeout(() => attempt(triesLeft - 1), 100)
-        else client.destroy()
-        return
-      }
-      const upstream = "connect" in target ? target.connect() : net.connect({ host: "127.0.0.1", port: target.port })
-      upstream.on("error", () => client.destroy())
-      client.on("close", () => upstream.destroy())
-      upstream.on("close", () => client.destroy())
-      client.on("data", (b: Buffer) => this.count(target.podUid, b.length, 0))
-      upstream.on("data", (b: Buffer) => this.count(target.podUid, 0, b.length))
-      client.pipe(upstream)
-      upstream.pipe(client)
-      client.resume()
-    }
-    attempt(10)
+    forward(client, () => this.resolve(l.service, l.port), this.count)
   }
+}
+
+/** Pipes `client` to the target `resolve` names at connection time (retried for 1 s), byte-counted. */
+const forward = (client: net.Socket, resolve: () => Target | undefined, count: Counter): void => {
+  client.on("error", () => undefined)
+  client.pause()
+  const attempt = (triesLeft: number): void => {
+    const target = resolve()
+    if (target === undefined) {
+      if (triesLeft > 0) setTimeout(() => attempt(triesLeft - 1), 100)
+      else client.destroy()
+      return
+    }
+    const upstream = "connect" in target ? target.connect() : net.connect({ host: "127.0.0.1", port: target.port })
+    upstream.on("error", () => client.destroy())
+    client.on("close", () => upstream.destroy())
+    upstream.on("close", () => client.destroy())
+    client.on("data", (b: Buffer) => count(target.podUid, b.length, 0))
+    upstream.on("data", (b: Buffer) => count(target.podUid, 0, b.length))
+    client.pipe(upstream)
+    upstream.pipe(client)
+    client.resume()
+  }
+  attempt(10)
+}
+
+/**
+ * The pod network's role: a pod's own address (a loopback address of its own, 127.0.0.0/8 all
+ * belongs to `lo`) answers on each of its container ports, forwarding to the pod's runner, so a
+ * client reaches `podIP:2000` as it would on a cluster where the host routes to the pod network.
+ * Returns a function that stops listening.
+ */
+export const listenPodAddress = (
+  podIP: string,
+  containerPorts: Iterable<number>,
+  resolve: (containerPort: number) => Target | undefined,
+  count: Counter,
+  log: (msg: string) => void
+): () => void => {
+  const servers = [...new Set(containerPorts)].map((containerPort) => {
+    const server = net.createServer((client) => forward(client, () => resolve(containerPort), count))
+    server.on("error", (e) => log(`pod address ${podIP}:${containerPort}: ${e.message}`))
+    server.listen(containerPort, podIP)
+    return server
+  })
+  return () => { for (const s of servers) s.close() }
 }

@@ -26,6 +26,8 @@ export interface SiteOptions {
   readonly pullSecret?: string
   /** `kubernetes.termination-grace` in seconds */
   readonly graceSeconds?: number
+  /** `kubernetes.runner-address` (absent: the agent's default) */
+  readonly runnerAddress?: "node-port" | "pod-ip"
 }
 
 const sh = (cmd: string, args: ReadonlyArray<string>) =>
@@ -53,6 +55,8 @@ export class RealNodeAgent extends Context.Service<RealNodeAgent, {
   readonly events: Queue.Queue<AgentEvent>
   /** SIGKILL the agent process and start a new one on the same config; resolves when it answers ping */
   readonly restart: Effect.Effect<void, Error>
+  /** The same, with `kubernetes.runner-address` changed for this and later starts */
+  readonly restartWithRunnerAddress: (mode: "node-port" | "pod-ip") => Effect.Effect<void, Error>
 }>()("test/RealNodeAgent") {
   static layer = (options: SiteOptions = {}) => Layer.effect(RealNodeAgent, make(options))
 }
@@ -91,7 +95,7 @@ const make = (options: SiteOptions) =>
     const graceSeconds = options.graceSeconds ?? 2
     const toml = path.join(scratchRoot, "..", `${path.basename(scratchRoot)}.toml`)
     const log = path.join(env.stateDir, "log", `agent-${etcdNs}.log`)
-    fs.writeFileSync(toml, [
+    const writeToml = (runnerAddress: SiteOptions["runnerAddress"]) => fs.writeFileSync(toml, [
       "[etcd]", `namespace = "${etcdNs}"`, `addr = "${env.etcd}"`,
       "[agent]", `id = "${agentId}"`, `rpc-listen-addr = "127.0.0.1:${rpcPort}"`,
       // kernel-uid/gid: the scratch dir (the pod's /home/work) is given to the entrypoint's `work` user; left
@@ -99,12 +103,14 @@ const make = (options: SiteOptions) =>
       "[container]", `scratch-root = "${scratchRoot}"`, "create-timeout = 120", "kernel-uid = 9001", "kernel-gid = 9001",
       "[kubernetes]", `namespace = "${kubeNs}"`, `kubeconfig = "${env.kubeconfig}"`, `termination-grace = ${graceSeconds}`,
       `node-selector = "${REAL_NODE_LABEL}=true"`,
+      ...(runnerAddress !== undefined ? [`runner-address = "${runnerAddress}"`] : []),
       "[kubernetes.registry]", `url = "${env.registry.url}"`,
       ...(options.pullSecret !== undefined ? [`pull-secret = "${options.pullSecret}"`] : []),
       "[kubernetes.krunner-volume]", 'type = "hostPath"', `path = "${node.krunnerRoot}"`, `python-version = "${node.krunnerPythonVersion}"`,
       "[metrics]", `service-addr = "127.0.0.1:${metricsPort}"`,
       "",
     ].join("\n"))
+    writeToml(options.runnerAddress)
     yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(toml, { force: true })))
 
     const current = yield* Ref.make<ChildProcess | undefined>(undefined)
@@ -136,6 +142,8 @@ const make = (options: SiteOptions) =>
     return RealNodeAgent.of({
       env, node, kubeNs, agentId, scratchRoot, graceSeconds, log, client, events,
       restart: stopProcess("SIGKILL").pipe(Effect.andThen(up)),
+      restartWithRunnerAddress: (mode) =>
+        stopProcess("SIGKILL").pipe(Effect.andThen(Effect.sync(() => writeToml(mode))), Effect.andThen(up)),
     })
   })
 
