@@ -11,7 +11,8 @@
  * Credentials (the Basic password and the Bearer tokens) go only to the registry's own origin
  * (scheme, host and port of `kubernetes.registry.url`): a Bearer realm elsewhere is asked for an
  * anonymous token (a public registry still lists; a private one answers 401 and the listing fails
- * with `Unauthorized`), and a pagination `Link` to another origin is refused. So a registry answer,
+ * with `Unauthorized`) — unless it is plain http on another host, which is not asked at all (fails
+ * with `Unauthorized`) — and a pagination `Link` to another origin is refused. So a registry answer,
  * or whoever can forge one over plain http, cannot make the agent send the pull secret elsewhere.
  *
  * Image names: `<registry host>/<repo>:<tag>` (e.g. `registry.example:5000/lablup/python:3.6-ubuntu18.04`).
@@ -82,6 +83,8 @@ export interface ImageListerOptions {
   readonly verifyTls: boolean
   /** Repositories/tags fetched at once. Default 8. */
   readonly concurrency?: number
+  /** `n` of the paginated `_catalog` and `tags/list` requests. Default 1000. */
+  readonly pageSize?: number
   /** Per request. Default 10 s. */
   readonly requestTimeoutSeconds?: number
   /** Kept between refreshes (bounded by the caller's listing: entries of vanished digests are dropped). */
@@ -186,6 +189,9 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
         }
         if (challenge.service !== undefined) url.searchParams.set("service", challenge.service)
         if (challenge.scope !== undefined) url.searchParams.set("scope", challenge.scope)
+        if (!sameOrigin(url) && url.protocol === "http:" && url.hostname !== base.hostname) {
+          return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `the Bearer realm ${url.origin} is plain http on another host than the registry ${base.origin}: refused` })
+        }
         const withCredentials = basic !== undefined && sameOrigin(url)
         if (basic !== undefined && !withCredentials) {
           yield* Effect.logWarning(`registry token realm ${url.origin} is not the registry's origin ${base.origin}: asking it for an anonymous token (credentials are never sent elsewhere)`)
@@ -241,13 +247,14 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
         return out
       })
 
-    const repos = yield* paginate(new URL("v2/_catalog?n=1000", base), "registry:catalog:*", (body, url) =>
+    const n = options.pageSize ?? 1000
+    const repos = yield* paginate(new URL(`v2/_catalog?n=${n}`, base), "registry:catalog:*", (body, url) =>
       parseJson(CatalogBody, url, body).pipe(Effect.map((b) => b.repositories ?? [])), false)
 
     const perRepo = Effect.forEach(repos, (repo) =>
       Effect.gen(function*() {
         const scope = `repository:${repo}:pull`
-        const tags = yield* paginate(new URL(`v2/${repo}/tags/list?n=1000`, base), scope, (body, url) =>
+        const tags = yield* paginate(new URL(`v2/${repo}/tags/list?n=${n}`, base), scope, (body, url) =>
           parseJson(TagsBody, url, body).pipe(Effect.map((b) => b.tags ?? [])), true)
         // names the manager cannot parse are left out (see the module comment)
         return isManagerRepo(repo) ? tags.filter(isManagerTag).map((tag) => ({ repo, tag, scope })) : []
