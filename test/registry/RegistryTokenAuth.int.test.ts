@@ -13,7 +13,7 @@ import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { afterAll, beforeAll } from "vitest"
-import { listRegistryImages } from "../../src/registry/Images.ts"
+import { listRegistryImages, registryHttpClientLayer } from "../../src/registry/Images.ts"
 import { freePort } from "../testbed/ports.ts"
 import { pushImage } from "../testbed/registry.ts"
 import { startTokenTestbed, type TokenTestbed } from "./tokenRegistry.ts"
@@ -52,7 +52,7 @@ describe("registry with token auth (real docker-registry, auth: token)", () => {
       const front = yield* Effect.promise(() => tb.tokenServer("127.0.0.1", registry, port))
       const credentials = { username: tb.user, password: tb.password }
 
-      const entries = yield* listRegistryImages({ url: front.origin, credentials, verifyTls: true, pageSize: 2 })
+      const entries = yield* listRegistryImages({ url: front.origin, credentials, pageSize: 2 })
 
       const host = new URL(front.origin).host
       const expected = images.filter((i) => i.labels === kernelspec)
@@ -66,26 +66,26 @@ describe("registry with token auth (real docker-registry, auth: token)", () => {
       const scopes = new Set(seen.flatMap((s) => s.scopes))
       assert.isTrue(scopes.has("registry:catalog:*"))
       for (const repo of new Set(images.map((i) => i.repo))) assert.isTrue(scopes.has(`repository:${repo}:pull`), repo)
-    }))
+    }).pipe(Effect.provide(registryHttpClientLayer(true))))
 
   it.live("a realm on another origin (another port) is asked without credentials; the private registry then refuses", () =>
     Effect.gen(function*() {
       const other = yield* Effect.promise(() => tb.tokenServer("127.0.0.1"))
       const registry = yield* Effect.promise(() => tb.tokenRegistry(`${other.origin}/token`))
-      const e = yield* Effect.flip(listRegistryImages({ url: registry, credentials: { username: tb.user, password: tb.password }, verifyTls: true }))
+      const e = yield* Effect.flip(listRegistryImages({ url: registry, credentials: { username: tb.user, password: tb.password } }))
       assert.strictEqual(e.reason, "Unauthorized")
       const seen = yield* Effect.promise(() => other.seen())
       assert.isAbove(seen.length, 0, "the realm was asked")
       assert.deepStrictEqual(seen.map((s) => s.authorization), seen.map(() => null), "no Authorization to another origin")
-    }))
+    }).pipe(Effect.provide(registryHttpClientLayer(true))))
 
   it.live("a realm over plain http on another host is refused (not asked at all)", () =>
     Effect.gen(function*() {
       const far = yield* Effect.promise(() => tb.tokenServer("127.0.0.2"))
       const registry = yield* Effect.promise(() => tb.tokenRegistry(`${far.origin}/token`))
-      const e = yield* Effect.flip(listRegistryImages({ url: registry, credentials: { username: tb.user, password: tb.password }, verifyTls: true }))
+      const e = yield* Effect.flip(listRegistryImages({ url: registry, credentials: { username: tb.user, password: tb.password } }))
       assert.strictEqual(e.reason, "Unauthorized")
       assert.match(e.message, /plain http/)
       assert.deepStrictEqual(yield* Effect.promise(() => far.seen()), [], "nothing was sent to the other host")
-    }))
+    }).pipe(Effect.provide(registryHttpClientLayer(true))))
 })
