@@ -131,6 +131,8 @@ const request = (client: HttpClient.HttpClient, url: URL, method: "GET" | "HEAD"
       )
     ),
     Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(MAX_REGISTRY_ANSWER_BYTES)),
+    // no b3/traceparent headers to a third party (the registry or a realm on another origin)
+    Effect.provideService(HttpClient.TracerPropagationEnabled, false),
     Effect.mapError((e) =>
       e.reason._tag === "DecodeError"
         ? new RegistryError({ reason: "BadResponse", url: url.href, message: `unreadable answer (at most ${MAX_REGISTRY_ANSWER_BYTES} bytes are read): ${e.message}` })

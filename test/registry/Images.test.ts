@@ -62,6 +62,7 @@ describe("registry images", () => {
 interface Seen {
   readonly path: string
   readonly authorization: string | undefined
+  readonly tracing: ReadonlyArray<string>
 }
 
 /** An HTTP server answering with `handler`, recording every request; closed with the scope. */
@@ -71,7 +72,7 @@ const server = (handler: (req: http.IncomingMessage, res: http.ServerResponse, o
       const seen: Array<Seen> = []
       let origin = ""
       const s = http.createServer((req, res) => {
-        seen.push({ path: req.url ?? "", authorization: req.headers.authorization })
+        seen.push({ path: req.url ?? "", authorization: req.headers.authorization, tracing: Object.keys(req.headers).filter((h) => h === "b3" || h === "traceparent") })
         handler(req, res, origin)
       })
       s.listen(0, "127.0.0.1", () => {
@@ -135,6 +136,7 @@ describe("registry credentials stay with the registry's origin", () => {
       assert.deepStrictEqual(entries.map((e) => e.name), [`${new URL(reg.origin).host}/lablup/python:3.6`])
       assert.isAbove(auth.seen.length, 0, "the token endpoint was asked")
       assert.deepStrictEqual(auth.seen.map((s) => s.authorization), auth.seen.map(() => undefined), "no credentials to another origin")
+      assert.deepStrictEqual([...auth.seen, ...reg.seen].flatMap((s) => s.tracing), [], "no trace context to a third party")
       // the registry itself never saw the password either way after the challenge: only Basic (its own) or the token
       for (const s of reg.seen) assert.include([undefined, basic, "Bearer tok"], s.authorization)
     }).pipe(Effect.provide(registryHttpClientLayer(true)), Effect.scoped))
