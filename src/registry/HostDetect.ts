@@ -9,56 +9,36 @@ import * as dns from "node:dns"
 import * as net from "node:net"
 import * as os from "node:os"
 
-/** A parsed CIDR: family, network as bigint, prefix length. */
+/** A parsed CIDR: family, prefix length, and the subnet as a `node:net` BlockList (the matcher). */
 export interface Cidr {
   readonly family: 4 | 6
-  readonly network: bigint
   readonly prefix: number
+  readonly subnet: net.BlockList
 }
 
-const ipv4ToBigInt = (ip: string): bigint =>
-  ip.split(".").reduce((acc, part) => (acc << 8n) | BigInt(Number(part)), 0n)
-
-const ipv6ToBigInt = (ip: string): bigint | undefined => {
-  let s = ip.split("%")[0]!
-  // an embedded IPv4 tail (::ffff:1.2.3.4)
-  const v4 = /(\d+\.\d+\.\d+\.\d+)$/.exec(s)
-  if (v4 !== null) {
-    const n = ipv4ToBigInt(v4[1]!)
-    s = s.slice(0, -v4[1]!.length) + `${(n >> 16n).toString(16)}:${(n & 0xffffn).toString(16)}`
-  }
-  const [head = "", tail] = s.split("::")
-  const h = head === "" ? [] : head.split(":")
-  const t = tail === undefined || tail === "" ? [] : tail.split(":")
-  const fill = tail === undefined ? 0 : 8 - h.length - t.length
-  const groups = [...h, ...Array.from({ length: fill }, () => "0"), ...t]
-  if (groups.length !== 8) return undefined
-  return groups.reduce((acc, g) => (acc << 16n) | BigInt(parseInt(g || "0", 16)), 0n)
-}
+const familyName = (family: 4 | 6) => (family === 4 ? "ipv4" : "ipv6")
 
 /** Parses "10.0.0.0/8" or "fd00::/64"; a bare address is a /32 (/128). Undefined if malformed. */
 export const parseCidr = (input: string): Cidr | undefined => {
-  const [addr = "", prefixText] = input.trim().split("/")
+  const [addr = "", prefixText, extra] = input.trim().split("/")
   const family = net.isIP(addr)
-  if (family === 0) return undefined
+  if (family === 0 || extra !== undefined) return undefined
   const bits = family === 4 ? 32 : 128
   const prefix = prefixText === undefined ? bits : Number(prefixText)
-  if (!Number.isInteger(prefix) || prefix < 0 || prefix > bits) return undefined
-  const value = family === 4 ? ipv4ToBigInt(addr) : ipv6ToBigInt(addr)
-  if (value === undefined) return undefined
-  const mask = ((1n << BigInt(prefix)) - 1n) << BigInt(bits - prefix)
-  return { family: family as 4 | 6, network: value & mask, prefix }
+  if (prefixText === "" || !Number.isInteger(prefix) || prefix < 0 || prefix > bits) return undefined
+  const subnet = new net.BlockList()
+  subnet.addSubnet(addr, prefix, familyName(family as 4 | 6))
+  return { family: family as 4 | 6, prefix, subnet }
 }
 
-/** Whether `ip` lies inside `cidr`. */
+/**
+ * Whether `ip` (an interface address, possibly with a `%zone`) lies inside `cidr`. Families must
+ * match: an IPv4-mapped IPv6 address is not inside an IPv4 CIDR (BlockList alone would say it is).
+ */
 export const cidrContains = (cidr: Cidr, ip: string): boolean => {
-  const family = net.isIP(ip.split("%")[0]!)
-  if (family !== cidr.family) return false
-  const bits = family === 4 ? 32 : 128
-  const value = family === 4 ? ipv4ToBigInt(ip) : ipv6ToBigInt(ip)
-  if (value === undefined) return false
-  const mask = ((1n << BigInt(cidr.prefix)) - 1n) << BigInt(bits - cidr.prefix)
-  return (value & mask) === cidr.network
+  const address = ip.split("%")[0]!
+  const family = net.isIP(address)
+  return family === cidr.family && cidr.subnet.check(address, familyName(cidr.family))
 }
 
 /** Local interface addresses as `os.networkInterfaces()` reports them. */

@@ -11,7 +11,8 @@
  * Credentials (the Basic password and the Bearer tokens) go only to the registry's own origin
  * (scheme, host and port of `kubernetes.registry.url`): a Bearer realm elsewhere is asked for an
  * anonymous token (a public registry still lists; a private one answers 401 and the listing fails
- * with `Unauthorized`), and a pagination `Link` to another origin is refused. So a registry answer,
+ * with `Unauthorized`) — unless it is plain http on another host, which is not asked at all (fails
+ * with `Unauthorized`) — and a pagination `Link` to another origin is refused. So a registry answer,
  * or whoever can forge one over plain http, cannot make the agent send the pull secret elsewhere.
  *
  * Image names: `<registry host>/<repo>:<tag>` (e.g. `registry.example:5000/lablup/python:3.6-ubuntu18.04`).
@@ -33,9 +34,9 @@
  * The packed value is `snappy raw block(msgpack([[name, digest], ...]))` (python-snappy
  * `snappy.compress` / `uncompress` format; snappyjs produces the raw block format).
  */
-import { Context, Effect, Layer, Option, Schedule, Schema } from "effect"
-import * as http from "node:http"
-import * as https from "node:https"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import { ByteSize, Context, Effect, Layer, Option, Schedule, Schema, type Scope } from "effect"
+import { type Headers, HttpClient, HttpClientRequest, HttpIncomingMessage } from "effect/http"
 import { createRequire } from "node:module"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { KubeClient, optional } from "../kube/KubeClient.ts"
@@ -79,9 +80,10 @@ export interface ImageListerOptions {
   /** Base URL, e.g. "https://registry.example:5000". */
   readonly url: string
   readonly credentials: RegistryCredentials | undefined
-  readonly verifyTls: boolean
   /** Repositories/tags fetched at once. Default 8. */
   readonly concurrency?: number
+  /** `n` of the paginated `_catalog` and `tags/list` requests. Default 1000. */
+  readonly pageSize?: number
   /** Per request. Default 10 s. */
   readonly requestTimeoutSeconds?: number
   /** Kept between refreshes (bounded by the caller's listing: entries of vanished digests are dropped). */
@@ -90,9 +92,16 @@ export interface ImageListerOptions {
 
 interface HttpResponse {
   readonly status: number
-  readonly headers: http.IncomingHttpHeaders
+  readonly headers: Headers.Headers
   readonly body: string
 }
+
+/**
+ * The largest answer read from the registry or its token realm (a catalog page of 1000 names is
+ * ~50 KiB, the registry caps manifests at 4 MiB, image configs are KiBs): a hostile registry cannot
+ * make the agent buffer without end.
+ */
+export const MAX_REGISTRY_ANSWER_BYTES = 8 * 1024 * 1024
 
 const MANIFEST_ACCEPT = [
   "application/vnd.docker.distribution.manifest.v2+json",
@@ -101,29 +110,37 @@ const MANIFEST_ACCEPT = [
   "application/vnd.oci.image.index.v1+json"
 ].join(", ")
 
-const request = (url: URL, options: {
-  readonly method: "GET" | "HEAD"
-  readonly headers: Record<string, string>
-  readonly verifyTls: boolean
-}): Effect.Effect<HttpResponse, RegistryError> =>
-  Effect.callback<HttpResponse, RegistryError>((resume, signal) => {
-    const lib = url.protocol === "https:" ? https : http
-    const req = lib.request(url, {
-      method: options.method,
-      headers: options.headers,
-      signal,
-      ...(url.protocol === "https:" ? { rejectUnauthorized: options.verifyTls } : {})
-    }, (res) => {
-      const chunks: Array<Buffer> = []
-      res.on("data", (c: Buffer) => chunks.push(c))
-      res.on("end", () => resume(Effect.succeed({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks).toString("utf8") })))
-      res.on("error", (e) => resume(Effect.fail(new RegistryError({ reason: "Unreachable", url: url.href, message: e.message }))))
-    })
-    req.on("error", (e) => {
-      if (!signal.aborted) resume(Effect.fail(new RegistryError({ reason: "Unreachable", url: url.href, message: e.message })))
-    })
-    req.end()
-  })
+/**
+ * The registry's HTTP client: Node's http/https with one keep-alive agent per client (closed with the
+ * scope), TLS verified unless `verifyTls` is false, redirects not followed. `listRegistryImages` needs it.
+ */
+export const registryHttpClient = (verifyTls: boolean): Effect.Effect<HttpClient.HttpClient, never, Scope.Scope> =>
+  NodeHttpClient.makeAgent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: verifyTls }).pipe(
+    Effect.flatMap((agent) => NodeHttpClient.makeNodeHttp.pipe(Effect.provideService(NodeHttpClient.HttpAgent, agent)))
+  )
+
+/** {@link registryHttpClient} as a layer. */
+export const registryHttpClientLayer = (verifyTls: boolean): Layer.Layer<HttpClient.HttpClient> =>
+  Layer.effect(HttpClient.HttpClient, registryHttpClient(verifyTls))
+
+const request = (client: HttpClient.HttpClient, url: URL, method: "GET" | "HEAD", headers: Record<string, string>): Effect.Effect<HttpResponse, RegistryError> =>
+  client.execute(HttpClientRequest.make(method)(url, { headers })).pipe(
+    Effect.flatMap((res) =>
+      (method === "HEAD" ? Effect.succeed("") : res.text).pipe(
+        Effect.map((body): HttpResponse => ({ status: res.status, headers: res.headers, body }))
+      )
+    ),
+    Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(MAX_REGISTRY_ANSWER_BYTES)),
+    // no b3/traceparent headers to a third party (the registry or a realm on another origin)
+    Effect.provideService(HttpClient.TracerPropagationEnabled, false),
+    Effect.mapError((e) =>
+      e.reason._tag === "DecodeError"
+        ? new RegistryError({ reason: "BadResponse", url: url.href, message: `unreadable answer (at most ${MAX_REGISTRY_ANSWER_BYTES} bytes are read): ${e.message}` })
+        : e.reason._tag === "StatusCodeError" // only through `filterStatusOk` (the token endpoint)
+        ? new RegistryError({ reason: "Unauthorized", url: url.href, message: `answered HTTP ${e.reason.response.status}` })
+        : new RegistryError({ reason: "Unreachable", url: url.href, message: e.message })
+    )
+  )
 
 /** `rel="next"` target of a `Link` header, resolved against `base`. */
 export const nextLink = (link: string | undefined, base: URL): URL | undefined => {
@@ -161,8 +178,9 @@ const parseJson = <S extends Schema.Top & { readonly DecodingServices: never }>(
   )
 
 /** Lists every `<host>/<repo>:<tag>` of the registry with its manifest digest (sorted by name). */
-export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<ReadonlyArray<ImageEntry>, RegistryError> =>
+export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<ReadonlyArray<ImageEntry>, RegistryError, HttpClient.HttpClient> =>
   Effect.gen(function*() {
+    const client = yield* HttpClient.HttpClient
     const base = new URL(options.url.endsWith("/") ? options.url : `${options.url}/`)
     const host = base.host
     const timeout = `${options.requestTimeoutSeconds ?? 10} seconds` as const
@@ -186,12 +204,15 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
         }
         if (challenge.service !== undefined) url.searchParams.set("service", challenge.service)
         if (challenge.scope !== undefined) url.searchParams.set("scope", challenge.scope)
+        if (!sameOrigin(url) && url.protocol === "http:" && url.hostname !== base.hostname) {
+          return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `the Bearer realm ${url.origin} is plain http on another host than the registry ${base.origin}: refused` })
+        }
         const withCredentials = basic !== undefined && sameOrigin(url)
         if (basic !== undefined && !withCredentials) {
           yield* Effect.logWarning(`registry token realm ${url.origin} is not the registry's origin ${base.origin}: asking it for an anonymous token (credentials are never sent elsewhere)`)
         }
-        const res = yield* request(url, { method: "GET", headers: withCredentials ? { authorization: basic } : {}, verifyTls: options.verifyTls })
-        if (res.status !== 200) return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `token endpoint answered ${res.status}` })
+        // any answer but 200 fails as Unauthorized (see `request`)
+        const res = yield* request(HttpClient.filterStatusOk(client), url, "GET", withCredentials ? { authorization: basic } : {})
         const body = yield* parseJson(TokenBody, url, res.body)
         const token = body.token ?? body.access_token
         if (token === undefined) return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: "no token in the answer" })
@@ -210,11 +231,11 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
           else if (basic !== undefined) h.authorization = basic
           return h
         }
-        let res = yield* request(url, { method, headers: headers(), verifyTls: options.verifyTls })
+        let res = yield* request(client, url, method, headers())
         const challenge = res.status === 401 ? parseBearerChallenge(res.headers["www-authenticate"]) : undefined
         if (challenge !== undefined) {
           tokens.set(scope, yield* fetchToken(challenge))
-          res = yield* request(url, { method, headers: headers(), verifyTls: options.verifyTls })
+          res = yield* request(client, url, method, headers())
         }
         if (res.status === 401 || res.status === 403) {
           return yield* new RegistryError({ reason: "Unauthorized", url: url.href, message: `HTTP ${res.status}` })
@@ -236,18 +257,19 @@ export const listRegistryImages = (options: ImageListerOptions): Effect.Effect<R
           if (res.status === 404 && okMissing) return out
           if (res.status !== 200) return yield* new RegistryError({ reason: "BadResponse", url: url.href, message: `HTTP ${res.status}` })
           out.push(...(yield* items(res.body, url)))
-          url = nextLink(res.headers.link as string | undefined, url)
+          url = nextLink(res.headers.link, url)
         }
         return out
       })
 
-    const repos = yield* paginate(new URL("v2/_catalog?n=1000", base), "registry:catalog:*", (body, url) =>
+    const n = options.pageSize ?? 1000
+    const repos = yield* paginate(new URL(`v2/_catalog?n=${n}`, base), "registry:catalog:*", (body, url) =>
       parseJson(CatalogBody, url, body).pipe(Effect.map((b) => b.repositories ?? [])), false)
 
     const perRepo = Effect.forEach(repos, (repo) =>
       Effect.gen(function*() {
         const scope = `repository:${repo}:pull`
-        const tags = yield* paginate(new URL(`v2/${repo}/tags/list?n=1000`, base), scope, (body, url) =>
+        const tags = yield* paginate(new URL(`v2/${repo}/tags/list?n=${n}`, base), scope, (body, url) =>
           parseJson(TagsBody, url, body).pipe(Effect.map((b) => b.tags ?? [])), true)
         // names the manager cannot parse are left out (see the module comment)
         return isManagerRepo(repo) ? tags.filter(isManagerTag).map((tag) => ({ repo, tag, scope })) : []
@@ -374,15 +396,16 @@ export class RegistryImages extends Context.Service<RegistryImages, RegistryImag
     })
 
     const kernelspecCache: KernelspecCache = new Map()
+    // one keep-alive client for the service's lifetime
+    const client = yield* registryHttpClient(options.verifyTls)
     const refresh = Effect.gen(function*() {
       const creds = yield* credentials
       const entries = yield* listRegistryImages({
         url: options.url,
         credentials: creds,
-        verifyTls: options.verifyTls,
         kernelspecCache,
         ...(options.concurrency === undefined ? {} : { concurrency: options.concurrency })
-      })
+      }).pipe(Effect.provideService(HttpClient.HttpClient, client))
       state = { entries, packed: packImages(entries) }
       if (lastError !== undefined) yield* Effect.logInfo(`registry listing works again: ${entries.length} images`)
       else yield* Effect.logDebug(`registry listing: ${entries.length} images`)

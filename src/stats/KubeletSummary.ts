@@ -3,13 +3,16 @@
  * `GET /api/v1/nodes/{node}/proxy/stats/summary`. Only the fields the statistics use are decoded; the
  * kubelet omits empty fields (`omitempty`), so every measurement is optional.
  *
- * The request is a raw HTTPS request with the kubeconfig's credentials over one keep-alive agent (the
- * generated client opens a new TLS connection per call and cannot be aborted): a node that does not
- * answer within `timeoutSeconds` is abandoned (the request is aborted) with `KubeError` reason `Timeout`.
+ * The request goes through effect/http's `HttpClient` (Node http/https) with the kubeconfig's TLS material
+ * and fresh credentials per request over one keep-alive agent (the generated client opens a new TLS
+ * connection per call and cannot be aborted): a node that does not answer within `timeoutSeconds` is
+ * abandoned (the request is interrupted) with `KubeError` reason `Timeout`; an answer over
+ * {@link MAX_SUMMARY_BYTES} fails with reason `Other`.
  */
-import { Context, Effect, Layer, Schema } from "effect"
-import * as http from "node:http"
-import * as https from "node:https"
+import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
+import { ByteSize, Context, Effect, Layer, Schema } from "effect"
+import { HttpIncomingMessage } from "effect/http"
+import type * as https from "node:https"
 import { KubeClient, KubeError, type KubeErrorReason } from "../kube/KubeClient.ts"
 
 const Count = Schema.Number
@@ -68,6 +71,12 @@ export type Summary = typeof Summary.Type
 
 const decodeSummary = Schema.decodeUnknownEffect(Summary)
 
+/**
+ * The largest summary read (a node's summary is ~2 KiB per pod; 110 pods stay far below): a node
+ * proxy answering without end fails the read instead of filling the agent's memory.
+ */
+export const MAX_SUMMARY_BYTES = 16 * 1024 * 1024
+
 const reasonOf = (status: number): KubeErrorReason =>
   status === 404
     ? "NotFound"
@@ -93,7 +102,6 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
   }) {
     const kube = yield* KubeClient
     const server = new URL(kube.server)
-    const secure = server.protocol === "https:"
     const timeoutSeconds = options?.timeoutSeconds ?? 5
     // TLS material of the kubeconfig, once, for our own keep-alive agent
     const tls: https.RequestOptions = {}
@@ -101,66 +109,50 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
       try: () => kube.config.applyToHTTPSOptions(tls),
       catch: (e) => new KubeError({ reason: "Other", operation: "kubeconfig TLS options", message: String(e) })
     })
-    const agent = yield* Effect.acquireRelease(
-      Effect.sync(() => {
-        const common = { keepAlive: true, maxSockets: options?.maxSockets ?? 8 }
-        return secure
-          ? new https.Agent({
-            ...common,
-            ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
-            ...(tls.cert !== undefined ? { cert: tls.cert } : {}),
-            ...(tls.key !== undefined ? { key: tls.key } : {}),
-            ...(tls.rejectUnauthorized !== undefined ? { rejectUnauthorized: tls.rejectUnauthorized } : {})
-          })
-          : new http.Agent(common)
-      }),
-      (a) => Effect.sync(() => a.destroy())
-    )
+    const agent = yield* NodeHttpClient.makeAgent({
+      keepAlive: true,
+      maxSockets: options?.maxSockets ?? 8,
+      ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
+      ...(tls.cert !== undefined ? { cert: tls.cert } : {}),
+      ...(tls.key !== undefined ? { key: tls.key } : {}),
+      ...(tls.rejectUnauthorized !== undefined ? { rejectUnauthorized: tls.rejectUnauthorized } : {})
+    })
+    const client = yield* NodeHttpClient.makeNodeHttp.pipe(Effect.provideService(NodeHttpClient.HttpAgent, agent))
 
-    const get = (node: string, operation: string, signal: AbortSignal) =>
-      new Promise<string>((resolve, reject) => {
-        // fresh credentials per request (tokens of exec/oidc users rotate)
-        const opts: https.RequestOptions = {}
-        kube.config.applyToHTTPSOptions(opts).then(() => {
-          const req = (secure ? https : http).request({
-            protocol: server.protocol,
-            hostname: server.hostname,
-            port: server.port,
-            path: `${server.pathname.replace(/\/$/, "")}/api/v1/nodes/${encodeURIComponent(node)}/proxy/stats/summary`,
-            method: "GET",
-            headers: { ...opts.headers, accept: "application/json" },
-            ...(opts.auth !== undefined ? { auth: opts.auth } : {}),
-            agent,
-            signal
-          }, (res) => {
-            const chunks: Array<Buffer> = []
-            res.on("data", (c: Buffer) => chunks.push(c))
-            res.on("error", reject)
-            res.on("end", () => {
-              const body = Buffer.concat(chunks).toString("utf8")
-              const status = res.statusCode ?? 0
-              if (status === 200) resolve(body)
-              else {
-                reject(new KubeError({ reason: reasonOf(status), operation, status, message: body.slice(0, 300) }))
-              }
-            })
-          })
-          req.on("error", reject)
-          req.end()
-        }, reject)
+    // fresh credentials per request (tokens of exec/oidc users rotate)
+    const credentials = (operation: string) =>
+      Effect.tryPromise({
+        try: async () => {
+          const opts: https.RequestOptions = {}
+          await kube.config.applyToHTTPSOptions(opts)
+          const headers: Record<string, string> = {}
+          for (const [k, v] of Object.entries(opts.headers ?? {})) if (typeof v === "string") headers[k.toLowerCase()] = v
+          if (opts.auth !== undefined && opts.auth !== null) headers.authorization = `Basic ${Buffer.from(opts.auth).toString("base64")}`
+          return headers
+        },
+        catch: (e) => new KubeError({ reason: "Unauthorized", operation, message: `kubeconfig credentials: ${String(e)}` })
       })
 
     const fetch = (node: string): Effect.Effect<Summary, KubeError> => {
       const operation = `stats summary of node ${node}`
-      return Effect.tryPromise({
-        try: (signal) => get(node, operation, signal),
-        catch: (e) =>
-          e instanceof KubeError ? e : new KubeError({
-            reason: "Unavailable",
-            operation,
-            message: e instanceof Error ? e.message : String(e)
-          })
-      }).pipe(
+      const url = new URL(`${server.pathname.replace(/\/$/, "")}/api/v1/nodes/${encodeURIComponent(node)}/proxy/stats/summary`, server)
+      return credentials(operation).pipe(
+        Effect.flatMap((headers) => client.get(url, { headers, accept: "application/json" })),
+        Effect.flatMap((res) =>
+          res.text.pipe(Effect.flatMap((body) =>
+            res.status === 200
+              ? Effect.succeed(body)
+              : Effect.fail(new KubeError({ reason: reasonOf(res.status), operation, status: res.status, message: body.slice(0, 300) }))
+          ))
+        ),
+        Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(MAX_SUMMARY_BYTES)),
+        Effect.mapError((e) =>
+          e._tag === "KubeError"
+            ? e
+            : e.reason._tag === "DecodeError"
+            ? new KubeError({ reason: "Other", operation, message: `unreadable summary (at most ${MAX_SUMMARY_BYTES} bytes are read): ${e.message}` })
+            : new KubeError({ reason: "Unavailable", operation, message: e.message })
+        ),
         Effect.timeoutOrElse({
           duration: `${timeoutSeconds} seconds`,
           orElse: () => Effect.fail(new KubeError({ reason: "Timeout", operation, message: `no answer within ${timeoutSeconds}s` }))

@@ -4,10 +4,15 @@ import { cidrContains, parseCidr, pickHost, resolveHostname } from "../../src/re
 
 describe("RPC host auto-detection", () => {
   it("parses CIDRs", () => {
-    assert.deepStrictEqual(parseCidr("10.1.2.3/8"), { family: 4, network: 10n << 24n, prefix: 8 })
+    const c = parseCidr("10.1.2.3/8")!
+    assert.deepInclude(c, { family: 4, prefix: 8 })
+    // the host bits of the written address do not matter: the subnet is 10.0.0.0/8
+    assert.isTrue(cidrContains(c, "10.0.0.0"))
+    assert.isTrue(cidrContains(c, "10.255.255.255"))
+    assert.isFalse(cidrContains(c, "11.0.0.0"))
     assert.strictEqual(parseCidr("10.0.0.1")?.prefix, 32)
     assert.strictEqual(parseCidr("fd00::/64")?.family, 6)
-    for (const bad of ["", "10.0.0.0/33", "x/8", "10.0.0/8", "10.0.0.0/-1"]) assert.isUndefined(parseCidr(bad), bad)
+    for (const bad of ["", "10.0.0.0/33", "x/8", "10.0.0/8", "10.0.0.0/-1", "10.0.0.0/", "10.0.0.0/8/8", "10.0.0.0/8.5", "fd00::/129"]) assert.isUndefined(parseCidr(bad), bad)
   })
 
   it("matches addresses", () => {
@@ -19,6 +24,11 @@ describe("RPC host auto-detection", () => {
     assert.isTrue(cidrContains(parseCidr("fd00:1::/32")!, "fd00:1:2::3"))
     assert.isFalse(cidrContains(parseCidr("fd00:1::/32")!, "fd01::3"))
     assert.isTrue(cidrContains(parseCidr("::ffff:0:0/96")!, "::ffff:10.0.0.1"))
+    // families must match (node's BlockList alone maps IPv4-mapped IPv6 addresses onto IPv4 rules)
+    assert.isFalse(cidrContains(parseCidr("10.0.0.0/8")!, "::ffff:10.0.0.1"))
+    assert.isFalse(cidrContains(parseCidr("::ffff:0:0/96")!, "10.0.0.1"))
+    // an interface address with a zone
+    assert.isTrue(cidrContains(parseCidr("fe80::/10")!, "fe80::1%eth0"))
   })
 
   const interfaces = {

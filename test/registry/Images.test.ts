@@ -2,7 +2,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
 import * as http from "node:http"
 import { decodeConfigText } from "../../src/config/AgentConfig.ts"
-import { credentialsFor, isManagerRepo, isManagerTag, listRegistryImages, nextLink, packImages, parseBearerChallenge, unpackImages } from "../../src/registry/Images.ts"
+import { credentialsFor, isManagerRepo, isManagerTag, listRegistryImages, MAX_REGISTRY_ANSWER_BYTES, nextLink, registryHttpClientLayer, packImages, parseBearerChallenge, unpackImages } from "../../src/registry/Images.ts"
 
 describe("registry images", () => {
   it("only tags and repositories backend.ai-common 19.06's ImageRef accepts (docker.py 177, 221–222)", () => {
@@ -62,6 +62,7 @@ describe("registry images", () => {
 interface Seen {
   readonly path: string
   readonly authorization: string | undefined
+  readonly tracing: ReadonlyArray<string>
 }
 
 /** An HTTP server answering with `handler`, recording every request; closed with the scope. */
@@ -71,7 +72,7 @@ const server = (handler: (req: http.IncomingMessage, res: http.ServerResponse, o
       const seen: Array<Seen> = []
       let origin = ""
       const s = http.createServer((req, res) => {
-        seen.push({ path: req.url ?? "", authorization: req.headers.authorization })
+        seen.push({ path: req.url ?? "", authorization: req.headers.authorization, tracing: Object.keys(req.headers).filter((h) => h === "b3" || h === "traceparent") })
         handler(req, res, origin)
       })
       s.listen(0, "127.0.0.1", () => {
@@ -122,22 +123,23 @@ describe("registry credentials stay with the registry's origin", () => {
         json(res, 404, {})
       })
       origin = reg.origin
-      const entries = yield* listRegistryImages({ url: reg.origin, credentials: creds, verifyTls: true })
+      const entries = yield* listRegistryImages({ url: reg.origin, credentials: creds })
       assert.deepStrictEqual(entries, [])
       assert.deepInclude(reg.seen.filter((s) => s.path.startsWith("/token")).map((s) => s.authorization), basic)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.provide(registryHttpClientLayer(true)), Effect.scoped))
 
   it.live("a Bearer realm on another origin gets no credentials (an anonymous token request)", () =>
     Effect.gen(function*() {
       const auth = yield* tokenServer
       const reg = yield* tokenRegistry(() => `${auth.origin}/token`)
-      const entries = yield* listRegistryImages({ url: reg.origin, credentials: creds, verifyTls: true })
+      const entries = yield* listRegistryImages({ url: reg.origin, credentials: creds })
       assert.deepStrictEqual(entries.map((e) => e.name), [`${new URL(reg.origin).host}/lablup/python:3.6`])
       assert.isAbove(auth.seen.length, 0, "the token endpoint was asked")
       assert.deepStrictEqual(auth.seen.map((s) => s.authorization), auth.seen.map(() => undefined), "no credentials to another origin")
+      assert.deepStrictEqual([...auth.seen, ...reg.seen].flatMap((s) => s.tracing), [], "no trace context to a third party")
       // the registry itself never saw the password either way after the challenge: only Basic (its own) or the token
       for (const s of reg.seen) assert.include([undefined, basic, "Bearer tok"], s.authorization)
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.provide(registryHttpClientLayer(true)), Effect.scoped))
 
   it.live("a Link to another origin is not followed with credentials (the listing fails instead)", () =>
     Effect.gen(function*() {
@@ -149,20 +151,49 @@ describe("registry credentials stay with the registry's origin", () => {
         json(res, 404, {})
       })
       origin = reg.origin
-      const e = yield* Effect.flip(listRegistryImages({ url: origin, credentials: creds, verifyTls: true }))
+      const e = yield* Effect.flip(listRegistryImages({ url: origin, credentials: creds }))
       assert.strictEqual(e.reason, "BadResponse")
       assert.match(e.message, /another origin/)
       assert.deepStrictEqual(other.seen, [], "nothing was sent to the other origin")
-    }).pipe(Effect.scoped))
+    }).pipe(Effect.provide(registryHttpClientLayer(true)), Effect.scoped))
 
-  it.live("a realm naming the same machine by another host name gets no credentials (origins compare scheme, host and port)", () =>
+  it.live("a plain-http realm naming the same machine by another host name is refused (origins compare scheme, host and port)", () =>
     Effect.gen(function*() {
       const auth = yield* tokenServer
       const reg = yield* tokenRegistry(() => `${auth.origin.replace("127.0.0.1", "localhost")}/token`)
-      yield* listRegistryImages({ url: reg.origin, credentials: creds, verifyTls: true })
-      assert.isAbove(auth.seen.length, 0)
-      assert.isTrue(auth.seen.every((s) => s.authorization === undefined))
-    }).pipe(Effect.scoped))
+      const e = yield* Effect.flip(listRegistryImages({ url: reg.origin, credentials: creds }))
+      assert.strictEqual(e.reason, "Unauthorized")
+      assert.match(e.message, /plain http on another host/)
+      assert.deepStrictEqual(auth.seen, [], "the realm was not asked")
+    }).pipe(Effect.provide(registryHttpClientLayer(true)), Effect.scoped))
+})
+
+describe("a hostile registry", () => {
+  it.live("an answer larger than MAX_REGISTRY_ANSWER_BYTES fails the listing (BadResponse) instead of being buffered", () =>
+    Effect.gen(function*() {
+      // a well-formed catalog, just too large: one page of many long names
+      const names = Array.from({ length: Math.ceil(MAX_REGISTRY_ANSWER_BYTES / 1000) + 10 }, (_, i) => `r${i}/${"x".repeat(990)}`)
+      const reg = yield* server((req, res) => {
+        if (req.url?.startsWith("/v2/_catalog")) return json(res, 200, { repositories: names })
+        json(res, 404, {})
+      })
+      const e = yield* Effect.flip(listRegistryImages({ url: reg.origin, credentials: undefined }))
+      assert.strictEqual(e.reason, "BadResponse")
+      assert.match(e.message, /at most \d+ bytes/)
+    }).pipe(Effect.provide(registryHttpClientLayer(true)), Effect.scoped))
+
+  it.live("a token endpoint answering other than 200 fails the listing as Unauthorized", () =>
+    Effect.gen(function*() {
+      let origin = ""
+      const reg = yield* server((req, res) => {
+        if (req.url?.startsWith("/token")) return json(res, 500, { error: "down" })
+        return json(res, 401, {}, { "www-authenticate": `Bearer realm="${origin}/token",service="reg"` })
+      })
+      origin = reg.origin
+      const e = yield* Effect.flip(listRegistryImages({ url: reg.origin, credentials: creds }))
+      assert.strictEqual(e.reason, "Unauthorized")
+      assert.match(e.message, /HTTP 500/)
+    }).pipe(Effect.provide(registryHttpClientLayer(true)), Effect.scoped))
 })
 
 describe("registry config", () => {

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the tests need, by group (default: testbed):
 #   testbed      etcd, Redis, the registry, python3 for the runner's `code` mode and the interop peers
-#                (attr: callosum 1.0.3, manager-26 interop), openssl for certificates
+#                (attr: callosum 1.0.3, manager-26 interop), openssl for certificates, jwt + cryptography
+#                for the registry token server (test/registry/token_server.py)
 #   --real-runner  also what the real 19.06 kernel runner needs (interop testbed): its Python packages
 #                for Debian's python3, and unshare/mount (util-linux, mount) for the per-pod network and
 #                mount namespaces (sandbox.py)
@@ -30,7 +31,7 @@ for group in "${groups[@]}"; do
     testbed)
       need_cmd etcd etcd-server; need_cmd redis-server redis-server; need_cmd docker-registry docker-registry
       need_cmd python3 python3; need_cmd openssl openssl; need_cmd curl curl
-      for mod in zmq msgpack snappy redis aiozmq attr; do need_py "$mod" "python3-$mod"; done ;;
+      for mod in zmq msgpack snappy redis aiozmq attr jwt cryptography; do need_py "$mod" "python3-$mod"; done ;;
     --real-runner|real-runner)
       need_cmd etcd etcd-server; need_cmd redis-server redis-server; need_cmd docker-registry docker-registry
       need_cmd python3 python3; need_cmd openssl openssl; need_cmd curl curl

@@ -1,0 +1,95 @@
+// KubeletSummary against a real HTTP socket standing in for the API server's node proxy (the
+// kubeconfig's token must arrive; status, size and silence are provoked): the summary's decoding,
+// the status → KubeError mapping, the size bound and the time bound.
+import { assert, describe, it } from "@effect/vitest"
+import { Effect } from "effect"
+import * as fs from "node:fs"
+import * as http from "node:http"
+import * as os from "node:os"
+import * as path from "node:path"
+import { KubeClient } from "../../src/kube/KubeClient.ts"
+import { KubeletSummary, MAX_SUMMARY_BYTES } from "../../src/stats/KubeletSummary.ts"
+
+interface Seen { readonly url: string; readonly authorization: string | undefined }
+
+/** A fake node proxy answering with `handler`; a KubeletSummary whose kubeconfig points at it. */
+const setup = (handler: (req: http.IncomingMessage, res: http.ServerResponse) => void, timeoutSeconds = 5) =>
+  Effect.gen(function*() {
+    const seen: Array<Seen> = []
+    const sockets = new Set<import("node:net").Socket>()
+    const server = yield* Effect.acquireRelease(
+      Effect.callback<http.Server>((resume) => {
+        const s = http.createServer((req, res) => {
+          seen.push({ url: req.url ?? "", authorization: req.headers.authorization })
+          handler(req, res)
+        })
+        s.on("connection", (c) => { sockets.add(c); c.on("close", () => sockets.delete(c)) })
+        s.listen(0, "127.0.0.1", () => resume(Effect.succeed(s)))
+      }),
+      (s) => Effect.sync(() => { for (const c of sockets) c.destroy(); s.close() })
+    )
+    const port = (server.address() as { port: number }).port
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "kubelet-summary-"))
+    yield* Effect.addFinalizer(() => Effect.sync(() => fs.rmSync(dir, { recursive: true, force: true })))
+    const kubeconfig = path.join(dir, "kubeconfig")
+    fs.writeFileSync(kubeconfig, JSON.stringify({
+      apiVersion: "v1", kind: "Config", "current-context": "c",
+      clusters: [{ name: "k", cluster: { server: `http://127.0.0.1:${port}`, "insecure-skip-tls-verify": true } }],
+      users: [{ name: "u", user: { token: "node-proxy-token" } }],
+      contexts: [{ name: "c", context: { cluster: "k", user: "u" } }]
+    }))
+    const kube = yield* KubeClient.make({ kubeconfig, requestTimeoutSeconds: 5 })
+    const summaries = yield* KubeletSummary.make({ timeoutSeconds }).pipe(Effect.provideService(KubeClient, kube))
+    return { seen, summaries }
+  })
+
+const summary = {
+  node: { nodeName: "n1", cpu: { usageNanoCores: 5 }, memory: { workingSetBytes: 7 } },
+  pods: [{ podRef: { name: "p", namespace: "ns", uid: "u1" }, network: { rxBytes: 1, txBytes: 2 } }]
+}
+
+describe("KubeletSummary", () => {
+  it.live("reads the node proxy's summary with the kubeconfig's credentials and decodes it", () =>
+    Effect.gen(function*() {
+      const { seen, summaries } = yield* setup((_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify(summary))
+      })
+      const s = yield* summaries.fetch("n1")
+      assert.deepStrictEqual(s, summary)
+      assert.deepStrictEqual(seen, [{ url: "/api/v1/nodes/n1/proxy/stats/summary", authorization: "Bearer node-proxy-token" }])
+    }).pipe(Effect.scoped))
+
+  it.live("maps the answer's status to the KubeError reason", () =>
+    Effect.gen(function*() {
+      const status = { n404: 404, n403: 403, n503: 503 } as Record<string, number>
+      const { summaries } = yield* setup((req, res) => {
+        res.writeHead(status[req.url!.split("/")[4]!] ?? 500)
+        res.end("nope")
+      })
+      for (const [node, reason] of [["n404", "NotFound"], ["n403", "Forbidden"], ["n503", "Unavailable"]] as const) {
+        const e = yield* Effect.flip(summaries.fetch(node))
+        assert.strictEqual(e.reason, reason, node)
+        assert.strictEqual(e.message, "nope")
+      }
+    }).pipe(Effect.scoped))
+
+  it.live("an answer larger than MAX_SUMMARY_BYTES fails instead of being buffered", () =>
+    Effect.gen(function*() {
+      const { summaries } = yield* setup((_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        // a well-formed summary, just too large
+        res.end(JSON.stringify({ ...summary, padding: "x".repeat(MAX_SUMMARY_BYTES) }))
+      })
+      const e = yield* Effect.flip(summaries.fetch("n1"))
+      assert.strictEqual(e.reason, "Other")
+      assert.match(e.message, /at most \d+ bytes/)
+    }).pipe(Effect.scoped))
+
+  it.live("a node proxy that never answers fails with Timeout", () =>
+    Effect.gen(function*() {
+      const { summaries } = yield* setup(() => { /* never answers */ }, 1)
+      const e = yield* Effect.flip(summaries.fetch("n1"))
+      assert.strictEqual(e.reason, "Timeout")
+    }).pipe(Effect.scoped))
+})
