@@ -16,6 +16,7 @@ import { KernelRegistry } from "../kernel/KernelRegistry.ts"
 import { KubeClient, optional } from "../kube/KubeClient.ts"
 import type { CreateKernelResult } from "../rpc/AgentRpcs.ts"
 import { CallosumFailure, type CallosumMethod } from "../rpc/callosum/CallosumServer.ts"
+import { bindArguments } from "../rpc/contract/Contract.ts"
 import { ManagerConfig } from "../registry/ManagerConfig.ts"
 import { formatHostPort } from "../domain/Units.ts"
 import * as Bai from "./codec/BaiMsgpack.ts"
@@ -25,7 +26,10 @@ import { StreamEvents, timestamp } from "./StreamEvents.ts"
 
 const typeError = (message: string) => new CallosumFailure({ exception: "TypeError", message })
 
-/** Binds `args`/`kwargs` to `params` (a trailing `?` marks an optional one); `agent_id` is taken out. */
+/**
+ * Binds `args`/`kwargs` to `params` (a trailing `?` marks an optional one) with the contracts' one
+ * binder (`rpc/contract/Contract.ts`); `agent_id` is taken out. Every required parameter must be given.
+ */
 export const bind = (
   method: string,
   params: ReadonlyArray<string>,
@@ -37,14 +41,12 @@ export const bind = (
     if (args.length > names.length) {
       return Effect.fail(typeError(`${method}() takes ${names.length} positional arguments but ${args.length} were given`))
     }
+    const bound = bindArguments(method, params, args, kwargs, "agent_id")
+    if (typeof bound === "string") return Effect.fail(typeError(bound))
     const values: Record<string, unknown> = Object.create(null)
-    args.forEach((a, i) => (values[names[i]!] = a))
-    for (const [k, v] of Object.entries(kwargs)) {
-      if (k === "agent_id") continue
-      if (!names.includes(k)) return Effect.fail(typeError(`${method}() got an unexpected keyword argument '${k}'`))
-      if (k in values) return Effect.fail(typeError(`${method}() got multiple values for argument '${k}'`))
-      values[k] = v
-    }
+    bound.forEach((a, i) => {
+      if (a !== undefined) values[names[i]!] = a
+    })
     for (const p of params) {
       if (!p.endsWith("?") && !(p in values)) return Effect.fail(typeError(`${method}() missing required argument '${p}'`))
     }
