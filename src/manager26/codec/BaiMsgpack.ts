@@ -16,6 +16,7 @@
  * Reading and writing are `Msgpack.ts`'s, in the {@link BAI} dialect: this file holds only what the
  * ext types mean. Decoding also gets that reader's element budget (`DEFAULT_MAX_ELEMENTS`).
  */
+import { Data } from "effect"
 import { Uuid } from "./Uuid.ts"
 import { PickleError, PyDecimal, PyEnum, PyObject, readPickle, writeResourceSlot } from "./Pickle.ts"
 import * as Msgpack from "../../rpc/msgpack/Msgpack.ts"
@@ -33,28 +34,14 @@ export class ExtValue {
 }
 
 /** `ai.backend.common.docker.ImageRef` as the manager pickles it (ext 7). */
-export class ImageRef {
+export class ImageRef extends Data.Class<{
   readonly name: string
   readonly project: string | null
   readonly tag: string
   readonly registry: string
   readonly architecture: string
   readonly isLocal: boolean
-  constructor(fields: {
-    readonly name: string
-    readonly project: string | null
-    readonly tag: string
-    readonly registry: string
-    readonly architecture: string
-    readonly isLocal: boolean
-  }) {
-    this.name = fields.name
-    this.project = fields.project
-    this.tag = fields.tag
-    this.registry = fields.registry
-    this.architecture = fields.architecture
-    this.isLocal = fields.isLocal
-  }
+}> {
   /** `registry/project/name:tag` (the manager's canonical form). */
   get canonical(): string {
     const path = this.project === null || this.project === "" ? this.name : `${this.project}/${this.name}`
