@@ -8,14 +8,14 @@
  */
 import { Clock, Effect, Option } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
-import { kubernetesFailure } from "../domain/Errors.ts"
 import { KernelExecution } from "../kernel/Execute.ts"
-import { KernelFiles } from "../kernel/Files.ts"
 import { KernelLifecycle } from "../kernel/KernelLifecycle.ts"
 import { KernelRegistry } from "../kernel/KernelRegistry.ts"
-import { KubeClient, optional } from "../kube/KubeClient.ts"
 import type { CreateKernelResult } from "../rpc/AgentRpcs.ts"
 import { CallosumFailure, type CallosumMethod } from "../rpc/callosum/CallosumServer.ts"
+import { completeHandlers } from "../rpc/AgentRpcs.ts"
+import { bindArguments } from "../rpc/contract/Contract.ts"
+import { RunnerHandlers } from "../rpc/handlers/Runner.ts"
 import { ManagerConfig } from "../registry/ManagerConfig.ts"
 import { formatHostPort } from "../domain/Units.ts"
 import * as Bai from "./codec/BaiMsgpack.ts"
@@ -25,7 +25,10 @@ import { StreamEvents, timestamp } from "./StreamEvents.ts"
 
 const typeError = (message: string) => new CallosumFailure({ exception: "TypeError", message })
 
-/** Binds `args`/`kwargs` to `params` (a trailing `?` marks an optional one); `agent_id` is taken out. */
+/**
+ * Binds `args`/`kwargs` to `params` (a trailing `?` marks an optional one) with the contracts' one
+ * binder (`rpc/contract/Contract.ts`); `agent_id` is taken out. Every required parameter must be given.
+ */
 export const bind = (
   method: string,
   params: ReadonlyArray<string>,
@@ -37,14 +40,12 @@ export const bind = (
     if (args.length > names.length) {
       return Effect.fail(typeError(`${method}() takes ${names.length} positional arguments but ${args.length} were given`))
     }
+    const bound = bindArguments(method, params, args, kwargs, "agent_id")
+    if (typeof bound === "string") return Effect.fail(typeError(bound))
     const values: Record<string, unknown> = Object.create(null)
-    args.forEach((a, i) => (values[names[i]!] = a))
-    for (const [k, v] of Object.entries(kwargs)) {
-      if (k === "agent_id") continue
-      if (!names.includes(k)) return Effect.fail(typeError(`${method}() got an unexpected keyword argument '${k}'`))
-      if (k in values) return Effect.fail(typeError(`${method}() got multiple values for argument '${k}'`))
-      values[k] = v
-    }
+    bound.forEach((a, i) => {
+      if (a !== undefined) values[names[i]!] = a
+    })
     for (const p of params) {
       if (!p.endsWith("?") && !(p in values)) return Effect.fail(typeError(`${method}() missing required argument '${p}'`))
     }
@@ -156,11 +157,10 @@ export const Manager26Handlers = Effect.gen(function*() {
   const lifecycle = yield* KernelLifecycle
   const registry = yield* KernelRegistry
   const execution = yield* KernelExecution
-  const files = yield* KernelFiles
-  const kube = yield* KubeClient
   const sessions = yield* Sessions
   const stream = yield* StreamEvents
   const presence = yield* Presence
+  const shared = completeHandlers(yield* RunnerHandlers)
   const agentAddr = `tcp://${formatHostPort(manager.rpcAddr)}`
   const scalingGroup = config.agent["scaling-group"]
 
@@ -320,18 +320,12 @@ export const Manager26Handlers = Effect.gen(function*() {
         const kernelId = yield* str("start_service", "kernel_id", v["kernel_id"])
         const service = yield* str("start_service", "service", v["service"])
         const opts = yield* dict("start_service", "opts", v["opts"])
-        return yield* execution.startService(kernelId, service, opts)
+        return yield* shared.start_service(kernelId, service, opts)
       })),
 
+    // the operations both contracts have: the 19.06 handler, behind this contract's argument checks
     method("get_logs", ["kernel_id"], (v) =>
-      Effect.gen(function*() {
-        const kernelId = yield* str("get_logs", "kernel_id", v["kernel_id"])
-        const info = yield* registry.touch(kernelId)
-        const logs = yield* optional(
-          kube.core("read pod log", (api) => api.readNamespacedPodLog({ name: info.objectName, namespace: info.namespace, container: "kernel" }))
-        ).pipe(Effect.mapError(kubernetesFailure))
-        return { logs: logs._tag === "Some" ? String(logs.value) : "" }
-      })),
+      Effect.flatMap(str("get_logs", "kernel_id", v["kernel_id"]), (kernelId) => shared.get_logs(kernelId))),
 
     method("upload_file", ["kernel_id", "filename", "filedata"], (v) =>
       Effect.gen(function*() {
@@ -339,22 +333,21 @@ export const Manager26Handlers = Effect.gen(function*() {
         const filename = yield* str("upload_file", "filename", v["filename"])
         const data = v["filedata"]
         if (!(data instanceof Uint8Array)) return yield* typeError("upload_file: filedata must be bytes")
-        yield* files.upload(kernelId, filename, data)
-        return null
+        return yield* shared.upload_file(kernelId, filename, data)
       })),
 
     method("download_file", ["kernel_id", "filepath"], (v) =>
       Effect.gen(function*() {
         const kernelId = yield* str("download_file", "kernel_id", v["kernel_id"])
         const filepath = yield* str("download_file", "filepath", v["filepath"])
-        return yield* files.download(kernelId, filepath)
+        return yield* shared.download_file(kernelId, filepath)
       })),
 
     method("list_files", ["kernel_id", "path"], (v) =>
       Effect.gen(function*() {
         const kernelId = yield* str("list_files", "kernel_id", v["kernel_id"])
         const path = yield* str("list_files", "path", v["path"])
-        return yield* files.list(kernelId, path)
+        return yield* shared.list_files(kernelId, path)
       })),
 
     method("sync_kernel_registry", ["raw_kernel_session_ids"], (v) =>

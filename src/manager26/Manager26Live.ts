@@ -95,4 +95,4 @@ export const CallosumRpcServer = Layer.unwrap(
       shutdownGrace: `${config.agent["shutdown-grace"]} seconds`
     })
   })
-).pipe(Layer.provide(Layer.effect(CallosumHandlers, Effect.map(Manager26Handlers, (m) => new Map(Object.entries(m))))))
+).pipe(Layer.provide(Layer.effect(CallosumHandlers, Effect.map(Manager26Handlers, CallosumHandlers.fromMethods))))

@@ -1,8 +1,8 @@
 /**
  * THE contract between manager 19.06 and this agent (spec §2.1, K1 / D19): one definition per
  * RPC method with its Python parameter names, a tuple Schema for the positional arguments and a
- * Schema for the result. Independent of the framing: the aiozmq server (`aiozmq/RpcServer.ts`)
- * serves it today, a Callosum transport can serve the same handlers later.
+ * Schema for the result (the shape of `contract/Contract.ts`). Independent of the framing: the
+ * aiozmq wire (`aiozmq/AiozmqServer.ts`) serves it through the one server core (`contract/ServerCore.ts`).
  *
  * Argument schemas decode the msgpack-decoded positional-argument array (lenient like aiozmq's
  * annotation coercion); result schemas encode the handler's value into something the Python-
@@ -10,36 +10,20 @@
  */
 import { Context, Effect, Layer, Schema, SchemaGetter } from "effect"
 import { type DomainError, NotImplemented } from "../domain/Errors.ts"
+import { type AnyContractMethod, type ContractMethod, method } from "./contract/Contract.ts"
 import * as Py from "./msgpack/PySchema.ts"
 
-/** One RPC method. */
-export interface AgentRpc<
+/** One RPC method (the contract shape of `contract/Contract.ts`). */
+export type AgentRpc<
   Name extends string,
   Args extends Schema.Codec<ReadonlyArray<any>, unknown>,
   Success extends Schema.Codec<any, unknown>
-> {
-  readonly name: Name
-  /** Python parameter names, in order (binds keyword arguments; documents the contract). */
-  readonly params: ReadonlyArray<string>
-  /** Positional arguments, decoded from the wire's argument array. */
-  readonly args: Args
-  /** The result, encoded before msgpack. */
-  readonly success: Success
-}
+> = ContractMethod<Name, Args, Success>
 
 /** Any method definition, as seen by a transport. */
-export type AnyAgentRpc = AgentRpc<string, Schema.Codec<ReadonlyArray<any>, unknown>, Schema.Codec<any, unknown>>
+export type AnyAgentRpc = AnyContractMethod
 
-const rpc = <
-  const Name extends string,
-  Args extends Schema.Codec<ReadonlyArray<any>, unknown>,
-  Success extends Schema.Codec<any, unknown>
->(name: Name, params: ReadonlyArray<string>, args: Args, success: Success): AgentRpc<Name, Args, Success> => ({
-  name,
-  params,
-  args,
-  success
-})
+const rpc = method
 
 // ---------------------------------------------------------------------------------------------
 // Result shapes (spec §2.1, §2.3, §8.4)
@@ -149,7 +133,7 @@ export const AgentRpcs = {
   create_kernel: rpc("create_kernel", ["kernel_id", "config"], Schema.Tuple([KernelId, Py.Dict]), CreateKernelResult),
   destroy_kernel: rpc(
     "destroy_kernel",
-    ["kernel_id", "reason"],
+    ["kernel_id", "reason?"],
     Schema.Tuple([KernelId, Schema.optionalKey(Schema.NullOr(Py.Str))]),
     // K1 returns None; D19 returns the kernel's last stat dict
     Schema.Union([Py.Dict, Py.None])
@@ -158,7 +142,7 @@ export const AgentRpcs = {
   interrupt_kernel: rpc("interrupt_kernel", ["kernel_id"], Schema.Tuple([KernelId]), Py.None),
   execute: rpc(
     "execute",
-    ["api_version", "kernel_id", "run_id", "mode", "code", "opts", "flush_timeout"],
+    ["api_version", "kernel_id", "run_id", "mode", "code", "opts", "flush_timeout?"],
     Schema.Tuple([
       Py.Int,
       KernelId,

@@ -135,6 +135,21 @@ describe("ai.backend.common.msgpack", () => {
     assert.instanceOf(opaque, Bai.ExtValue)
   })
 
+  it("decodes with the 19.06 reader's bounds: an element budget and the ext/str rules of one reader", () => {
+    // an array header claiming 1_000_001 nils (each one byte): refused before 1 M slots are allocated
+    const many = Buffer.alloc(5 + 1_000_001, 0xc0)
+    many[0] = 0xdd
+    many.writeUInt32BE(1_000_001, 1)
+    assert.throws(() => Bai.decode(many), Bai.BaiMsgpackError, /more than 1000000 elements/)
+    // one reader: invalid UTF-8 in a short str is refused, int keys are strings, extra bytes are refused
+    assert.throws(() => Bai.decode(Buffer.from([0xa2, 0xc3, 0x28])), Bai.BaiMsgpackError, /UTF-8/)
+    assert.deepStrictEqual(Bai.decode(Buffer.from([0x81, 0x07, 0xa1, 0x61])), { "7": "a" })
+    assert.throws(() => Bai.decode(Buffer.from([0xc0, 0xc0])), Bai.BaiMsgpackError, /extra data/)
+    // and one writer: a Map holding a UUID encodes like the record it stands for
+    const id = Bai.Uuid.parse(kid)!
+    assert.deepStrictEqual(Bai.encode(new Map([["id", id]])), Bai.encode({ id }))
+  })
+
   it("encodes the manager's ping frames byte for byte and ext values (contract §1.4)", () => {
     assert.deepStrictEqual(
       Bai.encode({ type: 2, meth: "ping", okey: new Uint8Array(0), seq: 0, zip: false }),

@@ -10,11 +10,9 @@
  * Key files are pyzmq certificates (`zmq.auth.create_certificates`): `public-key = "<z85>"` and, in
  * the `.key_secret` file, `secret-key = "<z85>"`.
  */
-import { Cause, Effect, Schema, type Scope } from "effect"
+import { Effect, Schema } from "effect"
 import * as fs from "node:fs"
-import * as Zmq from "zeromq"
 
-export const ZAP_ENDPOINT = "inproc://zeromq.zap.01"
 export const ZAP_DOMAIN = "local"
 
 export class CurveConfigError extends Schema.TaggedError<CurveConfigError>()("CurveConfigError", {
@@ -76,35 +74,3 @@ export const zapReply = (request: ReadonlyArray<Buffer>, allowedClientKeys: Read
     Buffer.alloc(0)
   ]
 }
-
-/** Serves ZAP requests for the scope's lifetime (in the default ZeroMQ context, where the ROUTER lives). */
-export const zapHandler = (allowedClientKeys: ReadonlySet<string>): Effect.Effect<void, CurveConfigError, Scope.Scope> =>
-  Effect.gen(function*() {
-    const socket = yield* Effect.acquireRelease(
-      Effect.tryPromise({
-        try: async () => {
-          const s = new Zmq.Reply({ linger: 0 })
-          try {
-            await s.bind(ZAP_ENDPOINT)
-          } catch (cause) {
-            s.close()
-            throw cause
-          }
-          return s
-        },
-        catch: (e) => new CurveConfigError({ file: ZAP_ENDPOINT, message: `ZAP handler not bound: ${String(e)}` })
-      }),
-      (s) => Effect.sync(() => s.close())
-    )
-    yield* Effect.tryPromise(async () => {
-      const request = await socket.receive()
-      const reply = zapReply(request, allowedClientKeys)
-      await socket.send(reply)
-      return reply[2]!.toString() === "200"
-    }).pipe(
-      Effect.flatMap((ok) => (ok ? Effect.void : Effect.logWarning("CURVE: a client with an unknown key was refused"))),
-      Effect.forever,
-      Effect.catchCause((cause) => (socket.closed || Cause.hasInterruptsOnly(cause) ? Effect.void : Effect.logError("ZAP handler stopped", cause))),
-      Effect.forkScoped
-    )
-  })

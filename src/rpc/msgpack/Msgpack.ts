@@ -14,6 +14,11 @@
  *
  * Pure functions: the codec is used from inside effects through `Effect.try` ({@link decodeEffect}),
  * or through the non-throwing {@link decodeResult} / {@link encodeResult} on hot paths.
+ *
+ * The reader and writer are shared with manager 26's `ai.backend.common.msgpack`
+ * (`src/manager26/codec/BaiMsgpack.ts`) through a {@link Dialect}: what ext types mean, which map
+ * keys are allowed, how deep a value may nest and which error class a refusal throws. The default
+ * dialect ({@link PYTHON}) is the one above.
  */
 import { Effect, Schema } from "effect"
 
@@ -41,8 +46,37 @@ export type PyValue =
 
 /** Thrown (only) by {@link decode} / {@link encode}; callers wrap them in `Effect.try`. */
 export class MsgpackFormatError extends Error {
-  override readonly name = "MsgpackFormatError"
+  override readonly name: string = "MsgpackFormatError"
 }
+
+/** A msgpack ext value to write: `code` and its payload. */
+export interface Ext {
+  readonly code: number
+  readonly data: Uint8Array
+}
+
+/**
+ * What differs between the msgpack dialects the agent speaks (aiozmq / manager 19.06 and
+ * `ai.backend.common.msgpack` of manager 26): everything else (the type families, the minimal integer
+ * encodings, UTF-8 checks, length and element bounds) is this file's, once.
+ */
+export interface Dialect {
+  /** Deepest nesting accepted, both ways. */
+  readonly maxDepth: number
+  /** The error class every refusal throws (a subclass of {@link MsgpackFormatError}). */
+  readonly Error: new(message: string) => MsgpackFormatError
+  /** An ext value read from the wire; absent: ext types are refused. */
+  readonly readExt?: (code: number, data: Uint8Array) => unknown
+  /** A non-str map key (already decoded) → its string key, or undefined to refuse it. */
+  readonly mapKey?: (key: unknown) => string | undefined
+  /** A repeated map key is an error (else the last one wins, as in a Python dict). */
+  readonly uniqueKeys?: boolean
+  /** An object to write as an ext value; undefined: not an ext object (encoded as usual or refused). */
+  readonly writeExt?: (value: object) => Ext | undefined
+}
+
+/** msgpack-python `packb(use_bin_type=True)` / `unpackb(raw=False, strict_map_key=True)`, no ext types. */
+export const PYTHON: Dialect = { maxDepth: 512, Error: MsgpackFormatError }
 
 // ---------------------------------------------------------------------------------------------
 // Encoder
@@ -202,10 +236,25 @@ const writeMapHeader = (w: Writer, n: number): void => {
   else w.u8u32(0xdf, n)
 }
 
-const MAX_DEPTH = 512
+const writeExt = (w: Writer, { code, data }: Ext): void => {
+  const n = data.length
+  const fixed = n === 1 ? 0xd4 : n === 2 ? 0xd5 : n === 4 ? 0xd6 : n === 8 ? 0xd7 : n === 16 ? 0xd8 : 0
+  if (fixed !== 0) w.u8u8(fixed, code & 0xff)
+  else if (n <= 0xff) {
+    w.u8u8(0xc7, n)
+    w.u8(code & 0xff)
+  } else if (n <= 0xffff) {
+    w.u8u16(0xc8, n)
+    w.u8(code & 0xff)
+  } else if (n <= 0xffffffff) {
+    w.u8u32(0xc9, n)
+    w.u8(code & 0xff)
+  } else throw new MsgpackFormatError("ext payload too long")
+  w.bytes(data)
+}
 
-const writeValue = (w: Writer, v: unknown, depth: number): void => {
-  if (depth > MAX_DEPTH) throw new MsgpackFormatError("value nested too deeply")
+const writeValue = (w: Writer, v: unknown, depth: number, d: Dialect): void => {
+  if (depth > d.maxDepth) throw new d.Error("value nested too deeply")
   switch (typeof v) {
     case "string":
       return writeStr(w, v)
@@ -223,7 +272,7 @@ const writeValue = (w: Writer, v: unknown, depth: number): void => {
       if (v instanceof Uint8Array) return writeBin(w, v)
       if (Array.isArray(v)) {
         writeArrayHeader(w, v.length)
-        for (const item of v) writeValue(w, item, depth + 1)
+        for (const item of v) writeValue(w, item, depth + 1, d)
         return
       }
       if (v instanceof Map) {
@@ -231,11 +280,15 @@ const writeValue = (w: Writer, v: unknown, depth: number): void => {
         for (const [key, item] of v) {
           if (typeof key !== "string") throw new MsgpackFormatError(`map key must be a string, got ${typeof key}`)
           writeStr(w, key)
-          writeValue(w, item, depth + 1)
+          writeValue(w, item, depth + 1, d)
         }
         return
       }
       const proto = Object.getPrototypeOf(v)
+      if (proto !== Object.prototype && d.writeExt !== undefined) {
+        const ext = d.writeExt(v)
+        if (ext !== undefined) return writeExt(w, ext)
+      }
       if (proto !== Object.prototype && proto !== null) {
         throw new MsgpackFormatError(`cannot encode an instance of ${proto?.constructor?.name ?? "?"}`)
       }
@@ -247,7 +300,7 @@ const writeValue = (w: Writer, v: unknown, depth: number): void => {
         const item = record[key]
         if (item === undefined) continue // absent optional keys; Python has no `undefined`
         writeStr(w, key)
-        writeValue(w, item, depth + 1)
+        writeValue(w, item, depth + 1, d)
       }
       return
     }
@@ -264,17 +317,20 @@ const scratch = new Writer(Buffer.allocUnsafe(SCRATCH_BYTES))
 let scratchInUse = false
 
 /** Encodes a value with Python semantics. Throws {@link MsgpackFormatError} on unencodable input. */
-export const encode = (value: unknown): Buffer => {
+export const encode = (value: unknown): Buffer => encodeWith(PYTHON, value)
+
+/** {@link encode} in another {@link Dialect}. */
+export const encodeWith = (dialect: Dialect, value: unknown): Buffer => {
   if (scratchInUse) {
     const own = new Writer(Buffer.allocUnsafe(128))
-    writeValue(own, value, 0)
+    writeValue(own, value, 0, dialect)
     return own.buf.subarray(0, own.pos)
   }
   scratchInUse = true
   const w = scratch
   w.pos = 0
   try {
-    writeValue(w, value, 0)
+    writeValue(w, value, 0, dialect)
     // grown past the scratch: hand that buffer out (the finally below gives the scratch a fresh one)
     if (w.buf.length > SCRATCH_BYTES) return w.buf.subarray(0, w.pos)
     const out = Buffer.allocUnsafe(w.pos)
@@ -310,22 +366,27 @@ class Reader {
   readonly buf: Uint8Array
   readonly view: DataView
   readonly maxElements: number
+  readonly d: Dialect
   pos = 0
   /** values still allowed */
   budget: number
-  constructor(buf: Uint8Array, maxElements: number) {
+  constructor(buf: Uint8Array, maxElements: number, d: Dialect) {
     this.buf = buf
     this.view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength)
     this.maxElements = maxElements
     this.budget = maxElements
+    this.d = d
+  }
+  fail(message: string): never {
+    throw new this.d.Error(message)
   }
   need(n: number): void {
-    if (this.pos + n > this.buf.length) throw new MsgpackFormatError("unexpected end of data")
+    if (this.pos + n > this.buf.length) this.fail("unexpected end of data")
   }
   /** Reserves `n` more values (checked before a container allocates room for them). */
   take(n: number): void {
     this.budget -= n
-    if (this.budget < 0) throw new MsgpackFormatError(`more than ${this.maxElements} elements`)
+    if (this.budget < 0) this.fail(`more than ${this.maxElements} elements`)
   }
 }
 
@@ -338,19 +399,19 @@ const readStr = (r: Reader, n: number): string => {
     let s = ""
     for (let i = start; i < start + n; i++) {
       const c = r.buf[i]!
-      if (c > 0x7f) return decodeUtf8(r.buf.subarray(start, start + n))
+      if (c > 0x7f) return decodeUtf8(r, r.buf.subarray(start, start + n))
       s += String.fromCharCode(c)
     }
     return s
   }
-  return decodeUtf8(r.buf.subarray(start, start + n))
+  return decodeUtf8(r, r.buf.subarray(start, start + n))
 }
 
-const decodeUtf8 = (bytes: Uint8Array): string => {
+const decodeUtf8 = (r: Reader, bytes: Uint8Array): string => {
   try {
     return utf8Decoder.decode(bytes)
   } catch {
-    throw new MsgpackFormatError("invalid UTF-8 in str")
+    return r.fail("invalid UTF-8 in str")
   }
 }
 
@@ -364,7 +425,7 @@ const readBin = (r: Reader, n: number): Uint8Array => {
 
 const readArray = (r: Reader, n: number, depth: number): Array<unknown> => {
   // every element takes at least one byte: reject impossible lengths before allocating
-  if (n > r.buf.length - r.pos) throw new MsgpackFormatError("array length exceeds data")
+  if (n > r.buf.length - r.pos) r.fail("array length exceeds data")
   r.take(n)
   const out = new Array<unknown>(n)
   for (let i = 0; i < n; i++) out[i] = readValue(r, depth + 1)
@@ -372,12 +433,15 @@ const readArray = (r: Reader, n: number, depth: number): Array<unknown> => {
 }
 
 const readMap = (r: Reader, n: number, depth: number): Record<string, unknown> => {
-  if (n * 2 > r.buf.length - r.pos) throw new MsgpackFormatError("map length exceeds data")
+  if (n * 2 > r.buf.length - r.pos) r.fail("map length exceeds data")
   r.take(n * 2)
   const out: Record<string, unknown> = {}
+  const d = r.d
   for (let i = 0; i < n; i++) {
-    const key = readValue(r, depth + 1)
-    if (typeof key !== "string") throw new MsgpackFormatError("map key is not a str")
+    const raw = readValue(r, depth + 1)
+    const key = typeof raw === "string" ? raw : d.mapKey?.(raw)
+    if (key === undefined) return r.fail(d.mapKey === undefined ? "map key is not a str" : "map key is not a str, int or UUID")
+    if (d.uniqueKeys === true && Object.prototype.hasOwnProperty.call(out, key)) r.fail(`map key ${JSON.stringify(key)} repeated`)
     const value = readValue(r, depth + 1)
     if (key === "__proto__") Object.defineProperty(out, key, { value, enumerable: true, writable: true, configurable: true })
     else out[key] = value
@@ -385,11 +449,27 @@ const readMap = (r: Reader, n: number, depth: number): Record<string, unknown> =
   return out
 }
 
+const readExt = (r: Reader, t: number, read: (code: number, data: Uint8Array) => unknown): unknown => {
+  let n: number
+  if (t >= 0xd4) n = 1 << (t - 0xd4)
+  else {
+    const size = 1 << (t - 0xc7) // 0xc7: 1 length byte, 0xc8: 2, 0xc9: 4
+    r.need(size)
+    n = size === 1 ? r.view.getUint8(r.pos) : size === 2 ? r.view.getUint16(r.pos) : r.view.getUint32(r.pos)
+    r.pos += size
+  }
+  r.need(1 + n)
+  const code = r.view.getInt8(r.pos)
+  const data = r.buf.subarray(r.pos + 1, r.pos + 1 + n)
+  r.pos += 1 + n
+  return read(code, data)
+}
+
 const toIntNumber = (v: bigint): number | bigint =>
   v >= BigInt(Number.MIN_SAFE_INTEGER) && v <= BigInt(Number.MAX_SAFE_INTEGER) ? Number(v) : v
 
 const readValue = (r: Reader, depth: number): unknown => {
-  if (depth > MAX_DEPTH) throw new MsgpackFormatError("data nested too deeply")
+  if (depth > r.d.maxDepth) r.fail("data nested too deeply")
   r.need(1)
   const t = r.buf[r.pos++]!
   if (t < 0x80) return t
@@ -495,8 +575,9 @@ const readValue = (r: Reader, depth: number): unknown => {
       r.pos += 4
       return readMap(r, n, depth)
     default:
-      // 0xc1 (never used), ext/fixext 0xc7–0xc9, 0xd4–0xd8
-      throw new MsgpackFormatError(`unsupported msgpack type 0x${t.toString(16)}`)
+      // ext 0xc7–0xc9, fixext 0xd4–0xd8 (when the dialect has ext types); 0xc1 is never used
+      if (r.d.readExt !== undefined && ((t >= 0xc7 && t <= 0xc9) || (t >= 0xd4 && t <= 0xd8))) return readExt(r, t, r.d.readExt)
+      return r.fail(`unsupported msgpack type 0x${t.toString(16)}`)
   }
 }
 
@@ -504,11 +585,14 @@ const readValue = (r: Reader, depth: number): unknown => {
  * Decodes exactly one msgpack value (trailing bytes are an error, like Python's `ExtraData`).
  * Throws {@link MsgpackFormatError} on malformed input.
  */
-export const decode = (bytes: Uint8Array, options?: DecodeOptions): unknown => {
-  const r = new Reader(bytes, options?.maxElements ?? DEFAULT_MAX_ELEMENTS)
+export const decode = (bytes: Uint8Array, options?: DecodeOptions): unknown => decodeWith(PYTHON, bytes, options)
+
+/** {@link decode} in another {@link Dialect}. */
+export const decodeWith = (dialect: Dialect, bytes: Uint8Array, options?: DecodeOptions): unknown => {
+  const r = new Reader(bytes, options?.maxElements ?? DEFAULT_MAX_ELEMENTS, dialect)
   r.take(1)
   const value = readValue(r, 0)
-  if (r.pos !== bytes.length) throw new MsgpackFormatError("extra data after the msgpack value")
+  if (r.pos !== bytes.length) r.fail("extra data after the msgpack value")
   return value
 }
 

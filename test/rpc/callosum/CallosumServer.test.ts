@@ -116,4 +116,38 @@ describe("CallosumServer", () => {
       ]
       assert.strictEqual(reply(yield* roundTrip(zipped)).value, "zipped")
     }).pipe(Effect.scoped))
+
+  it.live("the core's admission bounds hold on this wire too: a peer over its in-flight count gets a FAILURE at once", () =>
+    Effect.gen(function*() {
+      const release = yield* Deferred.make<void>()
+      const server = yield* CallosumServer.make({ bind: "tcp://127.0.0.1:*", maxInFlightPerPeer: 1 }).pipe(
+        Effect.provide(CallosumHandlers.layerOf({
+          ping: ([msg]) => Effect.succeed(msg),
+          slow: () => Deferred.await(release).pipe(Effect.as("slow done"))
+        }))
+      )
+      const dealer = yield* Effect.acquireRelease(
+        Effect.sync(() => new Zmq.Dealer({ linger: 0, receiveTimeout: 5000 })),
+        (s) => Effect.sync(() => s.close())
+      )
+      dealer.connect(server.endpoint)
+      yield* Effect.promise(() => dealer.send(request("slow", 1, []) as Array<Buffer>))
+      // the slow request holds the peer's only slot: the next one is refused, not queued
+      const refused = reply(yield* Effect.promise(async () => {
+        await dealer.send(request("ping", 2, ["x"]) as Array<Buffer>)
+        return await dealer.receive()
+      }))
+      assert.deepStrictEqual([refused.header.type, refused.header.seq], [3, 2])
+      assert.strictEqual((refused.meta as Array<string>)[0], "RuntimeError")
+      assert.match((refused.meta as Array<string>)[1]!, /too many requests in flight/)
+      yield* Deferred.succeed(release, undefined)
+      const slow = reply(yield* Effect.promise(() => dealer.receive()))
+      assert.deepStrictEqual([slow.header.seq, slow.value], [1, "slow done"])
+      // the slot is free again
+      const ok = reply(yield* Effect.promise(async () => {
+        await dealer.send(request("ping", 3, ["y"]) as Array<Buffer>)
+        return await dealer.receive()
+      }))
+      assert.strictEqual(ok.value, "y")
+    }).pipe(Effect.scoped))
 })
