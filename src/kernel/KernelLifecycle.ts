@@ -78,7 +78,7 @@ import {
 } from "./KernelConfig.ts"
 import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
 import { LiveKernels } from "./LiveKernels.ts"
-import { RunnerConnections } from "./RunnerClient.ts"
+import { RunnerConnections } from "./runner/RunnerConnections.ts"
 
 export type CreateError =
   | InvalidKernelConfig

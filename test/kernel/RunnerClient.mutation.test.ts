@@ -7,7 +7,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Schedule } from "effect"
 import { encode, PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
-import { decodeEnd, decodeMedia, makeConnection, type PollResult, type RunnerConnection, truncateUtf8 } from "../../src/kernel/RunnerClient.ts"
+import { makeConnection, type RunnerConnection } from "../../src/kernel/runner/RunnerConnection.ts"
+import { decodeEnd, decodeMedia, type PollResult, truncateUtf8 } from "../../src/kernel/runner/RunnerRecords.ts"
 import { fakeRunner } from "./RunnerSupport.ts"
 
 /** Retries `check` until it holds (at most ~10 s). */

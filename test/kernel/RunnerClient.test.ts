@@ -1,16 +1,15 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Duration, Effect, Exit, Fiber, Option, Schedule, Scope } from "effect"
+import { type RunnerConnection, RunnerError } from "../../src/kernel/runner/RunnerConnection.ts"
+import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import {
   KERNEL_MAX_BUFFERED_BYTES,
   MESSAGE_MAX_BYTES,
   type PollResult,
   RECORD_MAX_BYTES,
   RUN_MAX_ITEMS,
-  type RunnerConnection,
-  RunnerConnections,
-  RunnerError,
   truncateUtf8
-} from "../../src/kernel/RunnerClient.ts"
+} from "../../src/kernel/runner/RunnerRecords.ts"
 import { fakeRunner, spawnRunner } from "./RunnerSupport.ts"
 
 const textOf = (polls: ReadonlyArray<PollResult>, stream: "stdout" | "stderr" = "stdout"): string =>
