@@ -49,8 +49,8 @@ export const GROUPS: ReadonlyArray<Group> = [
   },
   {
     name: "runqueue",
-    mutate: ["src/kernel/runner/RunQueue.ts", "src/kernel/runner/RunnerRecords.ts"],
-    tests: ["test/kernel/RunQueue.test.ts", "test/kernel/RunnerRecords.test.ts"]
+    mutate: ["src/kernel/runner/RunQueue.ts"],
+    tests: ["test/kernel/RunQueue.test.ts"]
   },
   {
     name: "msgpack",

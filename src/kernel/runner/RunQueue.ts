@@ -131,18 +131,28 @@ const rebuffer = (q: RunQueue, b: Buffers): RunQueue =>
 const canCoalesce = (last: OutputItem | undefined, item: OutputRecord): last is Extract<OutputItem, { _tag: "Stream" }> =>
   item._tag === "Stream" && last?._tag === "Stream" && last.stream === item.stream
 
-/** Adds one output record to `run` within the budgets; what does not fit is counted as dropped. */
-const append = (b: Buffers, run: Run, item: OutputRecord): readonly [Buffers, Run] => {
-  const size = itemSize(item)
-  const last = run.items[run.items.length - 1]
-  const coalesce = canCoalesce(last, item)
-  if (run.bytes + size > RUN_MAX_BYTES || b.buffered + size > KERNEL_MAX_BUFFERED_BYTES || (run.items.length >= RUN_MAX_ITEMS && !coalesce)) {
-    return [b, { ...run, dropped: run.dropped + 1 }]
+/**
+ * Adds output records to the current run within the budgets; what does not fit is counted as dropped.
+ * (One copy of the run's items per event, not per record.)
+ */
+const appendOutput = (q: Extract<RunQueue, { _tag: "Running" }>, records: ReadonlyArray<OutputRecord>): RunQueue => {
+  const run = q.runs.get(q.current)!
+  const items = [...run.items]
+  let { bytes, dropped } = run
+  let buffered = q.buffered
+  for (const item of records) {
+    const size = itemSize(item)
+    const last = items[items.length - 1]
+    const coalesce = canCoalesce(last, item)
+    if (bytes + size > RUN_MAX_BYTES || buffered + size > KERNEL_MAX_BUFFERED_BYTES || (items.length >= RUN_MAX_ITEMS && !coalesce)) {
+      dropped++
+      continue
+    }
+    items[coalesce ? items.length - 1 : items.length] = coalesce ? { ...last, text: last.text + (item as typeof last).text } : item
+    bytes += size
+    buffered += size
   }
-  const items = coalesce
-    ? [...run.items.slice(0, -1), { ...last, text: last.text + (item as typeof last).text }]
-    : [...run.items, item]
-  return [{ ...b, buffered: b.buffered + size }, { ...run, items, bytes: run.bytes + size }]
+  return RunQueue.Running({ ...q, buffered, runs: withRun(q.runs, { ...run, items, bytes, dropped }) })
 }
 
 /** Starts the waiting attaches while no run is current: a known run only gets its frames. */
@@ -239,11 +249,8 @@ const step = (q: RunQueue, event: Event, commands: Array<Command>): RunQueue => 
     }
     case "Output": {
       if (q._tag !== "Running" || event.items.length === 0) return q
-      let b = buffers(q)
-      let run = q.runs.get(q.current)!
-      for (const item of event.items) [b, run] = append(b, run, item)
       commands.push(Command.Wake({ runId: q.current }))
-      return RunQueue.Running({ ...q, ...b, runs: withRun(b.runs, run) })
+      return appendOutput(q, event.items)
     }
     case "End": {
       const { end } = event
