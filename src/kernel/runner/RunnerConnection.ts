@@ -15,6 +15,10 @@
  * Cancellation (spec §11.3 item 7) never tears the kernel down: an attach cancelled while waiting gives
  * up its place without its frames being sent; a poll is cancel-safe (records leave the run's buffer in
  * one synchronous step, after the wait).
+ *
+ * (A little over 400 lines: the sockets, the REPL-out reconnect rule, the run queue's command
+ * interpreter and the request/reply waiters share one scope and one reader; the rules themselves live
+ * in RunQueue.ts and RunnerRecords.ts.)
  */
 import { Deferred, Duration, Effect, Option, Queue, Schedule, Schema, Semaphore } from "effect"
 import * as Zmq from "zeromq"
@@ -135,11 +139,14 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     if (d !== undefined) Deferred.doneUnsafe(d, outcome)
   }
 
+  const sendUnsafe = (frames: ReadonlyArray<RunnerFrame>): void => {
+    for (const f of frames) Queue.offerUnsafe(outgoing, f)
+  }
+
   const perform = (c: RunQueue.Command): void => {
     switch (c._tag) {
       case "Send":
-        for (const f of c.frames) Queue.offerUnsafe(outgoing, f)
-        return
+        return sendUnsafe(c.frames)
       case "Admit":
         return settle(c.ticket, Effect.void)
       case "Refuse":
@@ -160,10 +167,6 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     queue = next
     for (const c of commands) perform(c)
     return commands
-  }
-
-  const sendUnsafe = (frames: ReadonlyArray<RunnerFrame>): void => {
-    for (const f of frames) Queue.offerUnsafe(outgoing, f)
   }
 
   // ---- replies ------------------------------------------------------------------------------
