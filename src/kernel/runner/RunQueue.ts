@@ -183,7 +183,7 @@ const forget = (b: Buffers, runId: string, commands: Array<Command>): Buffers =>
 /** The current run ended: it waits for collection (the oldest beyond the limit are forgotten), the next run starts. */
 const endCurrent = (q: Extract<RunQueue, { _tag: "Running" }>, commands: Array<Command>): RunQueue => {
   let b: Buffers = { ...buffers(q), uncollected: [...q.uncollected, q.current] }
-  while (b.uncollected.length > MAX_UNCOLLECTED_RUNS) b = forget(b, b.uncollected[0]!, commands)
+  for (const old of b.uncollected.slice(0, Math.max(0, b.uncollected.length - MAX_UNCOLLECTED_RUNS))) b = forget(b, old, commands)
   const next = promote(b, q.waiting, commands)
   commands.push(Command.Wake({ runId: q.current }))
   return next
