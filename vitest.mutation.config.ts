@@ -19,10 +19,13 @@ export default defineConfig({
       "test/kernel/SlotDecimal.test.ts",
       "test/stats/StatFormat.test.ts",
       "test/kube/NodeResources.test.ts",
+      "test/kernel/RunQueue.test.ts",
+      "test/kernel/RunnerRecords.test.ts",
       // MUTATION_BASELINE=1: the suite as it was before the *.mutation tests (the "before" column)
       ...(process.env.MUTATION_BASELINE === "1" ? [] : ["test/**/*.mutation.test.ts"])
     ],
-    // zeromq (the runner-queue tests) aborts in worker threads; the pure cores need no sockets
+    // zeromq (the runner connection's socket tests) aborts in worker threads; the pure cores, the run
+    // queue included (RunQueue.test, RunnerRecords.test), need no sockets
     exclude: ["test/kernel/RunnerClient.mutation.test.ts", "test/**/*.int.test.ts", "test/**/*.interop.test.ts", "**/node_modules/**"]
   }
 })

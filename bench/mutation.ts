@@ -48,6 +48,11 @@ export const GROUPS: ReadonlyArray<Group> = [
     tests: ["test/kernel/Files.test.ts", "test/kernel/Files.mutation.test.ts"]
   },
   {
+    name: "runqueue",
+    mutate: ["src/kernel/runner/RunQueue.ts"],
+    tests: ["test/kernel/RunQueue.test.ts"]
+  },
+  {
     name: "msgpack",
     mutate: ["src/rpc/msgpack/Msgpack.ts"],
     tests: ["test/rpc/Msgpack.test.ts", "test/rpc/Msgpack.mutation.test.ts"]

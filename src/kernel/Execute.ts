@@ -29,7 +29,9 @@ import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
 import type { ExecuteResult, StartServiceResult } from "../rpc/AgentRpcs.ts"
 import { KernelRegistry } from "./KernelRegistry.ts"
 import { SELF_TERMINATED } from "./KernelLifecycle.ts"
-import { type PollResult, type RunnerError, type RunnerFrame, RunnerConnections } from "./RunnerClient.ts"
+import type { RunnerError } from "./runner/RunnerConnection.ts"
+import { RunnerConnections } from "./runner/RunnerConnections.ts"
+import type { PollResult, RunnerFrame } from "./runner/RunnerRecords.ts"
 
 /** Longest poll: below manager 19.06's 30 s `execute` timeout with room for the round trip. */
 export const MAX_FLUSH = Duration.seconds(25)

@@ -39,7 +39,7 @@ import { PodWaits } from "./lifecycle/PodWaits.ts"
 import { restartConfig } from "./lifecycle/RestartConfig.ts"
 import { ScratchDirs } from "./lifecycle/ScratchDirs.ts"
 import { LiveKernels } from "./LiveKernels.ts"
-import { RunnerConnections } from "./RunnerClient.ts"
+import { RunnerConnections } from "./runner/RunnerConnections.ts"
 
 export type { CreateError } from "./lifecycle/CreateFlow.ts"
 export { restartConfig } from "./lifecycle/RestartConfig.ts"

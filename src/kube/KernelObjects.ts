@@ -9,7 +9,7 @@ import { Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import * as path from "node:path"
 import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
-import type { RunnerEndpoint } from "../kernel/RunnerClient.ts"
+import type { RunnerEndpoint } from "../kernel/runner/RunnerConnection.ts"
 import { slotIntegerPart } from "../kernel/SlotDecimal.ts"
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by"

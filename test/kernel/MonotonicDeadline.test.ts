@@ -4,7 +4,7 @@
 // poll's first reading, its monotonic time and its sleeps are the real ones.
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, type Duration, Effect, Option } from "effect"
-import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import { spawnRunner } from "./RunnerSupport.ts"
 
 const steppedBack = (real: Clock.Clock, stepMillis: number): Clock.Clock => {

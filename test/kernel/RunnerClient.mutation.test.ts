@@ -7,7 +7,8 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Schedule } from "effect"
 import { encode, PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
-import { decodeEnd, decodeMedia, makeConnection, type PollResult, type RunnerConnection, truncateUtf8 } from "../../src/kernel/RunnerClient.ts"
+import { makeConnection, type RunnerConnection } from "../../src/kernel/runner/RunnerConnection.ts"
+import type { PollResult } from "../../src/kernel/runner/RunnerRecords.ts"
 import { fakeRunner } from "./RunnerSupport.ts"
 
 /** Retries `check` until it holds (at most ~10 s). */
@@ -19,42 +20,6 @@ const eventually = <A>(get: Effect.Effect<A>, check: (a: A) => boolean, what: st
   )
 
 const texts = (p: PollResult) => p.items.map((it) => (it._tag === "Stream" ? `${it.stream}:${it.text}` : it._tag === "Media" ? `media:${it.mime}:${it.data}` : `other:${it.type}:${it.text}`))
-
-describe("record decoding", () => {
-  it("truncateUtf8 never splits a sequence", () => {
-    const euro = Buffer.from("a€b") // 61 e2 82 ac 62
-    assert.deepStrictEqual([...truncateUtf8(euro, 5)], [...euro])
-    assert.deepStrictEqual([...truncateUtf8(euro, 4)], [0x61, 0xe2, 0x82, 0xac])
-    assert.deepStrictEqual([...truncateUtf8(euro, 3)], [0x61])
-    assert.deepStrictEqual([...truncateUtf8(euro, 2)], [0x61])
-    assert.deepStrictEqual([...truncateUtf8(euro, 1)], [0x61])
-    assert.deepStrictEqual([...truncateUtf8(euro, 0)], [])
-    const emoji = Buffer.from("😀😀") // f0 9f 98 80 ×2
-    assert.deepStrictEqual([...truncateUtf8(emoji, 7)], [...emoji.subarray(0, 4)])
-    const junk = Buffer.from([0x80, 0x80, 0x80, 0x80, 0x80, 0x80])
-    assert.strictEqual(truncateUtf8(junk, 5).length, 1, "backs off to max - 4 at most")
-  })
-
-  it("media payloads: JSON {type, data}, else raw HTML", () => {
-    assert.deepStrictEqual(decodeMedia(`{"type":"image/png","data":"AAA="}`), { mime: "image/png", data: "AAA=" })
-    assert.deepStrictEqual(decodeMedia(`{"type":"application/json","data":{"a":1}}`), { mime: "application/json", data: `{"a":1}` })
-    assert.deepStrictEqual(decodeMedia(`{"type":"x/y"}`), { mime: "x/y", data: "null" })
-    assert.deepStrictEqual(decodeMedia(`{"type":1,"data":"d"}`), { mime: "text/html", data: `{"type":1,"data":"d"}` })
-    assert.deepStrictEqual(decodeMedia(`["type"]`), { mime: "text/html", data: `["type"]` })
-    assert.deepStrictEqual(decodeMedia("<b>hi</b>"), { mime: "text/html", data: "<b>hi</b>" })
-  })
-
-  it("end records: exit codes and password prompts", () => {
-    assert.deepStrictEqual(decodeEnd("finished", `{"exitCode": 3}`), { _tag: "End", status: "finished", exitCode: 3, options: null })
-    assert.deepStrictEqual(decodeEnd("finished", `{"exitCode": 1.5}`), { _tag: "End", status: "finished", exitCode: null, options: null })
-    assert.deepStrictEqual(decodeEnd("build-finished", `{"exitCode": "0"}`), { _tag: "End", status: "build-finished", exitCode: null, options: null })
-    assert.deepStrictEqual(decodeEnd("exec-timeout", ""), { _tag: "End", status: "exec-timeout", exitCode: null, options: null })
-    assert.deepStrictEqual(decodeEnd("waiting-input", `{"is_password": true}`), { _tag: "End", status: "waiting-input", exitCode: null, options: { is_password: true } })
-    assert.deepStrictEqual(decodeEnd("waiting-input", `{"is_password": 1}`), { _tag: "End", status: "waiting-input", exitCode: null, options: { is_password: false } })
-    assert.deepStrictEqual(decodeEnd("waiting-input", "junk"), { _tag: "End", status: "waiting-input", exitCode: null, options: { is_password: false } })
-    assert.deepStrictEqual(decodeEnd("clean-finished", "[1]"), { _tag: "End", status: "clean-finished", exitCode: null, options: null })
-  })
-})
 
 const withRunner = <A, E>(f: (conn: RunnerConnection, runner: Effect.Success<typeof fakeRunner>) => Effect.Effect<A, E>) =>
   Effect.scoped(Effect.gen(function*() {

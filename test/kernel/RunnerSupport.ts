@@ -10,7 +10,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { Effect, Scope } from "effect"
 import * as Zmq from "zeromq"
-import type { RunnerEndpoint } from "../../src/kernel/RunnerClient.ts"
+import type { RunnerEndpoint } from "../../src/kernel/runner/RunnerConnection.ts"
 
 const RUNNER = path.join(import.meta.dirname, "..", "testbed", "runner.ts")
 

@@ -8,7 +8,7 @@ import { Context, Effect, Exit, Option, Scope } from "effect"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
-import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import {
   kernelObjects,

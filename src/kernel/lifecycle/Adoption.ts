@@ -21,7 +21,7 @@ import {
 } from "../../kube/KernelObjects.ts"
 import { NodePorts } from "../../kube/NodePorts.ts"
 import { type KernelInfo, KernelRegistry } from "../KernelRegistry.ts"
-import { RunnerConnections } from "../RunnerClient.ts"
+import { RunnerConnections } from "../runner/RunnerConnections.ts"
 import { createFailure, KernelPods } from "./KernelPods.ts"
 
 export interface AdoptionShape {

@@ -1,0 +1,418 @@
+/**
+ * One kernel's connection to its runner (spec §8.1–§8.3): a PUSH socket to the runner's REPL-in port
+ * and a PULL socket from its REPL-out port, both owned by the enclosing scope.
+ *
+ * Per connection: one writer fiber (zeromq.js allows one `send` at a time), one reader fiber that
+ * decodes records (./RunnerRecords.ts) and feeds them to the run queue (./RunQueue.ts, a pure state
+ * machine whose commands this file performs), and a 10 s `status` keep-alive (K2+ behaviour, keeps
+ * NAT/conntrack entries alive). `completion`, `service-result` and `status` replies go to their own
+ * waiters (a reply nobody waits for is dropped).
+ *
+ * The kernel is an adversary (issue 13): the PULL socket refuses messages over
+ * {@link MESSAGE_MAX_BYTES} (ZeroMQ disconnects the peer) and queues at most {@link RECEIVE_HWM}
+ * messages; the run queue bounds what a kernel's runs buffer.
+ *
+ * Cancellation (spec §11.3 item 7) never tears the kernel down: an attach cancelled while waiting gives
+ * up its place without its frames being sent; a poll is cancel-safe (records leave the run's buffer in
+ * one synchronous step, after the wait).
+ *
+ * (A little over 400 lines: the sockets, the REPL-out reconnect rule, the run queue's command
+ * interpreter and the request/reply waiters share one scope and one reader; the rules themselves live
+ * in RunQueue.ts and RunnerRecords.ts.)
+ */
+import { Deferred, Duration, Effect, Option, Queue, Schedule, Schema, Semaphore } from "effect"
+import * as Zmq from "zeromq"
+import { monotonicMillis } from "../../domain/MonotonicClock.ts"
+import { parseJson, type PollResult, RECEIVE_HWM, MESSAGE_MAX_BYTES, makeRecordDecoder, type RunnerFrame } from "./RunnerRecords.ts"
+import * as RunQueue from "./RunQueue.ts"
+
+export class RunnerError extends Schema.TaggedError<RunnerError>()("RunnerError", {
+  reason: Schema.Literals(["Timeout", "Closed", "Protocol", "UnknownRun"]),
+  kernelId: Schema.String,
+  message: Schema.String
+}) {}
+
+export interface RunnerEndpoint {
+  readonly host: string
+  readonly replInPort: number
+  readonly replOutPort: number
+}
+
+export interface RunnerConnection {
+  readonly kernelId: string
+  readonly endpoint: RunnerEndpoint
+  /** send `status`, wait for the `status` reply (msgpack {started_at}) up to `timeout` */
+  readonly status: (timeout: Duration.Input) => Effect.Effect<{ readonly startedAt: number }, RunnerError>
+  /** Queue one message for the writer fiber. */
+  readonly send: (type: string, payload?: string | Uint8Array) => Effect.Effect<void, RunnerError>
+  /** `interrupt` (SIGINT to the running process); no reply. */
+  readonly interrupt: Effect.Effect<void, RunnerError>
+  /**
+   * Makes `runId` the current run (FIFO behind the current one) and sends `frames` in the same step.
+   * If `runId` is the current run (or a finished run whose output was not collected yet) the frames
+   * are sent at once. With `create: false` an unknown run fails with reason `UnknownRun`.
+   */
+  readonly attachRun: (
+    runId: string,
+    frames: ReadonlyArray<RunnerFrame>,
+    options: { readonly create: boolean }
+  ) => Effect.Effect<void, RunnerError>
+  /**
+   * Collects the run's output until a poll-ending record or until `flushTimeout` elapses (None waits
+   * for the end). Records stay buffered when the poll is interrupted. A consumed `finished` forgets
+   * the run.
+   */
+  readonly poll: (runId: string, flushTimeout: Duration.Input) => Effect.Effect<PollResult, RunnerError>
+  /** The current run, if any. */
+  readonly currentRun: Effect.Effect<Option.Option<string>>
+  /** Runs waiting behind the current one. */
+  readonly pendingRuns: Effect.Effect<number>
+  /**
+   * Sends `complete` with `payload` (JSON text) and waits up to `timeout` for the `completion` reply
+   * (one request at a time). None on timeout (the base runner never answers).
+   */
+  readonly complete: (payload: string, timeout: Duration.Input) => Effect.Effect<Option.Option<unknown>, RunnerError>
+  /** Sends `start-service` with `payload` (JSON text) and waits up to `timeout` for `service-result`. */
+  readonly startService: (payload: string, timeout: Duration.Input) => Effect.Effect<Option.Option<unknown>, RunnerError>
+  /** Output bytes buffered for this kernel, all runs together (at most `KERNEL_MAX_BUFFERED_BYTES`). */
+  readonly bufferedBytes: Effect.Effect<number>
+}
+
+/** How long after a REPL-out disconnect ZeroMQ may take to connect again before the agent reconnects by hand. */
+const RECONNECT_CHECK = Duration.seconds(2)
+const KEEPALIVE = Duration.seconds(10)
+
+const tcp = (host: string, port: number): string => `tcp://${host.includes(":") ? `[${host}]` : host}:${port}`
+
+/** Opens a connection whose sockets and fibers live in the enclosing scope. */
+export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint) {
+  const err = (reason: RunnerError["reason"], message: string) => new RunnerError({ reason, kernelId, message })
+  const log = Effect.annotateLogs({ kernelId })
+
+  const push = yield* Effect.acquireRelease(
+    Effect.try({
+      try: () => {
+        const s = new Zmq.Push({ linger: 50 })
+        s.connect(tcp(endpoint.host, endpoint.replInPort))
+        return s
+      },
+      catch: (e) => err("Protocol", `cannot connect to the runner's REPL-in port: ${String(e)}`)
+    }),
+    (s) => Effect.sync(() => s.close())
+  )
+  const pull = yield* Effect.acquireRelease(
+    Effect.try({
+      try: () => {
+        const s = new Zmq.Pull({ linger: 50, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM })
+        void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
+        s.connect(tcp(endpoint.host, endpoint.replOutPort))
+        return s
+      },
+      catch: (e) => err("Protocol", `cannot connect to the runner's REPL-out port: ${String(e)}`)
+    }),
+    (s) => Effect.sync(() => s.close())
+  )
+  const outgoing = yield* Queue.unbounded<RunnerFrame>()
+
+  // ---- the run queue: one state, changed only by `apply`, whose commands run in the same step ----
+
+  let queue: RunQueue.RunQueue = RunQueue.empty
+  let nextTicket = 0
+  /** Attaches waiting for their turn, by ticket. */
+  const tickets = new Map<number, Deferred.Deferred<void, RunnerError>>()
+  /** The pending poll of a run, woken when the run changes. */
+  const pollers = new Map<string, Deferred.Deferred<void>>()
+  /** One poll at a time per run. */
+  const pollLocks = new Map<string, Semaphore.Semaphore>()
+
+  const isClosed = () => queue._tag === "Closed"
+
+  const wake = (runId: string): void => {
+    const d = pollers.get(runId)
+    pollers.delete(runId)
+    if (d !== undefined) Deferred.doneUnsafe(d, Effect.void)
+  }
+
+  const settle = (ticket: number, outcome: Effect.Effect<void, RunnerError>): void => {
+    const d = tickets.get(ticket)
+    tickets.delete(ticket)
+    if (d !== undefined) Deferred.doneUnsafe(d, outcome)
+  }
+
+  const sendUnsafe = (frames: ReadonlyArray<RunnerFrame>): void => {
+    for (const f of frames) Queue.offerUnsafe(outgoing, f)
+  }
+
+  const perform = (c: RunQueue.Command): void => {
+    switch (c._tag) {
+      case "Send":
+        return sendUnsafe(c.frames)
+      case "Admit":
+        return settle(c.ticket, Effect.void)
+      case "Refuse":
+        return settle(c.ticket, Effect.fail(err(c.reason, c.reason === "Closed" ? "runner connection closed" : `no run ${c.runId} on this kernel`)))
+      case "Wake":
+        return wake(c.runId)
+      case "Forget":
+        pollLocks.delete(c.runId)
+        return wake(c.runId)
+      default:
+        return // answers and notices: read by the caller of `apply`
+    }
+  }
+
+  /** One transition of the run queue and its commands, in one synchronous step. */
+  const apply = (event: RunQueue.Event): ReadonlyArray<RunQueue.Command> => {
+    const [next, commands] = RunQueue.transition(queue, event)
+    queue = next
+    for (const c of commands) perform(c)
+    return commands
+  }
+
+  // ---- replies ------------------------------------------------------------------------------
+
+  const statusWaiters = new Set<Deferred.Deferred<{ readonly startedAt: number }, RunnerError>>()
+  /** The request waiting for a `completion` / `service-result` reply, if any (one at a time each). */
+  const replyWaiters = new Map<"completion" | "service-result", Deferred.Deferred<Uint8Array>>()
+
+  // ---- the reader ---------------------------------------------------------------------------
+
+  const decode = makeRecordDecoder()
+
+  const route = (type: string, raw: Uint8Array): Effect.Effect<void> =>
+    Effect.suspend(() => {
+      const { record, truncatedFrom } = decode(type, raw)
+      const capped = Option.isSome(truncatedFrom)
+        ? Effect.logWarning(`runner record '${type}' of ${truncatedFrom.value} bytes truncated`).pipe(log)
+        : Effect.void
+      switch (record._tag) {
+        case "Output":
+          apply(RunQueue.Event.Output({ items: record.items }))
+          return capped
+        case "End": {
+          apply(RunQueue.Event.Output({ items: record.flushed }))
+          const dropped = apply(RunQueue.Event.End({ end: record.end })).some((c) => c._tag === "Dropped")
+          return dropped ? Effect.logDebug(`runner '${type}' without a current run dropped`).pipe(log) : capped
+        }
+        case "Status": {
+          const { startedAt } = record
+          for (const d of statusWaiters) {
+            Deferred.doneUnsafe(
+              d,
+              Option.isSome(startedAt) ? Effect.succeed({ startedAt: startedAt.value }) : Effect.fail(err("Protocol", "malformed status reply"))
+            )
+          }
+          statusWaiters.clear()
+          return Effect.void
+        }
+        case "Reply": {
+          const waiter = replyWaiters.get(record.type)
+          if (waiter === undefined) return Effect.logDebug(`runner '${type}' nobody asked for dropped`).pipe(log)
+          replyWaiters.delete(record.type)
+          Deferred.doneUnsafe(waiter, Effect.succeed(record.data))
+          return Effect.void
+        }
+        case "Ignored":
+          return Effect.void
+      }
+    })
+
+  // ---- fibers -------------------------------------------------------------------------------
+
+  yield* Effect.addFinalizer(() =>
+    Effect.sync(() => {
+      apply(RunQueue.Event.Close())
+      for (const d of statusWaiters) Deferred.doneUnsafe(d, Effect.fail(err("Closed", "runner connection closed")))
+      statusWaiters.clear()
+    })
+  )
+
+  yield* Queue.take(outgoing).pipe(
+    Effect.flatMap(([type, payload]) =>
+      Effect.tryPromise(() => push.send([type, payload])).pipe(
+        Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log))
+      )
+    ),
+    Effect.forever,
+    Effect.forkScoped
+  )
+
+  yield* Effect.tryPromise(() => pull.receive()).pipe(
+    Effect.flatMap((frames) =>
+      frames.length === 2
+        ? route(frames[0]!.toString("latin1"), frames[1]!)
+        : Effect.logWarning(`runner: message with ${frames.length} frames dropped`).pipe(log)
+    ),
+    Effect.forever,
+    Effect.catchCause((cause) => pull.closed ? Effect.void : Effect.logError("runner: reader stopped", cause).pipe(log)),
+    Effect.forkScoped
+  )
+
+  // A message over MESSAGE_MAX_BYTES is a protocol error to ZeroMQ: it drops the connection and,
+  // unlike after a network error, never reconnects by itself. So when a disconnect is not followed by
+  // a new connection within RECONNECT_CHECK, reconnect by hand. (Reconnecting on every disconnect fed
+  // on itself: our own disconnect() reports a disconnect too, and a busy kernel's connection flapped
+  // for good, losing its output.)
+  const replOut = tcp(endpoint.host, endpoint.replOutPort)
+  let connects = 0
+  let checking = false
+  const reconnectIfStuck = (seen: number) =>
+    Effect.sleep(RECONNECT_CHECK).pipe(
+      Effect.andThen(Effect.suspend(() =>
+        isClosed() || connects !== seen
+          ? Effect.void
+          : Effect.logWarning("runner: REPL-out connection dropped and not re-established (oversized record?), reconnecting").pipe(
+            log,
+            Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
+            Effect.andThen(Effect.try(() => pull.connect(replOut))),
+            Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
+          )
+      )),
+      Effect.ensuring(Effect.sync(() => (checking = false)))
+    )
+  yield* Effect.tryPromise(() => pull.events.receive()).pipe(
+    Effect.flatMap((event) => {
+      if (event.type === "connect" || event.type === "handshake") {
+        connects++
+        return Effect.void
+      }
+      if (event.type !== "disconnect" || isClosed() || checking) return Effect.void
+      checking = true
+      return Effect.forkScoped(reconnectIfStuck(connects))
+    }),
+    Effect.forever,
+    Effect.catchCause(() => Effect.void), // the socket closed
+    Effect.forkScoped
+  )
+
+  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
+  // port opens, so pings would only queue up behind it (issue 12 item 7)
+  let servicePending = 0
+  yield* Effect.sync(() => (servicePending === 0 ? sendUnsafe([["status", ""]]) : undefined)).pipe(
+    Effect.repeat(Schedule.spaced(KEEPALIVE)),
+    Effect.forkScoped
+  )
+
+  // ---- operations ---------------------------------------------------------------------------
+
+  const ensureOpen = Effect.suspend(() => isClosed() ? Effect.fail(err("Closed", "runner connection closed")) : Effect.void)
+
+  const send = (type: string, payload: string | Uint8Array = "") => Effect.andThen(ensureOpen, Effect.sync(() => sendUnsafe([[type, payload]])))
+
+  const status = (timeout: Duration.Input) =>
+    Effect.andThen(
+      ensureOpen,
+      Effect.suspend(() => {
+        const d = Deferred.makeUnsafe<{ readonly startedAt: number }, RunnerError>()
+        statusWaiters.add(d)
+        sendUnsafe([["status", ""]])
+        return Deferred.await(d).pipe(
+          Effect.timeoutOrElse({
+            duration: timeout,
+            orElse: () => Effect.fail(err("Timeout", `no status reply within ${Duration.format(Duration.fromInputUnsafe(timeout))}`))
+          }),
+          Effect.ensuring(Effect.sync(() => statusWaiters.delete(d)))
+        )
+      })
+    )
+
+  const attachRun = (runId: string, frames: ReadonlyArray<RunnerFrame>, options: { readonly create: boolean }) =>
+    Effect.suspend(() => {
+      const ticket = nextTicket++
+      const turn = Deferred.makeUnsafe<void, RunnerError>()
+      tickets.set(ticket, turn)
+      apply(RunQueue.Event.Attach({ ticket, runId, frames, create: options.create }))
+      return Deferred.await(turn).pipe(
+        Effect.onInterrupt(() =>
+          Effect.sync(() => {
+            tickets.delete(ticket)
+            apply(RunQueue.Event.Cancel({ ticket }))
+          })
+        )
+      )
+    })
+
+  /** Takes the run's records if the poll can answer now; otherwise a deferred the next change of the run completes. */
+  const collect = (
+    runId: string,
+    windowClosed: boolean
+  ): { readonly answer: Effect.Effect<PollResult, RunnerError> } | { readonly wake: Deferred.Deferred<void> } => {
+    for (const c of apply(RunQueue.Event.Collect({ runId, windowClosed }))) {
+      if (c._tag === "Collected") return { answer: Effect.succeed(c.result) }
+      if (c._tag === "NotCollected") {
+        return { answer: Effect.fail(err(c.reason, c.reason === "Closed" ? "runner connection closed" : `no run ${runId} on this kernel`)) }
+      }
+    }
+    const wake = Deferred.makeUnsafe<void>()
+    pollers.set(runId, wake)
+    return { wake }
+  }
+
+  const poll = (runId: string, flushTimeout: Duration.Input) =>
+    Effect.suspend(() => {
+      if (!queue.runs.has(runId)) return Effect.fail(err("UnknownRun", `no run ${runId} on this kernel`))
+      let lock = pollLocks.get(runId)
+      if (lock === undefined) pollLocks.set(runId, lock = Semaphore.makeUnsafe(1))
+      const window = Duration.toMillis(Duration.fromInputUnsafe(flushTimeout))
+      return Semaphore.withPermit(
+        lock,
+        Effect.gen(function*() {
+          // monotonic: a wall-clock step must neither stretch nor cut the flush window
+          const deadline = (yield* monotonicMillis) + window
+          while (true) {
+            const now = yield* monotonicMillis
+            const next = yield* Effect.sync(() => collect(runId, now >= deadline))
+            if ("answer" in next) return yield* next.answer
+            yield* Deferred.await(next.wake).pipe(Effect.timeoutOption(Duration.millis(deadline - now)))
+          }
+        })
+      )
+    })
+
+  const completeLock = yield* Semaphore.make(1)
+  const serviceLock = yield* Semaphore.make(1)
+
+  const request = (lock: Semaphore.Semaphore, replyType: "completion" | "service-result", type: string, payload: string, timeout: Duration.Input) =>
+    Effect.andThen(
+      ensureOpen,
+      Semaphore.withPermit(
+        lock,
+        Effect.gen(function*() {
+          const waiter = Deferred.makeUnsafe<Uint8Array>()
+          replyWaiters.set(replyType, waiter)
+          sendUnsafe([[type, payload]])
+          const reply = yield* Deferred.await(waiter).pipe(
+            Effect.timeoutOption(timeout),
+            Effect.ensuring(Effect.sync(() => {
+              if (replyWaiters.get(replyType) === waiter) replyWaiters.delete(replyType)
+            }))
+          )
+          if (Option.isNone(reply)) return Option.none()
+          const parsed = parseJson(Buffer.from(reply.value).toString("utf8"))
+          if (Option.isNone(parsed)) return yield* err("Protocol", `malformed ${type} reply`)
+          return parsed
+        })
+      )
+    )
+
+  const conn: RunnerConnection = {
+    kernelId,
+    endpoint,
+    status,
+    send,
+    interrupt: send("interrupt", ""),
+    attachRun,
+    poll,
+    currentRun: Effect.sync(() => RunQueue.currentRun(queue)),
+    pendingRuns: Effect.sync(() => RunQueue.pendingRuns(queue)),
+    complete: (payload, timeout) => request(completeLock, "completion", "complete", payload, timeout),
+    startService: (payload, timeout) =>
+      Effect.acquireUseRelease(
+        Effect.sync(() => servicePending++),
+        () => request(serviceLock, "service-result", "start-service", payload, timeout),
+        () => Effect.sync(() => servicePending--)
+      ),
+    bufferedBytes: Effect.sync(() => RunQueue.bufferedBytes(queue))
+  }
+  return conn
+})

@@ -1,0 +1,92 @@
+/**
+ * The per-kernel registry of runner connections (spec §8.1): one {@link RunnerConnection} per kernel,
+ * each in its own scope forked from the service's, so closing a kernel's connection (or the service)
+ * closes its sockets and fibers.
+ *
+ *   const conns = yield* RunnerConnections
+ *   const conn = yield* conns.open(kid, { host, replInPort, replOutPort })
+ *   const { startedAt } = yield* conn.status("5 seconds")
+ */
+import { Context, Effect, Exit, Layer, Scope, SynchronizedRef } from "effect"
+import { makeConnection, type RunnerConnection, type RunnerEndpoint, RunnerError } from "./RunnerConnection.ts"
+
+interface Entry {
+  readonly connection: RunnerConnection
+  readonly scope: Scope.Closeable
+}
+
+const sameEndpoint = (a: RunnerEndpoint, b: RunnerEndpoint): boolean =>
+  a.host === b.host && a.replInPort === b.replInPort && a.replOutPort === b.replOutPort
+
+export class RunnerConnections extends Context.Service<RunnerConnections, {
+  /** idempotent: connects PUSH→host:replIn and PULL←host:replOut (linger 50 ms) owned by the service's scope, starts the reader/writer fibers and the 10 s `status` keep-alive. A different endpoint for an open kernel replaces its connection. */
+  readonly open: (kernelId: string, endpoint: RunnerEndpoint) => Effect.Effect<RunnerConnection, RunnerError>
+  /** "Closed" if not open */
+  readonly get: (kernelId: string) => Effect.Effect<RunnerConnection, RunnerError>
+  readonly close: (kernelId: string) => Effect.Effect<void>
+  /** Kernel ids with an open connection. */
+  readonly list: Effect.Effect<ReadonlyArray<string>>
+}>()("bai-agent/kernel/RunnerConnections") {
+  static readonly make = Effect.gen(function*() {
+    const serviceScope = yield* Effect.scope
+    const state = yield* SynchronizedRef.make<ReadonlyMap<string, Entry>>(new Map())
+
+    const closeEntry = (entry: Entry) => Scope.close(entry.scope, Exit.void)
+
+    const open = Effect.fn("RunnerConnections.open")(function*(kernelId: string, endpoint: RunnerEndpoint) {
+      return yield* SynchronizedRef.modifyEffect(
+        state,
+        Effect.fnUntraced(function*(m) {
+          const existing = m.get(kernelId)
+          if (existing !== undefined && sameEndpoint(existing.connection.endpoint, endpoint)) {
+            return [existing.connection, m] as const
+          }
+          if (existing !== undefined) yield* closeEntry(existing)
+          const scope = yield* Scope.fork(serviceScope)
+          const connection = yield* makeConnection(kernelId, endpoint).pipe(
+            Scope.provide(scope),
+            Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+          )
+          yield* Effect.logDebug(`runner connection to ${endpoint.host}:${endpoint.replInPort}/${endpoint.replOutPort}`).pipe(
+            Effect.annotateLogs({ kernelId })
+          )
+          const next = new Map(m).set(kernelId, { connection, scope })
+          return [connection, next as ReadonlyMap<string, Entry>] as const
+        })
+      )
+    })
+
+    const get = (kernelId: string) =>
+      SynchronizedRef.get(state).pipe(
+        Effect.flatMap((m) => {
+          const e = m.get(kernelId)
+          return e === undefined
+            ? Effect.fail(new RunnerError({ reason: "Closed", kernelId, message: "no runner connection for this kernel" }))
+            : Effect.succeed(e.connection)
+        })
+      )
+
+    const close = Effect.fn("RunnerConnections.close")(function*(kernelId: string) {
+      yield* SynchronizedRef.updateEffect(
+        state,
+        Effect.fnUntraced(function*(m) {
+          const e = m.get(kernelId)
+          if (e === undefined) return m
+          yield* closeEntry(e)
+          const next = new Map(m)
+          next.delete(kernelId)
+          return next as ReadonlyMap<string, Entry>
+        })
+      )
+    })
+
+    return RunnerConnections.of({
+      open,
+      get,
+      close,
+      list: SynchronizedRef.get(state).pipe(Effect.map((m) => [...m.keys()]))
+    })
+  })
+
+  static readonly layer = Layer.effect(RunnerConnections, RunnerConnections.make)
+}
