@@ -5,6 +5,7 @@
  * table of bench/mutation-table.ts. Each group keeps its own incremental file under .stryker/.
  *
  * Usage: node bench/mutation.ts [group…]   (default: every group)
+ * MUTATION_CONCURRENCY=n overrides stryker.config.json's concurrency (1 on a machine shared with others).
  */
 import { spawnSync } from "node:child_process"
 import { copyFileSync, existsSync, mkdirSync } from "node:fs"
@@ -66,7 +67,14 @@ for (const g of groups) {
   console.log(`\n== ${g.name}: ${g.mutate.join(", ")}`)
   const r = spawnSync(
     "stryker",
-    ["run", "--mutate", g.mutate.join(","), "--incrementalFile", `.stryker/incremental-${g.name}.json`],
+    [
+      "run",
+      "--mutate",
+      g.mutate.join(","),
+      "--incrementalFile",
+      `.stryker/incremental-${g.name}.json`,
+      ...(process.env.MUTATION_CONCURRENCY !== undefined ? ["--concurrency", process.env.MUTATION_CONCURRENCY] : [])
+    ],
     { stdio: "inherit", env: { ...process.env, MUTATION_TESTS: g.tests.join(",") } }
   )
   if (r.status !== 0) {
