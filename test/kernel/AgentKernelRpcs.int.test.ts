@@ -7,6 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Queue, Schedule } from "effect"
 import type { ChildProcess } from "node:child_process"
 import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
@@ -20,8 +21,9 @@ const env: TestbedEnv = inject("testbed")
 const T = { timeout: 300_000 }
 
 /** A site whose manager event address is the site's PULL socket, the agent process and a client. */
-const agentOnSite = Effect.gen(function*() {
-  const site = yield* makeSite(env, { createTimeout: 120 })
+const agentOnSite = (options: { readonly pidFile?: string } = {}) => Effect.gen(function*() {
+  const base = yield* makeSite(env, { createTimeout: 120 })
+  const site = options.pidFile === undefined ? base : { ...base, toml: base.toml.replace("[agent]\n", `[agent]\npid-file = "${options.pidFile}"\n`) }
   yield* Effect.promise(() =>
     seedEtcd(env.etcd, site.etcdNs, {
       redis: env.redis, eventAddr: site.eventAddr, registry: env.registry, vfolderMount: env.vfolderMount, watcherToken: env.watcherToken
@@ -48,7 +50,7 @@ const scratchGone = (site: Site, kid: string) => !fs.existsSync(path.join(site.s
 describe("agent-wide kernel RPCs (agent process)", () => {
   it.live("reset_agent destroys every kernel (agent-reset); clean_all_kernels uses its reason, None → agent-reset", () =>
     Effect.gen(function*() {
-      const { site, files, client } = yield* agentOnSite
+      const { site, files, client } = yield* agentOnSite()
       yield* Effect.gen(function*() {
         const create = () =>
           Effect.gen(function*() {
@@ -82,7 +84,7 @@ describe("agent-wide kernel RPCs (agent process)", () => {
 
   it.live("shutdown_agent(true): kernels destroyed (agent-termination), then the process exits 0", () =>
     Effect.gen(function*() {
-      const { site, files, client, child } = yield* agentOnSite
+      const { site, files, client, child } = yield* agentOnSite()
       yield* Effect.gen(function*() {
         const kid = crypto.randomUUID()
         yield* client.invoke(AgentRpcs.create_kernel, kid, pythonConfig(env))
@@ -95,15 +97,23 @@ describe("agent-wide kernel RPCs (agent process)", () => {
       }).pipe(printLogOnFailure(files.log))
     }).pipe(Effect.scoped), T)
 
-  it.live("shutdown_agent(false): the process exits 0 and the kernel is left running (detached, not destroyed)", () =>
+  it.live("shutdown_agent(false): the process exits 0 and the kernel is left running (detached, not destroyed); the pid file lives as long as the process", () =>
     Effect.gen(function*() {
-      const { site, files, client, child } = yield* agentOnSite
+      const pidFile = path.join(fs.mkdtempSync(path.join(os.tmpdir(), "bai-pid-")), "agent.pid")
+      const { site, files, client, child } = yield* agentOnSite({ pidFile })
       yield* Effect.gen(function*() {
+        // written once start-up is done (bounded wait: the RPC server may answer before), removed on exit
+        const pidText = yield* eventually(Effect.sync(() => (fs.existsSync(pidFile) ? fs.readFileSync(pidFile, "utf8") : "")), (t) => t !== "", 30)
+        assert.strictEqual(pidText, `${child.pid}\n`)
         const kid = crypto.randomUUID()
         yield* client.invoke(AgentRpcs.create_kernel, kid, pythonConfig(env))
         assert.isNull(yield* client.call("shutdown_agent", [false]))
         const exit = yield* exitOf(child).pipe(Effect.timeout("90 seconds"))
         assert.deepStrictEqual(exit, { code: 0, signal: null })
+        assert.isFalse(fs.existsSync(pidFile), "the pid file outlived the agent process")
+        // the log is one JSON object per line (not a terminal): the manager's request is logged
+        const logged = fs.readFileSync(files.log, "utf8").split("\n").filter((l) => l.startsWith("{")).map((l) => JSON.parse(l))
+        assert.isTrue(logged.some((o) => o.message === "shutdown requested by the manager" && o.level === "INFO"))
         assert.deepStrictEqual((yield* kernelObjects(env, site.kubeNs, kid)).sort(), [`ConfigMap/kernel-${kid}`, `Pod/kernel-${kid}`, `Service/kernel-${kid}`])
         assert.isFalse(scratchGone(site, kid))
         // no kernel_terminated for it: the agent's last event for the kernel was kernel_started
@@ -122,7 +132,7 @@ describe("agent-wide kernel RPCs (agent process)", () => {
 
   it.live("refresh_idle pushes a kernel's idle deadline; the reaper loop destroys the untouched one (idle-timeout)", () =>
     Effect.gen(function*() {
-      const { site, files, client } = yield* agentOnSite
+      const { site, files, client } = yield* agentOnSite()
       yield* Effect.gen(function*() {
         const unknown = yield* client.invoke(AgentRpcs.refresh_idle, crypto.randomUUID()).pipe(Effect.flip)
         assert.strictEqual(unknown._tag === "AiozmqRemoteError" ? unknown.excType : unknown._tag, "ai.backend.agent.exception.KernelNotFound")
