@@ -70,7 +70,7 @@ export const podPath = (rel: string): string => (rel === "" ? POD_WORK_DIR : `${
 export const fileMode = (mode: number): string => {
   const fmt = mode & 0o170000
   const type = fmt === 0o040000 ? "d" : fmt === 0o120000 ? "l" : fmt === 0o020000 ? "c" : fmt === 0o060000 ? "b"
-    : fmt === 0o010000 ? "p" : fmt === 0o140000 ? "s" : "-"
+    : fmt === 0o010000 ? "p" : fmt === 0o140000 ? "s" : fmt === 0o100000 ? "-" : "?" // CPython's _stat: '?' for an unknown type
   const bit = (m: number, c: string) => (mode & m ? c : "-")
   const special = (x: number, s: number, lower: string, upper: string) =>
     mode & s ? (mode & x ? lower : upper) : (mode & x ? "x" : "-")

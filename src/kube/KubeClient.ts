@@ -46,8 +46,13 @@ const describeFailure = (e: unknown): { status: number | undefined; message: str
     }
     return { status: e.code, message, serverReason }
   }
-  const err = e as { code?: unknown; message?: unknown }
-  return { status: undefined, message: typeof err?.message === "string" ? err.message : String(e), serverReason: undefined }
+  // client-node's Watch throws a plain Error with `statusCode` for a non-200 answer; fetch fails with
+  // "fetch failed" and the reason (ECONNREFUSED, ENOTFOUND…) in its cause
+  const err = e as { statusCode?: unknown; message?: unknown; cause?: { code?: unknown; message?: unknown } }
+  const status = typeof err?.statusCode === "number" ? err.statusCode : undefined
+  const base = typeof err?.message === "string" ? err.message : String(e)
+  const cause = typeof err?.cause?.code === "string" ? err.cause.code : typeof err?.cause?.message === "string" ? err.cause.message : undefined
+  return { status, message: cause === undefined ? base : `${base}: ${cause}`, serverReason: undefined }
 }
 
 export const toKubeError = (operation: string) => (e: unknown): KubeError => {

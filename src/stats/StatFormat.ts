@@ -92,6 +92,15 @@ export const KernelMetrics: ReadonlyArray<MetricSpec> = [
 export const formatDecimal = (n: number, places = 3): string => {
   if (!Number.isFinite(n)) return "0"
   let s = n.toFixed(places)
+  // an exact tie (the double's decimal expansion ends in 5 right after `places`): toFixed rounds it
+  // away from zero, Python's Decimal.quantize (default context) half-even, so an even last kept digit
+  // keeps the truncation. toFixed is exact up to 100 digits, and a tie ends within places + 1.
+  const exact = n.toFixed(Math.min(100, places + 30))
+  const dot = exact.indexOf(".")
+  if (dot >= 0 && exact[dot + 1 + places] === "5" && /^0*$/.test(exact.slice(dot + 2 + places))) {
+    const truncated = places === 0 ? exact.slice(0, dot) : exact.slice(0, dot + 1 + places)
+    if (Number(truncated[truncated.length - 1]) % 2 === 0) s = truncated
+  }
   if (s.includes(".")) s = s.replace(/0+$/, "").replace(/\.$/, "")
   return s === "-0" ? "0" : s
 }

@@ -56,6 +56,13 @@ const readByPython = (entries: ReadonlyArray<TarEntry>): { readonly members?: Re
   return JSON.parse(r.stdout.toString("utf8"))
 }
 
+describe("fileMode prints '?' for a mode without a known file type, as CPython's stat.filemode (_stat)", () => {
+  // python3 -c "import stat; print(stat.filemode(0o644), stat.filemode(0o170644))" → ?rw-r--r-- ?rw-r--r--
+  it("0o644 → ?rw-r--r--", () => assert.strictEqual(fileMode(0o644), "?rw-r--r--"))
+  it("0o170644 → ?rw-r--r--", () => assert.strictEqual(fileMode(0o170644), "?rw-r--r--"))
+  it("0o100644 stays -rw-r--r--", () => assert.strictEqual(fileMode(0o100644), "-rw-r--r--"))
+})
+
 describe("fileMode is Python's stat.filemode", () => {
   for (const [mode, want] of FILEMODE) {
     it(`${mode.toString(8)} → ${want}`, () => assert.strictEqual(fileMode(mode), want))

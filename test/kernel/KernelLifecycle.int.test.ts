@@ -2,7 +2,7 @@
 // simulated kubelet (runner processes behind NodePorts), etcd; kubectl observes, a ZeroMQ PULL socket
 // plays the manager's event receiver.
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Scope } from "effect"
+import { Context, Effect, Exit, Fiber, Schedule, Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { inject } from "vitest"
@@ -294,8 +294,16 @@ describe("KernelLifecycle on the testbed", () => {
       yield* Effect.gen(function*() {
         const lifecycle = yield* KernelLifecycle
         yield* lifecycle.create(kid, pythonConfig(env, { idle_timeout: 1 }))
-        yield* Effect.sleep("1500 millis")
-        yield* lifecycle.reapIdle
+        // reaper passes until the kernel has left the registry (bounded): no sleep standing in for
+        // "more than a second has passed"
+        const registry = yield* KernelRegistry
+        const known = registry.list.pipe(Effect.map((ks) => ks.some((k) => k.kernelId === kid)))
+        const stillKnown = yield* lifecycle.reapIdle.pipe(
+          Effect.andThen(known),
+          Effect.repeat({ until: (k) => !k, schedule: Schedule.spaced("200 millis") }),
+          Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.succeed(true) })
+        )
+        assert.isFalse(stillKnown, "reapIdle passes did not destroy a kernel idle for more than its 1 s idle_timeout within 30 s")
         const term = yield* takeEvent(site, "kernel_terminated", kid)
         assert.strictEqual(term.args[1], "idle-timeout")
         assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])

@@ -58,3 +58,144 @@ describe("KubeClient.watch", () => {
       })
     ), 30_000)
 })
+
+/** An "API server" answering every request with `status` and a Kubernetes Status body (or `body`). */
+const scriptedServer = (status: number, body: unknown) =>
+  Effect.acquireRelease(
+    Effect.callback<{ server: http.Server; port: number }>((resume) => {
+      const server = http.createServer((_req, res) => {
+        res.writeHead(status, { "content-type": "application/json" })
+        res.end(typeof body === "string" ? body : JSON.stringify(body))
+      })
+      server.listen(0, "127.0.0.1", () => resume(Effect.succeed({ server, port: (server.address() as { port: number }).port })))
+    }),
+    ({ server }) =>
+      Effect.callback<void>((resume) => {
+        server.closeAllConnections()
+        server.close(() => resume(Effect.void))
+      })
+  )
+
+const statusBody = (code: number, reason: string, message: string) => ({
+  kind: "Status",
+  apiVersion: "v1",
+  metadata: {},
+  status: "Failure",
+  message,
+  reason,
+  code
+})
+
+/** The KubeError of one `readNamespacedPod` against a server answering `status` with `body`. */
+const errorOf = (status: number, body: unknown) =>
+  Effect.scoped(
+    Effect.gen(function*() {
+      const { port } = yield* scriptedServer(status, body)
+      const kube = yield* KubeClient.make({ kubeconfig: kubeconfigFor(port), requestTimeoutSeconds: 10 })
+      return yield* kube.core("read pod", (api) => api.readNamespacedPod({ name: "p", namespace: "ns" })).pipe(Effect.flip)
+    })
+  )
+
+describe("KubeClient error mapping (real HTTP answers through the client library)", () => {
+  const cases: ReadonlyArray<readonly [number, string, string]> = [
+    [404, "NotFound", "NotFound"],
+    [409, "AlreadyExists", "AlreadyExists"],
+    [409, "Conflict", "Conflict"],
+    [410, "Expired", "Gone"],
+    [422, "Invalid", "Invalid"],
+    [403, "Forbidden", "Forbidden"],
+    [401, "Unauthorized", "Unauthorized"],
+    [429, "TooManyRequests", "Unavailable"],
+    [500, "InternalError", "Unavailable"],
+    [503, "ServiceUnavailable", "Unavailable"],
+    [504, "Timeout", "Unavailable"],
+    [400, "BadRequest", "Other"]
+  ]
+  for (const [status, serverReason, reason] of cases) {
+    it.live(`${status} ${serverReason} → KubeError ${reason}, status and the server's message kept`, () =>
+      Effect.gen(function*() {
+        const message = `pods "p" says ${serverReason} (${status})`
+        const e = yield* errorOf(status, statusBody(status, serverReason, message))
+        assert.strictEqual(e._tag, "KubeError")
+        assert.strictEqual(e.reason, reason)
+        assert.strictEqual(e.status, status)
+        assert.strictEqual(e.operation, "read pod")
+        // client-node drops the body of a 401 answer ("HTTP-Code: 401 Message: Unauthorized")
+        if (status === 401) assert.include(e.message, "401")
+        else assert.strictEqual(e.message, message)
+      }), 30_000)
+  }
+
+  it.live("a 409 without a Status body is a Conflict; a non-JSON body becomes the message", () =>
+    Effect.gen(function*() {
+      const e = yield* errorOf(409, "upstream said no")
+      assert.strictEqual(e.reason, "Conflict")
+      assert.strictEqual(e.status, 409)
+      assert.include(e.message, "upstream said no")
+    }), 30_000)
+
+  it.live("connection refused → Unavailable without a status", () =>
+    Effect.gen(function*() {
+      // a port that was just free: nothing listens on it
+      const port = yield* Effect.scoped(Effect.map(scriptedServer(200, {}), (s) => s.port))
+      const kube = yield* KubeClient.make({ kubeconfig: kubeconfigFor(port), requestTimeoutSeconds: 10 })
+      const e = yield* kube.core("read pod", (api) => api.readNamespacedPod({ name: "p", namespace: "ns" })).pipe(Effect.flip)
+      assert.strictEqual(e.reason, "Unavailable")
+      assert.isUndefined(e.status)
+      assert.match(e.message, /ECONNREFUSED/)
+    }), 30_000)
+
+  it.live("no answer within the request timeout → Timeout", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const { port } = yield* silentServer
+        const kube = yield* KubeClient.make({ kubeconfig: kubeconfigFor(port), requestTimeoutSeconds: 1 })
+        const e = yield* kube.core("read pod", (api) => api.readNamespacedPod({ name: "p", namespace: "ns" })).pipe(Effect.flip)
+        assert.strictEqual(e.reason, "Timeout")
+        assert.strictEqual(e.operation, "read pod")
+        assert.isUndefined(e.status)
+      })
+    ), 30_000)
+
+  it.live("a watch whose stream carries an ERROR event with a 410 Status ends with KubeError Gone", () =>
+    Effect.gen(function*() {
+      const e = yield* Effect.scoped(
+        Effect.gen(function*() {
+          // what kube-apiserver sends for a too old resourceVersion: 200, then one ERROR event
+          const { port } = yield* scriptedServer(200, `${JSON.stringify({ type: "ERROR", object: statusBody(410, "Expired", "too old resource version: 1 (42)") })}\n`)
+          const kube = yield* KubeClient.make({ kubeconfig: kubeconfigFor(port), requestTimeoutSeconds: 10 })
+          return yield* kube.watch("/api/v1/pods", { resourceVersion: "1" }).pipe(Stream.runDrain, Effect.flip, Effect.timeout("20 seconds"))
+        })
+      )
+      assert.strictEqual(e.reason, "Gone")
+      assert.strictEqual(e.status, 410)
+      assert.strictEqual(e.message, "too old resource version: 1 (42)")
+    }), 30_000)
+
+  it.live("a watch answered 403 ends with KubeError Forbidden (status kept), not Unavailable", () =>
+    Effect.gen(function*() {
+      const e = yield* Effect.scoped(
+        Effect.gen(function*() {
+          const { port } = yield* scriptedServer(403, statusBody(403, "Forbidden", "pods is forbidden"))
+          const kube = yield* KubeClient.make({ kubeconfig: kubeconfigFor(port), requestTimeoutSeconds: 10 })
+          return yield* kube.watch("/api/v1/pods", {}).pipe(Stream.runDrain, Effect.flip, Effect.timeout("20 seconds"))
+        })
+      )
+      assert.strictEqual(e._tag, "KubeError")
+      assert.strictEqual((e as { reason: string }).reason, "Forbidden")
+      assert.strictEqual((e as { status?: number }).status, 403)
+    }), 30_000)
+
+  it.live("a watch answered 410 Gone ends with KubeError Gone (the caller relists)", () =>
+    Effect.gen(function*() {
+      const e = yield* Effect.scoped(
+        Effect.gen(function*() {
+          const { port } = yield* scriptedServer(410, statusBody(410, "Expired", "too old resource version"))
+          const kube = yield* KubeClient.make({ kubeconfig: kubeconfigFor(port), requestTimeoutSeconds: 10 })
+          return yield* kube.watch("/api/v1/pods", { resourceVersion: "1" }).pipe(Stream.runDrain, Effect.flip, Effect.timeout("20 seconds"))
+        })
+      )
+      assert.strictEqual(e._tag, "KubeError")
+      assert.strictEqual((e as { reason: string }).reason, "Gone")
+    }), 30_000)
+})

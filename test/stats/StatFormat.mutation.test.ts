@@ -22,8 +22,7 @@ import {
   updateSeries
 } from "../../src/stats/StatFormat.ts"
 
-// [value, places, CPython]; exact binary ties (0.0625 at 3 places, 2.5 at 0) are left out: Python's
-// default context rounds them half-even, Number.toFixed half-up (see docs/mutation.md)
+// [value, places, CPython]; exact binary ties are in PY_TIES below
 const PY_DECIMAL: ReadonlyArray<readonly [number, number, string]> = [
   [12.5, 3, "12.5"], [3, 3, "3"], [0.0004, 3, "0"], [1.23456, 3, "1.235"], [34359738368, 3, "34359738368"],
   [12.345, 2, "12.35"], [100, 2, "100"], [0.1, 3, "0.1"], [1e-7, 3, "0"], [123456.7891, 3, "123456.789"],
@@ -33,6 +32,19 @@ const PY_DECIMAL: ReadonlyArray<readonly [number, number, string]> = [
 ]
 
 const spec = (kind: MetricSpec["kind"], unitHint: string, stats: MetricSpec["stats"]): MetricSpec => ({ key: "m", kind, unitHint, stats })
+
+// exact binary ties: CPython's Decimal(float).quantize rounds half-even (the default context), the
+// D19 agent's stats strings; values printed by CPython 3 (python3 -c "Decimal(v).quantize(...)")
+const PY_TIES: ReadonlyArray<readonly [number, number, string]> = [
+  [0.0625, 3, "0.062"], [2.5, 0, "2"], [0.125, 2, "0.12"], [0.375, 2, "0.38"], [-2.5, 0, "-2"], [3.5, 0, "4"],
+  [1.0625, 3, "1.062"], [-0.0625, 3, "-0.062"], [0.5, 0, "0"], [1.5, 0, "2"]
+]
+
+describe("formatDecimal rounds exact ties half-even, as Python's Decimal.quantize", () => {
+  for (const [v, places, want] of PY_TIES) {
+    it(`${v} at ${places} places → ${want}`, () => assert.strictEqual(formatDecimal(v, places), want))
+  }
+})
 
 describe("formatDecimal is Python's quantize + remove_exponent", () => {
   for (const [v, places, want] of PY_DECIMAL) {
