@@ -11,7 +11,7 @@ import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
-import { RunnerConnections } from "../../src/kernel/RunnerClient.ts"
+import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { eventually, kernelObjects, lifecycleLayer, makeSite, pythonConfig, takeEvent } from "./KernelLifecycleSupport.ts"
 
