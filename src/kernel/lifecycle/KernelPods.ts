@@ -162,10 +162,15 @@ export class KernelPods extends Context.Service<KernelPods, KernelPodsShape>()("
         )
       }
 
-      /** POST, or PUT over an object of the same name left by an earlier pod of the kernel. */
+      /**
+       * POST, or PUT over an object of the same name left by an earlier pod of the kernel. That object
+       * hangs off the earlier pod (ownerReferences), so the garbage collector may delete it between the
+       * POST's 409 and the PUT (a restart): a PUT answered 404 starts over with the POST.
+       */
       const createOrReplace = <A>(kernelId: string, create: Effect.Effect<A, KubeError>, replace: Effect.Effect<A, KubeError>) =>
         create.pipe(
           Effect.catchIf((e) => e.reason === "AlreadyExists", () => replace),
+          Effect.retry({ while: (e) => e.reason === "NotFound", schedule: Schedule.recurs(3) }),
           Effect.mapError(createFailure(kernelId)),
           Effect.asVoid
         )
