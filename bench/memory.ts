@@ -1,7 +1,7 @@
 /**
  * `node bench/run.ts memory [--env .testbed/dev/env.json] [--kernels 0,100,250,500,1000] [--nodes 4]
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
- *                           [--out scale.json]`
+ *                           [--compare "--max-semi-space-size=1"] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -57,11 +57,14 @@ const WINDOW = argNumber("--window", 20)
 const REPEAT = argNumber("--repeat", 2)
 const SETTLE = argNumber("--settle", 8)
 const NODE_ARGS = (argValue("--node-args") ?? "").split(" ").filter((a) => a !== "")
+/** `--compare "<node args>"`: every point is measured twice, with `--node-args` and with these (same kernels, back to back) */
+const COMPARE = argValue("--compare")?.split(" ").filter((a) => a !== "")
 const STATS_INTERVAL = 2
 const HEARTBEAT_INTERVAL = 3
 
 export interface Point {
   readonly kernels: number
+  readonly nodeArgs: ReadonlyArray<string>
   /** agent CPU seconds per stats cycle (2 s), one value per window */
   readonly cpuPerCycleMs: ReadonlyArray<number>
   /** share of one core, one value per window */
@@ -276,15 +279,14 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return child
   }
 
-  const measure = (n: number) =>
+  const measure = (n: number, nodeArgs: ReadonlyArray<string>) =>
     Effect.promise(async (): Promise<Point> => {
       const t0 = Date.now()
       await addKernels(n)
       console.error(`[memory] ${n} kernels in the cluster (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
       const kubelets = await startKubelets()
-      const reports = path.join(tmp, `reports-${n}`)
-      fs.mkdirSync(reports)
-      const agent = spawn(process.execPath, [...NODE_ARGS, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, mainJs, "-f", configFile], {
+      const reports = fs.mkdtempSync(path.join(tmp, `reports-${n}-`))
+      const agent = spawn(process.execPath, [...nodeArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, mainJs, "-f", configFile], {
         cwd: tmp,
         stdio: ["ignore", "ignore", "pipe"]
       })
@@ -331,6 +333,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         const mem = report!
         const p: Point = {
           kernels: n,
+          nodeArgs,
           cpuPerCycleMs,
           corePercent,
           smaps,
@@ -348,17 +351,21 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     })
 
   const points: Array<Point> = []
-  for (const n of POINTS) points.push(yield* measure(n))
+  const compared: Array<Point> = []
+  for (const n of POINTS) {
+    points.push(yield* measure(n, NODE_ARGS))
+    if (COMPARE !== undefined) compared.push(yield* measure(n, COMPARE))
+  }
 
   const med = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|")
-  for (const p of points) {
-    yield* Console.log(`| ${p.kernels} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
+  yield* Console.log("| kernels | node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|")
+  for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
+    yield* Console.log(`| ${p.kernels} | ${p.nodeArgs.join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
   }
   const out = argValue("--out")
-  if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points }, null, 1)}\n`)
+  if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)
 }).pipe(Effect.scoped)
 
 NodeRuntime.runMain(program)
