@@ -357,7 +357,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     if (COMPARE !== undefined) compared.push(yield* measure(n, COMPARE))
   }
 
-  const med = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+  const med = (xs: ReadonlyArray<number>) => {
+    const s = [...xs].sort((a, b) => a - b)
+    return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
+  }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
   yield* Console.log("| kernels | node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
   yield* Console.log("|---|---|---|---|---|---|---|---|---|---|")

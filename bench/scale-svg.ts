@@ -19,7 +19,10 @@ if (input === undefined || output === undefined) {
 }
 const data = JSON.parse(fs.readFileSync(input, "utf8")) as { readonly points: ReadonlyArray<Point>; readonly nodeArgs: ReadonlyArray<string> }
 const points = [...data.points].sort((a, b) => a.kernels - b.kernels)
-const median = (xs: ReadonlyArray<number>) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
+const median = (xs: ReadonlyArray<number>) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
+}
 
 const W = 420
 const H = 300
