@@ -43,6 +43,7 @@ import { ensureNamespace } from "../test/testbed/controlplane.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
 import { freePort } from "../test/testbed/ports.ts"
 import { dockerConfigJson } from "../test/testbed/registry.ts"
+import { statsKubeletNodeStatus } from "./fakeNodes.ts"
 import { cpuSecondsOf, type Smaps, smapsOf } from "./smaps.ts"
 
 const argValue = (flag: string): string | undefined => {
@@ -255,21 +256,8 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     for (const name of nodeNames) {
       for (let attempt = 0;; attempt++) {
         const node = await core.readNode({ name })
-        const now = new Date()
         try {
-          await core.replaceNodeStatus({
-            name,
-            body: {
-              ...node,
-              status: {
-                addresses: [{ type: "InternalIP", address: "127.0.0.1" }],
-                daemonEndpoints: { kubeletEndpoint: { Port: ports[name]! } },
-                capacity: { cpu: "64", memory: "64Gi", pods: "1000" },
-                allocatable: { cpu: "64", memory: "64Gi", pods: "1000" },
-                conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "bench", lastHeartbeatTime: now, lastTransitionTime: now }]
-              }
-            }
-          })
+          await core.replaceNodeStatus({ name, body: { ...node, status: statsKubeletNodeStatus(ports[name]!) } })
           break
         } catch (e) {
           if (attempt >= 10) throw e
