@@ -273,6 +273,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       await addKernels(n)
       console.error(`[memory] ${n} kernels in the cluster (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
       const kubelets = await startKubelets()
+      // the previous agent's stats keys (same agent id, TTL 30 s) must not count as this one's
+      for (let i = 0; i < kernels.length; i += 500) await redis.del(...kernels.slice(i, i + 500).map((k) => k.kernelId))
+      await redis.del(agentId)
       const reports = fs.mkdtempSync(path.join(tmp, `reports-${n}-`))
       const agent = spawn(process.execPath, [...nodeArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, mainJs, "-f", configFile], {
         cwd: tmp,
