@@ -11,7 +11,9 @@ const benches: Record<string, string> = {
   execute: "trivial execute round trips through the agent vs straight to the runner simulator (added latency)",
   stats: "one statistics cycle with 1,000 kernel pods (cycle time, CPU share of a core at 2 s, RSS)",
   lifecycle: "create → Running → destroy of 50 kernels, 10 at a time: per-phase times and the agent's own overhead",
-  heartbeat: "heartbeat assembly time, agent CPU and RSS: 2 nodes vs 200 nodes / 5,000 pods (needs a testbed)"
+  heartbeat: "heartbeat assembly time, agent CPU and RSS: 2 nodes vs 200 nodes / 5,000 pods (needs a testbed)",
+  memory: "the real agent process (dist/main.js): RSS (anon/file split), V8 heap and loop CPU per cycle at 0…1,000 adopted kernels (needs a testbed)",
+  "import-cost": "RSS and heap each big dependency costs at import (a fresh process per module)"
 }
 
 const name = process.argv[2]

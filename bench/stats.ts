@@ -30,6 +30,7 @@ import { decode } from "../src/rpc/msgpack/Msgpack.ts"
 import { KubeletSummary } from "../src/stats/KubeletSummary.ts"
 import { type CycleReport, StatsCollector } from "../src/stats/StatsCollector.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
+import { statsKubeletNodeStatus } from "./fakeNodes.ts"
 
 const argValue = (flag: string, fallback: number): number => {
   const i = process.argv.indexOf(flag)
@@ -96,12 +97,7 @@ const program = Effect.gen(function*() {
             name,
             body: {
               ...node,
-              status: {
-                addresses: [{ type: "InternalIP", address: "127.0.0.1" }],
-                daemonEndpoints: { kubeletEndpoint: { Port: ports[name]! } },
-                capacity: { cpu: "64", memory: "64Gi", pods: "1000" },
-                conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "bench" }]
-              }
+              status: statsKubeletNodeStatus(ports[name]!)
             }
           }))
       ),

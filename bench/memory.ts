@@ -1,0 +1,365 @@
+/**
+ * `node bench/run.ts memory [--env .testbed/dev/env.json] [--kernels 0,100,250,500,1000] [--nodes 4]
+ *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
+ *                           [--compare "--max-semi-space-size=1"] [--out scale.json]`
+ *
+ * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
+ * first) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
+ * .testbed/x/env.json`), at each kernel count of `--kernels` (issue 17 goals 2 and 4):
+ *
+ * - the kernels are real Kubernetes objects of this agent (a ready-marked Pod with the recovery
+ *   annotation, its headless Service and ConfigMap, in a fresh namespace), bound to `--nodes` fake
+ *   Nodes; the agent process is started after they exist, so it ADOPTS them at start-up as a restarted
+ *   agent does: its registry holds N kernels, it opens N runner connections (PUSH + PULL to a sink
+ *   bound by this process at <loopback ip>:2000/2001, pod-ip mode: no NodePorts), its stats loop
+ *   collects N kernels every 2 s and its heartbeat runs every 3 s;
+ * - the fake Nodes' kubelet endpoint is bench/stats-kubelet.ts (as in the stats bench: the testbed's
+ *   simulated kubelet would start a runner process per pod): the API server's node proxy, the Summary
+ *   API documents and Redis are real;
+ * - a point is measured once Redis holds the stats of all N kernels (the stats loop sees them) plus
+ *   `--settle` seconds; then `--repeat` windows of `--window` seconds: the agent's CPU time (utime +
+ *   stime of all its threads, /proc/<pid>/stat — process CPU seconds, not wall, so a loaded machine
+ *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, and
+ *   /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File); the V8 heap comes from a
+ *   `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
+ * - every point is a fresh agent process (kernels are added between points, never removed).
+ *
+ * `--out` writes the points as JSON (input of `node bench/scale-svg.ts`).
+ */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as k8s from "@kubernetes/client-node"
+import { Console, Effect } from "effect"
+import { type ChildProcess, spawn } from "node:child_process"
+import { randomBytes, randomUUID } from "node:crypto"
+import * as fs from "node:fs"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as readline from "node:readline"
+import { fileURLToPath } from "node:url"
+import { Redis as IORedis } from "ioredis"
+import * as zmq from "zeromq"
+import { labelsOf, objectName, READY_ANNOTATION, RECOVERY_ANNOTATION, recoveryText } from "../src/kube/KernelObjects.ts"
+import { ensureNamespace } from "../test/testbed/controlplane.ts"
+import { readEnvFile } from "../test/testbed/env.ts"
+import { freePort } from "../test/testbed/ports.ts"
+import { dockerConfigJson } from "../test/testbed/registry.ts"
+import { statsKubeletNodeStatus } from "./fakeNodes.ts"
+import { cpuSecondsOf, type Smaps, smapsOf } from "./smaps.ts"
+
+const argValue = (flag: string): string | undefined => {
+  const i = process.argv.indexOf(flag)
+  return i >= 0 ? process.argv[i + 1] : undefined
+}
+const argNumber = (flag: string, fallback: number): number => Number(argValue(flag) ?? fallback)
+const repoRoot = fileURLToPath(new URL("..", import.meta.url))
+const POINTS = (argValue("--kernels") ?? "0,100,250,500,1000").split(",").map(Number)
+const NODES = argNumber("--nodes", 4)
+const WINDOW = argNumber("--window", 20)
+const REPEAT = argNumber("--repeat", 2)
+const SETTLE = argNumber("--settle", 8)
+const NODE_ARGS = (argValue("--node-args") ?? "").split(" ").filter((a) => a !== "")
+/** `--compare "<node args>"`: every point is measured twice, with `--node-args` and with these (same kernels, back to back) */
+const COMPARE = argValue("--compare")?.split(" ").filter((a) => a !== "")
+const STATS_INTERVAL = 2
+const HEARTBEAT_INTERVAL = 3
+
+export interface Point {
+  readonly kernels: number
+  readonly nodeArgs: ReadonlyArray<string>
+  /** agent CPU seconds per stats cycle (2 s), one value per window */
+  readonly cpuPerCycleMs: ReadonlyArray<number>
+  /** share of one core, one value per window */
+  readonly corePercent: ReadonlyArray<number>
+  readonly smaps: Smaps
+  readonly heapUsedMiB: number
+  readonly heapTotalMiB: number
+  readonly adoptSeconds: number
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
+const waitFor = async (what: string, timeoutMs: number, check: () => Promise<boolean> | boolean): Promise<void> => {
+  const deadline = Date.now() + timeoutMs
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`bench: timed out after ${timeoutMs / 1000} s waiting for ${what}`)
+    await sleep(250)
+  }
+}
+const mapLimit = async <A>(items: ReadonlyArray<A>, limit: number, f: (a: A) => Promise<void>): Promise<void> => {
+  let next = 0
+  await Promise.all(Array.from({ length: limit }, async () => {
+    while (next < items.length) await f(items[next++]!)
+  }))
+}
+const exited = (c: ChildProcess, ms: number) =>
+  c.exitCode !== null || c.signalCode !== null
+    ? Promise.resolve(true)
+    : Promise.race([new Promise<boolean>((r) => c.once("exit", () => r(true))), sleep(ms).then(() => false)])
+
+const program = Effect.gen(function*() {
+  const envFile = argValue("--env") ?? path.join(repoRoot, ".testbed/dev/env.json")
+  const env = readEnvFile(envFile)
+  const mainJs = path.join(repoRoot, "dist/main.js")
+  if (!fs.existsSync(mainJs)) return yield* Console.error("bench: dist/main.js missing: run `npm run build` first")
+  const kc = new k8s.KubeConfig()
+  kc.loadFromFile(env.kubeconfig)
+  const core = kc.makeApiClient(k8s.CoreV1Api)
+  const run = randomBytes(3).toString("hex")
+  const ns = `bench-mem-${run}`
+  const agentId = `i-bench-mem-${run}`
+  const label = `bai-bench/memory`
+  const nodeNames = Array.from({ length: NODES }, (_, i) => `bench-mem-${run}-${i}`)
+  const sinkIp = `127.77.${1 + Math.floor(Math.random() * 250)}.1`
+  const tmp = yield* Effect.acquireRelease(
+    Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "bai-bench-mem-"))),
+    (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+  )
+  const redis = yield* Effect.acquireRelease(
+    Effect.sync(() => new IORedis(`redis://${env.redis}`, { lazyConnect: false, maxRetriesPerRequest: 2 })),
+    (r) => Effect.sync(() => r.disconnect())
+  )
+
+  // the runners' side of N connections: one PULL (repl-in, drained) and one PUSH (repl-out, silent)
+  const sink = yield* Effect.acquireRelease(
+    Effect.promise(async () => {
+      const pull = new zmq.Pull()
+      const push = new zmq.Push()
+      await pull.bind(`tcp://${sinkIp}:2000`)
+      await push.bind(`tcp://${sinkIp}:2001`)
+      void (async () => {
+        for await (const _ of pull) { /* status keep-alives */ }
+      })().catch(() => undefined)
+      return { pull, push }
+    }),
+    (s) => Effect.sync(() => { s.pull.close(); s.push.close() })
+  )
+  void sink
+
+  yield* Effect.addFinalizer(() =>
+    Effect.promise(async () => {
+      console.error(`cleaning up: namespace ${ns}, nodes ${label}=${run}`)
+      await core.deleteNamespace({ name: ns }).catch(() => undefined)
+      await core.deleteCollectionNode({ labelSelector: `${label}=${run}` }).catch(() => undefined)
+    })
+  )
+  yield* Effect.promise(() => ensureNamespace(core, ns, env.registrySecret, dockerConfigJson(env.registry)))
+  yield* Effect.promise(() =>
+    mapLimit(nodeNames, 4, async (name) => {
+      await core.createNode({ body: { metadata: { name, labels: { [label]: run } } } })
+    })
+  )
+
+  const rpcPort = yield* Effect.promise(() => freePort())
+  const watcherPort = yield* Effect.promise(() => freePort())
+  const metricsPort = yield* Effect.promise(() => freePort())
+  const configFile = path.join(tmp, "agent.toml")
+  fs.mkdirSync(path.join(tmp, "scratches"))
+  fs.writeFileSync(configFile, `
+[etcd]
+namespace = "${env.etcdNamespace}"
+addr = "${env.etcd}"
+[agent]
+rpc-listen-addr = { host = "127.0.0.1", port = ${rpcPort} }
+id = "${agentId}"
+scaling-group = "default"
+[container]
+port-range = [30000, 31000]
+scratch-root = "${path.join(tmp, "scratches")}"
+[kubernetes]
+namespace = "${ns}"
+kubeconfig = "${env.kubeconfig}"
+node-selector = "${label}=${run}"
+runner-address = "pod-ip"
+[kubernetes.registry]
+url = "${env.registry.url}"
+pull-secret = "${env.registrySecret}"
+[kubernetes.krunner-volume]
+type = "hostPath"
+path = "/opt/backend.ai"
+[kubernetes.scratch-volume]
+type = "hostPath"
+path = "${path.join(tmp, "scratches")}"
+[logging]
+level = "INFO"
+[debug]
+heartbeat-interval = "${HEARTBEAT_INTERVAL}s"
+[stats]
+interval = "${STATS_INTERVAL}s"
+[watcher]
+service-addr = { host = "127.0.0.1", port = ${watcherPort} }
+[metrics]
+service-addr = { host = "127.0.0.1", port = ${metricsPort} }
+`)
+
+  // kernels, added point by point
+  const kernels: Array<{ kernelId: string; node: string; uid: string }> = []
+  const addKernels = (upTo: number) =>
+    mapLimit(Array.from({ length: Math.max(0, upTo - kernels.length) }, (_, k) => kernels.length + k), 32, async (i) => {
+      const kernelId = randomUUID()
+      const name = objectName(kernelId)
+      const node = nodeNames[i % NODES]!
+      const labels = labelsOf(agentId, kernelId)
+      const recovery = recoveryText({
+        v: 1,
+        runnerAddress: "pod-ip",
+        kernelId,
+        canonicalImage: "lablup/python:3.6-ubuntu18.04",
+        image: "lablup/python:3.6-ubuntu18.04",
+        replInPort: 2000,
+        replOutPort: 2001,
+        servicePorts: [],
+        resourceSpec: "",
+        scratchDir: path.join(tmp, "scratches", kernelId, "work"),
+        idleTimeout: 0
+      })
+      const tolerations = ["node.kubernetes.io/unreachable", "node.kubernetes.io/not-ready"].map((key) => ({ key, operator: "Exists", effect: "NoExecute" }))
+      const pod = await core.createNamespacedPod({
+        namespace: ns,
+        body: {
+          metadata: { name, labels, annotations: { [RECOVERY_ANNOTATION]: recovery, [READY_ANNOTATION]: new Date().toISOString() } },
+          spec: { nodeName: node, tolerations, containers: [{ name: "kernel", image: "busybox", resources: { requests: { cpu: "10m", memory: "16Mi" } } }] }
+        }
+      })
+      const now = new Date()
+      await core.replaceNamespacedPodStatus({
+        name,
+        namespace: ns,
+        body: {
+          ...pod,
+          status: {
+            phase: "Running",
+            hostIP: "127.0.0.1",
+            podIP: sinkIp,
+            startTime: now,
+            conditions: [{ type: "Ready", status: "True", lastTransitionTime: now }],
+            containerStatuses: [{ name: "kernel", image: "busybox", imageID: "", ready: true, restartCount: 0, started: true, state: { running: { startedAt: now } } }]
+          }
+        }
+      })
+      await core.createNamespacedService({ namespace: ns, body: { metadata: { name, labels }, spec: { clusterIP: "None", selector: labels } } })
+      await core.createNamespacedConfigMap({ namespace: ns, body: { metadata: { name, labels }, data: {} } })
+      kernels.push({ kernelId, node, uid: pod.metadata!.uid! })
+    })
+
+  // the fake nodes' kubelet (restarted per point with the current pods) and their Ready status
+  const startKubelets = async (): Promise<ChildProcess> => {
+    const cfg = path.join(tmp, "kubelets.json")
+    fs.writeFileSync(cfg, JSON.stringify({
+      certFile: path.join(env.stateDir, "pki", "kubelet.crt"),
+      keyFile: path.join(env.stateDir, "pki", "kubelet.key"),
+      fsRoot: tmp,
+      nodes: nodeNames.map((name) => ({ name, pods: kernels.filter((k) => k.node === name).map((k) => ({ name: objectName(k.kernelId), namespace: ns, uid: k.uid })) }))
+    }))
+    const child = spawn(process.execPath, [fileURLToPath(new URL("./stats-kubelet.ts", import.meta.url)), cfg], { stdio: ["pipe", "pipe", "inherit"] })
+    const ports = await new Promise<Record<string, number>>((resolve) => {
+      readline.createInterface({ input: child.stdout! }).once("line", (l) => resolve((JSON.parse(l) as { ports: Record<string, number> }).ports))
+    })
+    for (const name of nodeNames) {
+      for (let attempt = 0;; attempt++) {
+        const node = await core.readNode({ name })
+        try {
+          await core.replaceNodeStatus({ name, body: { ...node, status: statsKubeletNodeStatus(ports[name]!) } })
+          break
+        } catch (e) {
+          if (attempt >= 10) throw e
+        }
+      }
+    }
+    return child
+  }
+
+  const measure = (n: number, nodeArgs: ReadonlyArray<string>) =>
+    Effect.promise(async (): Promise<Point> => {
+      const t0 = Date.now()
+      await addKernels(n)
+      console.error(`[memory] ${n} kernels in the cluster (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
+      const kubelets = await startKubelets()
+      // the previous agent's stats keys (same agent id, TTL 30 s) must not count as this one's
+      for (let i = 0; i < kernels.length; i += 500) await redis.del(...kernels.slice(i, i + 500).map((k) => k.kernelId))
+      await redis.del(agentId)
+      const reports = fs.mkdtempSync(path.join(tmp, `reports-${n}-`))
+      const agent = spawn(process.execPath, [...nodeArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, mainJs, "-f", configFile], {
+        cwd: tmp,
+        stdio: ["ignore", "ignore", "pipe"]
+      })
+      let log = ""
+      agent.stderr!.on("data", (b: Buffer) => { log = (log + b.toString()).slice(-20000) })
+      try {
+        const a0 = Date.now()
+        // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key)
+        await waitFor(`stats of ${n} kernels in Redis (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
+          if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${log.slice(-3000)}`)
+          if ((await redis.exists(agentId)) === 0) return false
+          for (let i = 0; i < kernels.length; i += 500) {
+            const ids = kernels.slice(i, i + 500).map((k) => k.kernelId)
+            if (ids.length > 0 && (await redis.exists(...ids)) !== ids.length) return false
+          }
+          return true
+        })
+        const adoptSeconds = (Date.now() - a0) / 1000
+        await sleep(SETTLE * 1000)
+        const cpuPerCycleMs: Array<number> = []
+        const corePercent: Array<number> = []
+        for (let r = 0; r < REPEAT; r++) {
+          const c0 = cpuSecondsOf(agent.pid!)
+          const w0 = process.hrtime.bigint()
+          await sleep(WINDOW * 1000)
+          const cpu = cpuSecondsOf(agent.pid!) - c0
+          const wall = Number(process.hrtime.bigint() - w0) / 1e9
+          cpuPerCycleMs.push((cpu * 1000 * STATS_INTERVAL) / wall)
+          corePercent.push((cpu / wall) * 100)
+        }
+        const smaps = smapsOf(agent.pid!)
+        agent.kill("SIGUSR2")
+        let report: { javascriptHeap: { usedMemory: number; totalMemory: number } } | undefined
+        await waitFor("the agent's process report", 30_000, () => {
+          const f = fs.readdirSync(reports).find((x) => x.endsWith(".json"))
+          if (f === undefined) return false
+          try {
+            report = JSON.parse(fs.readFileSync(path.join(reports, f), "utf8"))
+            return true
+          } catch {
+            return false // still being written
+          }
+        })
+        const mem = report!
+        const p: Point = {
+          kernels: n,
+          nodeArgs,
+          cpuPerCycleMs,
+          corePercent,
+          smaps,
+          heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
+          heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
+          adoptSeconds
+        }
+        console.error(`[memory] ${JSON.stringify(p)}`)
+        return p
+      } finally {
+        agent.kill("SIGTERM")
+        if (!(await exited(agent, 20_000))) agent.kill("SIGKILL")
+        kubelets.kill("SIGTERM")
+      }
+    })
+
+  const points: Array<Point> = []
+  const compared: Array<Point> = []
+  for (const n of POINTS) {
+    points.push(yield* measure(n, NODE_ARGS))
+    if (COMPARE !== undefined) compared.push(yield* measure(n, COMPARE))
+  }
+
+  const med = (xs: ReadonlyArray<number>) => {
+    const s = [...xs].sort((a, b) => a - b)
+    return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
+  }
+  yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
+  yield* Console.log("| kernels | node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|")
+  for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
+    yield* Console.log(`| ${p.kernels} | ${p.nodeArgs.join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
+  }
+  const out = argValue("--out")
+  if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)
+}).pipe(Effect.scoped)
+
+NodeRuntime.runMain(program)
