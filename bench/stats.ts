@@ -136,11 +136,11 @@ const program = Effect.gen(function*() {
     intervalSeconds: INTERVAL,
     ttlSeconds: 30,
     concurrency: 8,
-    nodes: Effect.succeed(nodeNames)
+    nodes: Effect.succeed(nodeNames),
+    kernels: registry.list
   }).pipe(
     Effect.provideService(Redis, redis),
-    Effect.provideService(KubeletSummary, summaries),
-    Effect.provideService(KernelRegistry, registry)
+    Effect.provideService(KubeletSummary, summaries)
   )
 
   // warm-up (connections, JIT)

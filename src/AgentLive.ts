@@ -30,11 +30,11 @@ import { NodeResources } from "./kube/NodeResources.ts"
 import * as PidFile from "./observability/PidFile.ts"
 import { Readiness } from "./observability/Readiness.ts"
 import { Etcd } from "./registry/Etcd.ts"
-import { EventPublisherFromEtcd, Heartbeat } from "./registry/Heartbeat.ts"
+import { Heartbeat } from "./registry/Heartbeat.ts"
 import { RegistryImages } from "./registry/Images.ts"
 import { ManagerConfig } from "./registry/ManagerConfig.ts"
 import { Redis } from "./registry/Redis.ts"
-import { EventPublisher } from "./registry/EventPublisher.ts"
+import { EventPublisher, EventPublisherFromEtcd } from "./registry/EventPublisher.ts"
 import { Registration } from "./registry/Registration.ts"
 import { AgentRpcHandlers } from "./rpc/AgentRpcs.ts"
 import { AiozmqServer } from "./rpc/aiozmq/AiozmqServer.ts"
@@ -105,10 +105,10 @@ const ReadinessChecks = Layer.effectDiscard(
   })
 )
 
-/** Stats over the worker nodes NodeResources tracks (Ready, schedulable, selected). */
+/** Stats of the kernels of the KernelRegistry, over the worker nodes NodeResources tracks (Ready, schedulable, selected). */
 const StatsFromWorkers = Layer.unwrap(
-  Effect.map(NodeResources, (resources) =>
-    StatsCollector.layer({ nodes: Effect.map(resources.workers, (workers) => workers.map((w) => w.name)) })
+  Effect.map(Effect.all([NodeResources, KernelRegistry]), ([resources, kernels]) =>
+    StatsCollector.layer({ kernels: kernels.list, nodes: Effect.map(resources.workers, (workers) => workers.map((w) => w.name)) })
   )
 )
 

@@ -35,18 +35,6 @@ export const parseBinarySize = (input: string | number): number | undefined => {
   return factor === undefined ? undefined : Math.floor(Number(m[1]) * factor)
 }
 
-/** "1g"-style rendering used by resource.txt (MEM_SHARES) and logs. */
-export const formatBinarySize = (bytes: number): string => {
-  const units = ["", "k", "m", "g", "t", "p"]
-  let i = 0
-  let v = bytes
-  while (i < units.length - 1 && v >= 1024 && v % 1024 === 0) {
-    v /= 1024
-    i++
-  }
-  return `${v}${units[i]}`
-}
-
 /** `host:port` (IPv6 hosts in brackets); undefined on a malformed address. */
 export const parseHostPort = (input: string): { host: string; port: number } | undefined => {
   const m = /^\s*(?:\[([^\]]*)\]|([^:\s]*)):(\d{1,5})\s*$/.exec(input)

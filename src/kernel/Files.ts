@@ -36,7 +36,7 @@ import * as path from "node:path"
 import { Context, Duration, Effect, Exit, Layer, Scope, Semaphore } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { DownloadTooLarge, FileOperationFailed, type KernelNotFound, PathOutsideWorkDir } from "../domain/Errors.ts"
-import type { ListFilesResult } from "../rpc/AgentRpcs.ts"
+import type { ListFilesResult } from "../domain/KernelResults.ts"
 import { KernelRegistry } from "./KernelRegistry.ts"
 
 export const POD_WORK_DIR = "/home/work"

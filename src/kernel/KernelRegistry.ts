@@ -7,7 +7,7 @@ import { Context, Effect, Layer, Option, Ref, Semaphore } from "effect"
 import { KernelNotFound } from "../domain/Errors.ts"
 import { monotonicMillis } from "../domain/MonotonicClock.ts"
 import { setKernelsByState } from "../observability/Metrics.ts"
-import type { ServicePort } from "../rpc/AgentRpcs.ts"
+import type { ServicePort } from "../domain/KernelResults.ts"
 
 export type KernelStatus = "creating" | "running" | "terminating"
 

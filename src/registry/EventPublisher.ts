@@ -14,8 +14,11 @@
  */
 import { Cause, Context, Deferred, Duration, Effect, Layer, Metric, Queue, Schedule } from "effect"
 import * as Zmq from "zeromq"
+import { AgentConfig } from "../config/AgentConfig.ts"
+import { eventsDroppedTotal as droppedTotal, eventsPublishedTotal as publishedTotal } from "../observability/Metrics.ts"
 import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
 import type { PyValue } from "../rpc/msgpack/Msgpack.ts"
+import { ManagerConfig } from "./ManagerConfig.ts"
 
 /** One event: its name and positional arguments (Python values, see {@link Msgpack.encode}). */
 export interface AgentEvent {
@@ -68,8 +71,6 @@ export interface EventPublisherOptions<E = never, R = never> {
   /** Longest pause between two attempts of a durable event. Default 5 s. */
   readonly durableRetryMaxMillis?: number
 }
-
-import { eventsDroppedTotal as droppedTotal, eventsPublishedTotal as publishedTotal } from "../observability/Metrics.ts"
 
 /** The ZeroMQ endpoint for an `event_addr` value. */
 export const eventEndpoint = (addr: string): string => (addr.includes("://") ? addr : `tcp://${addr}`)
@@ -268,3 +269,14 @@ export class EventPublisher extends Context.Service<EventPublisher, {
     )
 }
 
+/**
+ * EventPublisher connected to etcd `nodes/manager/event_addr` (waits for the manager, see
+ * ManagerConfig.eventAddr). Needs ManagerConfig and AgentConfig.
+ */
+export const EventPublisherFromEtcd: Layer.Layer<EventPublisher, never, ManagerConfig | AgentConfig> = Layer.unwrap(
+  Effect.gen(function*() {
+    const manager = yield* ManagerConfig
+    const { agentId } = yield* AgentConfig
+    return EventPublisher.layer({ eventAddr: manager.eventAddr, agentId })
+  })
+)

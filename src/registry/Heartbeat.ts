@@ -16,6 +16,7 @@ import { Cause, Context, Duration, Effect, Layer, Metric, Schedule, Schema } fro
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { formatHostPort } from "../domain/Units.ts"
 import { formatAmounts, NodeResources, type ResourceSnapshot, SLOT_DEFS } from "../kube/NodeResources.ts"
+import { heartbeatsFailedTotal as heartbeatsFailed, heartbeatsSentTotal as heartbeatsSent } from "../observability/Metrics.ts"
 import type { PyValue } from "../rpc/msgpack/Msgpack.ts"
 import { VERSION } from "../version.ts"
 import { AgentEvents, type AgentInfo, EventPublisher } from "./EventPublisher.ts"
@@ -27,9 +28,6 @@ export class HeartbeatError extends Schema.TaggedError<HeartbeatError>()("Heartb
   reason: Schema.Literals(["NotReady", "Timeout"]),
   message: Schema.String
 }) {}
-
-import { heartbeatsFailedTotal as heartbeatsFailed, heartbeatsSentTotal as heartbeatsSent } from "../observability/Metrics.ts"
-export { heartbeatsFailed, heartbeatsSent }
 
 export interface HeartbeatShape {
   /** The current `agent_info` (what the next beat sends). */
@@ -189,15 +187,3 @@ export class Heartbeat extends Context.Service<Heartbeat, HeartbeatShape>()("bai
     })
   )
 }
-
-/**
- * EventPublisher connected to etcd `nodes/manager/event_addr` (waits for the manager, see
- * ManagerConfig.eventAddr). Needs ManagerConfig and AgentConfig.
- */
-export const EventPublisherFromEtcd: Layer.Layer<EventPublisher, never, ManagerConfig | AgentConfig> = Layer.unwrap(
-  Effect.gen(function*() {
-    const manager = yield* ManagerConfig
-    const { agentId } = yield* AgentConfig
-    return EventPublisher.layer({ eventAddr: manager.eventAddr, agentId })
-  })
-)

@@ -10,6 +10,14 @@
  */
 import { Context, Effect, Layer, Schema, SchemaGetter } from "effect"
 import { type DomainError, NotImplemented } from "../domain/Errors.ts"
+import {
+  CreateKernelResult,
+  ExecuteResult,
+  GetLogsResult,
+  ListFilesResult,
+  RestartKernelResult,
+  StartServiceResult
+} from "../domain/KernelResults.ts"
 import { type AnyContractMethod, type ContractMethod, method } from "./contract/Contract.ts"
 import * as Py from "./msgpack/PySchema.ts"
 
@@ -25,76 +33,17 @@ export type AnyAgentRpc = AnyContractMethod
 
 const rpc = method
 
-// ---------------------------------------------------------------------------------------------
-// Result shapes (spec §2.1, §2.3, §8.4)
+// Result shapes (spec §2.1, §2.3, §8.4): the kernel services' answers, defined in domain/
 
-/** A service port of a kernel (K1 shape, spec §2.3). */
-export const ServicePort = Schema.Struct({
-  name: Schema.String,
-  protocol: Schema.String,
-  container_port: Schema.Int,
-  host_port: Schema.Int
-})
-export type ServicePort = typeof ServicePort.Type
-
-/** `create_kernel` result (spec §2.3). */
-export const CreateKernelResult = Schema.Struct({
-  id: Schema.String,
-  kernel_host: Schema.String,
-  repl_in_port: Schema.Int,
-  repl_out_port: Schema.Int,
-  stdin_port: Schema.Int,
-  stdout_port: Schema.Int,
-  service_ports: Schema.Array(ServicePort),
-  container_id: Schema.String,
-  resource_spec: Schema.String
-})
-export type CreateKernelResult = typeof CreateKernelResult.Type
-
-/** `restart_kernel` result (D19). */
-export const RestartKernelResult = Schema.Struct({
-  container_id: Schema.String,
-  repl_in_port: Schema.Int,
-  repl_out_port: Schema.Int,
-  stdin_port: Schema.Int,
-  stdout_port: Schema.Int,
-  service_ports: Schema.Array(ServicePort)
-})
-export type RestartKernelResult = typeof RestartKernelResult.Type
-
-/** `execute` result (spec §8.4); API v1 fields are optional. */
-export const ExecuteResult = Schema.Struct({
-  runId: Schema.String,
-  status: Schema.Literals(["continued", "waiting-input", "clean-finished", "build-finished", "finished", "exec-timeout"]),
-  exitCode: Schema.NullOr(Schema.Int),
-  options: Schema.NullOr(Py.Dict),
-  files: Schema.Array(Schema.Unknown),
-  console: Schema.optionalKey(Schema.Array(Schema.Unknown)),
-  stdout: Schema.optionalKey(Schema.String),
-  stderr: Schema.optionalKey(Schema.String),
-  media: Schema.optionalKey(Schema.Array(Schema.Unknown)),
-  html: Schema.optionalKey(Schema.Array(Schema.Unknown))
-})
-export type ExecuteResult = typeof ExecuteResult.Type
-
-/** `start_service` result. */
-export const StartServiceResult = Schema.Struct({
-  status: Schema.Literals(["started", "running", "failed"]),
-  error: Schema.optionalKey(Schema.String)
-})
-export type StartServiceResult = typeof StartServiceResult.Type
-
-/** `list_files` result: `files` is a JSON text of `[{mode,size,ctime,mtime,atime,filename}]`. */
-export const ListFilesResult = Schema.Struct({
-  files: Schema.String,
-  errors: Schema.String,
-  abspath: Schema.String
-})
-export type ListFilesResult = typeof ListFilesResult.Type
-
-/** `get_logs` result. */
-export const GetLogsResult = Schema.Struct({ logs: Schema.String })
-export type GetLogsResult = typeof GetLogsResult.Type
+export {
+  CreateKernelResult,
+  ExecuteResult,
+  GetLogsResult,
+  ListFilesResult,
+  RestartKernelResult,
+  ServicePort,
+  StartServiceResult
+} from "../domain/KernelResults.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Arguments needing more than a plain tuple

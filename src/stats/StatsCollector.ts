@@ -6,7 +6,7 @@
  *
  * - `<agent_id>` = msgpack `{"node": {metric: M}, "devices": {metric: {node name: M}}}` — the cluster as
  *   one node, each Kubernetes node a device;
- * - `<kernel_id>` = msgpack `{metric: M}` for every kernel of the KernelRegistry whose pod was measured;
+ * - `<kernel_id>` = msgpack `{metric: M}` for every kernel of `options.kernels` whose pod was measured;
  *
  * each with `EX stats.ttl` (30 s). A failing node or a failing Redis write is counted (Metrics) and
  * logged (once per transition), never thrown: the loop keeps its cadence and resumes when Redis or
@@ -19,7 +19,6 @@
  */
 import { Cause, Clock, Context, Effect, Layer, Metric, Option, Ref, Result, Schedule, Semaphore } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
-import { KernelRegistry } from "../kernel/KernelRegistry.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
 import { Redis, type RedisCommand } from "../registry/Redis.ts"
 import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
@@ -49,6 +48,18 @@ export interface StatsCollectorOptions<E = never> {
   readonly nodeTimeoutSeconds?: number
   /** The worker nodes to read; a failure keeps the previous list. */
   readonly nodes: Effect.Effect<ReadonlyArray<string>, E>
+  /** The agent's kernels, read once per cycle (the kernel table's `list`: stats do not import kernel/). */
+  readonly kernels: Effect.Effect<ReadonlyArray<MeasuredKernel>>
+}
+
+/** A kernel as the stats see it: whose pod to measure, and its memory limit (`resourceSpec`). */
+export interface MeasuredKernel {
+  readonly kernelId: string
+  readonly namespace: string
+  /** The pod's name. */
+  readonly objectName: string
+  readonly podUid: string | undefined
+  readonly resourceSpec: string
 }
 
 export interface CycleReport {
@@ -88,7 +99,6 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
   static readonly make = Effect.fnUntraced(function*<E>(options: StatsCollectorOptions<E>) {
     const redis = yield* Redis
     const summaries = yield* KubeletSummary
-    const registry = yield* KernelRegistry
 
     const nominalMs = options.intervalSeconds * 1000
     const ttl = Math.max(1, Math.round(options.ttlSeconds))
@@ -98,7 +108,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
     const state = yield* Ref.make<CollectorState>(emptyState)
     /** The last encoded `<kernel_id>` value of every measured kernel (what finalize writes). */
     const lastPayloads = yield* Ref.make<ReadonlyMap<string, { readonly payload: Buffer; readonly stat: KernelStat }>>(new Map())
-    /** Finalized kernels: never written by a cycle again (purged once the registry forgets them). */
+    /** Finalized kernels: never written by a cycle again (purged once `options.kernels` no longer lists them). */
     const finalized = yield* Ref.make<ReadonlySet<string>>(new Set())
     /** Serializes "format + write" of cycles with finalize, so a cycle never overwrites a final TTL. */
     const writeLock = yield* Semaphore.make(1)
@@ -151,7 +161,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       const started = yield* Clock.currentTimeMillis
       const nodes = yield* currentNodes
       const results = yield* Effect.forEach(nodes, readNode, { concurrency: options.concurrency })
-      const kernelInfos = yield* registry.list
+      const kernelInfos = yield* options.kernels
       const report = yield* writeLock.withPermits(1)(Effect.gen(function*() {
         const at = yield* Clock.currentTimeMillis
         const fin = yield* Ref.get(finalized)
@@ -267,13 +277,15 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
 
   /**
    * The collector from AgentConfig (`stats.*`, agent id), with its loop running when `stats.enabled`,
-   * also serving as the KernelStatsSink. Worker nodes: `options.nodes` (e.g. from NodeResources), else
-   * listed through KubeClient (`kubernetes.node-selector`, masters skipped; refreshed every 30 s).
+   * also serving as the KernelStatsSink. Kernels: `options.kernels` (the kernel table's `list`). Worker
+   * nodes: `options.nodes` (e.g. from NodeResources), else listed through KubeClient
+   * (`kubernetes.node-selector`, masters skipped; refreshed every 30 s).
    */
-  static readonly layer = <E = never>(options?: {
+  static readonly layer = <E = never>(options: {
+    readonly kernels: Effect.Effect<ReadonlyArray<MeasuredKernel>>
     readonly nodes?: Effect.Effect<ReadonlyArray<string>, E>
     readonly finalTtlSeconds?: number
-  }): Layer.Layer<StatsCollector | KernelStatsSink, never, Redis | KubeletSummary | KernelRegistry | KubeClient | AgentConfig> =>
+  }): Layer.Layer<StatsCollector | KernelStatsSink, never, Redis | KubeletSummary | KubeClient | AgentConfig> =>
     Layer.effectContext(Effect.gen(function*() {
       const { agentId, config } = yield* AgentConfig
       const kube = yield* KubeClient
@@ -283,8 +295,9 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         intervalSeconds: config.stats.interval,
         ttlSeconds: config.stats.ttl,
         concurrency: config.stats.concurrency,
-        nodes: options?.nodes ?? listed,
-        ...(options?.finalTtlSeconds !== undefined ? { finalTtlSeconds: options.finalTtlSeconds } : {})
+        nodes: options.nodes ?? listed,
+        kernels: options.kernels,
+        ...(options.finalTtlSeconds !== undefined ? { finalTtlSeconds: options.finalTtlSeconds } : {})
       })
       if (config.stats.enabled) yield* Effect.forkScoped(StatsCollector.loop(collector, config.stats.interval))
       else yield* Effect.logInfo("stats: disabled (stats.enabled = false)")

@@ -144,11 +144,11 @@ const collectorFor = (redisAddr: string, agentId: string, kernels: ReadonlyArray
       ttlSeconds: 30,
       concurrency: 8,
       // the testbed's nodes (a shared testbed may hold other tests' fake nodes)
-      nodes: Effect.succeed(env.nodes.map((n) => n.name))
+      nodes: Effect.succeed(env.nodes.map((n) => n.name)),
+      kernels: registry.list
     }).pipe(
       Effect.provideService(Redis, redis),
-      Effect.provideService(KubeletSummary, summaries),
-      Effect.provideService(KernelRegistry, registry)
+      Effect.provideService(KubeletSummary, summaries)
     )
     const loop = yield* Effect.forkScoped(StatsCollector.loop(collector, INTERVAL))
     const workers = yield* listWorkerNodes(kube, "").pipe(Effect.orDie)

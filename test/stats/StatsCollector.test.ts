@@ -32,7 +32,9 @@ const setup = Effect.gen(function*() {
       set: (key, _value, options) => Effect.sync(() => void sets.push({ key, ttl: options?.ttlSeconds }))
     })
   )
-  const layer = StatsCollector.layer({ nodes: Effect.succeed(["n1"]) }).pipe(Layer.provideMerge(deps))
+  const layer = Layer.unwrap(
+    Effect.map(KernelRegistry, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.succeed(["n1"]) }))
+  ).pipe(Layer.provideMerge(deps))
   return { layer, pipelines, sets }
 })
 
