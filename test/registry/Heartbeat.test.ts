@@ -4,7 +4,7 @@ import { TestClock } from "effect/testing"
 import { computeSnapshot, nodeState, NodeResources, NodeResourcesError, reservedAmounts } from "../../src/kube/NodeResources.ts"
 import { type AgentEvent, EventPublisher } from "../../src/registry/EventPublisher.ts"
 import { Heartbeat } from "../../src/registry/Heartbeat.ts"
-import { RegistryImages, unpackImages } from "../../src/registry/Images.ts"
+import { type ImageEntry, RegistryImages, unpackImages } from "../../src/registry/Images.ts"
 import { Registration } from "../../src/registry/Registration.ts"
 
 const snapshot = computeSnapshot(
@@ -16,28 +16,35 @@ const snapshot = computeSnapshot(
   reservedAmounts({ "reserved-cpu": 0, "reserved-mem": 0 })
 )
 
+/** Heartbeat's dependencies: events recorded in `sink`, resources healthy while `healthy`, running once `running`. */
+const harness = (healthyAtFirst: boolean, images: ReadonlyArray<ImageEntry>) =>
+  Effect.gen(function*() {
+    const sink: Array<AgentEvent> = []
+    const running = yield* Deferred.make<void>()
+    const healthy = yield* Ref.make(healthyAtFirst)
+    const deps = Layer.mergeAll(
+      EventPublisher.layerTest(sink),
+      Layer.succeed(NodeResources, NodeResources.of({
+        snapshot: Ref.get(healthy).pipe(
+          Effect.flatMap((ok) => ok ? Effect.succeed(snapshot) : Effect.fail(new NodeResourcesError({ reason: "NotSynced", message: "x" })))
+        ),
+        workers: Effect.succeed(snapshot.workers),
+        synced: Effect.void
+      })),
+      RegistryImages.layerTest(images),
+      Layer.succeed(Registration, Registration.of({
+        markRunning: Deferred.succeed(running, undefined).pipe(Effect.asVoid),
+        awaitRunning: Deferred.await(running),
+        asserted: Effect.succeed(undefined)
+      }))
+    )
+    return { sink, running, healthy, deps }
+  })
+
 describe("Heartbeat", () => {
   it.effect("instance_heartbeat before instance_started (manager 19.06 refreshes addr/version/slots only on a beat from a non-ALIVE agent), both after running", () =>
     Effect.gen(function*() {
-      const sink: Array<AgentEvent> = []
-      const running = yield* Deferred.make<void>()
-      const healthy = yield* Ref.make(false)
-      const deps = Layer.mergeAll(
-        EventPublisher.layerTest(sink),
-        Layer.succeed(NodeResources, NodeResources.of({
-          snapshot: Ref.get(healthy).pipe(
-            Effect.flatMap((ok) => ok ? Effect.succeed(snapshot) : Effect.fail(new NodeResourcesError({ reason: "NotSynced", message: "x" })))
-          ),
-          workers: Effect.succeed(snapshot.workers),
-          synced: Effect.void
-        })),
-        RegistryImages.layerTest([]),
-        Layer.succeed(Registration, Registration.of({
-          markRunning: Deferred.succeed(running, undefined).pipe(Effect.asVoid),
-          awaitRunning: Deferred.await(running),
-          asserted: Effect.succeed(undefined)
-        }))
-      )
+      const { sink, running, healthy, deps } = yield* harness(false, [])
       const scope = yield* Scope.make()
       yield* Heartbeat.make({ interval: "3 seconds", rpcAddr: { host: "10.0.0.1", port: 6001 }, region: "local", scalingGroup: "default" })
         .pipe(Effect.provide(deps), Scope.provide(scope))
@@ -57,25 +64,7 @@ describe("Heartbeat", () => {
 
   it.effect("first beat at once after running, then instance_started, one beat per interval, failures counted, terminated on close", () =>
     Effect.gen(function*() {
-      const sink: Array<AgentEvent> = []
-      const running = yield* Deferred.make<void>()
-      const healthy = yield* Ref.make(true)
-      const deps = Layer.mergeAll(
-        EventPublisher.layerTest(sink),
-        Layer.succeed(NodeResources, NodeResources.of({
-          snapshot: Ref.get(healthy).pipe(
-            Effect.flatMap((ok) => ok ? Effect.succeed(snapshot) : Effect.fail(new NodeResourcesError({ reason: "NotSynced", message: "x" })))
-          ),
-          workers: Effect.succeed(snapshot.workers),
-          synced: Effect.void
-        })),
-        RegistryImages.layerTest([{ name: "reg:5000/a/b:1", digest: "sha256:1" }]),
-        Layer.succeed(Registration, Registration.of({
-          markRunning: Deferred.succeed(running, undefined).pipe(Effect.asVoid),
-          awaitRunning: Deferred.await(running),
-          asserted: Effect.succeed(undefined)
-        }))
-      )
+      const { sink, running, healthy, deps } = yield* harness(true, [{ name: "reg:5000/a/b:1", digest: "sha256:1" }])
       const scope = yield* Scope.make()
       const heartbeat = yield* Heartbeat.make({
         interval: "3 seconds",
