@@ -51,7 +51,7 @@ export const GROUPS: ReadonlyArray<Group> = [
   },
   {
     name: "files",
-    mutate: ["src/kernel/Files.ts:1-165"],
+    mutate: ["src/kernel/Files.ts:1-166"],
     tests: ["test/kernel/Files.test.ts", "test/kernel/Files.mutation.test.ts"]
   },
   {

@@ -22,7 +22,7 @@ export class WatcherConfigError extends Schema.TaggedError<WatcherConfigError>()
 }) {}
 
 /** The watcher for a loaded configuration (needs the Node platform services). */
-export const WatcherLive = (loaded: LoadedConfig, options: { readonly sudo: boolean }) =>
+const WatcherLive = (loaded: LoadedConfig, options: { readonly sudo: boolean }) =>
   Layer.unwrap(
     Effect.gen(function*() {
       const w = loaded.config.watcher

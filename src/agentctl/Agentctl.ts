@@ -1,3 +1,4 @@
+// size: one small command per RPC method of the contract, plus events: the CLI's table of commands in one place
 /**
  * agentctl: the operator's and developer's CLI. It calls RPC methods of a running agent over the
  * real wire protocol (aiozmq over ZeroMQ, src/rpc/aiozmq/Client.ts), as manager 19.06 does, and
@@ -68,7 +69,6 @@ export const toJson = (value: unknown, indent?: number): string =>
     (_k, v: unknown) => {
       if (v instanceof Uint8Array) return { $bytes: Buffer.from(v).toString("base64") }
       if (typeof v === "bigint") return Number.isSafeInteger(Number(v)) ? Number(v) : v.toString()
-      if (v instanceof Msgpack.PyFloat) return v.value
       return v
     },
     indent

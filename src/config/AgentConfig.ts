@@ -34,14 +34,14 @@ export class AgentConfig extends Context.Service<AgentConfig, LoadedConfig>()("b
 }
 
 /** The search order of spec §4.1; only the first file found is read. */
-export const searchPaths = (env: NodeJS.ProcessEnv, home: string): ReadonlyArray<string> => [
+const searchPaths = (env: NodeJS.ProcessEnv, home: string): ReadonlyArray<string> => [
   ...(env.BACKEND_CONFIG_FILE ? [env.BACKEND_CONFIG_FILE] : []),
   "agent.toml",
   path.join(home, ".config", "backend.ai", "agent.toml"),
   "/etc/backend.ai/agent.toml"
 ]
 
-export const findConfigFile = Effect.fn("findConfigFile")(function*(
+const findConfigFile = Effect.fn("findConfigFile")(function*(
   explicit: string | undefined,
   env: NodeJS.ProcessEnv
 ): Effect.fn.Return<string, ConfigError, FileSystem.FileSystem> {
@@ -72,7 +72,7 @@ const sectionOf = (raw: Raw, name: string): Raw => {
 }
 
 /** Environment overrides of spec §4.3, applied to the raw document before validation. */
-export const applyEnvOverrides = (raw: Raw, env: NodeJS.ProcessEnv): ReadonlyArray<string> => {
+const applyEnvOverrides = (raw: Raw, env: NodeJS.ProcessEnv): ReadonlyArray<string> => {
   const problems: Array<string> = []
   const set = (sectionName: string, key: string, value: unknown) => {
     sectionOf(raw, sectionName)[key] = value
@@ -161,7 +161,7 @@ const isSecretKey = (keyPath: string): boolean => /(password|passwd|secret|token
 const withoutUserinfo = (url: string): string => url.replace(/^([a-z][a-z0-9+.-]*:\/\/)[^/@]*@/i, "$1<redacted>@")
 
 /** One line per problem: key path, what was expected, what was found. */
-export const describeIssue = (issue: SchemaIssue.Issue, raw: unknown): Array<string> =>
+const describeIssue = (issue: SchemaIssue.Issue, raw: unknown): Array<string> =>
   formatter(issue).issues.map((i) => {
     const keyPath = (i.path ?? []).map((k) => (typeof k === "object" ? String(k.key) : String(k))).join(".")
     const at = valueAt(raw, (i.path ?? []).map((k) => (typeof k === "object" ? k.key : k)))
@@ -172,7 +172,7 @@ export const describeIssue = (issue: SchemaIssue.Issue, raw: unknown): Array<str
   })
 
 /** Keys of the file that the schema does not know (warnings, not errors: spec §4.4 allows extras). */
-export const unknownKeys = (raw: unknown, decoded: unknown, prefix = ""): Array<string> => {
+const unknownKeys = (raw: unknown, decoded: unknown, prefix = ""): Array<string> => {
   if (!Predicate.isObject(raw) || !Predicate.isObject(decoded) || Array.isArray(raw)) return []
   const out: Array<string> = []
   for (const [k, v] of Object.entries(raw as Raw)) {

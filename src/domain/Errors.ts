@@ -28,7 +28,7 @@ export type PyArg = string | number | boolean | null | ReadonlyArray<PyArg>
 const AGENT_EXCEPTION_MODULE = "ai.backend.agent.exception"
 
 /** An exception of the agent's own module `ai.backend.agent.exception.<name>`. */
-export const agentException = (name: string, args: ReadonlyArray<PyArg>): PythonError => ({
+const agentException = (name: string, args: ReadonlyArray<PyArg>): PythonError => ({
   name: `${AGENT_EXCEPTION_MODULE}.${name}`,
   args
 })
@@ -244,7 +244,7 @@ const reprStr = (s: string): string => {
 }
 
 /** Python `repr()` of a plain value (str, int, float, None, bool, list). */
-export const pyRepr = (v: PyArg): string => {
+const pyRepr = (v: PyArg): string => {
   if (v === null) return "None"
   if (typeof v === "boolean") return v ? "True" : "False"
   if (typeof v === "string") return reprStr(v)

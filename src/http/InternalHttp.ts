@@ -20,7 +20,7 @@ import { refreshDerivedMetrics, registerUnlabelled } from "../observability/Metr
 import { Readiness } from "../observability/Readiness.ts"
 
 /** The routes, to mount on any router. */
-export const InternalRoutes: Layer.Layer<never, never, HttpRouter.HttpRouter | Readiness> = HttpRouter.use((router) =>
+const InternalRoutes: Layer.Layer<never, never, HttpRouter.HttpRouter | Readiness> = HttpRouter.use((router) =>
   Effect.gen(function*() {
     const readiness = yield* Readiness
     yield* registerUnlabelled

@@ -28,9 +28,9 @@ import { createHash, timingSafeEqual } from "node:crypto"
 import { createServer } from "node:http"
 import { createServer as createHttpsServer } from "node:https"
 
-export const SERVER_HEADER = "BackendAI-AgentWatcher"
-export const TOKEN_HEADER = "X-BackendAI-Watcher-Token"
-export const NOT_LOADED_MESSAGE = "Agent is not loaded with systemctl."
+const SERVER_HEADER = "BackendAI-AgentWatcher"
+const TOKEN_HEADER = "X-BackendAI-Watcher-Token"
+const NOT_LOADED_MESSAGE = "Agent is not loaded with systemctl."
 
 export interface WatcherOptions {
   /** `[watcher] target-service`, e.g. `backendai-agent.service`. */

@@ -14,10 +14,10 @@ import { AgentConfig } from "../config/AgentConfig.ts"
 import { armShutdownWatchdog } from "../observability/Teardown.ts"
 
 /** What the teardown gets beyond `agent.shutdown-grace` (the RPC server's drain) before the watchdog kills. */
-export const TEARDOWN_MARGIN_SECONDS = 5
+const TEARDOWN_MARGIN_SECONDS = 5
 
 /** Arms {@link armShutdownWatchdog} once, on the first SIGTERM or SIGINT, while the scope is open. */
-export const watchdogOnSignals = (seconds: number) =>
+const watchdogOnSignals = (seconds: number) =>
   Effect.acquireRelease(
     Effect.sync(() => {
       let armed = false

@@ -36,15 +36,13 @@ import type { PollResult, RunnerFrame } from "./runner/RunnerRecords.ts"
 /** Longest poll: below manager 19.06's 30 s `execute` timeout with room for the round trip. */
 export const MAX_FLUSH = Duration.seconds(25)
 /** Completion wait: below the manager's 10 s `get_completions` timeout. */
-export const COMPLETION_WAIT = Duration.seconds(5)
+const COMPLETION_WAIT = Duration.seconds(5)
 /**
  * `start-service` wait: the 19.06 Docker agent's 30 s (agent/kernel.py `with timeout(30)`). The 19.06
  * runner answers only once the service's port opens (no deadline of its own), and its main loop is
  * blocked meanwhile.
  */
-export const SERVICE_WAIT = Duration.seconds(30)
-
-export type ExecuteMode = "query" | "batch" | "input" | "continue"
+const SERVICE_WAIT = Duration.seconds(30)
 
 export interface ExecuteRequest {
   readonly apiVersion: number
@@ -63,7 +61,7 @@ export type ExecuteError = KernelNotFound | RunnerUnavailable | RunNotFound | In
 // Pure parts
 
 /** A fresh run id: 32 lowercase hex digits (like Python's `secrets.token_hex(16)`). */
-export const freshRunId = Effect.sync(() => crypto.randomBytes(16).toString("hex"))
+const freshRunId = Effect.sync(() => crypto.randomBytes(16).toString("hex"))
 
 const str = (v: unknown): string => (typeof v === "string" ? v : v === undefined || v === null ? "" : String(v))
 

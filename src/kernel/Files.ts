@@ -1,3 +1,4 @@
+// size: the three file RPCs share the work-dir path checks (no symlinks, no FIFOs: issue 13) and the download tar writer
 /**
  * File RPCs on a kernel's work dir (spec §8.6; K1 left them as no-ops, spec §11.3 item 4). The agent
  * sees the pod's `/home/work` at `KernelInfo.scratchDir` (`<container.scratch-root>/<kid>/work`), so
@@ -173,15 +174,15 @@ const { O_CREAT, O_DIRECTORY, O_EXCL, O_NOFOLLOW, O_NONBLOCK, O_RDONLY, O_WRONLY
 const at = (fd: number, name?: string): string => (name === undefined ? `/proc/self/fd/${fd}` : `/proc/self/fd/${fd}/${name}`)
 
 /** Kernel file operations may occupy at most this many of libuv's (default 4) pool threads. */
-export const FILE_OPS_MAX_THREADS = 2
+const FILE_OPS_MAX_THREADS = 2
 /** Each file RPC gives up after this long (the manager's RPC timeout is longer). */
-export const FILE_OP_TIMEOUT = Duration.seconds(60)
+const FILE_OP_TIMEOUT = Duration.seconds(60)
 /** `list_files` answers at most this many entries … */
 export const LIST_MAX_ENTRIES = 10_000
 /** … and at most this many bytes of JSON. */
-export const LIST_MAX_BYTES = 4 * 1024 * 1024
+const LIST_MAX_BYTES = 4 * 1024 * 1024
 /** `download_file` descends at most this many directory levels. */
-export const DOWNLOAD_MAX_DEPTH = 64
+const DOWNLOAD_MAX_DEPTH = 64
 
 type Handle = fs.promises.FileHandle
 

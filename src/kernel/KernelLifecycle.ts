@@ -49,7 +49,7 @@ export type DestroyError = KernelNotFound | KubernetesFailure
 /** Reason of a `destroy_kernel` RPC without an explicit reason. */
 export const USER_REQUESTED = "user-requested"
 /** `kernel_terminated` reason of a kernel lost because its restart failed (the old pod was already gone). */
-export const RESTART_FAILED = "restart-failed"
+const RESTART_FAILED = "restart-failed"
 /**
  * `kernel_terminated` reason for a kernel id this agent does not know (the 19.06 Docker agent's
  * `_destroy_kernel`/`_execute`): the manager then releases the session's slots instead of leaving it

@@ -43,7 +43,7 @@ const INFINITE = /^([+-])?(?:inf|infinity)$/i
 const NAN = /^[+-]?(s)?nan\d*$/i
 
 /** `decimal.Decimal(s)` of CPython 3.11, or `undefined` where it raises `InvalidOperation`. */
-export const parsePyDecimal = (input: string): PyDecimal | undefined => {
+const parsePyDecimal = (input: string): PyDecimal | undefined => {
   const cps = Array.from(input, (c) => c.codePointAt(0)!)
   let start = 0
   let end = cps.length

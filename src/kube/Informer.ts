@@ -69,7 +69,7 @@ export interface Informer<A> {
 }
 
 /** 0.5 s doubling, capped at 10 s, each delay ×[0.8, 1.2]. */
-export const informerBackoff: Schedule.Schedule<unknown, unknown> = Schedule.min([
+const informerBackoff: Schedule.Schedule<unknown, unknown> = Schedule.min([
   Schedule.exponential("500 millis"),
   Schedule.spaced("10 seconds")
 ]).pipe(Schedule.jittered)

@@ -1,3 +1,4 @@
+// size: every Kubernetes object of a kernel (Pod, Service, ConfigMap, NetworkPolicy, recovery annotation, runner address) built by pure functions in one place, so names, labels, owner references and ports agree
 /**
  * Pure builders and readers of a kernel's Kubernetes objects (design §2): Pod, NodePort Service and
  * ConfigMap, all named `kernel-<kid>` and labelled; the Pod carries the recovery annotation from
@@ -9,20 +10,20 @@ import { Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import * as path from "node:path"
 import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
-import type { RunnerEndpoint } from "../kernel/runner/RunnerConnection.ts"
+import type { RunnerEndpoint } from "../domain/RunnerEndpoint.ts"
 import { slotIntegerPart } from "../kernel/SlotDecimal.ts"
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by"
 export const MANAGED_BY_VALUE = "bai-k8s-agent"
 export const AGENT_ID_LABEL = "backend.ai/agent-id"
-export const KERNEL_ID_LABEL = "backend.ai/kernel-id"
+const KERNEL_ID_LABEL = "backend.ai/kernel-id"
 /** JSON {@link Recovery} of the kernel. */
 export const RECOVERY_ANNOTATION = "backend.ai/kernel"
 /** Set (ISO time) once the kernel was Running with an answering runner and reported created. */
 export const READY_ANNOTATION = "backend.ai/ready-at"
 
-export const REPL_IN = 2000
-export const REPL_OUT = 2001
+const REPL_IN = 2000
+const REPL_OUT = 2001
 
 export const objectName = (kernelId: string): string => `kernel-${kernelId}`
 
@@ -41,7 +42,7 @@ export const kernelSelector = (agentId: string, kernelId: string): string => `${
 // ---------------------------------------------------------------------------------------------
 // Recovery annotation
 
-export const RecoveryServicePort = Schema.Struct({
+const RecoveryServicePort = Schema.Struct({
   name: Schema.String,
   protocol: Schema.String,
   container_port: Schema.Int,
@@ -148,7 +149,7 @@ export interface KrunnerVolumeSpec extends VolumeSpec {
 }
 
 /** The 19.06 krunner env's Python (krunner-env.ubuntu16.04 / alpine3.8 build Python 3.6). */
-export const DEFAULT_KRUNNER_PYTHON = "3.6"
+const DEFAULT_KRUNNER_PYTHON = "3.6"
 
 export interface KernelObjectsInput {
   readonly namespace: string

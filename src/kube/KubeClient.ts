@@ -55,7 +55,7 @@ const describeFailure = (e: unknown): { status: number | undefined; message: str
   return { status, message: cause === undefined ? base : `${base}: ${cause}`, serverReason: undefined }
 }
 
-export const toKubeError = (operation: string) => (e: unknown): KubeError => {
+const toKubeError = (operation: string) => (e: unknown): KubeError => {
   const { message, serverReason, status } = describeFailure(e)
   const reason: KubeErrorReason = status === 404
     ? "NotFound"

@@ -14,6 +14,7 @@
 import { Context, Duration, Effect, HashMap, Layer, Schema } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import * as Informer from "./Informer.ts"
+import { AGENT_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE } from "./KernelObjects.ts"
 import { KubeClient } from "./KubeClient.ts"
 
 // ---------------------------------------------------------------------------------------------
@@ -171,9 +172,6 @@ export interface PodState {
   readonly requests: SlotAmounts
 }
 
-export const MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-export const MANAGED_BY_VALUE = "bai-k8s-agent"
-export const AGENT_ID_LABEL = "backend.ai/agent-id"
 
 export const nodeState = (n: NodeObject): NodeState | undefined => {
   const name = n.metadata?.name
@@ -199,7 +197,7 @@ export const podState = (p: PodObject, agentId: string): PodState | undefined =>
   const phase = p.status?.phase
   if (phase === "Succeeded" || phase === "Failed") return undefined
   const labels = p.metadata?.labels ?? {}
-  if (labels[MANAGED_BY_LABEL] === MANAGED_BY_VALUE && labels[AGENT_ID_LABEL] === agentId) return undefined
+  if (labels[MANAGED_BY] === MANAGED_BY_VALUE && labels[AGENT_ID_LABEL] === agentId) return undefined
   const sum = zero()
   for (const c of p.spec?.containers ?? []) {
     const r = amountsOf(c.resources?.requests ?? undefined)

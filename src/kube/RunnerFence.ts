@@ -10,7 +10,7 @@ import { buildRunnerFence, type RunnerAddress } from "./KernelObjects.ts"
 import type { KubeClient } from "./KubeClient.ts"
 
 /** This host's own non-loopback addresses: where the agent's connections to the runners come from. */
-export const hostAddresses = (): Array<string> =>
+const hostAddresses = (): Array<string> =>
   Object.values(os.networkInterfaces())
     .flatMap((list) => list ?? [])
     .filter((a) => !a.internal && !(a.family === "IPv6" && a.address.toLowerCase().startsWith("fe80:")))

@@ -17,14 +17,14 @@ export class ScratchDirError extends Schema.TaggedError<ScratchDirError>()("Scra
   cause: Schema.optional(Schema.Defect())
 }) {}
 
-export const KERNEL_DIR_MODE = 0o711
-export const WORK_DIR_MODE = 0o700
+const KERNEL_DIR_MODE = 0o711
+const WORK_DIR_MODE = 0o700
 
 const step = <A>(p: string, what: string, f: Effect.Effect<A, PlatformError>) =>
   Effect.mapError(f, (cause) => new ScratchDirError({ path: p, message: `${what} ${p}: ${cause.message}`, cause }))
 
 /** The uid/gid the 19.06 `entrypoint.sh` gives the kernel's `work` user when LOCAL_USER_ID/GROUP_ID are unset. */
-export const ENTRYPOINT_DEFAULT_ID = 9001
+const ENTRYPOINT_DEFAULT_ID = 9001
 
 /**
  * Who must own `work`: `container.kernel-uid`/`kernel-gid` when configured; otherwise the entrypoint's

@@ -66,7 +66,7 @@ const dict = (method: string, name: string, v: unknown): Effect.Effect<Record<st
   isRecord(v) ? Effect.succeed(v) : v === null || v === undefined ? Effect.succeed({}) : Effect.fail(typeError(`${method}: ${name} must be a dict`))
 
 /** `resource_spec` of the creation info: what the kernel was given, incl. `allocations` (occupied slots). */
-export const resourceSpec26 = (slots: Readonly<Record<string, string>>) => ({
+const resourceSpec26 = (slots: Readonly<Record<string, string>>) => ({
   slots,
   mounts: [],
   scratch_disk_size: 0,

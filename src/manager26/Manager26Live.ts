@@ -19,13 +19,13 @@ import { Sessions } from "./Sessions.ts"
 import { StreamEvents } from "./StreamEvents.ts"
 
 /** Redis databases of the 26.x roles (R268 `common/defs`). */
-export const REDIS_DB = { statistics: 0, live: 2, image: 3, stream: 4 } as const
+const REDIS_DB = { statistics: 0, live: 2, image: 3, stream: 4 } as const
 
 /**
  * `host:port` and password of a Redis role from etcd `config/redis` (`override_configs/<role>/addr`
  * when set, else `addr`; contract §4.3).
  */
-export const redisRole = (role: keyof typeof REDIS_DB) =>
+const redisRole = (role: keyof typeof REDIS_DB) =>
   Effect.gen(function*() {
     const etcd = yield* Etcd
     const manager = yield* ManagerConfig
@@ -42,7 +42,7 @@ export const redisRole = (role: keyof typeof REDIS_DB) =>
  * The CURVE keys of `[agent] rpc-auth-agent-keypair` / `rpc-auth-manager-public-key` (contract §1.7);
  * undefined when neither is set.
  */
-export const curveKeys = Effect.gen(function*() {
+const curveKeys = Effect.gen(function*() {
   const { config } = yield* AgentConfig
   const agentFile = config.agent["rpc-auth-agent-keypair"]
   const managerFile = config.agent["rpc-auth-manager-public-key"]

@@ -9,9 +9,9 @@ import { Context, Duration, Effect, Layer, Schedule } from "effect"
 import { KernelRegistry } from "../kernel/KernelRegistry.ts"
 import type { RedisShape } from "../registry/Redis.ts"
 
-export const PRESENCE_TTL_SECONDS = 300
+const PRESENCE_TTL_SECONDS = 300
 
-export const presenceKey = (kernelId: string) => `kernel:presence:${kernelId}`
+const presenceKey = (kernelId: string) => `kernel:presence:${kernelId}`
 
 export class Presence extends Context.Service<Presence, {
   /** Writes the presence of these kernels now. */

@@ -27,18 +27,18 @@ import { PyFloat } from "../rpc/msgpack/Msgpack.ts"
 import * as Bai from "./codec/BaiMsgpack.ts"
 import { Sessions } from "./Sessions.ts"
 
-export const STREAM_KEY = "events"
-export const STREAM_MAXLEN = 128
+const STREAM_KEY = "events"
+const STREAM_MAXLEN = 128
 const METADATA = JSON.stringify({ request_id: null, user: null, triggered_user: null })
 
 /** `zlib.compress(msgpack.packb([]))`: the heartbeat's `images` (unused by the 26.8 manager). */
 export const EMPTY_IMAGES = zlib.deflateSync(Buffer.from([0x90]))
 
 /** Node's `process.arch` as Backend.AI names it. */
-export const architectureOf = (arch: string): string => (arch === "x64" ? "x86_64" : arch === "arm64" ? "aarch64" : arch)
+const architectureOf = (arch: string): string => (arch === "x64" ? "x86_64" : arch === "arm64" ? "aarch64" : arch)
 
 /** 19.06 `agent_info` → 26.x `AgentInfo.model_dump()` (contract §4.1). */
-export const agentInfo26 = (info: AgentInfo, options: { readonly architecture: string; readonly publicKey: Uint8Array | null }) => {
+const agentInfo26 = (info: AgentInfo, options: { readonly architecture: string; readonly publicKey: Uint8Array | null }) => {
   const slots = Object.fromEntries(Object.entries(info.resource_slots).map(([slot, [, amount]]) => [slot, amount]))
   const units = Object.fromEntries(Object.entries(info.resource_slots).map(([slot, [unit]]) => [slot, unit]))
   return {

@@ -16,10 +16,10 @@ const levels: Record<AgentConfigData["logging"]["level"], LogLevel> = {
   CRITICAL: "Fatal"
 }
 
-export const minimumLevel = (logging: AgentConfigData["logging"], debug: boolean): LogLevel =>
+const minimumLevel = (logging: AgentConfigData["logging"], debug: boolean): LogLevel =>
   debug ? "Debug" : levels[logging.level]
 
-export const usePretty = (logging: AgentConfigData["logging"], isTty: boolean): boolean =>
+const usePretty = (logging: AgentConfigData["logging"], isTty: boolean): boolean =>
   logging.format === "pretty" || (logging.format === "auto" && isTty)
 
 /** Log layer for an entry point; `isTty` is `process.stderr.isTTY` read by the caller. */

@@ -73,7 +73,7 @@ export interface EventPublisherOptions<E = never, R = never> {
 }
 
 /** The ZeroMQ endpoint for an `event_addr` value. */
-export const eventEndpoint = (addr: string): string => (addr.includes("://") ? addr : `tcp://${addr}`)
+const eventEndpoint = (addr: string): string => (addr.includes("://") ? addr : `tcp://${addr}`)
 
 /** One queued message; `durable` ones carry their key and the signal of their hand-off. */
 interface Queued {

@@ -1,3 +1,4 @@
+// size: the registry v2 client (catalog and tags with Link pagination, Basic and Bearer auth whose credentials stay on the registry's origin) and its refresh service: the credential rules stay in one file
 /**
  * The images this agent can run, for the heartbeat's `images` field (spec §3.1, §1.6): every tag of
  * the configured registry (`kubernetes.registry.url`) listed through the registry v2 API —
@@ -114,7 +115,7 @@ const MANIFEST_ACCEPT = [
  * The registry's HTTP client: Node's http/https with one keep-alive agent per client (closed with the
  * scope), TLS verified unless `verifyTls` is false, redirects not followed. `listRegistryImages` needs it.
  */
-export const registryHttpClient = (verifyTls: boolean): Effect.Effect<HttpClient.HttpClient, never, Scope.Scope> =>
+const registryHttpClient = (verifyTls: boolean): Effect.Effect<HttpClient.HttpClient, never, Scope.Scope> =>
   NodeHttpClient.makeAgent({ keepAlive: true, maxSockets: 16, rejectUnauthorized: verifyTls }).pipe(
     Effect.flatMap((agent) => NodeHttpClient.makeNodeHttp.pipe(Effect.provideService(NodeHttpClient.HttpAgent, agent)))
   )

@@ -38,7 +38,7 @@ export interface ManagerConfigShape {
   readonly rpcAddr: { readonly host: string; readonly port: number }
 }
 
-export const DEFAULT_REDIS = { host: "127.0.0.1", port: 6379 } as const
+const DEFAULT_REDIS = { host: "127.0.0.1", port: 6379 } as const
 
 /** Retry of etcd reads: 0.5 s doubling, capped at `cap`. */
 export const cappedBackoff = (cap: `${number} seconds`) => Schedule.min([Schedule.exponential("500 millis"), Schedule.spaced(cap)])

@@ -53,9 +53,9 @@ export {
  * Anything else (`../x`, `""`, uppercase, a NUL…) is refused here, at the edge, before any handler
  * derives a path, an object name or a label from it: the caller gets aiozmq's `ParametersError`.
  */
-export const KERNEL_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
+const KERNEL_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-export const isKernelId = (s: string): boolean => KERNEL_ID_PATTERN.test(s)
+const isKernelId = (s: string): boolean => KERNEL_ID_PATTERN.test(s)
 
 export const KernelId = Py.Str.check(
   Schema.makeFilter((s: string) => isKernelId(s) || `kernel_id must be a UUID in canonical form (str(uuid.uuid4())), got ${JSON.stringify(s.slice(0, 80))}`)

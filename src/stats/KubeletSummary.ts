@@ -17,29 +17,29 @@ import { KubeClient, KubeError, type KubeErrorReason } from "../kube/KubeClient.
 
 const Count = Schema.Number
 
-export const CpuStats = Schema.Struct({
+const CpuStats = Schema.Struct({
   usageNanoCores: Schema.optionalKey(Count),
   usageCoreNanoSeconds: Schema.optionalKey(Count)
 })
 
-export const MemoryStats = Schema.Struct({
+const MemoryStats = Schema.Struct({
   availableBytes: Schema.optionalKey(Count),
   usageBytes: Schema.optionalKey(Count),
   workingSetBytes: Schema.optionalKey(Count)
 })
 
-export const NetworkStats = Schema.Struct({
+const NetworkStats = Schema.Struct({
   rxBytes: Schema.optionalKey(Count),
   txBytes: Schema.optionalKey(Count)
 })
 
-export const FsStats = Schema.Struct({
+const FsStats = Schema.Struct({
   availableBytes: Schema.optionalKey(Count),
   capacityBytes: Schema.optionalKey(Count),
   usedBytes: Schema.optionalKey(Count)
 })
 
-export const VolumeStats = Schema.Struct({
+const VolumeStats = Schema.Struct({
   name: Schema.String,
   usedBytes: Schema.optionalKey(Count)
 })

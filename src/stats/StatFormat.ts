@@ -1,3 +1,4 @@
+// size: the D19 stat format as one pure module (metric table, decimals, series, the cycle step), scored whole by the statformat mutation group
 /**
  * The statistics format of the Docker reference agent (spec §6, "D19 / A19.09 (reference format)";
  * D19 `stats.py` `Metric`/`MovingStatistics`, `intrinsic.py`), as pure functions.

@@ -5,13 +5,11 @@
  * (max(Σ containers, max init) + overhead).
  */
 import { assert, describe, it } from "@effect/vitest"
+import { AGENT_ID_LABEL, MANAGED_BY as MANAGED_BY_LABEL, MANAGED_BY_VALUE } from "../../src/kube/KernelObjects.ts"
 import {
-  AGENT_ID_LABEL,
   computeSnapshot,
   formatAmounts,
   formatScaled,
-  MANAGED_BY_LABEL,
-  MANAGED_BY_VALUE,
   type NodeState,
   nodeState,
   parseQuantity,

@@ -1,3 +1,4 @@
+// size: one kernel's two runner sockets and their fibers, performing the run queue's commands in one synchronous step
 /**
  * One kernel's connection to its runner (spec §8.1–§8.3): a PUSH socket to the runner's REPL-in port
  * and a PULL socket from its REPL-out port, both owned by the enclosing scope.
@@ -25,18 +26,15 @@ import * as Zmq from "zeromq"
 import { monotonicMillis } from "../../domain/MonotonicClock.ts"
 import { parseJson, type PollResult, RECEIVE_HWM, MESSAGE_MAX_BYTES, makeRecordDecoder, type RunnerFrame } from "./RunnerRecords.ts"
 import * as RunQueue from "./RunQueue.ts"
+import type { RunnerEndpoint } from "../../domain/RunnerEndpoint.ts"
+
+export type { RunnerEndpoint }
 
 export class RunnerError extends Schema.TaggedError<RunnerError>()("RunnerError", {
   reason: Schema.Literals(["Timeout", "Closed", "Protocol", "UnknownRun"]),
   kernelId: Schema.String,
   message: Schema.String
 }) {}
-
-export interface RunnerEndpoint {
-  readonly host: string
-  readonly replInPort: number
-  readonly replOutPort: number
-}
 
 export interface RunnerConnection {
   readonly kernelId: string

@@ -111,7 +111,6 @@ export const decodeStatus = (data: Uint8Array): Option.Option<number> => {
     if (isRecord(v)) {
       const s = v.started_at
       if (typeof s === "number") return Option.some(s)
-      if (s instanceof Msgpack.PyFloat) return Option.some(s.value)
       if (typeof s === "bigint") return Option.some(Number(s))
     }
     return Option.none()

@@ -1,3 +1,4 @@
+// size: a strict, read-only pickle subset: one stack machine over a fixed opcode list and its whitelist of globals, audited together
 /**
  * The few Python pickles the 26.x manager puts inside its msgpack ext types (contract §1.6), read
  * by a small, strict, read-only pickle subset — and the one pickle the agent writes (the heartbeat's
@@ -68,7 +69,7 @@ const KERNEL_EVENTS = "ai.backend.common.events.event_types.kernel.types"
 const nameIsValue = (values: ReadonlyArray<string>): ReadonlyMap<string, string> =>
   new Map(values.map((v) => [v.toUpperCase().replace(/-/g, "_"), v]))
 
-export const ENUMS: ReadonlyMap<string, ReadonlyMap<string, string>> = new Map([
+const ENUMS: ReadonlyMap<string, ReadonlyMap<string, string>> = new Map([
   [`${TYPES}.AutoPullBehavior`, nameIsValue(["digest", "tag", "none"])],
   [`${TYPES}.SessionTypes`, nameIsValue(["interactive", "batch", "inference", "system"])],
   [`${TYPES}.ClusterMode`, nameIsValue(["single-node", "multi-node"])],
@@ -106,7 +107,7 @@ export const ENUMS: ReadonlyMap<string, ReadonlyMap<string, string>> = new Map([
 const OBJECT_CLASSES: ReadonlySet<string> = new Set([`${DOCKER}.ImageRef`, `${DOCKER}.PlatformTagSet`, `${TYPES}.ResourceSlot`])
 
 /** Limits: a pickle larger than this, or deeper / with more memo entries, is refused. */
-export const MAX_PICKLE_BYTES = 64 * 1024
+const MAX_PICKLE_BYTES = 64 * 1024
 const MAX_STACK = 4096
 const MAX_MEMO = 4096
 

@@ -50,7 +50,7 @@ export class CallosumFailure extends Schema.TaggedError<CallosumFailure>()("Call
 }
 
 /** A Python exception as a Callosum FAILURE's meta: `[name, repr, traceback]` (the name without its module). */
-export const failureOf = (error: PythonError): { name: string; repr: string; traceback: string } => {
+const failureOf = (error: PythonError): { name: string; repr: string; traceback: string } => {
   const name = error.name.split(".").pop() ?? error.name
   return { name, repr: pythonRepr(name, error.args), traceback: "" }
 }

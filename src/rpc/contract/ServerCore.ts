@@ -35,8 +35,8 @@ export type Reply =
   | { readonly _tag: "Value"; readonly value: unknown }
   | { readonly _tag: "Error"; readonly error: PythonError }
 
-export const valueReply = (value: unknown): Reply => ({ _tag: "Value", value })
-export const errorReply = (error: PythonError): Reply => ({ _tag: "Error", error })
+const valueReply = (value: unknown): Reply => ({ _tag: "Value", value })
+const errorReply = (error: PythonError): Reply => ({ _tag: "Error", error })
 
 /** One method as the core serves it: the contract's argument and result handling around its handler. */
 export interface ServedMethod {

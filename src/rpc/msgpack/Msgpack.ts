@@ -1,3 +1,4 @@
+// size: one Python-semantics msgpack reader and writer with its dialects (19.06 plain, 26.x ext types); every type family's size boundaries read best side by side
 /**
  * msgpack with Python semantics (msgpack-python `packb(use_bin_type=True)` /
  * `unpackb(raw=False, strict_map_key=True)`), as used by aiozmq and the manager.
@@ -76,7 +77,7 @@ export interface Dialect {
 }
 
 /** msgpack-python `packb(use_bin_type=True)` / `unpackb(raw=False, strict_map_key=True)`, no ext types. */
-export const PYTHON: Dialect = { maxDepth: 512, Error: MsgpackFormatError }
+const PYTHON: Dialect = { maxDepth: 512, Error: MsgpackFormatError }
 
 // ---------------------------------------------------------------------------------------------
 // Encoder
