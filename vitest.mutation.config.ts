@@ -13,10 +13,10 @@ export default defineConfig({
     isolate: false,
     // MUTATION_TESTS=a,b: only these test files (a quicker run over some of the mutated files)
     include: process.env.MUTATION_TESTS !== undefined ? process.env.MUTATION_TESTS.split(",") : [
-      "test/rpc/Msgpack.test.ts",
+      "test/codec/Msgpack.test.ts",
       "test/kube/KernelObjects.test.ts",
-      "test/kernel/KernelConfig.test.ts",
-      "test/kernel/SlotDecimal.test.ts",
+      "test/spec/KernelConfig.test.ts",
+      "test/spec/SlotDecimal.test.ts",
       "test/stats/StatFormat.test.ts",
       "test/kube/NodeResources.test.ts",
       "test/kernel/RunQueue.test.ts",

@@ -1,6 +1,6 @@
 /**
  * The msgpack codec question of issue 15 item 7: the hand-written Python-semantics codec
- * (`src/rpc/msgpack/Msgpack.ts`) against `msgpackr` (already a dependency through Effect), same run,
+ * (`src/codec/Msgpack.ts`) against `msgpackr` (already a dependency through Effect), same run,
  * same process, rounds interleaved.
  *
  *   node bench/run.ts codec [--rounds 5] [--ms 300]
@@ -8,8 +8,8 @@
  * 1. Speed: encode and decode of the agent's real messages (a ping's arguments and reply, a 19.06
  *    `create_kernel` config, an `execute` result with console output, the bench `list_files`
  *    reply, a 256 KiB `download_file` reply) → µs per call (median over rounds).
- * 2. Fidelity: msgpack-python's golden vectors (`test/rpc/msgpack_golden.json`, the oracle of
- *    `test/rpc/Msgpack.mutation.test.ts`): how many encodings come out byte for byte, how many of
+ * 2. Fidelity: msgpack-python's golden vectors (`test/codec/msgpack_golden.json`, the oracle of
+ *    `test/codec/Msgpack.mutation.test.ts`): how many encodings come out byte for byte, how many of
  *    Python's encodings decode to the right value, how many of the inputs Python rejects are rejected.
  *    msgpackr gets its closest options (no records, maps as objects, minimal map headers, float64 only,
  *    undefined as nil, bin copied out of the frame as the hand codec does,
@@ -21,7 +21,7 @@ import { Effect } from "effect"
 import { Packr, Unpackr } from "msgpackr"
 import { isDeepStrictEqual } from "node:util"
 import { readFileSync } from "node:fs"
-import * as Msgpack from "../src/rpc/msgpack/Msgpack.ts"
+import * as Msgpack from "../src/codec/Msgpack.ts"
 
 const arg = (name: string, fallback: number): number => {
   const i = process.argv.indexOf(`--${name}`)
@@ -81,7 +81,7 @@ type Desc =
   | { readonly t: "str" | "bin"; readonly v: string; readonly rep?: number }
   | { readonly t: "arr"; readonly v: ReadonlyArray<Desc>; readonly rep?: number }
   | { readonly t: "map"; readonly v?: ReadonlyArray<readonly [string, Desc]>; readonly rep?: number }
-const golden = JSON.parse(readFileSync(new URL("../test/rpc/msgpack_golden.json", import.meta.url), "utf8")) as {
+const golden = JSON.parse(readFileSync(new URL("../test/codec/msgpack_golden.json", import.meta.url), "utf8")) as {
   readonly encode: ReadonlyArray<{ readonly value: Desc; readonly hex?: string }>
   readonly decode: ReadonlyArray<{ readonly value: Desc; readonly hex: string }>
   readonly reject: ReadonlyArray<{ readonly hex: string }>

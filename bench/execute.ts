@@ -13,13 +13,13 @@
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import { Clock, Console, Effect, Layer } from "effect"
 import * as Zmq from "zeromq"
-import { KernelExecution } from "../src/kernel/Execute.ts"
-import { type KernelInfo, KernelRegistry } from "../src/kernel/KernelRegistry.ts"
+import { KernelExecution } from "../src/kernel/KernelExecution.ts"
+import { type KernelInfo, KernelTable } from "../src/kernel/KernelTable.ts"
 import type { RunnerEndpoint } from "../src/kernel/runner/RunnerConnection.ts"
 import { RunnerConnections } from "../src/kernel/runner/RunnerConnections.ts"
-import { EventPublisher } from "../src/registry/EventPublisher.ts"
+import { EventPublisher } from "../src/manager/EventPublisher.ts"
 import { AgentRpcHandlers, AgentRpcs, type PartialAgentRpcHandlers } from "../src/rpc/AgentRpcs.ts"
-import { AiozmqClient } from "../src/rpc/aiozmq/Client.ts"
+import { AiozmqClient } from "../src/rpc/aiozmq/AiozmqClient.ts"
 import { AiozmqServer } from "../src/rpc/aiozmq/AiozmqServer.ts"
 import { spawnRunner } from "../test/kernel/RunnerSupport.ts"
 
@@ -99,7 +99,7 @@ const ExecuteOnly = Effect.gen(function*() {
 })
 
 const Core = KernelExecution.layer.pipe(
-  Layer.provideMerge(Layer.mergeAll(KernelRegistry.layer, RunnerConnections.layer, EventPublisher.layerTest([])))
+  Layer.provideMerge(Layer.mergeAll(KernelTable.layer, RunnerConnections.layer, EventPublisher.layerTest([])))
 )
 const Server = AiozmqServer.layer({ bind: "tcp://127.0.0.1:*" }).pipe(
   Layer.provide(AgentRpcHandlers.layer(ExecuteOnly)),
@@ -127,7 +127,7 @@ const main = Effect.gen(function*() {
   }))
 
   const server = yield* AiozmqServer
-  yield* (yield* KernelRegistry).upsert(kernel(runner.endpoint))
+  yield* (yield* KernelTable).upsert(kernel(runner.endpoint))
   yield* (yield* RunnerConnections).open(BENCH_KID, runner.endpoint)
   const client = yield* AiozmqClient.make({ connect: server.endpoint, timeout: "30 seconds", lingerMillis: 0 })
   const exec = (runId: string | null, mode: string, opts: Record<string, unknown>) =>

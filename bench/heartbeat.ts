@@ -5,7 +5,7 @@
  * Two cluster sizes, measured the same way: 2 fake Ready nodes with 50 foreign pods, then
  * `--nodes` nodes with `--pods` pods (requests, bound to the nodes), all written through the API in
  * a fresh namespace and removed afterwards. For each size a separate agent process (this file with
- * `--agent`) runs NodeResources + RegistryImages + Heartbeat (interval 3 s) and reports:
+ * `--agent`) runs NodeResources + ImageRegistry + Heartbeat (interval 3 s) and reports:
  *   - initial list time, the agent's CPU and RSS over a steady `--window` of heartbeats;
  *   - heartbeat assembly: `Heartbeat.assemble` (what each beat does; the snapshot is cached) and the
  *     cold path after a cluster change (computeSnapshot over all nodes/pods + agent_info + msgpack).
@@ -22,12 +22,12 @@ import { fileURLToPath } from "node:url"
 import { AgentConfig, decodeConfigText } from "../src/config/AgentConfig.ts"
 import { KubeClient } from "../src/kube/KubeClient.ts"
 import { computeSnapshot, nodeState, NodeResources, podState, reservedAmounts } from "../src/kube/NodeResources.ts"
-import { EventPublisher } from "../src/registry/EventPublisher.ts"
-import { computePluginsOf, Heartbeat, resourceSlotsOf } from "../src/registry/Heartbeat.ts"
-import { RegistryImages } from "../src/registry/Images.ts"
-import { ManagerConfig } from "../src/registry/ManagerConfig.ts"
-import { Registration } from "../src/registry/Registration.ts"
-import * as Msgpack from "../src/rpc/msgpack/Msgpack.ts"
+import { EventPublisher } from "../src/manager/EventPublisher.ts"
+import { computePluginsOf, Heartbeat, resourceSlotsOf } from "../src/manager/Heartbeat.ts"
+import { ImageRegistry } from "../src/images/ImageRegistry.ts"
+import { ManagerConfig } from "../src/manager/ManagerConfig.ts"
+import { Registration } from "../src/manager/Registration.ts"
+import * as Msgpack from "../src/codec/Msgpack.ts"
 import type { TestbedEnv } from "../test/testbed/env.ts"
 import { ensureNamespace } from "../test/testbed/controlplane.ts"
 import { dockerConfigJson } from "../test/testbed/registry.ts"
@@ -67,7 +67,7 @@ const agentMain = Effect.gen(function*() {
   const Kube = KubeClient.layer.pipe(Layer.provideMerge(Config))
   const Deps = Layer.mergeAll(
     NodeResources.layer,
-    RegistryImages.layer,
+    ImageRegistry.layer,
     EventPublisher.layer({ eventAddr: "127.0.0.1:1", agentId: loaded.agentId, sendTimeoutMillis: 1 }),
     Layer.succeed(Registration, Registration.of({ markRunning: Effect.void, awaitRunning: Effect.void, asserted: Effect.succeed("running") })),
     ManagerConfig.layerTest({ rpcHost: "127.0.0.1" })

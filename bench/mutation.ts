@@ -21,8 +21,8 @@ interface Group {
 export const GROUPS: ReadonlyArray<Group> = [
   {
     name: "frames",
-    mutate: ["src/rpc/aiozmq/Frames.ts", "src/rpc/msgpack/PySchema.ts"],
-    tests: ["test/rpc/Msgpack.test.ts", "test/rpc/Frames.mutation.test.ts", "test/rpc/PySchema.mutation.test.ts"]
+    mutate: ["src/rpc/aiozmq/Frames.ts", "src/codec/PySchema.ts"],
+    tests: ["test/codec/Msgpack.test.ts", "test/rpc/Frames.mutation.test.ts", "test/codec/PySchema.mutation.test.ts"]
   },
   {
     name: "statformat",
@@ -41,17 +41,17 @@ export const GROUPS: ReadonlyArray<Group> = [
   },
   {
     name: "kernelconfig",
-    mutate: ["src/kernel/KernelConfig.ts"],
-    tests: ["test/kernel/KernelConfig.test.ts", "test/kernel/SlotDecimal.test.ts", "test/kernel/KernelConfig.mutation.test.ts"]
+    mutate: ["src/spec/KernelConfig.ts"],
+    tests: ["test/spec/KernelConfig.test.ts", "test/spec/SlotDecimal.test.ts", "test/spec/KernelConfig.mutation.test.ts"]
   },
   {
     name: "slotdecimal",
-    mutate: ["src/kernel/SlotDecimal.ts"],
-    tests: ["test/kernel/SlotDecimal.test.ts", "test/kernel/KernelConfig.test.ts", "test/kernel/KernelConfig.mutation.test.ts"]
+    mutate: ["src/spec/SlotDecimal.ts"],
+    tests: ["test/spec/SlotDecimal.test.ts", "test/spec/KernelConfig.test.ts", "test/spec/KernelConfig.mutation.test.ts"]
   },
   {
     name: "files",
-    mutate: ["src/kernel/Files.ts:1-166"],
+    mutate: ["src/kernel/KernelFiles.ts:1-166"],
     tests: ["test/kernel/Files.test.ts", "test/kernel/Files.mutation.test.ts"]
   },
   {
@@ -61,8 +61,8 @@ export const GROUPS: ReadonlyArray<Group> = [
   },
   {
     name: "msgpack",
-    mutate: ["src/rpc/msgpack/Msgpack.ts"],
-    tests: ["test/rpc/Msgpack.test.ts", "test/rpc/Msgpack.mutation.test.ts"]
+    mutate: ["src/codec/Msgpack.ts"],
+    tests: ["test/codec/Msgpack.test.ts", "test/codec/Msgpack.mutation.test.ts"]
   }
 ]
 

@@ -27,7 +27,7 @@ import { readFileSync } from "node:fs"
 import { fileURLToPath } from "node:url"
 import { Clock, Console, Deferred, Effect, Queue, Schema, type Scope } from "effect"
 import { AgentRpcs } from "../src/rpc/AgentRpcs.ts"
-import { AiozmqClient } from "../src/rpc/aiozmq/Client.ts"
+import { AiozmqClient } from "../src/rpc/aiozmq/AiozmqClient.ts"
 import { pythonExecutable } from "../test/interop/python.ts"
 
 const argValue = (flag: string, fallback: number): number => {

@@ -8,10 +8,10 @@
  *
  * Why the pods are not run by the testbed kubelet: it starts one runner process (a Node.js process,
  * tens of MB) per pod and walks /proc per pod for every summary, which 1,000 pods on this 2-core
- * machine cannot afford. The collector reads only the Summary API and the KernelRegistry, never Pod
+ * machine cannot afford. The collector reads only the Summary API and the KernelTable, never Pod
  * objects, so the bench registers `--nodes` simulated Nodes whose kubelet endpoint is a helper process
  * (bench/stats-kubelet.ts: one HTTPS server per node, documents built by the testbed's own `summary()`
- * with synthetic, growing usage), and fills a KernelRegistry with the 1,000 kernels bound to them.
+ * with synthetic, growing usage), and fills a KernelTable with the 1,000 kernels bound to them.
  * The Nodes are deleted and the Redis keys removed at the end.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
@@ -23,10 +23,10 @@ import * as path from "node:path"
 import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { Clock, Console, Effect } from "effect"
-import { KernelRegistry } from "../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../src/kernel/KernelTable.ts"
 import { KubeClient } from "../src/kube/KubeClient.ts"
-import { Redis } from "../src/registry/Redis.ts"
-import { decode } from "../src/rpc/msgpack/Msgpack.ts"
+import { Redis } from "../src/manager/Redis.ts"
+import { decode } from "../src/codec/Msgpack.ts"
 import { KubeletSummary } from "../src/stats/KubeletSummary.ts"
 import { type CycleReport, StatsCollector } from "../src/stats/StatsCollector.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
@@ -105,7 +105,7 @@ const program = Effect.gen(function*() {
     )
   }
 
-  const registry = yield* KernelRegistry.make
+  const registry = yield* KernelTable.make
   for (const k of kernels) {
     yield* registry.upsert({
       kernelId: k.kernelId,

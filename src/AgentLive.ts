@@ -17,10 +17,10 @@ import { AgentConfig, type LoadedConfig } from "./config/AgentConfig.ts"
 import { formatHostPort } from "./domain/Units.ts"
 import * as InternalHttp from "./http/InternalHttp.ts"
 import { AgentShutdown } from "./kernel/AgentShutdown.ts"
-import { KernelExecution } from "./kernel/Execute.ts"
-import { KernelFiles } from "./kernel/Files.ts"
+import { KernelExecution } from "./kernel/KernelExecution.ts"
+import { KernelFiles } from "./kernel/KernelFiles.ts"
 import { KernelLifecycle } from "./kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "./kernel/KernelRegistry.ts"
+import { KernelTable } from "./kernel/KernelTable.ts"
 import { LiveKernels } from "./kernel/LiveKernels.ts"
 import { Reconciler } from "./kernel/Reconciler.ts"
 import { RunnerConnections } from "./kernel/runner/RunnerConnections.ts"
@@ -29,13 +29,13 @@ import { NodePorts } from "./kube/NodePorts.ts"
 import { NodeResources } from "./kube/NodeResources.ts"
 import * as PidFile from "./observability/PidFile.ts"
 import { Readiness } from "./observability/Readiness.ts"
-import { Etcd } from "./registry/Etcd.ts"
-import { Heartbeat } from "./registry/Heartbeat.ts"
-import { RegistryImages } from "./registry/Images.ts"
-import { ManagerConfig } from "./registry/ManagerConfig.ts"
-import { Redis } from "./registry/Redis.ts"
-import { EventPublisher, EventPublisherFromEtcd } from "./registry/EventPublisher.ts"
-import { Registration } from "./registry/Registration.ts"
+import { Etcd } from "./manager/Etcd.ts"
+import { Heartbeat } from "./manager/Heartbeat.ts"
+import { ImageRegistry } from "./images/ImageRegistry.ts"
+import { ManagerConfig } from "./manager/ManagerConfig.ts"
+import { Redis } from "./manager/Redis.ts"
+import { EventPublisher, EventPublisherFromEtcd } from "./manager/EventPublisher.ts"
+import { Registration } from "./manager/Registration.ts"
 import { AgentRpcHandlers } from "./rpc/AgentRpcs.ts"
 import { AiozmqServer } from "./rpc/aiozmq/AiozmqServer.ts"
 import { CallosumServer } from "./rpc/callosum/CallosumServer.ts"
@@ -105,9 +105,9 @@ const ReadinessChecks = Layer.effectDiscard(
   })
 )
 
-/** Stats of the kernels of the KernelRegistry, over the worker nodes NodeResources tracks (Ready, schedulable, selected). */
+/** Stats of the kernels of the KernelTable, over the worker nodes NodeResources tracks (Ready, schedulable, selected). */
 const StatsFromWorkers = Layer.unwrap(
-  Effect.map(Effect.all([NodeResources, KernelRegistry]), ([resources, kernels]) =>
+  Effect.map(Effect.all([NodeResources, KernelTable]), ([resources, kernels]) =>
     StatsCollector.layer({ kernels: kernels.list, nodes: Effect.map(resources.workers, (workers) => workers.map((w) => w.name)) })
   )
 )
@@ -128,12 +128,12 @@ export const AgentLive = (loaded: LoadedConfig) => {
     Layer.provideMerge(StatsFromWorkers),
     Layer.provideMerge(
       Layer.mergeAll(
-        KernelRegistry.layer,
+        KernelTable.layer,
         LiveKernels.layer,
         RunnerConnections.layer,
         NodePorts.layer,
         NodeResources.layer,
-        RegistryImages.layer,
+        ImageRegistry.layer,
         AgentShutdown.layer
       )
     ),

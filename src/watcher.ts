@@ -13,7 +13,7 @@ import { AgentConfig, type LoadedConfig, loadConfig } from "./config/AgentConfig
 import { configFlag, debugFlag } from "./config/Flags.ts"
 import * as Watcher from "./http/Watcher.ts"
 import * as Logging from "./observability/Logging.ts"
-import { Etcd } from "./registry/Etcd.ts"
+import { Etcd } from "./manager/Etcd.ts"
 import { teardown } from "./observability/Teardown.ts"
 import { checkNodeVersion, VERSION } from "./version.ts"
 

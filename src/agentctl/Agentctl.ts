@@ -1,7 +1,7 @@
 // size: one small command per RPC method of the contract, plus events: the CLI's table of commands in one place
 /**
  * agentctl: the operator's and developer's CLI. It calls RPC methods of a running agent over the
- * real wire protocol (aiozmq over ZeroMQ, src/rpc/aiozmq/Client.ts), as manager 19.06 does, and
+ * real wire protocol (aiozmq over ZeroMQ, src/rpc/aiozmq/AiozmqClient.ts), as manager 19.06 does, and
  * tails the manager event stream by binding a PULL socket.
  *
  *   agentctl ping
@@ -24,8 +24,8 @@ import * as Zmq from "zeromq"
 import { loadConfig } from "../config/AgentConfig.ts"
 import { parseBinarySize } from "../domain/Units.ts"
 import { AgentRpcs, type ExecuteResult } from "../rpc/AgentRpcs.ts"
-import { AiozmqClient, AiozmqClientError, AiozmqRemoteError } from "../rpc/aiozmq/Client.ts"
-import * as Msgpack from "../rpc/msgpack/Msgpack.ts"
+import { AiozmqClient, AiozmqClientError, AiozmqRemoteError } from "../rpc/aiozmq/AiozmqClient.ts"
+import * as Msgpack from "../codec/Msgpack.ts"
 import { VERSION } from "../version.ts"
 
 // ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@
  */
 import { Effect, Schema, SchemaGetter, SchemaIssue } from "effect"
 import { parseBinarySize, parseDurationSeconds, parseHostPort } from "../domain/Units.ts"
-import { parseAllowedPeers } from "../rpc/aiozmq/Allowlist.ts"
+import { parseAllowedPeers } from "./Allowlist.ts"
 
 const StringOrNumber = Schema.Union([Schema.String, Schema.Number])
 

@@ -26,11 +26,11 @@ import { KernelCreationFailed, KernelNotFound, type KubernetesFailure, kubernete
 import { objectName, terminationOf } from "../kube/KernelObjects.ts"
 import { NodePorts } from "../kube/NodePorts.ts"
 import { countKernelTerminated, kernelsCreatedTotal } from "../observability/Metrics.ts"
-import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
+import { AgentEvents, EventPublisher } from "../manager/EventPublisher.ts"
 import type { CreateKernelResult, RestartKernelResult } from "../domain/KernelResults.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
-import { decodeKernelConfig } from "./KernelConfig.ts"
-import { type KernelInfo, KernelRegistry } from "./KernelRegistry.ts"
+import { decodeKernelConfig } from "../spec/KernelConfig.ts"
+import { type KernelInfo, KernelTable } from "./KernelTable.ts"
 import { Adoption } from "./lifecycle/Adoption.ts"
 import { type CreateError, CreateFlow } from "./lifecycle/CreateFlow.ts"
 import { idlePass, idleReaperLoop } from "./lifecycle/IdleReaper.ts"
@@ -106,7 +106,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
     const pods = yield* KernelPods
     const scratch = yield* ScratchDirs
     const adoption = yield* Adoption
-    const registry = yield* KernelRegistry
+    const registry = yield* KernelTable
     const nodePorts = yield* NodePorts
     const events = yield* EventPublisher
     const stats = yield* KernelStatsSink

@@ -15,8 +15,8 @@
  *   hand-off and the delete repeats the event at the next start.
  */
 import { Context, Effect, FiberMap, Layer, Option, Schedule, Schema } from "effect"
-import { Etcd, type EtcdError } from "../registry/Etcd.ts"
-import { AgentEvents, EventPublisher } from "../registry/EventPublisher.ts"
+import { Etcd, type EtcdError } from "../manager/Etcd.ts"
+import { AgentEvents, EventPublisher } from "../manager/EventPublisher.ts"
 
 export type LiveKernelRecord =
   | { readonly state: "live" }

@@ -30,7 +30,7 @@ import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
 import { countKernelTerminated } from "../observability/Metrics.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { KernelLifecycle } from "./KernelLifecycle.ts"
-import { KernelRegistry } from "./KernelRegistry.ts"
+import { KernelTable } from "./KernelTable.ts"
 import { FAILED_TO_START, FORCE_TERMINATED, type LiveKernelRecord, LiveKernels } from "./LiveKernels.ts"
 
 export interface ReconcileReport {
@@ -66,7 +66,7 @@ export class Reconciler extends Context.Service<Reconciler, {
   static readonly make = Effect.gen(function*() {
     const { agentId, config } = yield* AgentConfig
     const kube = yield* KubeClient
-    const registry = yield* KernelRegistry
+    const registry = yield* KernelTable
     const lifecycle = yield* KernelLifecycle
     const live = yield* LiveKernels
     const stats = yield* KernelStatsSink

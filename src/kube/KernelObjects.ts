@@ -9,9 +9,9 @@ import type * as k8s from "@kubernetes/client-node"
 import { Option, Schema } from "effect"
 import { createHash } from "node:crypto"
 import * as path from "node:path"
-import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../kernel/KernelConfig.ts"
+import { type KernelConfig, resourceSpecJson, type ServicePortDef } from "../spec/KernelConfig.ts"
 import type { RunnerEndpoint } from "../domain/RunnerEndpoint.ts"
-import { slotIntegerPart } from "../kernel/SlotDecimal.ts"
+import { slotIntegerPart } from "../spec/SlotDecimal.ts"
 
 export const MANAGED_BY = "app.kubernetes.io/managed-by"
 export const MANAGED_BY_VALUE = "bai-k8s-agent"
@@ -110,7 +110,7 @@ const looksLikeRegistry = (component: string): boolean =>
   component.includes(".") || component.includes(":") || component === "localhost"
 
 /**
- * The image the pod runs: the manager's canonical `registry/namespace/name:tag` with its registry
+ * The image the pod runs: the manager's canonical `manager/namespace/name:tag` with its registry
  * part replaced by the configured registry's host; an empty registry URL keeps the canonical name.
  */
 export const podImage = (canonical: string, registryUrl: string): string => {

@@ -1,6 +1,6 @@
 /**
  * The RPC methods manager 25.15 / 26.x calls (contract §2), re-signed onto the shared core
- * (KernelLifecycle, KernelRegistry, KernelExecution, KernelFiles): the same kernels, pods and runner
+ * (KernelLifecycle, KernelTable, KernelExecution, KernelFiles): the same kernels, pods and runner
  * connections as under manager 19.06, different argument lists, results and events.
  *
  * Arguments are bound like Python binds them (positional, then keywords by name); `agent_id=` is
@@ -8,17 +8,17 @@
  */
 import { Clock, Effect, Option } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
-import { KernelExecution } from "../kernel/Execute.ts"
+import { KernelExecution } from "../kernel/KernelExecution.ts"
 import { KernelLifecycle } from "../kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../kernel/KernelRegistry.ts"
+import { KernelTable } from "../kernel/KernelTable.ts"
 import type { CreateKernelResult } from "../domain/KernelResults.ts"
 import { CallosumFailure, type CallosumMethod } from "../rpc/callosum/CallosumServer.ts"
 import { completeHandlers } from "../rpc/AgentRpcs.ts"
 import { bindArguments } from "../rpc/contract/Contract.ts"
 import { RunnerHandlers } from "../rpc/handlers/Runner.ts"
-import { ManagerConfig } from "../registry/ManagerConfig.ts"
+import { ManagerConfig } from "../manager/ManagerConfig.ts"
 import { formatHostPort } from "../domain/Units.ts"
-import * as Bai from "./codec/BaiMsgpack.ts"
+import * as Bai from "../codec/bai/BaiMsgpack.ts"
 import { Presence } from "./Presence.ts"
 import { Sessions } from "./Sessions.ts"
 import { StreamEvents, timestamp } from "./StreamEvents.ts"
@@ -155,7 +155,7 @@ export const Manager26Handlers = Effect.gen(function*() {
   const { agentId, config } = yield* AgentConfig
   const manager = yield* ManagerConfig
   const lifecycle = yield* KernelLifecycle
-  const registry = yield* KernelRegistry
+  const registry = yield* KernelTable
   const execution = yield* KernelExecution
   const sessions = yield* Sessions
   const stream = yield* StreamEvents

@@ -8,9 +8,9 @@
 import { Effect, Layer } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { formatHostPort, parseHostPort } from "../domain/Units.ts"
-import { Etcd } from "../registry/Etcd.ts"
-import { ManagerConfig } from "../registry/ManagerConfig.ts"
-import { Redis } from "../registry/Redis.ts"
+import { Etcd } from "../manager/Etcd.ts"
+import { ManagerConfig } from "../manager/ManagerConfig.ts"
+import { Redis } from "../manager/Redis.ts"
 import { CallosumHandlers, CallosumServer } from "../rpc/callosum/CallosumServer.ts"
 import { CurveConfigError, readCertificate } from "../rpc/callosum/Curve.ts"
 import { Manager26Handlers } from "./Handlers.ts"
@@ -73,7 +73,7 @@ export const StreamEventsFromEtcd = Layer.unwrap(
   })
 ).pipe(Layer.provideMerge(Sessions.layer))
 
-/** Kernel presence in Redis DB 2. Needs KernelRegistry. */
+/** Kernel presence in Redis DB 2. Needs KernelTable. */
 export const PresenceFromEtcd = Layer.unwrap(
   Effect.gen(function*() {
     const role = yield* redisRole("live")

@@ -6,8 +6,8 @@
  * A failed write is logged and retried on the next tick; the loop never dies.
  */
 import { Context, Duration, Effect, Layer, Schedule } from "effect"
-import { KernelRegistry } from "../kernel/KernelRegistry.ts"
-import type { RedisShape } from "../registry/Redis.ts"
+import { KernelTable } from "../kernel/KernelTable.ts"
+import type { RedisShape } from "../manager/Redis.ts"
 
 const PRESENCE_TTL_SECONDS = 300
 
@@ -18,7 +18,7 @@ export class Presence extends Context.Service<Presence, {
   readonly touch: (kernelIds: ReadonlyArray<string>) => Effect.Effect<void>
 }>()("bai-agent/manager26/Presence") {
   static readonly make = Effect.fnUntraced(function*(options: { readonly redis: RedisShape; readonly interval?: Duration.Input }) {
-    const registry = yield* KernelRegistry
+    const registry = yield* KernelTable
     const { redis } = options
 
     const touch = (kernelIds: ReadonlyArray<string>): Effect.Effect<void> =>

@@ -19,7 +19,7 @@ import {
   StartServiceResult
 } from "../domain/KernelResults.ts"
 import { type AnyContractMethod, type ContractMethod, method } from "./contract/Contract.ts"
-import * as Py from "./msgpack/PySchema.ts"
+import * as Py from "../codec/PySchema.ts"
 
 /** One RPC method (the contract shape of `contract/Contract.ts`). */
 export type AgentRpc<

@@ -290,7 +290,7 @@ export interface KernelRef {
 }
 
 /**
- * The `mem` slot of a kernel's `resource_spec` JSON (src/kernel/KernelConfig.ts `resourceSpecJson`):
+ * The `mem` slot of a kernel's `resource_spec` JSON (src/spec/KernelConfig.ts `resourceSpecJson`):
  * the pod's memory limit; undefined when absent, zero or unreadable. Slots may be Decimal strings
  * ("1E+9").
  */

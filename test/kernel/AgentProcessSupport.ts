@@ -8,7 +8,7 @@ import { Effect, Exit } from "effect"
 import { type ChildProcess, spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as path from "node:path"
-import type { AiozmqClientShape } from "../../src/rpc/aiozmq/Client.ts"
+import type { AiozmqClientShape } from "../../src/rpc/aiozmq/AiozmqClient.ts"
 import { freePort } from "../testbed/ports.ts"
 import type { Site } from "./KernelLifecycleSupport.ts"
 

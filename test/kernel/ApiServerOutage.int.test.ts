@@ -15,7 +15,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Effect, Exit, Option, Queue, Ref } from "effect"
 import { AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
-import { AiozmqClient, type AiozmqClientShape } from "../../src/rpc/aiozmq/Client.ts"
+import { AiozmqClient, type AiozmqClientShape } from "../../src/rpc/aiozmq/AiozmqClient.ts"
 import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { isRunning } from "../testbed/processes.ts"

@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { spawnSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
-import { fileMode, podPath, POD_WORK_DIR, relativeInWorkDir, type TarEntry, tarEnd, tarEntry } from "../../src/kernel/Files.ts"
+import { fileMode, podPath, POD_WORK_DIR, relativeInWorkDir, type TarEntry, tarEnd, tarEntry } from "../../src/kernel/KernelFiles.ts"
 import { pythonExecutable } from "../interop/python.ts"
 
 // /usr/bin/python3 -c "import stat; print(stat.filemode(m))" for each mode

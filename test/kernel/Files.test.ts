@@ -6,8 +6,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Scope } from "effect"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { DownloadTooLarge, PathOutsideWorkDir } from "../../src/domain/Errors.ts"
-import { fileMode, KernelFiles, relativeInWorkDir } from "../../src/kernel/Files.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { fileMode, KernelFiles, relativeInWorkDir } from "../../src/kernel/KernelFiles.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { kernelInfo } from "./RunnerSupport.ts"
 
 const kernel = (kernelId: string, scratchDir: string) => kernelInfo(kernelId, { scratchDir })
@@ -16,7 +16,7 @@ const ConfigLayer = Layer.effect(
   AgentConfig,
   decodeConfigText("t.toml", `[etcd]\nnamespace = "t"\n[container]\ndownload-max-size = "64k"\n`, {}, "host").pipe(Effect.orDie)
 )
-const TestLayer = KernelFiles.layer.pipe(Layer.provideMerge(KernelRegistry.layer), Layer.provide(ConfigLayer))
+const TestLayer = KernelFiles.layer.pipe(Layer.provideMerge(KernelTable.layer), Layer.provide(ConfigLayer))
 
 /** A scratch root with kernel `k`'s work dir, and an `outside` dir next to it; removed with the scope. */
 const scratch = Effect.acquireRelease(
@@ -32,7 +32,7 @@ const scratch = Effect.acquireRelease(
   (s) => Effect.sync(() => fs.rmSync(s.root, { recursive: true, force: true }))
 )
 
-const withFiles = <A, E>(self: Effect.Effect<A, E, KernelFiles | KernelRegistry | Scope.Scope>) =>
+const withFiles = <A, E>(self: Effect.Effect<A, E, KernelFiles | KernelTable | Scope.Scope>) =>
   self.pipe(Effect.provide(TestLayer), Effect.scoped)
 
 describe("Files", () => {
@@ -61,7 +61,7 @@ describe("Files", () => {
   it.effect("upload → list → download round trip; tar readable by tar(1)", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernel("k", s.work))
+      yield* (yield* KernelTable).upsert(kernel("k", s.work))
       const files = yield* KernelFiles
       yield* files.upload("k", "hello.txt", Buffer.from("hello\n"))
       yield* files.upload("k", "/home/work/sub/deep/data.bin", Buffer.from([0, 1, 2, 255]))
@@ -99,7 +99,7 @@ describe("Files", () => {
   it.effect("paths escaping the work dir are refused: .., absolute, symlinks out", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernel("k", s.work))
+      yield* (yield* KernelTable).upsert(kernel("k", s.work))
       const files = yield* KernelFiles
       fs.symlinkSync(s.outside, path.join(s.work, "escape"))
       fs.symlinkSync(path.join(s.outside, "secret.txt"), path.join(s.work, "secret-link"))
@@ -141,7 +141,7 @@ describe("Files", () => {
   it.effect("downloads beyond container.download-max-size fail with DownloadTooLarge", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernel("k", s.work))
+      yield* (yield* KernelTable).upsert(kernel("k", s.work))
       const files = yield* KernelFiles
       yield* files.upload("k", "big.bin", Buffer.alloc(70 * 1024))
       const e = yield* Effect.flip(files.download("k", "big.bin"))

@@ -10,8 +10,8 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Layer, Scope } from "effect"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { FileOperationFailed, PathOutsideWorkDir } from "../../src/domain/Errors.ts"
-import { KernelFiles, LIST_MAX_ENTRIES } from "../../src/kernel/Files.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelFiles, LIST_MAX_ENTRIES } from "../../src/kernel/KernelFiles.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { swapper } from "./FilesSupport.ts"
 import { kernelInfo } from "./RunnerSupport.ts"
 
@@ -19,7 +19,7 @@ const ConfigLayer = Layer.effect(
   AgentConfig,
   decodeConfigText("t.toml", `[etcd]\nnamespace = "t"\n[container]\ndownload-max-size = "256m"\n`, {}, "host").pipe(Effect.orDie)
 )
-const TestLayer = KernelFiles.layer.pipe(Layer.provideMerge(KernelRegistry.layer), Layer.provide(ConfigLayer))
+const TestLayer = KernelFiles.layer.pipe(Layer.provideMerge(KernelTable.layer), Layer.provide(ConfigLayer))
 
 /** Opens every FIFO under `dir` for reading and closes it: a writer blocked in open(2) on it goes on. */
 const unblockFifos = (dir: string) => {
@@ -50,7 +50,7 @@ const scratch = scratchIn(os.tmpdir())
 /** tmpfs when there is one: creating 10 000 files on a busy disk takes half a minute. */
 const fastScratch = scratchIn(fs.existsSync("/dev/shm") ? "/dev/shm" : os.tmpdir())
 
-const withFiles = <A, E>(self: Effect.Effect<A, E, KernelFiles | KernelRegistry | Scope.Scope>) =>
+const withFiles = <A, E>(self: Effect.Effect<A, E, KernelFiles | KernelTable | Scope.Scope>) =>
   self.pipe(Effect.provide(TestLayer), Effect.scoped)
 
 /** Fails (instead of hanging the test) when `self` does not complete within `seconds`. */
@@ -61,7 +61,7 @@ describe("Files: the kernel as an adversary", () => {
   it.live("a FIFO given to 6 concurrent uploads: refused at once, list_files still answers", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      yield* (yield* KernelTable).upsert(kernelInfo("k", { scratchDir: s.work }))
       const files = yield* KernelFiles
       assert.strictEqual(spawnSync("mkfifo", [path.join(s.work, "x")]).status, 0)
       const uploads = yield* Effect.forEach(
@@ -82,7 +82,7 @@ describe("Files: the kernel as an adversary", () => {
   it.live("sockets are refused like FIFOs", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      yield* (yield* KernelTable).upsert(kernelInfo("k", { scratchDir: s.work }))
       const files = yield* KernelFiles
       const sock = path.join(s.work, "sock")
       yield* Effect.acquireRelease(
@@ -99,7 +99,7 @@ describe("Files: the kernel as an adversary", () => {
   it.live("an upload cut off half-way leaves the old file whole and no temp file", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      yield* (yield* KernelTable).upsert(kernelInfo("k", { scratchDir: s.work }))
       const files = yield* KernelFiles
       const target = path.join(s.work, "keep.txt")
       fs.writeFileSync(target, "old content")
@@ -124,7 +124,7 @@ describe("Files: the kernel as an adversary", () => {
   it.live.skipIf(process.getuid?.() !== 0)("as root: an upload keeps the replaced file's owner and mode (minus set-id bits), new ones get the directory's owner", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      yield* (yield* KernelTable).upsert(kernelInfo("k", { scratchDir: s.work }))
       const files = yield* KernelFiles
       fs.chownSync(s.work, 1234, 1235)
       const old = path.join(s.work, "tool")
@@ -144,7 +144,7 @@ describe("Files: the kernel as an adversary", () => {
   it.live("list_files answers at most LIST_MAX_ENTRIES entries and says it truncated", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* fastScratch
-      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      yield* (yield* KernelTable).upsert(kernelInfo("k", { scratchDir: s.work }))
       const files = yield* KernelFiles
       const many = path.join(s.work, "many")
       fs.mkdirSync(many)
@@ -157,7 +157,7 @@ describe("Files: the kernel as an adversary", () => {
   it.live("a symlink-swap loop during 400 download+upload pairs never reads or writes outside the work dir", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      yield* (yield* KernelTable).upsert(kernelInfo("k", { scratchDir: s.work }))
       const files = yield* KernelFiles
       const swapping = yield* swapper(s.work, s.outside)
       let leaked = 0
@@ -186,7 +186,7 @@ describe("Files: the kernel as an adversary", () => {
   it.live("a path through a symlink is refused even when the link points inside", () =>
     withFiles(Effect.gen(function*() {
       const s = yield* scratch
-      yield* (yield* KernelRegistry).upsert(kernelInfo("k", { scratchDir: s.work }))
+      yield* (yield* KernelTable).upsert(kernelInfo("k", { scratchDir: s.work }))
       const files = yield* KernelFiles
       fs.mkdirSync(path.join(s.work, "real"))
       fs.writeFileSync(path.join(s.work, "real", "a.txt"), "a")

@@ -7,7 +7,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
 import { NodePorts } from "../../src/kube/NodePorts.ts"
@@ -117,7 +117,7 @@ describe("KernelLifecycle on the testbed", () => {
         assert.isNull(yield* lifecycle.destroy(stranger, "user-requested"))
         const selfTerm = yield* takeEvent(site, "kernel_terminated", stranger)
         assert.deepStrictEqual(selfTerm.args, [stranger, "self-terminated", null])
-        const registry = yield* KernelRegistry
+        const registry = yield* KernelTable
         assert.strictEqual((yield* registry.list).length, 0)
         return result
       }).pipe(Effect.provide(lifecycleLayer(site)))
@@ -177,7 +177,7 @@ describe("KernelLifecycle on the testbed", () => {
         if (e3._tag === "Unschedulable") assert.match(e3.message, /nvidia\.com\/gpu/)
         assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, greedy), [])
         assert.isFalse(fs.existsSync(path.join(site.scratchRoot, greedy)))
-        const registry = yield* KernelRegistry
+        const registry = yield* KernelTable
         assert.strictEqual((yield* registry.list).length, 0)
       }).pipe(Effect.provide(lifecycleLayer(site, { })))
     }).pipe(Effect.scoped), T)
@@ -237,11 +237,11 @@ describe("KernelLifecycle on the testbed", () => {
         const cm = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "configmap", `kernel-${kid}`])
         assert.match(cm.data.resource, /\nMOUNTS=vf1:rw\n/)
         assert.match(cm.data.resource, /\nIDLE_TIMEOUT=600\n/)
-        const info = yield* (yield* KernelRegistry).get(kid)
+        const info = yield* (yield* KernelTable).get(kid)
         assert.strictEqual(info.idleTimeout, 600)
         // a restart that does send mounts and an idle timeout gets those
         yield* lifecycle.restart(kid, pythonConfig(env, { mounts: [], idle_timeout: 30 }))
-        assert.strictEqual((yield* (yield* KernelRegistry).get(kid)).idleTimeout, 30)
+        assert.strictEqual((yield* (yield* KernelTable).get(kid)).idleTimeout, 30)
         yield* lifecycle.destroy(kid, "user-requested")
       }).pipe(Effect.provide(lifecycleLayer(site)))
     }).pipe(Effect.scoped), T)
@@ -280,7 +280,7 @@ describe("KernelLifecycle on the testbed", () => {
         assert.strictEqual(term.args[1], "restart-failed")
         assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
         assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
-        assert.strictEqual((yield* (yield* KernelRegistry).list).length, 0)
+        assert.strictEqual((yield* (yield* KernelTable).list).length, 0)
         assert.deepStrictEqual([...(yield* (yield* NodePorts).inUse)], [])
         // the manager's destroy_kernel afterwards
         yield* lifecycle.destroy(kid, "user-requested")
@@ -296,7 +296,7 @@ describe("KernelLifecycle on the testbed", () => {
         yield* lifecycle.create(kid, pythonConfig(env, { idle_timeout: 1 }))
         // reaper passes until the kernel has left the registry (bounded): no sleep standing in for
         // "more than a second has passed"
-        const registry = yield* KernelRegistry
+        const registry = yield* KernelTable
         const known = registry.list.pipe(Effect.map((ks) => ks.some((k) => k.kernelId === kid)))
         const stillKnown = yield* lifecycle.reapIdle.pipe(
           Effect.andThen(known),
@@ -322,7 +322,7 @@ describe("KernelLifecycle on the testbed", () => {
         assert.strictEqual(term.args[1], "force-terminated")
         const left = yield* eventually(kernelObjects(env, site.kubeNs, kid), none)
         assert.deepStrictEqual(left, [])
-        const registry = yield* KernelRegistry
+        const registry = yield* KernelTable
         assert.strictEqual((yield* registry.list).length, 0)
       }).pipe(Effect.provide(lifecycleLayer(site, { withReconciler: true })))
     }).pipe(Effect.scoped), T)

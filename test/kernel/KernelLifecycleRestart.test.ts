@@ -2,7 +2,7 @@
 // container config") and no `idle_timeout`; the Docker agent takes both from the old kernel.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { decodeKernelConfig, resourceSpecJson } from "../../src/kernel/KernelConfig.ts"
+import { decodeKernelConfig, resourceSpecJson } from "../../src/spec/KernelConfig.ts"
 import { restartConfig } from "../../src/kernel/KernelLifecycle.ts"
 
 const base = {

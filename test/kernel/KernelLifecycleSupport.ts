@@ -12,15 +12,15 @@ import { Effect, Layer, Queue, Scope } from "effect"
 import * as Zmq from "zeromq"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { LiveKernels } from "../../src/kernel/LiveKernels.ts"
 import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
 import { NodePorts } from "../../src/kube/NodePorts.ts"
-import { Etcd } from "../../src/registry/Etcd.ts"
-import { EventPublisher } from "../../src/registry/EventPublisher.ts"
-import * as Msgpack from "../../src/rpc/msgpack/Msgpack.ts"
+import { Etcd } from "../../src/manager/Etcd.ts"
+import { EventPublisher } from "../../src/manager/EventPublisher.ts"
+import * as Msgpack from "../../src/codec/Msgpack.ts"
 import { KernelStatsSink } from "../../src/stats/KernelStatsSink.ts"
 import { freshEtcdNamespace, freshKubeNamespace, type TestbedEnv } from "../testbed/env.ts"
 import { freePort } from "../testbed/ports.ts"
@@ -139,7 +139,7 @@ export const lifecycleLayer = (site: Site, options: { readonly withReconciler?: 
       const Infra = Layer.mergeAll(KubeClient.layer, Etcd.layer).pipe(Layer.provide(Config))
       const Events = EventPublisher.layer({ eventAddr: site.eventAddr, agentId: site.agentId })
       const Base = Layer.mergeAll(
-        KernelRegistry.layer,
+        KernelTable.layer,
         RunnerConnections.layer,
         KernelStatsSink.layerNoop,
         LiveKernels.layer.pipe(Layer.provide(Infra)),

@@ -10,7 +10,7 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { eventually, kernelObjects, lifecycleLayer, makeSite, pythonConfig, takeEvent } from "./KernelLifecycleSupport.ts"
@@ -61,7 +61,7 @@ const endsOnItsOwn = (signal: "SIGTERM" | "SIGKILL", phase: "Succeeded" | "Faile
       const left = yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.length === 0)
       assert.deepStrictEqual(left, [])
       assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
-      assert.isFalse((yield* (yield* KernelRegistry).list).some((k) => k.kernelId === kid))
+      assert.isFalse((yield* (yield* KernelTable).list).some((k) => k.kernelId === kid))
     }).pipe(Effect.provide(lifecycleLayer(site, { withReconciler: true })))
   }).pipe(Effect.scoped)
 

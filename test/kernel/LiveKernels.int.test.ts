@@ -1,7 +1,7 @@
 // What the manager must hear (issue 13): kernel_terminated is never lost to a full event queue, to an
 // agent restart, to a pod deleted while the agent was down or to a create cut off by the agent's
 // death; and a wall-clock jump destroys no idle kernel. The manager's event socket is pyzmq's PULL
-// (test/registry/manager_pull.py) or the site's PULL socket; kubectl and an etcd client observe.
+// (test/manager/manager_pull.py) or the site's PULL socket; kubectl and an etcd client observe.
 import { assert, describe, it } from "@effect/vitest"
 import { Clock, Context, Duration, Effect, Exit, Fiber, Option, Queue, References, Schedule, Scope } from "effect"
 import { Etcd3 } from "etcd3"
@@ -9,10 +9,10 @@ import * as fs from "node:fs"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
-import { AgentEvents, EventPublisher } from "../../src/registry/EventPublisher.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
+import { AgentEvents, EventPublisher } from "../../src/manager/EventPublisher.ts"
 import { AgentRpcs } from "../../src/rpc/AgentRpcs.ts"
-import { AiozmqClient } from "../../src/rpc/aiozmq/Client.ts"
+import { AiozmqClient } from "../../src/rpc/aiozmq/AiozmqClient.ts"
 import { spawnPython } from "../interop/python.ts"
 import { seedEtcd } from "../testbed/datastores.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
@@ -40,7 +40,7 @@ const managerAway = (site: Site) =>
 /** The manager's PULL socket (pyzmq) bound at `port`; `terminated(kids)` waits for their kernel_terminated. */
 const managerAt = (port: number) =>
   Effect.gen(function*() {
-    const proc = yield* spawnPython("../registry/manager_pull.py", [`tcp://127.0.0.1:${port}`])
+    const proc = yield* spawnPython("../manager/manager_pull.py", [`tcp://127.0.0.1:${port}`])
     assert.strictEqual(yield* Queue.take(proc.lines), `127.0.0.1:${port}`)
     const seen = new Map<string, Array<ReadonlyArray<unknown>>>()
     const terminated = (kids: ReadonlyArray<string>) =>
@@ -147,7 +147,7 @@ describe("LiveKernels: what the manager must hear", () => {
       yield* Effect.addFinalizer(() => Scope.close(b.scope, Exit.void))
       const term = yield* takeEvent(site, "kernel_terminated", kid)
       assert.strictEqual(term.args[1], "force-terminated")
-      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelRegistry).find(kid)))
+      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelTable).find(kid)))
       assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
       assert.isNull(yield* eventually(recordOf(site, kid), (r) => r === null))
     }).pipe(Effect.scoped), { timeout: 300_000 })
@@ -158,7 +158,7 @@ describe("LiveKernels: what the manager must hear", () => {
       const a = yield* startAgent(site)
       yield* Effect.addFinalizer(() => Scope.close(a.scope, Exit.void))
       const lifecycle = Context.get(a.context, KernelLifecycle)
-      const registry = Context.get(a.context, KernelRegistry)
+      const registry = Context.get(a.context, KernelTable)
       const kid = crypto.randomUUID()
       yield* lifecycle.create(kid, pythonConfig(env, { idle_timeout: 60 }))
       const real = yield* Clock.clockWith(Effect.succeed)

@@ -4,9 +4,9 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit, Layer, Option, Scope } from "effect"
 import { inject } from "vitest"
-import { KernelExecution } from "../../src/kernel/Execute.ts"
+import { KernelExecution } from "../../src/kernel/KernelExecution.ts"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { consoleText, executeToEnd, executionLayer } from "../rpc/RealRunnerSupport.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { makeSite, pythonConfig } from "./KernelLifecycleSupport.ts"
@@ -39,7 +39,7 @@ describe("restart adoption with the real runner", () => {
       const b = yield* startAgent(site, true)
       yield* Effect.addFinalizer(() => Scope.close(b.scope, Exit.void))
       yield* Effect.gen(function*() {
-        const info = yield* (yield* KernelRegistry).find(kid)
+        const info = yield* (yield* KernelTable).find(kid)
         assert.isTrue(Option.isSome(info))
         const r = yield* executeToEnd(kid, "import os\nprint(marker, pid == os.getpid())")
         assert.strictEqual(consoleText(r, "stdout"), "set by agent A True\n")

@@ -8,7 +8,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import { KubeClient, type KubeClientShape, type KubeError } from "../../src/kube/KubeClient.ts"
@@ -63,7 +63,7 @@ describe("Reconciler on the testbed", () => {
       // agent B starts with the reconciler
       const b = yield* startAgent(site, { withReconciler: true })
       yield* Effect.addFinalizer(() => Scope.close(b.scope, Exit.void))
-      const registry = Context.get(b.context, KernelRegistry)
+      const registry = Context.get(b.context, KernelTable)
       const info = yield* registry.find(kid)
       assert.isTrue(Option.isSome(info))
       if (Option.isSome(info)) {
@@ -107,7 +107,7 @@ describe("Reconciler on the testbed", () => {
       const term = yield* takeEvent(site, "kernel_terminated", kid)
       assert.strictEqual(term.args[1], "force-terminated")
       assert.deepStrictEqual(yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.length === 0), [])
-      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelRegistry).find(kid)))
+      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelTable).find(kid)))
       assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
     }).pipe(Effect.scoped), { timeout: 180_000 })
 
@@ -125,7 +125,7 @@ describe("Reconciler on the testbed", () => {
       const term = yield* takeEvent(site, "kernel_terminated", kid)
       assert.strictEqual(term.args[1], "force-terminated")
       assert.deepStrictEqual(yield* eventually(kernelObjects(env, site.kubeNs, kid), (xs) => xs.length === 0), [])
-      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelRegistry).find(kid)))
+      assert.isTrue(Option.isNone(yield* Context.get(b.context, KernelTable).find(kid)))
       assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
     }).pipe(Effect.scoped), { timeout: 180_000 })
 
@@ -157,6 +157,6 @@ describe("Reconciler on the testbed", () => {
       assert.strictEqual(term.args[1], "force-terminated")
       // the server itself said Gone: the report came from the relist that followed
       assert.isTrue(failures.some((e) => e.reason === "Gone" && e.status === 410), JSON.stringify(failures))
-      assert.isTrue(Option.isNone(yield* Context.get(a.context, KernelRegistry).find(kid)))
+      assert.isTrue(Option.isNone(yield* Context.get(a.context, KernelTable).find(kid)))
     }).pipe(Effect.scoped), { timeout: 180_000 })
 })

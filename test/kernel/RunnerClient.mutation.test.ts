@@ -6,7 +6,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Fiber, Option, Schedule } from "effect"
-import { encode, PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
+import { encode, PyFloat } from "../../src/codec/Msgpack.ts"
 import { makeConnection, type RunnerConnection } from "../../src/kernel/runner/RunnerConnection.ts"
 import type { PollResult } from "../../src/kernel/runner/RunnerRecords.ts"
 import { fakeRunner } from "./RunnerSupport.ts"

@@ -10,7 +10,7 @@ import {
   RUN_MAX_ITEMS,
   truncateUtf8
 } from "../../src/kernel/runner/RunnerRecords.ts"
-import { encode } from "../../src/rpc/msgpack/Msgpack.ts"
+import { encode } from "../../src/codec/Msgpack.ts"
 import { fakeRunner, spawnRunner } from "./RunnerSupport.ts"
 
 const textOf = (polls: ReadonlyArray<PollResult>, stream: "stdout" | "stderr" = "stdout"): string =>

@@ -5,7 +5,7 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Option } from "effect"
-import { encode, PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
+import { encode, PyFloat } from "../../src/codec/Msgpack.ts"
 import {
   decodeEnd,
   decodeMedia,

@@ -3,7 +3,7 @@
  * Kubernetes, and a scripted fake runner (two bound ZeroMQ sockets) for records the simulator never
  * produces (oversized records, raw HTML media).
  */
-import type { KernelInfo } from "../../src/kernel/KernelRegistry.ts"
+import type { KernelInfo } from "../../src/kernel/KernelTable.ts"
 import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"

@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Option } from "effect"
 import { decodeConfigText } from "../../src/config/AgentConfig.ts"
-import { decodeKernelConfig, environText, resourceText } from "../../src/kernel/KernelConfig.ts"
+import { decodeKernelConfig, environText, resourceText } from "../../src/spec/KernelConfig.ts"
 import {
   buildConfigMap,
   buildPod,

@@ -7,7 +7,7 @@ import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Option, Scope } from "effect"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import {
@@ -110,7 +110,7 @@ describe("kubernetes.runner-address on the testbed", () => {
 
       // agent B (node-port) adopts K1 at its pod address, and creates K2 behind NodePorts
       const b = yield* startAgent(nodePortSite, { withReconciler: true })
-      const bInfo = yield* Context.get(b.context, KernelRegistry).find(k1)
+      const bInfo = yield* Context.get(b.context, KernelTable).find(k1)
       assert.isTrue(Option.isSome(bInfo), "K1 adopted by the node-port agent")
       if (Option.isSome(bInfo)) {
         assert.strictEqual(bInfo.value.status, "running")
@@ -136,7 +136,7 @@ describe("kubernetes.runner-address on the testbed", () => {
       // agent C (pod-ip) adopts both, each as recorded: K1 at its pod address, K2 through its NodePorts
       const c = yield* startAgent(podIpSite, { withReconciler: true })
       yield* Effect.addFinalizer(() => Scope.close(c.scope, Exit.void))
-      const registry = Context.get(c.context, KernelRegistry)
+      const registry = Context.get(c.context, KernelTable)
       const runners = Context.get(c.context, RunnerConnections)
       const i1 = yield* registry.find(k1)
       const i2 = yield* registry.find(k2)

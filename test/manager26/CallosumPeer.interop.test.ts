@@ -6,7 +6,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Queue } from "effect"
 import * as Zmq from "zeromq"
-import * as Bai from "../../src/manager26/codec/BaiMsgpack.ts"
+import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
 import { CallosumHandlers, CallosumServer } from "../../src/rpc/callosum/CallosumServer.ts"
 import { spawnPython } from "../interop/python.ts"
 

@@ -5,8 +5,8 @@
  * contract doc's verified bytes.
  */
 import { assert, describe, it } from "@effect/vitest"
-import * as Bai from "../../src/manager26/codec/BaiMsgpack.ts"
-import { readPickle, writeResourceSlot } from "../../src/manager26/codec/Pickle.ts"
+import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
+import { readPickle, writeResourceSlot } from "../../src/codec/bai/Pickle.ts"
 
 const hex = (s: string) => Buffer.from(s.replace(/[\s|]/g, ""), "hex")
 const ext = (code: number, data: Uint8Array) => Buffer.concat([Buffer.from([0xc7, data.length, code]), data])

@@ -6,9 +6,9 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Effect, Exit, Layer, Scope } from "effect"
-import { AgentEvents, type AgentInfo, EventPublisher } from "../../src/registry/EventPublisher.ts"
-import { RedisError, type RedisShape } from "../../src/registry/Redis.ts"
-import * as Bai from "../../src/manager26/codec/BaiMsgpack.ts"
+import { AgentEvents, type AgentInfo, EventPublisher } from "../../src/manager/EventPublisher.ts"
+import { RedisError, type RedisShape } from "../../src/manager/Redis.ts"
+import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
 import { Sessions } from "../../src/manager26/Sessions.ts"
 import { StreamEvents } from "../../src/manager26/StreamEvents.ts"
 

@@ -4,8 +4,8 @@
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
-import { AgentEvents, type AgentInfo } from "../../src/registry/EventPublisher.ts"
-import * as Bai from "../../src/manager26/codec/BaiMsgpack.ts"
+import { AgentEvents, type AgentInfo } from "../../src/manager/EventPublisher.ts"
+import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
 import { bind, creationInfo26, kernelConfig1906 } from "../../src/manager26/Handlers.ts"
 import { EMPTY_IMAGES, translate } from "../../src/manager26/StreamEvents.ts"
 

@@ -3,11 +3,11 @@ import { Context, Deferred, Duration, Effect, Exit, Fiber, Layer, References, Sc
 import * as Zmq from "zeromq"
 import { KernelNotFound } from "../../src/domain/Errors.ts"
 import { AgentRpcHandlers, AgentRpcs, type PartialAgentRpcHandlers } from "../../src/rpc/AgentRpcs.ts"
-import { AiozmqClient, AiozmqRemoteError } from "../../src/rpc/aiozmq/Client.ts"
+import { AiozmqClient, AiozmqRemoteError } from "../../src/rpc/aiozmq/AiozmqClient.ts"
 import { AiozmqServer } from "../../src/rpc/aiozmq/AiozmqServer.ts"
 import { encodeRequestHeader } from "../../src/rpc/aiozmq/Frames.ts"
 import { HealthHandlers } from "../../src/rpc/handlers/Health.ts"
-import { encode } from "../../src/rpc/msgpack/Msgpack.ts"
+import { encode } from "../../src/codec/Msgpack.ts"
 
 /**
  * An execute for run id `gated` signals `entered` and then waits for `release`: the tests synchronise on

@@ -5,11 +5,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer, Queue, References } from "effect"
 import { KernelNotFound } from "../../src/domain/Errors.ts"
-import { AgentEvents, EventPublisher } from "../../src/registry/EventPublisher.ts"
+import { AgentEvents, EventPublisher } from "../../src/manager/EventPublisher.ts"
 import { AgentRpcHandlers, type PartialAgentRpcHandlers } from "../../src/rpc/AgentRpcs.ts"
 import { AiozmqServer } from "../../src/rpc/aiozmq/AiozmqServer.ts"
 import { HealthHandlers } from "../../src/rpc/handlers/Health.ts"
-import { PyFloat } from "../../src/rpc/msgpack/Msgpack.ts"
+import { PyFloat } from "../../src/codec/Msgpack.ts"
 import { runPython, spawnPython } from "../interop/python.ts"
 
 const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"

@@ -1,12 +1,12 @@
 // Helpers for the interop tests that drive the agent's services (not its RPC socket) against the real
 // 19.06 runner: the lifecycle stack plus KernelExecution and KernelFiles, and a query run to its end.
 import { Effect, Layer } from "effect"
-import { KernelExecution } from "../../src/kernel/Execute.ts"
-import { KernelFiles } from "../../src/kernel/Files.ts"
+import { KernelExecution } from "../../src/kernel/KernelExecution.ts"
+import { KernelFiles } from "../../src/kernel/KernelFiles.ts"
 import type { ExecuteResult } from "../../src/rpc/AgentRpcs.ts"
 import { lifecycleLayer, type Site } from "../kernel/KernelLifecycleSupport.ts"
 
-/** KernelLifecycle, KernelRegistry, RunnerConnections… (lifecycleLayer) + KernelExecution + KernelFiles. */
+/** KernelLifecycle, KernelTable, RunnerConnections… (lifecycleLayer) + KernelExecution + KernelFiles. */
 export const executionLayer = (site: Site, options: { readonly withReconciler?: boolean } = {}) =>
   Layer.mergeAll(KernelExecution.layer, KernelFiles.layer).pipe(Layer.provideMerge(lifecycleLayer(site, options)))
 

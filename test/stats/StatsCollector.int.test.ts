@@ -9,14 +9,14 @@ import { fileURLToPath } from "node:url"
 import { promisify } from "node:util"
 import { Effect, Fiber, Metric, Queue, References, Schedule } from "effect"
 import { inject } from "vitest"
-import { type KernelInfo, KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { type KernelInfo, KernelTable } from "../../src/kernel/KernelTable.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
-import { Redis } from "../../src/registry/Redis.ts"
-import { decode } from "../../src/rpc/msgpack/Msgpack.ts"
+import { Redis } from "../../src/manager/Redis.ts"
+import { decode } from "../../src/codec/Msgpack.ts"
 import { KubeletSummary } from "../../src/stats/KubeletSummary.ts"
 import { KernelMetrics, NodeMetrics } from "../../src/stats/StatFormat.ts"
 import { listWorkerNodes, StatsCollector, writeFailuresTotal } from "../../src/stats/StatsCollector.ts"
-import { redisServer } from "../registry/RedisServer.ts"
+import { redisServer } from "../manager/RedisServer.ts"
 import { freshKubeNamespace, type TestbedEnv } from "../testbed/env.ts"
 import { RunnerClient } from "../testbed/runnerClient.ts"
 
@@ -134,7 +134,7 @@ const within = (v: string | null, lo: number, hi: number, tol: number, what: str
 const collectorFor = (redisAddr: string, agentId: string, kernels: ReadonlyArray<KernelInfo> = []) =>
   Effect.gen(function*() {
     const kube = yield* KubeClient.make({ kubeconfig: env.kubeconfig, requestTimeoutSeconds: 10 })
-    const registry = yield* KernelRegistry.make
+    const registry = yield* KernelTable.make
     for (const k of kernels) yield* registry.upsert(k)
     const redis = yield* Redis.make({ addr: redisAddr })
     const summaries = yield* KubeletSummary.make().pipe(Effect.provideService(KubeClient, kube))

@@ -4,10 +4,10 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Option, References } from "effect"
 import { TestClock } from "effect/testing"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
-import { KernelRegistry } from "../../src/kernel/KernelRegistry.ts"
+import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
-import { Redis, type RedisCommand } from "../../src/registry/Redis.ts"
-import { decode } from "../../src/rpc/msgpack/Msgpack.ts"
+import { Redis, type RedisCommand } from "../../src/manager/Redis.ts"
+import { decode } from "../../src/codec/Msgpack.ts"
 import { KernelStatsSink } from "../../src/stats/KernelStatsSink.ts"
 import { KubeletSummary, type Summary } from "../../src/stats/KubeletSummary.ts"
 import { StatsCollector } from "../../src/stats/StatsCollector.ts"
@@ -24,7 +24,7 @@ const setup = Effect.gen(function*() {
   const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\n`, {}, "unit")
   const deps = Layer.mergeAll(
     AgentConfig.fromLoaded(loaded),
-    KernelRegistry.layer,
+    KernelTable.layer,
     Layer.mock(KubeClient)({ config: undefined as never, server: "" }), // unused: the nodes are given
     Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch: () => Effect.sync(() => summary((cpu += 1e9))) })),
     Layer.mock(Redis)({
@@ -33,7 +33,7 @@ const setup = Effect.gen(function*() {
     })
   )
   const layer = Layer.unwrap(
-    Effect.map(KernelRegistry, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.succeed(["n1"]) }))
+    Effect.map(KernelTable, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.succeed(["n1"]) }))
   ).pipe(Layer.provideMerge(deps))
   return { layer, pipelines, sets }
 })
@@ -43,7 +43,7 @@ describe("StatsCollector.layer", () => {
     Effect.gen(function*() {
       const { layer, pipelines, sets } = yield* setup
       yield* Effect.gen(function*() {
-        const registry = yield* KernelRegistry
+        const registry = yield* KernelTable
         yield* registry.upsert({
           kernelId: "k1", namespace: "ns", objectName: "kernel-k1", podUid: "u1", status: "running", kernelHost: "", replInPort: 0,
           replOutPort: 0, servicePorts: [], canonicalImage: "", image: "", resourceSpec: "", scratchDir: "", idleTimeout: 0, lastUsed: 0

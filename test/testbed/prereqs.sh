@@ -2,7 +2,7 @@
 # The Debian packages the tests need, by group (default: testbed):
 #   testbed      etcd, Redis, the registry, python3 for the runner's `code` mode and the interop peers
 #                (attr: callosum 1.0.3, manager-26 interop), openssl for certificates, jwt + cryptography
-#                for the registry token server (test/registry/token_server.py)
+#                for the registry token server (test/images/token_server.py)
 #   --real-runner  also what the real 19.06 kernel runner needs (interop testbed): its Python packages
 #                for Debian's python3, and unshare/mount (util-linux, mount) for the per-pod network and
 #                mount namespaces (sandbox.py)

@@ -20,7 +20,7 @@ import {
   runnerPorts
 } from "../../kube/KernelObjects.ts"
 import { NodePorts } from "../../kube/NodePorts.ts"
-import { type KernelInfo, KernelRegistry } from "../KernelRegistry.ts"
+import { type KernelInfo, KernelTable } from "../KernelTable.ts"
 import { RunnerConnections } from "../runner/RunnerConnections.ts"
 import { createFailure, KernelPods } from "./KernelPods.ts"
 
@@ -36,7 +36,7 @@ export class Adoption extends Context.Service<Adoption, AdoptionShape>()("bai-ag
     Adoption,
     Effect.gen(function*() {
       const { config } = yield* AgentConfig
-      const registry = yield* KernelRegistry
+      const registry = yield* KernelTable
       const nodePorts = yield* NodePorts
       const runners = yield* RunnerConnections
       const pods = yield* KernelPods

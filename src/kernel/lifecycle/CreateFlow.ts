@@ -41,10 +41,10 @@ import {
 } from "../../kube/KernelObjects.ts"
 import { NodePorts } from "../../kube/NodePorts.ts"
 import { type KernelStartPhase, recordKernelStartPhase } from "../../observability/Metrics.ts"
-import { Etcd } from "../../registry/Etcd.ts"
-import { AgentEvents, EventPublisher } from "../../registry/EventPublisher.ts"
-import { checkVfolderPaths, environText, type KernelConfig, parseServicePorts, resourceText } from "../KernelConfig.ts"
-import { type KernelInfo, KernelRegistry } from "../KernelRegistry.ts"
+import { Etcd } from "../../manager/Etcd.ts"
+import { AgentEvents, EventPublisher } from "../../manager/EventPublisher.ts"
+import { checkVfolderPaths, environText, type KernelConfig, parseServicePorts, resourceText } from "../../spec/KernelConfig.ts"
+import { type KernelInfo, KernelTable } from "../KernelTable.ts"
 import { RunnerConnections } from "../runner/RunnerConnections.ts"
 import { Adoption } from "./Adoption.ts"
 import { createFailure, KernelPods } from "./KernelPods.ts"
@@ -123,7 +123,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
       const waits = yield* PodWaits
       const scratch = yield* ScratchDirs
       const adoption = yield* Adoption
-      const registry = yield* KernelRegistry
+      const registry = yield* KernelTable
       const nodePorts = yield* NodePorts
       const events = yield* EventPublisher
       const runners = yield* RunnerConnections

@@ -6,7 +6,7 @@
  */
 import { Effect, Schedule } from "effect"
 import { monotonicMillis } from "../../domain/MonotonicClock.ts"
-import type { KernelRegistryShape } from "../KernelRegistry.ts"
+import type { KernelTableShape } from "../KernelTable.ts"
 
 export const IDLE_TIMEOUT = "idle-timeout"
 
@@ -14,7 +14,7 @@ export const IDLE_TIMEOUT = "idle-timeout"
 const idlePasses = Schedule.spaced("10 seconds")
 
 export const idlePass = (
-  registry: Pick<KernelRegistryShape, "list">,
+  registry: Pick<KernelTableShape, "list">,
   destroy: (kernelId: string, reason: string) => Effect.Effect<unknown, { readonly message: string }>
 ): Effect.Effect<void> =>
   Effect.gen(function*() {

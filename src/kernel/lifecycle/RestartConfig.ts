@@ -6,7 +6,7 @@
  * decoded like the manager's config, and ignored when it does not decode.
  */
 import { Option, Schema } from "effect"
-import { KernelConfig as KernelConfigSchema, type KernelConfig } from "../KernelConfig.ts"
+import { KernelConfig as KernelConfigSchema, type KernelConfig } from "../../spec/KernelConfig.ts"
 
 export const restartConfig = (raw: unknown, decoded: KernelConfig, old: { readonly resourceSpec: string; readonly idleTimeout: number }): KernelConfig => {
   const sentIdle = typeof raw === "object" && raw !== null && (raw as { readonly idle_timeout?: unknown }).idle_timeout != null

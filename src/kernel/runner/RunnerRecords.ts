@@ -10,7 +10,7 @@
  * the limits the run queue and the sockets enforce are defined here.
  */
 import { Data, Option } from "effect"
-import * as Msgpack from "../../rpc/msgpack/Msgpack.ts"
+import * as Msgpack from "../../codec/Msgpack.ts"
 
 /** Limits (spec §12: 10 MiB per record, 4096 records per run). */
 export const RECORD_MAX_BYTES = 10 * 1024 * 1024

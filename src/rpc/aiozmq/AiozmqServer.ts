@@ -18,8 +18,8 @@ import { notFoundError, parametersError, runtimeError, toErrorBody } from "../..
 import { AgentRpcHandlers, AgentRpcs } from "../AgentRpcs.ts"
 import { servedMethods } from "../contract/Contract.ts"
 import { makeServerCore, type Reply, type ServerCore } from "../contract/ServerCore.ts"
-import * as Msgpack from "../msgpack/Msgpack.ts"
-import { parseAllowedPeers, peerAllowed } from "./Allowlist.ts"
+import * as Msgpack from "../../codec/Msgpack.ts"
+import { parseAllowedPeers, peerAllowed } from "../../config/Allowlist.ts"
 import { encodeReplyHeader, parseRequest } from "./Frames.ts"
 
 /** Options of {@link AiozmqServer.layer}. */

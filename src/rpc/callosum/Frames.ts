@@ -11,8 +11,8 @@
  * Pure functions; nothing here throws past its return value.
  */
 import { createRequire } from "node:module"
-import * as Bai from "../../manager26/codec/BaiMsgpack.ts"
-import * as Msgpack from "../msgpack/Msgpack.ts"
+import * as Bai from "../../codec/bai/BaiMsgpack.ts"
+import * as Msgpack from "../../codec/Msgpack.ts"
 
 /** `callosum.rpc.message.RPCMessageTypes`. */
 export const MessageType = {

@@ -7,13 +7,13 @@
 import { Effect } from "effect"
 import { AgentShutdown } from "../../kernel/AgentShutdown.ts"
 import { KernelLifecycle, USER_REQUESTED } from "../../kernel/KernelLifecycle.ts"
-import { KernelRegistry } from "../../kernel/KernelRegistry.ts"
+import { KernelTable } from "../../kernel/KernelTable.ts"
 import type { PartialAgentRpcHandlers } from "../AgentRpcs.ts"
 
-export const KernelHandlers: Effect.Effect<PartialAgentRpcHandlers, never, KernelLifecycle | KernelRegistry | AgentShutdown> =
+export const KernelHandlers: Effect.Effect<PartialAgentRpcHandlers, never, KernelLifecycle | KernelTable | AgentShutdown> =
   Effect.gen(function*() {
     const lifecycle = yield* KernelLifecycle
-    const registry = yield* KernelRegistry
+    const registry = yield* KernelTable
     const shutdown = yield* AgentShutdown
 
     return {

@@ -1,13 +1,13 @@
 /**
  * Handlers of the runner-backed and file RPCs (spec §2.1, §8.4–§8.6): `execute`, `interrupt_kernel`,
  * `get_completions`, `start_service`, `get_logs`, `upload_file`, `download_file`, `list_files`.
- * Needs {@link KernelExecution}, {@link KernelFiles}, {@link KernelRegistry} and {@link KubeClient}.
+ * Needs {@link KernelExecution}, {@link KernelFiles}, {@link KernelTable} and {@link KubeClient}.
  */
 import { Effect } from "effect"
 import { kubernetesFailure } from "../../domain/Errors.ts"
-import { KernelExecution } from "../../kernel/Execute.ts"
-import { KernelFiles } from "../../kernel/Files.ts"
-import { KernelRegistry } from "../../kernel/KernelRegistry.ts"
+import { KernelExecution } from "../../kernel/KernelExecution.ts"
+import { KernelFiles } from "../../kernel/KernelFiles.ts"
+import { KernelTable } from "../../kernel/KernelTable.ts"
 import { KubeClient, optional } from "../../kube/KubeClient.ts"
 import type { PartialAgentRpcHandlers } from "../AgentRpcs.ts"
 
@@ -25,7 +25,7 @@ export const LOGS_MAX_BYTES = 4 * 1024 * 1024
 export const RunnerHandlers = Effect.gen(function*() {
   const execution = yield* KernelExecution
   const files = yield* KernelFiles
-  const registry = yield* KernelRegistry
+  const registry = yield* KernelTable
   const kube = yield* KubeClient
 
   const handlers: PartialAgentRpcHandlers = {

@@ -7,10 +7,10 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Layer } from "effect"
 import { createRequire } from "node:module"
 import * as Zmq from "zeromq"
-import * as Bai from "../../../src/manager26/codec/BaiMsgpack.ts"
+import * as Bai from "../../../src/codec/bai/BaiMsgpack.ts"
 import { KernelNotFound } from "../../../src/domain/Errors.ts"
 import { CallosumHandlers, CallosumServer } from "../../../src/rpc/callosum/CallosumServer.ts"
-import * as Msgpack from "../../../src/rpc/msgpack/Msgpack.ts"
+import * as Msgpack from "../../../src/codec/Msgpack.ts"
 
 const SnappyJS = createRequire(import.meta.url)("snappyjs") as { compress: (b: Uint8Array) => Uint8Array }
 const hex = (s: string) => Buffer.from(s.replace(/\s/g, ""), "hex")

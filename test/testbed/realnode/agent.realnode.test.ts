@@ -6,7 +6,7 @@ import * as fs from "node:fs"
 import * as net from "node:net"
 import { Redis } from "ioredis"
 import { AgentRpcs } from "../../../src/rpc/AgentRpcs.ts"
-import * as Msgpack from "../../../src/rpc/msgpack/Msgpack.ts"
+import * as Msgpack from "../../../src/codec/Msgpack.ts"
 import {
   kernelConfig, kernelPod, kubectlJson, PYTHON_LABELS, RealNodeAgent, realImage, runCode, takeEvent,
 } from "./RealNodeSupport.ts"
