@@ -182,8 +182,6 @@ describe("StatsCollector", () => {
         Effect.sync(() => new RunnerClient(env.nodes[0]!.ip, port("repl-in"), port("repl-out"))),
         (c) => Effect.sync(() => c.close())
       )
-      yield* Effect.promise(() => runner.send("code", "import time\nt = time.time()\nwhile time.time() - t < 3: pass\nprint('x' * 100000)"))
-      const busy = yield* Effect.promise(() => runner.collect(["finished"])).pipe(Effect.forkScoped)
 
       // every cycle: both keys decode, every metric present, strings
       const netSeen = { rx: 0, tx: 0, idle: [] as Array<string> }
@@ -196,6 +194,10 @@ describe("StatsCollector", () => {
         }
       }
       const first = yield* nextLineAfter(lines, 0)
+      // the code goes in only once a cycle has stored its counters: bytes counted before the collector's
+      // first reading never show as a rate (under load the first cycle can come after the send)
+      yield* Effect.promise(() => runner.send("code", "import time\nt = time.time()\nwhile time.time() - t < 3: pass\nprint('x' * 100000)"))
+      const busy = yield* Effect.promise(() => runner.collect(["finished"])).pipe(Effect.forkScoped)
       for (let i = 0; i < 3; i++) {
         const line = i === 0 ? first : yield* nextLineAfter(lines, 0)
         noteNet(line)
