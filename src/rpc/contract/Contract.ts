@@ -8,7 +8,7 @@
  * Argument binding is Python's (`inspect.Signature.bind`): positional arguments, then keywords by
  * name; a parameter ending in `?` may be left out. The argument Schema then decodes the positions.
  */
-import { Effect, Schema } from "effect"
+import { Cause, type Effect, Exit, Option, Result, Schema } from "effect"
 import type { PythonError } from "../../domain/Errors.ts"
 import { trackRpc } from "../../observability/Metrics.ts"
 import type { ServedMethod } from "./ServerCore.ts"
@@ -93,6 +93,12 @@ export const bindArguments = (
   return out
 }
 
+/** What an argument Schema's refusal says (its `SchemaError` message; a defect while decoding, squashed). */
+const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
+  const error = Cause.findErrorOption(cause)
+  return Option.isSome(error) ? error.value.message : String(Cause.squash(cause))
+}
+
 /**
  * The methods of `contract` with their `handlers`, ready for `ServerCore`: arguments bound and
  * decoded by the method's Schemas (a refusal becomes `argumentError(message)`: aiozmq's
@@ -108,14 +114,15 @@ export const servedMethods = (
   for (const [name, m] of Object.entries(contract)) {
     const handler = handlers[name]
     if (handler === undefined) continue
-    const decode = Schema.decodeUnknownEffect(m.args)
-    const encodeSuccess = Schema.encodeEffect(m.success)
+    const decode = Schema.decodeUnknownExit(m.args)
+    const encodeSuccess = Schema.encodeExit(m.success)
     out.set(name, {
       name,
       decodeArgs: (args, kwargs) => {
         const bound = bindArguments(name, m.params, args, kwargs, options?.ignoreKeyword)
-        if (typeof bound === "string") return Effect.fail(argumentError(bound))
-        return Effect.mapError(decode(bound), (error) => argumentError(error.message))
+        if (typeof bound === "string") return Result.fail(argumentError(bound))
+        const exit = decode(bound)
+        return Exit.isSuccess(exit) ? Result.succeed(exit.value) : Result.fail(argumentError(schemaMessage(exit.cause)))
       },
       handler,
       encodeSuccess,

@@ -19,7 +19,7 @@
  * - graceful shutdown: stop reading, let in-flight requests finish for `shutdownGrace` (their
  *   replies are sent as they finish), then close the socket with the wire's linger.
  */
-import { Cause, Duration, Effect, Fiber, FiberSet, Metric, Option, Schema, type Scope } from "effect"
+import { Cause, Duration, Effect, Exit, Fiber, FiberSet, Metric, Option, Result, Schema, type Scope } from "effect"
 import * as Zmq from "zeromq"
 import { hasPython, type PythonError, runtimeError } from "../../domain/Errors.ts"
 import {
@@ -41,11 +41,14 @@ const errorReply = (error: PythonError): Reply => ({ _tag: "Error", error })
 /** One method as the core serves it: the contract's argument and result handling around its handler. */
 export interface ServedMethod {
   readonly name: string
-  /** The wire's positional and keyword arguments → the handler's arguments, or the exception for bad ones. */
-  readonly decodeArgs: (args: unknown, kwargs: unknown) => Effect.Effect<ReadonlyArray<unknown>, PythonError>
+  /**
+   * The wire's positional and keyword arguments → the handler's arguments, or the exception for bad
+   * ones. Synchronous (the contract's Schemas need no services): no fiber steps on the hot path.
+   */
+  readonly decodeArgs: (args: unknown, kwargs: unknown) => Result.Result<ReadonlyArray<unknown>, PythonError>
   readonly handler: (...args: ReadonlyArray<any>) => Effect.Effect<unknown, unknown>
-  /** The handler's value → what the wire encodes (the result schema); a failure is a defect. */
-  readonly encodeSuccess: (value: unknown) => Effect.Effect<unknown, unknown>
+  /** The handler's value → what the wire encodes (the result schema, synchronous); a failure is a defect. */
+  readonly encodeSuccess: (value: unknown) => Exit.Exit<unknown, unknown>
   /** `bai_rpc_requests_total{method,outcome}` and `bai_rpc_duration_seconds` around the handler. */
   readonly track: <A, E, R>(self: Effect.Effect<A, E, R>) => Effect.Effect<A, E, R>
 }
@@ -56,9 +59,9 @@ export const servedAsIs = (
   handler: (args: ReadonlyArray<unknown>, kwargs: Readonly<Record<string, unknown>>) => Effect.Effect<unknown, unknown>
 ): ServedMethod => ({
   name,
-  decodeArgs: (args, kwargs) => Effect.succeed([args, kwargs]),
+  decodeArgs: (args, kwargs) => Result.succeed([args, kwargs]),
   handler,
-  encodeSuccess: Effect.succeed,
+  encodeSuccess: Exit.succeed,
   track: trackRpc(name)
 })
 
@@ -256,20 +259,20 @@ export const makeServerCore = Effect.fnUntraced(function*(
     args: unknown,
     kwargs: unknown,
     reply: (r: Reply) => Array<Buffer>
-  ): Effect.Effect<void> =>
-    Effect.matchEffect(method.decodeArgs(args, kwargs), {
-      onFailure: (error) => fail(reply, error),
-      onSuccess: (decoded) =>
-        Effect.matchCauseEffect(Effect.suspend(() => method.handler(...decoded)).pipe(method.track), {
-          onFailure: (cause) => handlerFailed(ref, reply, cause),
-          onSuccess: (result) =>
-            Effect.matchCauseEffect(method.encodeSuccess(result), {
-              onFailure: (cause) =>
-                defect(ref, reply, `handler ${ref.method} returned a value outside its schema`, cause, `internal error in ${ref.method}: invalid result`),
-              onSuccess: (value) => sendValue(ref, reply, value)
-            })
-        })
+  ): Effect.Effect<void> => {
+    const decoded = method.decodeArgs(args, kwargs)
+    if (Result.isFailure(decoded)) return fail(reply, decoded.failure)
+    const handlerArgs = decoded.success
+    return Effect.matchCauseEffect(Effect.suspend(() => method.handler(...handlerArgs)).pipe(method.track), {
+      onFailure: (cause) => handlerFailed(ref, reply, cause),
+      onSuccess: (result) => {
+        const encoded = method.encodeSuccess(result)
+        return Exit.isSuccess(encoded)
+          ? sendValue(ref, reply, encoded.value)
+          : defect(ref, reply, `handler ${ref.method} returned a value outside its schema`, encoded.cause, `internal error in ${ref.method}: invalid result`)
+      }
     })
+  }
 
   // per peer (ROUTER routing id): requests and bytes in flight; entries go when they reach zero
   const maxInFlight = options.maxInFlightPerPeer

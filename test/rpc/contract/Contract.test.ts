@@ -3,7 +3,7 @@
  * `servedMethods`: the argument Schema decides, a refusal is the wire's argument error.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Schema } from "effect"
+import { Effect, Result, Schema } from "effect"
 import { bindArguments, method, servedMethods } from "../../../src/rpc/contract/Contract.ts"
 
 const params = ["kernel_id", "session_id?", "reason?", "suppress_events?"]
@@ -29,17 +29,15 @@ describe("contract", () => {
     assert.strictEqual(bindArguments("m", params, ["k"], [1]), "keyword arguments are not a mapping")
   })
 
-  it.effect("servedMethods: bound arguments go through the argument Schema; refusals are the wire's argument error", () =>
-    Effect.gen(function*() {
-      const contract = { add: method("add", ["a", "b?"], Schema.Tuple([Schema.Number, Schema.optionalKey(Schema.Number)]), Schema.Number) }
-      const served = servedMethods(contract, { add: (a: number, b?: number) => Effect.succeed(a + (b ?? 0)) }, (m) => ({ name: "TypeError", args: [m] }))
-      const add = served.get("add")!
-      assert.deepStrictEqual(yield* add.decodeArgs([1], { b: 2 }), [1, 2])
-      const bad = yield* Effect.exit(add.decodeArgs(["x"], {}))
-      assert.isTrue(Exit.isFailure(bad))
-      const unexpected = yield* Effect.flip(add.decodeArgs([1], { c: 2 }))
-      assert.deepStrictEqual(unexpected, { name: "TypeError", args: ["add() got an unexpected keyword argument 'c'"] })
-      // a method without a handler is not served (the wire answers it as unknown)
-      assert.isUndefined(servedMethods(contract, {}, (m) => ({ name: "TypeError", args: [m] })).get("add"))
-    }))
+  it("servedMethods: bound arguments go through the argument Schema; refusals are the wire's argument error", () => {
+    const contract = { add: method("add", ["a", "b?"], Schema.Tuple([Schema.Number, Schema.optionalKey(Schema.Number)]), Schema.Number) }
+    const served = servedMethods(contract, { add: (a: number, b?: number) => Effect.succeed(a + (b ?? 0)) }, (m) => ({ name: "TypeError", args: [m] }))
+    const add = served.get("add")!
+    assert.deepStrictEqual(add.decodeArgs([1], { b: 2 }), Result.succeed([1, 2]))
+    const bad = add.decodeArgs(["x"], {})
+    assert.isTrue(Result.isFailure(bad) && bad.failure.name === "TypeError" && String(bad.failure.args[0]).includes("Expected number"))
+    assert.deepStrictEqual(add.decodeArgs([1], { c: 2 }), Result.fail({ name: "TypeError", args: ["add() got an unexpected keyword argument 'c'"] }))
+    // a method without a handler is not served (the wire answers it as unknown)
+    assert.isUndefined(servedMethods(contract, {}, (m) => ({ name: "TypeError", args: [m] })).get("add"))
+  })
 })
