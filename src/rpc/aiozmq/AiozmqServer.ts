@@ -96,7 +96,7 @@ export class AiozmqServer extends Context.Service<AiozmqServer, {
     }
 
     /** One message from the reader: admitted and served in its own fiber, or answered / dropped at once. */
-    const dispatch = (core: ServerCore) => (frames: ReadonlyArray<Buffer>): Effect.Effect<void> => {
+    const dispatch = (core: ServerCore) => (frames: ReadonlyArray<Buffer>): Effect.Effect<unknown> => {
       const parsed = parseRequest(frames, maxFrameBytes)
       if (parsed._tag !== "Request") {
         return core.dropped(`malformed request: ${parsed.reason}`).pipe(

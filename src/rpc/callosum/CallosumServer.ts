@@ -93,7 +93,7 @@ export class CallosumServer extends Context.Service<CallosumServer, {
     const replyTo = (request: CallosumRequest) => (reply: Reply): Array<Buffer> =>
       reply._tag === "Value" ? [...resultFrames(request, reply.value)] : [...failureFrames(request, failureOf(reply.error))]
 
-    const dispatch = (core: ServerCore) => (frames: ReadonlyArray<Buffer>): Effect.Effect<void> => {
+    const dispatch = (core: ServerCore) => (frames: ReadonlyArray<Buffer>): Effect.Effect<unknown> => {
       const parsed = parse(frames, maxBytes)
       switch (parsed._tag) {
         case "Ping":

@@ -113,7 +113,7 @@ export interface ServerCore {
    * Runs a request in its own fiber if `peer` is within its bounds; otherwise returns why it was
    * refused (the wire answers that as it answers an error) and runs nothing.
    */
-  readonly admit: (peer: string, bytes: number, serve: Effect.Effect<void>) => Effect.Effect<void> | string
+  readonly admit: (peer: string, bytes: number, serve: Effect.Effect<void>) => Effect.Effect<unknown> | string
   /**
    * The request lifecycle: `method`'s argument decoding, handler, result encoding, then `reply`
    * (the wire's encoding of a {@link Reply}; it may throw for a value it cannot encode, which is
@@ -140,7 +140,7 @@ const MAX_BATCH = 256
  */
 export const makeServerCore = Effect.fnUntraced(function*(
   options: ServerCoreOptions,
-  dispatch: (core: ServerCore) => (frames: ReadonlyArray<Buffer>) => Effect.Effect<void>
+  dispatch: (core: ServerCore) => (frames: ReadonlyArray<Buffer>) => Effect.Effect<unknown>
 ): Effect.fn.Return<ServerCore, RouterBindError, Scope.Scope> {
   const wire = options.wire
   const bindSocket = <S extends { bind: (endpoint: string) => Promise<void>; close: () => void }>(make: () => S, endpoint: string) =>
@@ -286,7 +286,7 @@ export const makeServerCore = Effect.fnUntraced(function*(
       entry.bytes -= bytes
       if (entry.count <= 0) perPeer.delete(peer)
     })
-  const admit = (peer: string, bytes: number, serve: Effect.Effect<void>): Effect.Effect<void> | string => {
+  const admit = (peer: string, bytes: number, serve: Effect.Effect<void>): Effect.Effect<unknown> | string => {
     const entry = perPeer.get(peer) ?? { count: 0, bytes: 0 }
     if (entry.count >= maxInFlight || (entry.count > 0 && entry.bytes + bytes > maxInFlightBytes)) {
       return `too many requests in flight from this peer (${entry.count} requests, ${entry.bytes} bytes; ` +
@@ -295,7 +295,8 @@ export const makeServerCore = Effect.fnUntraced(function*(
     entry.count++
     entry.bytes += bytes
     perPeer.set(peer, entry)
-    return FiberSet.run(inflight, serve.pipe(Effect.ensuring(release(peer, bytes)))).pipe(Effect.asVoid)
+    // the fork's fiber is the effect's value, not mapped away: one step less per request
+    return FiberSet.run(inflight, serve.pipe(Effect.ensuring(release(peer, bytes))))
   }
 
   const dropped = (reason: string) =>
