@@ -1,7 +1,7 @@
 /**
  * The parts of the agent that differ under manager 25.15 / 26.x (`[agent] manager-contract = "26"`):
  * the event channel (Redis stream, {@link StreamEvents}), the RPC transport (Callosum,
- * {@link CallosumServer} with {@link Manager26Handlers}) and kernel presence. Everything else —
+ * {@link CallosumServer} with {@link Manager26Methods}) and kernel presence. Everything else —
  * lifecycle, runner client, stats, Kubernetes model, etcd registration, heartbeat loop — is the
  * shared core that `src/AgentLive.ts` builds for both lines.
  */
@@ -13,7 +13,7 @@ import { ManagerConfig } from "../manager/ManagerConfig.ts"
 import { Redis } from "../manager/Redis.ts"
 import { CallosumHandlers, CallosumServer } from "../rpc/callosum/CallosumServer.ts"
 import { CurveConfigError, readCertificate } from "../rpc/callosum/Curve.ts"
-import { Manager26Handlers } from "./Handlers.ts"
+import { Manager26Methods } from "./Handlers.ts"
 import { Presence } from "./Presence.ts"
 import { Sessions } from "./Sessions.ts"
 import { StreamEvents } from "./StreamEvents.ts"
@@ -81,7 +81,7 @@ export const PresenceFromEtcd = Layer.unwrap(
   })
 )
 
-/** The Callosum server on `agent.rpc-listen-addr`, serving {@link Manager26Handlers}. */
+/** The Callosum server on `agent.rpc-listen-addr`, serving {@link Manager26Methods}. */
 export const CallosumRpcServer = Layer.unwrap(
   Effect.gen(function*() {
     const { config } = yield* AgentConfig
@@ -95,4 +95,4 @@ export const CallosumRpcServer = Layer.unwrap(
       shutdownGrace: `${config.agent["shutdown-grace"]} seconds`
     })
   })
-).pipe(Layer.provide(Layer.effect(CallosumHandlers, Effect.map(Manager26Handlers, CallosumHandlers.fromMethods))))
+).pipe(Layer.provide(Layer.effect(CallosumHandlers, Manager26Methods)))

@@ -55,7 +55,8 @@ export {
  */
 const KERNEL_ID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/
 
-const isKernelId = (s: string): boolean => KERNEL_ID_PATTERN.test(s)
+/** A kernel id as manager 19.06 and 26.x send it: `str(uuid.uuid4())`. */
+export const isKernelId = (s: string): boolean => KERNEL_ID_PATTERN.test(s)
 
 export const KernelId = Py.Str.check(
   Schema.makeFilter((s: string) => isKernelId(s) || `kernel_id must be a UUID in canonical form (str(uuid.uuid4())), got ${JSON.stringify(s.slice(0, 80))}`)

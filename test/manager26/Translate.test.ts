@@ -1,12 +1,13 @@
 /**
  * Pure parts of the manager-26 layer: the 19.06 → 26.x event translation (heartbeat shape, held
- * agent_started, session ids), the KernelCreationConfig mapping and Python-style argument binding.
+ * agent_started, session ids), and the KernelCreationConfig mapping
+ * (the 26.x argument binding and Schemas: Contract26.test.ts).
  */
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import { AgentEvents, type AgentInfo } from "../../src/manager/EventPublisher.ts"
 import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
-import { bind, creationInfo26, kernelConfig1906 } from "../../src/manager26/Handlers.ts"
+import { creationInfo26, kernelConfig1906 } from "../../src/manager26/Handlers.ts"
 import { EMPTY_IMAGES, translate } from "../../src/manager26/StreamEvents.ts"
 
 const info: AgentInfo = {
@@ -65,7 +66,7 @@ describe("event translation", () => {
   })
 })
 
-describe("create_kernels config and arguments", () => {
+describe("create_kernels config and creation info", () => {
   it.effect("maps a 26.x KernelCreationConfig onto the 19.06 config; refuses vfolder mounts for now", () =>
     Effect.gen(function*() {
       const { config, slots } = yield* kernelConfig1906("k1", {
@@ -111,24 +112,4 @@ describe("create_kernels config and arguments", () => {
     assert.deepStrictEqual(ci.service_ports, [{ name: "jupyter", protocol: "http", container_ports: [8080], host_ports: [30003], is_inference: false }])
     assert.deepStrictEqual(ci.resource_spec.allocations, { cpu: { cpu: { "0": "1" } }, mem: { mem: { root: "1073741824" } } })
   })
-
-  it.effect("binds positional and keyword arguments like Python; agent_id is taken out", () =>
-    Effect.gen(function*() {
-      const ok = yield* bind("destroy_kernel", ["kernel_id", "session_id?", "reason?", "suppress_events?"], ["k", "s"], {
-        reason: "user-requested",
-        suppress_events: false,
-        agent_id: "i-a"
-      })
-      assert.deepStrictEqual({ ...ok.values }, { kernel_id: "k", session_id: "s", reason: "user-requested", suppress_events: false })
-      assert.strictEqual(ok.agentId, "i-a")
-      for (const [args, kwargs] of [
-        [["k", "s", "r", false, "extra"], {}],
-        [["k"], { kernel_id: "again" }],
-        [[], {}],
-        [["k"], { nosuch: 1 }]
-      ] as const) {
-        const r = yield* Effect.exit(bind("destroy_kernel", ["kernel_id", "session_id?", "reason?", "suppress_events?"], args, kwargs))
-        assert.isTrue(Exit.isFailure(r))
-      }
-    }))
 })

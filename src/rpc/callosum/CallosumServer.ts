@@ -16,21 +16,35 @@
  */
 import { Context, Duration, Effect, Layer, Schema } from "effect"
 import { type PythonError } from "../../domain/Errors.ts"
+import { type AnyContractMethod, type DescribeRefusal, servedMethods } from "../contract/Contract.ts"
 import { makeServerCore, type Reply, type ServedMethod, servedAsIs, type ServerCore } from "../contract/ServerCore.ts"
 import { type CurveConfigError, ZAP_DOMAIN, zapReply } from "./Curve.ts"
 import { type CallosumRequest, failureFrames, MessageType, parse, pythonRepr, resultFrames } from "./Frames.ts"
 
-/** One method: positional and keyword arguments (decoded with the manager's ext types) in, result out. */
+/** A method without a contract: positional and keyword arguments (decoded with the manager's ext types) in, result out. */
 export type CallosumMethod = (
   args: ReadonlyArray<unknown>,
   kwargs: Readonly<Record<string, unknown>>
 ) => Effect.Effect<unknown, unknown>
 
+/** A bad argument list, as Callosum's Python side raises it: a `TypeError` FAILURE. */
+export const typeError = (message: string): PythonError => ({ name: "TypeError", args: [message] })
+
 /** The methods a Callosum server serves, by name, as the server core runs them. */
 export class CallosumHandlers extends Context.Service<CallosumHandlers, ReadonlyMap<string, ServedMethod>>()(
   "bai-agent/rpc/callosum/CallosumHandlers"
 ) {
-  /** Methods taking the wire's arguments as they are (tests, and methods without a contract entry). */
+  /**
+   * A contract's methods with their handlers (`contract/Contract.ts` `servedMethods`): arguments bound
+   * and decoded by the contract, a refusal answered with a `TypeError` FAILURE.
+   */
+  static readonly fromContract = (
+    contract: Readonly<Record<string, AnyContractMethod>>,
+    handlers: Readonly<Record<string, (...args: ReadonlyArray<any>) => Effect.Effect<unknown, unknown>>>,
+    options?: { readonly ignoreKeyword?: string; readonly describeRefusal?: DescribeRefusal }
+  ): ReadonlyMap<string, ServedMethod> => servedMethods(contract, handlers, typeError, options)
+
+  /** Methods taking the wire's arguments as they are, with no contract (tests of the wire). */
   static readonly fromMethods = (methods: Readonly<Record<string, CallosumMethod>>): ReadonlyMap<string, ServedMethod> =>
     new Map(Object.entries(methods).map(([name, h]) => [name, servedAsIs(name, h)]))
 

@@ -8,7 +8,7 @@
  * Argument binding is Python's (`inspect.Signature.bind`): positional arguments, then keywords by
  * name; a parameter ending in `?` may be left out. The argument Schema then decodes the positions.
  */
-import { Cause, type Effect, Exit, Option, Result, Schema } from "effect"
+import { Cause, type Effect, Exit, Option, Result, Schema, type SchemaIssue } from "effect"
 import type { PythonError } from "../../domain/Errors.ts"
 import { trackRpc } from "../../observability/Metrics.ts"
 import type { ServedMethod } from "./ServerCore.ts"
@@ -93,23 +93,40 @@ export const bindArguments = (
   return out
 }
 
-/** What an argument Schema's refusal says (its `SchemaError` message; a defect while decoding, squashed). */
-const schemaMessage = (cause: Cause.Cause<Schema.SchemaError>): string => {
+/**
+ * How a contract tells a refused argument list: the method, its parameters, the bound positional
+ * arguments and the argument Schema's issue → the error text. Default: the `SchemaError`'s message.
+ */
+export type DescribeRefusal = (
+  name: string,
+  params: ReadonlyArray<string>,
+  args: ReadonlyArray<unknown>,
+  issue: SchemaIssue.Issue
+) => string
+
+/** What an argument Schema's refusal says (`describe`, else its `SchemaError` message; a defect while decoding, squashed). */
+const schemaMessage = (
+  cause: Cause.Cause<Schema.SchemaError>,
+  describe: ((issue: SchemaIssue.Issue) => string) | undefined
+): string => {
   const error = Cause.findErrorOption(cause)
-  return Option.isSome(error) ? error.value.message : String(Cause.squash(cause))
+  return Option.isSome(error) ? (describe === undefined ? error.value.message : describe(error.value.issue)) : String(Cause.squash(cause))
 }
 
 /**
  * The methods of `contract` with their `handlers`, ready for `ServerCore`: arguments bound and
  * decoded by the method's Schemas (a refusal becomes `argumentError(message)`: aiozmq's
- * `ParametersError`, Callosum's `TypeError`), results encoded by its result Schema.
+ * `ParametersError`, Callosum's `TypeError`; `describeRefusal` words the message), results encoded
+ * by its result Schema. `ignoreKeyword` is taken out of the keywords before binding (the 26.x
+ * `agent_id=`, which the caller checks around the served methods).
  */
 export const servedMethods = (
   contract: Readonly<Record<string, AnyContractMethod>>,
   handlers: Readonly<Record<string, (...args: ReadonlyArray<any>) => Effect.Effect<unknown, unknown>>>,
   argumentError: (message: string) => PythonError,
-  options?: { readonly ignoreKeyword?: string }
+  options?: { readonly ignoreKeyword?: string; readonly describeRefusal?: DescribeRefusal }
 ): ReadonlyMap<string, ServedMethod> => {
+  const describeRefusal = options?.describeRefusal
   const out = new Map<string, ServedMethod>()
   for (const [name, m] of Object.entries(contract)) {
     const handler = handlers[name]
@@ -122,7 +139,9 @@ export const servedMethods = (
         const bound = bindArguments(name, m.params, args, kwargs, options?.ignoreKeyword)
         if (typeof bound === "string") return Result.fail(argumentError(bound))
         const exit = decode(bound)
-        return Exit.isSuccess(exit) ? Result.succeed(exit.value) : Result.fail(argumentError(schemaMessage(exit.cause)))
+        if (Exit.isSuccess(exit)) return Result.succeed(exit.value)
+        const describe = describeRefusal === undefined ? undefined : (issue: SchemaIssue.Issue) => describeRefusal(name, m.params, bound, issue)
+        return Result.fail(argumentError(schemaMessage(exit.cause, describe)))
       },
       handler,
       encodeSuccess,
