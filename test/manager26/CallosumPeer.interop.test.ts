@@ -1,12 +1,15 @@
 /**
  * callosum 1.0.3's own client Peer (../shared/upstream, Debian's python3-zmq/msgpack/attr) against the
  * agent's Callosum server, with the manager's ext-typed arguments pickled by Debian's python3 (enums
- * by name), both order-key forms, a slow call next to a ping, and an unknown method.
+ * by name), both order-key forms, a slow call next to a ping, and an unknown method; then the 26.x
+ * contract (Contract26 + the agent_id= check) as the manager's calls meet it.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Queue } from "effect"
+import { Deferred, Effect, Exit, Layer, Queue } from "effect"
 import * as Zmq from "zeromq"
 import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
+import { argumentMessage, Contract26 } from "../../src/manager26/Contract26.ts"
+import { withAgentId } from "../../src/manager26/Handlers.ts"
 import { CallosumHandlers, CallosumServer } from "../../src/rpc/callosum/CallosumServer.ts"
 import { spawnPython } from "../interop/python.ts"
 
@@ -101,5 +104,45 @@ describe("callosum 1.0.3 Peer → CallosumServer", () => {
       }
       assert.strictEqual(yield* peer.exitCode, 0, peer.stderr())
       assert.deepStrictEqual(lines, [{ who: "manager", result: "curve" }, { who: "intruder", refused: true }])
+    }).pipe(Effect.scoped), { timeout: 120_000 })
+
+  it.live("the 26.x contract on the wire: UUID and str ids decode alike, keywords bind, refusals are TypeErrors naming the parameter", () =>
+    Effect.gen(function*() {
+      const KID = "3f1e6f0e-8a4b-4f5e-9c1d-2b7a6c5d4e3f"
+      const SID = "0b9f8e7d-6c5b-4a39-8281-706f5e4d3c2b"
+      // every method answers the arguments its handler was given (a list: Python sees what was decoded)
+      const echo = (...args: ReadonlyArray<unknown>) => Effect.succeed(args)
+      const methods = withAgentId(
+        "i-peer",
+        CallosumHandlers.fromContract(
+          Contract26,
+          Object.fromEntries(Object.keys(Contract26).map((name) => [name, echo])),
+          { ignoreKeyword: "agent_id", describeRefusal: argumentMessage }
+        )
+      )
+      // the result Schemas are the real handlers' business: here the methods answer their arguments as is
+      const asIs = new Map([...methods].map(([name, m]) => [name, { ...m, encodeSuccess: Exit.succeed }]))
+      const server = yield* CallosumServer.make({ bind: "tcp://127.0.0.1:*" }).pipe(Effect.provide(Layer.succeed(CallosumHandlers, asIs)))
+      const peer = yield* spawnPython("../manager26/callosum_contract_peer.py", [server.endpoint, "i-peer"])
+      const by = new Map<unknown, Record<string, unknown>>()
+      for (;;) {
+        const line = yield* Queue.take(peer.lines).pipe(Effect.timeoutOption("60 seconds"))
+        if (line._tag === "None") assert.fail(`callosum_contract_peer.py stalled: ${peer.stderr()}`)
+        const r = JSON.parse(line.value) as Record<string, unknown>
+        if (r["done"] === true) break
+        by.set(r["check"], r)
+      }
+      assert.strictEqual(yield* peer.exitCode, 0, peer.stderr())
+      assert.deepStrictEqual(by.get("uuid")!["result"], [KID])
+      assert.deepStrictEqual(by.get("str")!["result"], [KID])
+      assert.deepStrictEqual(by.get("keywords")!["result"], [KID, SID, "user-requested", false])
+      const executed = by.get("execute")!["result"] as Array<unknown>
+      assert.deepStrictEqual([executed.slice(0, 3), executed.slice(4)], [[SID, KID, 3], ["query", "print(1)", {}, null]])
+      assert.deepStrictEqual(by.get("wrong-type")!["error"], ["TypeError", "TypeError('check_running() argument \\'kernel_id\\' must be str, not int')"])
+      assert.deepStrictEqual(by.get("bad-id")!["error"]?.[0], "TypeError")
+      assert.match(String((by.get("bad-id")!["error"] as Array<string>)[1]), /get_logs\(\) argument .*kernel_id.* must be a UUID in canonical form/)
+      assert.deepStrictEqual(by.get("missing")!["error"], ["TypeError", "TypeError('execute() missing required argument \\'api_version\\'')"])
+      assert.deepStrictEqual(by.get("other-agent")!["error"], ["AgentIdNotFoundError", "AgentIdNotFoundError('agent i-someone-else is not served here')"])
+      assert.deepStrictEqual(by.get("no-agent-id")!["result"], ["r2515"])
     }).pipe(Effect.scoped), { timeout: 120_000 })
 })

@@ -4,12 +4,13 @@
  * The interop suite (test/manager26/*.interop.test.ts) drives it with callosum's own Peer.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Deferred, Effect, Layer } from "effect"
+import { Deferred, Effect, Layer, Schema } from "effect"
 import { createRequire } from "node:module"
 import * as Zmq from "zeromq"
 import * as Bai from "../../../src/codec/bai/BaiMsgpack.ts"
 import { KernelNotFound } from "../../../src/domain/Errors.ts"
 import { CallosumHandlers, CallosumServer } from "../../../src/rpc/callosum/CallosumServer.ts"
+import { method } from "../../../src/rpc/contract/Contract.ts"
 import * as Msgpack from "../../../src/codec/Msgpack.ts"
 
 const SnappyJS = createRequire(import.meta.url)("snappyjs") as { compress: (b: Uint8Array) => Uint8Array }
@@ -149,5 +150,43 @@ describe("CallosumServer", () => {
         return await dealer.receive()
       }))
       assert.strictEqual(ok.value, "y")
+    }).pipe(Effect.scoped))
+
+  it.live("a contract's methods: arguments bound and decoded before the handler, a refusal is a TypeError FAILURE", () =>
+    Effect.gen(function*() {
+      const calls: Array<ReadonlyArray<unknown>> = []
+      const contract = {
+        add: method("add", ["a", "b?"], Schema.Tuple([Schema.Number, Schema.optional(Schema.Number)]), Schema.Number)
+      }
+      const server = yield* CallosumServer.make({ bind: "tcp://127.0.0.1:*" }).pipe(
+        Effect.provide(Layer.succeed(
+          CallosumHandlers,
+          CallosumHandlers.fromContract(contract, {
+            add: (a: number, b?: number) => Effect.sync(() => {
+              calls.push([a, b])
+              return a + (b ?? 0)
+            })
+          }, { ignoreKeyword: "agent_id" })
+        ))
+      )
+      const dealer = yield* Effect.acquireRelease(
+        Effect.sync(() => new Zmq.Dealer({ linger: 0, receiveTimeout: 5000 })),
+        (s) => Effect.sync(() => s.close())
+      )
+      dealer.connect(server.endpoint)
+      const roundTrip = (frames: ReadonlyArray<Buffer>) =>
+        Effect.promise(async () => {
+          await dealer.send(frames as Array<Buffer>)
+          return reply(await dealer.receive())
+        })
+      // keywords bound by name, the ignored keyword taken out
+      assert.strictEqual((yield* roundTrip(request("add", 1, [1], { b: 2, agent_id: "i-x" }))).value, 3)
+      // a bad argument: FAILURE TypeError with the Schema's text (no describeRefusal here), and the handler never ran
+      const bad = yield* roundTrip(request("add", 2, ["one"]))
+      assert.strictEqual(bad.header.type, 3)
+      assert.deepStrictEqual(bad.meta, ["TypeError", "TypeError('Expected number\\n  at [0]')", ""])
+      const unbound = yield* roundTrip(request("add", 3, [1], { c: 2 }))
+      assert.deepStrictEqual(unbound.meta, ["TypeError", "TypeError('add() got an unexpected keyword argument \\'c\\'')", ""])
+      assert.deepStrictEqual(calls, [[1, 2]])
     }).pipe(Effect.scoped))
 })
