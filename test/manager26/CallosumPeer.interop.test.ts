@@ -139,8 +139,9 @@ describe("callosum 1.0.3 Peer → CallosumServer", () => {
       const executed = by.get("execute")!["result"] as Array<unknown>
       assert.deepStrictEqual([executed.slice(0, 3), executed.slice(4)], [[SID, KID, 3], ["query", "print(1)", {}, null]])
       assert.deepStrictEqual(by.get("wrong-type")!["error"], ["TypeError", "TypeError('check_running() argument \\'kernel_id\\' must be str, not int')"])
-      assert.deepStrictEqual(by.get("bad-id")!["error"]?.[0], "TypeError")
-      assert.match(String((by.get("bad-id")!["error"] as Array<string>)[1]), /get_logs\(\) argument .*kernel_id.* must be a UUID in canonical form/)
+      const badId = by.get("bad-id")!["error"] as Array<string>
+      assert.strictEqual(badId[0], "TypeError")
+      assert.match(String(badId[1]), /get_logs\(\) argument .*kernel_id.* must be a UUID in canonical form/)
       assert.deepStrictEqual(by.get("missing")!["error"], ["TypeError", "TypeError('execute() missing required argument \\'api_version\\'')"])
       assert.deepStrictEqual(by.get("other-agent")!["error"], ["AgentIdNotFoundError", "AgentIdNotFoundError('agent i-someone-else is not served here')"])
       assert.deepStrictEqual(by.get("no-agent-id")!["result"], ["r2515"])
