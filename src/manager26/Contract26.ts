@@ -17,6 +17,7 @@ import { Schema, SchemaGetter, type SchemaIssue } from "effect"
 import { isKernelId } from "../rpc/AgentRpcs.ts"
 import { type AnyContractMethod, method } from "../rpc/contract/Contract.ts"
 import {
+  CreateKernelResult,
   ExecuteResult,
   GetLogsResult,
   ListFilesResult,
@@ -123,14 +124,9 @@ const ServicePort26 = Schema.Struct({
 
 /** The 26.x kernel creation info (`create_kernels`' items, `kernel_started`'s 4th argument). */
 export const CreationInfo26 = Schema.Struct({
-  id: Schema.String,
-  kernel_host: Schema.String,
-  repl_in_port: Schema.Int,
-  repl_out_port: Schema.Int,
-  stdin_port: Schema.Int,
-  stdout_port: Schema.Int,
+  // the 19.06 result's fields (in its order), with the 26.x service ports and resource spec
+  ...CreateKernelResult.fields,
   service_ports: Schema.Array(ServicePort26),
-  container_id: Schema.String,
   resource_spec: Schema.Struct({
     slots: Schema.Record(Schema.String, Schema.String),
     mounts: Schema.Array(Schema.Unknown),

@@ -8,10 +8,9 @@ import { assert, describe, it } from "@effect/vitest"
 import { Deferred, Effect, Exit, Layer, Queue } from "effect"
 import * as Zmq from "zeromq"
 import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
-import { argumentMessage, Contract26 } from "../../src/manager26/Contract26.ts"
-import { withAgentId } from "../../src/manager26/Handlers.ts"
 import { CallosumHandlers, CallosumServer } from "../../src/rpc/callosum/CallosumServer.ts"
 import { spawnPython } from "../interop/python.ts"
+import { echoContract26 } from "./Contract26Support.ts"
 
 describe("callosum 1.0.3 Peer → CallosumServer", () => {
   it.live("handshake, ping, ext-typed arguments, concurrency, unknown method", () =>
@@ -111,15 +110,7 @@ describe("callosum 1.0.3 Peer → CallosumServer", () => {
       const KID = "3f1e6f0e-8a4b-4f5e-9c1d-2b7a6c5d4e3f"
       const SID = "0b9f8e7d-6c5b-4a39-8281-706f5e4d3c2b"
       // every method answers the arguments its handler was given (a list: Python sees what was decoded)
-      const echo = (...args: ReadonlyArray<unknown>) => Effect.succeed(args)
-      const methods = withAgentId(
-        "i-peer",
-        CallosumHandlers.fromContract(
-          Contract26,
-          Object.fromEntries(Object.keys(Contract26).map((name) => [name, echo])),
-          { ignoreKeyword: "agent_id", describeRefusal: argumentMessage }
-        )
-      )
+      const methods = echoContract26("i-peer")
       // the result Schemas are the real handlers' business: here the methods answer their arguments as is
       const asIs = new Map([...methods].map(([name, m]) => [name, { ...m, encodeSuccess: Exit.succeed }]))
       const server = yield* CallosumServer.make({ bind: "tcp://127.0.0.1:*" }).pipe(Effect.provide(Layer.succeed(CallosumHandlers, asIs)))

@@ -5,27 +5,18 @@
  * (`withAgentId`), and every refusal is a `TypeError` naming the method and the parameter.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Exit, Result, Schema } from "effect"
+import { Exit, Result, Schema } from "effect"
 import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
 import type { PythonError } from "../../src/domain/Errors.ts"
-import { argumentMessage, Contract26, Decimal, Dict, KernelId, Str } from "../../src/manager26/Contract26.ts"
-import { withAgentId } from "../../src/manager26/Handlers.ts"
-import { CallosumHandlers } from "../../src/rpc/callosum/CallosumServer.ts"
+import { Decimal, Dict, KernelId, Str } from "../../src/manager26/Contract26.ts"
+import { echoContract26 } from "./Contract26Support.ts"
 
 const KID = "3f1e6f0e-8a4b-4f5e-9c1d-2b7a6c5d4e3f"
 const SID = "0b9f8e7d-6c5b-4a39-8281-706f5e4d3c2b"
 const uuid = (s: string) => Bai.Uuid.parse(s)!
 
 // every method served, each handler answering its decoded arguments
-const echo = (...args: ReadonlyArray<unknown>) => Effect.succeed(args)
-const served = withAgentId(
-  "i-this",
-  CallosumHandlers.fromContract(
-    Contract26,
-    Object.fromEntries(Object.keys(Contract26).map((name) => [name, echo])),
-    { ignoreKeyword: "agent_id", describeRefusal: argumentMessage }
-  )
-)
+const served = echoContract26("i-this")
 const decode = (method: string, args: ReadonlyArray<unknown>, kwargs: Record<string, unknown> = {}) => {
   const m = served.get(method)
   assert.isDefined(m, method)

@@ -7,6 +7,7 @@ version, so a 3-line dist-info is made in a temp dir; `BAI_CALLOSUM_SRC` overrid
 import dataclasses
 import decimal
 import enum
+import json
 import os
 import pickle
 import sys
@@ -118,3 +119,27 @@ def use_callosum():
     with open(os.path.join(meta, "callosum-1.0.3.dist-info", "METADATA"), "w") as f:
         f.write("Metadata-Version: 2.1\nName: callosum\nVersion: 1.0.3\n")
     sys.path[:0] = [src, meta]
+
+
+def emit(obj):
+    """One JSON line to stdout, flushed (what the test reads)."""
+    sys.stdout.write(json.dumps(obj, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def manager_peer(address, invoke_timeout=30):
+    """callosum's client Peer to `address` as the manager makes it: the manager's codec and the
+    keep-alive options of R268 manager/clients/agent/pool.py (after use_callosum())."""
+    import zmq
+    from callosum.lower.zeromq import ZeroMQAddress, ZeroMQRPCTransport
+    from callosum.rpc import Peer
+
+    return Peer(
+        connect=ZeroMQAddress(address),
+        transport=ZeroMQRPCTransport,
+        transport_opts={"zsock_opts": {zmq.TCP_KEEPALIVE: 1, zmq.TCP_KEEPALIVE_IDLE: 60, zmq.TCP_KEEPALIVE_INTVL: 20, zmq.TCP_KEEPALIVE_CNT: 3}},
+        serializer=packb,
+        deserializer=unpackb,
+        invoke_timeout=invoke_timeout,
+    )
+

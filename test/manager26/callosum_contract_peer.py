@@ -5,32 +5,18 @@ makes them (uuid.UUID or str ids, keywords, agent_id=), and the refusals a Pytho
 Prints one JSON line per check, then {"done": true}.
 """
 import asyncio
-import json
 import sys
 import uuid
 
-from bai_common import packb, unpackb, use_callosum
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
+from bai_common import emit, manager_peer, use_callosum
 
 
 async def main():
     use_callosum()
-    from callosum.lower.zeromq import ZeroMQAddress, ZeroMQRPCTransport
-    from callosum.rpc import Peer
     from callosum.rpc.exceptions import RPCUserError
 
     agent_id = sys.argv[2]
-    peer = Peer(
-        connect=ZeroMQAddress(sys.argv[1]),
-        transport=ZeroMQRPCTransport,
-        serializer=packb,
-        deserializer=unpackb,
-        invoke_timeout=30,
-    )
+    peer = manager_peer(sys.argv[1])
 
     async def call(check, method, *args, **kwargs):
         try:

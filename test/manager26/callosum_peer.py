@@ -4,34 +4,17 @@ str and bin order keys, concurrent calls, an unknown method. argv[1]: the server
 Prints one JSON line per check, then {"done": true}.
 """
 import asyncio
-import json
 import sys
 import uuid
 
-import zmq
-
-from bai_common import AutoPullBehavior, ClusterMode, ImageRef, packb, unpackb, use_callosum
-
-
-def emit(obj):
-    sys.stdout.write(json.dumps(obj, default=str) + "\n")
-    sys.stdout.flush()
+from bai_common import AutoPullBehavior, ClusterMode, ImageRef, emit, manager_peer, use_callosum
 
 
 async def main():
     use_callosum()
-    from callosum.lower.zeromq import ZeroMQAddress, ZeroMQRPCTransport
-    from callosum.rpc import Peer
     from callosum.rpc.exceptions import RPCUserError
 
-    peer = Peer(
-        connect=ZeroMQAddress(sys.argv[1]),
-        transport=ZeroMQRPCTransport,
-        transport_opts={"zsock_opts": {zmq.TCP_KEEPALIVE: 1, zmq.TCP_KEEPALIVE_IDLE: 60, zmq.TCP_KEEPALIVE_INTVL: 20, zmq.TCP_KEEPALIVE_CNT: 3}},
-        serializer=packb,
-        deserializer=unpackb,
-        invoke_timeout=30,
-    )
+    peer = manager_peer(sys.argv[1])
 
     async def call(method, *args, order_key=None, **kwargs):
         return await peer.invoke(method, {"args": args, "kwargs": kwargs}, order_key=order_key)

@@ -36,6 +36,17 @@ const reply = (frames: ReadonlyArray<Buffer>) => {
   }
 }
 
+/** A DEALER connected to `endpoint`, closed with the scope (a 5 s receive timeout). */
+const dealerTo = (endpoint: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      const s = new Zmq.Dealer({ linger: 0, receiveTimeout: 5000 })
+      s.connect(endpoint)
+      return s
+    }),
+    (s) => Effect.sync(() => s.close())
+  )
+
 describe("CallosumServer", () => {
   it.live("PING/PONG, the contract's ping bytes, FAILURE for unknown methods and errors, concurrent handlers", () =>
     Effect.gen(function*() {
@@ -52,11 +63,7 @@ describe("CallosumServer", () => {
           })
         }))
       )
-      const dealer = yield* Effect.acquireRelease(
-        Effect.sync(() => new Zmq.Dealer({ linger: 0, receiveTimeout: 5000 })),
-        (s) => Effect.sync(() => s.close())
-      )
-      dealer.connect(server.endpoint)
+      const dealer = yield* dealerTo(server.endpoint)
       const roundTrip = (frames: ReadonlyArray<Buffer>) =>
         Effect.promise(async () => {
           await dealer.send(frames as Array<Buffer>)
@@ -127,11 +134,7 @@ describe("CallosumServer", () => {
           slow: () => Deferred.await(release).pipe(Effect.as("slow done"))
         }))
       )
-      const dealer = yield* Effect.acquireRelease(
-        Effect.sync(() => new Zmq.Dealer({ linger: 0, receiveTimeout: 5000 })),
-        (s) => Effect.sync(() => s.close())
-      )
-      dealer.connect(server.endpoint)
+      const dealer = yield* dealerTo(server.endpoint)
       yield* Effect.promise(() => dealer.send(request("slow", 1, []) as Array<Buffer>))
       // the slow request holds the peer's only slot: the next one is refused, not queued
       const refused = reply(yield* Effect.promise(async () => {
@@ -169,11 +172,7 @@ describe("CallosumServer", () => {
           }, { ignoreKeyword: "agent_id" })
         ))
       )
-      const dealer = yield* Effect.acquireRelease(
-        Effect.sync(() => new Zmq.Dealer({ linger: 0, receiveTimeout: 5000 })),
-        (s) => Effect.sync(() => s.close())
-      )
-      dealer.connect(server.endpoint)
+      const dealer = yield* dealerTo(server.endpoint)
       const roundTrip = (frames: ReadonlyArray<Buffer>) =>
         Effect.promise(async () => {
           await dealer.send(frames as Array<Buffer>)
