@@ -8,7 +8,7 @@
  * and the argument types are the contract's, a refusal a `TypeError` FAILURE. `agent_id=`, accepted
  * on every call, must be this agent's id: one check around all methods ({@link withAgentId}).
  */
-import { Clock, Effect, Option, Result } from "effect"
+import { Clock, Effect, Option, Result, Schema } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { KernelExecution } from "../kernel/KernelExecution.ts"
 import { KernelLifecycle } from "../kernel/KernelLifecycle.ts"
@@ -22,7 +22,7 @@ import { RunnerHandlers } from "../rpc/handlers/Runner.ts"
 import { ManagerConfig } from "../manager/ManagerConfig.ts"
 import { formatHostPort } from "../domain/Units.ts"
 import * as Bai from "../codec/bai/BaiMsgpack.ts"
-import { argumentMessage, Contract26, type CreationInfo26 } from "./Contract26.ts"
+import { argumentMessage, Contract26, type CreationInfo26, Decimal } from "./Contract26.ts"
 import { Presence } from "./Presence.ts"
 import { Sessions } from "./Sessions.ts"
 import { StreamEvents, timestamp } from "./StreamEvents.ts"
@@ -34,6 +34,9 @@ const isRecord = (u: unknown): u is Record<string, unknown> =>
 
 const dict = (method: string, name: string, v: unknown): Effect.Effect<Record<string, unknown>, CallosumFailure> =>
   isRecord(v) ? Effect.succeed(v) : v === null || v === undefined ? Effect.succeed({}) : Effect.fail(typeError(`${method}: ${name} must be a dict`))
+
+/** A resource slot amount: the contract's `Decimal` (a Decimal, a str or a finite number → its text). */
+const decimal = Schema.decodeUnknownOption(Decimal)
 
 /** `resource_spec` of the creation info: what the kernel was given, incl. `allocations` (occupied slots). */
 const resourceSpec26 = (slots: Readonly<Record<string, string>>) => ({
@@ -66,8 +69,9 @@ export const kernelConfig1906 = (kernelId: string, raw: Record<string, unknown>)
     const rawSlots = yield* dict("create_kernels", "config.resource_slots", cfg["resource_slots"])
     const slots: Record<string, string> = {}
     for (const [k, v] of Object.entries(rawSlots)) {
-      if (typeof v !== "string" && typeof v !== "number") return yield* typeError(`resource_slots.${k} must be a decimal`)
-      slots[k] = String(v)
+      const amount = decimal(v)
+      if (Option.isNone(amount)) return yield* typeError(`resource_slots.${k} must be a decimal`)
+      slots[k] = amount.value
     }
     const environ = yield* dict("create_kernels", "config.environ", cfg["environ"])
     const labels = yield* dict("create_kernels", "config.image.labels", image["labels"])

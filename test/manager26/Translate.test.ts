@@ -8,6 +8,7 @@ import { Effect, Exit } from "effect"
 import { AgentEvents, type AgentInfo } from "../../src/manager/EventPublisher.ts"
 import * as Bai from "../../src/codec/bai/BaiMsgpack.ts"
 import { creationInfo26, kernelConfig1906 } from "../../src/manager26/Handlers.ts"
+import { CallosumFailure } from "../../src/rpc/callosum/CallosumServer.ts"
 import { EMPTY_IMAGES, translate } from "../../src/manager26/StreamEvents.ts"
 
 const info: AgentInfo = {
@@ -91,6 +92,13 @@ describe("create_kernels config and creation info", () => {
         mounts: [{ name: "v" }]
       }))
       assert.isTrue(Exit.isFailure(mounted))
+      // slot amounts are decimals: a Decimal, a str or a finite number; anything else is refused
+      for (const bad of [[1], null, Number.NaN, Number.POSITIVE_INFINITY, { v: 1 }]) {
+        const refused = yield* Effect.exit(kernelConfig1906("k1", { image: { canonical: "x/y:z" }, resource_slots: { cpu: bad } }))
+        assert.deepStrictEqual(refused, Exit.fail(new CallosumFailure({ exception: "TypeError", message: "resource_slots.cpu must be a decimal" })), String(bad))
+      }
+      const numeric = yield* kernelConfig1906("k1", { image: { canonical: "x/y:z" }, resource_slots: { cpu: 2, mem: new Bai.PyDecimal("1e9") } })
+      assert.deepStrictEqual(numeric.slots, { cpu: "2", mem: "1e9" })
     }))
 
   it("creation info has the 26.x service-port shape and resource_spec.allocations", () => {
