@@ -19,6 +19,7 @@ import {
   resourceText,
   vfolderHostPath
 } from "../../src/spec/KernelConfig.ts"
+import { slotValue } from "../../src/spec/SlotDecimal.ts"
 
 const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
 const image = { canonical: "lablup/python:3.6-ubuntu18.04", labels: {} }
@@ -225,5 +226,28 @@ describe("paths", () => {
       checkVfolderPaths([{ name: "a", host: "h", folderId: "f", permission: "rw" }], { mount: "/m", fsprefix: "../../x" }),
       `the vfolder "a" (host "h") would not stay under volumes/_mount "/m"`
     )
+  })
+})
+
+describe("slot values: each refusal names its reason, and the digit bounds", () => {
+  // CPython's decimal.Decimal decides the category (test/spec/slot_decimal_oracle.py 40 gave these verdicts):
+  // Decimal(s) raises → not a decimal; parses but not is_finite() → NaN/Infinity; finite and < 0 →
+  // negative; finite with more than 40 digits on either side of the point → too many digits
+  const NOT_DECIMAL = "expected a decimal number (Python Decimal syntax)"
+  const NOT_FINITE = "expected a finite decimal, got NaN or Infinity"
+  const TOO_LONG = "expected a decimal with at most 40 digits on either side of the point"
+
+  it("Infinity and NaN in every spelling Decimal() accepts are refused as not finite, not as unparsable", () => {
+    for (const s of ["Inf", "-Infinity", "+inf", "INFINITY", "NaN", "-nan", "sNaN", "NaN7"]) {
+      assert.deepStrictEqual(slotValue(s), { ok: false, message: NOT_FINITE }, s)
+    }
+    for (const s of ["Infinit", "infx", "nan.5", "sinf"]) assert.deepStrictEqual(slotValue(s), { ok: false, message: NOT_DECIMAL }, s)
+  })
+
+  it("40 digits on either side of the point pass, 41 do not", () => {
+    assert.deepStrictEqual(slotValue("1E+39"), { ok: true, value: `1${"0".repeat(39)}` })
+    assert.deepStrictEqual(slotValue("1e-40"), { ok: true, value: `0.${"0".repeat(39)}1` })
+    assert.deepStrictEqual(slotValue("1E+40"), { ok: false, message: TOO_LONG })
+    assert.deepStrictEqual(slotValue("1e-41"), { ok: false, message: TOO_LONG })
   })
 })
