@@ -251,3 +251,53 @@ describe("slot values: each refusal names its reason, and the digit bounds", () 
     assert.deepStrictEqual(slotValue("1e-41"), { ok: false, message: TOO_LONG })
   })
 })
+
+describe("names and paths at their edges", () => {
+  it("folder names: letters, digits and ._- only, whole name; . and .. refused", () => {
+    const mount = (name: string) => ({ image, resource_slots: {}, mounts: [[name, "local", "f00d", "rw"]] })
+    assert.deepStrictEqual(decodeOk(mount("My-data_1.2")).mounts.map((m) => m.name), ["My-data_1.2"])
+    for (const name of [".", "..", "a b", "d/", "/d", "", "dé"]) {
+      assert.strictEqual(decodeErr(mount(name)), "mounts.0: folder names must be plain path components", JSON.stringify(name))
+    }
+  })
+
+  it("a refused host, folder id or loader variable is shown by its first 80 characters", () => {
+    const x80 = "x".repeat(80)
+    assert.strictEqual(
+      decodeErr({ image, resource_slots: {}, mounts: [["d", `${x80}yyyy/`, "f", "rw"]] }),
+      `mounts.0: the vfolder host must be one plain path component, got "${x80}"`
+    )
+    assert.strictEqual(
+      decodeErr({ image, resource_slots: {}, mounts: [["d", "local", `${x80}../`, "rw"]] }),
+      `mounts.0: the folder id must be one plain path component, got "${x80}"`
+    )
+    const ld = `LD_${"A".repeat(77)}`
+    assert.strictEqual(decodeErr({ image, resource_slots: {}, environ: { [`${ld}BBBB`]: "1" } }), `environ: "${ld}" is a dynamic-loader variable and cannot be set`)
+  })
+
+  it("a config that is not a mapping is refused at the top (no path: \"config\")", () => {
+    for (const raw of [5, null, "x", []]) assert.strictEqual(decodeErr(raw), "config: Expected object", JSON.stringify(raw))
+  })
+
+  it("service-ports items are matched whole: a name cannot contain ':'", () => {
+    const r = ports("x:a:tcp:3000")
+    assert.deepStrictEqual(r._tag === "Failure" ? r.failure : "", `ai.backend.service-ports: "x:a:tcp:3000" is not name:tcp|pty|http:port`)
+  })
+
+  it("environ.txt keeps shell-style names only, the whole name", () => {
+    assert.strictEqual(environText({ "A-B": "1", "A.B": "2", _OK9: "3", "9A": "4" }), "_OK9=3\n")
+  })
+
+  it("nesting: 17 levels of mappings below the key still flatten", () => {
+    let v: unknown = "leaf"
+    for (let i = 0; i < 17; i++) v = { k: v }
+    assert.deepStrictEqual(flattenLabels({ r: v }), { [["r", ...Array(17).fill("k")].join("/")]: "leaf" })
+  })
+
+  it("vfolder paths: leading slashes of _fsprefix are all dropped; the root / itself as volumes/_mount", () => {
+    const m = { host: "local", folderId: "f00d" }
+    assert.strictEqual(vfolderHostPath("/mnt", "//vfroot", m), "/mnt/local/vfroot/f00d")
+    assert.strictEqual(vfolderHostPath("/", "", m), "/local/f00d")
+    assert.strictEqual(vfolderHostPath("/", "vfs", m), "/local/vfs/f00d")
+  })
+})
