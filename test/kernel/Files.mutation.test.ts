@@ -122,13 +122,11 @@ describe("tar entries read back by CPython's tarfile", () => {
 
   it("PAX record lengths count their own digits (a record of 99 vs 100 bytes)", () => {
     // " path=<v>\n" plus the length digits: pick values whose record length crosses 100
-    for (let n = 88; n <= 96; n++) {
-      const name = `${"p".repeat(101)}/${"q".repeat(n - 0)}`
-      const got = readByPython([{ name, type: "file", mode: 0o100644, mtime: 1, data: Buffer.from("z") }])
-      assert.isUndefined(got.error, `n=${n}`)
-      assert.strictEqual(got.members![0]!.name, name)
-      assert.deepStrictEqual(got.members![0]!.pax, { path: name })
-    }
+    // one archive (one CPython run) with every length from 88 to 96
+    const names = Array.from({ length: 9 }, (_, i) => `${"p".repeat(101)}/${"q".repeat(88 + i)}`)
+    const got = readByPython(names.map((name) => ({ name, type: "file" as const, mode: 0o100644, mtime: 1, data: Buffer.from("z") })))
+    assert.isUndefined(got.error)
+    assert.deepStrictEqual(got.members!.map((m) => [m.name, m.pax]), names.map((name) => [name, { path: name }]))
   })
 
   it("the header checksum is what tarfile computes (a flipped header byte is refused)", () => {
@@ -159,6 +157,17 @@ describe("tar entries read back by CPython's tarfile", () => {
     assert.strictEqual(dir!.subarray(156, 157).toString("latin1"), "5")
     assert.strictEqual(tarEnd.length, 1024)
     assert.isTrue(tarEnd.every((b) => b === 0))
+  })
+
+  it("a directory's name ends in exactly one slash (given with or without it), and its size field is 0 whatever data it carries", () => {
+    // ustar (POSIX.1-1988) names a directory "name/"; size is the byte count of the data that follows (none for a directory)
+    for (const name of ["d/sub", "d/sub/"]) {
+      const [h] = tarEntry({ name, type: "dir", mode: 0o40755, mtime: 0, data: Buffer.from("ignored") })
+      assert.strictEqual(h!.subarray(0, 7).toString("latin1"), "d/sub/\0", name)
+      assert.strictEqual(h!.subarray(124, 136).toString("latin1"), "00000000000\0", name)
+    }
+    const [link] = tarEntry({ name: "l", type: "symlink", mode: 0o120777, mtime: 0, linkname: "t", data: Buffer.from("x") })
+    assert.strictEqual(link!.subarray(124, 136).toString("latin1"), "00000000000\0")
   })
 })
 
