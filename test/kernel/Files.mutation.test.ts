@@ -159,6 +159,22 @@ describe("tar entries read back by CPython's tarfile", () => {
     assert.isTrue(tarEnd.every((b) => b === 0))
   })
 
+  it("raw blocks of a long name: a PAX header named PaxHeader with no link, then a ustar name of the first 100 bytes cut at a character", () => {
+    // a reader without PAX support extracts the extended header as a plain file "PaxHeader"; the ustar
+    // name it then sees is the path's first 100 bytes, never half a UTF-8 sequence
+    const split = `${"a".repeat(99)}é${"z".repeat(20)}` // é takes bytes 99 and 100
+    const blocks = tarEntry({ name: split, type: "file", mode: 0o100644, mtime: 0 })
+    const [pax, ustar] = [blocks[0], blocks[blocks.length - 1]] // no data: the ustar header comes last
+    assert.strictEqual(pax!.subarray(0, 10).toString("latin1"), "PaxHeader\0")
+    assert.strictEqual(pax!.subarray(156, 157).toString("latin1"), "x")
+    assert.isTrue(pax!.subarray(157, 257).every((b) => b === 0))
+    assert.deepStrictEqual(ustar!.subarray(0, 100), Buffer.concat([Buffer.from("a".repeat(99)), Buffer.alloc(1)]))
+    // a U+FFFD that is part of the name (readdir decodes invalid bytes to it) stays in the cut name
+    const replacement = `\uFFFD${"b".repeat(120)}`
+    const cut = tarEntry({ name: replacement, type: "file", mode: 0o100644, mtime: 0 }).at(-1)
+    assert.deepStrictEqual(cut!.subarray(0, 100), Buffer.from(`\uFFFD${"b".repeat(97)}`))
+  })
+
   it("a directory's name ends in exactly one slash (given with or without it), and its size field is 0 whatever data it carries", () => {
     // ustar (POSIX.1-1988) names a directory "name/"; size is the byte count of the data that follows (none for a directory)
     for (const name of ["d/sub", "d/sub/"]) {
