@@ -2,7 +2,8 @@
  * The per-file table of `npm run test:mutation` (docs/mutation.md): reads Stryker's JSON report
  * (.stryker/mutation.json, written with `disableBail`, so `killedBy` lists every test that kills a
  * mutant) and prints, per mutated file, the score of the whole suite ("after") and of the tests that
- * existed before the mutation work alone ("before": tests outside `*.mutation.test.ts` files).
+ * existed before the mutation work alone ("before": tests outside `*.mutation.test.ts` files), and the
+ * share of mutants killed outright ("killed": timeouts left out).
  *
  * Score = (killed + timed out) / (killed + timed out + survived + no coverage), as Stryker counts it.
  * A timed-out mutant counts as killed "before" when a pre-existing test covers it (Stryker records no
@@ -39,18 +40,20 @@ for (const p of paths) {
 
 const pct = (k: number, n: number) => (n === 0 ? "n/a" : `${((100 * k) / n).toFixed(1)} %`)
 
-const rows: Array<readonly [string, string, string, string, string]> = []
-let [allValid, allBefore, allAfter] = [0, 0, 0]
+const rows: Array<readonly [string, string, string, string, string, string]> = []
+let [allValid, allBefore, allAfter, allKilled] = [0, 0, 0, 0]
 for (const [file, { mutants }] of Object.entries(files).sort(([a], [b]) => a.localeCompare(b))) {
   const isOld = isOldIn.get(file)!
   let valid = 0
   let before = 0
   let after = 0
+  let killed = 0
   let survived = 0
   for (const m of mutants) {
     if (!["Killed", "Timeout", "Survived", "NoCoverage"].includes(m.status)) continue
     valid++
     if (m.status === "Killed" || m.status === "Timeout") after++
+    if (m.status === "Killed") killed++
     else if (m.status === "Survived") survived++
     const oldKill = m.status === "Killed"
       ? (m.killedBy ?? []).some(isOld)
@@ -60,11 +63,13 @@ for (const [file, { mutants }] of Object.entries(files).sort(([a], [b]) => a.loc
   allValid += valid
   allBefore += before
   allAfter += after
-  rows.push([file, String(valid), pct(before, valid), pct(after, valid), String(survived)])
+  allKilled += killed
+  rows.push([file, String(valid), pct(before, valid), pct(after, valid), pct(killed, valid), String(survived)])
 }
-rows.push(["all measured files", String(allValid), pct(allBefore, allValid), pct(allAfter, allValid), ""])
+rows.push(["all measured files", String(allValid), pct(allBefore, allValid), pct(allAfter, allValid), pct(allKilled, allValid), ""])
 
-const head = ["file", "mutants", "before", "after", "survived"] as const
+// "after" is Stryker's score (timeouts count as detected); "killed" leaves timeouts out
+const head = ["file", "mutants", "before", "after", "killed", "survived"] as const
 const width = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i]!.length)))
 const line = (r: ReadonlyArray<string>) => `| ${r.map((c, i) => (i === 0 ? c.padEnd(width[i]!) : c.padStart(width[i]!))).join(" | ")} |`
 console.log(line(head))

@@ -57,7 +57,7 @@ export const GROUPS: ReadonlyArray<Group> = [
   {
     name: "runqueue",
     mutate: ["src/kernel/runner/RunQueue.ts"],
-    tests: ["test/kernel/RunQueue.test.ts"]
+    tests: ["test/kernel/RunQueue.test.ts", "test/kernel/RunQueue.mutation.test.ts"]
   },
   {
     name: "msgpack",

@@ -122,13 +122,11 @@ describe("tar entries read back by CPython's tarfile", () => {
 
   it("PAX record lengths count their own digits (a record of 99 vs 100 bytes)", () => {
     // " path=<v>\n" plus the length digits: pick values whose record length crosses 100
-    for (let n = 88; n <= 96; n++) {
-      const name = `${"p".repeat(101)}/${"q".repeat(n - 0)}`
-      const got = readByPython([{ name, type: "file", mode: 0o100644, mtime: 1, data: Buffer.from("z") }])
-      assert.isUndefined(got.error, `n=${n}`)
-      assert.strictEqual(got.members![0]!.name, name)
-      assert.deepStrictEqual(got.members![0]!.pax, { path: name })
-    }
+    // one archive (one CPython run) with every length from 88 to 96
+    const names = Array.from({ length: 9 }, (_, i) => `${"p".repeat(101)}/${"q".repeat(88 + i)}`)
+    const got = readByPython(names.map((name) => ({ name, type: "file" as const, mode: 0o100644, mtime: 1, data: Buffer.from("z") })))
+    assert.isUndefined(got.error)
+    assert.deepStrictEqual(got.members!.map((m) => [m.name, m.pax]), names.map((name) => [name, { path: name }]))
   })
 
   it("the header checksum is what tarfile computes (a flipped header byte is refused)", () => {
@@ -159,6 +157,33 @@ describe("tar entries read back by CPython's tarfile", () => {
     assert.strictEqual(dir!.subarray(156, 157).toString("latin1"), "5")
     assert.strictEqual(tarEnd.length, 1024)
     assert.isTrue(tarEnd.every((b) => b === 0))
+  })
+
+  it("raw blocks of a long name: a PAX header named PaxHeader with no link, then a ustar name of the first 100 bytes cut at a character", () => {
+    // a reader without PAX support extracts the extended header as a plain file "PaxHeader"; the ustar
+    // name it then sees is the path's first 100 bytes, never half a UTF-8 sequence
+    const split = `${"a".repeat(99)}é${"z".repeat(20)}` // é takes bytes 99 and 100
+    const blocks = tarEntry({ name: split, type: "file", mode: 0o100644, mtime: 0 })
+    const [pax, ustar] = [blocks[0], blocks[blocks.length - 1]] // no data: the ustar header comes last
+    assert.strictEqual(pax!.subarray(0, 10).toString("latin1"), "PaxHeader\0")
+    assert.strictEqual(pax!.subarray(156, 157).toString("latin1"), "x")
+    assert.isTrue(pax!.subarray(157, 257).every((b) => b === 0))
+    assert.deepStrictEqual(ustar!.subarray(0, 100), Buffer.concat([Buffer.from("a".repeat(99)), Buffer.alloc(1)]))
+    // a U+FFFD that is part of the name (readdir decodes invalid bytes to it) stays in the cut name
+    const replacement = `\uFFFD${"b".repeat(120)}`
+    const cut = tarEntry({ name: replacement, type: "file", mode: 0o100644, mtime: 0 }).at(-1)
+    assert.deepStrictEqual(cut!.subarray(0, 100), Buffer.from(`\uFFFD${"b".repeat(97)}`))
+  })
+
+  it("a directory's name ends in exactly one slash (given with or without it), and its size field is 0 whatever data it carries", () => {
+    // ustar (POSIX.1-1988) names a directory "name/"; size is the byte count of the data that follows (none for a directory)
+    for (const name of ["d/sub", "d/sub/"]) {
+      const [h] = tarEntry({ name, type: "dir", mode: 0o40755, mtime: 0, data: Buffer.from("ignored") })
+      assert.strictEqual(h!.subarray(0, 7).toString("latin1"), "d/sub/\0", name)
+      assert.strictEqual(h!.subarray(124, 136).toString("latin1"), "00000000000\0", name)
+    }
+    const [link] = tarEntry({ name: "l", type: "symlink", mode: 0o120777, mtime: 0, linkname: "t", data: Buffer.from("x") })
+    assert.strictEqual(link!.subarray(124, 136).toString("latin1"), "00000000000\0")
   })
 })
 

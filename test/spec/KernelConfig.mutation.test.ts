@@ -19,6 +19,7 @@ import {
   resourceText,
   vfolderHostPath
 } from "../../src/spec/KernelConfig.ts"
+import { slotValue } from "../../src/spec/SlotDecimal.ts"
 
 const KID = "0b7a5b2c-5d0e-4bd4-a4d5-6a3f1a7f8a11"
 const image = { canonical: "lablup/python:3.6-ubuntu18.04", labels: {} }
@@ -225,5 +226,78 @@ describe("paths", () => {
       checkVfolderPaths([{ name: "a", host: "h", folderId: "f", permission: "rw" }], { mount: "/m", fsprefix: "../../x" }),
       `the vfolder "a" (host "h") would not stay under volumes/_mount "/m"`
     )
+  })
+})
+
+describe("slot values: each refusal names its reason, and the digit bounds", () => {
+  // CPython's decimal.Decimal decides the category (test/spec/slot_decimal_oracle.py 40 gave these verdicts):
+  // Decimal(s) raises → not a decimal; parses but not is_finite() → NaN/Infinity; finite and < 0 →
+  // negative; finite with more than 40 digits on either side of the point → too many digits
+  const NOT_DECIMAL = "expected a decimal number (Python Decimal syntax)"
+  const NOT_FINITE = "expected a finite decimal, got NaN or Infinity"
+  const TOO_LONG = "expected a decimal with at most 40 digits on either side of the point"
+
+  it("Infinity and NaN in every spelling Decimal() accepts are refused as not finite, not as unparsable", () => {
+    for (const s of ["Inf", "-Infinity", "+inf", "INFINITY", "NaN", "-nan", "sNaN", "NaN7"]) {
+      assert.deepStrictEqual(slotValue(s), { ok: false, message: NOT_FINITE }, s)
+    }
+    for (const s of ["Infinit", "infx", "nan.5", "sinf"]) assert.deepStrictEqual(slotValue(s), { ok: false, message: NOT_DECIMAL }, s)
+  })
+
+  it("40 digits on either side of the point pass, 41 do not", () => {
+    assert.deepStrictEqual(slotValue("1E+39"), { ok: true, value: `1${"0".repeat(39)}` })
+    assert.deepStrictEqual(slotValue("1e-40"), { ok: true, value: `0.${"0".repeat(39)}1` })
+    assert.deepStrictEqual(slotValue("1E+40"), { ok: false, message: TOO_LONG })
+    assert.deepStrictEqual(slotValue("1e-41"), { ok: false, message: TOO_LONG })
+  })
+})
+
+describe("names and paths at their edges", () => {
+  it("folder names: letters, digits and ._- only, whole name; . and .. refused", () => {
+    const mount = (name: string) => ({ image, resource_slots: {}, mounts: [[name, "local", "f00d", "rw"]] })
+    assert.deepStrictEqual(decodeOk(mount("My-data_1.2")).mounts.map((m) => m.name), ["My-data_1.2"])
+    for (const name of [".", "..", "a b", "d/", "/d", "", "dé"]) {
+      assert.strictEqual(decodeErr(mount(name)), "mounts.0: folder names must be plain path components", JSON.stringify(name))
+    }
+  })
+
+  it("a refused host, folder id or loader variable is shown by its first 80 characters", () => {
+    const x80 = "x".repeat(80)
+    assert.strictEqual(
+      decodeErr({ image, resource_slots: {}, mounts: [["d", `${x80}yyyy/`, "f", "rw"]] }),
+      `mounts.0: the vfolder host must be one plain path component, got "${x80}"`
+    )
+    assert.strictEqual(
+      decodeErr({ image, resource_slots: {}, mounts: [["d", "local", `${x80}../`, "rw"]] }),
+      `mounts.0: the folder id must be one plain path component, got "${x80}"`
+    )
+    const ld = `LD_${"A".repeat(77)}`
+    assert.strictEqual(decodeErr({ image, resource_slots: {}, environ: { [`${ld}BBBB`]: "1" } }), `environ: "${ld}" is a dynamic-loader variable and cannot be set`)
+  })
+
+  it("a config that is not a mapping is refused at the top (no path: \"config\")", () => {
+    for (const raw of [5, null, "x", []]) assert.strictEqual(decodeErr(raw), "config: Expected object", JSON.stringify(raw))
+  })
+
+  it("service-ports items are matched whole: a name cannot contain ':'", () => {
+    const r = ports("x:a:tcp:3000")
+    assert.deepStrictEqual(r._tag === "Failure" ? r.failure : "", `ai.backend.service-ports: "x:a:tcp:3000" is not name:tcp|pty|http:port`)
+  })
+
+  it("environ.txt keeps shell-style names only, the whole name", () => {
+    assert.strictEqual(environText({ "A-B": "1", "A.B": "2", _OK9: "3", "9A": "4" }), "_OK9=3\n")
+  })
+
+  it("nesting: 17 levels of mappings below the key still flatten", () => {
+    let v: unknown = "leaf"
+    for (let i = 0; i < 17; i++) v = { k: v }
+    assert.deepStrictEqual(flattenLabels({ r: v }), { [["r", ...Array(17).fill("k")].join("/")]: "leaf" })
+  })
+
+  it("vfolder paths: leading slashes of _fsprefix are all dropped; the root / itself as volumes/_mount", () => {
+    const m = { host: "local", folderId: "f00d" }
+    assert.strictEqual(vfolderHostPath("/mnt", "//vfroot", m), "/mnt/local/vfroot/f00d")
+    assert.strictEqual(vfolderHostPath("/", "", m), "/local/f00d")
+    assert.strictEqual(vfolderHostPath("/", "vfs", m), "/local/vfs/f00d")
   })
 })
