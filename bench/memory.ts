@@ -2,7 +2,8 @@
  * `node bench/run.ts memory [--env .testbed/dev/env.json] [--kernels 0,100,250,500,1000] [--nodes 4]
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
- *                           [--compare-main dist-bench/tsc/main.js] [--heap-snapshot DIR] [--out scale.json]`
+ *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
+ *                           [--heap-snapshot DIR] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -28,6 +29,9 @@
  * `--compare-main <file>` measures every point a second time with another build of the agent (e.g. tsc's
  * unbundled output: `tsc -p tsconfig.build.json --outDir dist-bench/tsc`, then `--compare-main
  * dist-bench/tsc/main.js`), with `--compare`'s node args if given, else `--node-args`.
+ *
+ * `--agent-env` / `--compare-env`: environment variables added to the agent's (e.g. glibc's
+ * `MALLOC_ARENA_MAX=2`), for the measured and the comparison run.
  *
  * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
  * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
@@ -72,6 +76,10 @@ const COMPARE = argValue("--compare")?.split(" ").filter((a) => a !== "")
 /** `--compare-main <file>`: the comparison runs this entry point instead of `--main` */
 const COMPARE_MAIN = argValue("--compare-main")
 const HEAP_SNAPSHOT_DIR = argValue("--heap-snapshot")
+const envOf = (flag: string): Readonly<Record<string, string>> =>
+  Object.fromEntries((argValue(flag) ?? "").split(" ").filter((a) => a.includes("=")).map((a) => [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]))
+const AGENT_ENV = envOf("--agent-env")
+const COMPARE_ENV = envOf("--compare-env")
 const STATS_INTERVAL = 2
 const HEARTBEAT_INTERVAL = 3
 
@@ -80,6 +88,8 @@ export interface Point {
   readonly nodeArgs: ReadonlyArray<string>
   /** the entry point run, relative to the repository */
   readonly main: string
+  /** environment variables added for the agent */
+  readonly env: Readonly<Record<string, string>>
   /** agent CPU seconds per stats cycle (2 s), one value per window */
   readonly cpuPerCycleMs: ReadonlyArray<number>
   /** share of one core, one value per window */
@@ -284,7 +294,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return child
   }
 
-  const measure = (n: number, nodeArgs: ReadonlyArray<string>, main: string) =>
+  const measure = (n: number, nodeArgs: ReadonlyArray<string>, main: string, agentEnv: Readonly<Record<string, string>>) =>
     Effect.promise(async (): Promise<Point> => {
       const t0 = Date.now()
       await addKernels(n)
@@ -297,6 +307,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       const snapshotArgs = HEAP_SNAPSHOT_DIR === undefined ? [] : ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${reports}`]
       const agent = spawn(process.execPath, [...nodeArgs, ...snapshotArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, main, "-f", configFile], {
         cwd: tmp,
+        env: { ...process.env, ...agentEnv },
         stdio: ["ignore", "ignore", "pipe"]
       })
       let log = ""
@@ -360,6 +371,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           kernels: n,
           nodeArgs,
           main: path.relative(repoRoot, main),
+          env: agentEnv,
           cpuPerCycleMs,
           corePercent,
           smaps,
@@ -379,8 +391,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   const points: Array<Point> = []
   const compared: Array<Point> = []
   for (const n of POINTS) {
-    points.push(yield* measure(n, NODE_ARGS, mainJs))
-    if (COMPARE !== undefined || COMPARE_MAIN !== undefined) compared.push(yield* measure(n, COMPARE ?? NODE_ARGS, compareMainJs))
+    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV))
+    if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined) {
+      compared.push(yield* measure(n, COMPARE ?? NODE_ARGS, compareMainJs, COMPARE_ENV))
+    }
   }
 
   const med = (xs: ReadonlyArray<number>) => {
@@ -388,10 +402,11 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | entry point | node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
   yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${p.nodeArgs.join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
+    const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)

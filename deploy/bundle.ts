@@ -45,7 +45,10 @@ const bundleEntryPoints = async (): Promise<void> => {
       // a dynamic import() in src/ becomes a chunk loaded on first use
       chunkFileNames: "chunks/[name]-[hash].js",
       sourcemap: true,
-      comments: { jsdoc: false, legal: false, annotation: true }
+      comments: { jsdoc: false, legal: false, annotation: true },
+    // non-ASCII characters escaped: V8 keeps a Latin-1 source as one byte per character, anything else
+    // (one "…" in a message suffices) as two: −4.7 MiB of heap for the 4.7 MB main.js
+    charset: "ascii"
     })
     await bundle.close()
     const entry = out.output.find((c) => c.type === "chunk" && c.isEntry)
