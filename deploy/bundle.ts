@@ -28,35 +28,36 @@ export const EXTERNAL = ["zeromq", "msgpackr", "msgpackr-extract", "etcd3", "@gr
 
 export const isExternal = (id: string): boolean => EXTERNAL.some((p) => id === p || id.startsWith(`${p}/`))
 
-const bundleEntryPoints = async (): Promise<void> => {
-  for (const name of ENTRY_POINTS) {
-    const bundle = await rolldown({
-      cwd: root,
-      input: { [name]: path.join(root, "src", `${name}.ts`) },
-      platform: "node",
-      external: isExternal,
-      treeshake: true,
-      logLevel: "warn"
-    })
-    const out = await bundle.write({
-      dir: path.join(root, "dist"),
-      format: "esm",
-      entryFileNames: "[name].js",
-      // a dynamic import() in src/ becomes a chunk loaded on first use
-      chunkFileNames: "chunks/[name]-[hash].js",
-      sourcemap: true,
-      comments: { jsdoc: false, legal: false, annotation: true },
+/** bundles src/<name>.ts into <outDir>/<name>.js (bench/import-cost.ts bundles src/AgentLive.ts the same way) */
+export const bundleOne = async (name: string, outDir: string): Promise<void> => {
+  const bundle = await rolldown({
+    cwd: root,
+    input: { [name]: path.join(root, "src", `${name}.ts`) },
+    platform: "node",
+    external: isExternal,
+    treeshake: true,
+    logLevel: "warn"
+  })
+  const out = await bundle.write({
+    dir: outDir,
+    format: "esm",
+    entryFileNames: "[name].js",
+    // a dynamic import() in src/ becomes a chunk loaded on first use
+    chunkFileNames: "chunks/[name]-[hash].js",
+    sourcemap: true,
+    comments: { jsdoc: false, legal: false, annotation: true },
     // non-ASCII characters escaped: V8 keeps a Latin-1 source as one byte per character, anything else
     // (one "…" in a message suffices) as two: −4.7 MiB of heap for the 4.7 MB main.js
     charset: "ascii"
-    })
-    await bundle.close()
-    const entry = out.output.find((c) => c.type === "chunk" && c.isEntry)
-    if (entry === undefined) throw new Error(`bundle: no entry chunk for src/${name}.ts`)
-    const modules = out.output.reduce((n, c) => n + (c.type === "chunk" ? Object.keys(c.modules).length : 0), 0)
-    const size = fs.statSync(path.join(root, "dist", entry.fileName)).size
-    console.log(`bundle: dist/${entry.fileName} (${(size / 2 ** 20).toFixed(1)} MiB, ${modules} modules, ${out.output.length - 1} other files)`)
-  }
+  })
+  await bundle.close()
+  const entry = out.output.find((c) => c.type === "chunk" && c.isEntry)
+  if (entry === undefined) throw new Error(`bundle: no entry chunk for src/${name}.ts`)
+  const modules = out.output.reduce((n, c) => n + (c.type === "chunk" ? Object.keys(c.modules).length : 0), 0)
+  const size = fs.statSync(path.join(outDir, entry.fileName)).size
+  console.log(`bundle: ${path.relative(root, path.join(outDir, entry.fileName))} (${(size / 2 ** 20).toFixed(1)} MiB, ${modules} modules, ${out.output.length - 1} other files)`)
 }
 
-if (import.meta.main) await bundleEntryPoints()
+if (import.meta.main) {
+  for (const name of ENTRY_POINTS) await bundleOne(name, path.join(root, "dist"))
+}
