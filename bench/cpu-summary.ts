@@ -95,7 +95,7 @@ for (let i = 0; i < profile.samples.length; i++) {
 const busy = total - (selfByGroup.get("(idle)") ?? 0)
 const show = (title: string, m: Map<string, number>, top: number) => {
   console.log(`\n${title}\n| | ms | % of busy |\n|---|---|---|`)
-  for (const [k, v] of [...m].filter(([k]) => k !== "(idle)").sort((a, b) => b[1] - a[1]).slice(0, top)) {
+  for (const [k, v] of [...m].filter(([k]) => !k.startsWith("(idle)")).sort((a, b) => b[1] - a[1]).slice(0, top)) {
     console.log(`| ${k.replace(/\|/g, "\\|")} | ${(v / 1000).toFixed(0)} | ${((v / busy) * 100).toFixed(1)} |`)
   }
 }
