@@ -46,6 +46,9 @@
           # The `node` devDependency fetches a Node binary in its install script; Nix provides nodejs_24
           # instead. zeromq ships its prebuilt addon inside the package, so no script is needed for it.
           npmFlags = [ "--ignore-scripts" ];
+          # `npm run build`: tsc, then deploy/bundle.ts (rolldown, a devDependency with prebuilt bindings
+          # per platform in package-lock.json) replaces dist/{main,watcher,agentctl}.js by one bundled file
+          # each; zeromq, msgpackr, etcd3 (+ @grpc) and ioredis stay in node_modules/, copied below
           npmBuildScript = "build";
           installPhase = ''
             runHook preInstall

@@ -6,10 +6,12 @@
  * anonymous / file split) and the V8 heap in use; `--repeat` processes per module, medians printed,
  * with the difference to a process that imports nothing. `dist/AgentLive.js` is every module of the
  * agent loaded (no layer built): compare with the idle agent of `bench/run.ts memory`.
- * Needs `npm run build` for the dist/ rows.
+ * `dist-bench/AgentLive.js` is the same modules bundled as `npm run build` bundles the entry points
+ * (deploy/bundle.ts; written here before the probes). Needs `npm run build` for the dist/ rows.
  */
 import { execFileSync } from "node:child_process"
 import { fileURLToPath } from "node:url"
+import { bundleOne } from "../deploy/bundle.ts"
 
 const argValue = (flag: string, fallback: number): number => {
   const i = process.argv.indexOf(flag)
@@ -28,7 +30,8 @@ const modules: ReadonlyArray<readonly [string, ReadonlyArray<string>]> = [
   ["zeromq", ["zeromq"]],
   ["msgpackr + smol-toml + cockatiel + snappyjs", ["msgpackr", "smol-toml", "cockatiel", "snappyjs"]],
   ["all of the above", ["effect", "@effect/platform-node/NodeRuntime", "@effect/platform-node/NodeServices", "@effect/platform-node/NodeHttpServer", "@kubernetes/client-node", "etcd3", "ioredis", "zeromq", "msgpackr", "smol-toml", "cockatiel", "snappyjs"]],
-  ["dist/AgentLive.js (the whole agent, loaded)", ["./dist/AgentLive.js"]]
+  ["dist/AgentLive.js (the whole agent, loaded; tsc's output)", ["./dist/AgentLive.js"]],
+  ["dist-bench/AgentLive.js (the same, bundled)", ["./dist-bench/AgentLive.js"]]
 ]
 
 interface Sample {
@@ -56,6 +59,7 @@ const probe = (specs: ReadonlyArray<string>): Sample => {
 
 const median = (xs: ReadonlyArray<number>): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!
 
+await bundleOne("AgentLive", `${repoRoot}dist-bench`)
 const rows = modules.map(([name, specs]) => {
   const samples = Array.from({ length: REPEAT }, () => probe(specs))
   const m = (f: (s: Sample) => number) => median(samples.map(f))

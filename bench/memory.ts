@@ -1,10 +1,12 @@
 /**
  * `node bench/run.ts memory [--env .testbed/dev/env.json] [--kernels 0,100,250,500,1000] [--nodes 4]
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
- *                           [--compare "--max-semi-space-size=1"] [--out scale.json]`
+ *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
+ *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
+ *                           [--heap-snapshot DIR] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
- * first) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
+ * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
  * .testbed/x/env.json`), at each kernel count of `--kernels` (issue 17 goals 2 and 4):
  *
  * - the kernels are real Kubernetes objects of this agent (a ready-marked Pod with the recovery
@@ -23,6 +25,17 @@
  *   /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File); the V8 heap comes from a
  *   `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
  * - every point is a fresh agent process (kernels are added between points, never removed).
+ *
+ * `--compare-main <file>` measures every point a second time with another build of the agent (e.g. tsc's
+ * unbundled output: `tsc -p tsconfig.build.json --outDir dist-bench/tsc`, then `--compare-main
+ * dist-bench/tsc/main.js`), with `--compare`'s node args if given, else `--node-args`.
+ *
+ * `--agent-env` / `--compare-env`: environment variables added to the agent's (e.g. glibc's
+ * `MALLOC_ARENA_MAX=2`), for the measured and the comparison run.
+ *
+ * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
+ * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
+ * summarises one.
  *
  * `--out` writes the points as JSON (input of `node bench/scale-svg.ts`).
  */
@@ -60,12 +73,23 @@ const SETTLE = argNumber("--settle", 8)
 const NODE_ARGS = (argValue("--node-args") ?? "").split(" ").filter((a) => a !== "")
 /** `--compare "<node args>"`: every point is measured twice, with `--node-args` and with these (same kernels, back to back) */
 const COMPARE = argValue("--compare")?.split(" ").filter((a) => a !== "")
+/** `--compare-main <file>`: the comparison runs this entry point instead of `--main` */
+const COMPARE_MAIN = argValue("--compare-main")
+const HEAP_SNAPSHOT_DIR = argValue("--heap-snapshot")
+const envOf = (flag: string): Readonly<Record<string, string>> =>
+  Object.fromEntries((argValue(flag) ?? "").split(" ").filter((a) => a.includes("=")).map((a) => [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]))
+const AGENT_ENV = envOf("--agent-env")
+const COMPARE_ENV = envOf("--compare-env")
 const STATS_INTERVAL = 2
 const HEARTBEAT_INTERVAL = 3
 
 export interface Point {
   readonly kernels: number
   readonly nodeArgs: ReadonlyArray<string>
+  /** the entry point run, relative to the repository */
+  readonly main: string
+  /** environment variables added for the agent */
+  readonly env: Readonly<Record<string, string>>
   /** agent CPU seconds per stats cycle (2 s), one value per window */
   readonly cpuPerCycleMs: ReadonlyArray<number>
   /** share of one core, one value per window */
@@ -98,8 +122,11 @@ const exited = (c: ChildProcess, ms: number) =>
 const program = Effect.gen(function*() {
   const envFile = argValue("--env") ?? path.join(repoRoot, ".testbed/dev/env.json")
   const env = readEnvFile(envFile)
-  const mainJs = path.join(repoRoot, "dist/main.js")
-  if (!fs.existsSync(mainJs)) return yield* Console.error("bench: dist/main.js missing: run `npm run build` first")
+  const mainJs = path.resolve(argValue("--main") ?? path.join(repoRoot, "dist/main.js"))
+  const compareMainJs = COMPARE_MAIN === undefined ? mainJs : path.resolve(COMPARE_MAIN)
+  for (const f of [mainJs, compareMainJs]) {
+    if (!fs.existsSync(f)) return yield* Console.error(`bench: ${f} missing: run \`npm run build\` first`)
+  }
   const kc = new k8s.KubeConfig()
   kc.loadFromFile(env.kubeconfig)
   const core = kc.makeApiClient(k8s.CoreV1Api)
@@ -267,7 +294,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return child
   }
 
-  const measure = (n: number, nodeArgs: ReadonlyArray<string>) =>
+  const measure = (n: number, nodeArgs: ReadonlyArray<string>, main: string, agentEnv: Readonly<Record<string, string>>) =>
     Effect.promise(async (): Promise<Point> => {
       const t0 = Date.now()
       await addKernels(n)
@@ -277,8 +304,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       for (let i = 0; i < kernels.length; i += 500) await redis.del(...kernels.slice(i, i + 500).map((k) => k.kernelId))
       await redis.del(agentId)
       const reports = fs.mkdtempSync(path.join(tmp, `reports-${n}-`))
-      const agent = spawn(process.execPath, [...nodeArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, mainJs, "-f", configFile], {
+      const snapshotArgs = HEAP_SNAPSHOT_DIR === undefined ? [] : ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${reports}`]
+      const agent = spawn(process.execPath, [...nodeArgs, ...snapshotArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, main, "-f", configFile], {
         cwd: tmp,
+        env: { ...process.env, ...agentEnv },
         stdio: ["ignore", "ignore", "pipe"]
       })
       let log = ""
@@ -322,9 +351,27 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           }
         })
         const mem = report!
+        if (HEAP_SNAPSHOT_DIR !== undefined) {
+          agent.kill("SIGUSR1")
+          // written synchronously by the agent: complete once the process answers the next report signal
+          let snapshot: string | undefined
+          await waitFor("the agent's heap snapshot", 300_000, () => {
+            snapshot = fs.readdirSync(reports).find((x) => x.endsWith(".heapsnapshot"))
+            return snapshot !== undefined
+          })
+          const before = fs.readdirSync(reports).filter((x) => x.endsWith(".json")).length
+          agent.kill("SIGUSR2")
+          await waitFor("the report after the heap snapshot", 300_000, () => fs.readdirSync(reports).filter((x) => x.endsWith(".json")).length > before)
+          fs.mkdirSync(HEAP_SNAPSHOT_DIR, { recursive: true })
+          const dest = path.join(HEAP_SNAPSHOT_DIR, `${n}-${path.basename(main, ".js")}-${path.basename(path.dirname(main))}.heapsnapshot`)
+          fs.copyFileSync(path.join(reports, snapshot!), dest)
+          console.error(`[memory] heap snapshot: ${dest}`)
+        }
         const p: Point = {
           kernels: n,
           nodeArgs,
+          main: path.relative(repoRoot, main),
+          env: agentEnv,
           cpuPerCycleMs,
           corePercent,
           smaps,
@@ -344,8 +391,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   const points: Array<Point> = []
   const compared: Array<Point> = []
   for (const n of POINTS) {
-    points.push(yield* measure(n, NODE_ARGS))
-    if (COMPARE !== undefined) compared.push(yield* measure(n, COMPARE))
+    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV))
+    if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined) {
+      compared.push(yield* measure(n, COMPARE ?? NODE_ARGS, compareMainJs, COMPARE_ENV))
+    }
   }
 
   const med = (xs: ReadonlyArray<number>) => {
@@ -353,10 +402,11 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
-    yield* Console.log(`| ${p.kernels} | ${p.nodeArgs.join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
+    const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)

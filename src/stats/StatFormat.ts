@@ -95,8 +95,10 @@ export const formatDecimal = (n: number, places = 3): string => {
   let s = n.toFixed(places)
   // an exact tie (the double's decimal expansion ends in 5 right after `places`): toFixed rounds it
   // away from zero, Python's Decimal.quantize (default context) half-even, so an even last kept digit
-  // keeps the truncation. toFixed is exact up to 100 digits, and a tie ends within places + 1.
-  const exact = n.toFixed(Math.min(100, places + 30))
+  // keeps the truncation. toFixed is exact up to 100 digits, and a tie ends within places + 1, so
+  // toFixed(places + 1) of a tie is exact and ends in 5: only then is the long expansion needed (the
+  // stats loop formats every value of every kernel each cycle)
+  const exact = places < 100 && !n.toFixed(places + 1).endsWith("5") ? "" : n.toFixed(Math.min(100, places + 30))
   const dot = exact.indexOf(".")
   if (dot >= 0 && exact[dot + 1 + places] === "5" && /^0*$/.test(exact.slice(dot + 2 + places))) {
     const truncated = places === 0 ? exact.slice(0, dot) : exact.slice(0, dot + 1 + places)
@@ -295,6 +297,9 @@ export interface KernelRef {
  * ("1E+9").
  */
 export const memoryLimitOf = (resourceSpec: string): number | undefined => {
+  // only a JSON object has slots: anything else (e.g. the "" of an adopted kernel without a spec)
+  // would make JSON.parse throw or yield a non-object, each stats cycle for each kernel
+  if (!/^[ \t\n\r]*\{/.test(resourceSpec)) return undefined
   let parsed: unknown
   try {
     parsed = JSON.parse(resourceSpec)

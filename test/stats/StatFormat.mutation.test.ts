@@ -179,6 +179,11 @@ describe("samples", () => {
     assert.strictEqual(memoryLimitOf(spec(2048)), 2048)
     for (const bad of ["0", "-1", "abc", "1e", "0x10", "Infinity", "", null, true]) assert.isUndefined(memoryLimitOf(spec(bad)), String(bad))
     assert.isUndefined(memoryLimitOf("not json"))
+    // the spec as JSON allows it: leading JSON whitespace before the object; not an object → undefined
+    assert.strictEqual(memoryLimitOf(` \t\r\n${spec("2048")}`), 2048)
+    assert.isUndefined(memoryLimitOf(""))
+    assert.isUndefined(memoryLimitOf(JSON.stringify([{ slots: { mem: "2048" } }])))
+    assert.isUndefined(memoryLimitOf(`\u00a0${spec("2048")}`))
     assert.isUndefined(memoryLimitOf("null"))
     assert.isUndefined(memoryLimitOf("5"))
     assert.isUndefined(memoryLimitOf(JSON.stringify({ slots: null })))
