@@ -48,6 +48,8 @@ export type DestroyError = KernelNotFound | KubernetesFailure
 
 /** Reason of a `destroy_kernel` RPC without an explicit reason. */
 export const USER_REQUESTED = "user-requested"
+/** `KernelCreationFailed` reason of a create whose live-kernel record could not be written (nothing to forget). */
+const RECORD_FAILED = "EtcdUnavailable"
 /** `kernel_terminated` reason of a kernel lost because its restart failed (the old pod was already gone). */
 const RESTART_FAILED = "restart-failed"
 /**
@@ -155,13 +157,18 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           kernelId,
           Effect.gen(function*() {
             if (Option.isSome(destroying)) yield* Fiber.await(destroying.value)
-            // recorded where it survives the agent before anything is made (LiveKernels)
-            yield* live.creating(kernelId).pipe(
-              Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "EtcdUnavailable", message: `cannot record the kernel: ${e.message}` }))
-            )
+            // never blocks (an in-process queue)
             yield* events.publish(AgentEvents.kernelPreparing(kernelId))
-            // a failure is answered to the manager: no event, no record (an interruption keeps it)
-            const info = yield* flow.run(kernelId, kconfig, { reuseScratch: false }).pipe(Effect.tapError(() => live.forget(kernelId)))
+            // recorded where it survives the agent before anything is made (LiveKernels): the flow
+            // writes it beside its preparation and waits for it before the pod is POSTed
+            const record = live.creating(kernelId).pipe(
+              Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: RECORD_FAILED, message: `cannot record the kernel: ${e.message}` }))
+            )
+            // a failure is answered to the manager: no event, no record (an interruption keeps it;
+            // a record that could not be written is not deleted either)
+            const info = yield* flow.run(kernelId, kconfig, { reuseScratch: false, record }).pipe(
+              Effect.tapError((e) => (e._tag === "KernelCreationFailed" && e.reason === RECORD_FAILED ? Effect.void : live.forget(kernelId)))
+            )
             yield* events.publish(AgentEvents.kernelStarted(kernelId))
             yield* Metric.update(kernelsCreatedTotal, 1)
             yield* Ref.update(terminated, (m) => {

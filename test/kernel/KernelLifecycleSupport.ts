@@ -18,7 +18,7 @@ import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
 import { NodePorts } from "../../src/kube/NodePorts.ts"
-import { Etcd } from "../../src/manager/Etcd.ts"
+import { Etcd, type EtcdShape } from "../../src/manager/Etcd.ts"
 import { EventPublisher } from "../../src/manager/EventPublisher.ts"
 import * as Msgpack from "../../src/codec/Msgpack.ts"
 import { KernelStatsSink } from "../../src/stats/KernelStatsSink.ts"
@@ -131,18 +131,28 @@ export const makeSite = (env: TestbedEnv, options: SiteOptions = {}) =>
   })
 
 /** The lifecycle stack for a site, without the reconciler (`withReconciler` adds it). */
-export const lifecycleLayer = (site: Site, options: { readonly withReconciler?: boolean } = {}) =>
+export interface AgentOptions {
+  readonly withReconciler?: boolean
+  /** Wraps the (real) etcd client that LiveKernels writes its records through. */
+  readonly recordsEtcd?: (etcd: EtcdShape) => EtcdShape
+}
+
+export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
   Layer.unwrap(
     Effect.gen(function*() {
       const loaded = yield* decodeConfigText("agent.toml", site.toml, {}, "testhost")
       const Config = AgentConfig.fromLoaded(loaded)
       const Infra = Layer.mergeAll(KubeClient.layer, Etcd.layer).pipe(Layer.provide(Config))
+      const wrapRecords = options.recordsEtcd
+      const RecordsEtcd = wrapRecords === undefined
+        ? Infra
+        : Layer.effect(Etcd, Effect.map(Etcd, (etcd) => Etcd.of(wrapRecords(etcd)))).pipe(Layer.provide(Infra))
       const Events = EventPublisher.layer({ eventAddr: site.eventAddr, agentId: site.agentId })
       const Base = Layer.mergeAll(
         KernelTable.layer,
         RunnerConnections.layer,
         KernelStatsSink.layerNoop,
-        LiveKernels.layer.pipe(Layer.provide(Infra)),
+        LiveKernels.layer.pipe(Layer.provide(RecordsEtcd)),
         NodePorts.layer.pipe(Layer.provide(Infra), Layer.provide(Config))
       ).pipe(Layer.provideMerge(Events))
       const Lifecycle = KernelLifecycle.idleReaper.pipe(
@@ -158,7 +168,7 @@ export const lifecycleLayer = (site: Site, options: { readonly withReconciler?: 
   )
 
 /** Builds the stack in its own scope (closed by the caller: agent shutdown). */
-export const startAgent = (site: Site, options: { readonly withReconciler?: boolean } = {}) =>
+export const startAgent = (site: Site, options: AgentOptions = {}) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(lifecycleLayer(site, options), scope)
