@@ -8,7 +8,8 @@
  *   pod followed until Running, the runner's `status` answer, the ready mark (what a restarted agent
  *   adopts). A failure or an interruption removes what was made; success keeps it.
  * - `KernelPods`: the Kubernetes operations on a kernel's objects, conflicts retried on `Schedule`s.
- * - `PodWaits`: watching one pod until it runs or is gone.
+ * - `PodWaits`: following one pod until it runs or is gone, on `KernelPodWatch` (the agent's one
+ *   pod watch, shared with the Reconciler).
  * - `ScratchDirs`: the scratch directories, on Effect's `FileSystem`, every path checked.
  * - `Adoption`: a ready kernel rebuilt from its Pod and Service.
  * - `IdleReaper`: the idle pass, repeated by its own layer (`KernelLifecycle.idleReaper`).
@@ -35,6 +36,7 @@ import { Adoption } from "./lifecycle/Adoption.ts"
 import { type CreateError, CreateFlow } from "./lifecycle/CreateFlow.ts"
 import { idlePass, idleReaperLoop } from "./lifecycle/IdleReaper.ts"
 import { KernelPods } from "./lifecycle/KernelPods.ts"
+import { KernelPodWatch } from "./lifecycle/KernelPodWatch.ts"
 import { PodWaits } from "./lifecycle/PodWaits.ts"
 import { restartConfig } from "./lifecycle/RestartConfig.ts"
 import { ScratchDirs } from "./lifecycle/ScratchDirs.ts"
@@ -386,7 +388,9 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         Layer.provideMerge(KernelPods.layer),
         Layer.provideMerge(Layer.mergeAll(PodWaits.layer, ScratchDirs.layer))
       )
-    )
+    ),
+    // the agent's one pod watch, also the Reconciler's
+    Layer.provideMerge(KernelPodWatch.layer)
   )
 
   /** The idle reaper: one pass every 10 s (Clock-driven), for as long as the layer lives. */

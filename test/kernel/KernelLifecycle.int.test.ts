@@ -9,7 +9,7 @@ import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
-import { KubeClient } from "../../src/kube/KubeClient.ts"
+import { KubeClient, type KubeClientShape } from "../../src/kube/KubeClient.ts"
 import { NodePorts } from "../../src/kube/NodePorts.ts"
 import { EtcdError, type EtcdShape } from "../../src/manager/Etcd.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
@@ -380,6 +380,31 @@ describe("KernelLifecycle on the testbed", () => {
         assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
         assert.strictEqual((yield* (yield* KernelTable).list).length, 0)
       }).pipe(Effect.provide(lifecycleLayer(site, { recordsEtcd })))
+    }).pipe(Effect.scoped), T)
+
+  it.live("creates and destroys follow the agent's one pod watch (shared with the Reconciler), none of their own", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const podWatches: Array<Readonly<Record<string, unknown>>> = []
+      const kube = (real: KubeClientShape): KubeClientShape => ({
+        ...real,
+        watch: (p, q) => {
+          if (p.endsWith("/pods")) podWatches.push({ ...q })
+          return real.watch(p, q)
+        }
+      })
+      const kids = [crypto.randomUUID(), crypto.randomUUID()]
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        yield* Effect.forEach(kids, (kid) => lifecycle.create(kid, pythonConfig(env)), { concurrency: 2 })
+        yield* Effect.forEach(kids, (kid) => lifecycle.destroy(kid, "user-requested"), { concurrency: 2 })
+        for (const kid of kids) assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+      }).pipe(Effect.provide(lifecycleLayer(site, { withReconciler: true, kube })))
+      assert.isAbove(podWatches.length, 0)
+      for (const q of podWatches) {
+        assert.isUndefined(q.fieldSelector, JSON.stringify(q))
+        assert.strictEqual(q.labelSelector, `app.kubernetes.io/managed-by=bai-k8s-agent,backend.ai/agent-id=${site.agentId}`)
+      }
     }).pipe(Effect.scoped), T)
 
   it.live("start-up probe: a port-range outside the cluster's NodePort range is reported, no probe left behind", () =>

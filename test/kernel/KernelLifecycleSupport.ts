@@ -16,7 +16,7 @@ import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { LiveKernels } from "../../src/kernel/LiveKernels.ts"
 import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
-import { KubeClient } from "../../src/kube/KubeClient.ts"
+import { KubeClient, type KubeClientShape } from "../../src/kube/KubeClient.ts"
 import { NodePorts } from "../../src/kube/NodePorts.ts"
 import { Etcd, type EtcdShape } from "../../src/manager/Etcd.ts"
 import { EventPublisher } from "../../src/manager/EventPublisher.ts"
@@ -135,6 +135,8 @@ export interface AgentOptions {
   readonly withReconciler?: boolean
   /** Wraps the (real) etcd client that LiveKernels writes its records through. */
   readonly recordsEtcd?: (etcd: EtcdShape) => EtcdShape
+  /** Wraps the (real) Kubernetes client of the whole stack. */
+  readonly kube?: (kube: KubeClientShape) => KubeClientShape
 }
 
 export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
@@ -142,7 +144,11 @@ export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
     Effect.gen(function*() {
       const loaded = yield* decodeConfigText("agent.toml", site.toml, {}, "testhost")
       const Config = AgentConfig.fromLoaded(loaded)
-      const Infra = Layer.mergeAll(KubeClient.layer, Etcd.layer).pipe(Layer.provide(Config))
+      const wrapKube = options.kube
+      const Kube = wrapKube === undefined
+        ? KubeClient.layer
+        : Layer.effect(KubeClient, Effect.map(KubeClient, (kube) => KubeClient.of(wrapKube(kube)))).pipe(Layer.provide(KubeClient.layer))
+      const Infra = Layer.mergeAll(Kube, Etcd.layer).pipe(Layer.provide(Config))
       const wrapRecords = options.recordsEtcd
       const RecordsEtcd = wrapRecords === undefined
         ? Infra
