@@ -8,7 +8,8 @@
  *   pod followed until Running, the runner's `status` answer, the ready mark (what a restarted agent
  *   adopts). A failure or an interruption removes what was made; success keeps it.
  * - `KernelPods`: the Kubernetes operations on a kernel's objects, conflicts retried on `Schedule`s.
- * - `PodWaits`: watching one pod until it runs or is gone.
+ * - `PodWaits`: following one pod until it runs or is gone, on `KernelPodWatch` (the agent's one
+ *   pod watch, shared with the Reconciler).
  * - `ScratchDirs`: the scratch directories, on Effect's `FileSystem`, every path checked.
  * - `Adoption`: a ready kernel rebuilt from its Pod and Service.
  * - `IdleReaper`: the idle pass, repeated by its own layer (`KernelLifecycle.idleReaper`).
@@ -35,6 +36,7 @@ import { Adoption } from "./lifecycle/Adoption.ts"
 import { type CreateError, CreateFlow } from "./lifecycle/CreateFlow.ts"
 import { idlePass, idleReaperLoop } from "./lifecycle/IdleReaper.ts"
 import { KernelPods } from "./lifecycle/KernelPods.ts"
+import { KernelPodWatch } from "./lifecycle/KernelPodWatch.ts"
 import { PodWaits } from "./lifecycle/PodWaits.ts"
 import { restartConfig } from "./lifecycle/RestartConfig.ts"
 import { ScratchDirs } from "./lifecycle/ScratchDirs.ts"
@@ -48,6 +50,8 @@ export type DestroyError = KernelNotFound | KubernetesFailure
 
 /** Reason of a `destroy_kernel` RPC without an explicit reason. */
 export const USER_REQUESTED = "user-requested"
+/** `KernelCreationFailed` reason of a create whose live-kernel record could not be written (nothing to forget). */
+const RECORD_FAILED = "EtcdUnavailable"
 /** `kernel_terminated` reason of a kernel lost because its restart failed (the old pod was already gone). */
 const RESTART_FAILED = "restart-failed"
 /**
@@ -155,13 +159,18 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
           kernelId,
           Effect.gen(function*() {
             if (Option.isSome(destroying)) yield* Fiber.await(destroying.value)
-            // recorded where it survives the agent before anything is made (LiveKernels)
-            yield* live.creating(kernelId).pipe(
-              Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "EtcdUnavailable", message: `cannot record the kernel: ${e.message}` }))
-            )
+            // never blocks (an in-process queue)
             yield* events.publish(AgentEvents.kernelPreparing(kernelId))
-            // a failure is answered to the manager: no event, no record (an interruption keeps it)
-            const info = yield* flow.run(kernelId, kconfig, { reuseScratch: false }).pipe(Effect.tapError(() => live.forget(kernelId)))
+            // recorded where it survives the agent before anything is made (LiveKernels): the flow
+            // writes it beside its preparation and waits for it before the pod is POSTed
+            const record = live.creating(kernelId).pipe(
+              Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: RECORD_FAILED, message: `cannot record the kernel: ${e.message}` }))
+            )
+            // a failure is answered to the manager: no event, no record (an interruption keeps it;
+            // a record that could not be written is not deleted either)
+            const info = yield* flow.run(kernelId, kconfig, { reuseScratch: false, record }).pipe(
+              Effect.tapError((e) => (e._tag === "KernelCreationFailed" && e.reason === RECORD_FAILED ? Effect.void : live.forget(kernelId)))
+            )
             yield* events.publish(AgentEvents.kernelStarted(kernelId))
             yield* Metric.update(kernelsCreatedTotal, 1)
             yield* Ref.update(terminated, (m) => {
@@ -379,7 +388,9 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
         Layer.provideMerge(KernelPods.layer),
         Layer.provideMerge(Layer.mergeAll(PodWaits.layer, ScratchDirs.layer))
       )
-    )
+    ),
+    // the agent's one pod watch, also the Reconciler's
+    Layer.provideMerge(KernelPodWatch.layer)
   )
 
   /** The idle reaper: one pass every 10 s (Clock-driven), for as long as the layer lives. */

@@ -10,26 +10,29 @@
  *   the agent was down), is reported `force-terminated`; one with only a half-created pod (the agent
  *   died during its create: the manager still holds it as PREPARING) is torn down and reported
  *   `failed-to-start`; a recorded termination whose event may not have left is sent again.
- * - **Watch**: one informer (kube/Informer.ts) over the agent's pods, resumed from the last
- *   resourceVersion after a disconnect: a running kernel whose pod fails, is evicted or is deleted by
- *   someone else is torn down and reported with the reason and exit code on that event.
- * - **Relist** on 410 Gone and every `kubernetes.relist-interval` (the informer's list is this
- *   comparison, without adoption): also catches what a watch that went blind missed.
+ * - **Watch**: the agent's one pod watch (KernelPodWatch, an informer over the agent's pods shared
+ *   with the create and delete waits), resumed from the last resourceVersion after a disconnect: a
+ *   running kernel whose pod fails, is evicted or is deleted by someone else is torn down and
+ *   reported with the reason and exit code on that event.
+ * - **Relist** on 410 Gone and every `kubernetes.relist-interval`: after each list of the shared
+ *   watch this comparison runs again (without adoption; retried with a backoff while the API server
+ *   does not answer): also catches what a watch that went blind missed.
  *
  * A list is only trusted for kernels that were already running before it was taken, so kernels
  * created meanwhile are never reported terminated by mistake; an unreachable API server only delays
  * the watch, it never terminates anything.
  */
 import type * as k8s from "@kubernetes/client-node"
-import { Context, Duration, Effect, FiberMap, Layer, Option, Ref, Schedule, Schema } from "effect"
+import { Context, Effect, FiberMap, Layer, Option, PubSub, Ref, Schedule } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { type KubernetesFailure, kubernetesFailure } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
-import * as Informer from "../kube/Informer.ts"
+import { informerBackoff } from "../kube/Informer.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
 import { countKernelTerminated } from "../observability/Metrics.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { KernelLifecycle } from "./KernelLifecycle.ts"
+import { KernelPodWatch, type PodChange } from "./lifecycle/KernelPodWatch.ts"
 import { KernelTable } from "./KernelTable.ts"
 import { FAILED_TO_START, FORCE_TERMINATED, type LiveKernelRecord, LiveKernels } from "./LiveKernels.ts"
 
@@ -37,31 +40,19 @@ export interface ReconcileReport {
   readonly adopted: ReadonlyArray<string>
   readonly terminated: ReadonlyArray<string>
   readonly removed: ReadonlyArray<string>
-  /** resourceVersion of the pod list, where the watch starts. */
+  /** resourceVersion of the pod list. */
   readonly resourceVersion: string | undefined
-  /** The listed pods (the watch's cache starts from them). */
-  readonly pods: ReadonlyArray<k8s.V1Pod>
 }
-
-const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
-
-/**
- * A pod from the watch, checked as far as the reconciler relies on without looking: an object whose
- * metadata, spec and status, when present, are objects (the fields read further are optional and
- * checked where they are read: kernelIdOf, endedReason).
- */
-const decodePod = Schema.decodeUnknownEffect(Schema.declare((u: unknown): u is k8s.V1Pod =>
-  isRecord(u) && ["metadata", "spec", "status"].every((f) => u[f] === undefined || isRecord(u[f]))
-))
 
 export class Reconciler extends Context.Service<Reconciler, {
   /** One full comparison of the cluster with the registry; `adopt` at start-up only. */
   readonly reconcile: (options: { readonly adopt: boolean }) => Effect.Effect<ReconcileReport, KubernetesFailure>
   /**
-   * The watch loop from a pass's pods and resourceVersion (none: it starts with a pass), relisting
-   * on 410 Gone and every `kubernetes.relist-interval` (runs until interrupted).
+   * The watch loop over a subscription to the shared pod watch (taken before the last pass, so that
+   * nothing since is missed): each pod event, and a pass (no adoption) after each list of the watch
+   * (410 Gone, `kubernetes.relist-interval`); `pass` starts with one (runs until interrupted).
    */
-  readonly watch: (from: ReconcileReport | undefined) => Effect.Effect<never>
+  readonly watch: (changes: PubSub.Subscription<PodChange>, options: { readonly pass: boolean }) => Effect.Effect<never>
 }>()("bai-agent/kernel/Reconciler") {
   static readonly make = Effect.gen(function*() {
     const { agentId, config } = yield* AgentConfig
@@ -250,7 +241,7 @@ export class Reconciler extends Context.Service<Reconciler, {
         yield* Effect.logInfo(`reconciled: ${adopted.length} adopted, ${terminated.length} terminated, ${removed.length} torn down`)
       }
       if (adopt) yield* Ref.set(adoptedOnce, true)
-      return { adopted, terminated, removed, resourceVersion: pods.metadata?.resourceVersion, pods: pods.items } satisfies ReconcileReport
+      return { adopted, terminated, removed, resourceVersion: pods.metadata?.resourceVersion } satisfies ReconcileReport
     })
 
     const onPod = (type: string, pod: k8s.V1Pod) =>
@@ -266,22 +257,18 @@ export class Reconciler extends Context.Service<Reconciler, {
         yield* FiberMap.run(handlers, kid, lifecycle.podEnded(kid, ended.value.reason, ended.value.exitCode), { onlyIfMissing: true })
       })
 
-    const watch = (start: ReconcileReport | undefined): Effect.Effect<never> =>
-      Effect.scoped(Effect.gen(function*() {
-        // metrics label `resource`: the agent's kernel pods (NodeResources watches all pods as "pods")
-        yield* Informer.make({
-          kind: "kernel-pods",
-          path: `/api/v1/namespaces/${namespace}/pods`,
-          query: { labelSelector: selector },
-          // the list is the whole comparison: after a 410, an error without a version, and every relist interval
-          list: reconcile({ adopt: false }).pipe(Effect.map((r) => ({ items: r.pods, resourceVersion: r.resourceVersion }))),
-          decode: decodePod,
-          relistInterval: Duration.seconds(config.kubernetes["relist-interval"]),
-          onEvent: (e) => onPod(e.type, e.object),
-          ...(start?.resourceVersion === undefined ? {} : { initial: { items: start.pods, resourceVersion: start.resourceVersion } })
-        })
-        return yield* Effect.never
-      })).pipe(Effect.provideService(KubeClient, kube))
+    /** A pass after a list; an API server that does not answer only delays it (backoff). */
+    const pass = reconcile({ adopt: false }).pipe(
+      Effect.tapError((e) => Effect.logWarning(`reconcile pass failed, retrying: ${e.message}`)),
+      Effect.retry(informerBackoff),
+      Effect.ignore
+    )
+
+    const watch = (changes: PubSub.Subscription<PodChange>, options: { readonly pass: boolean }): Effect.Effect<never> =>
+      (options.pass ? pass : Effect.void).pipe(
+        Effect.andThen(Effect.forever(Effect.flatMap(PubSub.take(changes), (change) =>
+          change._tag === "Listed" ? pass : onPod(change.event.type, change.event.object))))
+      )
 
     return Reconciler.of({ reconcile, watch })
   })
@@ -290,13 +277,15 @@ export class Reconciler extends Context.Service<Reconciler, {
   static readonly layer = Layer.effectDiscard(
     Effect.gen(function*() {
       const reconciler = yield* Reconciler.make
+      // subscribed before the start-up pass: what changes during it is handled after it
+      const changes = yield* (yield* KernelPodWatch).subscribe
       const first = yield* reconciler.reconcile({ adopt: true }).pipe(
         Effect.retry({ times: 3, schedule: Schedule.spaced("2 seconds") }),
         Effect.tapError((e) => Effect.logError(`start-up reconciliation failed: ${e.message}; kernels are adopted when the API server answers`)),
         Effect.option
       )
-      // the watch relists (the same comparison, without adoption) every `kubernetes.relist-interval`
-      yield* reconciler.watch(Option.getOrUndefined(first)).pipe(Effect.forkScoped)
+      // the same comparison (without adoption) after every list of the watch
+      yield* reconciler.watch(changes, { pass: Option.isNone(first) }).pipe(Effect.forkScoped)
     })
   )
 }

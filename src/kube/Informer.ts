@@ -52,6 +52,8 @@ export interface InformerOptions<A, E, R> {
   readonly backoff?: Schedule.Schedule<unknown, unknown>
   /** Each watch event, after the cache took it, in order (a failure of the handler is its own business). */
   readonly onEvent?: (event: InformerEvent<A>) => Effect.Effect<void, never, R>
+  /** After each list went into the cache (no events tell what changed meanwhile: look again). */
+  readonly onList?: Effect.Effect<void, never, R>
   /** A list already taken (start-up): fills the cache and the first watch starts from its version. */
   readonly initial?: ListResult
 }
@@ -69,7 +71,7 @@ export interface Informer<A> {
 }
 
 /** 0.5 s doubling, capped at 10 s, each delay ×[0.8, 1.2]. */
-const informerBackoff: Schedule.Schedule<unknown, unknown> = Schedule.min([
+export const informerBackoff: Schedule.Schedule<unknown, unknown> = Schedule.min([
   Schedule.exponential("500 millis"),
   Schedule.spaced("10 seconds")
 ]).pipe(Schedule.jittered)
@@ -145,6 +147,7 @@ export const make = <A, E extends { readonly message: string }, R>(
         state.relistAt = (yield* Clock.currentTimeMillis) + interval
         yield* Deferred.succeed(synced, undefined)
         yield* Effect.logDebug(`${kind}: listed ${listed.items.length}`)
+        if (options.onList !== undefined) yield* options.onList
       })
 
     const onWatchEvent = (type: string, raw: unknown) =>

@@ -2,15 +2,16 @@
 // simulated kubelet (runner processes behind NodePorts), etcd; kubectl observes, a ZeroMQ PULL socket
 // plays the manager's event receiver.
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Fiber, Schedule, Scope } from "effect"
+import { Context, Deferred, Effect, Exit, Fiber, Schedule, Scope } from "effect"
 import * as fs from "node:fs"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
-import { KubeClient } from "../../src/kube/KubeClient.ts"
+import { KubeClient, type KubeClientShape } from "../../src/kube/KubeClient.ts"
 import { NodePorts } from "../../src/kube/NodePorts.ts"
+import { EtcdError, type EtcdShape } from "../../src/manager/Etcd.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import {
   eventually,
@@ -325,6 +326,85 @@ describe("KernelLifecycle on the testbed", () => {
         const registry = yield* KernelTable
         assert.strictEqual((yield* registry.list).length, 0)
       }).pipe(Effect.provide(lifecycleLayer(site, { withReconciler: true })))
+    }).pipe(Effect.scoped), T)
+
+  it.live("the live-kernel record is written beside the scratch dir and the NodePorts, and precedes the pod", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      const recordAsked = yield* Deferred.make<void>()
+      const recordGate = yield* Deferred.make<void>()
+      // the record's etcd write waits for the gate (then goes to the real etcd)
+      const recordsEtcd = (etcd: EtcdShape): EtcdShape => ({
+        ...etcd,
+        put: (key, value, scope) =>
+          key === `kernels/${kid}` && value.includes("live")
+            ? Deferred.succeed(recordAsked, undefined).pipe(Effect.andThen(Deferred.await(recordGate)), Effect.andThen(etcd.put(key, value, scope)))
+            : etcd.put(key, value, scope)
+      })
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        const create = yield* lifecycle.create(kid, pythonConfig(env)).pipe(Effect.forkScoped)
+        yield* Deferred.await(recordAsked).pipe(Effect.timeout("30 seconds"))
+        // while the record is being written: the scratch dir is made and the NodePorts are reserved…
+        const scratchDir = path.join(site.scratchRoot, kid)
+        assert.isTrue(yield* eventually(Effect.sync(() => fs.existsSync(scratchDir)), (made) => made), "scratch dir made beside the record")
+        const reserved = yield* eventually((yield* NodePorts).inUse, (ports) => ports.size === 4)
+        assert.strictEqual(reserved.size, 4)
+        // …but no pod exists before the record does
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+        yield* Deferred.succeed(recordGate, undefined)
+        const result = yield* Fiber.join(create)
+        assert.strictEqual(result.id, kid)
+        assert.include(yield* kernelObjects(env, site.kubeNs, kid), `Pod/kernel-${kid}`)
+      }).pipe(Effect.provide(lifecycleLayer(site, { recordsEtcd })))
+    }).pipe(Effect.scoped), T)
+
+  it.live("a record that cannot be written fails the create with nothing left (scratch dir, NodePorts, pod)", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const kid = crypto.randomUUID()
+      const recordsEtcd = (etcd: EtcdShape): EtcdShape => ({
+        ...etcd,
+        put: (key, value, scope) =>
+          key === `kernels/${kid}`
+            ? Effect.fail(new EtcdError({ reason: "Unavailable", operation: `put ${key}`, message: "etcd refused (test)" }))
+            : etcd.put(key, value, scope)
+      })
+      yield* Effect.gen(function*() {
+        const e = yield* (yield* KernelLifecycle).create(kid, pythonConfig(env)).pipe(Effect.flip)
+        assert.strictEqual(e._tag, "KernelCreationFailed", JSON.stringify(e))
+        assert.strictEqual(e._tag === "KernelCreationFailed" ? e.reason : "", "EtcdUnavailable")
+        assert.isFalse(fs.existsSync(path.join(site.scratchRoot, kid)))
+        assert.deepStrictEqual([...(yield* (yield* NodePorts).inUse)], [])
+        assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+        assert.strictEqual((yield* (yield* KernelTable).list).length, 0)
+      }).pipe(Effect.provide(lifecycleLayer(site, { recordsEtcd })))
+    }).pipe(Effect.scoped), T)
+
+  it.live("creates and destroys follow the agent's one pod watch (shared with the Reconciler), none of their own", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const podWatches: Array<Readonly<Record<string, unknown>>> = []
+      const kube = (real: KubeClientShape): KubeClientShape => ({
+        ...real,
+        watch: (p, q) => {
+          if (p.endsWith("/pods")) podWatches.push({ ...q })
+          return real.watch(p, q)
+        }
+      })
+      const kids = [crypto.randomUUID(), crypto.randomUUID()]
+      yield* Effect.gen(function*() {
+        const lifecycle = yield* KernelLifecycle
+        yield* Effect.forEach(kids, (kid) => lifecycle.create(kid, pythonConfig(env)), { concurrency: 2 })
+        yield* Effect.forEach(kids, (kid) => lifecycle.destroy(kid, "user-requested"), { concurrency: 2 })
+        for (const kid of kids) assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+      }).pipe(Effect.provide(lifecycleLayer(site, { withReconciler: true, kube })))
+      assert.isAbove(podWatches.length, 0)
+      for (const q of podWatches) {
+        assert.isUndefined(q.fieldSelector, JSON.stringify(q))
+        assert.strictEqual(q.labelSelector, `app.kubernetes.io/managed-by=bai-k8s-agent,backend.ai/agent-id=${site.agentId}`)
+      }
     }).pipe(Effect.scoped), T)
 
   it.live("start-up probe: a port-range outside the cluster's NodePort range is reported, no probe left behind", () =>

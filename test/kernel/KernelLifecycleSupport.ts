@@ -16,9 +16,9 @@ import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { LiveKernels } from "../../src/kernel/LiveKernels.ts"
 import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
-import { KubeClient } from "../../src/kube/KubeClient.ts"
+import { KubeClient, type KubeClientShape } from "../../src/kube/KubeClient.ts"
 import { NodePorts } from "../../src/kube/NodePorts.ts"
-import { Etcd } from "../../src/manager/Etcd.ts"
+import { Etcd, type EtcdShape } from "../../src/manager/Etcd.ts"
 import { EventPublisher } from "../../src/manager/EventPublisher.ts"
 import * as Msgpack from "../../src/codec/Msgpack.ts"
 import { KernelStatsSink } from "../../src/stats/KernelStatsSink.ts"
@@ -131,18 +131,34 @@ export const makeSite = (env: TestbedEnv, options: SiteOptions = {}) =>
   })
 
 /** The lifecycle stack for a site, without the reconciler (`withReconciler` adds it). */
-export const lifecycleLayer = (site: Site, options: { readonly withReconciler?: boolean } = {}) =>
+export interface AgentOptions {
+  readonly withReconciler?: boolean
+  /** Wraps the (real) etcd client that LiveKernels writes its records through. */
+  readonly recordsEtcd?: (etcd: EtcdShape) => EtcdShape
+  /** Wraps the (real) Kubernetes client of the whole stack. */
+  readonly kube?: (kube: KubeClientShape) => KubeClientShape
+}
+
+export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
   Layer.unwrap(
     Effect.gen(function*() {
       const loaded = yield* decodeConfigText("agent.toml", site.toml, {}, "testhost")
       const Config = AgentConfig.fromLoaded(loaded)
-      const Infra = Layer.mergeAll(KubeClient.layer, Etcd.layer).pipe(Layer.provide(Config))
+      const wrapKube = options.kube
+      const Kube = wrapKube === undefined
+        ? KubeClient.layer
+        : Layer.effect(KubeClient, Effect.map(KubeClient, (kube) => KubeClient.of(wrapKube(kube)))).pipe(Layer.provide(KubeClient.layer))
+      const Infra = Layer.mergeAll(Kube, Etcd.layer).pipe(Layer.provide(Config))
+      const wrapRecords = options.recordsEtcd
+      const RecordsEtcd = wrapRecords === undefined
+        ? Infra
+        : Layer.effect(Etcd, Effect.map(Etcd, (etcd) => Etcd.of(wrapRecords(etcd)))).pipe(Layer.provide(Infra))
       const Events = EventPublisher.layer({ eventAddr: site.eventAddr, agentId: site.agentId })
       const Base = Layer.mergeAll(
         KernelTable.layer,
         RunnerConnections.layer,
         KernelStatsSink.layerNoop,
-        LiveKernels.layer.pipe(Layer.provide(Infra)),
+        LiveKernels.layer.pipe(Layer.provide(RecordsEtcd)),
         NodePorts.layer.pipe(Layer.provide(Infra), Layer.provide(Config))
       ).pipe(Layer.provideMerge(Events))
       const Lifecycle = KernelLifecycle.idleReaper.pipe(
@@ -158,7 +174,7 @@ export const lifecycleLayer = (site: Site, options: { readonly withReconciler?: 
   )
 
 /** Builds the stack in its own scope (closed by the caller: agent shutdown). */
-export const startAgent = (site: Site, options: { readonly withReconciler?: boolean } = {}) =>
+export const startAgent = (site: Site, options: AgentOptions = {}) =>
   Effect.gen(function*() {
     const scope = yield* Scope.make()
     const context = yield* Layer.buildWithScope(lifecycleLayer(site, options), scope)

@@ -2,19 +2,18 @@
 // half-made or orphaned, a new agent process-equivalent starts with the reconciler: ready kernels are
 // adopted and usable, the rest is torn down; nothing is reported terminated by mistake.
 import { assert, describe, it } from "@effect/vitest"
-import { Context, Effect, Exit, Option, Scope, Stream } from "effect"
+import { Context, Deferred, Effect, Exit, Option, Scope, Stream } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelTable } from "../../src/kernel/KernelTable.ts"
-import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
-import { KubeClient, type KubeClientShape, type KubeError } from "../../src/kube/KubeClient.ts"
+import type { KubeClientShape, KubeError } from "../../src/kube/KubeClient.ts"
 import { cachelessApiserver, compactEtcd } from "../kube/CachelessApiserver.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
-import { eventually, kernelObjects, kubectl, labelledObjects, makeSite, pythonConfig, startAgent, takeEvent } from "./KernelLifecycleSupport.ts"
+import { eventually, kernelObjects, kubectl, kubectlJson, labelledObjects, makeSite, pythonConfig, startAgent, takeEvent } from "./KernelLifecycleSupport.ts"
 
 const env: TestbedEnv = inject("testbed")
 
@@ -134,25 +133,35 @@ describe("Reconciler on the testbed", () => {
       // watches served by etcd itself (no watch cache), so a compacted version is really Gone
       const cacheless = yield* cachelessApiserver(env)
       const site = yield* makeSite({ ...env, kubeconfig: cacheless.kubeconfig })
-      const a = yield* startAgent(site)
+      const failures: Array<KubeError> = []
+      // the agent's pod watch: ended when `pause` completes, the next one held until `resume`
+      const pause = yield* Deferred.make<void>()
+      const held = yield* Deferred.make<void>()
+      const resume = yield* Deferred.make<void>()
+      const kube = (real: KubeClientShape): KubeClientShape => ({
+        ...real,
+        watch: <A>(p: string, q: Parameters<KubeClientShape["watch"]>[1]) =>
+          Stream.unwrap(Effect.gen(function*() {
+            const paused = yield* Deferred.isDone(pause)
+            if (paused) yield* Deferred.succeed(held, undefined).pipe(Effect.andThen(Deferred.await(resume)))
+            const watch = real.watch<A>(p, q).pipe(Stream.tapError((e) => Effect.sync(() => void failures.push(e))))
+            return paused ? watch : watch.pipe(Stream.interruptWhen(Deferred.await(pause)))
+          }))
+      })
+      const a = yield* startAgent(site, { withReconciler: true, kube })
       yield* Effect.addFinalizer(() => Scope.close(a.scope, Exit.void))
       const kid = crypto.randomUUID()
-      yield* Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env))
-      const failures: Array<KubeError> = []
-      const kube = Context.get(a.context, KubeClient)
-      const recording: KubeClientShape = {
-        ...kube,
-        watch: <A>(p: string, q: Parameters<KubeClientShape["watch"]>[1]) => kube.watch<A>(p, q).pipe(Stream.tapError((e) => Effect.sync(() => void failures.push(e))))
-      }
-      const reconciler = yield* Reconciler.make.pipe(Effect.provideService(KubeClient, recording), Effect.provide(a.context))
-      const report = yield* reconciler.reconcile({ adopt: true })
-      assert.deepStrictEqual(report.terminated, [])
-      // while nobody watches, the pod is deleted and the history compacted past the pass's version
+      const created = yield* Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env))
+      // nobody watches: the pod is deleted and the history compacted past the watch's version
+      yield* Deferred.succeed(pause, undefined)
+      yield* Deferred.await(held).pipe(Effect.timeout("30 seconds"))
       yield* kubectl(env, ["-n", site.kubeNs, "delete", "pod", `kernel-${kid}`, "--wait=true"])
       const compacted = yield* compactEtcd(cacheless.etcd)
-      assert.isTrue(compacted > Number(report.resourceVersion), `${compacted} > ${report.resourceVersion}`)
-      // the watch resumes from the pass's version (the relist interval is 5 minutes away)
-      yield* reconciler.watch(report).pipe(Effect.forkScoped)
+      const listed = yield* kubectlJson({ ...env, kubeconfig: cacheless.kubeconfig }, ["-n", site.kubeNs, "get", "pods"])
+      assert.isTrue(compacted >= Number(listed.metadata.resourceVersion), `${compacted} >= ${listed.metadata.resourceVersion}`)
+      assert.strictEqual(created.id, kid)
+      // the watch resumes from its last version (the relist interval is 5 minutes away)
+      yield* Deferred.succeed(resume, undefined)
       const term = yield* takeEvent(site, "kernel_terminated", kid)
       assert.strictEqual(term.args[1], "force-terminated")
       // the server itself said Gone: the report came from the relist that followed

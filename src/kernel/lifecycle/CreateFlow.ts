@@ -1,7 +1,8 @@
 /**
  * Concern: the create flow — one kernel's objects made in order, each step an `acquireRelease` in
  * the create's own `Scope` (a rollback step). The steps: validated service ports and vfolder host
- * paths, then (independent, concurrently) the scratch dir and the NodePorts; the Pod; then
+ * paths, then (independent, concurrently) the scratch dir and the NodePorts — all of it beside the
+ * caller's `record` (the etcd live-kernel record), which is awaited before the Pod; the Pod; then
  * (concurrently, all owned by the pod) ConfigMap, Service and NetworkPolicy; the registry entry;
  * Running (pod watch), the runner's `status` answer, the ready mark. The rollback steps run unless
  * the create commits: a failure, an interruption (destroy, agent shutdown) or a ready pod found in
@@ -59,9 +60,20 @@ export type CreateError =
   | KernelCreationTimeout
   | KubernetesFailure
 
+export interface CreateOptions {
+  /** A restart: the scratch dir is the old pod's (kept on failure). */
+  readonly reuseScratch: boolean
+  /**
+   * What must be durable before the pod is POSTed (the live-kernel record): run concurrently with
+   * the preparation (validation, scratch dir, NodePorts), never interrupted once started, and
+   * awaited before the pod exists.
+   */
+  readonly record?: Effect.Effect<void, CreateError>
+}
+
 export interface CreateFlowShape {
-  /** Creates the kernel's objects and waits until its runner answers; `reuseScratch` for restarts. */
-  readonly run: (kernelId: string, kconfig: KernelConfig, options: { readonly reuseScratch: boolean }) => Effect.Effect<KernelInfo, CreateError>
+  /** Creates the kernel's objects and waits until its runner answers. */
+  readonly run: (kernelId: string, kconfig: KernelConfig, options: CreateOptions) => Effect.Effect<KernelInfo, CreateError>
 }
 
 /** How the scoped part of a create ended: a ready kernel, or a ready pod of it already there (adopt it). */
@@ -195,7 +207,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
           yield* conn.status("2 seconds").pipe(Effect.retry(statusRetry))
         }).pipe(Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "RunnerUnreachable", message: e.message })))
 
-      const run = (kernelId: string, kconfig: KernelConfig, options: { readonly reuseScratch: boolean }) =>
+      const run = (kernelId: string, kconfig: KernelConfig, options: CreateOptions) =>
         Effect.gen(function*() {
           /** Set once the kernel is ready: from then on the rollback steps keep what was made. */
           const committed = yield* Ref.make(false)
@@ -206,29 +218,40 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             Effect.acquireRelease(acquire, (a) => undo(what, release(a)))
 
           const phase = yield* startPhases
-          const servicePorts = yield* parseServicePorts(kconfig.image.labels["ai.backend.service-ports"] ?? "").pipe(
-            Effect.mapError((message) => new InvalidKernelConfig({ kernelId, message }))
-          )
-          const vf = yield* vfolderHost(kernelId, kconfig)
-          const input = objectsInput(kernelId, kconfig, vf, servicePorts, yield* scratch.workDir(kernelId))
           const name = objectName(kernelId)
-          yield* events.publish(AgentEvents.kernelCreating(kernelId))
 
-          // independent of each other: the scratch dir (the pod's /home/work; removed on failure only
-          // if this create made it) and the NodePorts (reserved now, released if the create fails)
-          const wanted = exposedPorts(servicePorts, input.runnerAddress)
-          const [, reserved] = yield* Effect.all([
-            step(scratch.prepare(kernelId), "remove scratch dir", (made) =>
-              options.reuseScratch || !made ? Effect.void : scratch.remove(kernelId)),
-            step(
-              nodePorts.reserve(wanted.length).pipe(
-                Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "NoFreeNodePort", message: e.message })),
-                Effect.flatMap((ports) => Ref.make(ports))
-              ),
-              "release NodePorts",
-              (ref) => Ref.get(ref).pipe(Effect.flatMap(nodePorts.release))
+          // The record (an etcd write) only has to precede the pod: it runs beside the preparation.
+          // It is not interrupted once started (a failed create then forgets the record strictly
+          // after it was written); a failed record interrupts the preparation, whose steps release.
+          const prepare = Effect.gen(function*() {
+            const servicePorts = yield* parseServicePorts(kconfig.image.labels["ai.backend.service-ports"] ?? "").pipe(
+              Effect.mapError((message) => new InvalidKernelConfig({ kernelId, message }))
             )
-          ], { concurrency: 2 })
+            const [vf, workDir] = yield* Effect.all([vfolderHost(kernelId, kconfig), scratch.workDir(kernelId)], { concurrency: 2 })
+            const input = objectsInput(kernelId, kconfig, vf, servicePorts, workDir)
+            // never blocks (an in-process queue), so it costs the steps below nothing
+            yield* events.publish(AgentEvents.kernelCreating(kernelId))
+            // independent of each other: the scratch dir (the pod's /home/work; removed on failure
+            // only if this create made it) and the NodePorts (reserved now, released if the create fails)
+            const wanted = exposedPorts(servicePorts, input.runnerAddress)
+            const [, reserved] = yield* Effect.all([
+              step(scratch.prepare(kernelId), "remove scratch dir", (made) =>
+                options.reuseScratch || !made ? Effect.void : scratch.remove(kernelId)),
+              step(
+                nodePorts.reserve(wanted.length).pipe(
+                  Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "NoFreeNodePort", message: e.message })),
+                  Effect.flatMap((ports) => Ref.make(ports))
+                ),
+                "release NodePorts",
+                (ref) => Ref.get(ref).pipe(Effect.flatMap(nodePorts.release))
+              )
+            ], { concurrency: 2 })
+            return { input, wanted, reserved }
+          })
+          const [, { input, reserved, wanted }] = yield* Effect.all(
+            [Effect.uninterruptible(options.record ?? Effect.void), prepare],
+            { concurrency: 2 }
+          )
           const portMap = (ports: ReadonlyArray<number>) => new Map(wanted.map((p, i) => [p, ports[i]!]))
 
           // Pod (owner of the rest); a ready kernel's pod already there is adopted after the rollback

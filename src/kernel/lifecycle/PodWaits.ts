@@ -1,27 +1,25 @@
 /**
  * Concern: waiting on one kernel pod — until it runs (or fails decisively) and until it is gone.
- * Each wait reacts to watch events from a known resourceVersion (no polling); a watch that ends or
- * expires (410) re-reads the pod and watches again, a broken watch is retried on a `Schedule`.
- * The interface is per pod and small on purpose: it can later be backed by a shared informer
- * (src/kube/Informer.ts) without touching its callers.
+ * Each wait follows the agent's one shared pod watch (KernelPodWatch: an informer over the agent's
+ * pods): it subscribes, then reads, and reacts to the pod's watch events as they come (no polling,
+ * no watch of its own). After a relist (410, the relist interval) the cache is read again, and a pod
+ * the cache does not have is confirmed with a GET (the cache may be behind the API).
  */
 import type * as k8s from "@kubernetes/client-node"
-import { Context, Data, Duration, Effect, Layer, Option, Ref, Schedule, Stream } from "effect"
+import { Context, Data, type Duration, Effect, Layer, Option, PubSub } from "effect"
 import { AgentConfig } from "../../config/AgentConfig.ts"
 import { classifyCreating } from "../../kube/KernelObjects.ts"
 import { KubeClient, type KubeError, optional } from "../../kube/KubeClient.ts"
+import { KernelPodWatch } from "./KernelPodWatch.ts"
 
 /** The pod named in a wait is not there (any more) or was replaced by another uid. */
 export class PodVanished extends Data.TaggedError("PodVanished")<{}> {}
 
-/** A watch failed other than by expiring (410): the round is run again after a pause. */
-class WatchBroken extends Data.TaggedError("WatchBroken")<{ readonly cause: KubeError }> {}
-
 export interface PodWaitsShape {
   /**
    * Follows the pod until `classifyCreating` is decisive (not Pending) and returns it; fails with
-   * `PodVanished` when it disappears. `seed` (the POST's answer) starts the first watch at its
-   * resourceVersion without a GET. `observe` sees every version (bound to a node, last state).
+   * `PodVanished` when it disappears. `seed` (the POST's answer) is the version to start from when
+   * the shared cache has not seen the pod yet. `observe` sees each version (bound to a node, last state).
    */
   readonly untilDecided: (
     name: string,
@@ -37,9 +35,9 @@ export interface PodWaitsShape {
 }
 
 const decisive = (p: k8s.V1Pod) => classifyCreating(p)._tag !== "Pending"
-
-/** A watch that failed other than by expiring (410): watched again after this pause. */
-const brokenWatchPause = Schedule.spaced("1 second")
+const uidOf = (p: k8s.V1Pod) => p.metadata?.uid
+/** A deletion seen while creating reads as a pod being deleted (classified Failed). */
+const asDeleted = (p: k8s.V1Pod): k8s.V1Pod => ({ ...p, metadata: { ...p.metadata, deletionTimestamp: p.metadata?.deletionTimestamp ?? new Date() } })
 
 export class PodWaits extends Context.Service<PodWaits, PodWaitsShape>()("bai-agent/kernel/lifecycle/PodWaits") {
   static readonly layer = Layer.effect(
@@ -47,64 +45,69 @@ export class PodWaits extends Context.Service<PodWaits, PodWaitsShape>()("bai-ag
     Effect.gen(function*() {
       const { config } = yield* AgentConfig
       const kube = yield* KubeClient
+      const podWatch = yield* KernelPodWatch
       const namespace = config.kubernetes.namespace
-      const podsPath = `/api/v1/namespaces/${namespace}/pods`
+      const keyOf = (name: string) => `${namespace}/${name}`
       const readPod = (name: string) => optional(kube.core("read pod", (api) => api.readNamespacedPod({ name, namespace })))
-      const watchPod = (pod: k8s.V1Pod, name: string) =>
-        kube.watch<k8s.V1Pod>(podsPath, { fieldSelector: `metadata.name=${name}`, resourceVersion: pod.metadata?.resourceVersion })
+      /** The pod now: the cache's version, or (not cached, or another uid there) the API's. */
+      const current = (name: string, uid: string | undefined) =>
+        Effect.flatMap(podWatch.get(name), (cached) =>
+          Option.isSome(cached) && (uid === undefined || uidOf(cached.value) === uid) ? Effect.succeed(cached) : readPod(name))
 
       const untilDecided: PodWaitsShape["untilDecided"] = (name, uid, seed, observe) =>
         Effect.gen(function*() {
-          const first = yield* Ref.make(Option.some(seed))
-          /** One round: the current version (seed, then a GET), then its watch; `None` = watch again. */
-          const round = Effect.gen(function*() {
-            const seeded = yield* Ref.getAndSet(first, Option.none())
-            const cur = Option.isSome(seeded) ? seeded : yield* readPod(name)
-            if (Option.isNone(cur) || cur.value.metadata?.uid !== uid) return yield* new PodVanished()
-            yield* observe(cur.value)
-            if (decisive(cur.value)) return cur
-            const last = yield* Ref.make(cur.value)
-            return yield* watchPod(cur.value, name).pipe(
-              Stream.filter((e) => e.type === "ADDED" || e.type === "MODIFIED" || e.type === "DELETED"),
-              Stream.map((e) =>
-                // a deletion seen while creating reads as a pod being deleted (classified Failed)
-                e.type === "DELETED" ? { ...e.object, metadata: { ...e.object.metadata, deletionTimestamp: new Date() } } : e.object
-              ),
-              Stream.tap((p) => Ref.set(last, p).pipe(Effect.andThen(observe(p)))),
-              Stream.takeUntil(decisive),
-              Stream.runDrain,
-              Effect.andThen(Ref.get(last)),
-              Effect.map(Option.liftPredicate(decisive)),
-              Effect.catch((e) => (e.reason === "Gone" ? Effect.succeedNone : Effect.fail(new WatchBroken({ cause: e }))))
-            )
-          })
-          return yield* round.pipe(
-            Effect.retry({ while: (e) => e._tag === "WatchBroken", schedule: brokenWatchPause }),
-            Effect.catchTag("WatchBroken", (e) => Effect.fail(e.cause)),
-            Effect.repeat({ until: Option.isSome }),
-            Effect.map((p) => Option.getOrThrow(p))
-          )
-        })
+          const changes = yield* podWatch.subscribe
+          const key = keyOf(name)
+          const cached = yield* podWatch.get(name)
+          const first = Option.isSome(cached) && uidOf(cached.value) === uid ? cached.value : seed
+          yield* observe(first)
+          if (decisive(first)) return first
+          for (;;) {
+            const change = yield* PubSub.take(changes)
+            let version: k8s.V1Pod
+            if (change._tag === "Listed") {
+              const now = yield* current(name, uid)
+              if (Option.isNone(now) || uidOf(now.value) !== uid) return yield* new PodVanished()
+              version = now.value
+            } else {
+              const { event } = change
+              if (event.key !== key) continue
+              if (uidOf(event.object) !== uid) {
+                // an earlier pod of the name going away is not news; another pod under the name is
+                if (event.type === "DELETED") continue
+                return yield* new PodVanished()
+              }
+              version = event.type === "DELETED" ? asDeleted(event.object) : event.object
+            }
+            yield* observe(version)
+            if (decisive(version)) return version
+          }
+        }).pipe(Effect.scoped)
 
       const untilGone: PodWaitsShape["untilGone"] = (name, uid, bound) =>
         Effect.gen(function*() {
-          const last = yield* Ref.make<Option.Option<k8s.V1Pod>>(Option.none())
-          /** One round: `true` once the pod is gone. */
-          const round = Effect.gen(function*() {
-            const cur = yield* readPod(name)
-            if (Option.isNone(cur) || (uid !== undefined && cur.value.metadata?.uid !== uid)) return true
-            yield* Ref.set(last, cur)
-            return yield* watchPod(cur.value, name).pipe(
-              Stream.tap((e) => (e.type === "BOOKMARK" ? Effect.void : Ref.set(last, Option.some(e.object)))),
-              Stream.takeUntil((e) => e.type === "DELETED"),
-              Stream.runLast,
-              Effect.map((ev) => Option.isSome(ev) && ev.value.type === "DELETED"),
-              Effect.catchIf((e) => e.reason === "Gone", () => Effect.succeed(false))
-            )
-          })
-          yield* Effect.repeat(round, { until: (gone) => gone })
-          return yield* Ref.get(last)
+          const changes = yield* podWatch.subscribe
+          const key = keyOf(name)
+          // the API's word first: a pod just made may not be in the cache yet
+          const cur = yield* readPod(name)
+          if (Option.isNone(cur) || (uid !== undefined && uidOf(cur.value) !== uid)) return Option.none<k8s.V1Pod>()
+          const target = uidOf(cur.value)
+          let last: k8s.V1Pod = cur.value
+          for (;;) {
+            const change = yield* PubSub.take(changes)
+            if (change._tag === "Listed") {
+              const now = yield* current(name, target)
+              if (Option.isNone(now) || uidOf(now.value) !== target) return Option.some(last)
+              last = now.value
+              continue
+            }
+            const { event } = change
+            if (event.key !== key || uidOf(event.object) !== target) continue
+            last = event.object
+            if (event.type === "DELETED") return Option.some(last)
+          }
         }).pipe(
+          Effect.scoped,
           Effect.timeoutOption(bound),
           Effect.map(Option.flatten)
         )
