@@ -1,3 +1,4 @@
+// size: the coordinator only (each concern is in ./lifecycle/); the layer that wires the one shared pod watch into it takes it just over 400
 /**
  * Kernel lifecycle on Kubernetes (design §2): create, destroy, restart, destroy-all, idle reaping and
  * adoption of kernels found in the cluster. This file coordinates; each concern has its own room in
