@@ -62,7 +62,8 @@ export const GROUPS: ReadonlyArray<Group> = [
   {
     name: "msgpack",
     mutate: ["src/codec/Msgpack.ts"],
-    tests: ["test/codec/Msgpack.test.ts", "test/codec/Msgpack.mutation.test.ts"]
+    // Codec.test covers the manager-26 dialect (ext types, UUID/int map keys): 95 mutants had no coverage without it
+    tests: ["test/codec/Msgpack.test.ts", "test/codec/Msgpack.mutation.test.ts", "test/manager26/Codec.test.ts"]
   }
 ]
 
