@@ -136,6 +136,7 @@ const main = Effect.gen(function*() {
     QUERY_CALLS,
     exec(null, "query", {}).pipe(Effect.flatMap((r) => (r?.status === "finished" ? Effect.void : Effect.die(`unexpected ${r?.status}`))))
   )
+  const cpu0 = process.cpuUsage()
   const agentBatch = yield* timed(
     CALLS,
     Effect.gen(function*() {
@@ -143,8 +144,13 @@ const main = Effect.gen(function*() {
       while (r !== null && r.status !== "finished") r = yield* exec(r.runId, "continue", {})
     })
   )
+  const cpu = process.cpuUsage(cpu0)
+  // the agent's process (server, RunnerConnections and the in-process client; not the runner):
+  // CPU per execute RPC of the empty batch, warm-up included — less sensitive to other load than latency
+  const batchCpuPerRpc = (cpu.user + cpu.system) / ((CALLS + WARMUP) * 3)
   yield* Console.log(report("query 'pass'", directQuery, agentQuery, 1))
   yield* Console.log(report("empty batch", directBatch, agentBatch, 3))
+  yield* Console.log(`  agent process CPU ${batchCpuPerRpc.toFixed(1)} µs per execute RPC (client and server in this process)`)
 })
 
 main.pipe(Effect.provide(Server), Effect.scoped, NodeRuntime.runMain)

@@ -306,19 +306,13 @@ export const makeServerCore = Effect.fnUntraced(function*(
   const onMessage = dispatch(core)
 
   // --- reader: the only fiber that receives. Each wake-up drains the socket: after the first
-  // message (a waiting receive), `receiveTimeout = 0` makes zeromq.js read synchronously until
-  // EAGAIN, so a burst costs one fiber resumption instead of one per message (bounded per batch
-  // so that a flood cannot starve the other fibers).
+  // message (a waiting receive), the messages already queued (`readable`: ZMQ_EVENTS has POLLIN) are
+  // read synchronously, so a burst costs one fiber resumption instead of one per message (bounded
+  // per batch so that a flood cannot starve the other fibers). Asking `readable` instead of reading
+  // until EAGAIN spares a sequential caller an exception per request.
   const drain = async (): Promise<Array<Array<Buffer>>> => {
     const batch = [await socket.receive()]
-    socket.receiveTimeout = 0
-    try {
-      while (batch.length < MAX_BATCH) batch.push(await socket.receive())
-    } catch (error) {
-      if ((error as { code?: unknown } | null)?.code !== "EAGAIN") throw error
-    } finally {
-      if (!socket.closed) socket.receiveTimeout = -1
-    }
+    while (batch.length < MAX_BATCH && socket.readable) batch.push(await socket.receive())
     return batch
   }
   const dispatchBatch = (batch: ReadonlyArray<ReadonlyArray<Buffer>>): Effect.Effect<void> =>
