@@ -7,6 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { createHash } from "node:crypto"
 import { readFileSync } from "node:fs"
+import { isDeepStrictEqual } from "node:util"
 import { Effect, Exit } from "effect"
 import {
   decode,
@@ -98,6 +99,13 @@ const label = (d: Desc): string => {
 
 const hex = (s: string) => Buffer.from(s.replace(/\s+/g, ""), "hex")
 
+/**
+ * `deepStrictEqual` for big values (node:util's, as strict): the same verdict without the diff chai
+ * prints on failure, which takes ~70 s for a 65,536-element array and turned killed mutants into
+ * timeouts in the mutation run.
+ */
+const same = (got: unknown, want: unknown, what: string) => assert.isTrue(isDeepStrictEqual(got, want), what)
+
 /** A dialect with ext types (as manager 26's): the type bytes next to the ext ones must keep their meaning. */
 const WITH_EXT: Dialect = { maxDepth: 512, Error: MsgpackFormatError, readExt: (code, data) => ({ code, data }) }
 
@@ -152,7 +160,7 @@ describe("msgpack against msgpack-python's bytes", () => {
   it("decode of the long vectors: encode → decode is the identity at every size boundary", () => {
     for (const c of golden.encode) {
       if (c.hex !== undefined || (c.value.t === "map" && (c.value.rep ?? 0) > BIG_MAP)) continue
-      assert.deepStrictEqual(decode(encode(toInput(c.value))), toDecoded(c.value), label(c.value))
+      same(decode(encode(toInput(c.value))), toDecoded(c.value), label(c.value))
     }
   })
 
@@ -186,7 +194,8 @@ describe("msgpack against msgpack-python's bytes", () => {
   }
 
   it("every proper prefix of a valid message is rejected (no over-read, no silent short value)", () => {
-    for (const c of golden.encode) {
+    // Python's minimal encodings and the longer ones only its decoder meets (bin/str/array/map 16 and 32, float32)
+    for (const c of [...golden.encode, ...golden.decode]) {
       if (c.hex === undefined) continue
       const full = hex(c.hex)
       for (let i = 0; i < full.length; i++) {
@@ -195,6 +204,43 @@ describe("msgpack against msgpack-python's bytes", () => {
         assert.throws(() => decode(full.subarray(0, i)), MsgpackFormatError, why, `${label(c.value)} cut at ${i}`)
       }
     }
+  })
+
+  it("every fixed-width value straddling the end of the 64 KiB scratch buffer is written whole (spec bytes)", () => {
+    // [bin filler, value]: 92, c5 + 16-bit length + filler, then the value starting `k` bytes before 65,536
+    const values: ReadonlyArray<readonly [unknown, string]> = [
+      [128, "cc 80"],
+      [256, "cd 01 00"],
+      [65536, "ce 00 01 00 00"],
+      [2 ** 32, "cf 00 00 00 01 00 00 00 00"],
+      [-33, "d0 df"],
+      [-129, "d1 ff 7f"],
+      [-32769, "d2 ff ff 7f ff"],
+      [-(2 ** 31) - 1, "d3 ff ff ff ff 7f ff ff ff"],
+      [2n ** 64n - 1n, "cf ff ff ff ff ff ff ff ff"],
+      [new PyFloat(1.5), "cb 3f f8 00 00 00 00 00 00"],
+      ["x".repeat(40), `d9 28 ${"78".repeat(40)}`],
+      ["é".repeat(200), `da 01 90 ${"c3a9".repeat(200)}`],
+      [new Uint8Array([1, 2]), "c4 02 01 02"],
+      [Array.from({ length: 16 }, () => 0), `dc 00 10 ${"00".repeat(16)}`],
+      [Object.fromEntries(Array.from({ length: 16 }, (_, i) => [String.fromCharCode(97 + i), 0])), `de 00 10 ${Array.from({ length: 16 }, (_, i) => `a1 ${(97 + i).toString(16)} 00`).join(" ")}`]
+    ]
+    for (const [value, bytes] of values) {
+      const tail = hex(bytes)
+      for (let k = 1; k < Math.min(tail.length, 12); k++) {
+        const n = 65536 - k - 4
+        const want = Buffer.concat([hex("92 c5"), Buffer.from([n >> 8, n & 0xff]), Buffer.alloc(n, 0x5a), tail])
+        assert.isTrue(encode([new Uint8Array(n).fill(0x5a), value]).equals(want), `${bytes.slice(0, 14)} at 65536 - ${k}`)
+      }
+    }
+  })
+
+  it("one value longer than twice the scratch buffer (the buffer doubles until it fits)", () => {
+    const big = new Uint8Array(300_000).map((_, i) => i % 251)
+    const out = encode([1, big])
+    assert.strictEqual(out.length, 300_007)
+    assert.isTrue(out.subarray(0, 7).equals(hex("92 01 c6 00 04 93 e0")))
+    assert.isTrue(out.subarray(7).equals(big))
   })
 
   it("decodes from a view into a larger buffer (byteOffset respected)", () => {
@@ -270,16 +316,16 @@ describe("msgpack encoder edges Python defines", () => {
     const deep = Buffer.concat([Buffer.alloc(514, 0x91), hex("00")])
     assert.throws(() => decode(deep), /nested too deeply/)
     const ok = Buffer.concat([Buffer.alloc(512, 0x91), hex("00")])
-    assert.deepStrictEqual(decode(ok), nest(512))
+    same(decode(ok), nest(512), "512 levels")
     const deepMap = Buffer.concat([Buffer.concat(Array.from({ length: 520 }, () => hex("81 a1 61"))), hex("00")])
     assert.throws(() => decode(deepMap), /nested too deeply/)
   })
 
   it("a buffer that grows many times keeps every earlier byte", () => {
     const parts = Array.from({ length: 300 }, (_, i) => "x".repeat(i % 40) + String(i))
-    assert.deepStrictEqual(decode(encode(parts)), parts)
+    same(decode(encode(parts)), parts, "300 strings")
     const big = new Uint8Array(1000).map((_, i) => i & 0xff)
-    assert.deepStrictEqual([...(decode(encode([1, big, 2])) as [number, Uint8Array, number])[1]], [...big])
+    same([...(decode(encode([1, big, 2])) as [number, Uint8Array, number])[1]], [...big], "1000 bytes")
   })
 
   it("a __proto__ key is data, not the prototype", () => {
