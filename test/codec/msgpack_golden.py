@@ -59,17 +59,18 @@ cases.append({"t": "arr", "v": [I(1), {"t": "str", "v": "two"}, {"t": "arr", "v"
                                  {"t": "map", "v": [["a", {"t": "bin", "v": "01"}], ["b", {"t": "nil"}]]}]})
 cases.append({"t": "map", "v": [["exitCode", I(-1)], ["\u00fcber", {"t": "float", "v": "2.5"}]]})
 
+def stored(packed):
+    """The bytes as the golden file keeps them: whole when short, else length + head + sha256."""
+    if len(packed) <= 64:
+        return {"len": len(packed), "hex": packed.hex()}
+    return {"len": len(packed), "head": packed[:8].hex(), "sha256": hashlib.sha256(packed).hexdigest()}
+
+
 out = []
 for c in cases:
     packed = msgpack.packb(build(c), use_bin_type=True)
     assert msgpack.unpackb(packed, raw=False, strict_map_key=True) == build(c) or c.get("v") in ("nan",)
-    entry = {"value": c, "len": len(packed)}
-    if len(packed) <= 64:
-        entry["hex"] = packed.hex()
-    else:
-        entry["head"] = packed[:8].hex()
-        entry["sha256"] = hashlib.sha256(packed).hexdigest()
-    out.append(entry)
+    out.append(dict({"value": c}, **stored(packed)))
 
 # decode-only vectors: encodings Python reads but the encoder never picks (float32, non-minimal ints)
 dec = []
@@ -131,13 +132,7 @@ for code, v, rep in [(5, "", 0), (5, "a1", 1), (5, "a1a2", 1), (5, "a1a2a3", 1),
     packed = msgpack.packb(msgpack.ExtType(code, bytes.fromhex(v) * rep), use_bin_type=True)
     back = msgpack.unpackb(packed, raw=False)
     assert back == msgpack.ExtType(code, bytes.fromhex(v) * rep)
-    entry = {"code": code, "v": v, "rep": rep, "len": len(packed)}
-    if len(packed) <= 64:
-        entry["hex"] = packed.hex()
-    else:
-        entry["head"] = packed[:8].hex()
-        entry["sha256"] = hashlib.sha256(packed).hexdigest()
-    extpack.append(entry)
+    extpack.append(dict({"code": code, "v": v, "rep": rep}, **stored(packed)))
 
 # an ext value inside a container, followed by more values; and one whose payload is itself msgpack
 # (a dialect's ext writer that encodes while the outer value is being encoded)
