@@ -62,8 +62,9 @@ export const GROUPS: ReadonlyArray<Group> = [
   {
     name: "msgpack",
     mutate: ["src/codec/Msgpack.ts"],
-    // Codec.test covers the manager-26 dialect (ext types, UUID/int map keys): 95 mutants had no coverage without it
-    tests: ["test/codec/Msgpack.test.ts", "test/codec/Msgpack.mutation.test.ts", "test/manager26/Codec.test.ts"]
+    // MsgpackDialect.mutation and Codec.test cover the manager-26 dialect paths (ext types, int/UUID map keys,
+    // unique keys, re-entrant encode): 95 mutants had no coverage without them
+    tests: ["test/codec/Msgpack.test.ts", "test/codec/Msgpack.mutation.test.ts", "test/codec/MsgpackDialect.mutation.test.ts", "test/manager26/Codec.test.ts"]
   }
 ]
 

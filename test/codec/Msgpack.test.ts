@@ -30,9 +30,9 @@ describe("msgpack with Python semantics", () => {
     const nonAscii = encode("é".repeat(20_000))
     assert.deepStrictEqual(first, firstCopy)
     assert.deepStrictEqual(decode(first), { files: "x".repeat(40), abspath: "/home/work" })
-    assert.deepStrictEqual(decode(big), "y".repeat(100_000))
+    assert.isTrue(decode(big) === "y".repeat(100_000)) // no 100,000-character diff on failure
     assert.deepStrictEqual(decode(second), { files: "z".repeat(40), abspath: "/tmp" })
-    assert.deepStrictEqual(decode(nonAscii), "é".repeat(20_000))
+    assert.isTrue(decode(nonAscii) === "é".repeat(20_000))
     assert.deepStrictEqual(nonAscii.subarray(0, 5), hex("da 9c 40 c3 a9")) // str16, 40,000 UTF-8 bytes
     assert.throws(() => encode([1, () => 1]))
     assert.deepStrictEqual(decode(encode(["after", "a", "failure"])), ["after", "a", "failure"])
