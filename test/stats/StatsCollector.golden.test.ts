@@ -141,6 +141,7 @@ const run = Effect.gen(function*() {
       log.push({ final: yield* collector.finalize(kid(11)) }) // last write failed: the last encoded stat
       log.push({ final: yield* collector.finalize(kid(15)) }) // not measured this cycle (pod missing)
       log.push({ final: yield* collector.finalize("never-measured") })
+      log.push({ final: yield* collector.finalize(kid(9)) }) // left the kernel list in cycle 5
     }
     const text = JSON.stringify(log)
     // GOLDEN_DUMP=<file>: the cycles as JSON lines (to diff two builds when a digest changes)
@@ -166,7 +167,7 @@ const GOLDEN: ReadonlyArray<string> = [
   "04cb5fccb1a103df",
   "a627700893225e2f",
   "3b2b0bbab6b2f6b3",
-  "267f39330b2214c1",
+  "e844f1a7378af3b5",
   "1dec406b103335fc",
   "2b3f0037b4f792fd"
 ]
