@@ -16,15 +16,7 @@ import { KubeClient, KubeError } from "../../src/kube/KubeClient.ts"
 import { Redis, RedisError, type RedisCommand } from "../../src/manager/Redis.ts"
 import { KubeletSummary, type PodStats, type Summary } from "../../src/stats/KubeletSummary.ts"
 import { type MeasuredKernel, StatsCollector } from "../../src/stats/StatsCollector.ts"
-
-/** mulberry32: a small seeded PRNG (the run must be the same every time). */
-const prng = (seed: number) => () => {
-  seed = (seed + 0x6d2b79f5) | 0
-  let t = seed
-  t = Math.imul(t ^ (t >>> 15), t | 1)
-  t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-  return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-}
+import { prng } from "./summaryDocs.ts"
 
 const NODES = ["n1", "n2", "n3"] as const
 const KERNELS = 40
