@@ -124,8 +124,7 @@ const diffOf = (s: Pick<Series, "spec" | "value" | "prevValue" | "prevAt">): num
 
 /** The increase per second between the last two samples; 0 without a window or without elapsed time. */
 const rateOf = (s: Pick<Series, "spec" | "value" | "at" | "prevValue" | "prevAt">): number => {
-  if (s.prevValue === undefined || s.prevAt === undefined) return 0
-  const elapsed = s.at - s.prevAt
+  const elapsed = s.at - (s.prevAt ?? s.at)
   return elapsed > 0 ? (diffOf(s) * 1000) / elapsed : 0
 }
 
