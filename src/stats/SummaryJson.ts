@@ -10,7 +10,7 @@
  * the last of duplicate keys wins, other fields are skipped. test/stats/SummaryJson.test.ts checks
  * both against JSON.parse + the Schema on generated and corrupted documents.
  */
-import type { NodeStats, PodStats, Summary } from "./KubeletSummary.ts"
+import type { Summary } from "./KubeletSummary.ts"
 
 /** Why a document is not a {@link Summary}. */
 export class SummaryMismatch {
@@ -24,16 +24,14 @@ export class SummaryMismatch {
 export const parseSummary = (text: string): Summary | SummaryMismatch => {
   const p = new Scanner(text)
   p.ws()
-  const summary = p.summary()
+  const value = summary(p)
   p.ws()
   if (p.i !== text.length) p.fail()
-  return summary === MISMATCH ? new SummaryMismatch(p.problem ?? "summary: not a Summary") : summary
+  return value === MISMATCH ? new SummaryMismatch(p.problem ?? "summary: expected an object") : (value as Summary)
 }
 
 const MISMATCH: unique symbol = Symbol("mismatch")
 type Mismatch = typeof MISMATCH
-type Writable<A> = { -readonly [K in keyof A]: A[K] }
-type Counts = { [field: string]: number }
 
 const QUOTE = 34
 const COMMA = 44
@@ -45,16 +43,6 @@ const CLOSE_ARRAY = 93
 
 const isDigit = (c: number) => c >= 48 && c <= 57
 const isHex = (c: number) => (c >= 48 && c <= 57) || (c >= 65 && c <= 70) || (c >= 97 && c <= 102)
-
-const CPU = ["usageNanoCores", "usageCoreNanoSeconds"]
-const MEMORY = ["availableBytes", "usageBytes", "workingSetBytes"]
-const NETWORK = ["rxBytes", "txBytes"]
-const FS = ["availableBytes", "capacityBytes", "usedBytes"]
-const SUMMARY_KEYS = ["node", "pods"]
-const NODE_KEYS = ["nodeName", "cpu", "memory", "network", "fs"]
-const POD_KEYS = ["podRef", "cpu", "memory", "network", "volume", "ephemeral-storage"]
-const POD_REF_KEYS = ["name", "namespace", "uid"]
-const VOLUME_KEYS = ["name", "usedBytes"]
 
 class Scanner {
   readonly s: string
@@ -283,236 +271,110 @@ class Scanner {
     }
   }
 
-  /** At a value that should be an object of optional numbers. */
-  counts(fields: ReadonlyArray<string>, what: string): Counts | Mismatch {
-    if (!this.at(OPEN_OBJECT)) {
-      this.skipValue()
-      return this.mismatch(`${what}: expected an object`)
-    }
-    const out: Counts = {}
-    let wrong = 0 // bit k: the last `fields[k]` was not a number
-    if (this.enter(CLOSE_OBJECT)) {
-      do {
-        const k = this.key(fields)
-        if (k < 0) this.skipValue()
-        else if (this.numberAhead()) {
-          out[fields[k]!] = this.number()
-          wrong &= ~(1 << k)
-        } else {
-          this.skipValue()
-          wrong |= 1 << k
-          this.mismatch(`${what}.${fields[k]}: expected a number`)
-        }
-      } while (this.next(CLOSE_OBJECT))
-    }
-    return wrong === 0 ? out : MISMATCH
-  }
-
   numberAhead(): boolean {
     const c = this.s.charCodeAt(this.i)
     return c === 45 || isDigit(c)
   }
 
-  /** At a value that should be a string. */
-  stringOr(what: string): string | Mismatch {
-    if (this.at(QUOTE)) return this.string()
+  /** At a value of the wrong kind: skips it. */
+  wrong(): Mismatch {
     this.skipValue()
-    return this.mismatch(`${what}: expected a string`)
-  }
-
-  summary(): Summary | Mismatch {
-    if (!this.at(OPEN_OBJECT)) {
-      this.skipValue()
-      return this.mismatch("summary: expected an object")
-    }
-    let node: NodeStats | Mismatch | undefined
-    let pods: Array<PodStats> | Mismatch | undefined
-    if (this.enter(CLOSE_OBJECT)) {
-      do {
-        const k = this.key(SUMMARY_KEYS)
-        if (k === 0) node = this.node()
-        else if (k === 1) pods = this.pods()
-        else this.skipValue()
-      } while (this.next(CLOSE_OBJECT))
-    }
-    if (node === undefined) return this.mismatch("node: expected an object")
-    if (node === MISMATCH || pods === MISMATCH) return MISMATCH
-    return pods === undefined ? { node } : { node, pods }
-  }
-
-  node(): NodeStats | Mismatch {
-    if (!this.at(OPEN_OBJECT)) {
-      this.skipValue()
-      return this.mismatch("node: expected an object")
-    }
-    let nodeName: string | Mismatch | undefined
-    let cpu: Counts | Mismatch | undefined
-    let memory: Counts | Mismatch | undefined
-    let network: Counts | Mismatch | undefined
-    let fs: Counts | Mismatch | undefined
-    if (this.enter(CLOSE_OBJECT)) {
-      do {
-        switch (this.key(NODE_KEYS)) {
-          case 0:
-            nodeName = this.stringOr("node.nodeName")
-            break
-          case 1:
-            cpu = this.counts(CPU, "node.cpu")
-            break
-          case 2:
-            memory = this.counts(MEMORY, "node.memory")
-            break
-          case 3:
-            network = this.counts(NETWORK, "node.network")
-            break
-          case 4:
-            fs = this.counts(FS, "node.fs")
-            break
-          default:
-            this.skipValue()
-        }
-      } while (this.next(CLOSE_OBJECT))
-    }
-    if (nodeName === undefined) return this.mismatch("node.nodeName: expected a string")
-    if (nodeName === MISMATCH || cpu === MISMATCH || memory === MISMATCH || network === MISMATCH || fs === MISMATCH) return MISMATCH
-    const node: Writable<NodeStats> = { nodeName }
-    if (cpu !== undefined) node.cpu = cpu
-    if (memory !== undefined) node.memory = memory
-    if (network !== undefined) node.network = network
-    if (fs !== undefined) node.fs = fs
-    return node
-  }
-
-  pods(): Array<PodStats> | Mismatch {
-    if (!this.at(OPEN_ARRAY)) {
-      this.skipValue()
-      return this.mismatch("pods: expected an array")
-    }
-    const pods: Array<PodStats> = []
-    let wrong = false
-    if (this.enter(CLOSE_ARRAY)) {
-      do {
-        const pod = this.pod(pods.length)
-        if (pod === MISMATCH) wrong = true
-        else pods.push(pod)
-      } while (this.next(CLOSE_ARRAY))
-    }
-    return wrong ? MISMATCH : pods
-  }
-
-  pod(index: number): PodStats | Mismatch {
-    if (!this.at(OPEN_OBJECT)) {
-      this.skipValue()
-      return this.mismatch(`pods[${index}]: expected an object`)
-    }
-    let podRef: PodStats["podRef"] | Mismatch | undefined
-    let cpu: Counts | Mismatch | undefined
-    let memory: Counts | Mismatch | undefined
-    let network: Counts | Mismatch | undefined
-    let volume: PodStats["volume"] | Mismatch | undefined
-    let ephemeral: Counts | Mismatch | undefined
-    if (this.enter(CLOSE_OBJECT)) {
-      do {
-        switch (this.key(POD_KEYS)) {
-          case 0:
-            podRef = this.podRef(index)
-            break
-          case 1:
-            cpu = this.counts(CPU, "pod.cpu")
-            break
-          case 2:
-            memory = this.counts(MEMORY, "pod.memory")
-            break
-          case 3:
-            network = this.counts(NETWORK, "pod.network")
-            break
-          case 4:
-            volume = this.volume()
-            break
-          case 5:
-            ephemeral = this.counts(FS, "pod.ephemeral-storage")
-            break
-          default:
-            this.skipValue()
-        }
-      } while (this.next(CLOSE_OBJECT))
-    }
-    if (podRef === undefined) return this.mismatch(`pods[${index}].podRef: expected an object`)
-    if (podRef === MISMATCH || cpu === MISMATCH || memory === MISMATCH || network === MISMATCH || volume === MISMATCH || ephemeral === MISMATCH) {
-      return MISMATCH
-    }
-    const pod: Writable<PodStats> = { podRef }
-    if (cpu !== undefined) pod.cpu = cpu
-    if (memory !== undefined) pod.memory = memory
-    if (network !== undefined) pod.network = network
-    if (volume !== undefined) pod.volume = volume
-    if (ephemeral !== undefined) pod["ephemeral-storage"] = ephemeral
-    return pod
-  }
-
-  podRef(index: number): PodStats["podRef"] | Mismatch {
-    const what = `pods[${index}].podRef`
-    if (!this.at(OPEN_OBJECT)) {
-      this.skipValue()
-      return this.mismatch(`${what}: expected an object`)
-    }
-    let name: string | Mismatch | undefined
-    let namespace: string | Mismatch | undefined
-    let uid: string | Mismatch | undefined
-    if (this.enter(CLOSE_OBJECT)) {
-      do {
-        switch (this.key(POD_REF_KEYS)) {
-          case 0:
-            name = this.stringOr(`${what}.name`)
-            break
-          case 1:
-            namespace = this.stringOr(`${what}.namespace`)
-            break
-          case 2:
-            uid = this.stringOr(`${what}.uid`)
-            break
-          default:
-            this.skipValue()
-        }
-      } while (this.next(CLOSE_OBJECT))
-    }
-    if (typeof name !== "string" || typeof namespace !== "string" || typeof uid !== "string") {
-      return this.mismatch(`${what}: expected name, namespace and uid strings`)
-    }
-    return { name, namespace, uid }
-  }
-
-  volume(): PodStats["volume"] | Mismatch {
-    if (!this.at(OPEN_ARRAY)) {
-      this.skipValue()
-      return this.mismatch("pod.volume: expected an array")
-    }
-    const out: Array<{ name: string; usedBytes?: number }> = []
-    let wrong = false
-    if (this.enter(CLOSE_ARRAY)) {
-      do {
-        if (!this.at(OPEN_OBJECT)) {
-          this.skipValue()
-          wrong = true
-          this.mismatch("pod.volume: expected objects")
-          continue
-        }
-        let name: string | Mismatch | undefined
-        let used: number | Mismatch | undefined
-        if (this.enter(CLOSE_OBJECT)) {
-          do {
-            const k = this.key(VOLUME_KEYS)
-            if (k === 0) name = this.stringOr("pod.volume.name")
-            else if (k === 1) used = this.numberAhead() ? this.number() : (this.skipValue(), this.mismatch("pod.volume.usedBytes: expected a number"))
-            else this.skipValue()
-          } while (this.next(CLOSE_OBJECT))
-        }
-        if (typeof name !== "string" || used === MISMATCH) {
-          wrong = true
-          this.mismatch("pod.volume: expected objects with a name")
-        } else out.push(used === undefined ? { name } : { name, usedBytes: used })
-      } while (this.next(CLOSE_ARRAY))
-    }
-    return wrong ? MISMATCH : out
+    return MISMATCH
   }
 }
+
+/** Reads a value at the scanner's position: the value, or MISMATCH when it is not of the reader's kind. */
+type Reader = (p: Scanner) => unknown
+
+const number: Reader = (p) => (p.numberAhead() ? p.number() : p.wrong())
+const string: Reader = (p) => (p.at(QUOTE) ? p.string() : p.wrong())
+
+interface Field {
+  readonly key: string
+  readonly read: Reader
+  /** What a value must be (the message of a mismatch). */
+  readonly expected: string
+  readonly required?: boolean
+}
+
+/**
+ * An object with `fields` (others skipped): a new object of the fields present, the last of duplicate
+ * keys winning, or MISMATCH when a field's last value is not of its kind or a required field is absent.
+ */
+const struct = (what: string, fields: ReadonlyArray<Field>): Reader => {
+  const names = fields.map((f) => f.key)
+  return (p) => {
+    if (!p.at(OPEN_OBJECT)) return p.wrong()
+    const out: { [key: string]: unknown } = {}
+    let wrong = 0 // bit k: the last value of fields[k] was not of its kind
+    let seen = 0 // bit k: fields[k] is in `out`
+    if (p.enter(CLOSE_OBJECT)) {
+      do {
+        const k = p.key(names)
+        if (k < 0) {
+          p.skipValue()
+          continue
+        }
+        const v = fields[k]!.read(p)
+        if (v === MISMATCH) {
+          wrong |= 1 << k
+          p.mismatch(`${what}.${names[k]}: expected ${fields[k]!.expected}`)
+        } else {
+          wrong &= ~(1 << k)
+          seen |= 1 << k
+          out[names[k]!] = v
+        }
+      } while (p.next(CLOSE_OBJECT))
+    }
+    if (wrong !== 0) return MISMATCH
+    for (let k = 0; k < fields.length; k++) {
+      if (fields[k]!.required === true && (seen & (1 << k)) === 0) return p.mismatch(`${what}.${names[k]}: expected ${fields[k]!.expected}`)
+    }
+    return out
+  }
+}
+
+/** An array of `element`s, or MISMATCH when it is not an array or one element does not match. */
+const array = (element: Reader): Reader => (p) => {
+  if (!p.at(OPEN_ARRAY)) return p.wrong()
+  const out: Array<unknown> = []
+  let wrong = false
+  if (p.enter(CLOSE_ARRAY)) {
+    do {
+      const v = element(p)
+      if (v === MISMATCH) wrong = true
+      else out.push(v)
+    } while (p.next(CLOSE_ARRAY))
+  }
+  return wrong ? MISMATCH : out
+}
+
+const counts = (what: string, keys: ReadonlyArray<string>): Field => ({
+  key: what,
+  read: struct(what, keys.map((key) => ({ key, read: number, expected: "a number" }))),
+  expected: "an object of numbers"
+})
+
+const cpu = counts("cpu", ["usageNanoCores", "usageCoreNanoSeconds"])
+const memory = counts("memory", ["availableBytes", "usageBytes", "workingSetBytes"])
+const network = counts("network", ["rxBytes", "txBytes"])
+const fsFields = ["availableBytes", "capacityBytes", "usedBytes"]
+
+const podRef = struct("podRef", ["name", "namespace", "uid"].map((key) => ({ key, read: string, expected: "a string", required: true })))
+const volume = struct("volume", [
+  { key: "name", read: string, expected: "a string", required: true },
+  { key: "usedBytes", read: number, expected: "a number" }
+])
+const pod = struct("pod", [
+  { key: "podRef", read: podRef, expected: "an object with name, namespace and uid", required: true },
+  cpu,
+  memory,
+  network,
+  { key: "volume", read: array(volume), expected: "an array of named volumes" },
+  counts("ephemeral-storage", fsFields)
+])
+const node = struct("node", [{ key: "nodeName", read: string, expected: "a string", required: true }, cpu, memory, network, counts("fs", fsFields)])
+const summary = struct("summary", [
+  { key: "node", read: node, expected: "an object", required: true },
+  { key: "pods", read: array(pod), expected: "an array of pods" }
+])

@@ -115,10 +115,10 @@ describe("parseSummary", () => {
   it("names the field that does not match; a syntax error is a SyntaxError", () => {
     const bad = (text: string) => (parseSummary(text) as SummaryMismatch).message
     assert.strictEqual(bad("[]"), "summary: expected an object")
-    assert.strictEqual(bad("{\"pods\":[]}"), "node: expected an object")
+    assert.strictEqual(bad("{\"pods\":[]}"), "summary.node: expected an object")
     assert.strictEqual(bad("{\"node\":{\"nodeName\":1}}"), "node.nodeName: expected a string")
-    assert.strictEqual(bad("{\"node\":{\"nodeName\":\"n\",\"fs\":{\"usedBytes\":\"1\"}}}"), "node.fs.usedBytes: expected a number")
-    assert.strictEqual(bad("{\"node\":{\"nodeName\":\"n\"},\"pods\":[{\"podRef\":{\"name\":\"p\",\"uid\":\"u\"}}]}"), "pods[0].podRef: expected name, namespace and uid strings")
+    assert.strictEqual(bad("{\"node\":{\"nodeName\":\"n\",\"fs\":{\"usedBytes\":\"1\"}}}"), "fs.usedBytes: expected a number")
+    assert.strictEqual(bad("{\"node\":{\"nodeName\":\"n\"},\"pods\":[{\"podRef\":{\"name\":\"p\",\"uid\":\"u\"}}]}"), "podRef.namespace: expected a string")
     assert.throws(() => parseSummary("{\"node\":{\"nodeName\":\"n\"}} x"), SyntaxError)
     assert.throws(() => parseSummary(""), SyntaxError)
   })
