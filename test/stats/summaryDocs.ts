@@ -1,5 +1,5 @@
-// Generated kubelet Summary documents for the decoding tests (KubeletSummary.test.ts,
-// SummaryJson.test.ts): kubelet-like summaries with random fields present, then random edits at random
+// Generated kubelet Summary documents for the decoding test (KubeletSummary.test.ts) and the seeded
+// PRNG of the stats tests: kubelet-like summaries with random fields present, then random edits at random
 // paths (another JSON type, removed, extra keys), as JSON.parse gives them.
 
 /** mulberry32: a small seeded PRNG. */
