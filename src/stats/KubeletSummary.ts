@@ -69,7 +69,125 @@ export const Summary = Schema.Struct({
 })
 export type Summary = typeof Summary.Type
 
-const decodeSummary = Schema.decodeUnknownEffect(Summary)
+/**
+ * {@link Summary}'s decoding as a checked hand projection of the parsed JSON (the stats loop reads
+ * every node's summary every cycle, ~1,000 pods at 1,000 kernels: the Schema decoder's per-field
+ * effects cost more than the parse): the same acceptance (every declared field of the declared type
+ * when present, `node` and every `podRef` required, other fields ignored) and the same value (only the
+ * declared fields; test/stats/KubeletSummary.test.ts checks both against the Schema on generated
+ * documents). Returns the summary or what does not match, with its path.
+ */
+export const projectSummary = (json: unknown): Summary | SummaryMismatch => {
+  const check: Check = { problem: undefined }
+  const node = projectNode(check, json)
+  return node === undefined || check.problem !== undefined ? new SummaryMismatch(check.problem ?? "node: expected an object") : node
+}
+
+/** Why a document is not a {@link Summary}. */
+export class SummaryMismatch {
+  readonly message: string
+  constructor(message: string) {
+    this.message = message
+  }
+}
+
+interface Check {
+  problem: string | undefined
+}
+
+const mismatch = (check: Check, path: string, expected: string): undefined => {
+  check.problem ??= `${path}: expected ${expected}`
+  return undefined
+}
+
+const isObject = (v: unknown): v is { readonly [key: string]: unknown } => typeof v === "object" && v !== null && !Array.isArray(v)
+
+type Counts<K extends string> = { [k in K]?: number }
+type Writable<A> = { -readonly [K in keyof A]: A[K] }
+
+/** An optional struct of optional numbers; undefined when absent (or, with `check.problem` set, not matching). */
+const counts = <K extends string>(check: Check, parent: { readonly [key: string]: unknown }, key: string, fields: ReadonlyArray<K>, path: string): Counts<K> | undefined => {
+  const v = parent[key]
+  if (v === undefined) return undefined
+  if (!isObject(v)) return mismatch(check, `${path}.${key}`, "an object")
+  const out: Counts<K> = {}
+  for (const f of fields) {
+    const x = v[f]
+    if (x === undefined) continue
+    if (typeof x !== "number") return mismatch(check, `${path}.${key}.${f}`, "a number")
+    out[f] = x
+  }
+  return out
+}
+
+const CPU = ["usageNanoCores", "usageCoreNanoSeconds"] as const
+const MEMORY = ["availableBytes", "usageBytes", "workingSetBytes"] as const
+const NETWORK = ["rxBytes", "txBytes"] as const
+const FS = ["availableBytes", "capacityBytes", "usedBytes"] as const
+
+const projectNode = (check: Check, json: unknown): Summary | undefined => {
+  if (!isObject(json)) return mismatch(check, "summary", "an object")
+  const n = json.node
+  if (!isObject(n)) return mismatch(check, "node", "an object")
+  if (typeof n.nodeName !== "string") return mismatch(check, "node.nodeName", "a string")
+  const cpu = counts(check, n, "cpu", CPU, "node")
+  const memory = counts(check, n, "memory", MEMORY, "node")
+  const network = counts(check, n, "network", NETWORK, "node")
+  const fs = counts(check, n, "fs", FS, "node")
+  if (check.problem !== undefined) return undefined
+  // absent stays absent (no `undefined` keys), without a spread's temporary object per field
+  const node: Writable<NodeStats> = { nodeName: n.nodeName }
+  if (cpu !== undefined) node.cpu = cpu
+  if (memory !== undefined) node.memory = memory
+  if (network !== undefined) node.network = network
+  if (fs !== undefined) node.fs = fs
+  const list = json.pods
+  if (list === undefined) return { node }
+  if (!Array.isArray(list)) return mismatch(check, "pods", "an array")
+  const pods: Array<PodStats> = new Array(list.length)
+  for (let i = 0; i < list.length; i++) {
+    const pod = projectPod(check, list[i], i)
+    if (pod === undefined) return undefined
+    pods[i] = pod
+  }
+  return { node, pods }
+}
+
+const projectPod = (check: Check, p: unknown, i: number): PodStats | undefined => {
+  const path = `pods[${i}]`
+  if (!isObject(p)) return mismatch(check, path, "an object")
+  const ref = p.podRef
+  if (!isObject(ref)) return mismatch(check, `${path}.podRef`, "an object")
+  const { name, namespace, uid } = ref
+  if (typeof name !== "string" || typeof namespace !== "string" || typeof uid !== "string") {
+    return mismatch(check, `${path}.podRef`, "name, namespace and uid strings")
+  }
+  const cpu = counts(check, p, "cpu", CPU, path)
+  const memory = counts(check, p, "memory", MEMORY, path)
+  const network = counts(check, p, "network", NETWORK, path)
+  const ephemeral = counts(check, p, "ephemeral-storage", FS, path)
+  if (check.problem !== undefined) return undefined
+  let volume: Array<{ name: string; usedBytes?: number }> | undefined
+  const vs = p.volume
+  if (vs !== undefined) {
+    if (!Array.isArray(vs)) return mismatch(check, `${path}.volume`, "an array")
+    volume = new Array(vs.length)
+    for (let j = 0; j < vs.length; j++) {
+      const v: unknown = vs[j]
+      if (!isObject(v) || typeof v.name !== "string") return mismatch(check, `${path}.volume[${j}]`, "an object with a name")
+      const used = v.usedBytes
+      if (used !== undefined && typeof used !== "number") return mismatch(check, `${path}.volume[${j}].usedBytes`, "a number")
+      volume[j] = used === undefined ? { name: v.name } : { name: v.name, usedBytes: used }
+    }
+  }
+  const pod: Writable<PodStats> = { podRef: { name, namespace, uid } }
+  if (cpu !== undefined) pod.cpu = cpu
+  if (memory !== undefined) pod.memory = memory
+  if (network !== undefined) pod.network = network
+  if (volume !== undefined) pod.volume = volume
+  if (ephemeral !== undefined) pod["ephemeral-storage"] = ephemeral
+  return pod
+}
 
 /**
  * The largest summary read (a node's summary is ~2 KiB per pod; 110 pods stay far below): a node
@@ -163,11 +281,12 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
             catch: (e) => new KubeError({ reason: "Other", operation, message: `not JSON: ${String(e)}` })
           })
         ),
-        Effect.flatMap((json) =>
-          decodeSummary(json).pipe(
-            Effect.mapError((e) => new KubeError({ reason: "Other", operation, message: `unexpected summary: ${e.message}` }))
-          )
-        )
+        Effect.flatMap((json) => {
+          const summary = projectSummary(json)
+          return summary instanceof SummaryMismatch
+            ? Effect.fail(new KubeError({ reason: "Other", operation, message: `unexpected summary: ${summary.message}` }))
+            : Effect.succeed(summary)
+        })
       )
     }
     return KubeletSummary.of({ fetch })

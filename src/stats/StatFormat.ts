@@ -91,13 +91,16 @@ export const KernelMetrics: ReadonlyArray<MetricSpec> = [
 
 /** Python `str(remove_exponent(Decimal(n).quantize(10**-places)))`: "12.5", "3", "0". */
 export const formatDecimal = (n: number, places = 3): string => {
+  // a whole number prints as itself (toFixed's digits are exact below 2^53; String(-0) is "0"): the
+  // common case, byte counts, without toFixed's strings (the stats loop formats every value of every
+  // kernel each cycle)
+  if (Number.isSafeInteger(n)) return String(n)
   if (!Number.isFinite(n)) return "0"
   let s = n.toFixed(places)
   // an exact tie (the double's decimal expansion ends in 5 right after `places`): toFixed rounds it
   // away from zero, Python's Decimal.quantize (default context) half-even, so an even last kept digit
   // keeps the truncation. toFixed is exact up to 100 digits, and a tie ends within places + 1, so
-  // toFixed(places + 1) of a tie is exact and ends in 5: only then is the long expansion needed (the
-  // stats loop formats every value of every kernel each cycle)
+  // toFixed(places + 1) of a tie is exact and ends in 5: only then is the long expansion needed
   const exact = places < 100 && !n.toFixed(places + 1).endsWith("5") ? "" : n.toFixed(Math.min(100, places + 30))
   const dot = exact.indexOf(".")
   if (dot >= 0 && exact[dot + 1 + places] === "5" && /^0*$/.test(exact.slice(dot + 2 + places))) {
@@ -112,59 +115,62 @@ export const formatDecimal = (n: number, places = 3): string => {
 
 const isCounter = (kind: MetricKind) => kind !== "gauge"
 
-/** Elapsed msec and raw increase between the last two samples (counters never go backwards). */
-const window = (s: Pick<Series, "spec" | "value" | "at" | "prevValue" | "prevAt">) => {
-  if (s.prevValue === undefined || s.prevAt === undefined) return undefined
-  const elapsed = s.at - s.prevAt
+/** The raw increase between the last two samples (counters never go backwards); 0 without a window. */
+const diffOf = (s: Pick<Series, "spec" | "value" | "prevValue" | "prevAt">): number => {
+  if (s.prevValue === undefined || s.prevAt === undefined) return 0
   const raw = s.value - s.prevValue
-  return { elapsed, diff: isCounter(s.spec.kind) ? Math.max(0, raw) : raw }
+  return isCounter(s.spec.kind) ? Math.max(0, raw) : raw
 }
 
-const currentOf = (
-  s: Pick<Series, "spec" | "value" | "at" | "prevValue" | "prevAt">,
-  sample: Sample,
-  nominalMs: number
-): { current: number | undefined; capacity: number | undefined } => {
-  const w = window(s)
-  switch (s.spec.kind) {
-    case "gauge":
-      return { current: sample.value, capacity: sample.capacity }
-    case "delta":
-      return w === undefined ? { current: undefined, capacity: nominalMs } : { current: w.diff, capacity: w.elapsed }
-    case "rate":
-      return { current: w === undefined ? undefined : w.elapsed > 0 ? (w.diff * 1000) / w.elapsed : 0, capacity: undefined }
-    case "util":
-      return { current: w === undefined ? undefined : w.elapsed > 0 ? (w.diff * 1000) / w.elapsed : 0, capacity: 1000 }
+/** The increase per second between the last two samples; 0 without a window or without elapsed time. */
+const rateOf = (s: Pick<Series, "spec" | "value" | "at" | "prevValue" | "prevAt">): number => {
+  const elapsed = s.at - (s.prevAt ?? s.at)
+  return elapsed > 0 ? (diffOf(s) * 1000) / elapsed : 0
+}
+
+/**
+ * The series after a sample of `value` (and, for gauges, `capacity`) at Clock millis `at`; `prev`
+ * undefined starts it. Builds the new Series and nothing else (every metric of every kernel, every
+ * cycle). A counter's first sample has no window: current 0, not aggregated (count 0).
+ */
+const advance = (prev: Series | undefined, metric: MetricSpec, value: number, sampleCapacity: number | undefined, at: number, nominalMs: number): Series => {
+  const kind = metric.kind
+  if (prev === undefined) {
+    const current = kind === "gauge" ? value : 0
+    const capacity = kind === "gauge" ? sampleCapacity : kind === "delta" ? nominalMs : kind === "util" ? 1000 : undefined
+    const count = kind === "gauge" ? 1 : 0
+    return { spec: metric, value, at, prevValue: undefined, prevAt: undefined, current, capacity, count, sum: current, min: current, max: current }
+  }
+  const elapsed = at - prev.at
+  const diff = Math.max(0, value - prev.value) // used for counters only
+  const current = kind === "gauge" ? value : kind === "delta" ? diff : elapsed > 0 ? (diff * 1000) / elapsed : 0
+  const capacity = kind === "gauge" ? sampleCapacity : kind === "delta" ? elapsed : kind === "util" ? 1000 : undefined
+  const first = prev.count === 0
+  return {
+    spec: metric,
+    value,
+    at,
+    prevValue: prev.value,
+    prevAt: prev.at,
+    current,
+    capacity,
+    count: prev.count + 1,
+    sum: prev.sum + current,
+    min: first ? current : Math.min(prev.min, current),
+    max: first ? current : Math.max(prev.max, current)
   }
 }
 
 /** Starts a series with its first sample at Clock millis `at`; `nominalMs` is the collection interval. */
-export const startSeries = (metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series => {
-  const base = { spec: metric, value: sample.value, at, prevValue: undefined, prevAt: undefined }
-  const { capacity, current } = currentOf(base, sample, nominalMs)
-  return current === undefined
-    ? { ...base, current: 0, capacity, count: 0, sum: 0, min: 0, max: 0 }
-    : { ...base, current, capacity, count: 1, sum: current, min: current, max: current }
-}
+export const startSeries = (metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series =>
+  advance(undefined, metric, sample.value, sample.capacity, at, nominalMs)
 
 /** The series after one more sample. */
-export const updateSeries = (s: Series, sample: Sample, at: number, nominalMs: number): Series => {
-  const moved = { spec: s.spec, value: sample.value, at, prevValue: s.value, prevAt: s.at }
-  const { capacity, current } = currentOf(moved, sample, nominalMs)
-  if (current === undefined) return { ...s, ...moved, current: 0, capacity }
-  return {
-    ...moved,
-    current,
-    capacity,
-    count: s.count + 1,
-    sum: s.sum + current,
-    min: s.count === 0 ? current : Math.min(s.min, current),
-    max: s.count === 0 ? current : Math.max(s.max, current)
-  }
-}
+export const updateSeries = (s: Series, sample: Sample, at: number, nominalMs: number): Series =>
+  advance(s, s.spec, sample.value, sample.capacity, at, nominalMs)
 
 export const stepSeries = (s: Series | undefined, metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series =>
-  s === undefined ? startSeries(metric, sample, at, nominalMs) : updateSeries(s, sample, at, nominalMs)
+  advance(s, s?.spec ?? metric, sample.value, sample.capacity, at, nominalMs)
 
 const statOf = (s: Series, name: StatName): number => {
   switch (name) {
@@ -177,11 +183,9 @@ const statOf = (s: Series, name: StatName): number => {
     case "avg":
       return s.count === 0 ? s.current : s.sum / s.count
     case "diff":
-      return window(s)?.diff ?? 0
-    case "rate": {
-      const w = window(s)
-      return w === undefined || w.elapsed <= 0 ? 0 : (w.diff * 1000) / w.elapsed
-    }
+      return diffOf(s)
+    case "rate":
+      return rateOf(s)
   }
 }
 
@@ -205,8 +209,18 @@ export const serialize = (s: Series): MetricRecord => {
     pct: s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null,
     unit_hint: s.spec.unitHint
   }
-  for (const name of s.spec.stats) out[`stats.${name}`] = formatDecimal(statOf(s, name), places)
+  for (const name of s.spec.stats) out[STAT_KEYS[name]] = formatDecimal(statOf(s, name), places)
   return out
+}
+
+/** The record keys of the stats (constants: no key string built per metric per kernel per cycle). */
+const STAT_KEYS: { readonly [name in StatName]: string } = {
+  min: "stats.min",
+  max: "stats.max",
+  sum: "stats.sum",
+  avg: "stats.avg",
+  diff: "stats.diff",
+  rate: "stats.rate"
 }
 
 // ---- samples from the Summary API ------------------------------------------------------------
@@ -380,12 +394,17 @@ export const step = (
 ): CycleOutput => {
   const { nominalMs } = input
   const nodes = new Map<string, NodeState>()
-  const pods = new Map<string, { readonly pod: PodStats; readonly at: number; readonly node: string }>()
+  // namespace → pod name → the pod and the node result it came from (no key string per pod)
+  const pods = new Map<string, Map<string, { readonly pod: PodStats; readonly from: NodeResult }>>()
   for (const r of input.nodes) {
     const prev = state.nodes.get(r.node)
     if (r.summary !== undefined) {
       nodes.set(r.node, { series: stepSet(prev?.series, NodeMetrics, nodeSamples(r.summary.node), r.at, nominalMs), at: r.at })
-      for (const p of r.summary.pods ?? []) pods.set(`${p.podRef.namespace}/${p.podRef.name}`, { pod: p, at: r.at, node: r.node })
+      for (const p of r.summary.pods ?? []) {
+        let named = pods.get(p.podRef.namespace)
+        if (named === undefined) pods.set(p.podRef.namespace, (named = new Map()))
+        named.set(p.podRef.name, { pod: p, from: r })
+      }
     } else if (prev !== undefined && input.at - prev.at <= input.staleAfterMs) {
       nodes.set(r.node, prev)
     }
@@ -425,13 +444,13 @@ export const step = (
   const kernelOut = new Map<string, { readonly [metric: string]: MetricRecord }>()
   for (const k of input.kernels) {
     const prev = state.kernels.get(k.kernelId)
-    const found = pods.get(`${k.namespace}/${k.podName}`)
+    const found = pods.get(k.namespace)?.get(k.podName)
     if (found === undefined || (k.podUid !== undefined && found.pod.podRef.uid !== k.podUid)) {
       if (prev !== undefined) kernels.set(k.kernelId, prev)
       continue
     }
-    const nodeMem = nodes.get(found.node)?.series.get("mem")?.capacity
-    const set = stepSet(prev, KernelMetrics, podSamples(found.pod, k.memoryLimit, nodeMem), found.at, nominalMs)
+    const nodeMem = nodes.get(found.from.node)?.series.get("mem")?.capacity
+    const set = stepSet(prev, KernelMetrics, podSamples(found.pod, k.memoryLimit, nodeMem), found.from.at, nominalMs)
     kernels.set(k.kernelId, set)
     kernelOut.set(k.kernelId, serializeSet(set))
   }

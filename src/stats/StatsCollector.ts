@@ -106,8 +106,23 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
     const nodeTimeoutMs = Math.round((options.nodeTimeoutSeconds ?? Math.max(1, options.intervalSeconds)) * 1000)
 
     const state = yield* Ref.make<CollectorState>(emptyState)
-    /** The last encoded `<kernel_id>` value of every measured kernel (what finalize writes). */
-    const lastPayloads = yield* Ref.make<ReadonlyMap<string, { readonly payload: Buffer; readonly stat: KernelStat }>>(new Map())
+    /**
+     * The last encoded `<kernel_id>` value of every measured kernel and its stat (what finalize writes
+     * and returns). Updated in place, only while holding `writeLock` (a cycle's write or a finalize):
+     * no map and no entry object per kernel per cycle.
+     */
+    const lastPayloads = new Map<string, Buffer>()
+    const lastStats = new Map<string, KernelStat>()
+    /** Per kernel record: what the stats need of it (the memory limit parses its resource spec once). */
+    const kernelRefs = new WeakMap<MeasuredKernel, KernelRef>()
+    const refOf = (k: MeasuredKernel): KernelRef => {
+      let ref = kernelRefs.get(k)
+      if (ref === undefined) {
+        ref = { kernelId: k.kernelId, namespace: k.namespace, podName: k.objectName, podUid: k.podUid, memoryLimit: memoryLimitOf(k.resourceSpec) }
+        kernelRefs.set(k, ref)
+      }
+      return ref
+    }
     /** Finalized kernels: never written by a cycle again (purged once `options.kernels` no longer lists them). */
     const finalized = yield* Ref.make<ReadonlySet<string>>(new Set())
     /** Serializes "format + write" of cycles with finalize, so a cycle never overwrites a final TTL. */
@@ -155,8 +170,6 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         )
       )
 
-    const encode = (value: unknown) => Effect.try(() => Msgpack.encode(value))
-
     const collectOnce: Effect.Effect<CycleReport> = Effect.gen(function*() {
       const started = yield* Clock.currentTimeMillis
       const nodes = yield* currentNodes
@@ -166,9 +179,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         const at = yield* Clock.currentTimeMillis
         const fin = yield* Ref.get(finalized)
         const refs: Array<KernelRef> = []
-        for (const k of kernelInfos) {
-          if (!fin.has(k.kernelId)) refs.push({ kernelId: k.kernelId, namespace: k.namespace, podName: k.objectName, podUid: k.podUid, memoryLimit: memoryLimitOf(k.resourceSpec) })
-        }
+        for (const k of kernelInfos) if (!fin.has(k.kernelId)) refs.push(refOf(k))
         const out = step(yield* Ref.get(state), {
           at,
           nominalMs,
@@ -177,32 +188,37 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
           kernels: refs
         })
         yield* Ref.set(state, out.state)
-        const live = new Set(kernelInfos.map((k) => k.kernelId))
-        yield* Ref.update(finalized, (s) => (s.size === 0 ? s : new Set([...s].filter((kid) => live.has(kid)))))
+        yield* Ref.update(finalized, (s) => {
+          if (s.size === 0) return s
+          const live = new Set(kernelInfos.map((k) => k.kernelId))
+          return new Set([...s].filter((kid) => live.has(kid)))
+        })
 
+        // one synchronous pass: encode every value (the payloads of kernels not measured this cycle but
+        // still alive stay; those of kernels the state no longer holds go)
         const commands: Array<RedisCommand> = []
-        const payloads = new Map<string, { readonly payload: Buffer; readonly stat: KernelStat }>()
         let bytes = 0
-        const encodeFailed = yield* Effect.gen(function*() {
+        const encodeFailed = yield* Effect.try(() => {
           if (out.agent !== undefined) {
-            const v = yield* encode(out.agent)
+            const v = Msgpack.encode(out.agent)
             bytes += v.length
             commands.push(["SET", options.agentId, v, "EX", ttl])
           }
           for (const [kid, stat] of out.kernels) {
-            const v = yield* encode(stat)
+            const v = Msgpack.encode(stat)
             bytes += v.length
-            payloads.set(kid, { payload: v, stat })
+            lastPayloads.set(kid, v)
+            lastStats.set(kid, stat)
             commands.push(["SET", kid, v, "EX", ttl])
           }
           return false
         }).pipe(Effect.catchCause((cause) => Effect.logError("stats: cannot encode", cause).pipe(Effect.as(true))))
-        // keep the last payload of kernels that were not measured this cycle but are still alive
-        yield* Ref.update(lastPayloads, (prev) => {
-          const next = new Map(payloads)
-          for (const [kid, v] of prev) if (!next.has(kid) && live.has(kid) && out.state.kernels.has(kid)) next.set(kid, v)
-          return next
-        })
+        for (const kid of lastPayloads.keys()) {
+          if (!out.state.kernels.has(kid)) {
+            lastPayloads.delete(kid)
+            lastStats.delete(kid)
+          }
+        }
         const written = encodeFailed ? false : yield* redis.pipeline(commands).pipe(
           Effect.as(true),
           Effect.catch((error) =>
@@ -218,7 +234,9 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
           )
         )
         if (written && !(yield* Ref.getAndSet(writeHealthy, true))) yield* Effect.logInfo("stats: Redis writes resumed")
-        return { nodes: nodes.length, nodeFailures: results.filter((r) => r.summary === undefined).length, kernels: out.kernels.size, written, bytes }
+        let nodeFailures = 0
+        for (const r of results) if (r.summary === undefined) nodeFailures++
+        return { nodes: nodes.length, nodeFailures, kernels: out.kernels.size, written, bytes }
       }))
       const ended = yield* Clock.currentTimeMillis
       yield* Metric.update(cycleSeconds, (ended - started) / 1000)
@@ -235,30 +253,28 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
     const finalize = (kernelId: string): Effect.Effect<Option.Option<KernelStat>> =>
       Ref.update(finalized, (s) => new Set([...s, kernelId])).pipe(
         Effect.andThen(writeLock.withPermits(1)(Effect.gen(function*() {
-          const last = (yield* Ref.get(lastPayloads)).get(kernelId)
-          yield* Ref.update(lastPayloads, (m) => {
-            const next = new Map(m)
-            next.delete(kernelId)
-            return next
-          })
+          const payload = lastPayloads.get(kernelId)
+          const stat = lastStats.get(kernelId)
+          lastPayloads.delete(kernelId)
+          lastStats.delete(kernelId)
           yield* Ref.update(state, (s) => {
             if (!s.kernels.has(kernelId)) return s
             const kernels = new Map(s.kernels)
             kernels.delete(kernelId)
             return { ...s, kernels }
           })
-          if (last === undefined) {
+          if (payload === undefined || stat === undefined) {
             yield* Effect.logDebug("stats: no stat to finalize").pipe(Effect.annotateLogs({ kernelId }))
             return Option.none<KernelStat>()
           }
-          yield* redis.set(kernelId, last.payload, { ttlSeconds: finalTtl }).pipe(
+          yield* redis.set(kernelId, payload, { ttlSeconds: finalTtl }).pipe(
             Effect.catch((error) =>
               Effect.logWarning("stats: cannot write the last stat of a terminated kernel").pipe(
                 Effect.annotateLogs({ kernelId, error: error.message })
               )
             )
           )
-          return Option.some(last.stat)
+          return Option.some(stat)
         }))),
         Effect.timeoutOption("5 seconds"),
         Effect.map(Option.flatten)

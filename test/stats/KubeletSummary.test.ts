@@ -2,13 +2,14 @@
 // kubeconfig's token must arrive; status, size and silence are provoked): the summary's decoding,
 // the status → KubeError mapping, the size bound and the time bound.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Effect, Result, Schema } from "effect"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
-import { KubeletSummary, MAX_SUMMARY_BYTES } from "../../src/stats/KubeletSummary.ts"
+import { generated, prng } from "./summaryDocs.ts"
+import { KubeletSummary, MAX_SUMMARY_BYTES, projectSummary, Summary, SummaryMismatch } from "../../src/stats/KubeletSummary.ts"
 
 interface Seen { readonly url: string; readonly authorization: string | undefined }
 
@@ -92,4 +93,45 @@ describe("KubeletSummary", () => {
       const e = yield* Effect.flip(summaries.fetch("n1"))
       assert.strictEqual(e.reason, "Timeout")
     }).pipe(Effect.scoped))
+})
+
+// projectSummary is the Summary schema's decoding by hand (the stats loop's hot path): the Schema is
+// the oracle, on generated documents (summaryDocs.ts).
+describe("projectSummary", () => {
+  const decode = Schema.decodeUnknownResult(Summary)
+
+  it("accepts exactly what the Summary schema accepts and gives the same value (5,000 generated documents)", () => {
+    const rnd = prng(42)
+    let accepted = 0
+    for (let i = 0; i < 5000; i++) {
+      const json = generated(rnd)
+      const want = decode(json)
+      const got = projectSummary(json)
+      if (Result.isSuccess(want)) {
+        accepted++
+        assert.notInstanceOf(got, SummaryMismatch, `${JSON.stringify(json)}: ${(got as SummaryMismatch).message}`)
+        assert.deepStrictEqual(got, want.success, JSON.stringify(json))
+      } else {
+        assert.instanceOf(got, SummaryMismatch, `${JSON.stringify(json)} is not a Summary: ${want.failure.message}`)
+      }
+    }
+    // both outcomes are well represented
+    assert.isAbove(accepted, 1000)
+    assert.isBelow(accepted, 4000)
+  })
+
+  it("names the first field that does not match", () => {
+    const bad = (json: unknown) => (projectSummary(json) as SummaryMismatch).message
+    assert.strictEqual(bad([]), "summary: expected an object")
+    assert.strictEqual(bad({ pods: [] }), "node: expected an object")
+    assert.strictEqual(bad({ node: { nodeName: 1 } }), "node.nodeName: expected a string")
+    assert.strictEqual(bad({ node: { nodeName: "n", fs: { usedBytes: "1" } } }), "node.fs.usedBytes: expected a number")
+    assert.strictEqual(bad({ node: { nodeName: "n" }, pods: {} }), "pods: expected an array")
+    const pod = { podRef: { name: "p", namespace: "ns", uid: "u" } }
+    assert.strictEqual(bad({ node: { nodeName: "n" }, pods: [pod, { ...pod, cpu: { usageCoreNanoSeconds: null } }] }), "pods[1].cpu.usageCoreNanoSeconds: expected a number")
+    assert.strictEqual(bad({ node: { nodeName: "n" }, pods: [{ podRef: { name: "p", uid: "u" } }] }), "pods[0].podRef: expected name, namespace and uid strings")
+    assert.strictEqual(bad({ node: { nodeName: "n" }, pods: [{ ...pod, volume: [{ name: "v" }, { usedBytes: 1 }] }] }), "pods[0].volume[1]: expected an object with a name")
+    assert.strictEqual(bad({ node: { nodeName: "n" }, pods: [{ ...pod, volume: [{ name: "v", usedBytes: [] }] }] }), "pods[0].volume[0].usedBytes: expected a number")
+    assert.strictEqual(bad({ node: { nodeName: "n" }, pods: [{ ...pod, "ephemeral-storage": [] }] }), "pods[0].ephemeral-storage: expected an object")
+  })
 })

@@ -1,0 +1,77 @@
+/**
+ * `node --max-semi-space-size=1 bench/stats-cycle.ts [ROOT] [CYCLES] [project|scan]`
+ *
+ * The stats loop's own work per cycle at 1,000 kernels on 4 nodes, in process and without any I/O:
+ * StatsCollector.make of the checkout at ROOT (default: this one; another worktree or a copy of an
+ * old commit compares builds in the same run) with an in-memory Redis and a KubeletSummary whose
+ * `fetch` reads pre-generated summary texts (the testbed kubelet's `summary()` documents, 6 rounds of
+ * growing counters) the way ROOT's fetch does: the Summary Schema when ROOT has neither
+ * `projectSummary` nor SummaryJson, else `project` (JSON.parse + projectSummary) or `scan`
+ * (SummaryJson.parseSummary: only in commit f986276 of branch `stats`, measured and not kept). Prints process CPU ms per cycle, GC pause ms per cycle (PerformanceObserver
+ * "gc" entries), wall ms per cycle and the bytes written per cycle. Benchmarks run under the
+ * machine-wide lock: `flock /work/bench.lock node … bench/stats-cycle.ts …`.
+ */
+import { PerformanceObserver } from "node:perf_hooks"
+import { fileURLToPath } from "node:url"
+const root = process.argv[2] ?? fileURLToPath(new URL("..", import.meta.url))
+const CYCLES = Number(process.argv[3] ?? 60)
+const MODE = process.argv[4] ?? "project"
+const { Effect, Layer, References, Schema } = await import(`${root}/node_modules/effect/dist/index.js`)
+const KS = await import(`${root}/src/stats/KubeletSummary.ts`)
+const SJ = MODE === "scan" ? await import(`${root}/src/stats/SummaryJson.ts`) : undefined
+const { StatsCollector } = await import(`${root}/src/stats/StatsCollector.ts`)
+const { Redis } = await import(`${root}/src/manager/Redis.ts`)
+const { summary } = await import("../test/testbed/stats.ts")
+
+const NODES = 4, KERNELS = 1000, VARIANTS = 6
+const kernels = Array.from({ length: KERNELS }, (_, i) => ({
+  kernelId: `00000000-0000-0000-0000-${String(i).padStart(12, "0")}`, node: `node-${i % NODES}`, uid: `uid-${i}`
+}))
+const start = new Date().toISOString()
+const texts: Array<Map<string, string>> = []
+for (let v = 0; v < VARIANTS; v++) {
+  const m = new Map<string, string>()
+  const seconds = 2 * (v + 1)
+  for (let n = 0; n < NODES; n++) {
+    const pods = kernels.filter((k) => k.node === `node-${n}`)
+    m.set(`node-${n}`, JSON.stringify(summary({ nodeName: `node-${n}`, startTime: start, memoryCapacity: 64 * 2 ** 30, fsRoot: "/tmp" },
+      pods.map((k, i) => ({
+        name: `kernel-${k.kernelId}`, namespace: "bench", uid: k.uid, startTime: start, containers: ["kernel"],
+        usage: { cpuNs: Math.round((1 + (i % 7)) * 1e7 * seconds), rssBytes: (20 + (i % 13)) << 20, pids: 1 },
+        cpuNanoCores: (1 + (i % 7)) * 1e7, rxBytes: Math.round(1000 * seconds * (i % 5)), txBytes: Math.round(500 * seconds * (i % 3)),
+        workDir: undefined, workVolume: "work", workBytes: 4096 * (i % 11), logBytes: 100
+      })))))
+  }
+  texts.push(m)
+}
+let variant = 0
+const decodeOld = KS.projectSummary === undefined ? Schema.decodeUnknownEffect(KS.Summary) : undefined
+const fetch = (node: string) => Effect.suspend(() => {
+  if (SJ !== undefined) {
+    const r = SJ.parseSummary(texts[variant % VARIANTS]!.get(node)!)
+    return r instanceof SJ.SummaryMismatch ? Effect.die(r.message) : Effect.succeed(r)
+  }
+  const json = JSON.parse(texts[variant % VARIANTS]!.get(node)!)
+  if (decodeOld !== undefined) return Effect.orDie(decodeOld(json))
+  const s = KS.projectSummary(json)
+  return s instanceof KS.SummaryMismatch ? Effect.die(s.message) : Effect.succeed(s)
+})
+const infos = kernels.map((k) => ({ kernelId: k.kernelId, namespace: "bench", objectName: `kernel-${k.kernelId}`, podUid: k.uid, resourceSpec: "" }))
+const layer = Layer.mergeAll(
+  Layer.succeed(KS.KubeletSummary, KS.KubeletSummary.of({ fetch })),
+  Layer.mock(Redis)({ pipeline: (c: ReadonlyArray<unknown>) => Effect.succeed(c.map(() => "OK")) })
+)
+let gcMs = 0
+new PerformanceObserver((l) => { for (const e of l.getEntries()) gcMs += e.duration }).observe({ entryTypes: ["gc"] })
+const program = Effect.gen(function*() {
+  const collector = yield* StatsCollector.make({ agentId: "i-bench", intervalSeconds: 2, ttlSeconds: 30, concurrency: 8,
+    nodes: Effect.succeed(kernels.slice(0, NODES).map((k) => k.node)), kernels: Effect.succeed(infos) }).pipe(Effect.provide(layer))
+  for (let i = 0; i < 10; i++) { variant++; yield* collector.collectOnce }
+  const cpu0 = process.cpuUsage(); const gc0 = gcMs; const t0 = performance.now()
+  let bytes = 0
+  for (let i = 0; i < CYCLES; i++) { variant++; const r = yield* collector.collectOnce; bytes = r.bytes; if (r.kernels !== KERNELS) throw new Error(`kernels ${r.kernels}`) }
+  const cpu = process.cpuUsage(cpu0)
+  yield* Effect.sleep("100 millis")
+  console.log(`${root} ${SJ !== undefined ? "scan" : decodeOld !== undefined ? "schema" : "project"}: ${((cpu.user + cpu.system) / 1000 / CYCLES).toFixed(1)} ms CPU per cycle, GC ${((gcMs - gc0) / CYCLES).toFixed(1)} ms per cycle, wall ${((performance.now() - t0) / CYCLES).toFixed(1)} ms, ${bytes} bytes`)
+}).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+await Effect.runPromise(program)
