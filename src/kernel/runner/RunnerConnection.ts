@@ -83,14 +83,14 @@ const KEEPALIVE = Duration.seconds(10)
 const tcp = (host: string, port: number): string => `tcp://${host.includes(":") ? `[${host}]` : host}:${port}`
 
 /** Opens a connection whose sockets and fibers live in the enclosing scope. */
-export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint) {
+export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint, context?: Zmq.Context) {
   const err = (reason: RunnerError["reason"], message: string) => new RunnerError({ reason, kernelId, message })
   const log = Effect.annotateLogs({ kernelId })
 
   const push = yield* Effect.acquireRelease(
     Effect.try({
       try: () => {
-        const s = new Zmq.Push({ linger: 50 })
+        const s = new Zmq.Push({ linger: 50, ...(context === undefined ? {} : { context }) })
         s.connect(tcp(endpoint.host, endpoint.replInPort))
         return s
       },
@@ -101,7 +101,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   const pull = yield* Effect.acquireRelease(
     Effect.try({
       try: () => {
-        const s = new Zmq.Pull({ linger: 50, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM })
+        const s = new Zmq.Pull({ linger: 50, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...(context === undefined ? {} : { context }) })
         void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
         s.connect(tcp(endpoint.host, endpoint.replOutPort))
         return s

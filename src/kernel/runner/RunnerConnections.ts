@@ -8,7 +8,18 @@
  *   const { startedAt } = yield* conn.status("5 seconds")
  */
 import { Context, Effect, Exit, Layer, Scope, SynchronizedRef } from "effect"
+import * as Zmq from "zeromq"
 import { makeConnection, type RunnerConnection, type RunnerEndpoint, RunnerError } from "./RunnerConnection.ts"
+
+/**
+ * Sockets the runner connections may hold together. Each connection is four sockets (PUSH, PULL and
+ * the PULL's event monitor pair); libzmq's default of 1,023 per context would stop the agent at about
+ * 255 kernels, so the connections get a context of their own: 65,536 sockets, 16,384 kernels. A
+ * connection also holds about six file descriptors (two TCP connections, four mailboxes): the systemd
+ * unit's LimitNOFILE=65536 (node raises its soft limit to the hard one at start) is the tighter bound,
+ * about 10,000 kernels.
+ */
+export const RUNNER_MAX_SOCKETS = 65_536
 
 interface Entry {
   readonly connection: RunnerConnection
@@ -29,6 +40,12 @@ export class RunnerConnections extends Context.Service<RunnerConnections, {
 }>()("bai-agent/kernel/RunnerConnections") {
   static readonly make = Effect.gen(function*() {
     const serviceScope = yield* Effect.scope
+    // libzmq reads max_sockets when the context creates its first socket; clipped to ZMQ_SOCKET_LIMIT
+    const context = yield* Effect.sync(() => {
+      const c = new Zmq.Context()
+      c.maxSockets = Math.min(RUNNER_MAX_SOCKETS, c.maxSocketsLimit)
+      return c
+    })
     const state = yield* SynchronizedRef.make<ReadonlyMap<string, Entry>>(new Map())
 
     const closeEntry = (entry: Entry) => Scope.close(entry.scope, Exit.void)
@@ -43,7 +60,7 @@ export class RunnerConnections extends Context.Service<RunnerConnections, {
           }
           if (existing !== undefined) yield* closeEntry(existing)
           const scope = yield* Scope.fork(serviceScope)
-          const connection = yield* makeConnection(kernelId, endpoint).pipe(
+          const connection = yield* makeConnection(kernelId, endpoint, context).pipe(
             Scope.provide(scope),
             Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
           )
