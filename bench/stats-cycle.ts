@@ -54,7 +54,9 @@ const fetch = (node: string) => Effect.suspend(() => {
   const json = JSON.parse(texts[variant % VARIANTS]!.get(node)!)
   if (decodeOld !== undefined) return Effect.orDie(decodeOld(json))
   const s = KS.projectSummary(json)
-  return s instanceof KS.SummaryMismatch ? Effect.die(s.message) : Effect.succeed(s)
+  // 9e4de78 returned the summary or a SummaryMismatch; later commits an effect Result
+  if (KS.SummaryMismatch !== undefined) return s instanceof KS.SummaryMismatch ? Effect.die(s.message) : Effect.succeed(s)
+  return s._tag === "Failure" ? Effect.die(s.failure) : Effect.succeed(s.success)
 })
 const infos = kernels.map((k) => ({ kernelId: k.kernelId, namespace: "bench", objectName: `kernel-${k.kernelId}`, podUid: k.uid, resourceSpec: "" }))
 const layer = Layer.mergeAll(

@@ -10,7 +10,7 @@
  * {@link MAX_SUMMARY_BYTES} fails with reason `Other`.
  */
 import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { ByteSize, Context, Effect, Layer, Schema } from "effect"
+import { ByteSize, Context, Effect, Layer, Result, Schema } from "effect"
 import { HttpIncomingMessage } from "effect/http"
 import type * as https from "node:https"
 import { KubeClient, KubeError, type KubeErrorReason } from "../kube/KubeClient.ts"
@@ -75,20 +75,12 @@ export type Summary = typeof Summary.Type
  * effects cost more than the parse): the same acceptance (every declared field of the declared type
  * when present, `node` and every `podRef` required, other fields ignored) and the same value (only the
  * declared fields; test/stats/KubeletSummary.test.ts checks both against the Schema on generated
- * documents). Returns the summary or what does not match, with its path.
+ * documents). Succeeds with the summary or fails with what does not match, with its path.
  */
-export const projectSummary = (json: unknown): Summary | SummaryMismatch => {
+export const projectSummary = (json: unknown): Result.Result<Summary, string> => {
   const check: Check = { problem: undefined }
   const node = projectNode(check, json)
-  return node === undefined || check.problem !== undefined ? new SummaryMismatch(check.problem ?? "node: expected an object") : node
-}
-
-/** Why a document is not a {@link Summary}. */
-export class SummaryMismatch {
-  readonly message: string
-  constructor(message: string) {
-    this.message = message
-  }
+  return node === undefined || check.problem !== undefined ? Result.fail(check.problem ?? "node: expected an object") : Result.succeed(node)
 }
 
 interface Check {
@@ -281,12 +273,12 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
             catch: (e) => new KubeError({ reason: "Other", operation, message: `not JSON: ${String(e)}` })
           })
         ),
-        Effect.flatMap((json) => {
-          const summary = projectSummary(json)
-          return summary instanceof SummaryMismatch
-            ? Effect.fail(new KubeError({ reason: "Other", operation, message: `unexpected summary: ${summary.message}` }))
-            : Effect.succeed(summary)
-        })
+        Effect.flatMap((json) =>
+          Result.match(projectSummary(json), {
+            onFailure: (problem) => Effect.fail(new KubeError({ reason: "Other", operation, message: `unexpected summary: ${problem}` })),
+            onSuccess: Effect.succeed
+          })
+        )
       )
     }
     return KubeletSummary.of({ fetch })
