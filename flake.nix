@@ -61,8 +61,12 @@
               if [ -f dist/$entry.js ]; then
                 # --max-semi-space-size=1 (MiB): a small young generation; RSS 211 → 160 MiB idle,
                 # 486 → 270 MiB at 1,000 kernels, for +60 % CPU per stats cycle at 1,000 kernels
-                # (bench/README.md, `memory`)
+                # (bench/README.md, `memory`). MALLOC_MMAP_THRESHOLD_=32768: glibc serves allocations
+                # of ≥ 32 KiB with mmap, so V8's freed compiler zones (~22 MiB while it parses the bundle
+                # at start-up) go back to the kernel instead of staying in the main arena: idle RSS −21 MiB
+                # (131 → 110) at the same CPU (bench/README.md, "Idle RSS, third pass")
                 makeWrapper ${pkgs.nodejs_24}/bin/node $out/bin/bai-$entry \
+                  --set-default MALLOC_MMAP_THRESHOLD_ 32768 \
                   --add-flags "--max-semi-space-size=1 $out/lib/bai-k8s-agent/dist/$entry.js"
               fi
             done

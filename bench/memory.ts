@@ -22,8 +22,9 @@
  *   `--settle` seconds; then `--repeat` windows of `--window` seconds: the agent's CPU time (utime +
  *   stime of all its threads, /proc/<pid>/stat — process CPU seconds, not wall, so a loaded machine
  *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, and
- *   /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File); the V8 heap comes from a
- *   `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
+ *   /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
+ *   node binary, glibc's [heap], V8-page-sized and larger anonymous mappings, mapping and thread counts:
+ *   the second table); the V8 heap comes from a `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
  * - every point is a fresh agent process (kernels are added between points, never removed).
  *
  * `--compare-main <file>` measures every point a second time with another build of the agent (e.g. tsc's
@@ -57,7 +58,7 @@ import { readEnvFile } from "../test/testbed/env.ts"
 import { freePort } from "../test/testbed/ports.ts"
 import { dockerConfigJson } from "../test/testbed/registry.ts"
 import { statsKubeletNodeStatus } from "./fakeNodes.ts"
-import { cpuSecondsOf, type Smaps, smapsOf } from "./smaps.ts"
+import { cpuSecondsOf, type Smaps, type SmapsBreakdown, smapsBreakdownOf, smapsOf } from "./smaps.ts"
 
 const argValue = (flag: string): string | undefined => {
   const i = process.argv.indexOf(flag)
@@ -95,6 +96,7 @@ export interface Point {
   /** share of one core, one value per window */
   readonly corePercent: ReadonlyArray<number>
   readonly smaps: Smaps
+  readonly breakdown: SmapsBreakdown
   readonly heapUsedMiB: number
   readonly heapTotalMiB: number
   readonly adoptSeconds: number
@@ -338,6 +340,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           corePercent.push((cpu / wall) * 100)
         }
         const smaps = smapsOf(agent.pid!)
+        const breakdown = smapsBreakdownOf(agent.pid!)
         agent.kill("SIGUSR2")
         let report: { javascriptHeap: { usedMemory: number; totalMemory: number } } | undefined
         await waitFor("the agent's process report", 30_000, () => {
@@ -375,6 +378,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           cpuPerCycleMs,
           corePercent,
           smaps,
+          breakdown,
           heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
           heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
           adoptSeconds
@@ -407,6 +411,14 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
     yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
+  }
+  yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
+  yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | mappings | threads |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|")
+  for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
+    const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
+    const b = p.breakdown
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)

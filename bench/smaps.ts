@@ -36,3 +36,57 @@ export const cpuSecondsOf = (pid: number): number => {
 
 export const formatSmaps = (s: Smaps): string =>
   `RSS ${s.rss.toFixed(1)} MiB (anonymous ${s.anon.toFixed(1)}, Pss_Anon ${s.pssAnon.toFixed(1)}, Pss_File ${s.pssFile.toFixed(1)})`
+
+/** Where a process's resident memory is, from /proc/<pid>/smaps (one entry per mapping), MiB. */
+export interface SmapsBreakdown {
+  /** the node executable's resident pages (code, read-only data: ICU, built-in modules' source) */
+  readonly nodeBinary: number
+  /** other file-backed mappings (libc, libstdc++, native addons) */
+  readonly otherFiles: number
+  /** glibc's main arena (`[heap]`): native allocations of node, V8 (compiler zones), OpenSSL, addons */
+  readonly brkHeap: number
+  /** anonymous mappings of ≤ 256 KiB: V8's heap pages (regular pages are 256 KiB) and small mmaps */
+  readonly anonSmall: number
+  /** larger anonymous mappings: glibc thread arenas, thread stacks, V8 code/large-object space, big mmaps */
+  readonly anonLarge: number
+  readonly mappings: number
+  readonly threads: number
+}
+
+export const smapsBreakdownOf = (pid: number): SmapsBreakdown => {
+  const text = fs.readFileSync(`/proc/${pid}/smaps`, "utf8")
+  const exe = fs.readlinkSync(`/proc/${pid}/exe`)
+  const kb = { nodeBinary: 0, otherFiles: 0, brkHeap: 0, anonSmall: 0, anonLarge: 0 }
+  let current: keyof typeof kb | undefined
+  let mappings = 0
+  for (const line of text.split("\n")) {
+    const header = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$/.exec(line)
+    if (header !== null) {
+      mappings++
+      const size = (parseInt(header[2]!, 16) - parseInt(header[1]!, 16)) / 1024
+      const name = header[3]!
+      current = name === exe
+        ? "nodeBinary"
+        : name === "[heap]"
+        ? "brkHeap"
+        : name.startsWith("/")
+        ? "otherFiles"
+        : size <= 256
+        ? "anonSmall"
+        : "anonLarge"
+      continue
+    }
+    const rss = /^Rss:\s+(\d+) kB$/.exec(line)
+    if (rss !== null && current !== undefined) kb[current] += Number(rss[1])
+  }
+  const mib = (k: number) => k / 1024
+  return {
+    nodeBinary: mib(kb.nodeBinary),
+    otherFiles: mib(kb.otherFiles),
+    brkHeap: mib(kb.brkHeap),
+    anonSmall: mib(kb.anonSmall),
+    anonLarge: mib(kb.anonLarge),
+    mappings,
+    threads: fs.readdirSync(`/proc/${pid}/task`).length
+  }
+}

@@ -17,9 +17,10 @@
  * are kept, so stack traces stay readable (`dist/*.js.map` maps them back to src/).
  */
 import * as fs from "node:fs"
+import { isBuiltin } from "node:module"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { rolldown } from "rolldown"
+import { type Plugin, rolldown } from "rolldown"
 
 const root = fileURLToPath(new URL("..", import.meta.url))
 export const ENTRY_POINTS = ["main", "agentctl", "watcher"] as const
@@ -28,6 +29,34 @@ export const EXTERNAL = ["zeromq", "msgpackr", "msgpackr-extract", "etcd3", "@gr
 
 export const isExternal = (id: string): boolean => EXTERNAL.some((p) => id === p || id.startsWith(`${p}/`))
 
+const BUILTIN_PREFIX = "\0builtin:"
+
+/**
+ * Node's built-in modules, imported as CommonJS (`process.getBuiltinModule`) instead of an ES `import`.
+ *
+ * An ES import of a built-in (`import * as http from "node:http"`, and also a default or named import)
+ * makes Node build the module's namespace from ALL of its exports, which runs every lazy getter on
+ * them: `http.WebSocket` / `CloseEvent` / `MessageEvent` load Node's own copy of undici (745 KB of
+ * source) with the web streams, worker_threads, perf_hooks and assert; `fs.promises` loads
+ * fs/promises and the REPL history; `crypto.webcrypto` / `subtle` load WebCrypto — none of which the
+ * idle agent uses. Each such import becomes a CommonJS module that IS the built-in's `module.exports`
+ * (what `require` returns: no getter runs); rolldown's interop reads each property on use, so a lazy
+ * export (`NFS.promises` in effect's file system) still loads what it guards when, and only if, it is
+ * read. node:module stays an ES import: rolldown's own runtime imports `createRequire` from it (through
+ * this plugin it would depend on itself and be split into a chunk of its own), and its namespace loads
+ * nothing.
+ */
+export const builtinsAsCommonJs = (): Plugin => ({
+  name: "builtins-as-commonjs",
+  // node:module stays an ES import: rolldown's runtime takes `createRequire` from it (and its namespace loads nothing)
+  resolveId: (id) =>
+    isBuiltin(id) && id !== "node:module" && id !== "module" ? { id: `${BUILTIN_PREFIX}${id.startsWith("node:") ? id : `node:${id}`}`, moduleSideEffects: false } : null,
+  load: (id) =>
+    id.startsWith(BUILTIN_PREFIX)
+      ? `module.exports = process.getBuiltinModule(${JSON.stringify(id.slice(BUILTIN_PREFIX.length))})`
+      : null
+})
+
 /** bundles src/<name>.ts into <outDir>/<name>.js (bench/import-cost.ts bundles src/AgentLive.ts the same way) */
 export const bundleOne = async (name: string, outDir: string): Promise<void> => {
   const bundle = await rolldown({
@@ -35,6 +64,7 @@ export const bundleOne = async (name: string, outDir: string): Promise<void> => 
     input: { [name]: path.join(root, "src", `${name}.ts`) },
     platform: "node",
     external: isExternal,
+    plugins: [builtinsAsCommonJs()],
     treeshake: true,
     logLevel: "warn"
   })

@@ -37,6 +37,19 @@ describe("the bundled entry points", () => {
       }
     })
 
+    it(`node dist/${name}.js does not run the lazy getters of Node's built-ins (no Node-bundled undici loaded)`, () => {
+      // an ES import of node:http builds its namespace from every export, and `http.WebSocket`'s getter
+      // loads Node's own undici (deploy/bundle.ts, builtinsAsCommonJs); the bundle's built-ins are CommonJS
+      const listLoaded = `data:text/javascript,process.on("exit", () => process._rawDebug("LOADED " + JSON.stringify(process.moduleLoadList)))`
+      const r = spawnSync(process.execPath, ["--import", listLoaded, file, "--help"], { encoding: "utf8", timeout: 120_000 })
+      assert.strictEqual(r.status, 0, r.stderr)
+      const line = r.stderr.split("\n").find((l) => l.startsWith("LOADED "))
+      assert.isDefined(line, r.stderr)
+      const loaded: ReadonlyArray<string> = JSON.parse(line!.slice("LOADED ".length))
+      assert.include(loaded, "NativeModule net", "the probe sees the built-ins the bundle loads")
+      assert.notInclude(loaded, "NativeModule internal/deps/undici/undici")
+    })
+
     it(`node dist/${name}.js --help runs`, () => {
       const r = spawnSync(process.execPath, [file, "--help"], { encoding: "utf8", timeout: 120_000 })
       assert.strictEqual(r.status, 0, r.stderr)

@@ -15,6 +15,8 @@ describe("flake.nix", () => {
     for (const attr of ["packages", "apps", "devShells", "nixosModules", "buildNpmPackage", "nodejs_24", "importNpmLock", "npmConfigHook"]) {
       assert.include(r.stdout, attr)
     }
+    // the wrappers' glibc mmap threshold, as in the systemd unit (deploy/systemd/backendai-agent.service)
+    assert.match(fs.readFileSync("flake.nix", "utf8"), /makeWrapper [^\n]*\n\s*--set-default MALLOC_MMAP_THRESHOLD_ 32768 /)
     // no hand-kept hash of the npm closure
     assert.notInclude(r.stdout, "npmDepsHash")
     assert.notInclude(r.stdout, "fakeHash")
@@ -178,6 +180,9 @@ describe("deploy/systemd units", () => {
         fs.writeFileSync(path.join(dir, u), text.replace(/^ExecStart=\/usr\/bin\/node /m, "ExecStart=/bin/echo "))
       }
       assert.include(fs.readFileSync("deploy/systemd/backendai-agent.service", "utf8"), "ReadWritePaths=/var/lib/backend.ai/scratches")
+      // glibc serves allocations of 32 KiB and more with mmap, so V8's freed parser zones go back to the
+      // kernel instead of staying in the main arena (bench/README.md, "Idle RSS, third pass")
+      assert.match(fs.readFileSync("deploy/systemd/backendai-agent.service", "utf8"), /^Environment=MALLOC_MMAP_THRESHOLD_=32768$/m)
       const r = spawnSync("systemd-analyze", ["verify", ...units.map((u) => path.join(dir, u))], {
         encoding: "utf8",
         env: { ...process.env, SYSTEMD_LOG_LEVEL: "warning" }
