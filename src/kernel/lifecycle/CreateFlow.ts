@@ -203,8 +203,10 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
 
       const statusPing = (kernelId: string, host: string, replIn: number, replOut: number) =>
         Effect.gen(function*() {
-          const conn = yield* runners.open(kernelId, { host, replInPort: replIn, replOutPort: replOut })
-          yield* conn.status("2 seconds").pipe(Effect.retry(statusRetry))
+          const conn = yield* runners.open(kernelId, { host, replInPort: replIn, replOutPort: replOut }).pipe(
+            Effect.withSpan("CreateFlow.runnerOpen", { attributes: { kernelId } })
+          )
+          yield* conn.status("2 seconds").pipe(Effect.retry(statusRetry), Effect.withSpan("CreateFlow.runnerReply", { attributes: { kernelId } }))
         }).pipe(Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "RunnerUnreachable", message: e.message })))
 
       const run = (kernelId: string, kconfig: KernelConfig, options: CreateOptions) =>
