@@ -260,7 +260,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
           const portMap = (ports: ReadonlyArray<number>) => new Map(wanted.map((p, i) => [p, ports[i]!]))
 
           // Pod (owner of the rest); a ready kernel's pod already there is adopted after the rollback
-          const created = yield* Effect.suspend(() => Ref.get(reserved)).pipe(
+          const created = yield* Ref.get(reserved).pipe(
             Effect.flatMap((ports) => pods.createPod(kernelId, buildPod(input, portMap(ports)))),
             stage("podPost")
           )
