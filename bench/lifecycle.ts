@@ -16,6 +16,11 @@
  * start-up is hidden after Running here; with a runner that is still starting, the probe would
  * have to start at Running: it cannot, without stealing the agent's replies from the runner's PUSH.)
  *
+ * Where the agent's time goes: the bench installs a tracer that records every span carrying a
+ * `kernelId` attribute (`KernelLifecycle.create`, `CreateFlow.<stage>`) and prints, per stage, when
+ * it started and ended (ms from the create call, p50) and its duration (p50, p90), beside the
+ * observer's ADDED and Running. An agent without those spans prints only the observer's rows.
+ *
  * The floor, in the same run and at the same concurrency: a bare client-node createNamespacedPod +
  * merge patch of a pod no node runs (the two API round trips a create cannot avoid), plus the
  * runner probe (the third one).
@@ -24,7 +29,7 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as k8s from "@kubernetes/client-node"
 import * as path from "node:path"
 import { fileURLToPath } from "node:url"
-import { Clock, Console, Effect, Stream } from "effect"
+import { Clock, Console, Effect, Stream, Tracer } from "effect"
 import * as Zmq from "zeromq"
 import { KernelLifecycle } from "../src/kernel/KernelLifecycle.ts"
 import { KubeClient } from "../src/kube/KubeClient.ts"
@@ -46,6 +51,33 @@ interface Sample {
   readonly runnerProbe: number
   podAdded?: number
   podRunning?: number
+}
+
+/** A span of one create, in ms of wall time. */
+interface SpanTime {
+  readonly name: string
+  readonly kernelId: string
+  readonly start: number
+  readonly end: number
+}
+
+/** A tracer keeping the spans that carry a `kernelId` attribute, once they end. */
+const recordingTracer = (into: Array<SpanTime>) => {
+  class Recorded extends Tracer.NativeSpan {
+    override end(endTime: bigint, exit: Parameters<Tracer.NativeSpan["end"]>[1]) {
+      super.end(endTime, exit)
+      const kernelId = this.attributes.get("kernelId")
+      if (typeof kernelId === "string") {
+        into.push({ name: this.name, kernelId, start: Number(this.startTime) / 1e6, end: Number(endTime) / 1e6 })
+      }
+    }
+  }
+  return Tracer.make({ span: (options) => new Recorded(options) })
+}
+
+const pickP = (xs: ReadonlyArray<number>, p: number) => {
+  const s = [...xs].sort((a, b) => a - b)
+  return s[Math.min(s.length - 1, Math.floor(p * s.length))] ?? NaN
 }
 
 const stats = (xs: ReadonlyArray<number>) => {
@@ -108,6 +140,7 @@ const main = Effect.gen(function*() {
   const site = yield* makeSite(env, { createTimeout: 300 })
   const kube = yield* KubeClient.make({ kubeconfig: env.kubeconfig, requestTimeoutSeconds: 10 })
   const seen = new Map<string, { added?: number; running?: number }>()
+  const spans: Array<SpanTime> = []
   // the observer's own watch
   yield* kube.watch<k8s.V1Pod>(`/api/v1/namespaces/${site.kubeNs}/pods`, {}).pipe(
     Stream.runForEach((e) =>
@@ -142,7 +175,7 @@ const main = Effect.gen(function*() {
       }), { concurrency: CONCURRENCY })
     const wall = (yield* Clock.currentTimeMillis) - t0
     return { out, wall }
-  }).pipe(Effect.provide(lifecycleLayer(site)))
+  }).pipe(Effect.provide(lifecycleLayer(site)), Effect.provideService(Tracer.Tracer, recordingTracer(spans)))
 
   // the floor, right after, at the same concurrency
   const floor = yield* Effect.forEach(Array.from({ length: KERNELS }), () => floorPod(kube, site.kubeNs), { concurrency: CONCURRENCY })
@@ -170,6 +203,55 @@ const main = Effect.gen(function*() {
   yield* Console.log(`  floor + runner probe (3 round trips) ${stats(floorTotal)}`)
   yield* Console.log(`  destroy (objects gone, event sent) ${stats(destroy)}`)
   yield* Console.log(`  (${complete.length}/${rows.length} pods seen ADDED and Running by the observer watch)`)
+  // the stages: first occurrence of each span per create, relative to the create call
+  const startOf = new Map<string, (typeof rows)[number]>(rows.map((r, i) => [samples.out[i]![0], r]))
+  const stages = new Map<string, Array<{ from: number; to: number }>>()
+  for (const sp of spans) {
+    const r = startOf.get(sp.kernelId)
+    if (r === undefined || (sp.start < r.start - 5) || sp.start > r.created + 5) continue
+    const list = stages.get(sp.name) ?? []
+    list.push({ from: sp.start - r.start, to: sp.end - r.start })
+    stages.set(sp.name, list)
+  }
+  const line = (label: string, xs: ReadonlyArray<{ from: number; to: number }>) =>
+    Console.log(
+      `    ${label.padEnd(32)} at ${pickP(xs.map((x) => x.from), 0.5).toFixed(1).padStart(7)} → ${pickP(xs.map((x) => x.to), 0.5).toFixed(1).padStart(7)}` +
+        `  took p50 ${pickP(xs.map((x) => x.to - x.from), 0.5).toFixed(1).padStart(6)}  p90 ${pickP(xs.map((x) => x.to - x.from), 0.9).toFixed(1).padStart(6)} ms  (n=${xs.length})`
+    )
+  yield* Console.log(`  stages (ms from the create call, p50 start → p50 end; duration p50, p90):`)
+  const ordered = [...stages.entries()].sort((a, b) => pickP(a[1].map((x) => x.from), 0.5) - pickP(b[1].map((x) => x.from), 0.5))
+  for (const [name, xs] of ordered) yield* line(name, xs)
+  yield* line("observer: pod ADDED → Running", complete.map((r) => ({ from: r.podAdded! - r.start, to: r.podRunning! - r.start })))
+  yield* line("create returned", rows.map((r) => ({ from: r.created - r.start, to: r.created - r.start })))
+  // the critical path, per create: each gap between two consecutive points of one create (p50, p90)
+  const point = (kid: string, name: string, edge: "start" | "end") => {
+    const sp = spans.find((x) => x.kernelId === kid && x.name === name)
+    return sp === undefined ? undefined : edge === "start" ? sp.start : sp.end
+  }
+  const chain: ReadonlyArray<readonly [string, (kid: string, r: (typeof rows)[number]) => number | undefined]> = [
+    ["create call", (_, r) => r.start],
+    ["pod POST sent", (kid) => point(kid, "CreateFlow.podPost", "start")],
+    ["pod POST answered", (kid) => point(kid, "CreateFlow.podPost", "end")],
+    ["observer: pod Running", (_, r) => r.podRunning],
+    ["agent: pod Running seen", (kid) => point(kid, "CreateFlow.waitRunning", "end")],
+    ["runner status sent", (kid) => point(kid, "CreateFlow.runnerStatus", "start")],
+    ["runner status answered", (kid) => point(kid, "CreateFlow.runnerStatus", "end")],
+    ["ready patch sent", (kid) => point(kid, "CreateFlow.readyPatch", "start")],
+    ["ready patch answered", (kid) => point(kid, "CreateFlow.readyPatch", "end")],
+    ["create returned", (_, r) => r.created]
+  ]
+  if (spans.length > 0) {
+    yield* Console.log(`  critical path, per create (gap from the previous point; p50, p90 ms):`)
+    for (let i = 1; i < chain.length; i++) {
+      const gaps = samples.out.flatMap(([kid], j) => {
+        const r = rows[j]!
+        const a = chain[i - 1]![1](kid, r)
+        const b = chain[i]![1](kid, r)
+        return a === undefined || b === undefined ? [] : [b - a]
+      })
+      yield* Console.log(`    ${`${chain[i - 1]![0]} → ${chain[i]![0]}`.padEnd(52)} p50 ${pickP(gaps, 0.5).toFixed(1).padStart(7)}  p90 ${pickP(gaps, 0.9).toFixed(1).padStart(7)}`)
+    }
+  }
 }).pipe(Effect.scoped)
 
 NodeRuntime.runMain(main)

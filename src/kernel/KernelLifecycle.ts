@@ -148,6 +148,7 @@ export class KernelLifecycle extends Context.Service<KernelLifecycle, KernelLife
       )
 
     const create = Effect.fn("KernelLifecycle.create")(function*(kernelId: string, raw: unknown) {
+      yield* Effect.annotateCurrentSpan("kernelId", kernelId)
       const kconfig = yield* decodeKernelConfig(kernelId, raw)
       const waiter = yield* lock.withPermits(1)(Effect.gen(function*() {
         const inflight = FiberMap.getUnsafe(creates, kernelId)

@@ -250,7 +250,23 @@ export class Reconciler extends Context.Service<Reconciler, {
         if (kid === undefined) return
         if (yield* lifecycle.busy(kid)) return
         const known = yield* registry.find(kid)
-        if (Option.isNone(known) || known.value.status !== "running") return
+        if (Option.isNone(known)) {
+          // A pod, not marked ready nor being deleted, of a kernel whose create failed here (its record
+          // forgotten): the create gave up on its POST and the API server ran the request later (a
+          // paused or overloaded server). Torn down now, as the next list's pass would.
+          if (type !== "DELETED" && !isReadyMarked(pod) && pod.metadata?.deletionTimestamp == null && (yield* live.settledHere(kid))) {
+            yield* FiberMap.run(
+              handlers,
+              kid,
+              lifecycle.removeObjects(kid).pipe(
+                Effect.catch((e) => Effect.logWarning(`cannot remove the pod a failed create left: ${e.message}`).pipe(Effect.annotateLogs({ kernelId: kid })))
+              ),
+              { onlyIfMissing: true }
+            )
+          }
+          return
+        }
+        if (known.value.status !== "running") return
         if (known.value.podUid !== undefined && pod.metadata?.uid !== known.value.podUid) return
         const ended = endedReason(pod, type === "DELETED")
         if (Option.isNone(ended)) return

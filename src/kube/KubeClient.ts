@@ -5,6 +5,7 @@
  */
 import * as k8s from "@kubernetes/client-node"
 import { Cause, Context, Effect, Layer, Option, Queue, Schema, Stream } from "effect"
+import type * as https from "node:https"
 import * as path from "node:path"
 import { AgentConfig } from "../config/AgentConfig.ts"
 
@@ -83,6 +84,37 @@ export interface WatchEvent<A> {
   readonly object: A
 }
 
+/** client-node's (undici's) request dispatcher. */
+type Dispatcher = NonNullable<ReturnType<k8s.RequestContext["getDispatcher"]>>
+/** What `KubeConfig.createDispatcher` (private in client-node 2.0, called for every request) takes. */
+type CreateDispatcher = (cluster: k8s.Cluster | null, agentOptions: https.AgentOptions) => Dispatcher | undefined
+
+/** One text per distinct TLS setup (ca, client certificate and key, server name, verification). */
+const dispatcherKey = (options: k8s.DispatcherOptions): string =>
+  JSON.stringify(options, (_, v: unknown) => (Buffer.isBuffer(v) ? v.toString("base64") : v))
+
+/**
+ * client-node 2.0 builds a new undici Agent for every request (`createDispatcher`, from
+ * `applySecurityAuthentication`), i.e. a new TCP connection and TLS handshake per API call, on both
+ * sides. Here the KubeConfig keeps one Agent (a pool of kept-alive connections) for as long as its
+ * TLS setup stays the same; a changed setup (rotated client certificate) gets a new Agent and the
+ * old one is closed once its requests (a watch) are done. Headers (tokens) are still applied per
+ * request by client-node.
+ */
+const reuseDispatchers = (kc: k8s.KubeConfig): void => {
+  const original = (kc as unknown as { createDispatcher: CreateDispatcher }).createDispatcher.bind(kc)
+  let current: { readonly key: string; readonly dispatcher: Dispatcher | undefined } | undefined
+  const createDispatcher: CreateDispatcher = (cluster, agentOptions) => {
+    const key = dispatcherKey(kc.createDispatcherOptions(cluster, agentOptions))
+    if (current?.key === key) return current.dispatcher
+    const previous = current?.dispatcher
+    current = { key, dispatcher: original(cluster, agentOptions) }
+    if (previous !== undefined) previous.close().catch(() => undefined)
+    return current.dispatcher
+  }
+  Object.assign(kc, { createDispatcher })
+}
+
 export interface KubeClientShape {
   readonly config: k8s.KubeConfig
   /** The API server URL, for messages. */
@@ -121,6 +153,7 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
           message: `${options.kubeconfig ?? "(in-cluster/default)"}: ${e instanceof Error ? e.message : String(e)}`
         })
     })
+    reuseDispatchers(kc)
     const core = kc.makeApiClient(k8s.CoreV1Api)
     const coordination = kc.makeApiClient(k8s.CoordinationV1Api)
     const networking = kc.makeApiClient(k8s.NetworkingV1Api)

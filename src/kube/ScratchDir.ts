@@ -41,48 +41,54 @@ export const kernelDirOwner = (
 }
 
 /**
- * Fails unless `p` is missing or a real directory: a symbolic link (or a file) planted where a
- * kernel's directory goes is never followed by the chmod/chown below.
+ * What is at `p`, not following a symbolic link: "Missing", or the type. Anything but a directory
+ * (a symbolic link or a file planted where a kernel's directory goes) is refused by the caller, so
+ * the chmod/chown below never follow it.
  */
-const noLinkAt = (fs: FileSystem.FileSystem, p: string) =>
+const typeAt = (fs: FileSystem.FileSystem, p: string) =>
   fs.lstat(p).pipe(
-    Effect.map((info) => info.type),
-    Effect.catchReason("PlatformError", "NotFound", () => Effect.succeed("Missing" as const)),
-    Effect.mapError((cause) => new ScratchDirError({ path: p, message: `lstat ${p}: ${cause.message}`, cause })),
-    Effect.flatMap((type) =>
-      type === "Directory" || type === "Missing"
-        ? Effect.void
-        : Effect.fail(new ScratchDirError({ path: p, message: `${p} exists and is not a directory (${type}): refusing to follow it` }))
-    )
+    Effect.map((info): string => info.type),
+    Effect.catchReason("PlatformError", "NotFound", () => Effect.succeed("Missing")),
+    Effect.mapError((cause) => new ScratchDirError({ path: p, message: `lstat ${p}: ${cause.message}`, cause }))
   )
 
+const notADirectory = (p: string, type: string) =>
+  new ScratchDirError({ path: p, message: `${p} exists and is not a directory (${type}): refusing to follow it` })
+
 /**
- * Makes (or fixes up) `<kernelDir>` and `<kernelDir>/work`; returns the work dir. `uid`/`gid` -1 =
- * not configured: the directories stay the agent's.
+ * Makes (or fixes up) `<kernelDir>` and `<kernelDir>/work`; returns the work dir and whether this
+ * call made `<kernelDir>`. `uid`/`gid` -1 = not configured: the directories stay the agent's.
+ *
+ * On the critical path of every create: the calls go out in three rounds (both paths checked
+ * together, the mkdir, then modes and owner together), each a trip through the thread pool and the
+ * event loop, which on a busy agent costs far more than the system call.
  */
 export const prepareScratchDir = (kernelDir: string, owner: { readonly uid: number; readonly gid: number }) =>
   Effect.gen(function*() {
     const fs = yield* FileSystem.FileSystem
     const work = path.join(kernelDir, "work")
-    yield* noLinkAt(fs, kernelDir)
-    yield* noLinkAt(fs, work)
+    // both checked before anything is made; the kernel's path is reported first
+    const [dirType, workType] = yield* Effect.all([typeAt(fs, kernelDir), typeAt(fs, work)], { concurrency: 2 })
+    if (dirType !== "Directory" && dirType !== "Missing") return yield* notADirectory(kernelDir, dirType)
+    if (workType !== "Directory" && workType !== "Missing") return yield* notADirectory(work, workType)
     yield* step(work, "create", fs.makeDirectory(work, { recursive: true, mode: WORK_DIR_MODE }))
-    yield* step(kernelDir, "chmod", fs.chmod(kernelDir, KERNEL_DIR_MODE))
-    if (owner.uid >= 0 || owner.gid >= 0) {
-      yield* step(work, "chown", fs.chown(work, owner.uid, owner.gid)).pipe(
-        Effect.mapError((e) =>
-          new ScratchDirError({
-            path: work,
-            message: `cannot give the scratch dir to container.kernel-uid ${owner.uid} / kernel-gid ${owner.gid} (${e.message}): ` +
-              "run the agent as that uid, or grant it CAP_CHOWN",
-            cause: e
-          })
+    // mode and owner are separate attributes (and 0700/0711 carry no set-id bits a chown could clear)
+    const chown = owner.uid >= 0 || owner.gid >= 0
+    yield* Effect.all([
+      step(kernelDir, "chmod", fs.chmod(kernelDir, KERNEL_DIR_MODE)),
+      chown
+        ? step(work, "chown", fs.chown(work, owner.uid, owner.gid)).pipe(
+          Effect.mapError((e) =>
+            new ScratchDirError({
+              path: work,
+              message: `cannot give the scratch dir to container.kernel-uid ${owner.uid} / kernel-gid ${owner.gid} (${e.message}): ` +
+                "run the agent as that uid, or grant it CAP_CHOWN",
+              cause: e
+            })
+          )
         )
-      )
-      yield* step(work, "chmod", fs.chmod(work, WORK_DIR_MODE))
-    } else {
-      // not configured: the agent's own, not writable by group/others (the umask may be lax)
-      yield* step(work, "chmod", fs.chmod(work, 0o755))
-    }
-    return work
+        : Effect.void,
+      step(work, "chmod", fs.chmod(work, chown ? WORK_DIR_MODE : 0o755))
+    ], { concurrency: 3, discard: true })
+    return { work, madeKernelDir: dirType === "Missing" }
   })

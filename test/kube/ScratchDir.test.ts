@@ -1,6 +1,6 @@
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { assert, describe, it } from "@effect/vitest"
-import { Effect } from "effect"
+import { Deferred, Effect, FileSystem } from "effect"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -86,5 +86,54 @@ describe("prepareScratchDir and symbolic links", () => {
       const w = yield* Effect.flip(prepareScratchDir(path.join(root, "k6"), { uid: -1, gid: -1 }))
       assert.match(w.message, /not a directory \(SymbolicLink\)/)
       assert.strictEqual(mode(elsewhere), 0o755, "the work link's target was not chmod-ed")
+    }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
+})
+
+/**
+ * A FileSystem whose `ops` calls are each held until `n` of them are in flight together (bounded:
+ * a call left alone fails after 5 s), i.e. a preparation that issues them one after the other
+ * fails. Each held call then goes to the real file system.
+ */
+const heldTogether = (ops: ReadonlyArray<"lstat" | "chmod" | "chown">, n: number) =>
+  Effect.gen(function*() {
+    const real = yield* FileSystem.FileSystem
+    const all = yield* Deferred.make<void>()
+    let arrived = 0
+    const hold = <A, E>(op: string, call: Effect.Effect<A, E>) =>
+      Effect.suspend(() => {
+        if (++arrived === n) Deferred.doneUnsafe(all, Effect.void)
+        return Deferred.await(all).pipe(
+          Effect.timeoutOrElse({ duration: "5 seconds", orElse: () => Effect.die(new Error(`${op} was not issued together with ${n - 1} other call(s)`)) }),
+          Effect.andThen(call)
+        )
+      })
+    const wrapped: FileSystem.FileSystem = {
+      ...real,
+      ...(ops.includes("lstat") ? { lstat: (p: string) => hold(`lstat ${p}`, real.lstat(p)) } : {}),
+      ...(ops.includes("chmod") ? { chmod: (p: string, m: number) => hold(`chmod ${p}`, real.chmod(p, m)) } : {}),
+      ...(ops.includes("chown") ? { chown: (p: string, u: number, g: number) => hold(`chown ${p}`, real.chown(p, u, g)) } : {})
+    }
+    return wrapped
+  })
+
+describe("prepareScratchDir on the critical path of a create", () => {
+  it.live("checks both paths in one round and sets modes and owner in one round (not one file-system call after the other)", () =>
+    Effect.gen(function*() {
+      const root = yield* tempRoot
+      const me = process.getuid!()
+      const myGid = process.getgid!()
+      const lstats = yield* heldTogether(["lstat"], 2)
+      const made = yield* prepareScratchDir(path.join(root, "k7"), { uid: me, gid: myGid }).pipe(Effect.provideService(FileSystem.FileSystem, lstats))
+      assert.isTrue(made.madeKernelDir)
+      assert.strictEqual(made.work, path.join(root, "k7", "work"))
+      const attrs = yield* heldTogether(["chmod", "chown"], 3)
+      const again = yield* prepareScratchDir(path.join(root, "k7"), { uid: me, gid: myGid }).pipe(Effect.provideService(FileSystem.FileSystem, attrs))
+      assert.isFalse(again.madeKernelDir)
+      assert.strictEqual(mode(path.join(root, "k7")), 0o711)
+      assert.strictEqual(mode(path.join(root, "k7", "work")), 0o700)
+      const modesOnly = yield* heldTogether(["chmod"], 2)
+      yield* prepareScratchDir(path.join(root, "k8"), { uid: -1, gid: -1 }).pipe(Effect.provideService(FileSystem.FileSystem, modesOnly))
+      assert.strictEqual(mode(path.join(root, "k8")), 0o711)
+      assert.strictEqual(mode(path.join(root, "k8", "work")), 0o755)
     }).pipe(Effect.scoped, Effect.provide(NodeFileSystem.layer)))
 })

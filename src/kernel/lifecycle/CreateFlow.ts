@@ -203,8 +203,10 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
 
       const statusPing = (kernelId: string, host: string, replIn: number, replOut: number) =>
         Effect.gen(function*() {
-          const conn = yield* runners.open(kernelId, { host, replInPort: replIn, replOutPort: replOut })
-          yield* conn.status("2 seconds").pipe(Effect.retry(statusRetry))
+          const conn = yield* runners.open(kernelId, { host, replInPort: replIn, replOutPort: replOut }).pipe(
+            Effect.withSpan("CreateFlow.runnerOpen", { attributes: { kernelId } })
+          )
+          yield* conn.status("2 seconds").pipe(Effect.retry(statusRetry), Effect.withSpan("CreateFlow.runnerReply", { attributes: { kernelId } }))
         }).pipe(Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "RunnerUnreachable", message: e.message })))
 
       const run = (kernelId: string, kconfig: KernelConfig, options: CreateOptions) =>
@@ -219,6 +221,8 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
 
           const phase = yield* startPhases
           const name = objectName(kernelId)
+          /** A span per stage of the create (`CreateFlow.<stage>`, attribute kernelId): where its time goes. */
+          const stage = (what: string) => Effect.withSpan(`CreateFlow.${what}`, { attributes: { kernelId } })
 
           // The record (an etcd write) only has to precede the pod: it runs beside the preparation.
           // It is not interrupted once started (a failed create then forgets the record strictly
@@ -235,12 +239,13 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             // only if this create made it) and the NodePorts (reserved now, released if the create fails)
             const wanted = exposedPorts(servicePorts, input.runnerAddress)
             const [, reserved] = yield* Effect.all([
-              step(scratch.prepare(kernelId), "remove scratch dir", (made) =>
+              step(scratch.prepare(kernelId).pipe(stage("scratchDir")), "remove scratch dir", (made) =>
                 options.reuseScratch || !made ? Effect.void : scratch.remove(kernelId)),
               step(
                 nodePorts.reserve(wanted.length).pipe(
                   Effect.mapError((e) => new KernelCreationFailed({ kernelId, reason: "NoFreeNodePort", message: e.message })),
-                  Effect.flatMap((ports) => Ref.make(ports))
+                  Effect.flatMap((ports) => Ref.make(ports)),
+                  stage("nodePorts")
                 ),
                 "release NodePorts",
                 (ref) => Ref.get(ref).pipe(Effect.flatMap(nodePorts.release))
@@ -249,13 +254,16 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             return { input, wanted, reserved }
           })
           const [, { input, reserved, wanted }] = yield* Effect.all(
-            [Effect.uninterruptible(options.record ?? Effect.void), prepare],
+            [Effect.uninterruptible(options.record ?? Effect.void).pipe(stage("record")), prepare.pipe(stage("prepare"))],
             { concurrency: 2 }
           )
           const portMap = (ports: ReadonlyArray<number>) => new Map(wanted.map((p, i) => [p, ports[i]!]))
 
           // Pod (owner of the rest); a ready kernel's pod already there is adopted after the rollback
-          const created = yield* pods.createPod(kernelId, buildPod(input, portMap(yield* Ref.get(reserved))))
+          const created = yield* Ref.get(reserved).pipe(
+            Effect.flatMap((ports) => pods.createPod(kernelId, buildPod(input, portMap(ports)))),
+            stage("podPost")
+          )
           if (created._tag === "FoundReady") return Outcome.FoundReady({ pod: created.pod })
           const pod = yield* step(Effect.succeed(created.pod), "delete pod", (p) => pods.deleteObjects(kernelId, p.metadata?.uid))
           const podUid = pod.metadata!.uid!
@@ -270,7 +278,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             step(pods.createConfigMap(kernelId, configMap), "delete configmap", () => pods.deleteConfigMap(name)),
             step(pods.createService(kernelId, input, reserved, podUid), "delete service", () => pods.deleteService(name)),
             servicePolicy === undefined ? Effect.void : pods.createPolicy(kernelId, servicePolicy)
-          ], { concurrency: "unbounded" })
+          ], { concurrency: "unbounded" }).pipe(stage("ownedObjects"))
           const ports = nodePortsOf(service)
           const recovery = recoveryFor(input, ports)
           const info: KernelInfo = {
@@ -302,7 +310,8 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
                   e._tag === "PodVanished"
                     ? new KernelCreationFailed({ kernelId, reason: "PodDeleted", message: "the pod disappeared while the kernel was being created" })
                     : createFailure(kernelId)(e)
-                )
+                ),
+                stage("waitRunning")
               )
             const addresses = yield* decided(kernelId, running)
             yield* scheduled
@@ -310,7 +319,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             yield* Ref.set(lastState, "pod Running, waiting for the runner's status answer")
             yield* step(Effect.void, "close runner", () => runners.close(kernelId))
             const endpoint = runnerEndpoint(addresses, input.runnerAddress, info, kernelHostOverride)
-            yield* statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort)
+            yield* statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort).pipe(stage("runnerStatus"))
             yield* phase("runner-ready")
             return addresses
           }).pipe(
@@ -325,7 +334,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
 
           // ready: mark the pod (what a restarted agent adopts), then the registry
           const readyAt = new Date(yield* Clock.currentTimeMillis).toISOString()
-          yield* pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) })
+          yield* pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) }).pipe(stage("readyPatch"))
           const ready: KernelInfo = { ...info, status: "running", kernelHost: reportedKernelHost(running, kernelHostOverride) }
           yield* registry.upsert(ready)
           yield* nodePorts.claim(ports.values())
@@ -334,6 +343,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
         }).pipe(
           Effect.scoped,
           Effect.flatMap((outcome) => (outcome._tag === "FoundReady" ? adoption.adoptFound(kernelId, outcome.pod) : Effect.succeed(outcome.info))),
+          Effect.withSpan("CreateFlow.run", { attributes: { kernelId } }),
           Effect.annotateLogs({ kernelId })
         )
 

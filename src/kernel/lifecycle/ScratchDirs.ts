@@ -41,9 +41,8 @@ export class ScratchDirs extends Context.Service<ScratchDirs, ScratchDirsShape>(
       const prepare = (kernelId: string) =>
         Effect.gen(function*() {
           const dir = yield* kernelDir(root, kernelId)
-          const existed = yield* fs.exists(dir)
-          yield* prepareScratchDir(dir, owner)
-          return !existed
+          const { madeKernelDir } = yield* prepareScratchDir(dir, owner)
+          return madeKernelDir
         }).pipe(Effect.provideService(FileSystem.FileSystem, fs), Effect.mapError(scratchFailure(kernelId)))
 
       const remove = (kernelId: string) =>
