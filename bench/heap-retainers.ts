@@ -13,7 +13,7 @@
  *
  * `bench/heap-summary.ts` sums self sizes by type and constructor; this says who holds them.
  */
-import * as fs from "node:fs"
+import { readHeapSnapshot } from "./heapSnapshot.ts"
 
 const argValue = (flag: string): string | undefined => {
   const i = process.argv.indexOf(flag)
@@ -28,35 +28,7 @@ const MATCH = argValue("--match")
 const TOP = Number(argValue("--top") ?? 30)
 const MIN = Number(argValue("--min") ?? 262144)
 
-interface Snapshot {
-  readonly snapshot: {
-    readonly meta: {
-      readonly node_fields: ReadonlyArray<string>
-      readonly node_types: readonly [ReadonlyArray<string>, ...ReadonlyArray<unknown>]
-      readonly edge_fields: ReadonlyArray<string>
-      readonly edge_types: readonly [ReadonlyArray<string>, ...ReadonlyArray<unknown>]
-    }
-  }
-  readonly nodes: ReadonlyArray<number>
-  readonly edges: ReadonlyArray<number>
-  readonly strings: ReadonlyArray<string>
-}
-
-const snap = JSON.parse(fs.readFileSync(file, "utf8")) as Snapshot
-const { meta } = snap.snapshot
-const NF = meta.node_fields.length
-const EF = meta.edge_fields.length
-const nType = meta.node_fields.indexOf("type")
-const nName = meta.node_fields.indexOf("name")
-const nSize = meta.node_fields.indexOf("self_size")
-const nEdges = meta.node_fields.indexOf("edge_count")
-const eType = meta.edge_fields.indexOf("type")
-const eName = meta.edge_fields.indexOf("name_or_index")
-const eTo = meta.edge_fields.indexOf("to_node")
-const nodeTypes = meta.node_types[0]
-const edgeTypes = meta.edge_types[0]
-const { edges, nodes, strings } = snap
-const N = nodes.length / NF
+const { NF, EF, nType, nName, nSize, nEdges, eType, eName, eTo, nodeTypes, edgeTypes, edges, nodes, strings, count: N } = readHeapSnapshot(file)
 
 const firstEdge = new Uint32Array(N + 1)
 for (let i = 0, e = 0; i < N; i++) {
