@@ -38,16 +38,6 @@ const pick = (from: Record<string, unknown>, keys: ReadonlyArray<string>): Recor
   return out
 }
 
-/**
- * A pod from the API, checked as far as its consumers rely on without looking (an object whose
- * metadata, spec and status, when present, are objects, and so are the metadata's labels and
- * annotations; the fields read further are optional and checked where they are read), and
- * projected to what the consumers of the pod watch read: the metadata above, the spec's `nodeName`
- * and `containers` (a `V1PodSpec` needs them), the whole status. The rest — managedFields above all
- * (3.3 of the 7.1 KiB a listed kernel pod held, bench/README.md "1,000 kernels, all runner
- * connections") — is not cached: pods read for anything else (adoption's recovery record) come from
- * the API, not from this cache.
- */
 const checkPod = Schema.decodeUnknownEffect(Schema.declare((u: unknown): u is k8s.V1Pod =>
   isRecord(u) && ["metadata", "spec", "status"].every((f) => u[f] === undefined || isRecord(u[f])) &&
   (!isRecord(u.metadata) || ["labels", "annotations"].every((f) => {
@@ -64,6 +54,16 @@ const projectPod = (pod: k8s.V1Pod): k8s.V1Pod => {
   return out
 }
 
+/**
+ * A pod from the API, checked as far as its consumers rely on without looking (an object whose
+ * metadata, spec and status, when present, are objects, and so are the metadata's labels and
+ * annotations; the fields read further are optional and checked where they are read), and
+ * projected to what the consumers of the pod watch read: the metadata of KEPT_METADATA, the spec's `nodeName`
+ * and `containers` (a `V1PodSpec` needs them), the whole status. The rest — managedFields above all
+ * (3.3 of the 7.1 KiB a listed kernel pod held, bench/README.md "1,000 kernels, all runner
+ * connections") — is not cached: pods read for anything else (adoption's recovery record) come from
+ * the API, not from this cache.
+ */
 export const decodeKernelPod = (raw: unknown): Effect.Effect<k8s.V1Pod, Schema.SchemaError> => Effect.map(checkPod(raw), projectPod)
 
 export class KernelPodWatch extends Context.Service<KernelPodWatch, KernelPodWatchShape>()("bai-agent/kernel/lifecycle/KernelPodWatch") {
