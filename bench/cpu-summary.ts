@@ -1,5 +1,5 @@
 /**
- * `node bench/cpu-summary.ts FILE.cpuprofile [--last SECONDS] [--top 30]`
+ * `node bench/cpu-summary.ts FILE.cpuprofile [--last SECONDS] [--before FUNCTION] [--top 30]`
  *
  * Where an agent's CPU time goes (`node bench/run.ts memory --node-args "--cpu-prof
  * --cpu-prof-dir=DIR"` writes the agent's profile when it exits): the samples of the last `--last`
@@ -15,7 +15,7 @@ import { SourceMap } from "node:module"
 
 const file = process.argv[2]
 if (file === undefined) {
-  console.error("usage: node bench/cpu-summary.ts FILE.cpuprofile [--last SECONDS] [--top 30]")
+  console.error("usage: node bench/cpu-summary.ts FILE.cpuprofile [--last SECONDS] [--before FUNCTION] [--top 30]")
   process.exit(2)
 }
 const arg = (flag: string): string | undefined => {
@@ -24,9 +24,16 @@ const arg = (flag: string): string | undefined => {
 }
 const LAST = arg("--last") === undefined ? Infinity : Number(arg("--last"))
 const TOP = Number(arg("--top") ?? 30)
+/**
+ * `--before signalHandler`: the window ends at the first sample whose stack holds a frame of that
+ * function (the memory bench's SIGUSR2 report right after its measurement windows), not at the
+ * profile's end (the agent's shutdown, e.g. closing 2,000 sockets, is not the steady state).
+ */
+const BEFORE = arg("--before")
 
 interface ProfileNode {
   readonly id: number
+  readonly children?: ReadonlyArray<number>
   readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number; readonly columnNumber: number }
 }
 interface Profile {
@@ -43,7 +50,16 @@ const byId = new Map(profile.nodes.map((n) => [n.id, n]))
 const times: Array<number> = []
 let t = profile.startTime
 for (const d of profile.timeDeltas) times.push((t += d))
-const from = profile.endTime - LAST * 1e6
+const parentOf = new Map<number, number>()
+for (const n of profile.nodes) for (const c of n.children ?? []) parentOf.set(c, n.id)
+const inStack = (id: number, fn: string): boolean => {
+  for (let c: number | undefined = id; c !== undefined; c = parentOf.get(c)) if (byId.get(c)?.callFrame.functionName === fn) return true
+  return false
+}
+const firstBefore = BEFORE === undefined ? -1 : profile.samples.findIndex((id) => inStack(id, BEFORE))
+if (BEFORE !== undefined && firstBefore < 0) console.error(`no sample under ${BEFORE}: the window ends at the profile's end`)
+const end = firstBefore >= 0 ? times[firstBefore]! : profile.endTime
+const from = end - LAST * 1e6
 
 const maps = new Map<string, SourceMap | undefined>()
 const sourceMapOf = (url: string): SourceMap | undefined => {
@@ -83,7 +99,7 @@ const selfByFunction = new Map<string, number>()
 const selfByGroup = new Map<string, number>()
 let total = 0
 for (let i = 0; i < profile.samples.length; i++) {
-  if (times[i]! < from) continue
+  if (times[i]! < from || times[i]! >= end) continue
   const dt = (i + 1 < times.length ? times[i + 1]! : profile.endTime) - times[i]!
   const node = byId.get(profile.samples[i]!)!
   const { line, origin } = originOf(node.callFrame)
@@ -99,6 +115,6 @@ const show = (title: string, m: Map<string, number>, top: number) => {
     console.log(`| ${k.replace(/\|/g, "\\|")} | ${(v / 1000).toFixed(0)} | ${((v / busy) * 100).toFixed(1)} |`)
   }
 }
-console.log(`${file}: ${(total / 1e6).toFixed(1)} s of samples${Number.isFinite(LAST) ? ` (the last ${LAST} s)` : ""}, busy ${(busy / 1e6).toFixed(2)} s (${((busy / total) * 100).toFixed(1)} % of one core)`)
+console.log(`${file}: ${(total / 1e6).toFixed(1)} s of samples${Number.isFinite(LAST) ? ` (the last ${LAST} s${firstBefore >= 0 ? ` before ${BEFORE}` : ""})` : ""}, busy ${(busy / 1e6).toFixed(2)} s (${((busy / total) * 100).toFixed(1)} % of one core)`)
 show("self time by package / src folder", selfByGroup, TOP)
 show(`self time by function (top ${TOP})`, selfByFunction, TOP)

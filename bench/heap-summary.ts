@@ -7,7 +7,7 @@
  * and the closures per script (which module's functions are alive: with tsc's output one script per
  * module, with the bundle one).
  */
-import * as fs from "node:fs"
+import { readHeapSnapshot } from "./heapSnapshot.ts"
 
 const file = process.argv[2]
 if (file === undefined) {
@@ -17,35 +17,7 @@ if (file === undefined) {
 const topIndex = process.argv.indexOf("--top")
 const TOP = topIndex >= 0 ? Number(process.argv[topIndex + 1]) : 25
 
-interface Snapshot {
-  readonly snapshot: {
-    readonly meta: {
-      readonly node_fields: ReadonlyArray<string>
-      readonly node_types: readonly [ReadonlyArray<string>, ...ReadonlyArray<unknown>]
-      readonly edge_fields: ReadonlyArray<string>
-      readonly edge_types: readonly [ReadonlyArray<string>, ...ReadonlyArray<unknown>]
-    }
-  }
-  readonly nodes: ReadonlyArray<number>
-  readonly edges: ReadonlyArray<number>
-  readonly strings: ReadonlyArray<string>
-}
-
-const snap = JSON.parse(fs.readFileSync(file, "utf8")) as Snapshot
-const { meta } = snap.snapshot
-const NF = meta.node_fields.length
-const EF = meta.edge_fields.length
-const nType = meta.node_fields.indexOf("type")
-const nName = meta.node_fields.indexOf("name")
-const nSize = meta.node_fields.indexOf("self_size")
-const nEdges = meta.node_fields.indexOf("edge_count")
-const eType = meta.edge_fields.indexOf("type")
-const eName = meta.edge_fields.indexOf("name_or_index")
-const eTo = meta.edge_fields.indexOf("to_node")
-const nodeTypes = meta.node_types[0]
-const edgeTypes = meta.edge_types[0]
-const { edges, nodes, strings } = snap
-const count = nodes.length / NF
+const { NF, EF, nType, nName, nSize, nEdges, eType, eName, eTo, nodeTypes, edgeTypes, edges, nodes, strings, count } = readHeapSnapshot(file)
 
 const typeOf = (i: number) => nodeTypes[nodes[i * NF + nType]!]!
 const nameOf = (i: number) => strings[nodes[i * NF + nName]!]!

@@ -72,8 +72,11 @@ const WINDOW = argNumber("--window", 20)
 const REPEAT = argNumber("--repeat", 2)
 const SETTLE = argNumber("--settle", 8)
 const NODE_ARGS = (argValue("--node-args") ?? "").split(" ").filter((a) => a !== "")
-/** `--compare "<node args>"`: every point is measured twice, with `--node-args` and with these (same kernels, back to back) */
-const COMPARE = argValue("--compare")?.split(" ").filter((a) => a !== "")
+/**
+ * `--compare "<node args>"`: every point is measured twice, with `--node-args` and with these (same kernels, back to back);
+ * several sets separated by `;` (`--compare "--max-semi-space-size=4;--max-semi-space-size=8"`): once more per set
+ */
+const COMPARE = argValue("--compare")?.split(";").map((set) => set.split(" ").filter((a) => a !== ""))
 /** `--compare-main <file>`: the comparison runs this entry point instead of `--main` */
 const COMPARE_MAIN = argValue("--compare-main")
 const HEAP_SNAPSHOT_DIR = argValue("--heap-snapshot")
@@ -397,7 +400,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   for (const n of POINTS) {
     points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV))
     if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined) {
-      compared.push(yield* measure(n, COMPARE ?? NODE_ARGS, compareMainJs, COMPARE_ENV))
+      for (const args of COMPARE ?? [NODE_ARGS]) compared.push(yield* measure(n, args, compareMainJs, COMPARE_ENV))
     }
   }
 

@@ -1,6 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Effect, Exit } from "effect"
 import {
   computeSnapshot,
+  decodePodState,
   formatAmounts,
   formatScaled,
   nodeState,
@@ -95,6 +97,33 @@ const pod = (nodeName: string | undefined, requests: Record<string, string>, opt
     ...(opts.init === undefined ? {} : { initContainers: [{ resources: { requests: opts.init } }] })
   },
   status: { phase: opts.phase ?? "Running" }
+})
+
+describe("the pods informer's decoder", () => {
+  it("keeps a pod as its PodState (null when it does not count), the same as podState of the decoded pod", () => {
+    const ours = { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-me" }
+    const raws: ReadonlyArray<PodObject> = [
+      pod("n", { cpu: "1" }),
+      pod("n", { cpu: "250m", memory: "1Gi" }, { containers: 2, init: { cpu: "2" } }),
+      pod("n", { cpu: "1" }, { labels: ours }),
+      pod(undefined, { cpu: "1" }),
+      pod("n", { cpu: "1" }, { phase: "Succeeded" }),
+      { spec: { nodeName: "n", containers: null, overhead: { cpu: "100m" } } },
+      {}
+    ]
+    for (const raw of raws) {
+      const exit = Effect.runSync(Effect.exit(decodePodState("i-me")(raw)))
+      assert.deepStrictEqual(exit, Exit.succeed(podState(raw, "i-me") ?? null), JSON.stringify(raw))
+    }
+    assert.deepStrictEqual(Effect.runSync(decodePodState("i-me")(pod("n", { cpu: "1" }, { labels: ours }))), null)
+    assert.deepStrictEqual(Effect.runSync(decodePodState("i-other")(pod("n", { cpu: "1" }, { labels: ours })))?.requests.cpu, 1000n)
+  })
+
+  it("refuses what the pod schema refuses", () => {
+    for (const bad of [null, "pod", { spec: { containers: "x" } }, { metadata: { name: 3 } }, { status: { phase: 1 } }]) {
+      assert.isTrue(Exit.isFailure(Effect.runSync(Effect.exit(decodePodState("i-me")(bad)))), JSON.stringify(bad))
+    }
+  })
 })
 
 describe("nodes, pods and the snapshot", () => {

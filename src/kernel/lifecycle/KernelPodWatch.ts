@@ -28,14 +28,43 @@ export interface KernelPodWatchShape {
 
 const isRecord = (u: unknown): u is Record<string, unknown> => typeof u === "object" && u !== null && !Array.isArray(u)
 
-/**
- * A pod from the API, checked as far as its consumers rely on without looking: an object whose
- * metadata, spec and status, when present, are objects (the fields read further are optional and
- * checked where they are read).
- */
-const decodePod = Schema.decodeUnknownEffect(Schema.declare((u: unknown): u is k8s.V1Pod =>
-  isRecord(u) && ["metadata", "spec", "status"].every((f) => u[f] === undefined || isRecord(u[f]))
+/** The metadata fields a cached pod keeps (no managedFields, ownerReferences, timestamps but deletion's). */
+const KEPT_METADATA = ["name", "namespace", "uid", "resourceVersion", "labels", "annotations", "deletionTimestamp", "deletionGracePeriodSeconds"] as const
+
+/** The fields of `from` named in `keys` that are present (no key invented for an absent field). */
+const pick = (from: Record<string, unknown>, keys: ReadonlyArray<string>): Record<string, unknown> => {
+  const out: Record<string, unknown> = {}
+  for (const k of keys) if (from[k] !== undefined) out[k] = from[k]
+  return out
+}
+
+const checkPod = Schema.decodeUnknownEffect(Schema.declare((u: unknown): u is k8s.V1Pod =>
+  isRecord(u) && ["metadata", "spec", "status"].every((f) => u[f] === undefined || isRecord(u[f])) &&
+  (!isRecord(u.metadata) || ["labels", "annotations"].every((f) => {
+    const v = (u.metadata as Record<string, unknown>)[f]
+    return v === undefined || isRecord(v)
+  }))
 ))
+
+const projectPod = (pod: k8s.V1Pod): k8s.V1Pod => {
+  const out: k8s.V1Pod = {}
+  if (pod.metadata !== undefined) out.metadata = pick(pod.metadata as Record<string, unknown>, KEPT_METADATA) as k8s.V1ObjectMeta
+  if (pod.spec !== undefined) out.spec = pick(pod.spec as unknown as Record<string, unknown>, ["nodeName", "containers"]) as unknown as k8s.V1PodSpec
+  if (pod.status !== undefined) out.status = pod.status
+  return out
+}
+
+/**
+ * A pod from the API, checked as far as its consumers rely on without looking (an object whose
+ * metadata, spec and status, when present, are objects, and so are the metadata's labels and
+ * annotations; the fields read further are optional and checked where they are read), and
+ * projected to what the consumers of the pod watch read: the metadata of KEPT_METADATA, the spec's `nodeName`
+ * and `containers` (a `V1PodSpec` needs them), the whole status. The rest — managedFields above all
+ * (3.3 of the 7.1 KiB a listed kernel pod held, bench/README.md "1,000 kernels, all runner
+ * connections") — is not cached: pods read for anything else (adoption's recovery record) come from
+ * the API, not from this cache.
+ */
+export const decodeKernelPod = (raw: unknown): Effect.Effect<k8s.V1Pod, Schema.SchemaError> => Effect.map(checkPod(raw), projectPod)
 
 export class KernelPodWatch extends Context.Service<KernelPodWatch, KernelPodWatchShape>()("bai-agent/kernel/lifecycle/KernelPodWatch") {
   static readonly layer = Layer.effect(
@@ -54,7 +83,7 @@ export class KernelPodWatch extends Context.Service<KernelPodWatch, KernelPodWat
         list: kube.core("list pods", (api) => api.listNamespacedPod({ namespace, labelSelector })).pipe(
           Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
         ),
-        decode: decodePod,
+        decode: decodeKernelPod,
         relistInterval: Duration.seconds(config.kubernetes["relist-interval"]),
         onEvent: (event) => PubSub.publish(changes, { _tag: "Event", event }).pipe(Effect.asVoid),
         onList: PubSub.publish(changes, { _tag: "Listed" }).pipe(Effect.asVoid)
