@@ -50,7 +50,10 @@ export class RunnerConnections extends Context.Service<RunnerConnections, {
 
     const closeEntry = (entry: Entry) => Scope.close(entry.scope, Exit.void)
 
-    const open = Effect.fn("RunnerConnections.open")(function*(kernelId: string, endpoint: RunnerEndpoint) {
+    // untraced: a connection's fibers outlive the call and would keep an `Effect.fn`'s call-site
+    // `Error`, whose structured stack holds the caller's closure (an adoption's V1Pod and V1Service,
+    // 14 KiB per kernel at 1,000 kernels: bench/README.md, "1,000 kernels, all runner connections")
+    const open = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint) {
       return yield* SynchronizedRef.modifyEffect(
         state,
         Effect.fnUntraced(function*(m) {
