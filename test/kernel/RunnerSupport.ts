@@ -64,15 +64,40 @@ export interface FakeRunner {
   readonly emit: (type: string, payload: string | Uint8Array) => Effect.Effect<void, Error>
   /** Receives the next message the agent sent (skipping keep-alive `status` pings). */
   readonly receive: Effect.Effect<readonly [string, Buffer], Error>
+  /**
+   * The runner's view of the agent, from its sockets' events: peers connected now to each port, and
+   * disconnects seen so far (both ports together).
+   */
+  readonly peers: Effect.Effect<{ readonly replIn: number; readonly replOut: number; readonly disconnects: number }>
 }
 
 /** A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. */
 export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.gen(function*() {
-  const input = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Pull({ linger: 0 })), (s) => Effect.sync(() => s.close()))
-  const output = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Push({ linger: 0 })), (s) => Effect.sync(() => s.close()))
+  // the monitors start with the sockets (`events`), before any peer can connect
+  const monitored = <S extends Zmq.Socket>(s: S): S => (void s.events, s)
+  const input = yield* Effect.acquireRelease(Effect.sync(() => monitored(new Zmq.Pull({ linger: 0 }))), (s) => Effect.sync(() => s.close()))
+  const output = yield* Effect.acquireRelease(Effect.sync(() => monitored(new Zmq.Push({ linger: 0 }))), (s) => Effect.sync(() => s.close()))
   yield* Effect.tryPromise({ try: () => input.bind("tcp://127.0.0.1:*"), catch: (e) => new Error(String(e)) })
   yield* Effect.tryPromise({ try: () => output.bind("tcp://127.0.0.1:*"), catch: (e) => new Error(String(e)) })
   const portOf = (s: Zmq.Socket) => Number(new URL(s.lastEndpoint ?? "").port)
+  const seen = { replIn: 0, replOut: 0, disconnects: 0 }
+  const watch = (s: Zmq.Socket, key: "replIn" | "replOut") =>
+    Effect.tryPromise(() => s.events.receive()).pipe(
+      Effect.tap((e) =>
+        Effect.sync(() => {
+          if (e.type === "accept") seen[key]++
+          if (e.type === "disconnect") {
+            seen[key]--
+            seen.disconnects++
+          }
+        })
+      ),
+      Effect.forever,
+      Effect.ignore, // the socket closed
+      Effect.forkScoped
+    )
+  yield* watch(input, "replIn")
+  yield* watch(output, "replOut")
   const receiveOne = Effect.tryPromise({ try: () => input.receive(), catch: (e) => new Error(String(e)) }).pipe(
     Effect.map((frames) => [frames[0]!.toString("latin1"), frames[1] ?? Buffer.alloc(0)] as const)
   )
@@ -82,7 +107,8 @@ export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.
   return {
     endpoint: { host: "127.0.0.1", replInPort: portOf(input), replOutPort: portOf(output) },
     emit: (type, payload) => Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) }),
-    receive
+    receive,
+    peers: Effect.sync(() => ({ ...seen }))
   }
 })
 
