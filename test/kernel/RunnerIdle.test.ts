@@ -48,6 +48,32 @@ const answerComplete = (fake: FakeRunner, answer: unknown) =>
     yield* fake.emit("completion", JSON.stringify(answer))
   })
 
+/**
+ * A kernel's connection to a scripted runner, with a run "r" started (its code received), and a control
+ * connection to another scripted runner.
+ */
+const runWithControl = (kernelId: string) =>
+  Effect.gen(function*() {
+    const [fake, control] = [yield* fakeRunner, yield* fakeRunner]
+    const conns = yield* RunnerConnections
+    const conn = yield* conns.open(kernelId, fake.endpoint)
+    const other = yield* conns.open(`${kernelId}-control`, control.endpoint)
+    yield* conn.attachRun("r", [["code", "x"]], { create: true })
+    yield* fake.receive
+    /**
+     * The control connection, used now, closes when its idle period ends: so every connection used
+     * before it (same period, earlier deadline) has been looked at by then — twice over.
+     */
+    const twoIdlePeriods = Effect.gen(function*() {
+      for (let round = 0; round < 2; round++) {
+        yield* other.send("status")
+        yield* connected(control)
+        yield* disconnected(control)
+      }
+    })
+    return { fake, conn, twoIdlePeriods }
+  })
+
 describe("runner sockets: open on use, closed when idle", () => {
   it.live("no sockets until the first operation; closed after the idle period, as the runner sees it", () =>
     withConnections(Effect.gen(function*() {
@@ -98,22 +124,10 @@ describe("runner sockets: open on use, closed when idle", () => {
 
   it.live("no close while a run is current, even when it lasts several idle periods", () =>
     withConnections(Effect.gen(function*() {
-      const fake = yield* fakeRunner
-      const control = yield* fakeRunner
-      const conns = yield* RunnerConnections
-      const conn = yield* conns.open("i4", fake.endpoint)
-      const other = yield* conns.open("i4-control", control.endpoint)
-      yield* conn.attachRun("r", [["code", "x"]], { create: true })
-      yield* fake.receive
+      const { conn, fake, twoIdlePeriods } = yield* runWithControl("i4")
       yield* fake.emit("stdout", "first\n")
       yield* connected(fake)
-      // a control connection used AFTER the run started closes when its idle period ends, so the run's
-      // connection (same period, earlier deadline) has been looked at by then, twice over
-      for (let round = 0; round < 2; round++) {
-        yield* other.send("status")
-        yield* connected(control)
-        yield* disconnected(control)
-      }
+      yield* twoIdlePeriods
       assert.strictEqual((yield* fake.peers).disconnects, 0)
       assert.isTrue(yield* conn.socketsOpen)
       yield* fake.emit("stdout", "second\n")
@@ -124,21 +138,11 @@ describe("runner sockets: open on use, closed when idle", () => {
 
   it.live("finished output not yet polled keeps the sockets; the poll that takes it lets them go", () =>
     withConnections(Effect.gen(function*() {
-      const fake = yield* fakeRunner
-      const control = yield* fakeRunner
-      const conns = yield* RunnerConnections
-      const conn = yield* conns.open("i5", fake.endpoint)
-      const other = yield* conns.open("i5-control", control.endpoint)
-      yield* conn.attachRun("r", [["code", "x"]], { create: true })
-      yield* fake.receive
+      const { conn, fake, twoIdlePeriods } = yield* runWithControl("i5")
       yield* fake.emit("stdout", "out\n")
       yield* fake.emit("finished", "{\"exitCode\":0}")
       yield* waitFor("the run ended", conn.currentRun, Option.isNone)
-      for (let round = 0; round < 2; round++) {
-        yield* other.send("status")
-        yield* connected(control)
-        yield* disconnected(control)
-      }
+      yield* twoIdlePeriods
       assert.strictEqual((yield* fake.peers).disconnects, 0)
       assert.strictEqual(textOf(yield* pollToEnd(conn, "r")), "out\n")
       yield* disconnected(fake)
