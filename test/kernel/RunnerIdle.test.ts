@@ -9,9 +9,12 @@ import { Duration, Effect, Option, Schedule, Scope } from "effect"
 import type { RunnerConnection } from "../../src/kernel/runner/RunnerConnection.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import type { PollResult } from "../../src/kernel/runner/RunnerRecords.ts"
-import { fakeRunner, type FakeRunner, spawnRunner } from "./RunnerSupport.ts"
+import { type FakeRunner, makeFakeRunner, spawnRunner } from "./RunnerSupport.ts"
 
 const IDLE = "300 millis"
+
+/** The scripted runner answering `status` as a runner does (the settling probe of a reopen asks). */
+const fakeRunner = makeFakeRunner({ answerStatus: true })
 
 const withConnections = <A, E>(self: Effect.Effect<A, E, RunnerConnections | Scope.Scope>, socketIdle: Duration.Input = IDLE) =>
   self.pipe(Effect.provide(RunnerConnections.layerWith({ socketIdle })), Effect.scoped)

@@ -8,8 +8,9 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Effect, Scope } from "effect"
+import { Effect, Queue, Scope } from "effect"
 import * as Zmq from "zeromq"
+import { encode } from "../../src/codec/Msgpack.ts"
 import type { RunnerEndpoint } from "../../src/kernel/runner/RunnerConnection.ts"
 
 const RUNNER = path.join(import.meta.dirname, "..", "testbed", "runner.ts")
@@ -71,8 +72,12 @@ export interface FakeRunner {
   readonly peers: Effect.Effect<{ readonly replIn: number; readonly replOut: number; readonly disconnects: number }>
 }
 
-/** A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. */
-export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.gen(function*() {
+/**
+ * A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. With `answerStatus` it
+ * answers every `status` at once (started_at 1), as a runner's loop does — what the settling probe of
+ * reopened sockets needs (src/kernel/runner/RunnerConnection.ts); without it the test answers.
+ */
+export const makeFakeRunner = (options: { readonly answerStatus?: boolean } = {}): Effect.Effect<FakeRunner, Error, Scope.Scope> => Effect.gen(function*() {
   // the monitors start with the sockets (`events`), before any peer can connect
   const monitored = <S extends Zmq.Socket>(s: S): S => (void s.events, s)
   const input = yield* Effect.acquireRelease(Effect.sync(() => monitored(new Zmq.Pull({ linger: 0 }))), (s) => Effect.sync(() => s.close()))
@@ -101,16 +106,31 @@ export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.
   const receiveOne = Effect.tryPromise({ try: () => input.receive(), catch: (e) => new Error(String(e)) }).pipe(
     Effect.map((frames) => [frames[0]!.toString("latin1"), frames[1] ?? Buffer.alloc(0)] as const)
   )
-  const receive: Effect.Effect<readonly [string, Buffer], Error> = receiveOne.pipe(
+  const emit = (type: string, payload: string | Uint8Array) =>
+    Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) })
+  const source: Effect.Effect<readonly [string, Buffer], Error> = options.answerStatus !== true ? receiveOne : yield* Effect.gen(function*() {
+    const received = yield* Queue.unbounded<readonly [string, Buffer]>()
+    yield* receiveOne.pipe(
+      Effect.flatMap((m) => (m[0] === "status" ? emit("status", encode({ started_at: 1 })) : Queue.offer(received, m))),
+      Effect.forever,
+      Effect.ignore, // the socket closed
+      Effect.forkScoped
+    )
+    return Queue.take(received)
+  })
+  const receive: Effect.Effect<readonly [string, Buffer], Error> = source.pipe(
     Effect.flatMap((m) => (m[0] === "status" ? receive : Effect.succeed(m)))
   )
   return {
     endpoint: { host: "127.0.0.1", replInPort: portOf(input), replOutPort: portOf(output) },
-    emit: (type, payload) => Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) }),
+    emit,
     receive,
     peers: Effect.sync(() => ({ ...seen }))
   }
 })
+
+/** A scripted runner whose test answers `status` itself (or never). */
+export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = makeFakeRunner()
 
 /** A registry entry for unit tests of kernel RPCs (no pod behind it). */
 export const kernelInfo = (kernelId: string, overrides: Partial<KernelInfo> = {}): KernelInfo => ({

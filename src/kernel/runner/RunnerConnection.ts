@@ -14,7 +14,43 @@
  * disconnects, so the agent only closes when nothing is in flight in either direction (the runner only
  * sends while a run is current or to answer a request, and a runner's PUSH holds what it sends while no
  * peer is connected). Opening and closing take one permit (`gate`): an operation arriving while the
- * idle close is in progress waits for it and opens the sockets again.
+ * idle close is in progress waits for it and opens the sockets again. Every socket is made in the
+ * ZeroMQ context RunnerConnections gives (`context`: room for 65,536 sockets, see RunnerConnections.ts).
+ *
+ * **The close/reopen race, and the settling probe.** Closing our PULL does not end the runner's side
+ * of that connection at once. libzmq (4.3): our close sends a FIN; the runner's I/O thread reads the
+ * EOF (stream_engine error), destroys the engine and terminates the session, which posts a
+ * `pipe_term` command to the mailbox of the runner's PUSH socket. That socket processes commands only
+ * inside its own API calls, in the runner's thread: `zmq_send` calls `process_commands(0, throttle)`,
+ * which skips the mailbox if it looked less than ~1 ms (max_command_delay, in TSC ticks) ago. Until
+ * the `pipe_term` is processed the old pipe is still active in the PUSH's load balancer (lb_t), whose
+ * `sendpipe` writes each message to the next active pipe in turn: a pipe whose peer is gone still
+ * accepts the write (`check_write` looks at the pipe's own state, changed only by that command), and
+ * the message is dropped with the pipe. So if we reopen at once and a run's first records are sent
+ * before the old pipe's term is processed — the EOF not read yet, the command not yet posted, or a
+ * throttled send that skipped the mailbox — the runner's PUSH sends them to the dead pipe (all of them
+ * if our new connection is not attached yet, every other one if it is) and the run loses output. The
+ * agent→runner direction has no such risk: our new PUSH has one pipe, and the runner's PULL
+ * fair-queues whatever arrives. Nothing the agent can observe proves the runner has processed the
+ * command (its FIN on the old connection comes before the command is even posted), so the proof is
+ * made with the runner's own sends: before the writer of reopened sockets sends anything queued, it
+ * sends `status` requests one at a time until {@link SETTLE_STREAK} (3) in a row are answered, with
+ * exactly as many replies as requests since the last miss; a try unanswered within {@link SETTLE_TRY}
+ * (its reply went to the old pipe) starts the count again. Three answered sends in a row of the
+ * runner's PUSH mean no stale pipe was active at the third (lb_t's strict rotation, with terminated
+ * pipes swapped out of the active range: a brute-force model of lb_t with up to five stale pipes
+ * terminated at any points between sends finds no schedule where three consecutive sends reach our
+ * pipe and a stale one is still active afterwards; two suffice for one stale pipe), and a terminated
+ * pipe never becomes active again, so every later record reaches us. Limits, stated: the argument
+ * assumes the runner sends nothing unasked while the probe runs (the 19.06 runner's `log` records
+ * are such sends; the agent closes only when no run is current, so they are rare there), and a reply
+ * later than {@link SETTLE_TRY} that meets a lost one could be miscounted. While the probe runs the
+ * sockets count as busy (no idle close) and `status` callers are answered by its replies. The first
+ * opening of a connection is not probed (as before this change: a stale pipe could only be a previous
+ * agent process's, whose FIN came long before the runner's first send, which then processes the
+ * command unthrottled — the runner's PUSH has been idle). test/kernel/RunnerReopen.test.ts gives the
+ * runner a stale pipe on purpose (a "ghost" PULL that swallows what it gets) and fails without the
+ * probe.
  *
  * While open, per connection: one writer fiber (zeromq.js allows one `send` at a time), one reader
  * fiber that decodes records (./RunnerRecords.ts) and feeds them to the run queue (./RunQueue.ts, a
@@ -106,6 +142,10 @@ export const SOCKET_IDLE_DEFAULT = Duration.seconds(60)
 /** How long after a REPL-out disconnect ZeroMQ may take to connect again before the agent reconnects by hand. */
 const RECONNECT_CHECK = Duration.seconds(2)
 const KEEPALIVE = Duration.seconds(10)
+/** `status` round trips answered in a row that show the runner's PUSH has no stale pipe (see the header). */
+const SETTLE_STREAK = 3
+/** How long the settling probe waits for each reply before it counts the try as missed. */
+const SETTLE_TRY = Duration.seconds(1)
 
 /** One opening of the sockets: its fibers and the sockets live in `scope`. */
 interface Sockets {
@@ -191,6 +231,9 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   // ---- replies ------------------------------------------------------------------------------
 
   const statusWaiters = new Set<Deferred.Deferred<{ readonly startedAt: number }, RunnerError>>()
+  /** `status` replies received so far (the settling probe counts them), and the probe's wake-up. */
+  let statusSeen = 0
+  let statusTick: Deferred.Deferred<void> | undefined
   /** The request waiting for a `completion` / `service-result` reply, if any (one at a time each). */
   const replyWaiters = new Map<"completion" | "service-result", Deferred.Deferred<Uint8Array>>()
 
@@ -215,6 +258,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         }
         case "Status": {
           const { startedAt } = record
+          statusSeen++
+          const tick = statusTick
+          statusTick = undefined
+          if (tick !== undefined) Deferred.doneUnsafe(tick, Effect.void)
           for (const d of statusWaiters) {
             Deferred.doneUnsafe(
               d,
@@ -255,8 +302,53 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
 
   /** Something is, or may be, in flight in either direction: the sockets must stay. */
   const busy = (): boolean =>
-    active > 0 || unsent > 0 || queue._tag === "Running" || queue.runs.size > 0 || tickets.size > 0 || statusWaiters.size > 0 ||
+    settling || active > 0 || unsent > 0 || queue._tag === "Running" || queue.runs.size > 0 || tickets.size > 0 || statusWaiters.size > 0 ||
     replyWaiters.size > 0
+
+  /** The settling probe of the sockets just opened is running. */
+  let settling = false
+  /** How many times the sockets were opened. */
+  let openings = 0
+
+  /** Until `statusSeen` reaches `target` (true) or `within` elapses (false). */
+  const statusReplies = (target: number, within: Duration.Input): Effect.Effect<boolean> => {
+    const reached: Effect.Effect<void> = Effect.suspend(() => {
+      if (statusSeen >= target) return Effect.void
+      const tick = statusTick ?? (statusTick = Deferred.makeUnsafe<void>())
+      return Effect.andThen(Deferred.await(tick), reached)
+    })
+    return reached.pipe(Effect.timeoutOption(within), Effect.map(Option.isSome))
+  }
+
+  /**
+   * The settling probe (see the header): `status` requests one at a time, each sent once the one
+   * before was answered, until {@link SETTLE_STREAK} in a row are answered with exactly as many
+   * replies as requests since the last miss. A try unanswered within {@link SETTLE_TRY} (a reply
+   * lost to a stale pipe, or a runner not up yet) or an extra reply (a late one) starts the count
+   * again. Replies resolve `status` callers' waiters as any reply does.
+   */
+  const settleProbe = (push: Zmq.Push, current: () => boolean): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      let streak = 0
+      let base = statusSeen
+      let asked = 0
+      while (streak < SETTLE_STREAK) {
+        asked++
+        yield* Effect.tryPromise(() => push.send(["status", ""])).pipe(
+          Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning("runner: settling 'status' not sent", e).pipe(log))
+        )
+        const answered = yield* statusReplies(base + asked, SETTLE_TRY)
+        if (answered && statusSeen === base + asked) {
+          streak++
+        } else {
+          streak = 0
+          base = statusSeen
+          asked = 0
+        }
+      }
+    }).pipe(Effect.ensuring(Effect.sync(() => {
+      if (current()) settling = false
+    })))
 
   /** Both sockets and their fibers, in the current scope (a child of the connection's). */
   const openSockets = (self: Sockets) =>
@@ -286,15 +378,24 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         (s) => Effect.sync(() => s.close())
       )
 
-      // the writer: `unsent` counts a frame until its send has ended, so an idle close never cuts one
-      yield* Queue.take(outgoing).pipe(
-        Effect.flatMap(([type, payload]) =>
-          Effect.tryPromise(() => push.send([type, payload])).pipe(
-            Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log)),
-            Effect.ensuring(Effect.sync(() => void unsent--))
+      // the writer: first the settling probe (nothing queued goes out before the runner's PUSH is
+      // shown to have no stale pipe: see the header), then the queue; `unsent` counts a frame until
+      // its send has ended, so an idle close never cuts one
+      // the first opening of a connection is not probed: see the header
+      const reopened = openings++ > 0
+      settling = reopened
+      yield* (reopened ? settleProbe(push, current) : Effect.void).pipe(
+        Effect.andThen(
+          Queue.take(outgoing).pipe(
+            Effect.flatMap(([type, payload]) =>
+              Effect.tryPromise(() => push.send([type, payload])).pipe(
+                Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log)),
+                Effect.ensuring(Effect.sync(() => void unsent--))
+              )
+            ),
+            Effect.forever
           )
         ),
-        Effect.forever,
         Effect.forkScoped
       )
 
