@@ -3,6 +3,7 @@
 // next run's output arrives complete, as does a run that outlasts the idle period many times over.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
+import * as Zmq from "zeromq"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
@@ -39,6 +40,59 @@ describe("idle runner sockets with the real runner", () => {
         // a run lasting 6 idle periods, printing before and after: nothing lost in between
         const slow = yield* executeToEnd(kid, "import time\nprint('before', flush=True)\ntime.sleep(3)\nprint('after')")
         assert.strictEqual(consoleText(slow, "stdout"), "before\nafter\n")
+        yield* (yield* KernelLifecycle).destroy(kid, "user-requested")
+      }).pipe(Effect.provide(executionLayer(site)))
+    }).pipe(Effect.scoped), 240_000)
+
+  it.live("closed and reopened at once, 20 times, and with a stale pipe at the runner's PUSH: every run's output complete", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env, { runnerSocketIdle: "20ms" })
+      const kid = crypto.randomUUID()
+      const lines = Array.from({ length: 100 }, (_, i) => `line ${i}\n`).join("")
+      const code = "for i in range(100):\n    print('line', i, flush=True)"
+      yield* Effect.gen(function*() {
+        yield* (yield* KernelLifecycle).create(kid, pythonConfig(env))
+        for (let round = 0; round < 20; round++) {
+          yield* socketsClosed(kid)
+          assert.strictEqual(consoleText(yield* executeToEnd(kid, code), "stdout"), lines, `round ${round}`)
+        }
+        // a stale pipe on purpose: a "ghost" peer of the runner's REPL-out swallows what the runner's
+        // PUSH sends it (as the closed connection does until the runner has processed its end)
+        yield* socketsClosed(kid)
+        const { endpoint } = yield* (yield* RunnerConnections).get(kid)
+        const ghost = yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const s = new Zmq.Pull({ linger: 0 })
+            s.connect(`tcp://${endpoint.host}:${endpoint.replOutPort}`)
+            return s
+          }),
+          (s) => Effect.sync(() => s.closed || s.close())
+        )
+        const asker = yield* Effect.acquireRelease(
+          Effect.sync(() => {
+            const s = new Zmq.Push({ linger: 0 })
+            s.connect(`tcp://${endpoint.host}:${endpoint.replInPort}`)
+            return s
+          }),
+          (s) => Effect.sync(() => s.close())
+        )
+        const swallowed: Array<string> = []
+        yield* Effect.tryPromise(() => ghost.receive()).pipe(
+          Effect.tap((frames) => Effect.sync(() => swallowed.push(frames[0]!.toString("latin1")))),
+          Effect.forever,
+          Effect.ignore,
+          Effect.forkScoped
+        )
+        const swallowedAtLeast = (n: number) =>
+          Effect.sync(() => swallowed.length).pipe(
+            Effect.repeat({ until: (k) => k >= n, schedule: Schedule.spaced("5 millis") }),
+            Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.die(new Error(`the ghost got fewer than ${n} messages within 30 s`)) })
+          )
+        yield* Effect.tryPromise(() => asker.send(["status", ""]))
+        yield* swallowedAtLeast(1) // attached at the runner
+        yield* swallowedAtLeast(2).pipe(Effect.andThen(Effect.sync(() => ghost.close())), Effect.forkScoped)
+        assert.strictEqual(consoleText(yield* executeToEnd(kid, code), "stdout"), lines)
+        assert.deepStrictEqual([...new Set(swallowed)], ["status"])
         yield* (yield* KernelLifecycle).destroy(kid, "user-requested")
       }).pipe(Effect.provide(executionLayer(site)))
     }).pipe(Effect.scoped), 240_000)
