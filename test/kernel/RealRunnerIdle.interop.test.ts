@@ -3,13 +3,13 @@
 // next run's output arrives complete, as does a run that outlasts the idle period many times over.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Schedule } from "effect"
-import * as Zmq from "zeromq"
 import { inject } from "vitest"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import { consoleText, executeToEnd, executionLayer } from "../rpc/RealRunnerSupport.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { makeSite, pythonConfig } from "./KernelLifecycleSupport.ts"
+import { ghostAt } from "./RunnerSupport.ts"
 
 const env: TestbedEnv = inject("testbed")
 
@@ -59,40 +59,10 @@ describe("idle runner sockets with the real runner", () => {
         // a stale pipe on purpose: a "ghost" peer of the runner's REPL-out swallows what the runner's
         // PUSH sends it (as the closed connection does until the runner has processed its end)
         yield* socketsClosed(kid)
-        const { endpoint } = yield* (yield* RunnerConnections).get(kid)
-        const ghost = yield* Effect.acquireRelease(
-          Effect.sync(() => {
-            const s = new Zmq.Pull({ linger: 0 })
-            s.connect(`tcp://${endpoint.host}:${endpoint.replOutPort}`)
-            return s
-          }),
-          (s) => Effect.sync(() => s.closed || s.close())
-        )
-        const asker = yield* Effect.acquireRelease(
-          Effect.sync(() => {
-            const s = new Zmq.Push({ linger: 0 })
-            s.connect(`tcp://${endpoint.host}:${endpoint.replInPort}`)
-            return s
-          }),
-          (s) => Effect.sync(() => s.close())
-        )
-        const swallowed: Array<string> = []
-        yield* Effect.tryPromise(() => ghost.receive()).pipe(
-          Effect.tap((frames) => Effect.sync(() => swallowed.push(frames[0]!.toString("latin1")))),
-          Effect.forever,
-          Effect.ignore,
-          Effect.forkScoped
-        )
-        const swallowedAtLeast = (n: number) =>
-          Effect.sync(() => swallowed.length).pipe(
-            Effect.repeat({ until: (k) => k >= n, schedule: Schedule.spaced("5 millis") }),
-            Effect.timeoutOrElse({ duration: "30 seconds", orElse: () => Effect.die(new Error(`the ghost got fewer than ${n} messages within 30 s`)) })
-          )
-        yield* Effect.tryPromise(() => asker.send(["status", ""]))
-        yield* swallowedAtLeast(1) // attached at the runner
-        yield* swallowedAtLeast(2).pipe(Effect.andThen(Effect.sync(() => ghost.close())), Effect.forkScoped)
+        const ghost = yield* ghostAt((yield* (yield* RunnerConnections).get(kid)).endpoint)
+        yield* ghost.closeAfter(2)
         assert.strictEqual(consoleText(yield* executeToEnd(kid, code), "stdout"), lines)
-        assert.deepStrictEqual([...new Set(swallowed)], ["status"])
+        assert.deepStrictEqual([...new Set(yield* ghost.swallowed)], ["status"])
         yield* (yield* KernelLifecycle).destroy(kid, "user-requested")
       }).pipe(Effect.provide(executionLayer(site)))
     }).pipe(Effect.scoped), 240_000)

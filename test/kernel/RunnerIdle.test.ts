@@ -5,11 +5,9 @@
  * simulator runs real code. Every wait is on a condition, with a bound.
  */
 import { assert, describe, it } from "@effect/vitest"
-import { Duration, Effect, Option, Schedule, Scope } from "effect"
-import type { RunnerConnection } from "../../src/kernel/runner/RunnerConnection.ts"
+import { Duration, Effect, Option, Scope } from "effect"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
-import type { PollResult } from "../../src/kernel/runner/RunnerRecords.ts"
-import { type FakeRunner, makeFakeRunner, spawnRunner } from "./RunnerSupport.ts"
+import { type FakeRunner, makeFakeRunner, pollUntilFinished, spawnRunner, stdoutOf, waitFor } from "./RunnerSupport.ts"
 
 const IDLE = "300 millis"
 
@@ -19,29 +17,8 @@ const fakeRunner = makeFakeRunner({ answerStatus: true })
 const withConnections = <A, E>(self: Effect.Effect<A, E, RunnerConnections | Scope.Scope>, socketIdle: Duration.Input = IDLE) =>
   self.pipe(Effect.provide(RunnerConnections.layerWith({ socketIdle })), Effect.scoped)
 
-/** `check` re-read until `done` holds, bounded: a condition to wait on instead of a sleep. */
-const waitFor = <A, E, R>(what: string, check: Effect.Effect<A, E, R>, done: (a: A) => boolean) =>
-  check.pipe(
-    Effect.repeat({ until: done, schedule: Schedule.spaced("10 millis") }),
-    Effect.timeoutOrElse({ duration: "20 seconds", orElse: () => Effect.die(new Error(`${what}: not reached within 20 s`)) })
-  )
-
 const connected = (fake: FakeRunner) => waitFor("the agent connected to both ports", fake.peers, (p) => p.replIn === 1 && p.replOut === 1)
 const disconnected = (fake: FakeRunner) => waitFor("the agent disconnected from both ports", fake.peers, (p) => p.replIn === 0 && p.replOut === 0)
-
-const textOf = (polls: ReadonlyArray<PollResult>): string =>
-  polls.flatMap((p) => p.items).map((it) => (it._tag === "Stream" && it.stream === "stdout" ? it.text : "")).join("")
-
-const pollToEnd = (conn: RunnerConnection, runId: string) =>
-  Effect.gen(function*() {
-    const polls: Array<PollResult> = []
-    for (let i = 0; i < 200; i++) {
-      const p = yield* conn.poll(runId, "20 seconds")
-      polls.push(p)
-      if (Option.isSome(p.end) && p.end.value.status === "finished") return polls
-    }
-    return polls
-  })
 
 /** The scripted runner answers the next `complete` it receives. */
 const answerComplete = (fake: FakeRunner, answer: unknown) =>
@@ -108,7 +85,7 @@ describe("runner sockets: open on use, closed when idle", () => {
       const lines = Array.from({ length: 200 }, (_, i) => `line ${i}\n`)
       for (const l of lines) yield* fake.emit("stdout", l)
       yield* fake.emit("finished", "{\"exitCode\":0}")
-      assert.strictEqual(textOf(yield* pollToEnd(conn, "r")), lines.join(""))
+      assert.strictEqual(stdoutOf(yield* pollUntilFinished(conn, "r")), lines.join(""))
       // the run collected, nothing pending: closed again
       yield* disconnected(fake)
     })), 60_000)
@@ -120,7 +97,7 @@ describe("runner sockets: open on use, closed when idle", () => {
       const { startedAt } = yield* conn.status("10 seconds")
       yield* waitFor("idle close", conn.socketsOpen, (open) => !open)
       yield* conn.attachRun("r", [["code", "import time\nfor i in range(5):\n    print(i, flush=True)\n    time.sleep(0.05)"]], { create: true })
-      assert.strictEqual(textOf(yield* pollToEnd(conn, "r")), "0\n1\n2\n3\n4\n")
+      assert.strictEqual(stdoutOf(yield* pollUntilFinished(conn, "r")), "0\n1\n2\n3\n4\n")
       yield* waitFor("idle close after the run", conn.socketsOpen, (open) => !open)
       assert.strictEqual((yield* conn.status("10 seconds")).startedAt, startedAt) // the same runner, reached again
     })), 60_000)
@@ -135,7 +112,7 @@ describe("runner sockets: open on use, closed when idle", () => {
       assert.isTrue(yield* conn.socketsOpen)
       yield* fake.emit("stdout", "second\n")
       yield* fake.emit("finished", "{\"exitCode\":0}")
-      assert.strictEqual(textOf(yield* pollToEnd(conn, "r")), "first\nsecond\n")
+      assert.strictEqual(stdoutOf(yield* pollUntilFinished(conn, "r")), "first\nsecond\n")
       yield* disconnected(fake) // and once it is over, the sockets go
     })), 60_000)
 
@@ -147,7 +124,7 @@ describe("runner sockets: open on use, closed when idle", () => {
       yield* waitFor("the run ended", conn.currentRun, Option.isNone)
       yield* twoIdlePeriods
       assert.strictEqual((yield* fake.peers).disconnects, 0)
-      assert.strictEqual(textOf(yield* pollToEnd(conn, "r")), "out\n")
+      assert.strictEqual(stdoutOf(yield* pollUntilFinished(conn, "r")), "out\n")
       yield* disconnected(fake)
     })), 60_000)
 

@@ -8,10 +8,11 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Effect, Queue, Scope } from "effect"
+import { Duration, Effect, Option, Queue, Schedule, Scope } from "effect"
 import * as Zmq from "zeromq"
 import { encode } from "../../src/codec/Msgpack.ts"
-import type { RunnerEndpoint } from "../../src/kernel/runner/RunnerConnection.ts"
+import type { RunnerConnection, RunnerEndpoint } from "../../src/kernel/runner/RunnerConnection.ts"
+import type { PollResult } from "../../src/kernel/runner/RunnerRecords.ts"
 
 const RUNNER = path.join(import.meta.dirname, "..", "testbed", "runner.ts")
 
@@ -151,3 +152,74 @@ export const kernelInfo = (kernelId: string, overrides: Partial<KernelInfo> = {}
   lastUsed: 0,
   ...overrides
 })
+
+/** `check` re-read until `done` holds, bounded: a condition to wait on instead of a sleep. */
+export const waitFor = <A, E, R>(what: string, check: Effect.Effect<A, E, R>, done: (a: A) => boolean, bound: Duration.Input = "20 seconds") =>
+  check.pipe(
+    Effect.repeat({ until: done, schedule: Schedule.spaced("5 millis") }),
+    Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.die(new Error(`${what}: not reached within ${Duration.format(Duration.fromInputUnsafe(bound))}`)) })
+  )
+
+/** A run's stdout text over its polls. */
+export const stdoutOf = (polls: ReadonlyArray<PollResult>): string =>
+  polls.flatMap((p) => p.items).map((it) => (it._tag === "Stream" && it.stream === "stdout" ? it.text : "")).join("")
+
+/** Polls `runId` until `finished` (at most 200 polls of up to 20 s). */
+export const pollUntilFinished = (conn: RunnerConnection, runId: string) =>
+  Effect.gen(function*() {
+    const polls: Array<PollResult> = []
+    for (let i = 0; i < 200; i++) {
+      const p = yield* conn.poll(runId, "20 seconds")
+      polls.push(p)
+      if (Option.isSome(p.end) && p.end.value.status === "finished") return polls
+    }
+    return polls
+  })
+
+export interface Ghost {
+  /** The type frames of the messages it swallowed, in order. */
+  readonly swallowed: Effect.Effect<ReadonlyArray<string>>
+  /** Closes it once it has swallowed `n` messages (forked in the scope). */
+  readonly closeAfter: (n: number) => Effect.Effect<void, never, Scope.Scope>
+}
+
+/**
+ * A stale pipe at a runner's REPL-out PUSH, on purpose: a "ghost" PULL connected to the runner's
+ * REPL-out that swallows whatever the runner sends it — what the agent's closed connection is to the
+ * runner until its PUSH has processed that pipe's end (src/kernel/runner/RunnerConnection.ts,
+ * header). Returned once it is attached at the runner: the reply to a `status` sent by a PUSH of its
+ * own reached it (call it while the agent's sockets are closed: the ghost is then the runner's only
+ * peer).
+ */
+export const ghostAt = (endpoint: RunnerEndpoint): Effect.Effect<Ghost, Error, Scope.Scope> =>
+  Effect.gen(function*() {
+    const socket = <S extends Zmq.Socket>(make: () => S, port: number) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const s = make()
+          s.connect(`tcp://${endpoint.host.includes(":") ? `[${endpoint.host}]` : endpoint.host}:${port}`)
+          return s
+        }),
+        (s) => Effect.sync(() => s.closed || s.close())
+      )
+    const ghost = yield* socket(() => new Zmq.Pull({ linger: 0 }), endpoint.replOutPort)
+    const asker = yield* socket(() => new Zmq.Push({ linger: 0 }), endpoint.replInPort)
+    const swallowed: Array<string> = []
+    yield* Effect.tryPromise(() => ghost.receive()).pipe(
+      Effect.tap((frames) => Effect.sync(() => swallowed.push(frames[0]!.toString("latin1")))),
+      Effect.forever,
+      Effect.ignore, // closed
+      Effect.forkScoped
+    )
+    yield* Effect.tryPromise({ try: () => asker.send(["status", ""]), catch: (e) => new Error(String(e)) })
+    yield* waitFor("the ghost attached at the runner", Effect.sync(() => swallowed.length), (n) => n >= 1, "30 seconds")
+    return {
+      swallowed: Effect.sync(() => [...swallowed]),
+      closeAfter: (n) =>
+        waitFor(`the ghost swallowed ${n} messages`, Effect.sync(() => swallowed.length), (k) => k >= n, "60 seconds").pipe(
+          Effect.andThen(Effect.sync(() => ghost.close())),
+          Effect.forkScoped,
+          Effect.asVoid
+        )
+    }
+  })
