@@ -75,7 +75,14 @@ export const GROUPS: ReadonlyArray<Group> = [
     // and the runner simulator, so vitest's forks pool (zeromq aborts inside worker threads) and one
     // mutant at a time; not in the default run (each mutant costs the socket tests, ~30 s)
     name: "runnerconnection",
-    mutate: ["src/kernel/runner/RunnerConnection.ts:LOCK_RANGES"],
+    // the status count the probe reads, the lock state and busy rule, the probe, its start, and
+    // open / withSockets / closeIfIdle / the idle watcher / the finaliser (lines at this commit)
+    mutate: [
+      "src/kernel/runner/RunnerConnection.ts:261-264",
+      "src/kernel/runner/RunnerConnection.ts:286-353",
+      "src/kernel/runner/RunnerConnection.ts:384-387",
+      "src/kernel/runner/RunnerConnection.ts:459-526"
+    ],
     tests: ["test/kernel/RunnerIdle.test.ts", "test/kernel/RunnerReopen.test.ts"],
     config: "stryker.sockets.config.json",
     explicit: true
