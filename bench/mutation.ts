@@ -78,10 +78,10 @@ export const GROUPS: ReadonlyArray<Group> = [
     // the status count the probe reads, the lock state and busy rule, the probe, its start, and
     // open / withSockets / closeIfIdle / the idle watcher / the finaliser (lines at this commit)
     mutate: [
-      "src/kernel/runner/RunnerConnection.ts:261-264",
-      "src/kernel/runner/RunnerConnection.ts:286-353",
-      "src/kernel/runner/RunnerConnection.ts:384-387",
-      "src/kernel/runner/RunnerConnection.ts:459-526"
+      "src/kernel/runner/RunnerConnection.ts:262-265",
+      "src/kernel/runner/RunnerConnection.ts:287-354",
+      "src/kernel/runner/RunnerConnection.ts:386-386",
+      "src/kernel/runner/RunnerConnection.ts:458-525"
     ],
     tests: ["test/kernel/RunnerIdle.test.ts", "test/kernel/RunnerReopen.test.ts"],
     config: "stryker.sockets.config.json",

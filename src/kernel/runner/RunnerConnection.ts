@@ -44,8 +44,9 @@
  * pipe never becomes active again, so every later record reaches us. Limits, stated: the argument
  * assumes the runner sends nothing unasked while the probe runs (the 19.06 runner's `log` records
  * are such sends; the agent closes only when no run is current, so they are rare there), and a reply
- * later than {@link SETTLE_TRY} that meets a lost one could be miscounted. While the probe runs the
- * sockets count as busy (no idle close) and `status` callers are answered by its replies. The first
+ * later than {@link SETTLE_TRY} that meets a lost one could be miscounted. What opened the sockets
+ * queued a frame the probe holds back, which keeps them open (`busy`); `status` callers are answered
+ * by the probe's replies. The first
  * opening of a connection is not probed (as before this change: a stale pipe could only be a previous
  * agent process's, whose FIN came long before the runner's first send, which then processes the
  * command unthrottled — the runner's PUSH has been idle). test/kernel/RunnerReopen.test.ts gives the
@@ -300,13 +301,15 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
 
   const touch = Effect.map(monotonicMillis, (now) => void (lastUsed = now))
 
-  /** Something is, or may be, in flight in either direction: the sockets must stay. */
-  const busy = (): boolean =>
-    settling || active > 0 || unsent > 0 || queue._tag === "Running" || queue.runs.size > 0 || tickets.size > 0 || statusWaiters.size > 0 ||
-    replyWaiters.size > 0
-
-  /** The settling probe of the sockets just opened is running. */
-  let settling = false
+  /**
+   * Something is, or may be, in flight in either direction: the sockets must stay. An operation in
+   * progress (`active`) covers every waiter — status, completion and service replies, attaches
+   * waiting for their turn — since each is registered inside `withSockets`; `runs` holds the current
+   * run and every finished run whose output was not polled yet; `unsent` the frames queued or being
+   * sent (the settling probe holds them back, so a probe is busy while something waits for it; a
+   * probe nothing waits for may be cut by the close: nothing is pending then).
+   */
+  const busy = (): boolean => active > 0 || unsent > 0 || queue.runs.size > 0
   /** How many times the sockets were opened. */
   let openings = 0
 
@@ -327,7 +330,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
    * lost to a stale pipe, or a runner not up yet) or an extra reply (a late one) starts the count
    * again. Replies resolve `status` callers' waiters as any reply does.
    */
-  const settleProbe = (push: Zmq.Push, current: () => boolean): Effect.Effect<void> =>
+  const settleProbe = (push: Zmq.Push): Effect.Effect<void> =>
     Effect.gen(function*() {
       let streak = 0
       let base = statusSeen
@@ -346,9 +349,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
           asked = 0
         }
       }
-    }).pipe(Effect.ensuring(Effect.sync(() => {
-      if (current()) settling = false
-    })))
+    })
 
   /** Both sockets and their fibers, in the current scope (a child of the connection's). */
   const openSockets = (self: Sockets) =>
@@ -382,9 +383,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       // shown to have no stale pipe: see the header), then the queue; `unsent` counts a frame until
       // its send has ended, so an idle close never cuts one
       // the first opening of a connection is not probed: see the header
-      const reopened = openings++ > 0
-      settling = reopened
-      yield* (reopened ? settleProbe(push, current) : Effect.void).pipe(
+      yield* (openings++ > 0 ? settleProbe(push) : Effect.void).pipe(
         Effect.andThen(
           Queue.take(outgoing).pipe(
             Effect.flatMap(([type, payload]) =>
