@@ -146,6 +146,18 @@ describe("runner sockets: open on use, closed when idle", () => {
       assert.deepStrictEqual(c, Option.some(["print("]))
     }), "1 millis"), 120_000)
 
+  it.live("sockets that cannot be made stay closed: every operation tries anew and fails the same way", () =>
+    withConnections(Effect.gen(function*() {
+      // a host libzmq refuses at connect (EINVAL): the PUSH is made and closed again, nothing stays open
+      const conn = yield* (yield* RunnerConnections).open("i8", { host: "no such host", replInPort: 2000, replOutPort: 2001 })
+      for (let i = 0; i < 3; i++) {
+        const error = yield* Effect.flip(conn.send("status"))
+        assert.strictEqual(error.reason, "Protocol")
+        assert.include(error.message, "cannot connect to the runner's REPL-in port")
+        assert.isFalse(yield* conn.socketsOpen)
+      }
+    })), 60_000)
+
   it.live("closing the service closes open sockets; a closed connection refuses and opens nothing", () =>
     Effect.gen(function*() {
       const fake = yield* fakeRunner
