@@ -81,7 +81,7 @@ export const GROUPS: ReadonlyArray<Group> = [
       "src/kernel/runner/RunnerConnection.ts:262-265",
       "src/kernel/runner/RunnerConnection.ts:287-354",
       "src/kernel/runner/RunnerConnection.ts:386-386",
-      "src/kernel/runner/RunnerConnection.ts:458-525"
+      "src/kernel/runner/RunnerConnection.ts:458-532"
     ],
     tests: ["test/kernel/RunnerIdle.test.ts", "test/kernel/RunnerReopen.test.ts"],
     config: "stryker.sockets.config.json",

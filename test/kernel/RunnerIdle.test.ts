@@ -146,6 +146,37 @@ describe("runner sockets: open on use, closed when idle", () => {
       assert.deepStrictEqual(c, Option.some(["print("]))
     }), "1 millis"), 120_000)
 
+  it.live("not closed before the idle period, counted from the last use: connections with a shorter one open and close meanwhile", () =>
+    Effect.gen(function*() {
+      const [fake, control] = [yield* fakeRunner, yield* fakeRunner]
+      const conn = yield* (yield* RunnerConnections).open("i9", fake.endpoint)
+      // a clock made of sockets: another service's connection, idle after 2.4 s (0.6 of conn's 4 s), opens and closes
+      const tick = Effect.gen(function*() {
+        const other = yield* (yield* RunnerConnections).open("i9-control", control.endpoint)
+        yield* other.send("status")
+        yield* connected(control)
+        yield* disconnected(control)
+      }).pipe(Effect.provide(RunnerConnections.layerWith({ socketIdle: "2400 millis" })))
+      yield* conn.send("status")
+      yield* connected(fake)
+      yield* tick
+      yield* conn.send("status") // used again after 0.6 of the period: the period starts again
+      yield* tick // 1.2 periods after the first use, 0.6 after the last
+      assert.deepStrictEqual(yield* fake.peers, { replIn: 1, replOut: 1, disconnects: 0 })
+      assert.isTrue(yield* conn.socketsOpen)
+    }).pipe(Effect.provide(RunnerConnections.layerWith({ socketIdle: "4 seconds" })), Effect.scoped), 60_000)
+
+  it.live("operations at once open one pair of sockets, and the idle close leaves none", () =>
+    withConnections(Effect.gen(function*() {
+      const fake = yield* fakeRunner
+      const conn = yield* (yield* RunnerConnections).open("i10", fake.endpoint)
+      const replies = yield* Effect.all(Array.from({ length: 4 }, () => conn.status("10 seconds")), { concurrency: "unbounded" })
+      assert.deepStrictEqual(replies.map((r) => r.startedAt), [1, 1, 1, 1])
+      yield* disconnected(fake)
+      assert.strictEqual((yield* fake.peers).disconnects, 2) // one PUSH's and one PULL's connection
+      assert.isFalse(yield* conn.socketsOpen)
+    })), 60_000)
+
   it.live("sockets that cannot be made stay closed: every operation tries anew and fails the same way", () =>
     withConnections(Effect.gen(function*() {
       // a host libzmq refuses at connect (EINVAL): the PUSH is made and closed again, nothing stays open
@@ -170,6 +201,7 @@ describe("runner sockets: open on use, closed when idle", () => {
       yield* disconnected(fake)
       const error = yield* Effect.flip(conn.send("status"))
       assert.strictEqual(error.reason, "Closed")
+      assert.strictEqual(error.message, "runner connection closed")
       assert.isFalse(yield* conn.socketsOpen)
     }).pipe(Effect.scoped), 60_000)
 })

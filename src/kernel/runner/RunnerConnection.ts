@@ -486,29 +486,36 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       () => Effect.andThen(Effect.sync(() => void active--), touch)
     )
 
-  /** Closes the sockets if nothing is pending and nothing used them for `socketIdle`; with `gate`'s permit. */
-  const closeIfIdle = Semaphore.withPermit(
+  /**
+   * With `gate`'s permit: the milliseconds left of the idle period, or, once it is over, closes the
+   * sockets if nothing is pending (0) — if something is, the period starts again. The one place the
+   * idle rule is decided: the watcher only sleeps what this returns.
+   */
+  const closeIfIdle: Effect.Effect<number> = Semaphore.withPermit(
     gate,
     Effect.gen(function*() {
       const now = yield* monotonicMillis
       const self = sockets
-      if (self === undefined || now - lastUsed < idleMillis) return
+      if (self === undefined) return 0 // closed meanwhile (the watcher waits for the next opening)
+      const left = lastUsed + idleMillis - now
+      if (left > 0) return left
       if (busy()) {
         lastUsed = now // look again one idle period later
-        return
+        return idleMillis
       }
       sockets = undefined
       Latch.closeUnsafe(opened)
       yield* Scope.close(self.scope, Exit.void)
       yield* Effect.logDebug("runner sockets closed (idle)").pipe(log)
+      return 0
     })
   )
 
-  // the idle watcher: sleeps while the sockets are closed, then until the idle period is over
+  // the idle watcher: waits while the sockets are closed, then sleeps out the idle period
   yield* Effect.gen(function*() {
     yield* opened.await
-    const wait = lastUsed + idleMillis - (yield* monotonicMillis)
-    yield* (wait > 0 ? Effect.sleep(Duration.millis(wait)) : closeIfIdle)
+    const left = yield* closeIfIdle
+    if (left > 0) yield* Effect.sleep(Duration.millis(left))
   }).pipe(Effect.forever, Effect.forkScoped)
 
   // the open sockets' scope is a child of the connection's: it closes with it (and a scope forked
