@@ -59,15 +59,15 @@
             cp -r dist package.json node_modules config deploy $out/lib/bai-k8s-agent/
             for entry in main watcher agentctl; do
               if [ -f dist/$entry.js ]; then
-                # --max-semi-space-size=1 (MiB): a small young generation; RSS 211 → 160 MiB idle,
-                # 486 → 270 MiB at 1,000 kernels, for +60 % CPU per stats cycle at 1,000 kernels
-                # (bench/README.md, `memory`). MALLOC_MMAP_THRESHOLD_=32768: glibc serves allocations
+                # --max-semi-space-size=4 (MiB): a small young generation (RSS 211 → 160 MiB idle
+                # without it); 4 rather than 1: 26–28 % less CPU at 1,000 kernels in three same-run
+                # comparisons for +1–2 MiB idle (bench/README.md, `memory`, "The semi-space sweep"). MALLOC_MMAP_THRESHOLD_=32768: glibc serves allocations
                 # of ≥ 32 KiB with mmap, so V8's freed compiler zones (~22 MiB while it parses the bundle
                 # at start-up) go back to the kernel instead of staying in the main arena: idle RSS −21 MiB
                 # (131 → 110) at the same CPU (bench/README.md, "Idle RSS, third pass")
                 makeWrapper ${pkgs.nodejs_24}/bin/node $out/bin/bai-$entry \
                   --set-default MALLOC_MMAP_THRESHOLD_ 32768 \
-                  --add-flags "--max-semi-space-size=1 $out/lib/bai-k8s-agent/dist/$entry.js"
+                  --add-flags "--max-semi-space-size=4 $out/lib/bai-k8s-agent/dist/$entry.js"
               fi
             done
             runHook postInstall
