@@ -35,7 +35,7 @@ export const GROUPS: ReadonlyArray<Group> = [
   },
   {
     name: "noderesources",
-    mutate: ["src/kube/NodeResources.ts:1-290"],
+    mutate: ["src/kube/NodeResources.ts:1-291"],
     tests: ["test/kube/NodeResources.test.ts", "test/kube/NodeResources.mutation.test.ts"]
   },
   {
