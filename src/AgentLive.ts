@@ -130,7 +130,7 @@ export const AgentLive = (loaded: LoadedConfig) => {
       Layer.mergeAll(
         KernelTable.layer,
         LiveKernels.layer,
-        RunnerConnections.layer,
+        RunnerConnections.layerFromConfig,
         NodePorts.layer,
         NodeResources.layer,
         ImageRegistry.layer,

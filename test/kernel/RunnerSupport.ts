@@ -8,9 +8,11 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Effect, Scope } from "effect"
+import { Duration, Effect, Option, Queue, Schedule, Scope } from "effect"
 import * as Zmq from "zeromq"
-import type { RunnerEndpoint } from "../../src/kernel/runner/RunnerConnection.ts"
+import { encode } from "../../src/codec/Msgpack.ts"
+import type { RunnerConnection, RunnerEndpoint } from "../../src/kernel/runner/RunnerConnection.ts"
+import type { PollResult } from "../../src/kernel/runner/RunnerRecords.ts"
 
 const RUNNER = path.join(import.meta.dirname, "..", "testbed", "runner.ts")
 
@@ -64,27 +66,72 @@ export interface FakeRunner {
   readonly emit: (type: string, payload: string | Uint8Array) => Effect.Effect<void, Error>
   /** Receives the next message the agent sent (skipping keep-alive `status` pings). */
   readonly receive: Effect.Effect<readonly [string, Buffer], Error>
+  /**
+   * The runner's view of the agent, from its sockets' events: peers connected now to each port, and
+   * disconnects seen so far (both ports together).
+   */
+  readonly peers: Effect.Effect<{ readonly replIn: number; readonly replOut: number; readonly disconnects: number }>
 }
 
-/** A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. */
-export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.gen(function*() {
-  const input = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Pull({ linger: 0 })), (s) => Effect.sync(() => s.close()))
-  const output = yield* Effect.acquireRelease(Effect.sync(() => new Zmq.Push({ linger: 0 })), (s) => Effect.sync(() => s.close()))
+/**
+ * A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. With `answerStatus` it
+ * answers every `status` at once (started_at 1), as a runner's loop does — what the settling probe of
+ * reopened sockets needs (src/kernel/runner/RunnerConnection.ts); without it the test answers.
+ */
+export const makeFakeRunner = (options: { readonly answerStatus?: boolean } = {}): Effect.Effect<FakeRunner, Error, Scope.Scope> => Effect.gen(function*() {
+  // the monitors start with the sockets (`events`), before any peer can connect
+  const monitored = <S extends Zmq.Socket>(s: S): S => (void s.events, s)
+  const input = yield* Effect.acquireRelease(Effect.sync(() => monitored(new Zmq.Pull({ linger: 0 }))), (s) => Effect.sync(() => s.close()))
+  const output = yield* Effect.acquireRelease(Effect.sync(() => monitored(new Zmq.Push({ linger: 0 }))), (s) => Effect.sync(() => s.close()))
   yield* Effect.tryPromise({ try: () => input.bind("tcp://127.0.0.1:*"), catch: (e) => new Error(String(e)) })
   yield* Effect.tryPromise({ try: () => output.bind("tcp://127.0.0.1:*"), catch: (e) => new Error(String(e)) })
   const portOf = (s: Zmq.Socket) => Number(new URL(s.lastEndpoint ?? "").port)
+  const seen = { replIn: 0, replOut: 0, disconnects: 0 }
+  const watch = (s: Zmq.Socket, key: "replIn" | "replOut") =>
+    Effect.tryPromise(() => s.events.receive()).pipe(
+      Effect.tap((e) =>
+        Effect.sync(() => {
+          if (e.type === "accept") seen[key]++
+          if (e.type === "disconnect") {
+            seen[key]--
+            seen.disconnects++
+          }
+        })
+      ),
+      Effect.forever,
+      Effect.ignore, // the socket closed
+      Effect.forkScoped
+    )
+  yield* watch(input, "replIn")
+  yield* watch(output, "replOut")
   const receiveOne = Effect.tryPromise({ try: () => input.receive(), catch: (e) => new Error(String(e)) }).pipe(
     Effect.map((frames) => [frames[0]!.toString("latin1"), frames[1] ?? Buffer.alloc(0)] as const)
   )
-  const receive: Effect.Effect<readonly [string, Buffer], Error> = receiveOne.pipe(
+  const emit = (type: string, payload: string | Uint8Array) =>
+    Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) })
+  const source: Effect.Effect<readonly [string, Buffer], Error> = options.answerStatus !== true ? receiveOne : yield* Effect.gen(function*() {
+    const received = yield* Queue.unbounded<readonly [string, Buffer]>()
+    yield* receiveOne.pipe(
+      Effect.flatMap((m) => (m[0] === "status" ? emit("status", encode({ started_at: 1 })) : Queue.offer(received, m))),
+      Effect.forever,
+      Effect.ignore, // the socket closed
+      Effect.forkScoped
+    )
+    return Queue.take(received)
+  })
+  const receive: Effect.Effect<readonly [string, Buffer], Error> = source.pipe(
     Effect.flatMap((m) => (m[0] === "status" ? receive : Effect.succeed(m)))
   )
   return {
     endpoint: { host: "127.0.0.1", replInPort: portOf(input), replOutPort: portOf(output) },
-    emit: (type, payload) => Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) }),
-    receive
+    emit,
+    receive,
+    peers: Effect.sync(() => ({ ...seen }))
   }
 })
+
+/** A scripted runner whose test answers `status` itself (or never). */
+export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = makeFakeRunner()
 
 /** A registry entry for unit tests of kernel RPCs (no pod behind it). */
 export const kernelInfo = (kernelId: string, overrides: Partial<KernelInfo> = {}): KernelInfo => ({
@@ -105,3 +152,74 @@ export const kernelInfo = (kernelId: string, overrides: Partial<KernelInfo> = {}
   lastUsed: 0,
   ...overrides
 })
+
+/** `check` re-read until `done` holds, bounded: a condition to wait on instead of a sleep. */
+export const waitFor = <A, E, R>(what: string, check: Effect.Effect<A, E, R>, done: (a: A) => boolean, bound: Duration.Input = "20 seconds") =>
+  check.pipe(
+    Effect.repeat({ until: done, schedule: Schedule.spaced("5 millis") }),
+    Effect.timeoutOrElse({ duration: bound, orElse: () => Effect.die(new Error(`${what}: not reached within ${Duration.format(Duration.fromInputUnsafe(bound))}`)) })
+  )
+
+/** A run's stdout text over its polls. */
+export const stdoutOf = (polls: ReadonlyArray<PollResult>): string =>
+  polls.flatMap((p) => p.items).map((it) => (it._tag === "Stream" && it.stream === "stdout" ? it.text : "")).join("")
+
+/** Polls `runId` until `finished` (at most 200 polls of up to 20 s). */
+export const pollUntilFinished = (conn: RunnerConnection, runId: string) =>
+  Effect.gen(function*() {
+    const polls: Array<PollResult> = []
+    for (let i = 0; i < 200; i++) {
+      const p = yield* conn.poll(runId, "20 seconds")
+      polls.push(p)
+      if (Option.isSome(p.end) && p.end.value.status === "finished") return polls
+    }
+    return polls
+  })
+
+export interface Ghost {
+  /** The type frames of the messages it swallowed, in order. */
+  readonly swallowed: Effect.Effect<ReadonlyArray<string>>
+  /** Closes it once it has swallowed `n` messages (forked in the scope). */
+  readonly closeAfter: (n: number) => Effect.Effect<void, never, Scope.Scope>
+}
+
+/**
+ * A stale pipe at a runner's REPL-out PUSH, on purpose: a "ghost" PULL connected to the runner's
+ * REPL-out that swallows whatever the runner sends it — what the agent's closed connection is to the
+ * runner until its PUSH has processed that pipe's end (src/kernel/runner/RunnerConnection.ts,
+ * header). Returned once it is attached at the runner: the reply to a `status` sent by a PUSH of its
+ * own reached it (call it while the agent's sockets are closed: the ghost is then the runner's only
+ * peer).
+ */
+export const ghostAt = (endpoint: RunnerEndpoint): Effect.Effect<Ghost, Error, Scope.Scope> =>
+  Effect.gen(function*() {
+    const socket = <S extends Zmq.Socket>(make: () => S, port: number) =>
+      Effect.acquireRelease(
+        Effect.sync(() => {
+          const s = make()
+          s.connect(`tcp://${endpoint.host.includes(":") ? `[${endpoint.host}]` : endpoint.host}:${port}`)
+          return s
+        }),
+        (s) => Effect.sync(() => s.closed || s.close())
+      )
+    const ghost = yield* socket(() => new Zmq.Pull({ linger: 0 }), endpoint.replOutPort)
+    const asker = yield* socket(() => new Zmq.Push({ linger: 0 }), endpoint.replInPort)
+    const swallowed: Array<string> = []
+    yield* Effect.tryPromise(() => ghost.receive()).pipe(
+      Effect.tap((frames) => Effect.sync(() => swallowed.push(frames[0]!.toString("latin1")))),
+      Effect.forever,
+      Effect.ignore, // closed
+      Effect.forkScoped
+    )
+    yield* Effect.tryPromise({ try: () => asker.send(["status", ""]), catch: (e) => new Error(String(e)) })
+    yield* waitFor("the ghost attached at the runner", Effect.sync(() => swallowed.length), (n) => n >= 1, "30 seconds")
+    return {
+      swallowed: Effect.sync(() => [...swallowed]),
+      closeAfter: (n) =>
+        waitFor(`the ghost swallowed ${n} messages`, Effect.sync(() => swallowed.length), (k) => k >= n, "60 seconds").pipe(
+          Effect.andThen(Effect.sync(() => ghost.close())),
+          Effect.forkScoped,
+          Effect.asVoid
+        )
+    }
+  })

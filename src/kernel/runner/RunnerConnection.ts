@@ -1,13 +1,65 @@
-// size: one kernel's two runner sockets and their fibers, performing the run queue's commands in one synchronous step
+// size: one kernel's runner sockets (opened on use, closed when idle) and their fibers, performing the run queue's commands in one synchronous step
 /**
  * One kernel's connection to its runner (spec §8.1–§8.3): a PUSH socket to the runner's REPL-in port
- * and a PULL socket from its REPL-out port, both owned by the enclosing scope.
+ * and a PULL socket from its REPL-out port.
  *
- * Per connection: one writer fiber (zeromq.js allows one `send` at a time), one reader fiber that
- * decodes records (./RunnerRecords.ts) and feeds them to the run queue (./RunQueue.ts, a pure state
- * machine whose commands this file performs), and a 10 s `status` keep-alive (K2+ behaviour, keeps
- * NAT/conntrack entries alive). `completion`, `service-result` and `status` replies go to their own
- * waiters (a reply nobody waits for is dropped).
+ * **The sockets exist only while the kernel is in use** (issue 17 goal 2: two idle zeromq sockets per
+ * kernel cost ~0.1 MiB of native memory, 100 MiB at 1,000 kernels). The connection object, its run
+ * queue and its waiters live as long as the enclosing scope; the sockets and their fibers live in a
+ * child scope opened by the first operation that needs them (`status`, `send`, `interrupt`,
+ * `attachRun`, `complete`, `startService`) and closed once the connection has been idle for
+ * `socketIdle` with NOTHING pending: no current or queued run, no output not yet polled, no
+ * status/completion/service waiter, no operation in progress, no outgoing message queued or being
+ * sent. That rule is what makes closing safe: ZeroMQ drops what is queued in a pipe to a peer that
+ * disconnects, so the agent only closes when nothing is in flight in either direction (the runner only
+ * sends while a run is current or to answer a request, and a runner's PUSH holds what it sends while no
+ * peer is connected). Opening and closing take one permit (`gate`): an operation arriving while the
+ * idle close is in progress waits for it and opens the sockets again. Every socket is made in the
+ * ZeroMQ context RunnerConnections gives (`context`: room for 65,536 sockets, see RunnerConnections.ts).
+ *
+ * **The close/reopen race, and the settling probe.** Closing our PULL does not end the runner's side
+ * of that connection at once. libzmq (4.3): our close sends a FIN; the runner's I/O thread reads the
+ * EOF (stream_engine error), destroys the engine and terminates the session, which posts a
+ * `pipe_term` command to the mailbox of the runner's PUSH socket. That socket processes commands only
+ * inside its own API calls, in the runner's thread: `zmq_send` calls `process_commands(0, throttle)`,
+ * which skips the mailbox if it looked less than ~1 ms (max_command_delay, in TSC ticks) ago. Until
+ * the `pipe_term` is processed the old pipe is still active in the PUSH's load balancer (lb_t), whose
+ * `sendpipe` writes each message to the next active pipe in turn: a pipe whose peer is gone still
+ * accepts the write (`check_write` looks at the pipe's own state, changed only by that command), and
+ * the message is dropped with the pipe. So if we reopen at once and a run's first records are sent
+ * before the old pipe's term is processed — the EOF not read yet, the command not yet posted, or a
+ * throttled send that skipped the mailbox — the runner's PUSH sends them to the dead pipe (all of them
+ * if our new connection is not attached yet, every other one if it is) and the run loses output. The
+ * agent→runner direction has no such risk: our new PUSH has one pipe, and the runner's PULL
+ * fair-queues whatever arrives. Nothing the agent can observe proves the runner has processed the
+ * command (its FIN on the old connection comes before the command is even posted), so the proof is
+ * made with the runner's own sends: before the writer of reopened sockets sends anything queued, it
+ * sends `status` requests one at a time until {@link SETTLE_STREAK} (3) in a row are answered, with
+ * exactly as many replies as requests since the last miss; a try unanswered within {@link SETTLE_TRY}
+ * (its reply went to the old pipe) starts the count again. Three answered sends in a row of the
+ * runner's PUSH mean no stale pipe was active at the third (lb_t's strict rotation, with terminated
+ * pipes swapped out of the active range: a brute-force model of lb_t with up to five stale pipes
+ * terminated at any points between sends finds no schedule where three consecutive sends reach our
+ * pipe and a stale one is still active afterwards; two suffice for one stale pipe), and a terminated
+ * pipe never becomes active again, so every later record reaches us. Limits, stated: the argument
+ * assumes the runner sends nothing unasked while the probe runs (the 19.06 runner's `log` records
+ * are such sends; the agent closes only when no run is current, so they are rare there), and a reply
+ * later than {@link SETTLE_TRY} that meets a lost one could be miscounted. What opened the sockets
+ * queued a frame the probe holds back, which keeps them open (`busy`); `status` callers are answered
+ * by the probe's replies. The first
+ * opening of a connection is not probed (as before this change: a stale pipe could only be a previous
+ * agent process's, whose FIN came long before the runner's first send, which then processes the
+ * command unthrottled — the runner's PUSH has been idle). test/kernel/RunnerReopen.test.ts gives the
+ * runner a stale pipe on purpose (a "ghost" PULL that swallows what it gets) and fails without the
+ * probe.
+ *
+ * While open, per connection: one writer fiber (zeromq.js allows one `send` at a time), one reader
+ * fiber that decodes records (./RunnerRecords.ts) and feeds them to the run queue (./RunQueue.ts, a
+ * pure state machine whose commands this file performs), and a 10 s `status` keep-alive (K2+
+ * behaviour: it keeps NAT/conntrack entries of the TCP connections alive, so it runs only while the
+ * sockets are open — closed sockets have no entries to keep). `completion`, `service-result` and
+ * `status` replies go to their own waiters (a reply nobody waits for is dropped). Keep-alive traffic
+ * does not count as use.
  *
  * The kernel is an adversary (issue 13): the PULL socket refuses messages over
  * {@link MESSAGE_MAX_BYTES} (ZeroMQ disconnects the peer) and queues at most {@link RECEIVE_HWM}
@@ -17,11 +69,11 @@
  * up its place without its frames being sent; a poll is cancel-safe (records leave the run's buffer in
  * one synchronous step, after the wait).
  *
- * (A little over 400 lines: the sockets, the REPL-out reconnect rule, the run queue's command
- * interpreter and the request/reply waiters share one scope and one reader; the rules themselves live
- * in RunQueue.ts and RunnerRecords.ts.)
+ * (About 500 lines: the sockets and their open/idle-close state, the REPL-out reconnect rule, the run
+ * queue's command interpreter and the request/reply waiters share one state and one reader; the rules
+ * themselves live in RunQueue.ts and RunnerRecords.ts.)
  */
-import { Deferred, Duration, Effect, Option, Queue, Schedule, Schema, Semaphore } from "effect"
+import { Deferred, Duration, Effect, Exit, Latch, Option, Queue, Schema, Scope, Semaphore } from "effect"
 import * as Zmq from "zeromq"
 import { monotonicMillis } from "../../domain/MonotonicClock.ts"
 import { parseJson, type PollResult, RECEIVE_HWM, MESSAGE_MAX_BYTES, makeRecordDecoder, type RunnerFrame } from "./RunnerRecords.ts"
@@ -74,43 +126,50 @@ export interface RunnerConnection {
   readonly startService: (payload: string, timeout: Duration.Input) => Effect.Effect<Option.Option<unknown>, RunnerError>
   /** Output bytes buffered for this kernel, all runs together (at most `KERNEL_MAX_BUFFERED_BYTES`). */
   readonly bufferedBytes: Effect.Effect<number>
+  /** Whether the runner sockets are open now (they open on use and close when idle). */
+  readonly socketsOpen: Effect.Effect<boolean>
 }
+
+export interface ConnectionOptions {
+  /** How long a connection with nothing pending keeps its sockets ({@link SOCKET_IDLE_DEFAULT}). */
+  readonly socketIdle?: Duration.Input | undefined
+  /** The ZeroMQ context every socket of the connection is made in (RunnerConnections' own: zeromq.js's global one allows 1,023 sockets). */
+  readonly context?: Zmq.Context | undefined
+}
+
+/** The default of `[container] runner-socket-idle`. */
+export const SOCKET_IDLE_DEFAULT = Duration.seconds(60)
 
 /** How long after a REPL-out disconnect ZeroMQ may take to connect again before the agent reconnects by hand. */
 const RECONNECT_CHECK = Duration.seconds(2)
 const KEEPALIVE = Duration.seconds(10)
+/** `status` round trips answered in a row that show the runner's PUSH has no stale pipe (see the header). */
+const SETTLE_STREAK = 3
+/** How long the settling probe waits for each reply before it counts the try as missed. */
+const SETTLE_TRY = Duration.seconds(1)
+
+/** One opening of the sockets: its fibers and the sockets live in `scope`. */
+interface Sockets {
+  readonly scope: Scope.Closeable
+}
 
 const tcp = (host: string, port: number): string => `tcp://${host.includes(":") ? `[${host}]` : host}:${port}`
 
-/** Opens a connection whose sockets and fibers live in the enclosing scope. */
-export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint, context?: Zmq.Context) {
+/**
+ * A connection living in the enclosing scope; its sockets and their fibers open on the first operation
+ * that needs them and close after `socketIdle` with nothing pending.
+ */
+export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint, options: ConnectionOptions = {}) {
   const err = (reason: RunnerError["reason"], message: string) => new RunnerError({ reason, kernelId, message })
   const log = Effect.annotateLogs({ kernelId })
+  const connectionScope = yield* Effect.scope
+  const idleMillis = Duration.toMillis(Duration.fromInputUnsafe(options.socketIdle ?? SOCKET_IDLE_DEFAULT))
+  const context = options.context === undefined ? {} : { context: options.context }
 
-  const push = yield* Effect.acquireRelease(
-    Effect.try({
-      try: () => {
-        const s = new Zmq.Push({ linger: 50, ...(context === undefined ? {} : { context }) })
-        s.connect(tcp(endpoint.host, endpoint.replInPort))
-        return s
-      },
-      catch: (e) => err("Protocol", `cannot connect to the runner's REPL-in port: ${String(e)}`)
-    }),
-    (s) => Effect.sync(() => s.close())
-  )
-  const pull = yield* Effect.acquireRelease(
-    Effect.try({
-      try: () => {
-        const s = new Zmq.Pull({ linger: 50, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...(context === undefined ? {} : { context }) })
-        void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
-        s.connect(tcp(endpoint.host, endpoint.replOutPort))
-        return s
-      },
-      catch: (e) => err("Protocol", `cannot connect to the runner's REPL-out port: ${String(e)}`)
-    }),
-    (s) => Effect.sync(() => s.close())
-  )
+  /** Frames for the writer: they survive the sockets (but the sockets only close when this is empty). */
   const outgoing = yield* Queue.unbounded<RunnerFrame>()
+  /** Frames queued or being sent. */
+  let unsent = 0
 
   // ---- the run queue: one state, changed only by `apply`, whose commands run in the same step ----
 
@@ -138,7 +197,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   }
 
   const sendUnsafe = (frames: ReadonlyArray<RunnerFrame>): void => {
-    for (const f of frames) Queue.offerUnsafe(outgoing, f)
+    for (const f of frames) {
+      unsent++
+      Queue.offerUnsafe(outgoing, f)
+    }
   }
 
   const perform = (c: RunQueue.Command): void => {
@@ -170,6 +232,9 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   // ---- replies ------------------------------------------------------------------------------
 
   const statusWaiters = new Set<Deferred.Deferred<{ readonly startedAt: number }, RunnerError>>()
+  /** `status` replies received so far (the settling probe counts them), and the probe's wake-up. */
+  let statusSeen = 0
+  let statusTick: Deferred.Deferred<void> | undefined
   /** The request waiting for a `completion` / `service-result` reply, if any (one at a time each). */
   const replyWaiters = new Map<"completion" | "service-result", Deferred.Deferred<Uint8Array>>()
 
@@ -194,6 +259,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         }
         case "Status": {
           const { startedAt } = record
+          statusSeen++
+          const tick = statusTick
+          statusTick = undefined
+          if (tick !== undefined) Deferred.doneUnsafe(tick, Effect.void)
           for (const d of statusWaiters) {
             Deferred.doneUnsafe(
               d,
@@ -215,91 +284,258 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       }
     })
 
-  // ---- fibers -------------------------------------------------------------------------------
+  // ---- the sockets: open while in use ---------------------------------------------------------
 
+  /** The open sockets, if any; changed only with `gate`'s permit. */
+  let sockets: Sockets | undefined
+  const gate = yield* Semaphore.make(1)
+  /** Open while the sockets are: the idle watcher waits on it. */
+  const opened = yield* Latch.make(false)
+  /** Operations in progress (between taking the sockets and their end). */
+  let active = 0
+  /** Monotonic time of the last operation's end (or poll). */
+  let lastUsed = 0
+  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
+  // port opens, so pings would only queue up behind it (issue 12 item 7)
+  let servicePending = 0
+
+  const touch = Effect.map(monotonicMillis, (now) => void (lastUsed = now))
+
+  /**
+   * Something is, or may be, in flight in either direction: the sockets must stay. An operation in
+   * progress (`active`) covers every waiter — status, completion and service replies, attaches
+   * waiting for their turn — since each is registered inside `withSockets`; `runs` holds the current
+   * run and every finished run whose output was not polled yet; `unsent` the frames queued or being
+   * sent (the settling probe holds them back, so a probe is busy while something waits for it; a
+   * probe nothing waits for may be cut by the close: nothing is pending then).
+   */
+  const busy = (): boolean => active > 0 || unsent > 0 || queue.runs.size > 0
+  /** How many times the sockets were opened. */
+  let openings = 0
+
+  /** Until `statusSeen` reaches `target` (true) or `within` elapses (false). */
+  const statusReplies = (target: number, within: Duration.Input): Effect.Effect<boolean> => {
+    const reached: Effect.Effect<void> = Effect.suspend(() => {
+      if (statusSeen >= target) return Effect.void
+      const tick = statusTick ?? (statusTick = Deferred.makeUnsafe<void>())
+      return Effect.andThen(Deferred.await(tick), reached)
+    })
+    return reached.pipe(Effect.timeoutOption(within), Effect.map(Option.isSome))
+  }
+
+  /**
+   * The settling probe (see the header): `status` requests one at a time, each sent once the one
+   * before was answered, until {@link SETTLE_STREAK} in a row are answered with exactly as many
+   * replies as requests since the last miss. A try unanswered within {@link SETTLE_TRY} (a reply
+   * lost to a stale pipe, or a runner not up yet) or an extra reply (a late one) starts the count
+   * again. Replies resolve `status` callers' waiters as any reply does.
+   */
+  const settleProbe = (push: Zmq.Push): Effect.Effect<void> =>
+    Effect.gen(function*() {
+      let streak = 0
+      let base = statusSeen
+      let asked = 0
+      while (streak < SETTLE_STREAK) {
+        asked++
+        yield* Effect.tryPromise(() => push.send(["status", ""])).pipe(
+          Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning("runner: settling 'status' not sent", e).pipe(log))
+        )
+        const answered = yield* statusReplies(base + asked, SETTLE_TRY)
+        if (answered && statusSeen === base + asked) {
+          streak++
+        } else {
+          streak = 0
+          base = statusSeen
+          asked = 0
+        }
+      }
+    })
+
+  /** Both sockets and their fibers, in the current scope (a child of the connection's). */
+  const openSockets = (self: Sockets) =>
+    Effect.gen(function*() {
+      const current = () => sockets === self
+      const push = yield* Effect.acquireRelease(
+        Effect.try({
+          try: () => {
+            const s = new Zmq.Push({ linger: 50, ...context })
+            s.connect(tcp(endpoint.host, endpoint.replInPort))
+            return s
+          },
+          catch: (e) => err("Protocol", `cannot connect to the runner's REPL-in port: ${String(e)}`)
+        }),
+        (s) => Effect.sync(() => s.close())
+      )
+      const pull = yield* Effect.acquireRelease(
+        Effect.try({
+          try: () => {
+            const s = new Zmq.Pull({ linger: 50, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...context })
+            void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
+            s.connect(tcp(endpoint.host, endpoint.replOutPort))
+            return s
+          },
+          catch: (e) => err("Protocol", `cannot connect to the runner's REPL-out port: ${String(e)}`)
+        }),
+        (s) => Effect.sync(() => s.close())
+      )
+
+      // the writer: first the settling probe (nothing queued goes out before the runner's PUSH is
+      // shown to have no stale pipe: see the header), then the queue; `unsent` counts a frame until
+      // its send has ended, so an idle close never cuts one
+      // the first opening of a connection is not probed: see the header
+      yield* (openings++ > 0 ? settleProbe(push) : Effect.void).pipe(
+        Effect.andThen(
+          Queue.take(outgoing).pipe(
+            Effect.flatMap(([type, payload]) =>
+              Effect.tryPromise(() => push.send([type, payload])).pipe(
+                Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log)),
+                Effect.ensuring(Effect.sync(() => void unsent--))
+              )
+            ),
+            Effect.forever
+          )
+        ),
+        Effect.forkScoped
+      )
+
+      yield* Effect.tryPromise(() => pull.receive()).pipe(
+        Effect.flatMap((frames) =>
+          frames.length === 2
+            ? route(frames[0]!.toString("latin1"), frames[1]!)
+            : Effect.logWarning(`runner: message with ${frames.length} frames dropped`).pipe(log)
+        ),
+        Effect.forever,
+        Effect.catchCause((cause) => pull.closed ? Effect.void : Effect.logError("runner: reader stopped", cause).pipe(log)),
+        Effect.forkScoped
+      )
+
+      // A message over MESSAGE_MAX_BYTES is a protocol error to ZeroMQ: it drops the connection and,
+      // unlike after a network error, never reconnects by itself. So when a disconnect is not followed by
+      // a new connection within RECONNECT_CHECK, reconnect by hand. (Reconnecting on every disconnect fed
+      // on itself: our own disconnect() reports a disconnect too, and a busy kernel's connection flapped
+      // for good, losing its output.)
+      const replOut = tcp(endpoint.host, endpoint.replOutPort)
+      let connects = 0
+      let checking = false
+      const reconnectIfStuck = (seen: number) =>
+        Effect.sleep(RECONNECT_CHECK).pipe(
+          Effect.andThen(Effect.suspend(() =>
+            isClosed() || !current() || connects !== seen
+              ? Effect.void
+              : Effect.logWarning("runner: REPL-out connection dropped and not re-established (oversized record?), reconnecting").pipe(
+                log,
+                Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
+                Effect.andThen(Effect.try(() => pull.connect(replOut))),
+                Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
+              )
+          )),
+          Effect.ensuring(Effect.sync(() => (checking = false)))
+        )
+      yield* Effect.tryPromise(() => pull.events.receive()).pipe(
+        Effect.flatMap((event) => {
+          if (event.type === "connect" || event.type === "handshake") {
+            connects++
+            return Effect.void
+          }
+          if (event.type !== "disconnect" || isClosed() || !current() || checking) return Effect.void
+          checking = true
+          return Effect.forkScoped(reconnectIfStuck(connects))
+        }),
+        Effect.forever,
+        Effect.catchCause(() => Effect.void), // the socket closed
+        Effect.forkScoped
+      )
+
+      // the keep-alive: only while open (and not counted as use)
+      yield* Effect.sleep(KEEPALIVE).pipe(
+        Effect.andThen(Effect.sync(() => (servicePending === 0 && current() ? sendUnsafe([["status", ""]]) : undefined))),
+        Effect.forever,
+        Effect.forkScoped
+      )
+    })
+
+  /** Opens the sockets if they are closed; with `gate`'s permit. */
+  const openIfClosed: Effect.Effect<void, RunnerError> = Effect.suspend(() => {
+    if (isClosed()) return Effect.fail(err("Closed", "runner connection closed"))
+    if (sockets !== undefined) return Effect.void
+    return Effect.gen(function*() {
+      const self: Sockets = { scope: yield* Scope.fork(connectionScope) }
+      sockets = self
+      yield* openSockets(self).pipe(
+        Scope.provide(self.scope),
+        Effect.onError((cause) =>
+          Effect.andThen(
+            Effect.sync(() => {
+              sockets = undefined
+            }),
+            Scope.close(self.scope, Exit.failCause(cause))
+          )
+        )
+      )
+      yield* touch
+      Latch.openUnsafe(opened)
+      yield* Effect.logDebug("runner sockets opened").pipe(log)
+    })
+  })
+
+  /** Runs `op` with the sockets open (opening them if needed); they stay open while it runs. */
+  const withSockets = <A, E>(op: Effect.Effect<A, E>): Effect.Effect<A, E | RunnerError> =>
+    Effect.acquireUseRelease(
+      Semaphore.withPermit(gate, Effect.andThen(openIfClosed, Effect.sync(() => void active++))),
+      () => op,
+      () => Effect.andThen(Effect.sync(() => void active--), touch)
+    )
+
+  /**
+   * With `gate`'s permit: the milliseconds left of the idle period, or, once it is over, closes the
+   * sockets if nothing is pending (0) — if something is, the period starts again. The one place the
+   * idle rule is decided: the watcher only sleeps what this returns.
+   */
+  const closeIfIdle: Effect.Effect<number> = Semaphore.withPermit(
+    gate,
+    Effect.gen(function*() {
+      const now = yield* monotonicMillis
+      const self = sockets
+      if (self === undefined) return 0 // closed meanwhile (the watcher waits for the next opening)
+      const left = lastUsed + idleMillis - now
+      if (left > 0) return left
+      if (busy()) {
+        lastUsed = now // look again one idle period later
+        return idleMillis
+      }
+      sockets = undefined
+      Latch.closeUnsafe(opened)
+      yield* Scope.close(self.scope, Exit.void)
+      yield* Effect.logDebug("runner sockets closed (idle)").pipe(log)
+      return 0
+    })
+  )
+
+  // the idle watcher: waits while the sockets are closed, then sleeps out the idle period
+  yield* Effect.gen(function*() {
+    yield* opened.await
+    const left = yield* closeIfIdle
+    if (left > 0) yield* Effect.sleep(Duration.millis(left))
+  }).pipe(Effect.forever, Effect.forkScoped)
+
+  // the open sockets' scope is a child of the connection's: it closes with it (and a scope forked
+  // from a closing scope is born closed, so no operation opens live sockets after this point)
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
+      sockets = undefined
+      Latch.closeUnsafe(opened)
       apply(RunQueue.Event.Close())
       for (const d of statusWaiters) Deferred.doneUnsafe(d, Effect.fail(err("Closed", "runner connection closed")))
       statusWaiters.clear()
     })
   )
 
-  yield* Queue.take(outgoing).pipe(
-    Effect.flatMap(([type, payload]) =>
-      Effect.tryPromise(() => push.send([type, payload])).pipe(
-        Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log))
-      )
-    ),
-    Effect.forever,
-    Effect.forkScoped
-  )
-
-  yield* Effect.tryPromise(() => pull.receive()).pipe(
-    Effect.flatMap((frames) =>
-      frames.length === 2
-        ? route(frames[0]!.toString("latin1"), frames[1]!)
-        : Effect.logWarning(`runner: message with ${frames.length} frames dropped`).pipe(log)
-    ),
-    Effect.forever,
-    Effect.catchCause((cause) => pull.closed ? Effect.void : Effect.logError("runner: reader stopped", cause).pipe(log)),
-    Effect.forkScoped
-  )
-
-  // A message over MESSAGE_MAX_BYTES is a protocol error to ZeroMQ: it drops the connection and,
-  // unlike after a network error, never reconnects by itself. So when a disconnect is not followed by
-  // a new connection within RECONNECT_CHECK, reconnect by hand. (Reconnecting on every disconnect fed
-  // on itself: our own disconnect() reports a disconnect too, and a busy kernel's connection flapped
-  // for good, losing its output.)
-  const replOut = tcp(endpoint.host, endpoint.replOutPort)
-  let connects = 0
-  let checking = false
-  const reconnectIfStuck = (seen: number) =>
-    Effect.sleep(RECONNECT_CHECK).pipe(
-      Effect.andThen(Effect.suspend(() =>
-        isClosed() || connects !== seen
-          ? Effect.void
-          : Effect.logWarning("runner: REPL-out connection dropped and not re-established (oversized record?), reconnecting").pipe(
-            log,
-            Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
-            Effect.andThen(Effect.try(() => pull.connect(replOut))),
-            Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
-          )
-      )),
-      Effect.ensuring(Effect.sync(() => (checking = false)))
-    )
-  yield* Effect.tryPromise(() => pull.events.receive()).pipe(
-    Effect.flatMap((event) => {
-      if (event.type === "connect" || event.type === "handshake") {
-        connects++
-        return Effect.void
-      }
-      if (event.type !== "disconnect" || isClosed() || checking) return Effect.void
-      checking = true
-      return Effect.forkScoped(reconnectIfStuck(connects))
-    }),
-    Effect.forever,
-    Effect.catchCause(() => Effect.void), // the socket closed
-    Effect.forkScoped
-  )
-
-  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
-  // port opens, so pings would only queue up behind it (issue 12 item 7)
-  let servicePending = 0
-  yield* Effect.sync(() => (servicePending === 0 ? sendUnsafe([["status", ""]]) : undefined)).pipe(
-    Effect.repeat(Schedule.spaced(KEEPALIVE)),
-    Effect.forkScoped
-  )
-
   // ---- operations ---------------------------------------------------------------------------
 
-  const ensureOpen = Effect.suspend(() => isClosed() ? Effect.fail(err("Closed", "runner connection closed")) : Effect.void)
-
-  const send = (type: string, payload: string | Uint8Array = "") => Effect.andThen(ensureOpen, Effect.sync(() => sendUnsafe([[type, payload]])))
+  const send = (type: string, payload: string | Uint8Array = "") => withSockets(Effect.sync(() => sendUnsafe([[type, payload]])))
 
   const status = (timeout: Duration.Input) =>
-    Effect.andThen(
-      ensureOpen,
+    withSockets(
       Effect.suspend(() => {
         const d = Deferred.makeUnsafe<{ readonly startedAt: number }, RunnerError>()
         statusWaiters.add(d)
@@ -315,7 +551,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     )
 
   const attachRun = (runId: string, frames: ReadonlyArray<RunnerFrame>, options: { readonly create: boolean }) =>
-    Effect.suspend(() => {
+    withSockets(Effect.suspend(() => {
       const ticket = nextTicket++
       const turn = Deferred.makeUnsafe<void, RunnerError>()
       tickets.set(ticket, turn)
@@ -328,7 +564,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
           })
         )
       )
-    })
+    }))
 
   /** Takes the run's records if the poll can answer now; otherwise a deferred the next change of the run completes. */
   const collect = (
@@ -364,15 +600,14 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
             yield* Deferred.await(next.wake).pipe(Effect.timeoutOption(Duration.millis(deadline - now)))
           }
         })
-      )
+      ).pipe(Effect.ensuring(touch)) // a poll is a use: the idle period starts after the last one
     })
 
   const completeLock = yield* Semaphore.make(1)
   const serviceLock = yield* Semaphore.make(1)
 
   const request = (lock: Semaphore.Semaphore, replyType: "completion" | "service-result", type: string, payload: string, timeout: Duration.Input) =>
-    Effect.andThen(
-      ensureOpen,
+    withSockets(
       Semaphore.withPermit(
         lock,
         Effect.gen(function*() {
@@ -410,7 +645,8 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         () => request(serviceLock, "service-result", "start-service", payload, timeout),
         () => Effect.sync(() => servicePending--)
       ),
-    bufferedBytes: Effect.sync(() => RunQueue.bufferedBytes(queue))
+    bufferedBytes: Effect.sync(() => RunQueue.bufferedBytes(queue)),
+    socketsOpen: Effect.sync(() => sockets !== undefined)
   }
   return conn
 })
