@@ -76,9 +76,13 @@ export interface FakeRunner {
 /**
  * A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. With `answerStatus` it
  * answers every `status` at once (started_at 1), as a runner's loop does — what the settling probe of
- * reopened sockets needs (src/kernel/runner/RunnerConnection.ts); without it the test answers.
+ * reopened sockets needs (src/kernel/runner/RunnerConnection.ts); without it the test answers. With
+ * `statusDelay` too it answers each `status` that long after taking it, one at a time (a runner's
+ * single loop on a loaded machine: what arrives meanwhile waits its turn).
  */
-export const makeFakeRunner = (options: { readonly answerStatus?: boolean } = {}): Effect.Effect<FakeRunner, Error, Scope.Scope> => Effect.gen(function*() {
+export const makeFakeRunner = (
+  options: { readonly answerStatus?: boolean; readonly statusDelay?: Duration.Input } = {}
+): Effect.Effect<FakeRunner, Error, Scope.Scope> => Effect.gen(function*() {
   // the monitors start with the sockets (`events`), before any peer can connect
   const monitored = <S extends Zmq.Socket>(s: S): S => (void s.events, s)
   const input = yield* Effect.acquireRelease(Effect.sync(() => monitored(new Zmq.Pull({ linger: 0 }))), (s) => Effect.sync(() => s.close()))
@@ -112,7 +116,11 @@ export const makeFakeRunner = (options: { readonly answerStatus?: boolean } = {}
   const source: Effect.Effect<readonly [string, Buffer], Error> = options.answerStatus !== true ? receiveOne : yield* Effect.gen(function*() {
     const received = yield* Queue.unbounded<readonly [string, Buffer]>()
     yield* receiveOne.pipe(
-      Effect.flatMap((m) => (m[0] === "status" ? emit("status", encode({ started_at: 1 })) : Queue.offer(received, m))),
+      Effect.flatMap((m) =>
+        m[0] === "status"
+          ? Effect.andThen(options.statusDelay === undefined ? Effect.void : Effect.sleep(options.statusDelay), emit("status", encode({ started_at: 1 })))
+          : Queue.offer(received, m)
+      ),
       Effect.forever,
       Effect.ignore, // the socket closed
       Effect.forkScoped

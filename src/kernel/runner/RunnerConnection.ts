@@ -34,24 +34,60 @@
  * fair-queues whatever arrives. Nothing the agent can observe proves the runner has processed the
  * command (its FIN on the old connection comes before the command is even posted), so the proof is
  * made with the runner's own sends: before the writer of reopened sockets sends anything queued, it
- * sends `status` requests one at a time until {@link SETTLE_STREAK} (3) in a row are answered, with
- * exactly as many replies as requests since the last miss; a try unanswered within {@link SETTLE_TRY}
- * (its reply went to the old pipe) starts the count again. Three answered sends in a row of the
- * runner's PUSH mean no stale pipe was active at the third (lb_t's strict rotation, with terminated
- * pipes swapped out of the active range: a brute-force model of lb_t with up to five stale pipes
- * terminated at any points between sends finds no schedule where three consecutive sends reach our
- * pipe and a stale one is still active afterwards; two suffice for one stale pipe), and a terminated
- * pipe never becomes active again, so every later record reaches us. Limits, stated: the argument
- * assumes the runner sends nothing unasked while the probe runs (the 19.06 runner's `log` records
- * are such sends; the agent closes only when no run is current, so they are rare there), and a reply
- * later than {@link SETTLE_TRY} that meets a lost one could be miscounted. What opened the sockets
- * queued a frame the probe holds back, which keeps them open (`busy`); `status` callers are answered
- * by the probe's replies. The first
- * opening of a connection is not probed (as before this change: a stale pipe could only be a previous
- * agent process's, whose FIN came long before the runner's first send, which then processes the
- * command unthrottled — the runner's PUSH has been idle). test/kernel/RunnerReopen.test.ts gives the
- * runner a stale pipe on purpose (a "ghost" PULL that swallows what it gets) and fails without the
- * probe.
+ * asks `status` and counts the replies. The runner answers each request with one send of its PUSH,
+ * in order; a reply sent to a stale pipe is lost for good, one sent to our pipe arrives, in order.
+ * With `asked` requests sent and `got` replies received, at most `missing = asked − got` of the
+ * runner's replies are absent (lost, or not here yet), and they cut its replies into at most
+ * `missing + 1` stretches of consecutive delivered ones: once `got ≥ SETTLE_STREAK · (missing + 1)`
+ * one stretch holds {@link SETTLE_STREAK} (3) in a row (pigeonhole). Three sends in a row of the
+ * runner's PUSH that reached our pipe mean no stale pipe was active at the third (lb_t's strict
+ * rotation, with terminated pipes swapped out of the active range: a brute-force model of lb_t with
+ * up to five stale pipes terminated at any points between sends finds no schedule where three
+ * consecutive sends reach our pipe and a stale one is still active afterwards; two suffice for one
+ * stale pipe), and a terminated pipe never becomes active again, so every later record reaches us.
+ * The count needs no clock: a late reply is missing until it arrives and counts when it does, so
+ * neither a lost nor a late reply can be miscounted. Time only decides when to ask again: a try
+ * waits for the next reply up to a timeout that starts at {@link SETTLE_TRY} and doubles
+ * (`Schedule.exponential`) after each try that got none, up to {@link SETTLE_TRY_MAX}; the replies it
+ * waited for are then written off (asked for again by the next request — they still count if they
+ * come). A runner answering slower than a try therefore settles too, in about two of its replies per
+ * missing one. (The first probe restarted its count on a miss and on a late reply: with a runner
+ * answering each `status` 1.5 s after taking it, it never settled and held the run's frames for
+ * good — the clean-clone CI's hang in RealRunnerIdle.interop; test/kernel/RunnerSettle.test.ts.)
+ *
+ * **The probe's bound.** A probe ends after `settleBound` ({@link SETTLE_BOUND_DEFAULT}) at the
+ * latest, and the writer then sends what is queued, with a warning. Proceeding is the sound choice:
+ * a stale pipe lives until the runner's PUSH processes its `pipe_term`, which its I/O thread posts as
+ * soon as it reads our FIN, and which the PUSH processes at its next send that comes ~1 ms or more
+ * after it last looked at its mailbox. A runner that has not given three replies in a row for 30 s
+ * is either not answering at all — dead, or its loop blocked (a 19.06 runner waits for a service's
+ * port in `start-service`): the frames then wait in its PULL or are lost with it, as they would be
+ * without the probe — or answering so slowly that its next send looks at the mailbox. What it
+ * risks: a runner machine so starved that the runner's I/O thread has not read a FIN for 30 s; its
+ * first records could then be lost. Failing the call instead would turn a slow but working runner
+ * into failed runs. The deadline is checked between tries, never inside a send (a send interrupted
+ * half-way would leave zeromq.js's one send at a time busy for the next frame).
+ *
+ * Limits, stated: the count assumes the runner's PUSH sends nothing unasked while the probe runs:
+ * the 19.06 runner's `log` records are such sends (the agent closes only when no run is current, so
+ * they are rare there), and so is a late reply to a `status` sent before the close — those are
+ * counted as missing from the start: the `status` requests the previous opening sent and got no
+ * reply to. What opened the sockets queued a frame the probe holds back, which keeps them open
+ * (`busy`); `status` callers are answered by the probe's replies. The first opening of a connection
+ * is not probed (as before this change: a stale pipe could only be a previous agent process's, whose
+ * FIN came long before the runner's first send, which then processes the command unthrottled — the
+ * runner's PUSH has been idle). test/kernel/RunnerReopen.test.ts gives the runner a stale pipe on
+ * purpose (a "ghost" PULL that swallows what it gets) and fails without the probe.
+ *
+ * **Forked without the caller.** A forked fiber starts with its parent's context. The connection's
+ * fibers (the idle watcher, forked by `open`; the sockets' fibers, forked by their first use — inside
+ * an execute RPC's span, or CreateFlow's `runnerOpen`) would keep the caller's span (with the `Error`
+ * `Effect.withSpan` captures) and its stack frame (an `Effect.fn`'s call-site `Error`), whose
+ * structured stacks hold the caller's closures — an adoption's V1Pod and V1Service, an execute's
+ * request — for as long as the kernel lives; so would the connection's finalizer
+ * (`Effect.addFinalizer` keeps the context it was added in). The connection is made, and its sockets
+ * opened, with `Tracer.ParentSpan` and `References.CurrentStackFrame` taken out of the context
+ * (`detached`; RunnerConnections.test.ts, "keeps nothing of the caller's closure alive").
  *
  * While open, per connection: one writer fiber (zeromq.js allows one `send` at a time), one reader
  * fiber that decodes records (./RunnerRecords.ts) and feeds them to the run queue (./RunQueue.ts, a
@@ -73,7 +109,7 @@
  * queue's command interpreter and the request/reply waiters share one state and one reader; the rules
  * themselves live in RunQueue.ts and RunnerRecords.ts.)
  */
-import { Deferred, Duration, Effect, Exit, Latch, Option, Queue, Schema, Scope, Semaphore } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Latch, Option, Queue, References, Schedule, Schema, Scope, Semaphore, Tracer } from "effect"
 import * as Zmq from "zeromq"
 import { monotonicMillis } from "../../domain/MonotonicClock.ts"
 import { parseJson, type PollResult, RECEIVE_HWM, MESSAGE_MAX_BYTES, makeRecordDecoder, type RunnerFrame } from "./RunnerRecords.ts"
@@ -135,6 +171,8 @@ export interface ConnectionOptions {
   readonly socketIdle?: Duration.Input | undefined
   /** The ZeroMQ context every socket of the connection is made in (RunnerConnections' own: zeromq.js's global one allows 1,023 sockets). */
   readonly context?: Zmq.Context | undefined
+  /** The longest a reopening's settling probe holds queued frames back ({@link SETTLE_BOUND_DEFAULT}). */
+  readonly settleBound?: Duration.Input | undefined
 }
 
 /** The default of `[container] runner-socket-idle`. */
@@ -143,10 +181,21 @@ export const SOCKET_IDLE_DEFAULT = Duration.seconds(60)
 /** How long after a REPL-out disconnect ZeroMQ may take to connect again before the agent reconnects by hand. */
 const RECONNECT_CHECK = Duration.seconds(2)
 const KEEPALIVE = Duration.seconds(10)
-/** `status` round trips answered in a row that show the runner's PUSH has no stale pipe (see the header). */
+/** Replies of the runner's PUSH in a row that show it has no stale pipe (see the header). */
 const SETTLE_STREAK = 3
-/** How long the settling probe waits for each reply before it counts the try as missed. */
+/** How long the settling probe's first try waits for a reply; each try that gets none doubles it. */
 const SETTLE_TRY = Duration.seconds(1)
+/** The longest a try of the settling probe waits. */
+const SETTLE_TRY_MAX = Duration.seconds(8)
+/** The default longest time a settling probe holds the queued frames back (see the header). */
+export const SETTLE_BOUND_DEFAULT = Duration.seconds(30)
+
+/**
+ * Runs `self` (which forks the connection's long-lived fibers) without the caller's span and stack
+ * frame in its context, so the fibers it forks keep neither (see the header).
+ */
+const detached = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.updateContext(self, (context: Context.Context<R>) => Context.omit(Tracer.ParentSpan, References.CurrentStackFrame)(context) as Context.Context<R>)
 
 /** One opening of the sockets: its fibers and the sockets live in `scope`. */
 interface Sockets {
@@ -164,6 +213,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   const log = Effect.annotateLogs({ kernelId })
   const connectionScope = yield* Effect.scope
   const idleMillis = Duration.toMillis(Duration.fromInputUnsafe(options.socketIdle ?? SOCKET_IDLE_DEFAULT))
+  const settleBoundMillis = Duration.toMillis(Duration.fromInputUnsafe(options.settleBound ?? SETTLE_BOUND_DEFAULT))
   const context = options.context === undefined ? {} : { context: options.context }
 
   /** Frames for the writer: they survive the sockets (but the sockets only close when this is empty). */
@@ -234,6 +284,10 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   const statusWaiters = new Set<Deferred.Deferred<{ readonly startedAt: number }, RunnerError>>()
   /** `status` replies received so far (the settling probe counts them), and the probe's wake-up. */
   let statusSeen = 0
+  /** `status` requests sent so far (handed to ZeroMQ), and both counts when the sockets last opened. */
+  let statusAsked = 0
+  let askedAtOpen = 0
+  let seenAtOpen = 0
   let statusTick: Deferred.Deferred<void> | undefined
   /** The request waiting for a `completion` / `service-result` reply, if any (one at a time each). */
   const replyWaiters = new Map<"completion" | "service-result", Deferred.Deferred<Uint8Array>>()
@@ -323,30 +377,45 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     return reached.pipe(Effect.timeoutOption(within), Effect.map(Option.isSome))
   }
 
+  /** Sends one `status` request on `push`; whether ZeroMQ took it. */
+  const askStatus = (push: Zmq.Push): Effect.Effect<boolean> =>
+    Effect.tryPromise(() => push.send(["status", ""])).pipe(
+      Effect.map(() => (statusAsked++, true)),
+      Effect.catch((e) => push.closed ? Effect.interrupt : Effect.as(Effect.logWarning("runner: settling 'status' not sent", e).pipe(log), false))
+    )
+
   /**
-   * The settling probe (see the header): `status` requests one at a time, each sent once the one
-   * before was answered, until {@link SETTLE_STREAK} in a row are answered with exactly as many
-   * replies as requests since the last miss. A try unanswered within {@link SETTLE_TRY} (a reply
-   * lost to a stale pipe, or a runner not up yet) or an extra reply (a late one) starts the count
-   * again. Replies resolve `status` callers' waiters as any reply does.
+   * The settling probe (see the header): `status` requests until the replies received, `got`, are at
+   * least {@link SETTLE_STREAK} times the stretches the missing ones can cut them into; `missingBefore`
+   * requests of the previous opening still had no reply. A new request goes out when every reply
+   * still awaited has been written off; a try waits for the next reply up to a timeout that doubles
+   * after each try that got none. False when `settleBound` ran out first.
    */
-  const settleProbe = (push: Zmq.Push): Effect.Effect<void> =>
+  const settleProbe = (push: Zmq.Push, missingBefore: number): Effect.Effect<boolean> =>
     Effect.gen(function*() {
-      let streak = 0
-      let base = statusSeen
-      let asked = 0
-      while (streak < SETTLE_STREAK) {
-        asked++
-        yield* Effect.tryPromise(() => push.send(["status", ""])).pipe(
-          Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning("runner: settling 'status' not sent", e).pipe(log))
+      const tryTimeouts = yield* Schedule.toStep(Schedule.exponential(SETTLE_TRY))
+      const nextTimeout = (now: number) =>
+        tryTimeouts(now, undefined).pipe(
+          Effect.map(([timeout]) => Duration.toMillis(Duration.min(timeout, SETTLE_TRY_MAX))),
+          Effect.catch(() => Effect.succeed(Duration.toMillis(SETTLE_TRY_MAX)))
         )
-        const answered = yield* statusReplies(base + asked, SETTLE_TRY)
-        if (answered && statusSeen === base + asked) {
-          streak++
-        } else {
-          streak = 0
-          base = statusSeen
-          asked = 0
+      const start = yield* monotonicMillis
+      const deadline = start + settleBoundMillis
+      let timeout = yield* nextTimeout(start)
+      const seenBefore = statusSeen
+      let asked = 0
+      /** Requests whose reply a try waited for in vain (asked for again; they count if they come). */
+      let writtenOff = 0
+      while (true) {
+        const got = statusSeen - seenBefore
+        if (got >= SETTLE_STREAK * (Math.max(0, missingBefore + asked - got) + 1)) return true
+        const now = yield* monotonicMillis
+        if (now >= deadline) return false
+        if (asked - got <= writtenOff && (yield* askStatus(push))) asked++
+        const answered = yield* statusReplies(statusSeen + 1, Duration.millis(Math.min(timeout, deadline - now)))
+        if (!answered) {
+          writtenOff = asked - (statusSeen - seenBefore)
+          timeout = yield* nextTimeout(now)
         }
       }
     })
@@ -383,11 +452,23 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       // shown to have no stale pipe: see the header), then the queue; `unsent` counts a frame until
       // its send has ended, so an idle close never cuts one
       // the first opening of a connection is not probed: see the header
-      yield* (openings++ > 0 ? settleProbe(push) : Effect.void).pipe(
+      // `status` requests of the previous opening that got no reply: their replies may still come
+      const missingBefore = Math.max(0, (statusAsked - askedAtOpen) - (statusSeen - seenAtOpen))
+      askedAtOpen = statusAsked
+      seenAtOpen = statusSeen
+      const probe = openings++ === 0 ? Effect.void : settleProbe(push, missingBefore).pipe(
+        Effect.flatMap((settled) =>
+          settled ? Effect.void : Effect.logWarning(
+            `runner: no settled status replies within ${Duration.format(Duration.millis(settleBoundMillis))} of a reopen, sending what is queued`
+          ).pipe(log)
+        )
+      )
+      yield* probe.pipe(
         Effect.andThen(
           Queue.take(outgoing).pipe(
             Effect.flatMap(([type, payload]) =>
               Effect.tryPromise(() => push.send([type, payload])).pipe(
+                Effect.tap(() => Effect.sync(() => void (type === "status" && statusAsked++))),
                 Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log)),
                 Effect.ensuring(Effect.sync(() => void unsent--))
               )
@@ -462,6 +543,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       const self: Sockets = { scope: yield* Scope.fork(connectionScope) }
       sockets = self
       yield* openSockets(self).pipe(
+        detached,
         Scope.provide(self.scope),
         Effect.onError((cause) =>
           Effect.andThen(
@@ -649,4 +731,4 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     socketsOpen: Effect.sync(() => sockets !== undefined)
   }
   return conn
-})
+}, detached) // its finalizer, its idle watcher and its sockets keep nothing of the caller (see the header)
