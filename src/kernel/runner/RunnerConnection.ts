@@ -389,9 +389,9 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
    * least {@link SETTLE_STREAK} times the stretches the missing ones can cut them into; `missingBefore`
    * requests of the previous opening still had no reply. A new request goes out when every reply
    * still awaited has been written off; a try waits for the next reply up to a timeout that doubles
-   * after each try that got none. False when `settleBound` ran out first.
+   * after each try that got none. What it counted, and whether it settled before `settleBound` ran out.
    */
-  const settleProbe = (push: Zmq.Push, missingBefore: number): Effect.Effect<boolean> =>
+  const settleProbe = (push: Zmq.Push, missingBefore: number): Effect.Effect<{ readonly settled: boolean; readonly asked: number; readonly got: number }> =>
     Effect.gen(function*() {
       const tryTimeouts = yield* Schedule.toStep(Schedule.exponential(SETTLE_TRY))
       const nextTimeout = (now: number) =>
@@ -408,9 +408,9 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       let writtenOff = 0
       while (true) {
         const got = statusSeen - seenBefore
-        if (got >= SETTLE_STREAK * (Math.max(0, missingBefore + asked - got) + 1)) return true
+        if (got >= SETTLE_STREAK * (Math.max(0, missingBefore + asked - got) + 1)) return { settled: true, asked, got }
         const now = yield* monotonicMillis
-        if (now >= deadline) return false
+        if (now >= deadline) return { settled: false, asked, got }
         if (asked - got <= writtenOff && (yield* askStatus(push))) asked++
         const answered = yield* statusReplies(statusSeen + 1, Duration.millis(Math.min(timeout, deadline - now)))
         if (!answered) {
@@ -457,9 +457,11 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       askedAtOpen = statusAsked
       seenAtOpen = statusSeen
       const probe = openings++ === 0 ? Effect.void : settleProbe(push, missingBefore).pipe(
-        Effect.flatMap((settled) =>
+        Effect.flatMap(({ asked, got, settled }) =>
           settled ? Effect.void : Effect.logWarning(
-            `runner: no settled status replies within ${Duration.format(Duration.millis(settleBoundMillis))} of a reopen, sending what is queued`
+            `runner: not settled within ${Duration.format(Duration.millis(settleBoundMillis))} of a reopen (${got} of ${asked} status replies${
+              got === 0 ? ": the runner answers nothing" : ": replies lost or late, the runner's PUSH may still hold a stale pipe and lose records"
+            }), sending what is queued`
           ).pipe(log)
         )
       )
