@@ -75,15 +75,16 @@ export const GROUPS: ReadonlyArray<Group> = [
     // and the runner simulator, so vitest's forks pool (zeromq aborts inside worker threads) and one
     // mutant at a time; not in the default run (each mutant costs the socket tests, ~30 s)
     name: "runnerconnection",
-    // the status count the probe reads, the lock state and busy rule, the probe, its start, and
+    // the status count the probe reads, the lock state and busy rule, the probe (its count, tries and
+    // bound), its start with the previous opening's missing replies, the writer's status count, and
     // open / withSockets / closeIfIdle / the idle watcher / the finaliser (lines at this commit)
     mutate: [
-      "src/kernel/runner/RunnerConnection.ts:262-265",
-      "src/kernel/runner/RunnerConnection.ts:287-354",
-      "src/kernel/runner/RunnerConnection.ts:386-386",
-      "src/kernel/runner/RunnerConnection.ts:458-532"
+      "src/kernel/runner/RunnerConnection.ts:316-319",
+      "src/kernel/runner/RunnerConnection.ts:341-421",
+      "src/kernel/runner/RunnerConnection.ts:456-473",
+      "src/kernel/runner/RunnerConnection.ts:541-615"
     ],
-    tests: ["test/kernel/RunnerIdle.test.ts", "test/kernel/RunnerReopen.test.ts"],
+    tests: ["test/kernel/RunnerIdle.test.ts", "test/kernel/RunnerReopen.test.ts", "test/kernel/RunnerSettle.test.ts"],
     config: "stryker.sockets.config.json",
     explicit: true
   }
