@@ -51,9 +51,11 @@
  * (`Schedule.exponential`) after each try that got none, up to {@link SETTLE_TRY_MAX}; the replies it
  * waited for are then written off (asked for again by the next request — they still count if they
  * come). A runner answering slower than a try therefore settles too, in about two of its replies per
- * missing one. (The first probe restarted its count on a miss and on a late reply: with a runner
- * answering each `status` 1.5 s after taking it, it never settled and held the run's frames for
- * good — the clean-clone CI's hang in RealRunnerIdle.interop; test/kernel/RunnerSettle.test.ts.)
+ * missing one. (The first probe restarted its count on a miss and on a late reply, with no bound:
+ * with a runner answering each `status` 1.5 s after taking it it never settled and held the run's
+ * frames for good — test/kernel/RunnerSettle.test.ts —, and in the clean-clone CI's hang, reproduced
+ * under load, it met a stale pipe that did not go for minutes: every other reply lost, its count
+ * never past one, RealRunnerIdle.interop timed out at 240 s.)
  *
  * **The probe's bound.** A probe ends after `settleBound` ({@link SETTLE_BOUND_DEFAULT}) at the
  * latest, and the writer then sends what is queued, with a warning. Proceeding is the sound choice:
@@ -63,9 +65,12 @@
  * is either not answering at all — dead, or its loop blocked (a 19.06 runner waits for a service's
  * port in `start-service`): the frames then wait in its PULL or are lost with it, as they would be
  * without the probe — or answering so slowly that its next send looks at the mailbox. What it
- * risks: a runner machine so starved that the runner's I/O thread has not read a FIN for 30 s; its
- * first records could then be lost. Failing the call instead would turn a slow but working runner
- * into failed runs. The deadline is checked between tries, never inside a send (a send interrupted
+ * risks: a stale pipe that outlives the bound — the runner's I/O thread has not read the FIN, or
+ * the FIN never reached it — loses records (every other one, with one such pipe), and the warning
+ * says so (the replies it counted); seen in the loaded testbed, where the runner is reached through
+ * the simulated kubelet's proxy and sandbox.py's relay (bench/README.md, "Re-landed with a bounded
+ * settling probe"). Failing the call instead would turn a slow but working runner into failed runs,
+ * and waiting longer (the first probe) only turns the lost records into a run that never starts. The deadline is checked between tries, never inside a send (a send interrupted
  * half-way would leave zeromq.js's one send at a time busy for the next frame).
  *
  * Limits, stated: the count assumes the runner's PUSH sends nothing unasked while the probe runs:
