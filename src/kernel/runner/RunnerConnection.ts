@@ -110,7 +110,7 @@
  * up its place without its frames being sent; a poll is cancel-safe (records leave the run's buffer in
  * one synchronous step, after the wait).
  *
- * (About 500 lines: the sockets and their open/idle-close state, the REPL-out reconnect rule, the run
+ * (About 620 lines below this header: the sockets and their open/idle-close state, the REPL-out reconnect rule, the run
  * queue's command interpreter and the request/reply waiters share one state and one reader; the rules
  * themselves live in RunQueue.ts and RunnerRecords.ts.)
  */
