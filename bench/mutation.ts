@@ -79,10 +79,10 @@ export const GROUPS: ReadonlyArray<Group> = [
     // bound), its start with the previous opening's missing replies, the writer's status count, and
     // open / withSockets / closeIfIdle / the idle watcher / the finaliser (lines at this commit)
     mutate: [
-      "src/kernel/runner/RunnerConnection.ts:316-319",
-      "src/kernel/runner/RunnerConnection.ts:341-421",
-      "src/kernel/runner/RunnerConnection.ts:456-473",
-      "src/kernel/runner/RunnerConnection.ts:541-615"
+      "src/kernel/runner/RunnerConnection.ts:321-324",
+      "src/kernel/runner/RunnerConnection.ts:346-426",
+      "src/kernel/runner/RunnerConnection.ts:461-478",
+      "src/kernel/runner/RunnerConnection.ts:546-620"
     ],
     tests: ["test/kernel/RunnerIdle.test.ts", "test/kernel/RunnerReopen.test.ts", "test/kernel/RunnerSettle.test.ts"],
     config: "stryker.sockets.config.json",
