@@ -5,7 +5,7 @@
  * its own; while it switches a kernel's Service from "no endpoints" (REJECT) to the pod's DNAT rules,
  * a connect from the agent can complete against that socket, which never answers. libzmq then waits
  * its default handshake interval (30 s) before it gives up and redials: create_kernel took 32 s
- * instead of 5–8 s in 3 of 15 creates (test/testbed/README.md, real-node mode). The front below plays that socket for
+ * instead of 5–8 s in 4 of 15 creates (test/testbed/README.md, real-node mode). The front below plays that socket for
  * the first connection to each runner port and forwards every later one to the runner simulator.
  */
 import { assert, describe, it } from "@effect/vitest"
