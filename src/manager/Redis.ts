@@ -40,8 +40,9 @@ export interface RedisShape {
    * `SET keys[i] values[i] EX ttlSeconds` for every i, as ONE command per {@link SET_MANY_CHUNK} keys (an
    * `EVALSHA` of {@link SET_MANY_LUA}) instead of a pipeline of one command per key: the same keys,
    * values and expiry in Redis, without a client-side command object, promise and reply per key (the
-   * stats loop writes ~1,000 keys every 2 s). Each chunk is atomic (Redis runs the script as one
-   * command: ~1 ms per 1,000 keys measured, see bench/README.md); chunks are not. Fails with reason
+   * stats loop writes ~1,000 keys every 2 s). Each chunk is atomic: Redis runs the script as one
+   * command and serves nobody else meanwhile (~1.7 ms per 250 keys of ~580 bytes measured, ~3× the
+   * time of the plain SETs; bench/README.md "Goal 4, the stats write and parse"); chunks are not. Fails with reason
    * `Other` (nothing sent) if the lengths differ or the TTL is not a positive whole number.
    */
   readonly setManyEx: (keys: ReadonlyArray<string>, values: ReadonlyArray<Buffer>, ttlSeconds: number) => Effect.Effect<void, RedisError>
@@ -69,8 +70,8 @@ export const SET_MANY_LUA = "local ttl = ARGV[#KEYS + 1]\n" +
   "for i = 1, #KEYS do redis.call('SET', KEYS[i], ARGV[i], 'EX', ttl) end\n" +
   "return #KEYS\n"
 const SET_MANY_SHA = createHash("sha1").update(SET_MANY_LUA).digest("hex")
-/** Keys per script call: bounds both the time Redis is blocked by one call and the call's argument count. */
-export const SET_MANY_CHUNK = 1000
+/** Keys per script call: bounds the time Redis is blocked by one call (~1.7 ms) and the call's argument count. */
+export const SET_MANY_CHUNK = 250
 
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 

@@ -2,7 +2,7 @@
  * Statistics for the manager (spec §6 "D19 / A19.09 (reference format)", §9): every `stats.interval`
  * (2 s) the kubelet Summary API of every worker node is read through the API server node proxy
  * (bounded concurrency, per-node timeout), turned into D19 metric records (StatFormat.ts) and written
- * to Redis DB 0 in one round trip (`Redis.setManyEx`: one script call per 1,000 keys, not one command per key):
+ * to Redis DB 0 in one round trip (`Redis.setManyEx`: one script call per 250 keys, not one client command per key):
  *
  * - `<agent_id>` = msgpack `{"node": {metric: M}, "devices": {metric: {node name: M}}}` — the cluster as
  *   one node, each Kubernetes node a device;
