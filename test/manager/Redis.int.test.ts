@@ -78,6 +78,26 @@ describe("Redis", () => {
       assert.deepStrictEqual((yield* readWithPython(server.port, ["a-list"]))[0]![0], Buffer.from("v").toString("hex"))
     }))
 
+  it.live("setManyEx writes with plain SETs where Redis refuses scripts (an ACL without @scripting, or EVAL renamed away)", () =>
+    Effect.gen(function*() {
+      const server = yield* redisServer
+      const redis = yield* Redis.make({ addr: server.addr })
+      // the operator's Redis lets this user run SET but no script (Redis 6+ ACL)
+      yield* redis.command("ACL", "SETUSER", "default", "-@scripting")
+      const keys = Array.from({ length: SET_MANY_CHUNK + 3 }, (_, i) => `kernel-${i}`)
+      const values = keys.map((_, i) => Buffer.from([0x81, 0xa1, 0x61, i % 256]))
+      yield* redis.setManyEx(keys, values, 30)
+      const seen = yield* readWithPython(server.port, keys)
+      for (let i = 0; i < keys.length; i++) {
+        assert.strictEqual(seen[i]![0], values[i]!.toString("hex"), keys[i])
+        assert.isAbove(seen[i]![1], 0, keys[i])
+        assert.isAtMost(seen[i]![1], 30, keys[i])
+      }
+      // and keeps doing so on the next cycle
+      yield* redis.setManyEx(["next"], [Buffer.from("n")], 30)
+      assert.strictEqual((yield* readWithPython(server.port, ["next"]))[0]![0], Buffer.from("n").toString("hex"))
+    }).pipe(quiet))
+
   it.live("setManyEx fails fast while Redis is down and writes again once it is back", () =>
     Effect.gen(function*() {
       const server = yield* redisServer
