@@ -62,4 +62,31 @@ describe("RunnerConnections: a connection outlives the call that opened it", () 
       collectGarbage()
       assert.isUndefined(weak!.deref(), "the opening call's closure is still reachable from the connection")
     }).pipe(Effect.provide(RunnerConnections.layer), Effect.scoped), { timeout: 60_000 })
+
+  // A forked fiber starts with its parent's context, and `Effect.addFinalizer` keeps the context it was
+  // added in: a caller's span (`Effect.withSpan` captures an `Error` at its call site) and its stack
+  // frame were inherited the same way — CreateFlow opens the connection inside its `runnerOpen` span.
+  it.live("keeps nothing of the caller's closure alive when `open` runs inside the caller's span (as CreateFlow's runnerOpen)", () =>
+    Effect.gen(function*() {
+      const runner = yield* fakeRunner
+      const conns = yield* RunnerConnections
+      let weak: WeakRef<object> | undefined
+      // as CreateFlow's status ping: a generator closing over the kernel's pod calls `open` in a span
+      const statusPing = (kernelId: string, pod: { readonly fields: ReadonlyArray<string> }) =>
+        Effect.gen(function*() {
+          if (pod.fields.length === 0) return yield* Effect.die("empty")
+          return yield* conns.open(kernelId, runner.endpoint).pipe(Effect.withSpan("test.runnerOpen", { attributes: { kernelId } }))
+        }).pipe(Effect.withSpan("test.create"))
+      const conn = yield* Effect.suspend(() => {
+        const pod = { fields: new Array(100_000).fill("pod field") as Array<string> }
+        weak = new WeakRef(pod)
+        return statusPing("k-span", pod)
+      })
+      yield* conn.send("interrupt", "")
+      const [type] = yield* runner.receive
+      assert.strictEqual(type, "interrupt")
+      yield* Effect.sleep("50 millis")
+      collectGarbage()
+      assert.isUndefined(weak!.deref(), "the caller's closure is still reachable from the connection")
+    }).pipe(Effect.provide(RunnerConnections.layer), Effect.scoped), { timeout: 60_000 })
 })

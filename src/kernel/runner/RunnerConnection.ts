@@ -21,7 +21,7 @@
  * interpreter and the request/reply waiters share one scope and one reader; the rules themselves live
  * in RunQueue.ts and RunnerRecords.ts.)
  */
-import { Deferred, Duration, Effect, Option, Queue, Schedule, Schema, Semaphore } from "effect"
+import { Context, Deferred, Duration, Effect, Option, Queue, References, Schedule, Schema, Semaphore, Tracer } from "effect"
 import * as Zmq from "zeromq"
 import { monotonicMillis } from "../../domain/MonotonicClock.ts"
 import { parseJson, type PollResult, RECEIVE_HWM, MESSAGE_MAX_BYTES, makeRecordDecoder, type RunnerFrame } from "./RunnerRecords.ts"
@@ -88,6 +88,17 @@ const KEEPALIVE = Duration.seconds(10)
 const HANDSHAKE_MILLIS = 5_000
 
 const tcp = (host: string, port: number): string => `tcp://${host.includes(":") ? `[${host}]` : host}:${port}`
+
+/**
+ * Runs `self` (which forks the connection's long-lived fibers and adds its finalizers) without the
+ * caller's span and stack frame in its context. A forked fiber starts with its parent's context and
+ * `Effect.addFinalizer` keeps the context it was added in; a span holds the `Error` `Effect.withSpan`
+ * captured at its call site and a stack frame an `Effect.fn`'s, and their structured stacks hold the
+ * caller's closures (CreateFlow's pod, an adoption's V1Pod and V1Service) for as long as the kernel
+ * lives (RunnerConnections.test.ts, "keeps nothing of the caller's closure alive").
+ */
+const detached = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.updateContext(self, (context: Context.Context<R>) => Context.omit(Tracer.ParentSpan, References.CurrentStackFrame)(context) as Context.Context<R>)
 
 /** Opens a connection whose sockets and fibers live in the enclosing scope. */
 export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint, context?: Zmq.Context) {
@@ -420,4 +431,4 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     bufferedBytes: Effect.sync(() => RunQueue.bufferedBytes(queue))
   }
   return conn
-})
+}, detached)
