@@ -1,5 +1,5 @@
 /**
- * `node --max-semi-space-size=1 bench/stats-cycle.ts [ROOT] [CYCLES] [project|scan]`
+ * `node --max-semi-space-size=1 bench/stats-cycle.ts [ROOT] [CYCLES] [project|scan] [--redis HOST:PORT]`
  *
  * The stats loop's own work per cycle at 1,000 kernels on 4 nodes, in process and without any I/O:
  * StatsCollector.make of the checkout at ROOT (default: this one; another worktree or a copy of an
@@ -10,12 +10,20 @@
  * (SummaryJson.parseSummary: only in commit f986276 of branch `stats`, measured and not kept). Prints process CPU ms per cycle, GC pause ms per cycle (PerformanceObserver
  * "gc" entries), wall ms per cycle and the bytes written per cycle. Benchmarks run under the
  * machine-wide lock: `flock /work/bench.lock node … bench/stats-cycle.ts …`.
+ *
+ * `--redis HOST:PORT`: the writes go to that Redis (DB 0; a testbed's, never a shared one) through ROOT's
+ * own `Redis` service (ioredis pipeline or `setManyEx`, whichever ROOT's collector calls), so the
+ * client's cost is in the numbers; also prints Redis's own time for the writes per cycle (`INFO
+ * commandstats`: usec of SET, EVALSHA and EVAL over the measured cycles).
  */
 import { PerformanceObserver } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
-const root = process.argv[2] ?? fileURLToPath(new URL("..", import.meta.url))
-const CYCLES = Number(process.argv[3] ?? 60)
-const MODE = process.argv[4] ?? "project"
+const redisAt = process.argv.indexOf("--redis")
+const REDIS = redisAt >= 0 ? process.argv[redisAt + 1] : undefined
+const args = redisAt >= 0 ? process.argv.filter((_, i) => i !== redisAt && i !== redisAt + 1) : process.argv
+const root = args[2] ?? fileURLToPath(new URL("..", import.meta.url))
+const CYCLES = Number(args[3] ?? 60)
+const MODE = args[4] ?? "project"
 const { Effect, Layer, References, Schema } = await import(`${root}/node_modules/effect/dist/index.js`)
 const KS = await import(`${root}/src/stats/KubeletSummary.ts`)
 const SJ = MODE === "scan" ? await import(`${root}/src/stats/SummaryJson.ts`) : undefined
@@ -61,19 +69,45 @@ const fetch = (node: string) => Effect.suspend(() => {
 const infos = kernels.map((k) => ({ kernelId: k.kernelId, namespace: "bench", objectName: `kernel-${k.kernelId}`, podUid: k.uid, resourceSpec: "" }))
 const layer = Layer.mergeAll(
   Layer.succeed(KS.KubeletSummary, KS.KubeletSummary.of({ fetch })),
-  Layer.mock(Redis)({ pipeline: (c: ReadonlyArray<unknown>) => Effect.succeed(c.map(() => "OK")) })
+  REDIS !== undefined
+    ? Redis.layer({ addr: REDIS })
+    // older checkouts write with `pipeline`, later ones with `setManyEx`: both answered in memory
+    : Layer.mock(Redis)({ pipeline: (c: ReadonlyArray<unknown>) => Effect.succeed(c.map(() => "OK")), setManyEx: () => Effect.void })
 )
+/** Redis's own usec per command name so far (`INFO commandstats`), from ROOT's Redis service. */
+const serverUsec = REDIS === undefined ? () => Effect.succeed(new Map<string, number>()) : () =>
+  Effect.gen(function*() {
+    const info = String(yield* (yield* Redis).command("INFO", "commandstats"))
+    const out = new Map<string, number>()
+    for (const m of info.matchAll(/^cmdstat_(\w+):calls=(\d+),usec=(\d+)/gm)) {
+      out.set(m[1]!, Number(m[3]))
+      out.set(`${m[1]!} calls`, Number(m[2]))
+    }
+    return out
+  })
 let gcMs = 0
 new PerformanceObserver((l) => { for (const e of l.getEntries()) gcMs += e.duration }).observe({ entryTypes: ["gc"] })
 const program = Effect.gen(function*() {
   const collector = yield* StatsCollector.make({ agentId: "i-bench", intervalSeconds: 2, ttlSeconds: 30, concurrency: 8,
-    nodes: Effect.succeed(kernels.slice(0, NODES).map((k) => k.node)), kernels: Effect.succeed(infos) }).pipe(Effect.provide(layer))
-  for (let i = 0; i < 10; i++) { variant++; yield* collector.collectOnce }
+    nodes: Effect.succeed(kernels.slice(0, NODES).map((k) => k.node)), kernels: Effect.succeed(infos) })
+  for (let i = 0; i < 10; i++) { variant++; if (!(yield* collector.collectOnce).written && REDIS !== undefined) throw new Error("not written") }
+  const usec0 = yield* serverUsec()
   const cpu0 = process.cpuUsage(); const gc0 = gcMs; const t0 = performance.now()
   let bytes = 0
-  for (let i = 0; i < CYCLES; i++) { variant++; const r = yield* collector.collectOnce; bytes = r.bytes; if (r.kernels !== KERNELS) throw new Error(`kernels ${r.kernels}`) }
+  for (let i = 0; i < CYCLES; i++) {
+    variant++
+    const r = yield* collector.collectOnce
+    bytes = r.bytes
+    if (r.kernels !== KERNELS || !r.written) throw new Error(`kernels ${r.kernels}, written ${r.written}`)
+  }
   const cpu = process.cpuUsage(cpu0)
+  const wall = performance.now() - t0
+  const usec1 = yield* serverUsec()
+  const delta = (key: string) => (usec1.get(key) ?? 0) - (usec0.get(key) ?? 0)
+  const redisMs = ["set", "evalsha", "eval"].map((c) =>
+    `${c} ${(delta(c) / 1000 / CYCLES).toFixed(2)} (${(delta(`${c} calls`) / CYCLES).toFixed(0)} calls, ${(delta(c) / Math.max(1, delta(`${c} calls`))).toFixed(0)} µs each)`
+  )
   yield* Effect.sleep("100 millis")
-  console.log(`${root} ${SJ !== undefined ? "scan" : decodeOld !== undefined ? "schema" : "project"}: ${((cpu.user + cpu.system) / 1000 / CYCLES).toFixed(1)} ms CPU per cycle, GC ${((gcMs - gc0) / CYCLES).toFixed(1)} ms per cycle, wall ${((performance.now() - t0) / CYCLES).toFixed(1)} ms, ${bytes} bytes`)
-}).pipe(Effect.provideService(References.MinimumLogLevel, "Warn"))
+  console.log(`${root} ${SJ !== undefined ? "scan" : decodeOld !== undefined ? "schema" : "project"}${REDIS !== undefined ? " + Redis" : ""}: ${((cpu.user + cpu.system) / 1000 / CYCLES).toFixed(1)} ms CPU per cycle, GC ${((gcMs - gc0) / CYCLES).toFixed(1)} ms per cycle, wall ${(wall / CYCLES).toFixed(1)} ms, ${bytes} bytes${REDIS !== undefined ? `; Redis's own ms per cycle: ${redisMs.join(", ")}` : ""}`)
+}).pipe(Effect.provide(layer), Effect.scoped, Effect.provideService(References.MinimumLogLevel, "Warn"))
 await Effect.runPromise(program)

@@ -2,7 +2,7 @@
  * Statistics for the manager (spec §6 "D19 / A19.09 (reference format)", §9): every `stats.interval`
  * (2 s) the kubelet Summary API of every worker node is read through the API server node proxy
  * (bounded concurrency, per-node timeout), turned into D19 metric records (StatFormat.ts) and written
- * to Redis DB 0 in ONE pipelined round trip:
+ * to Redis DB 0 in one round trip (`Redis.setManyEx`: one script call per 250 keys, not one client command per key):
  *
  * - `<agent_id>` = msgpack `{"node": {metric: M}, "devices": {metric: {node name: M}}}` — the cluster as
  *   one node, each Kubernetes node a device;
@@ -20,7 +20,7 @@
 import { Cause, Clock, Context, Effect, Layer, Metric, Option, Ref, Result, Schedule, Semaphore } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
-import { Redis, type RedisCommand } from "../manager/Redis.ts"
+import { Redis } from "../manager/Redis.ts"
 import * as Msgpack from "../codec/Msgpack.ts"
 import { type KernelStat, KernelStatsSink } from "./KernelStatsSink.ts"
 import { KubeletSummary } from "./KubeletSummary.ts"
@@ -196,20 +196,23 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
 
         // one synchronous pass: encode every value (the payloads of kernels not measured this cycle but
         // still alive stay; those of kernels the state no longer holds go)
-        const commands: Array<RedisCommand> = []
+        const keys: Array<string> = []
+        const values: Array<Buffer> = []
         let bytes = 0
         const encodeFailed = yield* Effect.try(() => {
           if (out.agent !== undefined) {
             const v = Msgpack.encode(out.agent)
             bytes += v.length
-            commands.push(["SET", options.agentId, v, "EX", ttl])
+            keys.push(options.agentId)
+            values.push(v)
           }
           for (const [kid, stat] of out.kernels) {
             const v = Msgpack.encode(stat)
             bytes += v.length
             lastPayloads.set(kid, v)
             lastStats.set(kid, stat)
-            commands.push(["SET", kid, v, "EX", ttl])
+            keys.push(kid)
+            values.push(v)
           }
           return false
         }).pipe(Effect.catchCause((cause) => Effect.logError("stats: cannot encode", cause).pipe(Effect.as(true))))
@@ -219,7 +222,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
             lastStats.delete(kid)
           }
         }
-        const written = encodeFailed ? false : yield* redis.pipeline(commands).pipe(
+        const written = encodeFailed ? false : yield* redis.setManyEx(keys, values, ttl).pipe(
           Effect.as(true),
           Effect.catch((error) =>
             Effect.gen(function*() {

@@ -1,7 +1,25 @@
 import { assert, describe, it } from "@effect/vitest"
+import { execFile } from "node:child_process"
+import { promisify } from "node:util"
 import { Effect, References } from "effect"
-import { Redis } from "../../src/manager/Redis.ts"
+import { Redis, SET_MANY_CHUNK } from "../../src/manager/Redis.ts"
 import { redisServer } from "./RedisServer.ts"
+
+const exec = promisify(execFile)
+
+/** What another client sees (python3-redis, as the manager): every key's value (hex, null when absent) and TTL. */
+const readWithPython = (port: number, keys: ReadonlyArray<string>) =>
+  Effect.promise(() =>
+    exec("/usr/bin/python3", [
+      "-c",
+      "import json, sys, redis\n" +
+      "r = redis.Redis(port=int(sys.argv[1]), db=0)\n" +
+      "keys = sys.argv[2:]\n" +
+      "print(json.dumps([[None if r.get(k) is None else r.get(k).hex(), r.ttl(k)] for k in keys]))",
+      String(port),
+      ...keys
+    ], { maxBuffer: 64 << 20 }).then((r) => JSON.parse(r.stdout) as Array<[string | null, number]>)
+  )
 
 const quiet = Effect.provideService(References.MinimumLogLevel, "None")
 
@@ -24,6 +42,76 @@ describe("Redis", () => {
       assert.strictEqual(error.reason, "Command")
       assert.strictEqual(yield* redis.status, "ready")
     }))
+
+  it.live("setManyEx: every key with its value and expiry as another client reads them, also after SCRIPT FLUSH and past one chunk", () =>
+    Effect.gen(function*() {
+      const server = yield* redisServer
+      const redis = yield* Redis.make({ addr: server.addr })
+      // values with every byte (msgpack is binary), one empty, keys beyond one script call
+      const count = SET_MANY_CHUNK + 7
+      const keys = Array.from({ length: count }, (_, i) => `kernel-${i}`)
+      const values = keys.map((_, i) => i === 3 ? Buffer.alloc(0) : Buffer.from(Array.from({ length: 1 + (i % 300) }, (_, j) => (i + j) % 256)))
+      yield* redis.set("kernel-5", "older", { ttlSeconds: 3000 })
+      yield* redis.setManyEx(keys, values, 30)
+      const seen = yield* readWithPython(server.port, [...keys, "absent"])
+      for (let i = 0; i < count; i++) {
+        assert.strictEqual(seen[i]![0], values[i]!.toString("hex"), keys[i])
+        // a key with no expiry answers -1: require 0 < ttl <= 30 (the older key's 3000 s is replaced)
+        assert.isAbove(seen[i]![1], 0, keys[i])
+        assert.isAtMost(seen[i]![1], 30, keys[i])
+      }
+      assert.deepStrictEqual(seen[count], [null, -2])
+      // Redis forgot the script (a restart does the same): the next call still writes
+      yield* redis.command("SCRIPT", "FLUSH")
+      yield* redis.setManyEx(["after-flush"], [Buffer.from([0x81, 0xa1, 0x61, 0xc0])], 300)
+      assert.deepStrictEqual(yield* readWithPython(server.port, ["after-flush"]).pipe(Effect.map((r) => r[0]![0])), "81a161c0")
+      assert.isAbove((yield* readWithPython(server.port, ["after-flush"]))[0]![1], 290)
+      // nothing to write: no call; refused before anything is sent
+      yield* redis.setManyEx([], [], 30)
+      assert.strictEqual((yield* redis.setManyEx(["a", "b"], [Buffer.from("1")], 30).pipe(Effect.flip)).reason, "Other")
+      assert.strictEqual((yield* redis.setManyEx(["a"], [Buffer.from("1")], 0).pipe(Effect.flip)).reason, "Other")
+      assert.strictEqual((yield* redis.setManyEx(["a"], [Buffer.from("1")], 1.5).pipe(Effect.flip)).reason, "Other")
+      assert.deepStrictEqual(yield* readWithPython(server.port, ["a", "b"]), [[null, -2], [null, -2]])
+      // a key holding another type is overwritten, as SET does
+      yield* redis.command("LPUSH", "a-list", "x")
+      yield* redis.setManyEx(["a-list"], [Buffer.from("v")], 30)
+      assert.deepStrictEqual((yield* readWithPython(server.port, ["a-list"]))[0]![0], Buffer.from("v").toString("hex"))
+    }))
+
+  it.live("setManyEx writes with plain SETs where Redis refuses scripts (an ACL without @scripting, or EVAL renamed away)", () =>
+    Effect.gen(function*() {
+      const server = yield* redisServer
+      const redis = yield* Redis.make({ addr: server.addr })
+      // the operator's Redis lets this user run SET but no script (Redis 6+ ACL)
+      yield* redis.command("ACL", "SETUSER", "default", "-@scripting")
+      const keys = Array.from({ length: SET_MANY_CHUNK + 3 }, (_, i) => `kernel-${i}`)
+      const values = keys.map((_, i) => Buffer.from([0x81, 0xa1, 0x61, i % 256]))
+      yield* redis.setManyEx(keys, values, 30)
+      const seen = yield* readWithPython(server.port, keys)
+      for (let i = 0; i < keys.length; i++) {
+        assert.strictEqual(seen[i]![0], values[i]!.toString("hex"), keys[i])
+        assert.isAbove(seen[i]![1], 0, keys[i])
+        assert.isAtMost(seen[i]![1], 30, keys[i])
+      }
+      // and keeps doing so on the next cycle
+      yield* redis.setManyEx(["next"], [Buffer.from("n")], 30)
+      assert.strictEqual((yield* readWithPython(server.port, ["next"]))[0]![0], Buffer.from("n").toString("hex"))
+    }).pipe(quiet))
+
+  it.live("setManyEx fails fast while Redis is down and writes again once it is back", () =>
+    Effect.gen(function*() {
+      const server = yield* redisServer
+      const redis = yield* Redis.make({ addr: server.addr, commandTimeoutSeconds: 1 })
+      yield* redis.setManyEx(["k"], [Buffer.from("1")], 30)
+      yield* server.kill
+      assert.strictEqual((yield* redis.setManyEx(["k"], [Buffer.from("2")], 30).pipe(Effect.flip)).reason, "Unavailable")
+      yield* server.start
+      // the restarted Redis holds no script: EVALSHA answers NOSCRIPT, the call falls back to EVAL
+      yield* redis.setManyEx(["k"], [Buffer.from("3")], 30).pipe(Effect.delay("100 millis"), Effect.eventually)
+      const seen = yield* readWithPython(server.port, ["k"])
+      assert.strictEqual(seen[0]![0], Buffer.from("3").toString("hex"))
+      assert.isAbove(seen[0]![1], 0)
+    }).pipe(quiet))
 
   it.live("fails fast while Redis is down and works again once it is back, without a new client", () =>
     Effect.gen(function*() {

@@ -38,6 +38,7 @@ const fakeRedis = (failFirst: number) => {
         return Effect.succeed(Buffer.from("1-0"))
       }),
     pipeline: () => Effect.succeed([]),
+    setManyEx: () => Effect.void,
     getBuffer: () => Effect.succeed(undefined),
     set: () => Effect.void,
     status: Effect.succeed("ready")

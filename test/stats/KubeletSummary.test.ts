@@ -87,6 +87,49 @@ describe("KubeletSummary", () => {
       assert.match(e.message, /at most \d+ bytes/)
     }).pipe(Effect.scoped))
 
+  it.live("malformed and unusual bodies: accepted, refused as not JSON or as not a summary exactly as JSON.parse + the Summary schema", () =>
+    Effect.gen(function*() {
+      const pod = "{\"podRef\":{\"name\":\"p\",\"namespace\":\"ns\",\"uid\":\"u\"},\"cpu\":{\"usageCoreNanoSeconds\":5}}"
+      const bodies: ReadonlyArray<string | Buffer> = [
+        `{"node":{"nodeName":"n","x":[1,{"y":null}]},"pods":[${pod}],"extra":"\u00e9"}`,
+        `{"node":{"nodeName":"n"},"pods":[${pod}]`, // truncated
+        `{"node":{"nodeName":"n"}} {}`, // trailing garbage
+        `{"node":{"nodeName":1}}`,
+        `{"node":{"nodeName":"n"},"pods":[${pod},{"podRef":{"name":"q","uid":"u"}}]}`,
+        `{"node":{"nodeName":"n","cpu":{"usageNanoCores":"5"}}}`,
+        `{"node":{"nodeName":"n","cpu":{"usageNanoCores":1},"cpu":{"usageNanoCores":2}}}`, // the last wins
+        `{"node":{"nodeName":"n","cpu":{"usageNanoCores":01}}}`,
+        `{"node":{"nodeName":"n","cpu":{"usageNanoCores":1e400}}}`,
+        `{"node":{"nodeName":"n\ud800"},"pods":null}`,
+        `[]`, `null`, ``, ` `, `{"node":{"nodeName":"n"},"pods":{}}`,
+        Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from(`{"node":{"nodeName":"n"}}`)]), // a UTF-8 BOM
+        Buffer.concat([Buffer.from(`{"node":{"nodeName":"n`), Buffer.from([0xff, 0xc3]), Buffer.from(`"}}`)]), // not UTF-8 in a string
+        Buffer.concat([Buffer.from(`{"node":{"nodeName":"n"}`), Buffer.from([0xff]), Buffer.from(`}`)]) // not UTF-8 outside
+      ]
+      let index = 0
+      const { summaries } = yield* setup((_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(bodies[index])
+      })
+      const decode = Schema.decodeUnknownResult(Summary)
+      for (; index < bodies.length; index++) {
+        const body = bodies[index]!
+        const text = typeof body === "string" ? body : new TextDecoder().decode(body)
+        let want: string | { readonly value: unknown }
+        try {
+          const r = decode(JSON.parse(text))
+          want = Result.isSuccess(r) ? { value: r.success } : "unexpected summary"
+        } catch {
+          want = "not JSON"
+        }
+        const got = yield* summaries.fetch("n1").pipe(
+          Effect.map((value): string | { readonly value: unknown } => ({ value })),
+          Effect.catch((e) => Effect.succeed(e.message.startsWith("not JSON") ? "not JSON" : e.message.startsWith("unexpected summary") ? "unexpected summary" : e.message))
+        )
+        assert.deepStrictEqual(got, want, String(body))
+      }
+    }).pipe(Effect.scoped))
+
   it.live("a node proxy that never answers fails with Timeout", () =>
     Effect.gen(function*() {
       const { summaries } = yield* setup(() => { /* never answers */ }, 1)

@@ -96,12 +96,14 @@ const run = Effect.gen(function*() {
         )
     })),
     Layer.mock(Redis)({
-      pipeline: (commands: ReadonlyArray<RedisCommand>) =>
+      // recorded as the pipeline of `SET key value EX ttl` the collector sent before setManyEx (same digests)
+      setManyEx: (keys: ReadonlyArray<string>, values: ReadonlyArray<Buffer>, ttl: number) =>
         Effect.suspend(() => {
+          const commands: ReadonlyArray<RedisCommand> = keys.map((k, i) => ["SET", k, values[i]!, "EX", ttl])
           log.push({ pipeline: commands.map((c) => c.map(hex)) })
           return redisDown
             ? Effect.fail(new RedisError({ reason: "Unavailable", operation: "pipeline", message: "down" }))
-            : Effect.succeed(commands.map(() => "OK"))
+            : Effect.void
         }),
       set: (key, value, options) => Effect.sync(() => void log.push({ set: [key, hex(value), options?.ttlSeconds] }))
     })

@@ -1,4 +1,4 @@
-// StatsCollector.layer without servers: the loop's cadence under TestClock, one pipelined write per
+// StatsCollector.layer without servers: the loop's cadence under TestClock, one write (setManyEx) per
 // cycle, KernelStatsSink.finalize (long TTL, series stopped). In-memory Redis and Summary fakes.
 import { assert, describe, it } from "@effect/vitest"
 import { Effect, Layer, Option, References } from "effect"
@@ -28,7 +28,8 @@ const setup = Effect.gen(function*() {
     Layer.mock(KubeClient)({ config: undefined as never, server: "" }), // unused: the nodes are given
     Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch: () => Effect.sync(() => summary((cpu += 1e9))) })),
     Layer.mock(Redis)({
-      pipeline: (commands) => Effect.sync(() => (pipelines.push(commands), commands.map(() => "OK"))),
+      // each write as the commands it stands for (`SET key value EX ttl` per key)
+      setManyEx: (keys, values, ttl) => Effect.sync(() => void pipelines.push(keys.map((k, i): RedisCommand => ["SET", k, values[i]!, "EX", ttl]))),
       set: (key, _value, options) => Effect.sync(() => void sets.push({ key, ttl: options?.ttlSeconds }))
     })
   )
@@ -39,7 +40,7 @@ const setup = Effect.gen(function*() {
 })
 
 describe("StatsCollector.layer", () => {
-  it.effect("runs one cycle per interval, one pipeline per cycle; finalize writes the last stat with a long TTL", () =>
+  it.effect("runs one cycle per interval, one write per cycle; finalize writes the last stat with a long TTL", () =>
     Effect.gen(function*() {
       const { layer, pipelines, sets } = yield* setup
       yield* Effect.gen(function*() {

@@ -186,6 +186,13 @@ export const SOCKET_IDLE_DEFAULT = Duration.seconds(60)
 /** How long after a REPL-out disconnect ZeroMQ may take to connect again before the agent reconnects by hand. */
 const RECONNECT_CHECK = Duration.seconds(2)
 const KEEPALIVE = Duration.seconds(10)
+/**
+ * How long a connection may wait for the runner's ZMTP greeting before ZeroMQ drops it and redials
+ * (libzmq's default is 30 s). The runner's libzmq I/O thread greets at once; a peer that accepts and
+ * stays silent is not the runner: kube-proxy's own NodePort socket, reached while it switches a new
+ * kernel's rules, held create_kernel for 30 s on the real node (test/kernel/RunnerPortHolder.test.ts).
+ */
+const HANDSHAKE_MILLIS = 5_000
 /** Replies of the runner's PUSH in a row that show it has no stale pipe (see the header). */
 const SETTLE_STREAK = 3
 /** How long the settling probe's first try waits for a reply; each try that gets none doubles it. */
@@ -432,7 +439,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       const push = yield* Effect.acquireRelease(
         Effect.try({
           try: () => {
-            const s = new Zmq.Push({ linger: 50, ...context })
+            const s = new Zmq.Push({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, ...context })
             s.connect(tcp(endpoint.host, endpoint.replInPort))
             return s
           },
@@ -443,7 +450,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       const pull = yield* Effect.acquireRelease(
         Effect.try({
           try: () => {
-            const s = new Zmq.Pull({ linger: 50, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...context })
+            const s = new Zmq.Pull({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...context })
             void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
             s.connect(tcp(endpoint.host, endpoint.replOutPort))
             return s
