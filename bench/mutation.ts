@@ -4,7 +4,7 @@
  * every mutant, so small groups are what keeps a run possible on a 2-core machine), then the per-file
  * table of bench/mutation-table.ts. Each group keeps its own incremental file under .stryker/.
  *
- * Usage: node bench/mutation.ts [group…]   (default: every group but the explicit ones: runnerconnection)
+ * Usage: node bench/mutation.ts [group…]   (default: every group)
  * MUTATION_CONCURRENCY=n overrides stryker.config.json's concurrency (1 on a machine shared with others),
  * MUTATION_TIMEOUT_MS=n its timeoutMS (the allowance over a mutant run's expected time).
  */
@@ -16,10 +16,6 @@ interface Group {
   readonly mutate: ReadonlyArray<string>
   /** Pre-existing unit tests that import the mutated files, then the new *.mutation tests. */
   readonly tests: ReadonlyArray<string>
-  /** Another Stryker config file (default stryker.config.json). */
-  readonly config?: string
-  /** Run only when named (not part of the default every-group run). */
-  readonly explicit?: boolean
 }
 
 export const GROUPS: ReadonlyArray<Group> = [
@@ -69,29 +65,11 @@ export const GROUPS: ReadonlyArray<Group> = [
     // MsgpackDialect.mutation and Codec.test cover the manager-26 dialect paths (ext types, int/UUID map keys,
     // unique keys, re-entrant encode): 95 mutants had no coverage without them
     tests: ["test/codec/Msgpack.test.ts", "test/codec/Msgpack.mutation.test.ts", "test/codec/MsgpackDialect.mutation.test.ts", "test/manager26/Codec.test.ts"]
-  },
-  {
-    // the runner sockets' open/idle-close lock and the settling probe of a reopen: real ZeroMQ sockets
-    // and the runner simulator, so vitest's forks pool (zeromq aborts inside worker threads) and one
-    // mutant at a time; not in the default run (each mutant costs the socket tests, ~30 s)
-    name: "runnerconnection",
-    // the status count the probe reads, the lock state and busy rule, the probe (its count, tries and
-    // bound), its start with the previous opening's missing replies, the writer's status count, and
-    // open / withSockets / closeIfIdle / the idle watcher / the finaliser (lines at this commit)
-    mutate: [
-      "src/kernel/runner/RunnerConnection.ts:321-324",
-      "src/kernel/runner/RunnerConnection.ts:346-426",
-      "src/kernel/runner/RunnerConnection.ts:461-478",
-      "src/kernel/runner/RunnerConnection.ts:546-620"
-    ],
-    tests: ["test/kernel/RunnerIdle.test.ts", "test/kernel/RunnerReopen.test.ts", "test/kernel/RunnerSettle.test.ts"],
-    config: "stryker.sockets.config.json",
-    explicit: true
   }
 ]
 
 const wanted = process.argv.slice(2)
-const groups = wanted.length === 0 ? GROUPS.filter((g) => g.explicit !== true) : GROUPS.filter((g) => wanted.includes(g.name))
+const groups = wanted.length === 0 ? GROUPS : GROUPS.filter((g) => wanted.includes(g.name))
 if (groups.length === 0) {
   console.error(`unknown group; one of: ${GROUPS.map((g) => g.name).join(", ")}`)
   process.exit(2)
@@ -104,7 +82,6 @@ for (const g of groups) {
     "stryker",
     [
       "run",
-      ...(g.config !== undefined ? [g.config] : []),
       "--mutate",
       g.mutate.join(","),
       "--incrementalFile",

@@ -130,7 +130,7 @@ export const AgentLive = (loaded: LoadedConfig) => {
       Layer.mergeAll(
         KernelTable.layer,
         LiveKernels.layer,
-        RunnerConnections.layerFromConfig,
+        RunnerConnections.layer,
         NodePorts.layer,
         NodeResources.layer,
         ImageRegistry.layer,

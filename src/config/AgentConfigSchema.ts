@@ -135,12 +135,7 @@ export const ContainerSection = section({
   /** Deadline for a kernel to become Running with a runner that answers. */
   "create-timeout": withDefault(Duration, "5m"),
   /** Cap of download_file's tar archive. */
-  "download-max-size": withDefault(BinarySize, "1m"),
-  /**
-   * How long a kernel's runner sockets (PUSH + PULL) stay open with nothing pending (no run, no
-   * output to poll, no request): they are opened again by the next call that needs them.
-   */
-  "runner-socket-idle": withDefault(PositiveDuration, "60s")
+  "download-max-size": withDefault(BinarySize, "1m")
 })
 
 const volumeFields = {

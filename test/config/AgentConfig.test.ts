@@ -46,19 +46,7 @@ describe("agent.toml", () => {
       assert.deepStrictEqual(loaded.config.container["port-range"], [30000, 31000])
       assert.strictEqual(loaded.config.kubernetes.namespace, "backend-ai")
       assert.strictEqual(loaded.config.kubernetes.registry["pull-secret"], "backend-ai-registry-secret")
-      assert.strictEqual(loaded.config.container["runner-socket-idle"], 60)
       assert.deepStrictEqual(loaded.warnings, ["x.toml: unknown key container.mystery (ignored)", "x.toml: unknown key shiny (ignored)"])
-    }))
-
-  it.effect("runner-socket-idle: a duration above zero", () =>
-    Effect.gen(function*() {
-      const ok = yield* decodeConfigText("x.toml", `[etcd]\nnamespace = "ns"\n[container]\nrunner-socket-idle = "2m"\n`, {}, "h")
-      assert.strictEqual(ok.config.container["runner-socket-idle"], 120)
-      for (const bad of [`0`, `"-5s"`, `"soon"`]) {
-        const exit = yield* Effect.exit(decodeConfigText("bad.toml", `[etcd]\nnamespace = "ns"\n[container]\nrunner-socket-idle = ${bad}\n`, {}, "h"))
-        assert.isTrue(Exit.isFailure(exit), bad)
-        assert.include(Exit.isFailure(exit) ? String(exit.cause) : "", "container.runner-socket-idle", bad)
-      }
     }))
 
   it.effect("environment overrides of spec §4.3 apply before validation", () =>

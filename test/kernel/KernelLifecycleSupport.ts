@@ -92,8 +92,6 @@ const pullSocket = (port: number) =>
 
 export interface SiteOptions {
   readonly createTimeout?: number
-  /** `[container] runner-socket-idle` (default: the agent's) */
-  readonly runnerSocketIdle?: string
   readonly extra?: string
 }
 
@@ -119,7 +117,6 @@ export const makeSite = (env: TestbedEnv, options: SiteOptions = {}) =>
       `[container]`,
       `scratch-root = "${scratchRoot}"`,
       `create-timeout = ${options.createTimeout ?? 60}`,
-      options.runnerSocketIdle === undefined ? "" : `runner-socket-idle = "${options.runnerSocketIdle}"`,
       `[kubernetes]`,
       `namespace = "${kubeNs}"`,
       `kubeconfig = "${env.kubeconfig}"`,
@@ -159,7 +156,7 @@ export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
       const Events = EventPublisher.layer({ eventAddr: site.eventAddr, agentId: site.agentId })
       const Base = Layer.mergeAll(
         KernelTable.layer,
-        RunnerConnections.layerFromConfig,
+        RunnerConnections.layer,
         KernelStatsSink.layerNoop,
         LiveKernels.layer.pipe(Layer.provide(RecordsEtcd)),
         NodePorts.layer.pipe(Layer.provide(Infra), Layer.provide(Config))

@@ -8,9 +8,8 @@ import { spawn } from "node:child_process"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import { Duration, Effect, Option, Queue, Schedule, Scope } from "effect"
+import { Duration, Effect, Option, Schedule, Scope } from "effect"
 import * as Zmq from "zeromq"
-import { encode } from "../../src/codec/Msgpack.ts"
 import type { RunnerConnection, RunnerEndpoint } from "../../src/kernel/runner/RunnerConnection.ts"
 import type { PollResult } from "../../src/kernel/runner/RunnerRecords.ts"
 
@@ -74,15 +73,10 @@ export interface FakeRunner {
 }
 
 /**
- * A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1. With `answerStatus` it
- * answers every `status` at once (started_at 1), as a runner's loop does — what the settling probe of
- * reopened sockets needs (src/kernel/runner/RunnerConnection.ts); without it the test answers. With
- * `statusDelay` too it answers each `status` that long after taking it, one at a time (a runner's
- * single loop on a loaded machine: what arrives meanwhile waits its turn).
+ * A scripted runner: PULL (repl-in) and PUSH (repl-out) bound on 127.0.0.1; the test answers `status`
+ * itself (or never). Its sockets' events count the agent's connections (`peers`).
  */
-export const makeFakeRunner = (
-  options: { readonly answerStatus?: boolean; readonly statusDelay?: Duration.Input } = {}
-): Effect.Effect<FakeRunner, Error, Scope.Scope> => Effect.gen(function*() {
+export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = Effect.gen(function*() {
   // the monitors start with the sockets (`events`), before any peer can connect
   const monitored = <S extends Zmq.Socket>(s: S): S => (void s.events, s)
   const input = yield* Effect.acquireRelease(Effect.sync(() => monitored(new Zmq.Pull({ linger: 0 }))), (s) => Effect.sync(() => s.close()))
@@ -113,21 +107,7 @@ export const makeFakeRunner = (
   )
   const emit = (type: string, payload: string | Uint8Array) =>
     Effect.tryPromise({ try: () => output.send([type, payload]), catch: (e) => new Error(String(e)) })
-  const source: Effect.Effect<readonly [string, Buffer], Error> = options.answerStatus !== true ? receiveOne : yield* Effect.gen(function*() {
-    const received = yield* Queue.unbounded<readonly [string, Buffer]>()
-    yield* receiveOne.pipe(
-      Effect.flatMap((m) =>
-        m[0] === "status"
-          ? Effect.andThen(options.statusDelay === undefined ? Effect.void : Effect.sleep(options.statusDelay), emit("status", encode({ started_at: 1 })))
-          : Queue.offer(received, m)
-      ),
-      Effect.forever,
-      Effect.ignore, // the socket closed
-      Effect.forkScoped
-    )
-    return Queue.take(received)
-  })
-  const receive: Effect.Effect<readonly [string, Buffer], Error> = source.pipe(
+  const receive: Effect.Effect<readonly [string, Buffer], Error> = receiveOne.pipe(
     Effect.flatMap((m) => (m[0] === "status" ? receive : Effect.succeed(m)))
   )
   return {
@@ -137,9 +117,6 @@ export const makeFakeRunner = (
     peers: Effect.sync(() => ({ ...seen }))
   }
 })
-
-/** A scripted runner whose test answers `status` itself (or never). */
-export const fakeRunner: Effect.Effect<FakeRunner, Error, Scope.Scope> = makeFakeRunner()
 
 /** A registry entry for unit tests of kernel RPCs (no pod behind it). */
 export const kernelInfo = (kernelId: string, overrides: Partial<KernelInfo> = {}): KernelInfo => ({
@@ -182,52 +159,4 @@ export const pollUntilFinished = (conn: RunnerConnection, runId: string) =>
       if (Option.isSome(p.end) && p.end.value.status === "finished") return polls
     }
     return polls
-  })
-
-export interface Ghost {
-  /** The type frames of the messages it swallowed, in order. */
-  readonly swallowed: Effect.Effect<ReadonlyArray<string>>
-  /** Closes it once it has swallowed `n` messages (forked in the scope). */
-  readonly closeAfter: (n: number) => Effect.Effect<void, never, Scope.Scope>
-}
-
-/**
- * A stale pipe at a runner's REPL-out PUSH, on purpose: a "ghost" PULL connected to the runner's
- * REPL-out that swallows whatever the runner sends it — what the agent's closed connection is to the
- * runner until its PUSH has processed that pipe's end (src/kernel/runner/RunnerConnection.ts,
- * header). Returned once it is attached at the runner: the reply to a `status` sent by a PUSH of its
- * own reached it (call it while the agent's sockets are closed: the ghost is then the runner's only
- * peer).
- */
-export const ghostAt = (endpoint: RunnerEndpoint): Effect.Effect<Ghost, Error, Scope.Scope> =>
-  Effect.gen(function*() {
-    const socket = <S extends Zmq.Socket>(make: () => S, port: number) =>
-      Effect.acquireRelease(
-        Effect.sync(() => {
-          const s = make()
-          s.connect(`tcp://${endpoint.host.includes(":") ? `[${endpoint.host}]` : endpoint.host}:${port}`)
-          return s
-        }),
-        (s) => Effect.sync(() => s.closed || s.close())
-      )
-    const ghost = yield* socket(() => new Zmq.Pull({ linger: 0 }), endpoint.replOutPort)
-    const asker = yield* socket(() => new Zmq.Push({ linger: 0 }), endpoint.replInPort)
-    const swallowed: Array<string> = []
-    yield* Effect.tryPromise(() => ghost.receive()).pipe(
-      Effect.tap((frames) => Effect.sync(() => swallowed.push(frames[0]!.toString("latin1")))),
-      Effect.forever,
-      Effect.ignore, // closed
-      Effect.forkScoped
-    )
-    yield* Effect.tryPromise({ try: () => asker.send(["status", ""]), catch: (e) => new Error(String(e)) })
-    yield* waitFor("the ghost attached at the runner", Effect.sync(() => swallowed.length), (n) => n >= 1, "30 seconds")
-    return {
-      swallowed: Effect.sync(() => [...swallowed]),
-      closeAfter: (n) =>
-        waitFor(`the ghost swallowed ${n} messages`, Effect.sync(() => swallowed.length), (k) => k >= n, "60 seconds").pipe(
-          Effect.andThen(Effect.sync(() => ghost.close())),
-          Effect.forkScoped,
-          Effect.asVoid
-        )
-    }
   })

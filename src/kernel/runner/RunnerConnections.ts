@@ -1,26 +1,25 @@
 /**
  * The per-kernel registry of runner connections (spec §8.1): one {@link RunnerConnection} per kernel,
  * each in its own scope forked from the service's, so closing a kernel's connection (or the service)
- * closes its sockets and fibers. A connection's sockets exist only while it is in use: opened by the
- * first operation that needs them, closed after `socketIdle` (`[container] runner-socket-idle`) with
- * nothing pending (./RunnerConnection.ts).
+ * closes its sockets and fibers. A connection's sockets open on its first operation that needs them
+ * (an adopted kernel nobody calls holds none) and stay open until the connection closes
+ * (./RunnerConnection.ts).
  *
  *   const conns = yield* RunnerConnections
  *   const conn = yield* conns.open(kid, { host, replInPort, replOutPort })
  *   const { startedAt } = yield* conn.status("5 seconds")
  */
-import { Context, Duration, Effect, Exit, Layer, Scope, SynchronizedRef } from "effect"
+import { Context, Effect, Exit, Layer, Scope, SynchronizedRef } from "effect"
 import * as Zmq from "zeromq"
-import { AgentConfig } from "../../config/AgentConfig.ts"
-import { type ConnectionOptions, makeConnection, type RunnerConnection, type RunnerEndpoint, RunnerError } from "./RunnerConnection.ts"
+import { makeConnection, type RunnerConnection, type RunnerEndpoint, RunnerError } from "./RunnerConnection.ts"
 
 /**
- * Sockets the runner connections may hold together. Each connection is four sockets while open (PUSH,
- * PULL and the PULL's event monitor pair); libzmq's default of 1,023 per context would stop the agent at
- * about 255 kernels in use at once, so the connections get a context of their own: 65,536 sockets,
- * 16,384 kernels. A connection also holds about six file descriptors while open (two TCP connections,
- * four mailboxes): the systemd unit's LimitNOFILE=65536 (node raises its soft limit to the hard one at
- * start) is the tighter bound, about 10,000 kernels in use at once.
+ * Sockets the runner connections may hold together. Each used connection is four sockets (PUSH, PULL
+ * and the PULL's event monitor pair); libzmq's default of 1,023 per context would stop the agent at
+ * about 255 used kernels, so the connections get a context of their own: 65,536 sockets, 16,384
+ * kernels. A used connection also holds about six file descriptors (two TCP connections, four
+ * mailboxes): the systemd unit's LimitNOFILE=65536 (node raises its soft limit to the hard one at
+ * start) is the tighter bound, about 10,000 used kernels.
  */
 export const RUNNER_MAX_SOCKETS = 65_536
 
@@ -33,7 +32,7 @@ const sameEndpoint = (a: RunnerEndpoint, b: RunnerEndpoint): boolean =>
   a.host === b.host && a.replInPort === b.replInPort && a.replOutPort === b.replOutPort
 
 export class RunnerConnections extends Context.Service<RunnerConnections, {
-  /** idempotent: a connection to PUSH→host:replIn and PULL←host:replOut (linger 50 ms) owned by the service's scope; the sockets, the reader/writer fibers and the 10 s `status` keep-alive start with its first operation and stop when it is idle. A different endpoint for an open kernel replaces its connection. */
+  /** idempotent: a connection to PUSH→host:replIn and PULL←host:replOut (linger 50 ms) owned by the service's scope; the sockets, the reader/writer fibers and the 10 s `status` keep-alive start with its first operation and stay until it is closed. A different endpoint for an open kernel replaces its connection. */
   readonly open: (kernelId: string, endpoint: RunnerEndpoint) => Effect.Effect<RunnerConnection, RunnerError>
   /** "Closed" if not open */
   readonly get: (kernelId: string) => Effect.Effect<RunnerConnection, RunnerError>
@@ -41,7 +40,7 @@ export class RunnerConnections extends Context.Service<RunnerConnections, {
   /** Kernel ids with an open connection. */
   readonly list: Effect.Effect<ReadonlyArray<string>>
 }>()("bai-agent/kernel/RunnerConnections") {
-  static readonly make = (options: ConnectionOptions = {}) => Effect.gen(function*() {
+  static readonly make = Effect.gen(function*() {
     const serviceScope = yield* Effect.scope
     // libzmq reads max_sockets when the context creates its first socket; clipped to ZMQ_SOCKET_LIMIT
     const context = yield* Effect.sync(() => {
@@ -66,7 +65,7 @@ export class RunnerConnections extends Context.Service<RunnerConnections, {
           }
           if (existing !== undefined) yield* closeEntry(existing)
           const scope = yield* Scope.fork(serviceScope)
-          const connection = yield* makeConnection(kernelId, endpoint, { ...options, context }).pipe(
+          const connection = yield* makeConnection(kernelId, endpoint, context).pipe(
             Scope.provide(scope),
             Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
           )
@@ -111,17 +110,5 @@ export class RunnerConnections extends Context.Service<RunnerConnections, {
     })
   })
 
-  /** With the default idle period (SOCKET_IDLE_DEFAULT). */
-  static readonly layer = Layer.effect(RunnerConnections, RunnerConnections.make())
-
-  static readonly layerWith = (options: ConnectionOptions) => Layer.effect(RunnerConnections, RunnerConnections.make(options))
-
-  /** The idle period from `[container] runner-socket-idle`. */
-  static readonly layerFromConfig = Layer.effect(
-    RunnerConnections,
-    Effect.gen(function*() {
-      const { config } = yield* AgentConfig
-      return yield* RunnerConnections.make({ socketIdle: Duration.seconds(config.container["runner-socket-idle"]) })
-    })
-  )
+  static readonly layer = Layer.effect(RunnerConnections, RunnerConnections.make)
 }
