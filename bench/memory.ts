@@ -3,7 +3,7 @@
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
  *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
- *                           [--heap-snapshot DIR] [--runner-idle 60s] [--use-runners] [--wait-closed] [--out scale.json]`
+ *                           [--heap-snapshot DIR] [--use-runners] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -15,12 +15,10 @@
  *   agent does: its registry holds N kernels with N runner connections (PUSH + PULL to a sink bound by
  *   this process at <loopback ip>:2000/2001, pod-ip mode: no NodePorts), its stats loop collects N
  *   kernels every 2 s and its heartbeat runs every 3 s. A runner connection's sockets open on its first
- *   use and close after `[container] runner-socket-idle` (`--runner-idle`) with nothing pending, so an
- *   adopted kernel nobody calls holds none; `--use-runners` calls `interrupt_kernel` on every kernel
- *   through the agent's RPC port once its stats are in Redis (each call opens the kernel's sockets:
- *   the point is measured with them open, if the idle period is longer than the point), and
- *   `--wait-closed` then waits until the sink has seen every connection go before the point is
- *   measured. The sink counts the agent's connections to its REPL-in port (ZeroMQ accept /
+ *   use and stay open until the kernel's connection closes, so an adopted kernel nobody calls holds
+ *   none; `--use-runners` calls `interrupt_kernel` on every kernel through the agent's RPC port once
+ *   its stats are in Redis (each call opens the kernel's sockets: the point is measured with them
+ *   all open). The sink counts the agent's connections to its REPL-in port (ZeroMQ accept /
  *   disconnect events): each point reports how many were open at the end of its windows;
  * - the fake Nodes' kubelet endpoint is bench/stats-kubelet.ts (as in the stats bench: the testbed's
  *   simulated kubelet would start a runner process per pod): the API server's node proxy, the Summary
@@ -93,9 +91,7 @@ const envOf = (flag: string): Readonly<Record<string, string>> =>
   Object.fromEntries((argValue(flag) ?? "").split(" ").filter((a) => a.includes("=")).map((a) => [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]))
 const AGENT_ENV = envOf("--agent-env")
 const COMPARE_ENV = envOf("--compare-env")
-const RUNNER_IDLE = argValue("--runner-idle")
 const USE_RUNNERS = process.argv.includes("--use-runners")
-const WAIT_CLOSED = process.argv.includes("--wait-closed")
 const STATS_INTERVAL = 2
 const HEARTBEAT_INTERVAL = 3
 
@@ -239,7 +235,7 @@ rpc-listen-addr = { host = "127.0.0.1", port = ${rpcPort} }
 id = "${agentId}"
 scaling-group = "default"
 [container]
-port-range = [30000, 31000]${RUNNER_IDLE === undefined ? "" : `\nrunner-socket-idle = "${RUNNER_IDLE}"`}
+port-range = [30000, 31000]
 scratch-root = "${path.join(tmp, "scratches")}"
 [kubernetes]
 namespace = "${ns}"
@@ -378,10 +374,6 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         if (USE_RUNNERS) {
           await interruptAll(rpcPort, kernels.map((k) => k.kernelId))
           console.error(`[memory] interrupt_kernel answered for ${kernels.length} kernels; ${sink.counts.peers} runner connections open`)
-        }
-        if (WAIT_CLOSED) {
-          await waitFor("every runner connection closed", 600_000, () => sink.counts.peers === 0)
-          console.error(`[memory] every runner connection closed`)
         }
         await sleep(SETTLE * 1000)
         const cpuPerCycleMs: Array<number> = []

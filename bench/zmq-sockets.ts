@@ -4,8 +4,8 @@
  * What N runner connections cost in RSS without the agent: a PUSH + PULL per kernel (the options of
  * src/kernel/RunnerClient.ts: linger 50 ms, receive HWM), connected to one sink (PULL / PUSH bound on
  * a loopback address), one `status` sent per PUSH; smaps_rollup before, with them open, and after
- * closing them all (each after a full GC) — what an idle close (src/kernel/runner/RunnerConnection.ts)
- * gives back. Isolates the zeromq.js / libzmq share of the agent's per-kernel memory (bench/memory.ts).
+ * closing them all (each after a full GC) — what kernels whose sockets never open save
+ * (src/kernel/runner/RunnerConnection.ts opens them on first use). Isolates the zeromq.js / libzmq share of the agent's per-kernel memory (bench/memory.ts).
  */
 import * as zmq from "zeromq"
 import { formatSmaps, smapsOf } from "./smaps.ts"

@@ -23,7 +23,7 @@ describe("RunnerConnections", () => {
       const conns = yield* RunnerConnections
       for (let i = 0; i < KERNELS; i++) yield* conns.open(`k-${i}`, runner.endpoint)
       assert.strictEqual((yield* conns.list).length, KERNELS)
-      // every connection opens its sockets (the idle period is the default minute: they all stay open)
+      // every connection opens its sockets on first use, and keeps them
       for (let i = 0; i < KERNELS; i++) yield* (yield* conns.get(`k-${i}`)).send("interrupt", `${i}`)
       const received = new Set<string>()
       for (let i = 0; i < KERNELS; i++) {
@@ -48,9 +48,8 @@ const collectGarbage = (): void => {
 const bigObject = () => ({ fields: new Array(100_000).fill("pod field") as Array<string> })
 
 describe("RunnerConnections: a connection outlives the call that opened it", () => {
-  // A connection's idle watcher lives as long as the kernel, and its sockets' reader, writer, monitor
-  // and keep-alive fibers as long as the sockets (forked by their first use, i.e. inside a caller's
-  // span). A forked fiber starts with its parent's context: the caller's span (with the `Error` whose
+  // A connection's sockets' reader, writer, monitor and keep-alive fibers live as long as the kernel,
+  // forked by their first use, i.e. inside a caller's span. A forked fiber starts with its parent's context: the caller's span (with the `Error` whose
   // structured stack `Effect.withSpan` captured) and its stack frame (an `Effect.fn`'s call-site
   // `Error`). Those stacks hold the caller's closures — at 1,000 adopted kernels 14 KiB of heap per
   // kernel with `open` as `Effect.fn` (bench/README.md, "1,000 kernels, all runner connections": an
