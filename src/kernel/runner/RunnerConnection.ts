@@ -24,7 +24,10 @@
  * FIN the runner's I/O thread read long before (an agent restart takes seconds), and the runner's PUSH,
  * idle since, processes its mailbox unthrottled at its first send — main opens eagerly at adoption
  * under the same condition, without a probe, and a probe would delay every kernel's first call by
- * three round trips (up to its bound with a runner whose loop is blocked).
+ * three round trips (up to its bound with a runner whose loop is blocked). One close followed by an
+ * open against a live runner remains, as on main: `RunnerConnections.open` with a new endpoint for an
+ * open kernel replaces its connection; the replacement's sockets now open at its first call, later
+ * than main's, which only gives the runner more time to drop the old pipes.
  *
  * **Forked without the caller.** A forked fiber starts with its parent's context, and
  * `Effect.addFinalizer` keeps the context it was added in. The sockets' fibers are forked by their
