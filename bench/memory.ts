@@ -3,7 +3,7 @@
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
  *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
- *                           [--heap-snapshot DIR] [--out scale.json]`
+ *                           [--heap-snapshot DIR] [--use-runners] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -12,9 +12,14 @@
  * - the kernels are real Kubernetes objects of this agent (a ready-marked Pod with the recovery
  *   annotation, its headless Service and ConfigMap, in a fresh namespace), bound to `--nodes` fake
  *   Nodes; the agent process is started after they exist, so it ADOPTS them at start-up as a restarted
- *   agent does: its registry holds N kernels, it opens N runner connections (PUSH + PULL to a sink
- *   bound by this process at <loopback ip>:2000/2001, pod-ip mode: no NodePorts), its stats loop
- *   collects N kernels every 2 s and its heartbeat runs every 3 s;
+ *   agent does: its registry holds N kernels with N runner connections (PUSH + PULL to a sink bound by
+ *   this process at <loopback ip>:2000/2001, pod-ip mode: no NodePorts), its stats loop collects N
+ *   kernels every 2 s and its heartbeat runs every 3 s. A runner connection's sockets open on its first
+ *   use and stay open until the kernel's connection closes, so an adopted kernel nobody calls holds
+ *   none; `--use-runners` calls `interrupt_kernel` on every kernel through the agent's RPC port once
+ *   its stats are in Redis (each call opens the kernel's sockets: the point is measured with them
+ *   all open). The sink counts the agent's connections to its REPL-in port (ZeroMQ accept /
+ *   disconnect events): each point reports how many were open at the end of its windows;
  * - the fake Nodes' kubelet endpoint is bench/stats-kubelet.ts (as in the stats bench: the testbed's
  *   simulated kubelet would start a runner process per pod): the API server's node proxy, the Summary
  *   API documents and Redis are real;
@@ -52,6 +57,8 @@ import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { Redis as IORedis } from "ioredis"
 import * as zmq from "zeromq"
+import { encode } from "../src/codec/Msgpack.ts"
+import { encodeRequestHeader } from "../src/rpc/aiozmq/Frames.ts"
 import { labelsOf, objectName, READY_ANNOTATION, RECOVERY_ANNOTATION, recoveryText } from "../src/kube/KernelObjects.ts"
 import { ensureNamespace } from "../test/testbed/controlplane.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
@@ -84,6 +91,7 @@ const envOf = (flag: string): Readonly<Record<string, string>> =>
   Object.fromEntries((argValue(flag) ?? "").split(" ").filter((a) => a.includes("=")).map((a) => [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]))
 const AGENT_ENV = envOf("--agent-env")
 const COMPARE_ENV = envOf("--compare-env")
+const USE_RUNNERS = process.argv.includes("--use-runners")
 const STATS_INTERVAL = 2
 const HEARTBEAT_INTERVAL = 3
 
@@ -103,6 +111,8 @@ export interface Point {
   readonly heapUsedMiB: number
   readonly heapTotalMiB: number
   readonly adoptSeconds: number
+  /** the agent's connections to the sink's REPL-in port at the end of the windows (one per kernel with open sockets) */
+  readonly runnerConnections: number
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -155,16 +165,47 @@ const program = Effect.gen(function*() {
     Effect.promise(async () => {
       const pull = new zmq.Pull()
       const push = new zmq.Push()
+      const events = pull.events // monitored from the start
       await pull.bind(`tcp://${sinkIp}:2000`)
       await push.bind(`tcp://${sinkIp}:2001`)
       void (async () => {
-        for await (const _ of pull) { /* status keep-alives */ }
+        for await (const _ of pull) { /* status keep-alives, interrupts */ }
       })().catch(() => undefined)
-      return { pull, push }
+      const counts = { peers: 0 }
+      void (async () => {
+        for await (const e of events) {
+          if (e.type === "accept") counts.peers++
+          if (e.type === "disconnect") counts.peers--
+        }
+      })().catch(() => undefined)
+      return { pull, push, counts }
     }),
     (s) => Effect.sync(() => { s.pull.close(); s.push.close() })
   )
-  void sink
+
+  /** `interrupt_kernel(kid)` for every kernel over one aiozmq DEALER (frames as src/rpc/aiozmq/Frames.ts). */
+  const interruptAll = async (port: number, ids: ReadonlyArray<string>): Promise<void> => {
+    const dealer = new zmq.Dealer({ linger: 0 })
+    dealer.connect(`tcp://127.0.0.1:${port}`)
+    try {
+      let answered = 0
+      let failed = 0
+      const replies = (async () => {
+        while (answered < ids.length) {
+          const [header] = await dealer.receive()
+          answered++
+          if (header!.length >= 17 && header![16] !== 0) failed++
+        }
+      })()
+      for (const [i, kid] of ids.entries()) {
+        await dealer.send([encodeRequestHeader({ pid: process.pid, rnd: 1, reqId: i + 1, timestamp: Date.now() / 1000 }), "interrupt_kernel", encode([kid]), Buffer.from([0x80])])
+      }
+      await Promise.race([replies, sleep(120_000).then(() => { throw new Error(`bench: ${answered} of ${ids.length} interrupt_kernel answered`) })])
+      if (failed > 0) throw new Error(`bench: ${failed} interrupt_kernel calls failed`)
+    } finally {
+      dealer.close()
+    }
+  }
 
   yield* Effect.addFinalizer(() =>
     Effect.promise(async () => {
@@ -330,6 +371,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           return true
         })
         const adoptSeconds = (Date.now() - a0) / 1000
+        if (USE_RUNNERS) {
+          await interruptAll(rpcPort, kernels.map((k) => k.kernelId))
+          console.error(`[memory] interrupt_kernel answered for ${kernels.length} kernels; ${sink.counts.peers} runner connections open`)
+        }
         await sleep(SETTLE * 1000)
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
@@ -344,6 +389,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         }
         const smaps = smapsOf(agent.pid!)
         const breakdown = smapsBreakdownOf(agent.pid!)
+        const runnerConnections = sink.counts.peers
         agent.kill("SIGUSR2")
         let report: { javascriptHeap: { usedMemory: number; totalMemory: number } } | undefined
         await waitFor("the agent's process report", 30_000, () => {
@@ -384,7 +430,8 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           breakdown,
           heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
           heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
-          adoptSeconds
+          adoptSeconds,
+          runnerConnections
         }
         console.error(`[memory] ${JSON.stringify(p)}`)
         return p
@@ -409,11 +456,11 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | mappings | threads |")

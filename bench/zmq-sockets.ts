@@ -3,8 +3,9 @@
  *
  * What N runner connections cost in RSS without the agent: a PUSH + PULL per kernel (the options of
  * src/kernel/RunnerClient.ts: linger 50 ms, receive HWM), connected to one sink (PULL / PUSH bound on
- * a loopback address), one `status` sent per PUSH; smaps_rollup before and after (after a full GC).
- * Isolates the zeromq.js / libzmq share of the agent's per-kernel memory (bench/memory.ts).
+ * a loopback address), one `status` sent per PUSH; smaps_rollup before, with them open, and after
+ * closing them all (each after a full GC) — what kernels whose sockets never open save
+ * (src/kernel/runner/RunnerConnection.ts opens them on first use). Isolates the zeromq.js / libzmq share of the agent's per-kernel memory (bench/memory.ts).
  */
 import * as zmq from "zeromq"
 import { formatSmaps, smapsOf } from "./smaps.ts"
@@ -37,4 +38,8 @@ for (let i = 0; i < N; i++) {
 await new Promise((r) => setTimeout(r, 3000))
 gc()
 console.log(`${N} kernels (${2 * N} sockets): ${formatSmaps(smapsOf("self"))}`)
+for (const s of sockets) s.close()
+await new Promise((r) => setTimeout(r, 3000))
+gc()
+console.log(`after closing them: ${formatSmaps(smapsOf("self"))}`)
 process.exit(0)

@@ -279,6 +279,7 @@ describe("RunnerConnections against a scripted runner", () => {
     withConnections(Effect.gen(function*() {
       const fake = yield* fakeRunner
       const conn = yield* (yield* RunnerConnections).open("f6", fake.endpoint)
+      yield* conn.send("status") // the sockets open on first use: open them before the runner speaks unasked
       for (let i = 0; i < 200; i++) yield* fake.emit(i % 2 === 0 ? "completion" : "service-result", JSON.stringify([`stale ${i}`]))
       // a run's marker behind them: once it is polled, the reader has routed every stale reply
       yield* conn.attachRun("r", [], { create: true })
@@ -300,6 +301,7 @@ describe("RunnerConnections against a scripted runner", () => {
     withConnections(Effect.gen(function*() {
       const fake = yield* fakeRunner
       const conn = yield* (yield* RunnerConnections).open("f2", fake.endpoint)
+      yield* conn.send("status") // the sockets open on first use: open them before the runner speaks unasked
       yield* fake.emit("stdout", "stray\n")
       yield* fake.emit("finished", "{\"exitCode\":0}")
       // a status reply on the same socket orders after the stray records: once it is answered, the

@@ -1,13 +1,50 @@
-// size: one kernel's two runner sockets and their fibers, performing the run queue's commands in one synchronous step
+// size: one kernel's two runner sockets (opened on first use) and their fibers, performing the run queue's commands in one synchronous step
 /**
  * One kernel's connection to its runner (spec §8.1–§8.3): a PUSH socket to the runner's REPL-in port
- * and a PULL socket from its REPL-out port, both owned by the enclosing scope.
+ * and a PULL socket from its REPL-out port.
  *
- * Per connection: one writer fiber (zeromq.js allows one `send` at a time), one reader fiber that
- * decodes records (./RunnerRecords.ts) and feeds them to the run queue (./RunQueue.ts, a pure state
- * machine whose commands this file performs), and a 10 s `status` keep-alive (K2+ behaviour, keeps
- * NAT/conntrack entries alive). `completion`, `service-result` and `status` replies go to their own
- * waiters (a reply nobody waits for is dropped).
+ * **The sockets open on first use and stay open until the connection closes** (issue 17 goal 2: two
+ * zeromq sockets per kernel cost ~0.1 MiB of native memory, ~75 MiB at 1,000 adopted kernels nobody
+ * calls). The connection object, its run queue and its waiters live in the enclosing scope from
+ * `open`; the sockets and their fibers are made by the first operation that needs them (`status`,
+ * `send`, `interrupt`, `attachRun`, `complete`, `startService`; `poll` needs none: a run it can ask
+ * for was attached, which opened them) in a child scope of the connection's, under one permit
+ * (`gate`: operations at once open one pair), and are closed only with the connection
+ * (`RunnerConnections.close`: destroy, restart, a replaced endpoint, the agent's shutdown). An open
+ * that fails (a host libzmq refuses) leaves nothing open, and the next operation tries anew.
+ *
+ * **Never closed for idleness.** Branch `sock3` closed the sockets after an idle period and opened
+ * them again on the next call. Closing our PULL does not end the runner's side at once: its PUSH
+ * keeps the old pipe active in its load balancer until it processes the pipe's `pipe_term` command,
+ * which happens only inside one of its own sends, and a record written to that stale pipe is lost.
+ * Under load in the testbed such a pipe lived for minutes, and a run's output was lost (bench/README.md,
+ * "Tried again and not landed"). Without a reopen there is no pipe of ours that can go stale while
+ * the runner lives, so the settling probe `sock3` ran after a reopen is gone too. It is not run on the
+ * first open either: the only stale pipe a first open can meet is a previous agent process's, whose
+ * FIN the runner's I/O thread read long before (an agent restart takes seconds), and the runner's PUSH,
+ * idle since, processes its mailbox unthrottled at its first send — main opens eagerly at adoption
+ * under the same condition, without a probe, and a probe would delay every kernel's first call by
+ * three round trips (up to its bound with a runner whose loop is blocked). One close followed by an
+ * open against a live runner remains, as on main: `RunnerConnections.open` with a new endpoint for an
+ * open kernel replaces its connection; the replacement's sockets now open at its first call, later
+ * than main's, which only gives the runner more time to drop the old pipes.
+ *
+ * **Forked without the caller.** A forked fiber starts with its parent's context, and
+ * `Effect.addFinalizer` keeps the context it was added in. The sockets' fibers are forked by their
+ * first use — inside an execute RPC's span, or CreateFlow's `runnerOpen` — and would keep the
+ * caller's span (with the `Error` `Effect.withSpan` captures) and stack frame (an `Effect.fn`'s
+ * call-site `Error`), whose structured stacks hold the caller's closures (an adoption's V1Pod and
+ * V1Service, an execute's request) for as long as the kernel lives; so would the connection's
+ * finalizer. The connection is made, and its sockets opened, with `Tracer.ParentSpan` and
+ * `References.CurrentStackFrame` taken out of the context (`detached`; RunnerConnections.test.ts,
+ * "keeps nothing of the caller's closure alive").
+ *
+ * Once open, per connection: one writer fiber (zeromq.js allows one `send` at a time), one reader
+ * fiber that decodes records (./RunnerRecords.ts) and feeds them to the run queue (./RunQueue.ts, a
+ * pure state machine whose commands this file performs), and a 10 s `status` keep-alive (K2+
+ * behaviour, keeps NAT/conntrack entries alive). `completion`, `service-result` and `status` replies
+ * go to their own waiters (a reply nobody waits for is dropped). Every socket is made in the ZeroMQ
+ * context RunnerConnections gives (room for 65,536 sockets, see RunnerConnections.ts).
  *
  * The kernel is an adversary (issue 13): the PULL socket refuses messages over
  * {@link MESSAGE_MAX_BYTES} (ZeroMQ disconnects the peer) and queues at most {@link RECEIVE_HWM}
@@ -17,11 +54,11 @@
  * up its place without its frames being sent; a poll is cancel-safe (records leave the run's buffer in
  * one synchronous step, after the wait).
  *
- * (A little over 400 lines: the sockets, the REPL-out reconnect rule, the run queue's command
- * interpreter and the request/reply waiters share one scope and one reader; the rules themselves live
- * in RunQueue.ts and RunnerRecords.ts.)
+ * (About 450 lines: the sockets, the REPL-out reconnect rule, the run queue's command interpreter and
+ * the request/reply waiters share one state and one reader; the rules themselves live in RunQueue.ts
+ * and RunnerRecords.ts.)
  */
-import { Context, Deferred, Duration, Effect, Option, Queue, References, Schedule, Schema, Semaphore, Tracer } from "effect"
+import { Context, Deferred, Duration, Effect, Exit, Option, Queue, References, Schedule, Schema, Scope, Semaphore, Tracer } from "effect"
 import * as Zmq from "zeromq"
 import { monotonicMillis } from "../../domain/MonotonicClock.ts"
 import { parseJson, type PollResult, RECEIVE_HWM, MESSAGE_MAX_BYTES, makeRecordDecoder, type RunnerFrame } from "./RunnerRecords.ts"
@@ -74,6 +111,8 @@ export interface RunnerConnection {
   readonly startService: (payload: string, timeout: Duration.Input) => Effect.Effect<Option.Option<unknown>, RunnerError>
   /** Output bytes buffered for this kernel, all runs together (at most `KERNEL_MAX_BUFFERED_BYTES`). */
   readonly bufferedBytes: Effect.Effect<number>
+  /** Whether the runner sockets are open (from the first operation that needs them until the connection closes). */
+  readonly socketsOpen: Effect.Effect<boolean>
 }
 
 /** How long after a REPL-out disconnect ZeroMQ may take to connect again before the agent reconnects by hand. */
@@ -100,34 +139,17 @@ const tcp = (host: string, port: number): string => `tcp://${host.includes(":") 
 const detached = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
   Effect.updateContext(self, (context: Context.Context<R>) => Context.omit(Tracer.ParentSpan, References.CurrentStackFrame)(context) as Context.Context<R>)
 
-/** Opens a connection whose sockets and fibers live in the enclosing scope. */
+/**
+ * A connection living in the enclosing scope; its sockets and their fibers are made by the first
+ * operation that needs them and live until the connection closes.
+ */
 export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint, context?: Zmq.Context) {
   const err = (reason: RunnerError["reason"], message: string) => new RunnerError({ reason, kernelId, message })
   const log = Effect.annotateLogs({ kernelId })
+  const connectionScope = yield* Effect.scope
+  const inContext = context === undefined ? {} : { context }
 
-  const push = yield* Effect.acquireRelease(
-    Effect.try({
-      try: () => {
-        const s = new Zmq.Push({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, ...(context === undefined ? {} : { context }) })
-        s.connect(tcp(endpoint.host, endpoint.replInPort))
-        return s
-      },
-      catch: (e) => err("Protocol", `cannot connect to the runner's REPL-in port: ${String(e)}`)
-    }),
-    (s) => Effect.sync(() => s.close())
-  )
-  const pull = yield* Effect.acquireRelease(
-    Effect.try({
-      try: () => {
-        const s = new Zmq.Pull({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...(context === undefined ? {} : { context }) })
-        void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
-        s.connect(tcp(endpoint.host, endpoint.replOutPort))
-        return s
-      },
-      catch: (e) => err("Protocol", `cannot connect to the runner's REPL-out port: ${String(e)}`)
-    }),
-    (s) => Effect.sync(() => s.close())
-  )
+  /** Frames for the writer (queued before the sockets open, they wait for it). */
   const outgoing = yield* Queue.unbounded<RunnerFrame>()
 
   // ---- the run queue: one state, changed only by `apply`, whose commands run in the same step ----
@@ -233,91 +255,148 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
       }
     })
 
-  // ---- fibers -------------------------------------------------------------------------------
+  // ---- the sockets: opened by the first operation that needs them ---------------------------
+
+  /** Whether the sockets are open: set with `gate`'s permit once they are, cleared when the connection closes. */
+  let opened = false
+  const gate = yield* Semaphore.make(1)
+  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
+  // port opens, so pings would only queue up behind it (issue 12 item 7)
+  let servicePending = 0
+
+  /** Both sockets and their fibers, in the current scope (a child of the connection's). */
+  const openSockets = Effect.gen(function*() {
+    const push = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => {
+          const s = new Zmq.Push({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, ...inContext })
+          s.connect(tcp(endpoint.host, endpoint.replInPort))
+          return s
+        },
+        catch: (e) => err("Protocol", `cannot connect to the runner's REPL-in port: ${String(e)}`)
+      }),
+      (s) => Effect.sync(() => s.close())
+    )
+    const pull = yield* Effect.acquireRelease(
+      Effect.try({
+        try: () => {
+          const s = new Zmq.Pull({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...inContext })
+          void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
+          s.connect(tcp(endpoint.host, endpoint.replOutPort))
+          return s
+        },
+        catch: (e) => err("Protocol", `cannot connect to the runner's REPL-out port: ${String(e)}`)
+      }),
+      (s) => Effect.sync(() => s.close())
+    )
+
+    yield* Queue.take(outgoing).pipe(
+      Effect.flatMap(([type, payload]) =>
+        Effect.tryPromise(() => push.send([type, payload])).pipe(
+          Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log))
+        )
+      ),
+      Effect.forever,
+      Effect.forkScoped
+    )
+
+    yield* Effect.tryPromise(() => pull.receive()).pipe(
+      Effect.flatMap((frames) =>
+        frames.length === 2
+          ? route(frames[0]!.toString("latin1"), frames[1]!)
+          : Effect.logWarning(`runner: message with ${frames.length} frames dropped`).pipe(log)
+      ),
+      Effect.forever,
+      Effect.catchCause((cause) => pull.closed ? Effect.void : Effect.logError("runner: reader stopped", cause).pipe(log)),
+      Effect.forkScoped
+    )
+
+    // A message over MESSAGE_MAX_BYTES is a protocol error to ZeroMQ: it drops the connection and,
+    // unlike after a network error, never reconnects by itself. So when a disconnect is not followed by
+    // a new connection within RECONNECT_CHECK, reconnect by hand. (Reconnecting on every disconnect fed
+    // on itself: our own disconnect() reports a disconnect too, and a busy kernel's connection flapped
+    // for good, losing its output.)
+    const replOut = tcp(endpoint.host, endpoint.replOutPort)
+    let connects = 0
+    let checking = false
+    const reconnectIfStuck = (seen: number) =>
+      Effect.sleep(RECONNECT_CHECK).pipe(
+        Effect.andThen(Effect.suspend(() =>
+          isClosed() || connects !== seen
+            ? Effect.void
+            : Effect.logWarning("runner: REPL-out connection dropped and not re-established (oversized record?), reconnecting").pipe(
+              log,
+              Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
+              Effect.andThen(Effect.try(() => pull.connect(replOut))),
+              Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
+            )
+        )),
+        Effect.ensuring(Effect.sync(() => (checking = false)))
+      )
+    yield* Effect.tryPromise(() => pull.events.receive()).pipe(
+      Effect.flatMap((event) => {
+        if (event.type === "connect" || event.type === "handshake") {
+          connects++
+          return Effect.void
+        }
+        if (event.type !== "disconnect" || isClosed() || checking) return Effect.void
+        checking = true
+        return Effect.forkScoped(reconnectIfStuck(connects))
+      }),
+      Effect.forever,
+      Effect.catchCause(() => Effect.void), // the socket closed
+      Effect.forkScoped
+    )
+
+    // the keep-alive: from the opening on
+    yield* Effect.sync(() => (servicePending === 0 ? sendUnsafe([["status", ""]]) : undefined)).pipe(
+      Effect.repeat(Schedule.spaced(KEEPALIVE)),
+      Effect.forkScoped
+    )
+  })
+
+  /**
+   * Opens the sockets unless they are open, with `gate`'s permit. They live in a scope forked from the
+   * connection's: a scope forked from a closing scope is born closed, so nothing opens live sockets
+   * once the connection is closing. A failed open closes what it made and leaves them closed.
+   */
+  const openIfClosed: Effect.Effect<void, RunnerError> = Semaphore.withPermit(
+    gate,
+    Effect.suspend(() => {
+      if (isClosed()) return Effect.fail(err("Closed", "runner connection closed"))
+      if (opened) return Effect.void
+      return Effect.gen(function*() {
+        const scope = yield* Scope.fork(connectionScope)
+        yield* openSockets.pipe(
+          detached,
+          Scope.provide(scope),
+          Effect.onError((cause) => Scope.close(scope, Exit.failCause(cause)))
+        )
+        opened = true
+        yield* Effect.logDebug("runner sockets opened").pipe(log)
+      })
+    })
+  )
+
+  /** Runs `op` with the sockets open (opening them on first use). */
+  const withSockets = <A, E>(op: Effect.Effect<A, E>): Effect.Effect<A, E | RunnerError> =>
+    Effect.suspend(() => opened && !isClosed() ? op : Effect.andThen(openIfClosed, op))
 
   yield* Effect.addFinalizer(() =>
     Effect.sync(() => {
+      opened = false
       apply(RunQueue.Event.Close())
       for (const d of statusWaiters) Deferred.doneUnsafe(d, Effect.fail(err("Closed", "runner connection closed")))
       statusWaiters.clear()
     })
   )
 
-  yield* Queue.take(outgoing).pipe(
-    Effect.flatMap(([type, payload]) =>
-      Effect.tryPromise(() => push.send([type, payload])).pipe(
-        Effect.catch((e) => push.closed ? Effect.interrupt : Effect.logWarning(`runner: '${type}' not sent`, e).pipe(log))
-      )
-    ),
-    Effect.forever,
-    Effect.forkScoped
-  )
-
-  yield* Effect.tryPromise(() => pull.receive()).pipe(
-    Effect.flatMap((frames) =>
-      frames.length === 2
-        ? route(frames[0]!.toString("latin1"), frames[1]!)
-        : Effect.logWarning(`runner: message with ${frames.length} frames dropped`).pipe(log)
-    ),
-    Effect.forever,
-    Effect.catchCause((cause) => pull.closed ? Effect.void : Effect.logError("runner: reader stopped", cause).pipe(log)),
-    Effect.forkScoped
-  )
-
-  // A message over MESSAGE_MAX_BYTES is a protocol error to ZeroMQ: it drops the connection and,
-  // unlike after a network error, never reconnects by itself. So when a disconnect is not followed by
-  // a new connection within RECONNECT_CHECK, reconnect by hand. (Reconnecting on every disconnect fed
-  // on itself: our own disconnect() reports a disconnect too, and a busy kernel's connection flapped
-  // for good, losing its output.)
-  const replOut = tcp(endpoint.host, endpoint.replOutPort)
-  let connects = 0
-  let checking = false
-  const reconnectIfStuck = (seen: number) =>
-    Effect.sleep(RECONNECT_CHECK).pipe(
-      Effect.andThen(Effect.suspend(() =>
-        isClosed() || connects !== seen
-          ? Effect.void
-          : Effect.logWarning("runner: REPL-out connection dropped and not re-established (oversized record?), reconnecting").pipe(
-            log,
-            Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
-            Effect.andThen(Effect.try(() => pull.connect(replOut))),
-            Effect.catch((e) => pull.closed ? Effect.void : Effect.logWarning("runner: reconnect failed", e).pipe(log))
-          )
-      )),
-      Effect.ensuring(Effect.sync(() => (checking = false)))
-    )
-  yield* Effect.tryPromise(() => pull.events.receive()).pipe(
-    Effect.flatMap((event) => {
-      if (event.type === "connect" || event.type === "handshake") {
-        connects++
-        return Effect.void
-      }
-      if (event.type !== "disconnect" || isClosed() || checking) return Effect.void
-      checking = true
-      return Effect.forkScoped(reconnectIfStuck(connects))
-    }),
-    Effect.forever,
-    Effect.catchCause(() => Effect.void), // the socket closed
-    Effect.forkScoped
-  )
-
-  // no pings while a start-service is pending: the 19.06 runner blocks its loop until the service's
-  // port opens, so pings would only queue up behind it (issue 12 item 7)
-  let servicePending = 0
-  yield* Effect.sync(() => (servicePending === 0 ? sendUnsafe([["status", ""]]) : undefined)).pipe(
-    Effect.repeat(Schedule.spaced(KEEPALIVE)),
-    Effect.forkScoped
-  )
-
   // ---- operations ---------------------------------------------------------------------------
 
-  const ensureOpen = Effect.suspend(() => isClosed() ? Effect.fail(err("Closed", "runner connection closed")) : Effect.void)
-
-  const send = (type: string, payload: string | Uint8Array = "") => Effect.andThen(ensureOpen, Effect.sync(() => sendUnsafe([[type, payload]])))
+  const send = (type: string, payload: string | Uint8Array = "") => withSockets(Effect.sync(() => sendUnsafe([[type, payload]])))
 
   const status = (timeout: Duration.Input) =>
-    Effect.andThen(
-      ensureOpen,
+    withSockets(
       Effect.suspend(() => {
         const d = Deferred.makeUnsafe<{ readonly startedAt: number }, RunnerError>()
         statusWaiters.add(d)
@@ -333,7 +412,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     )
 
   const attachRun = (runId: string, frames: ReadonlyArray<RunnerFrame>, options: { readonly create: boolean }) =>
-    Effect.suspend(() => {
+    withSockets(Effect.suspend(() => {
       const ticket = nextTicket++
       const turn = Deferred.makeUnsafe<void, RunnerError>()
       tickets.set(ticket, turn)
@@ -346,7 +425,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
           })
         )
       )
-    })
+    }))
 
   /** Takes the run's records if the poll can answer now; otherwise a deferred the next change of the run completes. */
   const collect = (
@@ -389,8 +468,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   const serviceLock = yield* Semaphore.make(1)
 
   const request = (lock: Semaphore.Semaphore, replyType: "completion" | "service-result", type: string, payload: string, timeout: Duration.Input) =>
-    Effect.andThen(
-      ensureOpen,
+    withSockets(
       Semaphore.withPermit(
         lock,
         Effect.gen(function*() {
@@ -428,7 +506,8 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         () => request(serviceLock, "service-result", "start-service", payload, timeout),
         () => Effect.sync(() => servicePending--)
       ),
-    bufferedBytes: Effect.sync(() => RunQueue.bufferedBytes(queue))
+    bufferedBytes: Effect.sync(() => RunQueue.bufferedBytes(queue)),
+    socketsOpen: Effect.sync(() => opened)
   }
   return conn
-}, detached)
+}, detached) // its finalizer and its sockets' fibers keep nothing of the caller (see the header)

@@ -1,7 +1,9 @@
 /**
  * The per-kernel registry of runner connections (spec §8.1): one {@link RunnerConnection} per kernel,
  * each in its own scope forked from the service's, so closing a kernel's connection (or the service)
- * closes its sockets and fibers.
+ * closes its sockets and fibers. A connection's sockets open on its first operation that needs them
+ * (an adopted kernel nobody calls holds none) and stay open until the connection closes
+ * (./RunnerConnection.ts).
  *
  *   const conns = yield* RunnerConnections
  *   const conn = yield* conns.open(kid, { host, replInPort, replOutPort })
@@ -12,12 +14,12 @@ import * as Zmq from "zeromq"
 import { makeConnection, type RunnerConnection, type RunnerEndpoint, RunnerError } from "./RunnerConnection.ts"
 
 /**
- * Sockets the runner connections may hold together. Each connection is four sockets (PUSH, PULL and
- * the PULL's event monitor pair); libzmq's default of 1,023 per context would stop the agent at about
- * 255 kernels, so the connections get a context of their own: 65,536 sockets, 16,384 kernels. A
- * connection also holds about six file descriptors (two TCP connections, four mailboxes): the systemd
- * unit's LimitNOFILE=65536 (node raises its soft limit to the hard one at start) is the tighter bound,
- * about 10,000 kernels.
+ * Sockets the runner connections may hold together. Each used connection is four sockets (PUSH, PULL
+ * and the PULL's event monitor pair); libzmq's default of 1,023 per context would stop the agent at
+ * about 255 used kernels, so the connections get a context of their own: 65,536 sockets, 16,384
+ * kernels. A used connection also holds about six file descriptors (two TCP connections, four
+ * mailboxes): the systemd unit's LimitNOFILE=65536 (node raises its soft limit to the hard one at
+ * start) is the tighter bound, about 10,000 used kernels.
  */
 export const RUNNER_MAX_SOCKETS = 65_536
 
@@ -30,7 +32,7 @@ const sameEndpoint = (a: RunnerEndpoint, b: RunnerEndpoint): boolean =>
   a.host === b.host && a.replInPort === b.replInPort && a.replOutPort === b.replOutPort
 
 export class RunnerConnections extends Context.Service<RunnerConnections, {
-  /** idempotent: connects PUSH→host:replIn and PULL←host:replOut (linger 50 ms) owned by the service's scope, starts the reader/writer fibers and the 10 s `status` keep-alive. A different endpoint for an open kernel replaces its connection. */
+  /** idempotent: a connection to PUSH→host:replIn and PULL←host:replOut (linger 50 ms) owned by the service's scope; the sockets, the reader/writer fibers and the 10 s `status` keep-alive start with its first operation and stay until it is closed. A different endpoint for an open kernel replaces its connection. */
   readonly open: (kernelId: string, endpoint: RunnerEndpoint) => Effect.Effect<RunnerConnection, RunnerError>
   /** "Closed" if not open */
   readonly get: (kernelId: string) => Effect.Effect<RunnerConnection, RunnerError>
