@@ -125,6 +125,14 @@ const KEEPALIVE = Duration.seconds(10)
  * kernel's rules, held create_kernel for 30 s on the real node (test/kernel/RunnerPortHolder.test.ts).
  */
 const HANDSHAKE_MILLIS = 5_000
+/**
+ * How long a TCP connect may stay unanswered before ZeroMQ gives it up and redials (libzmq's default:
+ * never, so the kernel retransmits the SYN on the same 4-tuple for ~127 s). A tuple pinned to a dead
+ * path — a conntrack entry made before kube-proxy's DNAT rule existed (kept 120 s in SYN-SENT), a full
+ * accept queue — stays dead for as long; a redial comes from a new source port. 3 s lets one lost SYN
+ * be retransmitted (after 1 s) first (test/kernel/RunnerConnectTimeout.test.ts).
+ */
+const CONNECT_MILLIS = 3_000
 
 const tcp = (host: string, port: number): string => `tcp://${host.includes(":") ? `[${host}]` : host}:${port}`
 
@@ -269,7 +277,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     const push = yield* Effect.acquireRelease(
       Effect.try({
         try: () => {
-          const s = new Zmq.Push({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, ...inContext })
+          const s = new Zmq.Push({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, connectTimeout: CONNECT_MILLIS, ...inContext })
           s.connect(tcp(endpoint.host, endpoint.replInPort))
           return s
         },
@@ -280,7 +288,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
     const pull = yield* Effect.acquireRelease(
       Effect.try({
         try: () => {
-          const s = new Zmq.Pull({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...inContext })
+          const s = new Zmq.Pull({ linger: 50, handshakeInterval: HANDSHAKE_MILLIS, connectTimeout: CONNECT_MILLIS, maxMessageSize: MESSAGE_MAX_BYTES, receiveHighWaterMark: RECEIVE_HWM, ...inContext })
           void s.events // the monitor starts now: a disconnect before the events fiber runs is kept
           s.connect(tcp(endpoint.host, endpoint.replOutPort))
           return s
