@@ -332,7 +332,7 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
         Effect.andThen(Effect.suspend(() =>
           isClosed() || connects !== seen
             ? Effect.void
-            : Effect.logWarning("runner: REPL-out connection dropped and not re-established (oversized record?), reconnecting").pipe(
+            : Effect.logWarning("runner: REPL-out connection dropped and not re-established within 2 s (the runner stopped, or it sent a record over the size limit), reconnecting").pipe(
               log,
               Effect.andThen(Effect.try(() => pull.disconnect(replOut)).pipe(Effect.ignore)),
               Effect.andThen(Effect.try(() => pull.connect(replOut))),
