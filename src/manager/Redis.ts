@@ -80,7 +80,8 @@ export const SET_MANY_CHUNK = 250
  * `@scripting` (`NOPERM`), `EVALSHA`/`EVAL` renamed away (`unknown command`), scripting disabled by a proxy.
  * A transient refusal (`OOM`, `BUSY`, `LOADING`) is not one: the next cycle tries the script again.
  */
-const refusesScripts = (message: string): boolean => /^NOPERM|unknown command|not allowed|scripting|CROSSSLOT/i.test(message)
+const refusesScripts = (message: string): boolean =>
+  !/^(OOM|BUSY|LOADING|MASTERDOWN|TRYAGAIN)\b/.test(message) && /^NOPERM|unknown command|scripting|CROSSSLOT/i.test(message)
 
 const describe = (e: unknown): string => (e instanceof Error ? e.message : String(e))
 

@@ -98,6 +98,25 @@ describe("Redis", () => {
       assert.strictEqual((yield* readWithPython(server.port, ["next"]))[0]![0], Buffer.from("n").toString("hex"))
     }).pipe(quiet))
 
+  it.live("setManyEx keeps its script after a transient refusal (OOM): only a refusal for good switches to plain SETs", () =>
+    Effect.gen(function*() {
+      const server = yield* redisServer
+      const redis = yield* Redis.make({ addr: server.addr })
+      const evalshaCalls = redis.command("INFO", "commandstats").pipe(
+        Effect.map((info) => Number(/cmdstat_evalsha:calls=(\d+)/.exec(String(info))?.[1] ?? 0))
+      )
+      // Redis over its memory limit refuses writes ("OOM command not allowed …") until memory is freed
+      yield* redis.command("CONFIG", "SET", "maxmemory-policy", "noeviction")
+      yield* redis.command("CONFIG", "SET", "maxmemory", "1")
+      const refused = yield* redis.setManyEx(["k"], [Buffer.from("1")], 30).pipe(Effect.flip)
+      assert.include(refused.message, "OOM")
+      yield* redis.command("CONFIG", "SET", "maxmemory", "0")
+      const before = yield* evalshaCalls
+      yield* redis.setManyEx(["k"], [Buffer.from("2")], 30)
+      assert.strictEqual((yield* readWithPython(server.port, ["k"]))[0]![0], Buffer.from("2").toString("hex"))
+      assert.isAbove(yield* evalshaCalls, before, "the write after the OOM went without the script")
+    }).pipe(quiet))
+
   it.live("setManyEx fails fast while Redis is down and writes again once it is back", () =>
     Effect.gen(function*() {
       const server = yield* redisServer
