@@ -101,8 +101,11 @@ const dispatcherKey = (options: k8s.DispatcherOptions): string =>
  * old one is closed once its requests (a watch) are done. Headers (tokens) are still applied per
  * request by client-node.
  */
-const reuseDispatchers = (kc: k8s.KubeConfig): void => {
-  const original = (kc as unknown as { createDispatcher: CreateDispatcher }).createDispatcher.bind(kc)
+const reuseDispatchers = (kc: k8s.KubeConfig): boolean => {
+  const own = (kc as unknown as { createDispatcher?: unknown }).createDispatcher
+  // a private method: a client-node without it (pinned at 2.0.1, see package.json) keeps its own dispatching
+  if (typeof own !== "function" || typeof kc.createDispatcherOptions !== "function") return false
+  const original = (own as CreateDispatcher).bind(kc)
   let current: { readonly key: string; readonly dispatcher: Dispatcher | undefined } | undefined
   const createDispatcher: CreateDispatcher = (cluster, agentOptions) => {
     const key = dispatcherKey(kc.createDispatcherOptions(cluster, agentOptions))
@@ -113,6 +116,7 @@ const reuseDispatchers = (kc: k8s.KubeConfig): void => {
     return current.dispatcher
   }
   Object.assign(kc, { createDispatcher })
+  return true
 }
 
 export interface KubeClientShape {
@@ -153,7 +157,9 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
           message: `${options.kubeconfig ?? "(in-cluster/default)"}: ${e instanceof Error ? e.message : String(e)}`
         })
     })
-    reuseDispatchers(kc)
+    if (!reuseDispatchers(kc)) {
+      yield* Effect.logWarning("client-node has no KubeConfig.createDispatcher: every Kubernetes call opens its own connection (src/kube/KubeClient.ts, reuseDispatchers)")
+    }
     const core = kc.makeApiClient(k8s.CoreV1Api)
     const coordination = kc.makeApiClient(k8s.CoordinationV1Api)
     const networking = kc.makeApiClient(k8s.NetworkingV1Api)

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Fiber, Option, Stream } from "effect"
+import * as k8s from "@kubernetes/client-node"
+import { Effect, Exit, Fiber, Option, References, Stream } from "effect"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
@@ -133,6 +134,19 @@ describe("KubeClient error mapping (real HTTP answers through the client library
       assert.strictEqual(e.status, 409)
       assert.include(e.message, "upstream said no")
     }), 30_000)
+
+  it.live("starts, with a warning, on a client-node without the private createDispatcher it wraps (kept-alive connections off)", () =>
+    Effect.gen(function*() {
+      const proto = k8s.KubeConfig.prototype as unknown as { createDispatcher?: unknown }
+      const original = proto.createDispatcher
+      assert.isFunction(original, "client-node 2.0.1 has it: this test simulates an upgrade without it")
+      yield* Effect.acquireRelease(
+        Effect.sync(() => void delete proto.createDispatcher),
+        () => Effect.sync(() => void (proto.createDispatcher = original))
+      )
+      const exit = yield* KubeClient.make({ kubeconfig: kubeconfigFor(1), requestTimeoutSeconds: 1 }).pipe(Effect.exit)
+      assert.isTrue(Exit.isSuccess(exit), String(exit))
+    }).pipe(Effect.scoped, Effect.provideService(References.MinimumLogLevel, "None")))
 
   it.live("connection refused → Unavailable without a status", () =>
     Effect.gen(function*() {
