@@ -228,6 +228,7 @@ const main = Effect.gen(function*() {
     const sp = spans.find((x) => x.kernelId === kid && x.name === name)
     return sp === undefined ? undefined : edge === "start" ? sp.start : sp.end
   }
+  const later = (a: number | undefined, b: number | undefined) => (a === undefined || b === undefined ? undefined : Math.max(a, b))
   const chain: ReadonlyArray<readonly [string, (kid: string, r: (typeof rows)[number]) => number | undefined]> = [
     ["create call", (_, r) => r.start],
     ["pod POST sent", (kid) => point(kid, "CreateFlow.podPost", "start")],
@@ -235,12 +236,24 @@ const main = Effect.gen(function*() {
     ["observer: pod Running", (_, r) => r.podRunning],
     ["agent: pod Running seen", (kid) => point(kid, "CreateFlow.waitRunning", "end")],
     ["runner status sent", (kid) => point(kid, "CreateFlow.runnerStatus", "start")],
-    ["runner status answered", (kid) => point(kid, "CreateFlow.runnerStatus", "end")],
-    ["ready patch sent", (kid) => point(kid, "CreateFlow.readyPatch", "start")],
-    ["ready patch answered", (kid) => point(kid, "CreateFlow.readyPatch", "end")],
+    // the later of the two (since 64a20ea the ready patch goes out beside the status question; before,
+    // after its answer, so this point was the patch's answer): what the create waits for
+    ["status answered + ready patch answered", (kid) => later(point(kid, "CreateFlow.runnerStatus", "end"), point(kid, "CreateFlow.readyPatch", "end"))],
     ["create returned", (_, r) => r.created]
   ]
   if (spans.length > 0) {
+    // the ready patch and the runner's answer: which one the create waited for
+    const patchLast = samples.out.filter(([kid]) => {
+      const status = point(kid, "CreateFlow.runnerStatus", "end")
+      const patch = point(kid, "CreateFlow.readyPatch", "end")
+      return status !== undefined && patch !== undefined && patch > status
+    }).length
+    const patchStartGaps = samples.out.flatMap(([kid]) => {
+      const status = point(kid, "CreateFlow.runnerStatus", "start")
+      const patch = point(kid, "CreateFlow.readyPatch", "start")
+      return status === undefined || patch === undefined ? [] : [patch - status]
+    })
+    yield* Console.log(`  ready patch sent p50 ${pickP(patchStartGaps, 0.5).toFixed(1)} ms after the runner status question; answered after the runner's answer in ${patchLast} of ${samples.out.length} creates`)
     yield* Console.log(`  critical path, per create (gap from the previous point; p50, p90 ms):`)
     for (let i = 1; i < chain.length; i++) {
       const gaps = samples.out.flatMap(([kid], j) => {
