@@ -20,6 +20,7 @@
  * - `rate`: the increase per second (net bytes per second, unit hint `bps` as in D19);
  * - `util`: msec of CPU per second with capacity 1000 (kernel `cpu_util`; pct = percent of one core).
  */
+import type { ValueWriter } from "../codec/Msgpack.ts"
 import type { NodeStats, PodStats } from "./KubeletSummary.ts"
 
 export type MetricKind = "gauge" | "delta" | "rate" | "util"
@@ -202,15 +203,50 @@ const isByteMetric = (spec: MetricSpec): boolean => spec.unitHint === "bytes" ||
  * would raise there).
  */
 export const serialize = (s: Series): MetricRecord => {
-  const places = isByteMetric(s.spec) ? 0 : 3
-  const out: Record<string, string | null> = {
-    current: formatDecimal(s.current, places),
-    capacity: s.capacity === undefined ? null : formatDecimal(s.capacity, places),
-    pct: s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null,
-    unit_hint: s.spec.unitHint
-  }
-  for (const name of s.spec.stats) out[STAT_KEYS[name]] = formatDecimal(statOf(s, name), places)
+  const out: Record<string, string | null> = {}
+  recordFields(s, (key, value) => {
+    out[key] = value
+  })
   return out
+}
+
+/** The fields of {@link serialize}'s record, in its key order, handed to `put` (no record object). */
+const recordFields = (s: Series, put: (key: string, value: string | null) => void): void => {
+  const places = isByteMetric(s.spec) ? 0 : 3
+  put("current", formatDecimal(s.current, places))
+  put("capacity", s.capacity === undefined ? null : formatDecimal(s.capacity, places))
+  put("pct", s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null)
+  put("unit_hint", s.spec.unitHint)
+  for (const name of s.spec.stats) put(STAT_KEYS[name], formatDecimal(statOf(s, name), places))
+}
+
+/** Fields of a record in a msgpack map: {@link recordFields}' `put` for {@link writeSeriesSet}. */
+let sink: ValueWriter | undefined
+const putField = (key: string, value: string | null): void => {
+  sink!.str(key)
+  if (value === null) sink!.nil()
+  else sink!.str(value)
+}
+const writeSeries = (s: Series, key: string): void => {
+  sink!.str(key)
+  sink!.mapHeader(4 + s.spec.stats.length)
+  recordFields(s, putField)
+}
+
+/**
+ * The msgpack of {@link serializeSet}`(set)` (a `<kernel_id>` value), written straight from the series:
+ * no record object and no map of them per kernel per cycle (`Msgpack.encodeBy(w => writeSeriesSet(w, set))`
+ * equals `Msgpack.encode(serializeSet(set))`, byte for byte).
+ */
+export const writeSeriesSet = (w: ValueWriter, set: SeriesSet): void => {
+  const saved = sink
+  sink = w
+  try {
+    w.mapHeader(set.size)
+    set.forEach(writeSeries)
+  } finally {
+    sink = saved
+  }
 }
 
 /** The record keys of the stats (constants: no key string built per metric per kernel per cycle). */
@@ -345,8 +381,11 @@ export interface CycleOutput {
   readonly state: CollectorState
   /** The `<agent_id>` value; undefined when no node has ever answered (nothing true to write). */
   readonly agent: AgentStat | undefined
-  /** `<kernel_id>` values of the kernels measured this cycle. */
-  readonly kernels: ReadonlyMap<string, { readonly [metric: string]: MetricRecord }>
+  /**
+   * The series of the kernels measured this cycle: their `<kernel_id>` values are
+   * {@link serializeSet} of each (as msgpack: {@link writeSeriesSet}).
+   */
+  readonly kernels: ReadonlyMap<string, SeriesSet>
 }
 
 const stepSet = (
@@ -364,7 +403,8 @@ const stepSet = (
   return next
 }
 
-const serializeSet = (set: SeriesSet): Record<string, MetricRecord> => {
+/** A `<kernel_id>` value (or the agent's `node` part): `{metric: M}`. */
+export const serializeSet = (set: SeriesSet): Record<string, MetricRecord> => {
   const out: Record<string, MetricRecord> = {}
   for (const [key, s] of set) out[key] = serialize(s)
   return out
@@ -441,7 +481,7 @@ export const step = (
 
   // kernels
   const kernels = new Map<string, SeriesSet>()
-  const kernelOut = new Map<string, { readonly [metric: string]: MetricRecord }>()
+  const kernelOut = new Map<string, SeriesSet>()
   for (const k of input.kernels) {
     const prev = state.kernels.get(k.kernelId)
     const found = pods.get(k.namespace)?.get(k.podName)
@@ -452,7 +492,7 @@ export const step = (
     const nodeMem = nodes.get(found.from.node)?.series.get("mem")?.capacity
     const set = stepSet(prev, KernelMetrics, podSamples(found.pod, k.memoryLimit, nodeMem), found.from.at, nominalMs)
     kernels.set(k.kernelId, set)
-    kernelOut.set(k.kernelId, serializeSet(set))
+    kernelOut.set(k.kernelId, set)
   }
 
   return { state: { nodes, cluster, kernels, lastCycleAt: input.at }, agent, kernels: kernelOut }
