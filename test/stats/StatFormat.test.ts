@@ -3,6 +3,7 @@ import type { PodStats, Summary } from "../../src/stats/KubeletSummary.ts"
 import {
   emptyState,
   formatDecimal,
+  formatDecimalExact,
   KernelMetrics,
   memoryLimitOf,
   NodeMetrics,
@@ -241,3 +242,46 @@ describe("StatFormat", () => {
     assert.isUndefined(c.agent)
   })
 })
+
+describe("formatDecimal's integer arithmetic", () => {
+  // the fast path (≤ 3 places: the scaled value rounded as an integer) against the toFixed path, on
+  // values of every magnitude the stats see, exact ties and their neighbours one ulp away
+  it("prints every value as the exact toFixed path does", () => {
+    let seed = 7
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed / 2 ** 31
+    }
+    const values: Array<number> = [0.0005, 0.0015, 0.0025, 1.0005, 2.5, 0.125, 0.375, 1e15 + 0.5, 2 ** 50 / 1000 + 0.25, 123456.7895]
+    for (let i = 0; i < 20_000; i++) {
+      const magnitude = 10 ** Math.floor(random() * 22 - 6)
+      values.push((random() - 0.25) * magnitude)
+      // ties and near-ties at 0 to 3 places: k + 0.5 units of the last place, then one ulp either side
+      const units = 10 ** Math.floor(random() * 4)
+      const tie = (Math.floor(random() * 1e6) + 0.5) / units
+      values.push(tie, -tie, nextUp(tie), nextDown(tie), tie / 8, tie * 8)
+    }
+    let compared = 0
+    for (const v of values) {
+      for (const places of [0, 1, 2, 3]) {
+        if (Number.isSafeInteger(v)) continue
+        assert.strictEqual(formatDecimal(v, places), formatDecimalExact(v, places), `${v} at ${places} places`)
+        compared++
+      }
+    }
+    assert.isAbove(compared, 400_000)
+  })
+})
+
+const nextUp = (x: number): number => {
+  const b = new Float64Array([x])
+  const u = new BigInt64Array(b.buffer)
+  u[0] = u[0]! + (x >= 0 ? 1n : -1n)
+  return b[0]!
+}
+const nextDown = (x: number): number => {
+  const b = new Float64Array([x])
+  const u = new BigInt64Array(b.buffer)
+  u[0] = u[0]! + (x >= 0 ? -1n : 1n)
+  return b[0]!
+}
