@@ -18,11 +18,7 @@ if (file === undefined) {
 const lines = fs.readFileSync(file, "utf8").split("\n")
 let inside = false
 let cycles = 0
-let allocated = 0
-let promoted = 0
-let scavenges = 0
-let fullGcs = 0
-let pauseMs = 0
+const sum = { allocated: 0, promoted: 0, scavenges: 0, fullGcs: 0, pauseMs: 0 }
 for (const line of lines) {
   if (line.startsWith("stats-cycle: measured cycles start")) inside = true
   const end = /^stats-cycle: measured cycles end \((\d+)\)/.exec(line)
@@ -32,15 +28,15 @@ for (const line of lines) {
   }
   if (!inside || !line.includes(" pause=")) continue
   const field = (name: string): string | undefined => new RegExp(`(?:^| )${name}=(\\S+)`).exec(line)?.[1]
-  allocated += Number(field("allocated") ?? 0)
-  promoted += Number(field("promoted") ?? 0)
-  pauseMs += Number(field("pause") ?? 0)
-  if (field("gc") === "s") scavenges++
-  else fullGcs++
+  sum.allocated += Number(field("allocated") ?? 0)
+  sum.promoted += Number(field("promoted") ?? 0)
+  sum.pauseMs += Number(field("pause") ?? 0)
+  if (field("gc") === "s") sum.scavenges++
+  else sum.fullGcs++
 }
 if (cycles === 0) {
   console.error(`${file}: no measured window (run bench/stats-cycle.ts under --trace-gc-nvp)`)
   process.exit(1)
 }
 const mb = (n: number) => (n / 1e6).toFixed(2)
-console.log(`${file}: per cycle ${mb(allocated / cycles)} MB allocated, ${mb(promoted / cycles)} MB promoted, ${(scavenges / cycles).toFixed(2)} scavenges, ${(fullGcs / cycles).toFixed(2)} other GCs, GC pause ${(pauseMs / cycles).toFixed(1)} ms (${cycles} cycles)`)
+console.log(`${file}: per cycle ${mb(sum.allocated / cycles)} MB allocated, ${mb(sum.promoted / cycles)} MB promoted, ${(sum.scavenges / cycles).toFixed(2)} scavenges, ${(sum.fullGcs / cycles).toFixed(2)} other GCs, GC pause ${(sum.pauseMs / cycles).toFixed(1)} ms (${cycles} cycles)`)
