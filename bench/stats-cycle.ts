@@ -1,5 +1,5 @@
 /**
- * `node --max-semi-space-size=1 bench/stats-cycle.ts [ROOT] [CYCLES] [project|scan] [--redis HOST:PORT]`
+ * `node --max-semi-space-size=1 bench/stats-cycle.ts [ROOT] [CYCLES] [project|scan] [--redis HOST:PORT] [--alloc-prof]`
  *
  * The stats loop's own work per cycle at 1,000 kernels on 4 nodes, in process and without any I/O:
  * StatsCollector.make of the checkout at ROOT (default: this one; another worktree or a copy of an
@@ -15,6 +15,10 @@
  * own `Redis` service (ioredis pipeline or `setManyEx`, whichever ROOT's collector calls), so the
  * client's cost is in the numbers; also prints Redis's own time for the writes per cycle (`INFO
  * commandstats`: usec of SET, EVALSHA and EVAL over the measured cycles).
+ *
+ * `--alloc-prof`: the allocation sites of the measured cycles in bytes per cycle, garbage included (V8's
+ * sampling heap profiler keeping what the GCs collected). Under `node --trace-gc-nvp`, the lines
+ * between the printed markers are the measured cycles' GCs: `node bench/gc-nvp-sum.ts OUT` sums them.
  */
 import { PerformanceObserver } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
