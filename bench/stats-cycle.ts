@@ -1,5 +1,5 @@
 /**
- * `node --max-semi-space-size=1 bench/stats-cycle.ts [ROOT] [CYCLES] [project|scan] [--redis HOST:PORT]`
+ * `node --max-semi-space-size=1 bench/stats-cycle.ts [ROOT] [CYCLES] [project|scan] [--redis HOST:PORT] [--alloc-prof]`
  *
  * The stats loop's own work per cycle at 1,000 kernels on 4 nodes, in process and without any I/O:
  * StatsCollector.make of the checkout at ROOT (default: this one; another worktree or a copy of an
@@ -15,9 +15,17 @@
  * own `Redis` service (ioredis pipeline or `setManyEx`, whichever ROOT's collector calls), so the
  * client's cost is in the numbers; also prints Redis's own time for the writes per cycle (`INFO
  * commandstats`: usec of SET, EVALSHA and EVAL over the measured cycles).
+ *
+ * `--alloc-prof`: the allocation sites of the measured cycles in bytes per cycle, garbage included (V8's
+ * sampling heap profiler keeping what the GCs collected). Under `node --trace-gc-nvp`, the lines
+ * between the printed markers are the measured cycles' GCs: `node bench/gc-nvp-sum.ts OUT` sums them.
  */
 import { PerformanceObserver } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
+import { Session } from "node:inspector/promises"
+/** `--alloc-prof`: every allocation of the measured cycles, sampled, including the garbage; top sites printed. */
+const ALLOC_PROF = process.argv.includes("--alloc-prof")
+process.argv = process.argv.filter((a) => a !== "--alloc-prof")
 const redisAt = process.argv.indexOf("--redis")
 const REDIS = redisAt >= 0 ? process.argv[redisAt + 1] : undefined
 const args = redisAt >= 0 ? process.argv.filter((_, i) => i !== redisAt && i !== redisAt + 1) : process.argv
@@ -92,6 +100,14 @@ const program = Effect.gen(function*() {
     nodes: Effect.succeed(kernels.slice(0, NODES).map((k) => k.node)), kernels: Effect.succeed(infos) })
   for (let i = 0; i < 10; i++) { variant++; if (!(yield* collector.collectOnce).written && REDIS !== undefined) throw new Error("not written") }
   const usec0 = yield* serverUsec()
+  // a marker for `--trace-gc-nvp` output: the GCs between the two markers are the measured cycles'
+  // (bench/gc-nvp-sum.ts adds up their allocated and promoted bytes)
+  console.log("stats-cycle: measured cycles start")
+  const session = ALLOC_PROF ? new Session() : undefined
+  if (session !== undefined) {
+    session.connect()
+    yield* Effect.promise(() => session.post("HeapProfiler.startSampling", { samplingInterval: 4096, includeObjectsCollectedByMajorGC: true, includeObjectsCollectedByMinorGC: true }))
+  }
   const cpu0 = process.cpuUsage(); const gc0 = gcMs; const t0 = performance.now()
   let bytes = 0
   for (let i = 0; i < CYCLES; i++) {
@@ -101,6 +117,23 @@ const program = Effect.gen(function*() {
     if (r.kernels !== KERNELS || !r.written) throw new Error(`kernels ${r.kernels}, written ${r.written}`)
   }
   const cpu = process.cpuUsage(cpu0)
+  console.log(`stats-cycle: measured cycles end (${CYCLES})`)
+  if (session !== undefined) {
+    const { profile } = yield* Effect.promise(() => session.post("HeapProfiler.stopSampling"))
+    interface Node { callFrame: { functionName: string; url: string; lineNumber: number }; selfSize: number; children: Array<Node> }
+    const self = new Map<string, number>()
+    const walk = (n: Node, parent: string) => {
+      const here = `${n.callFrame.functionName || "(anonymous)"} ${n.callFrame.url.replace(/^.*\/(src|node_modules)\//, "$1/")}:${n.callFrame.lineNumber + 1}`
+      const key = n.callFrame.url === "" ? `${here} < ${parent}` : here
+      self.set(key, (self.get(key) ?? 0) + n.selfSize)
+      for (const c of n.children) walk(c, here)
+    }
+    walk(profile.head as Node, "")
+    const total = [...self.values()].reduce((a, b) => a + b, 0)
+    console.log(`allocation sites, bytes per cycle (sampled; ${(total / CYCLES / 1e6).toFixed(2)} MB per cycle in all):`)
+    for (const [k, v] of [...self].sort((a, b) => b[1] - a[1]).slice(0, 25)) console.log(`  ${(v / CYCLES / 1e3).toFixed(0).padStart(7)} KB  ${k}`)
+    session.disconnect()
+  }
   const wall = performance.now() - t0
   const usec1 = yield* serverUsec()
   const delta = (key: string) => (usec1.get(key) ?? 0) - (usec0.get(key) ?? 0)

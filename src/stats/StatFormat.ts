@@ -20,6 +20,7 @@
  * - `rate`: the increase per second (net bytes per second, unit hint `bps` as in D19);
  * - `util`: msec of CPU per second with capacity 1000 (kernel `cpu_util`; pct = percent of one core).
  */
+import type { ValueWriter } from "../codec/Msgpack.ts"
 import type { NodeStats, PodStats } from "./KubeletSummary.ts"
 
 export type MetricKind = "gauge" | "delta" | "rate" | "util"
@@ -75,6 +76,9 @@ export const NodeMetrics: ReadonlyArray<MetricSpec> = [
   spec("net_tx", "rate", "bps")
 ]
 
+/** `node` (the cluster): each a gauge of the nodes' summed current values (with the metric's unit and stats). */
+const ClusterMetrics: ReadonlyArray<MetricSpec> = NodeMetrics.map((m) => ({ ...m, kind: "gauge" }))
+
 /** `<kernel_id>` keys. */
 export const KernelMetrics: ReadonlyArray<MetricSpec> = [
   spec("cpu_util", "util", "percent", ["avg", "max"]),
@@ -95,6 +99,42 @@ export const formatDecimal = (n: number, places = 3): string => {
   // common case, byte counts, without toFixed's strings (the stats loop formats every value of every
   // kernel each cycle)
   if (Number.isSafeInteger(n)) return String(n)
+  if (!Number.isFinite(n)) return "0"
+  return places >= 0 && places <= MAX_FAST_PLACES && Number.isInteger(places) ? formatScaled(n, places) : formatDecimalExact(n, places)
+}
+
+const MAX_FAST_PLACES = 3
+const SCALES = [1, 10, 100, 1000]
+/** Per places: ".d…" of every fraction 0 … 10^places − 1, trailing zeros removed ("" for 0). */
+const FRACTIONS: ReadonlyArray<ReadonlyArray<string>> = SCALES.map((scale, places) =>
+  Array.from({ length: scale }, (_, f) => places === 0 || f === 0 ? "" : `.${String(f).padStart(places, "0")}`.replace(/0+$/, ""))
+)
+
+/**
+ * {@link formatDecimal} for at most {@link MAX_FAST_PLACES} places, with integer arithmetic on the
+ * scaled value and one string (the stats loop formats ~32,000 values per cycle at 1,000 kernels; the
+ * exact path builds three or four). `a = |n| × 10^places` is the exact product rounded to the nearest
+ * double, and rounding is monotonic: below 2^50, where every k + ½ is a double, an exact product below
+ * (above) k + ½ gives an `a` at most (at least) k + ½. So `a`'s rounding to an integer is the exact
+ * product's unless `a` is exactly k + ½ (a tie, or a value within half an ulp of one): those and values
+ * past 2^50 take {@link formatDecimalExact}.
+ */
+const formatScaled = (n: number, places: number): string => {
+  const scale = SCALES[places]!
+  const a = Math.abs(n) * scale
+  if (!(a < 2 ** 50)) return formatDecimalExact(n, places)
+  const whole = Math.floor(a)
+  const rest = a - whole // exact
+  if (rest === 0.5) return formatDecimalExact(n, places)
+  const r = rest > 0.5 ? whole + 1 : whole
+  if (r === 0) return "0" // Python's "-0" after remove_exponent is printed "0" here, as before
+  const int = Math.floor(r / scale)
+  const digits = String(int) + FRACTIONS[places]![r - int * scale]!
+  return n < 0 ? "-" + digits : digits
+}
+
+/** {@link formatDecimal} through `toFixed`, exact for every double and any places (ties half-even). */
+export const formatDecimalExact = (n: number, places: number): string => {
   if (!Number.isFinite(n)) return "0"
   let s = n.toFixed(places)
   // an exact tie (the double's decimal expansion ends in 5 right after `places`): toFixed rounds it
@@ -128,49 +168,131 @@ const rateOf = (s: Pick<Series, "spec" | "value" | "at" | "prevValue" | "prevAt"
   return elapsed > 0 ? (diffOf(s) * 1000) / elapsed : 0
 }
 
+// A series' numbers live in a flat array of doubles, FIELDS per series (a kernel's eight series in one
+// array): no object and no boxed number per field per metric per kernel per cycle. Absent values
+// (`prevValue`/`prevAt` before the second sample, `capacity`) have a flag, never a NaN or undefined
+// (a NaN from a hostile summary stays a NaN value).
+const VALUE = 0
+const AT = 1
+const HAS_PREV = 2
+const PREV_VALUE = 3
+const PREV_AT = 4
+const CURRENT = 5
+const HAS_CAPACITY = 6
+const CAPACITY = 7
+const COUNT = 8
+const SUM = 9
+const MIN = 10
+const MAX = 11
+const FIELDS = 12
+
+/** A {@link Series} read from `FIELDS` numbers at `offset` of `data`. */
+class SeriesView implements Series {
+  spec: MetricSpec
+  data: ReadonlyArray<number>
+  offset: number
+  constructor(spec: MetricSpec, data: ReadonlyArray<number>, offset: number) {
+    this.spec = spec
+    this.data = data
+    this.offset = offset
+  }
+  get value(): number {
+    return this.data[this.offset + VALUE]!
+  }
+  get at(): number {
+    return this.data[this.offset + AT]!
+  }
+  get prevValue(): number | undefined {
+    return this.data[this.offset + HAS_PREV] === 1 ? this.data[this.offset + PREV_VALUE]! : undefined
+  }
+  get prevAt(): number | undefined {
+    return this.data[this.offset + HAS_PREV] === 1 ? this.data[this.offset + PREV_AT]! : undefined
+  }
+  get current(): number {
+    return this.data[this.offset + CURRENT]!
+  }
+  get capacity(): number | undefined {
+    return this.data[this.offset + HAS_CAPACITY] === 1 ? this.data[this.offset + CAPACITY]! : undefined
+  }
+  get count(): number {
+    return this.data[this.offset + COUNT]!
+  }
+  get sum(): number {
+    return this.data[this.offset + SUM]!
+  }
+  get min(): number {
+    return this.data[this.offset + MIN]!
+  }
+  get max(): number {
+    return this.data[this.offset + MAX]!
+  }
+}
+
 /**
- * The series after a sample of `value` (and, for gauges, `capacity`) at Clock millis `at`; `prev`
- * undefined starts it. Builds the new Series and nothing else (every metric of every kernel, every
- * cycle). A counter's first sample has no window: current 0, not aggregated (count 0).
+ * Writes the series after a sample of `value` (and, for gauges, `capacity`) at Clock millis `at` to
+ * `out` at `o`; `prev` undefined starts it. A counter's first sample has no window: current 0, not
+ * aggregated (count 0).
  */
-const advance = (prev: Series | undefined, metric: MetricSpec, value: number, sampleCapacity: number | undefined, at: number, nominalMs: number): Series => {
+const advance = (
+  out: Array<number>,
+  o: number,
+  prev: Series | undefined,
+  metric: MetricSpec,
+  value: number,
+  sampleCapacity: number | undefined,
+  at: number,
+  nominalMs: number
+): void => {
   const kind = metric.kind
+  let current: number
+  let capacity: number | undefined
+  out[o + VALUE] = value
+  out[o + AT] = at
   if (prev === undefined) {
-    const current = kind === "gauge" ? value : 0
-    const capacity = kind === "gauge" ? sampleCapacity : kind === "delta" ? nominalMs : kind === "util" ? 1000 : undefined
-    const count = kind === "gauge" ? 1 : 0
-    return { spec: metric, value, at, prevValue: undefined, prevAt: undefined, current, capacity, count, sum: current, min: current, max: current }
+    current = kind === "gauge" ? value : 0
+    capacity = kind === "gauge" ? sampleCapacity : kind === "delta" ? nominalMs : kind === "util" ? 1000 : undefined
+    out[o + HAS_PREV] = 0
+    out[o + PREV_VALUE] = 0
+    out[o + PREV_AT] = 0
+    out[o + COUNT] = kind === "gauge" ? 1 : 0
+    out[o + SUM] = current
+    out[o + MIN] = current
+    out[o + MAX] = current
+  } else {
+    const elapsed = at - prev.at
+    const diff = Math.max(0, value - prev.value) // used for counters only
+    current = kind === "gauge" ? value : kind === "delta" ? diff : elapsed > 0 ? (diff * 1000) / elapsed : 0
+    capacity = kind === "gauge" ? sampleCapacity : kind === "delta" ? elapsed : kind === "util" ? 1000 : undefined
+    const first = prev.count === 0
+    out[o + HAS_PREV] = 1
+    out[o + PREV_VALUE] = prev.value
+    out[o + PREV_AT] = prev.at
+    out[o + COUNT] = prev.count + 1
+    out[o + SUM] = prev.sum + current
+    out[o + MIN] = first ? current : Math.min(prev.min, current)
+    out[o + MAX] = first ? current : Math.max(prev.max, current)
   }
-  const elapsed = at - prev.at
-  const diff = Math.max(0, value - prev.value) // used for counters only
-  const current = kind === "gauge" ? value : kind === "delta" ? diff : elapsed > 0 ? (diff * 1000) / elapsed : 0
-  const capacity = kind === "gauge" ? sampleCapacity : kind === "delta" ? elapsed : kind === "util" ? 1000 : undefined
-  const first = prev.count === 0
-  return {
-    spec: metric,
-    value,
-    at,
-    prevValue: prev.value,
-    prevAt: prev.at,
-    current,
-    capacity,
-    count: prev.count + 1,
-    sum: prev.sum + current,
-    min: first ? current : Math.min(prev.min, current),
-    max: first ? current : Math.max(prev.max, current)
-  }
+  out[o + CURRENT] = current
+  out[o + HAS_CAPACITY] = capacity === undefined ? 0 : 1
+  out[o + CAPACITY] = capacity ?? 0
+}
+
+const single = (prev: Series | undefined, metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series => {
+  const data = new Array<number>(FIELDS)
+  advance(data, 0, prev, metric, sample.value, sample.capacity, at, nominalMs)
+  return new SeriesView(metric, data, 0)
 }
 
 /** Starts a series with its first sample at Clock millis `at`; `nominalMs` is the collection interval. */
 export const startSeries = (metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series =>
-  advance(undefined, metric, sample.value, sample.capacity, at, nominalMs)
+  single(undefined, metric, sample, at, nominalMs)
 
 /** The series after one more sample. */
 export const updateSeries = (s: Series, sample: Sample, at: number, nominalMs: number): Series =>
-  advance(s, s.spec, sample.value, sample.capacity, at, nominalMs)
+  single(s, s.spec, sample, at, nominalMs)
 
 export const stepSeries = (s: Series | undefined, metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series =>
-  advance(s, s?.spec ?? metric, sample.value, sample.capacity, at, nominalMs)
+  single(s, s?.spec ?? metric, sample, at, nominalMs)
 
 const statOf = (s: Series, name: StatName): number => {
   switch (name) {
@@ -202,15 +324,56 @@ const isByteMetric = (spec: MetricSpec): boolean => spec.unitHint === "bytes" ||
  * would raise there).
  */
 export const serialize = (s: Series): MetricRecord => {
-  const places = isByteMetric(s.spec) ? 0 : 3
-  const out: Record<string, string | null> = {
-    current: formatDecimal(s.current, places),
-    capacity: s.capacity === undefined ? null : formatDecimal(s.capacity, places),
-    pct: s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null,
-    unit_hint: s.spec.unitHint
-  }
-  for (const name of s.spec.stats) out[STAT_KEYS[name]] = formatDecimal(statOf(s, name), places)
+  const out: Record<string, string | null> = {}
+  recordFields(s, (key, value) => {
+    out[key] = value
+  })
   return out
+}
+
+/** The fields of {@link serialize}'s record, in its key order, handed to `put` (no record object). */
+const recordFields = (s: Series, put: (key: string, value: string | null) => void): void => {
+  const places = isByteMetric(s.spec) ? 0 : 3
+  put("current", formatDecimal(s.current, places))
+  put("capacity", s.capacity === undefined ? null : formatDecimal(s.capacity, places))
+  put("pct", s.capacity !== undefined && s.capacity > 0 ? formatDecimal((s.current / s.capacity) * 100, 2) : null)
+  put("unit_hint", s.spec.unitHint)
+  for (const name of s.spec.stats) put(STAT_KEYS[name], formatDecimal(statOf(s, name), places))
+}
+
+/** Fields of a record in a msgpack map: {@link recordFields}' `put` for {@link writeSeriesSet}. */
+let sink: ValueWriter | undefined
+const putField = (key: string, value: string | null): void => {
+  sink!.str(key)
+  if (value === null) sink!.nil()
+  else sink!.str(value)
+}
+/** The view {@link writeSeriesSet} moves over a set's series (synchronous: one is enough). */
+const writing = new SeriesView({ key: "", kind: "gauge", unitHint: "", stats: [] }, [], 0)
+
+/**
+ * The msgpack of {@link serializeSet}`(set)` (a `<kernel_id>` value), written straight from the series:
+ * no record object and no map of them per kernel per cycle (`Msgpack.encodeBy(w => writeSeriesSet(w, set))`
+ * equals `Msgpack.encode(serializeSet(set))`, byte for byte).
+ */
+export const writeSeriesSet = (w: ValueWriter, set: SeriesSet): void => {
+  const saved = sink
+  sink = w
+  try {
+    const specs = set.specs
+    w.mapHeader(specs.length)
+    for (let i = 0; i < specs.length; i++) {
+      const spec = specs[i]!
+      writing.spec = spec
+      writing.data = set.data
+      writing.offset = i * FIELDS
+      w.str(spec.key)
+      w.mapHeader(4 + spec.stats.length)
+      recordFields(writing, putField)
+    }
+  } finally {
+    sink = saved
+  }
 }
 
 /** The record keys of the stats (constants: no key string built per metric per kernel per cycle). */
@@ -260,23 +423,77 @@ export const scratchBytes = (pod: PodStats): number => {
  * memory), else the working set itself.
  */
 export const podSamples = (pod: PodStats, memoryLimit?: number, fallbackMemCapacity?: number): Record<string, Sample> => {
+  const filled = fillPodSamples(pod, memoryLimit, fallbackMemCapacity)
+  const out: Record<string, Sample> = {}
+  for (const m of KernelMetrics) {
+    const { capacity, value } = filled[m.key]!
+    out[m.key] = capacity === undefined ? { value } : { value, capacity }
+  }
+  return out
+}
+
+/**
+ * {@link podSamples} in one set of sample objects reused for every pod (the step reads them before the
+ * next pod's): no nine objects per kernel per cycle.
+ */
+const reusedPodSamples: { readonly [key: string]: { value: number; capacity: number | undefined } } = Object.fromEntries(
+  KernelMetrics.map((m) => [m.key, { value: 0, capacity: undefined }])
+)
+const fillPodSamples = (pod: PodStats, memoryLimit: number | undefined, fallbackMemCapacity: number | undefined): Record<string, Sample> => {
+  const s = reusedPodSamples
   const cpuMsec = msecOf(pod.cpu?.usageCoreNanoSeconds)
   const ws = n(pod.memory?.workingSetBytes)
-  return {
-    cpu_util: { value: cpuMsec },
-    cpu_used: { value: cpuMsec },
-    mem: { value: ws, capacity: memoryLimit ?? fallbackMemCapacity ?? ws },
-    io_read: { value: 0 },
-    io_write: { value: 0 },
-    io_scratch_size: { value: scratchBytes(pod) },
-    net_rx: { value: n(pod.network?.rxBytes) },
-    net_tx: { value: n(pod.network?.txBytes) }
-  }
+  s.cpu_util!.value = cpuMsec
+  s.cpu_used!.value = cpuMsec
+  s.mem!.value = ws
+  s.mem!.capacity = memoryLimit ?? fallbackMemCapacity ?? ws
+  s.io_read!.value = 0
+  s.io_write!.value = 0
+  s.io_scratch_size!.value = scratchBytes(pod)
+  s.net_rx!.value = n(pod.network?.rxBytes)
+  s.net_tx!.value = n(pod.network?.txBytes)
+  return s
 }
 
 // ---- the collector's state, one cycle at a time ------------------------------------------------
 
-export type SeriesSet = ReadonlyMap<string, Series>
+/**
+ * The series of one subject (a kernel, a node, the cluster), one per metric, in `specs` order: all
+ * their numbers in one array (see {@link FIELDS}). Read-only; each cycle builds new sets.
+ */
+export class SeriesSet {
+  readonly specs: ReadonlyArray<MetricSpec>
+  readonly data: ReadonlyArray<number>
+  constructor(specs: ReadonlyArray<MetricSpec>, data: ReadonlyArray<number>) {
+    this.specs = specs
+    this.data = data
+  }
+  get size(): number {
+    return this.specs.length
+  }
+  indexOf(key: string): number {
+    for (let i = 0; i < this.specs.length; i++) if (this.specs[i]!.key === key) return i
+    return -1
+  }
+  has(key: string): boolean {
+    return this.indexOf(key) >= 0
+  }
+  /** The metric's series (a new view: not for per-kernel loops). */
+  get(key: string): Series | undefined {
+    const i = this.indexOf(key)
+    return i < 0 ? undefined : new SeriesView(this.specs[i]!, this.data, i * FIELDS)
+  }
+  /** The metric's current capacity, without a view. */
+  capacityOf(key: string): number | undefined {
+    const o = this.indexOf(key) * FIELDS
+    return o < 0 || this.data[o + HAS_CAPACITY] !== 1 ? undefined : this.data[o + CAPACITY]!
+  }
+  forEach(f: (s: Series, key: string) => void): void {
+    for (let i = 0; i < this.specs.length; i++) f(new SeriesView(this.specs[i]!, this.data, i * FIELDS), this.specs[i]!.key)
+  }
+}
+
+const emptySet = new SeriesSet([], [])
 
 export interface NodeState {
   readonly series: SeriesSet
@@ -294,7 +511,7 @@ export interface CollectorState {
   readonly lastCycleAt: number | undefined
 }
 
-export const emptyState: CollectorState = { nodes: new Map(), cluster: new Map(), kernels: new Map(), lastCycleAt: undefined }
+export const emptyState: CollectorState = { nodes: new Map(), cluster: emptySet, kernels: new Map(), lastCycleAt: undefined }
 
 export interface KernelRef {
   readonly kernelId: string
@@ -345,28 +562,52 @@ export interface CycleOutput {
   readonly state: CollectorState
   /** The `<agent_id>` value; undefined when no node has ever answered (nothing true to write). */
   readonly agent: AgentStat | undefined
-  /** `<kernel_id>` values of the kernels measured this cycle. */
-  readonly kernels: ReadonlyMap<string, { readonly [metric: string]: MetricRecord }>
+  /**
+   * The series of the kernels measured this cycle: their `<kernel_id>` values are
+   * {@link serializeSet} of each (as msgpack: {@link writeSeriesSet}).
+   */
+  readonly kernels: ReadonlyMap<string, SeriesSet>
 }
 
+/** The view {@link stepSet} reads a previous series through (synchronous: one is enough). */
+const previous = new SeriesView({ key: "", kind: "gauge", unitHint: "", stats: [] }, [], 0)
+
+/** The set after one sample per metric of `specs` (metrics without a sample are left out). */
 const stepSet = (
   prev: SeriesSet | undefined,
   specs: ReadonlyArray<MetricSpec>,
   samples: Record<string, Sample>,
   at: number,
   nominalMs: number
-): Map<string, Series> => {
-  const next = new Map<string, Series>()
+): SeriesSet => {
+  let present = specs
   for (const m of specs) {
-    const sample = samples[m.key]
-    if (sample !== undefined) next.set(m.key, stepSeries(prev?.get(m.key), m, sample, at, nominalMs))
+    if (samples[m.key] === undefined) {
+      present = specs.filter((x) => samples[x.key] !== undefined)
+      break
+    }
   }
-  return next
+  const data = new Array<number>(present.length * FIELDS)
+  for (let i = 0; i < present.length; i++) {
+    const m = present[i]!
+    const sample = samples[m.key]!
+    const j = prev === undefined ? -1 : prev.specs === present ? i : prev.indexOf(m.key)
+    if (j >= 0) {
+      previous.spec = prev!.specs[j]!
+      previous.data = prev!.data
+      previous.offset = j * FIELDS
+    }
+    advance(data, i * FIELDS, j >= 0 ? previous : undefined, m, sample.value, sample.capacity, at, nominalMs)
+  }
+  return new SeriesSet(present, data)
 }
 
-const serializeSet = (set: SeriesSet): Record<string, MetricRecord> => {
+/** A `<kernel_id>` value (or the agent's `node` part): `{metric: M}`. */
+export const serializeSet = (set: SeriesSet): Record<string, MetricRecord> => {
   const out: Record<string, MetricRecord> = {}
-  for (const [key, s] of set) out[key] = serialize(s)
+  set.forEach((s, key) => {
+    out[key] = serialize(s)
+  })
   return out
 }
 
@@ -415,7 +656,7 @@ export const step = (
   let cluster: SeriesSet = state.cluster
   if (nodes.size > 0) {
     const devices: Record<string, Record<string, MetricRecord>> = {}
-    const next = new Map<string, Series>()
+    const aggregates: Record<string, Sample> = {}
     for (const m of NodeMetrics) {
       let current = 0
       let capacity: number | undefined = 0
@@ -430,18 +671,15 @@ export const step = (
         else capacity = capacity === undefined || s.capacity === undefined ? undefined : capacity + s.capacity
       }
       devices[m.key] = perDevice
-      const aggregate: Sample = { value: current, capacity: m.kind === "delta" ? window : m.kind === "gauge" ? capacity : undefined }
-      // the cluster series is a gauge of the summed current values (with the metric's unit and stats)
-      const gaugeSpec: MetricSpec = { ...m, kind: "gauge" }
-      next.set(m.key, stepSeries(state.cluster.get(m.key), gaugeSpec, aggregate, input.at, nominalMs))
+      aggregates[m.key] = { value: current, capacity: m.kind === "delta" ? window : m.kind === "gauge" ? capacity : undefined }
     }
-    cluster = next
+    cluster = stepSet(state.cluster, ClusterMetrics, aggregates, input.at, nominalMs)
     agent = { node: serializeSet(cluster), devices }
   }
 
   // kernels
   const kernels = new Map<string, SeriesSet>()
-  const kernelOut = new Map<string, { readonly [metric: string]: MetricRecord }>()
+  const kernelOut = new Map<string, SeriesSet>()
   for (const k of input.kernels) {
     const prev = state.kernels.get(k.kernelId)
     const found = pods.get(k.namespace)?.get(k.podName)
@@ -449,10 +687,10 @@ export const step = (
       if (prev !== undefined) kernels.set(k.kernelId, prev)
       continue
     }
-    const nodeMem = nodes.get(found.from.node)?.series.get("mem")?.capacity
-    const set = stepSet(prev, KernelMetrics, podSamples(found.pod, k.memoryLimit, nodeMem), found.from.at, nominalMs)
+    const nodeMem = nodes.get(found.from.node)?.series.capacityOf("mem")
+    const set = stepSet(prev, KernelMetrics, fillPodSamples(found.pod, k.memoryLimit, nodeMem), found.from.at, nominalMs)
     kernels.set(k.kernelId, set)
-    kernelOut.set(k.kernelId, serializeSet(set))
+    kernelOut.set(k.kernelId, set)
   }
 
   return { state: { nodes, cluster, kernels, lastCycleAt: input.at }, agent, kernels: kernelOut }

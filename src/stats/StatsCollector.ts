@@ -24,7 +24,7 @@ import { Redis } from "../manager/Redis.ts"
 import * as Msgpack from "../codec/Msgpack.ts"
 import { type KernelStat, KernelStatsSink } from "./KernelStatsSink.ts"
 import { KubeletSummary } from "./KubeletSummary.ts"
-import { type CollectorState, emptyState, type KernelRef, memoryLimitOf, type NodeResult, step } from "./StatFormat.ts"
+import { type CollectorState, emptyState, type KernelRef, memoryLimitOf, type NodeResult, type SeriesSet, step, writeSeriesSet } from "./StatFormat.ts"
 
 import {
   statsCycleSeconds as cycleSeconds,
@@ -107,12 +107,14 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
 
     const state = yield* Ref.make<CollectorState>(emptyState)
     /**
-     * The last encoded `<kernel_id>` value of every measured kernel and its stat (what finalize writes
-     * and returns). Updated in place, only while holding `writeLock` (a cycle's write or a finalize):
-     * no map and no entry object per kernel per cycle.
+     * The last encoded `<kernel_id>` value of every measured kernel (what finalize writes, and decodes
+     * for the stat it returns: no record objects kept from one cycle to the next). Updated in place,
+     * only while holding `writeLock` (a cycle's write or a finalize): no map and no entry object per
+     * kernel per cycle.
      */
     const lastPayloads = new Map<string, Buffer>()
-    const lastStats = new Map<string, KernelStat>()
+    let encodingSet: SeriesSet | undefined
+    const writeEncodingSet = (w: Msgpack.ValueWriter): void => writeSeriesSet(w, encodingSet!)
     /** Per kernel record: what the stats need of it (the memory limit parses its resource spec once). */
     const kernelRefs = new WeakMap<MeasuredKernel, KernelRef>()
     const refOf = (k: MeasuredKernel): KernelRef => {
@@ -206,21 +208,19 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
             keys.push(options.agentId)
             values.push(v)
           }
-          for (const [kid, stat] of out.kernels) {
-            const v = Msgpack.encode(stat)
+          for (const [kid, set] of out.kernels) {
+            encodingSet = set
+            const v = Msgpack.encodeBy(writeEncodingSet)
             bytes += v.length
             lastPayloads.set(kid, v)
-            lastStats.set(kid, stat)
             keys.push(kid)
             values.push(v)
           }
+          encodingSet = undefined
           return false
         }).pipe(Effect.catchCause((cause) => Effect.logError("stats: cannot encode", cause).pipe(Effect.as(true))))
         for (const kid of lastPayloads.keys()) {
-          if (!out.state.kernels.has(kid)) {
-            lastPayloads.delete(kid)
-            lastStats.delete(kid)
-          }
+          if (!out.state.kernels.has(kid)) lastPayloads.delete(kid)
         }
         const written = encodeFailed ? false : yield* redis.setManyEx(keys, values, ttl).pipe(
           Effect.as(true),
@@ -257,16 +257,14 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       Ref.update(finalized, (s) => new Set([...s, kernelId])).pipe(
         Effect.andThen(writeLock.withPermits(1)(Effect.gen(function*() {
           const payload = lastPayloads.get(kernelId)
-          const stat = lastStats.get(kernelId)
           lastPayloads.delete(kernelId)
-          lastStats.delete(kernelId)
           yield* Ref.update(state, (s) => {
             if (!s.kernels.has(kernelId)) return s
             const kernels = new Map(s.kernels)
             kernels.delete(kernelId)
             return { ...s, kernels }
           })
-          if (payload === undefined || stat === undefined) {
+          if (payload === undefined) {
             yield* Effect.logDebug("stats: no stat to finalize").pipe(Effect.annotateLogs({ kernelId }))
             return Option.none<KernelStat>()
           }
@@ -277,7 +275,15 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
               )
             )
           )
-          return Option.some(stat)
+          // our own encoding of `{metric: {field: str | nil}}` (writeSeriesSet): it decodes as that
+          const stat = Msgpack.decodeResult(payload)
+          if (!stat.ok) {
+            yield* Effect.logError("stats: cannot decode the last stat of a terminated kernel").pipe(
+              Effect.annotateLogs({ kernelId, error: stat.message })
+            )
+            return Option.none<KernelStat>()
+          }
+          return Option.some(stat.value as KernelStat)
         }))),
         Effect.timeoutOption("5 seconds"),
         Effect.map(Option.flatten)

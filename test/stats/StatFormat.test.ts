@@ -3,14 +3,30 @@ import type { PodStats, Summary } from "../../src/stats/KubeletSummary.ts"
 import {
   emptyState,
   formatDecimal,
+  formatDecimalExact,
   KernelMetrics,
   memoryLimitOf,
   NodeMetrics,
   serialize,
+  serializeSet,
+  type SeriesSet,
   startSeries,
   step,
-  updateSeries
+  updateSeries,
+  writeSeriesSet
 } from "../../src/stats/StatFormat.ts"
+import * as Msgpack from "../../src/codec/Msgpack.ts"
+
+/**
+ * A measured kernel's `<kernel_id>` value as the collector writes it (msgpack straight from the
+ * series), required to be the bytes of the record `serializeSet` builds, and decoded.
+ */
+const kernelStat = (set: SeriesSet | undefined): { readonly [metric: string]: { readonly [f: string]: string | null } } => {
+  assert.isDefined(set)
+  const bytes = Msgpack.encodeBy((w) => writeSeriesSet(w, set!))
+  assert.deepStrictEqual(bytes, Msgpack.encode(serializeSet(set!)))
+  return Msgpack.decode(bytes) as { readonly [metric: string]: { readonly [f: string]: string | null } }
+}
 
 const metric = (specs: typeof NodeMetrics, key: string) => specs.find((m) => m.key === key)!
 
@@ -127,11 +143,11 @@ describe("StatFormat", () => {
     assert.deepStrictEqual(Object.keys(c1.agent!.devices.mem!).sort(), ["a", "b"])
     assert.deepStrictEqual(Object.keys(c1.agent!.node).sort(), ["cpu_util", "disk", "mem", "net_rx", "net_tx"])
     assert.deepStrictEqual([...c1.kernels.keys()].sort(), ["k1", "k2"]) // k3: uid mismatch
-    const k1 = c1.kernels.get("k1")!
+    const k1 = kernelStat(c1.kernels.get("k1"))
     assert.deepStrictEqual(Object.keys(k1).sort(), [...KernelMetrics.map((m) => m.key)].sort())
     assert.strictEqual(k1.cpu_used!.current, "500")
     assert.strictEqual(k1.io_scratch_size!.current, "1234")
-    assert.strictEqual(c1.kernels.get("k2")!.io_scratch_size!.current, "7") // no volume stats: ephemeral storage
+    assert.strictEqual(kernelStat(c1.kernels.get("k2")).io_scratch_size!.current, "7") // no volume stats: ephemeral storage
 
     // node b fails: its last series is carried (devices repeat), k2 is not written
     const c2 = step(c1.state, {
@@ -148,7 +164,7 @@ describe("StatFormat", () => {
     assert.deepStrictEqual(c2.agent!.devices.net_rx!.a, { current: "2000", capacity: null, pct: null, unit_hint: "bps" })
     assert.deepStrictEqual(c2.agent!.devices.mem!.b, c1.agent!.devices.mem!.b)
     assert.deepStrictEqual([...c2.kernels.keys()], ["k1"])
-    assert.strictEqual(c2.kernels.get("k1")!.cpu_util!.pct, "50")
+    assert.strictEqual(kernelStat(c2.kernels.get("k1")).cpu_util!.pct, "50")
     assert.isTrue(c2.state.kernels.has("k2"))
 
     // b stays away beyond staleAfterMs: dropped; k2 leaves the registry: its series go
@@ -202,13 +218,13 @@ describe("StatFormat", () => {
     const c1 = step(emptyState, input(0, 5e8, 50.5))
     const c2 = step(c1.state, input(2000, 9e8, 70.6))
     for (const c of [c1, c2]) {
-      const k1 = read(c.kernels.get("k1")!)
+      const k1 = read(kernelStat(c.kernels.get("k1")))
       assert.strictEqual(k1.mem_used, 268435456, "the pod's memory limit")
-      read(c.kernels.get("k2")!)
+      read(kernelStat(c.kernels.get("k2")))
     }
     // a pod without a limit: the capacity of the node it runs on (working set + available)
-    assert.strictEqual(read(c2.kernels.get("k2")!).mem_used, 1000)
-    assert.strictEqual(read(c2.kernels.get("k1")!).mem_max, 71, "whole bytes (70.6 rounds to 71)")
+    assert.strictEqual(read(kernelStat(c2.kernels.get("k2"))).mem_used, 1000)
+    assert.strictEqual(read(kernelStat(c2.kernels.get("k1"))).mem_max, 71, "whole bytes (70.6 rounds to 71)")
   })
 
   it("memoryLimitOf: the mem slot of the kernel's resource spec (Decimal strings included)", () => {
@@ -226,3 +242,46 @@ describe("StatFormat", () => {
     assert.isUndefined(c.agent)
   })
 })
+
+describe("formatDecimal's integer arithmetic", () => {
+  // the fast path (≤ 3 places: the scaled value rounded as an integer) against the toFixed path, on
+  // values of every magnitude the stats see, exact ties and their neighbours one ulp away
+  it("prints every value as the exact toFixed path does", () => {
+    let seed = 7
+    const random = () => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31
+      return seed / 2 ** 31
+    }
+    const values: Array<number> = [0.0005, 0.0015, 0.0025, 1.0005, 2.5, 0.125, 0.375, 1e15 + 0.5, 2 ** 50 / 1000 + 0.25, 123456.7895]
+    for (let i = 0; i < 20_000; i++) {
+      const magnitude = 10 ** Math.floor(random() * 22 - 6)
+      values.push((random() - 0.25) * magnitude)
+      // ties and near-ties at 0 to 3 places: k + 0.5 units of the last place, then one ulp either side
+      const units = 10 ** Math.floor(random() * 4)
+      const tie = (Math.floor(random() * 1e6) + 0.5) / units
+      values.push(tie, -tie, nextUp(tie), nextDown(tie), tie / 8, tie * 8)
+    }
+    let compared = 0
+    for (const v of values) {
+      for (const places of [0, 1, 2, 3]) {
+        if (Number.isSafeInteger(v)) continue
+        assert.strictEqual(formatDecimal(v, places), formatDecimalExact(v, places), `${v} at ${places} places`)
+        compared++
+      }
+    }
+    assert.isAbove(compared, 400_000)
+  })
+})
+
+const nextUp = (x: number): number => {
+  const b = new Float64Array([x])
+  const u = new BigInt64Array(b.buffer)
+  u[0] = u[0]! + (x >= 0 ? 1n : -1n)
+  return b[0]!
+}
+const nextDown = (x: number): number => {
+  const b = new Float64Array([x])
+  const u = new BigInt64Array(b.buffer)
+  u[0] = u[0]! + (x >= 0 ? -1n : 1n)
+  return b[0]!
+}
