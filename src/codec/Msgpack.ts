@@ -321,7 +321,9 @@ let scratchInUse = false
 export const encode = (value: unknown): Buffer => encodeWith(PYTHON, value)
 
 /** {@link encode} in another {@link Dialect}. */
-export const encodeWith = (dialect: Dialect, value: unknown): Buffer => encodeInto((w) => writeValue(w, value, 0, dialect))
+export const encodeWith = (dialect: Dialect, value: unknown): Buffer => encodeInto(writeRoot, value, dialect)
+
+const writeRoot = (w: Writer, value: unknown, dialect: Dialect): void => writeValue(w, value, 0, dialect)
 
 /**
  * What a hand-written encoder of a hot path writes with ({@link encodeBy}): the msgpack bytes of maps,
@@ -346,28 +348,30 @@ const valueWriter = new ScratchValueWriter()
  * The bytes `write` writes, as one value (or several, concatenated), without building the value as
  * objects first: the stats loop writes ~8,000 metric records per cycle straight from its series.
  */
-export const encodeBy = (write: (w: ValueWriter) => void): Buffer =>
-  encodeInto((w) => {
-    const saved = valueWriter.w
-    valueWriter.w = w
-    try {
-      write(valueWriter)
-    } finally {
-      valueWriter.w = saved
-    }
-  })
+export const encodeBy = (write: (w: ValueWriter) => void): Buffer => encodeInto(writeBy, write, undefined)
 
-const encodeInto = (write: (w: Writer) => void): Buffer => {
+const writeBy = (w: Writer, write: (w: ValueWriter) => void): void => {
+  const saved = valueWriter.w
+  valueWriter.w = w
+  try {
+    write(valueWriter)
+  } finally {
+    valueWriter.w = saved
+  }
+}
+
+/** Runs `write(w, a, b)` on the scratch writer (a fresh one when nested) and returns the bytes; module-level writers and their arguments, so an encode makes no closure. */
+const encodeInto = <A, B>(write: (w: Writer, a: A, b: B) => void, a: A, b: B): Buffer => {
   if (scratchInUse) {
     const own = new Writer(Buffer.allocUnsafe(128))
-    write(own)
+    write(own, a, b)
     return own.buf.subarray(0, own.pos)
   }
   scratchInUse = true
   const w = scratch
   w.pos = 0
   try {
-    write(w)
+    write(w, a, b)
     // grown past the scratch: hand that buffer out (the finally below gives the scratch a fresh one)
     if (w.buf.length > SCRATCH_BYTES) return w.buf.subarray(0, w.pos)
     const out = Buffer.allocUnsafe(w.pos)
