@@ -78,6 +78,11 @@ const forward = (client: net.Socket, resolve: () => Target | undefined, count: C
       return
     }
     const upstream = "connect" in target ? target.connect() : net.connect({ host: "127.0.0.1", port: target.port })
+    // no Nagle on either leg (kube-proxy forwards in the kernel, a NAT rule: it adds no delay of its
+    // own): with it, a small write behind an unacknowledged one waited for the peer's delayed ACK,
+    // ~40 ms on a ZMTP handshake or a runner's status answer through this relay
+    client.setNoDelay(true)
+    upstream.setNoDelay(true)
     upstream.on("error", () => client.destroy())
     client.on("close", () => upstream.destroy())
     upstream.on("close", () => client.destroy())

@@ -326,12 +326,14 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             // agent that dies in that window adopts the pod without the answer, as it would one whose
             // runner died right after answering.
             const readyAt = new Date(yield* Clock.currentTimeMillis).toISOString()
+            // the patch first: the status question's first use opens the runner's sockets (a few ms
+            // of synchronous work) while the patch is already on the wire
             yield* Effect.all([
+              pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) }).pipe(stage("readyPatch")),
               statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort).pipe(
                 Effect.andThen(phase("runner-ready")),
                 stage("runnerStatus")
-              ),
-              pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) }).pipe(stage("readyPatch"))
+              )
             ], { concurrency: 2, discard: true })
             return addresses
           }).pipe(
