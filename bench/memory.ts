@@ -37,7 +37,8 @@
  * dist-bench/tsc/main.js`), with `--compare`'s node args if given, else `--node-args`.
  *
  * `--agent-env` / `--compare-env`: environment variables added to the agent's (e.g. glibc's
- * `MALLOC_ARENA_MAX=2`), for the measured and the comparison run.
+ * `MALLOC_ARENA_MAX=2`), for the measured and the comparison runs; a `--compare` set's own `K=V`
+ * words are added over `--compare-env` for that set only.
  *
  * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
  * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
@@ -79,11 +80,21 @@ const WINDOW = argNumber("--window", 20)
 const REPEAT = argNumber("--repeat", 2)
 const SETTLE = argNumber("--settle", 8)
 const NODE_ARGS = (argValue("--node-args") ?? "").split(" ").filter((a) => a !== "")
+/** a `K=V` word of `--compare` (an environment variable of that set), not a node flag */
+const ENV_WORD = /^[A-Za-z_][A-Za-z0-9_]*=/
 /**
  * `--compare "<node args>"`: every point is measured twice, with `--node-args` and with these (same kernels, back to back);
- * several sets separated by `;` (`--compare "--max-semi-space-size=4;--max-semi-space-size=8"`): once more per set
+ * several sets separated by `;` (`--compare "--max-semi-space-size=4;--max-semi-space-size=8"`): once more per set.
+ * A set's `K=V` words are environment variables of that set's agent, added over `--compare-env`
+ * (`--compare "MALLOC_ARENA_MAX=2 --max-semi-space-size=4;--max-semi-space-size=4 --memory-saver-mode"`)
  */
-const COMPARE = argValue("--compare")?.split(";").map((set) => set.split(" ").filter((a) => a !== ""))
+const COMPARE = argValue("--compare")?.split(";").map((set) => {
+  const words = set.split(" ").filter((a) => a !== "")
+  return {
+    args: words.filter((w) => !ENV_WORD.test(w)),
+    env: Object.fromEntries(words.filter((w) => ENV_WORD.test(w)).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]))
+  }
+})
 /** `--compare-main <file>`: the comparison runs this entry point instead of `--main` */
 const COMPARE_MAIN = argValue("--compare-main")
 const HEAP_SNAPSHOT_DIR = argValue("--heap-snapshot")
@@ -447,7 +458,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   for (const n of POINTS) {
     points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV))
     if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined) {
-      for (const args of COMPARE ?? [NODE_ARGS]) compared.push(yield* measure(n, args, compareMainJs, COMPARE_ENV))
+      for (const set of COMPARE ?? [{ args: NODE_ARGS, env: {} }]) {
+        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }))
+      }
     }
   }
 
