@@ -476,12 +476,12 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
-  yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | mappings | threads |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
     const b = p.breakdown
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)
