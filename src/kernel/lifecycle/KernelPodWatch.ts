@@ -69,7 +69,8 @@ const projectPod = (pod: k8s.V1Pod): k8s.V1Pod => {
   }
   if (pod.status !== undefined) {
     const status: k8s.V1PodStatus = { ...pod.status }
-    delete status.podIPs
+    delete status.podIPs // podIP and hostIP are kept: the plural lists are read by no consumer
+    delete status.hostIPs
     // at their exact length: client-node's deserializer pushes into a new array, whose backing store
     // then holds 17 slots for one element (152 bytes)
     if (Array.isArray(status.conditions)) status.conditions = status.conditions.slice()
@@ -85,9 +86,9 @@ const projectPod = (pod: k8s.V1Pod): k8s.V1Pod => {
  * annotations; the fields read further are optional and checked where they are read), and
  * projected to what the consumers of the pod watch read: the metadata of KEPT_METADATA but the
  * recovery annotation, the spec's `nodeName` and its containers' names (a `V1PodSpec` needs
- * `containers`), the status but `podIPs` (its arrays at their exact length). The rest — managedFields
+ * `containers`), the status but `podIPs` and `hostIPs` (its arrays at their exact length). The rest — managedFields
  * above all (3.3 of the 7.1 KiB a listed kernel pod held, bench/README.md "1,000 kernels, all runner
- * connections"), then the recovery record, the containers' spec and podIPs (~1.3 of the 3.0 KiB left,
+ * connections"), then the recovery record, the containers' spec and the address lists (~1 KiB of 3–4 left,
  * "Goal 2 at 1,000 kernels, V8's side") — is not cached: pods read for anything else (adoption's
  * recovery record) come from the API, not from this cache.
  */
