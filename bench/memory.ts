@@ -26,8 +26,9 @@
  * - a point is measured once Redis holds the stats of all N kernels (the stats loop sees them) plus
  *   `--settle` seconds; then `--repeat` windows of `--window` seconds: the agent's CPU time (utime +
  *   stime of all its threads, /proc/<pid>/stat — process CPU seconds, not wall, so a loaded machine
- *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, and
- *   /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
+ *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, the RSS
+ *   every second through the windows (mean and maximum: one reading moves by ±20 MiB at 1,000
+ *   kernels with where the GC is in its cycle), and at their end /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
  *   node binary, glibc's [heap], V8-page-sized and larger anonymous mappings, mapping and thread counts:
  *   the second table); the V8 heap comes from a `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
  * - every point is a fresh agent process (kernels are added between points, never removed).
@@ -104,6 +105,7 @@ const AGENT_ENV = envOf("--agent-env")
 const COMPARE_ENV = envOf("--compare-env")
 const USE_RUNNERS = process.argv.includes("--use-runners")
 const STATS_INTERVAL = 2
+const RSS_SAMPLE_MS = 1000
 const HEARTBEAT_INTERVAL = 3
 
 export interface Point {
@@ -118,6 +120,9 @@ export interface Point {
   /** share of one core, one value per window */
   readonly corePercent: ReadonlyArray<number>
   readonly smaps: Smaps
+  /** RSS sampled every second through the windows (MiB): mean and maximum */
+  readonly rssMean: number
+  readonly rssMax: number
   readonly breakdown: SmapsBreakdown
   readonly heapUsedMiB: number
   readonly heapTotalMiB: number
@@ -389,10 +394,16 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         await sleep(SETTLE * 1000)
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
+        const rssSamples: Array<number> = []
         for (let r = 0; r < REPEAT; r++) {
           const c0 = cpuSecondsOf(agent.pid!)
           const w0 = process.hrtime.bigint()
-          await sleep(WINDOW * 1000)
+          // RSS once a second through the window: one reading at its end is one point of the GC's sawtooth
+          const end = Date.now() + WINDOW * 1000
+          while (Date.now() < end) {
+            await sleep(Math.min(RSS_SAMPLE_MS, end - Date.now()))
+            rssSamples.push(smapsOf(agent.pid!).rss)
+          }
           const cpu = cpuSecondsOf(agent.pid!) - c0
           const wall = Number(process.hrtime.bigint() - w0) / 1e9
           cpuPerCycleMs.push((cpu * 1000 * STATS_INTERVAL) / wall)
@@ -439,6 +450,8 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           corePercent,
           smaps,
           breakdown,
+          rssMean: rssSamples.reduce((a, b) => a + b, 0) / rssSamples.length,
+          rssMax: Math.max(...rssSamples),
           heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
           heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
           adoptSeconds,
@@ -469,11 +482,11 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
