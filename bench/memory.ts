@@ -28,7 +28,8 @@
  *   stime of all its threads, /proc/<pid>/stat — process CPU seconds, not wall, so a loaded machine
  *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, the RSS
  *   every second through the windows (mean and maximum: one reading moves by ±20 MiB at 1,000
- *   kernels with where the GC is in its cycle), and at their end /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
+ *   kernels between two agent processes, not within one) and its peak before them, from the agent's
+ *   start through the adoption (every 250 ms), and at their end /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
  *   node binary, glibc's [heap], V8-page-sized and larger anonymous mappings, mapping and thread counts:
  *   the second table); the V8 heap comes from a `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
  * - every point is a fresh agent process (kernels are added between points, never removed).
@@ -123,6 +124,8 @@ export interface Point {
   /** RSS sampled every second through the windows (MiB): mean and maximum */
   readonly rssMean: number
   readonly rssMax: number
+  /** the highest RSS (MiB) from the agent's start (sampled every 250 ms) through the adoption and `--settle`, before the windows */
+  readonly rssStartPeak: number
   readonly breakdown: SmapsBreakdown
   readonly heapUsedMiB: number
   readonly heapTotalMiB: number
@@ -377,8 +380,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       try {
         const a0 = Date.now()
         // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key)
+        let startPeak = 0
         await waitFor(`stats of ${n} kernels in Redis (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
           if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${log.slice(-3000)}`)
+          startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
           if ((await redis.exists(agentId)) === 0) return false
           for (let i = 0; i < kernels.length; i += 500) {
             const ids = kernels.slice(i, i + 500).map((k) => k.kernelId)
@@ -391,7 +396,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           await interruptAll(rpcPort, kernels.map((k) => k.kernelId))
           console.error(`[memory] interrupt_kernel answered for ${kernels.length} kernels; ${sink.counts.peers} runner connections open`)
         }
-        await sleep(SETTLE * 1000)
+        for (const settleEnd = Date.now() + SETTLE * 1000; Date.now() < settleEnd;) {
+          await sleep(Math.min(250, settleEnd - Date.now()))
+          startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
+        }
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
         const rssSamples: Array<number> = []
@@ -452,6 +460,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           breakdown,
           rssMean: rssSamples.reduce((a, b) => a + b, 0) / rssSamples.length,
           rssMax: Math.max(...rssSamples),
+          rssStartPeak: startPeak,
           heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
           heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
           adoptSeconds,
@@ -482,11 +491,11 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | RSS peak before them (start-up) | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
