@@ -547,9 +547,10 @@ class LazyConnection implements RunnerConnection {
   }
 
   /**
-   * The machinery, made once. Making it never fails and does not wait (uninterruptible, so whoever
-   * waits on `#making` is answered); in a closed scope its finalizer runs at once, so a connection
-   * closed before its first use refuses every operation as a used one does.
+   * The machinery, made once. Making it does not wait and is uninterruptible, so whoever waits on
+   * `#making` is answered (with the maker's exit: a defect is passed on, and the next operation tries
+   * anew); in a closed scope its finalizer runs at once, so a connection closed before its first use
+   * refuses every operation as a used one does.
    */
   get #use(): Effect.Effect<RunnerConnection> {
     return Effect.suspend(() => {
