@@ -67,8 +67,8 @@
                 # (131 → 110) at the same CPU (bench/README.md, "Idle RSS, third pass")
                 # --heap-growing-percent=35: the old generation's next mark-compact at 1.35 × its live size
                 # after the last one, instead of V8's dynamic factor (1.1–4): at 1,000 adopted kernels RSS
-                # 159.0 MiB mean of 7 readings against 176.8 of 12 without it (five same-run comparisons,
-                # four in its favour), % of one core 5.4 against 6.2 (no cost seen); idle 108.7–109.1 MiB.
+                # 158.6 MiB mean of 9 readings against 175.0 of 14 without it (six same-run comparisons,
+                # five in its favour), % of one core 5.4 against 6.2 (no cost seen); idle 108.7–109.1 MiB.
                 # A growth rate, not a limit (bench/README.md, "Goal 2 at 1,000 kernels, V8's side")
                 makeWrapper ${pkgs.nodejs_24}/bin/node $out/bin/bai-$entry \
                   --set-default MALLOC_MMAP_THRESHOLD_ 32768 \
