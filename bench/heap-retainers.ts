@@ -11,6 +11,11 @@
  * - `--top N` (default 30): the N largest retained sizes above `--min` bytes (default 256 KiB), each
  *   with the chain of its dominators.
  *
+ * - `--parts REGEX [--up K] [--depth D]`: what the nodes whose label matches (or their K-th dominator
+ *   each, e.g. `--parts '^object:V1PodStatus$' --up 1`: the pods holding them) are made of: the retained
+ *   sizes of what they dominate, summed by path of edges (`.status.conditions`) down to depth D
+ *   (default 2), per matched node.
+ *
  * `bench/heap-summary.ts` sums self sizes by type and constructor; this says who holds them.
  */
 import { readHeapSnapshot } from "./heapSnapshot.ts"
@@ -27,6 +32,9 @@ if (file === undefined || file.startsWith("--")) {
 const MATCH = argValue("--match")
 const TOP = Number(argValue("--top") ?? 30)
 const MIN = Number(argValue("--min") ?? 262144)
+const PARTS = argValue("--parts")
+const UP = Number(argValue("--up") ?? 0)
+const DEPTH = Number(argValue("--depth") ?? 2)
 
 const { NF, EF, nType, nName, nSize, nEdges, eType, eName, eTo, nodeTypes, edgeTypes, edges, nodes, strings, count: N } = readHeapSnapshot(file)
 
@@ -150,6 +158,42 @@ if (MATCH !== undefined) {
   }
   console.log(`\nmatching ${MATCH}: retained MiB, count, held by`)
   for (const [k, g] of [...groups].sort((a, b) => b[1].bytes - a[1].bytes).slice(0, TOP)) console.log(`${mib(g.bytes)} ${String(g.count).padStart(7)}x  ${k}`)
+}
+if (PARTS !== undefined) {
+  const re = new RegExp(PARTS)
+  // the dominator tree's children of each node
+  const childStart = new Uint32Array(N + 1)
+  for (const n of order) if (n !== 0) childStart[idom[n]! + 1]!++
+  for (let i = 0; i < N; i++) childStart[i + 1]! += childStart[i]!
+  const children = new Int32Array(childStart[N]!)
+  {
+    const fill = childStart.slice()
+    for (const n of order) if (n !== 0) children[fill[idom[n]!]!++] = n
+  }
+  const roots = new Set<number>()
+  for (let n = 0; n < N; n++) {
+    if (postIndex[n]! < 0 || !re.test(label(n))) continue
+    let r = n
+    for (let k = 0; k < UP && r !== 0; k++) r = idom[r]!
+    roots.add(r)
+  }
+  const parts = new Map<string, number>()
+  let whole = 0
+  const walk = (n: number, path: string, depth: number) => {
+    for (let c = childStart[n]!; c < childStart[n + 1]!; c++) {
+      const child = children[c]!
+      const p = `${path}${heldBy(child)}`
+      parts.set(p, (parts.get(p) ?? 0) + retained[child]!)
+      if (depth > 1) walk(child, p, depth - 1)
+    }
+  }
+  for (const r of roots) {
+    whole += retained[r]!
+    walk(r, "", DEPTH)
+  }
+  const per = (b: number) => (b / Math.max(1, roots.size)).toFixed(0).padStart(7)
+  console.log(`\nparts of ${roots.size} nodes (${PARTS}${UP > 0 ? `, ${UP} up` : ""}): ${mib(whole).trim()} MiB retained, ${per(whole).trim()} bytes each; bytes each by path`)
+  for (const [p, b] of [...parts].sort((a, b) => (a[0] < b[0] ? -1 : 1))) if (b / roots.size >= 16) console.log(`${per(b)}  ${p}`)
 }
 console.log(`\nlargest retained sizes (≥ ${MIN} bytes), with their dominators`)
 const largest = order.filter((n) => retained[n]! >= MIN).sort((a, b) => retained[b]! - retained[a]!).slice(0, TOP)

@@ -26,8 +26,10 @@
  * - a point is measured once Redis holds the stats of all N kernels (the stats loop sees them) plus
  *   `--settle` seconds; then `--repeat` windows of `--window` seconds: the agent's CPU time (utime +
  *   stime of all its threads, /proc/<pid>/stat — process CPU seconds, not wall, so a loaded machine
- *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, and
- *   /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
+ *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, the RSS
+ *   every second through the windows (mean and maximum: one reading moves by ±20 MiB at 1,000
+ *   kernels between two agent processes, not within one) and its peak before them, from the agent's
+ *   start through the adoption (every 250 ms), and at their end /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
  *   node binary, glibc's [heap], V8-page-sized and larger anonymous mappings, mapping and thread counts:
  *   the second table); the V8 heap comes from a `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
  * - every point is a fresh agent process (kernels are added between points, never removed).
@@ -37,7 +39,8 @@
  * dist-bench/tsc/main.js`), with `--compare`'s node args if given, else `--node-args`.
  *
  * `--agent-env` / `--compare-env`: environment variables added to the agent's (e.g. glibc's
- * `MALLOC_ARENA_MAX=2`), for the measured and the comparison run.
+ * `MALLOC_ARENA_MAX=2`), for the measured and the comparison runs; a `--compare` set's own `K=V`
+ * words are added over `--compare-env` for that set only.
  *
  * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
  * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
@@ -79,11 +82,21 @@ const WINDOW = argNumber("--window", 20)
 const REPEAT = argNumber("--repeat", 2)
 const SETTLE = argNumber("--settle", 8)
 const NODE_ARGS = (argValue("--node-args") ?? "").split(" ").filter((a) => a !== "")
+/** a `K=V` word of `--compare` (an environment variable of that set), not a node flag */
+const ENV_WORD = /^[A-Za-z_][A-Za-z0-9_]*=/
 /**
  * `--compare "<node args>"`: every point is measured twice, with `--node-args` and with these (same kernels, back to back);
- * several sets separated by `;` (`--compare "--max-semi-space-size=4;--max-semi-space-size=8"`): once more per set
+ * several sets separated by `;` (`--compare "--max-semi-space-size=4;--max-semi-space-size=8"`): once more per set.
+ * A set's `K=V` words are environment variables of that set's agent, added over `--compare-env`
+ * (`--compare "MALLOC_ARENA_MAX=2 --max-semi-space-size=4;--max-semi-space-size=4 --memory-saver-mode"`)
  */
-const COMPARE = argValue("--compare")?.split(";").map((set) => set.split(" ").filter((a) => a !== ""))
+const COMPARE = argValue("--compare")?.split(";").map((set) => {
+  const words = set.split(" ").filter((a) => a !== "")
+  return {
+    args: words.filter((w) => !ENV_WORD.test(w)),
+    env: Object.fromEntries(words.filter((w) => ENV_WORD.test(w)).map((w) => [w.slice(0, w.indexOf("=")), w.slice(w.indexOf("=") + 1)]))
+  }
+})
 /** `--compare-main <file>`: the comparison runs this entry point instead of `--main` */
 const COMPARE_MAIN = argValue("--compare-main")
 const HEAP_SNAPSHOT_DIR = argValue("--heap-snapshot")
@@ -93,6 +106,7 @@ const AGENT_ENV = envOf("--agent-env")
 const COMPARE_ENV = envOf("--compare-env")
 const USE_RUNNERS = process.argv.includes("--use-runners")
 const STATS_INTERVAL = 2
+const RSS_SAMPLE_MS = 1000
 const HEARTBEAT_INTERVAL = 3
 
 export interface Point {
@@ -107,6 +121,11 @@ export interface Point {
   /** share of one core, one value per window */
   readonly corePercent: ReadonlyArray<number>
   readonly smaps: Smaps
+  /** RSS sampled every second through the windows (MiB): mean and maximum */
+  readonly rssMean: number
+  readonly rssMax: number
+  /** the highest RSS (MiB) from the agent's start (sampled every 250 ms) through the adoption and `--settle`, before the windows */
+  readonly rssStartPeak: number
   readonly breakdown: SmapsBreakdown
   readonly heapUsedMiB: number
   readonly heapTotalMiB: number
@@ -361,8 +380,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       try {
         const a0 = Date.now()
         // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key)
+        let startPeak = 0
         await waitFor(`stats of ${n} kernels in Redis (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
           if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${log.slice(-3000)}`)
+          startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
           if ((await redis.exists(agentId)) === 0) return false
           for (let i = 0; i < kernels.length; i += 500) {
             const ids = kernels.slice(i, i + 500).map((k) => k.kernelId)
@@ -375,13 +396,22 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           await interruptAll(rpcPort, kernels.map((k) => k.kernelId))
           console.error(`[memory] interrupt_kernel answered for ${kernels.length} kernels; ${sink.counts.peers} runner connections open`)
         }
-        await sleep(SETTLE * 1000)
+        for (const settleEnd = Date.now() + SETTLE * 1000; Date.now() < settleEnd;) {
+          await sleep(Math.min(250, settleEnd - Date.now()))
+          startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
+        }
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
+        const rssSamples: Array<number> = []
         for (let r = 0; r < REPEAT; r++) {
           const c0 = cpuSecondsOf(agent.pid!)
           const w0 = process.hrtime.bigint()
-          await sleep(WINDOW * 1000)
+          // RSS once a second through the window: one reading at its end is one point of the GC's sawtooth
+          const end = Date.now() + WINDOW * 1000
+          while (Date.now() < end) {
+            await sleep(Math.min(RSS_SAMPLE_MS, end - Date.now()))
+            rssSamples.push(smapsOf(agent.pid!).rss)
+          }
           const cpu = cpuSecondsOf(agent.pid!) - c0
           const wall = Number(process.hrtime.bigint() - w0) / 1e9
           cpuPerCycleMs.push((cpu * 1000 * STATS_INTERVAL) / wall)
@@ -428,6 +458,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           corePercent,
           smaps,
           breakdown,
+          rssMean: rssSamples.reduce((a, b) => a + b, 0) / rssSamples.length,
+          rssMax: Math.max(...rssSamples),
+          rssStartPeak: startPeak,
           heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
           heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
           adoptSeconds,
@@ -447,7 +480,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   for (const n of POINTS) {
     points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV))
     if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined) {
-      for (const args of COMPARE ?? [NODE_ARGS]) compared.push(yield* measure(n, args, compareMainJs, COMPARE_ENV))
+      for (const set of COMPARE ?? [{ args: NODE_ARGS, env: {} }]) {
+        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }))
+      }
     }
   }
 
@@ -456,19 +491,19 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | RSS peak before them (start-up) | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
-  yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | mappings | threads |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
     const b = p.breakdown
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)

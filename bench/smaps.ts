@@ -49,6 +49,14 @@ export interface SmapsBreakdown {
   readonly anonSmall: number
   /** larger anonymous mappings: glibc thread arenas, thread stacks, V8 code/large-object space, big mmaps */
   readonly anonLarge: number
+  /**
+   * Of the anonymous mappings (both sizes), those starting on a 256 KiB boundary: V8's heap (its regular
+   * pages and large-object chunks are allocated 256 KiB-aligned; node's V8 has no pointer-compression
+   * cage, so each is a mapping of its own unless adjacent ones merged). The rest of the small ones is
+   * mostly glibc's mmapped allocations (every malloc ≥ `MALLOC_MMAP_THRESHOLD_`: I/O buffers, compiler
+   * zones). A heuristic: an unrelated mapping is aligned by chance 1 time in 64.
+   */
+  readonly anonV8Aligned: number
   readonly mappings: number
   readonly threads: number
 }
@@ -56,8 +64,9 @@ export interface SmapsBreakdown {
 export const smapsBreakdownOf = (pid: number): SmapsBreakdown => {
   const text = fs.readFileSync(`/proc/${pid}/smaps`, "utf8")
   const exe = fs.readlinkSync(`/proc/${pid}/exe`)
-  const kb = { nodeBinary: 0, otherFiles: 0, brkHeap: 0, anonSmall: 0, anonLarge: 0 }
-  let current: keyof typeof kb | undefined
+  const kb = { nodeBinary: 0, otherFiles: 0, brkHeap: 0, anonSmall: 0, anonLarge: 0, anonV8Aligned: 0 }
+  let current: "nodeBinary" | "otherFiles" | "brkHeap" | "anonSmall" | "anonLarge" | undefined
+  let aligned = false
   let mappings = 0
   for (const line of text.split("\n")) {
     const header = /^([0-9a-f]+)-([0-9a-f]+) \S+ \S+ \S+ \d+\s*(.*)$/.exec(line)
@@ -74,10 +83,14 @@ export const smapsBreakdownOf = (pid: number): SmapsBreakdown => {
         : size <= 256
         ? "anonSmall"
         : "anonLarge"
+      aligned = (current === "anonSmall" || current === "anonLarge") && parseInt(header[1]!.slice(-5), 16) % 0x40000 === 0
       continue
     }
     const rss = /^Rss:\s+(\d+) kB$/.exec(line)
-    if (rss !== null && current !== undefined) kb[current] += Number(rss[1])
+    if (rss !== null && current !== undefined) {
+      kb[current] += Number(rss[1])
+      if (aligned) kb.anonV8Aligned += Number(rss[1])
+    }
   }
   const mib = (k: number) => k / 1024
   return {
@@ -86,6 +99,7 @@ export const smapsBreakdownOf = (pid: number): SmapsBreakdown => {
     brkHeap: mib(kb.brkHeap),
     anonSmall: mib(kb.anonSmall),
     anonLarge: mib(kb.anonLarge),
+    anonV8Aligned: mib(kb.anonV8Aligned),
     mappings,
     threads: fs.readdirSync(`/proc/${pid}/task`).length
   }

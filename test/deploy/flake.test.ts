@@ -175,7 +175,7 @@ describe("deploy/systemd units", () => {
         for (const k of ["NoNewPrivileges", "ProtectHome", "PrivateTmp"]) assert.strictEqual(keys.get(k), "yes", `${u} ${k}`)
         assert.strictEqual(keys.get("ProtectSystem"), "strict", u)
         assert.match(keys.get("Restart") ?? "", /^(on-failure|always)$/)
-        assert.match(keys.get("ExecStart") ?? "", /^\/usr\/bin\/node (--max-semi-space-size=4 \/opt\/bai-k8s-agent\/dist\/main|\/opt\/bai-k8s-agent\/dist\/watcher)\.js -f \/etc\/backend\.ai\/agent\.toml$/)
+        assert.match(keys.get("ExecStart") ?? "", /^\/usr\/bin\/node (--max-semi-space-size=4 --heap-growing-percent=35 \/opt\/bai-k8s-agent\/dist\/main|\/opt\/bai-k8s-agent\/dist\/watcher)\.js -f \/etc\/backend\.ai\/agent\.toml$/)
         // the binary need not exist here: verify the unit with a stand-in
         fs.writeFileSync(path.join(dir, u), text.replace(/^ExecStart=\/usr\/bin\/node /m, "ExecStart=/bin/echo "))
       }

@@ -1,4 +1,4 @@
-// `npm run dev [-- --real-node]`: the dev testbed up, then the agent in the foreground (`node --max-semi-space-size=4
+// `npm run dev [-- --real-node]`: the dev testbed up, then the agent in the foreground (`node --max-semi-space-size=4 --heap-growing-percent=35
 // dist/main.js -f config/halfstack.toml`); Ctrl-C (or the agent exiting) stops both.
 //
 // Ctrl-C in a terminal sends SIGINT to the whole foreground process group: npm, this process AND
@@ -57,9 +57,9 @@ try {
 }
 if (pendingCode !== undefined) await stop(pendingCode)
 if (stopping === undefined) {
-  console.log("[dev] starting the agent: node --max-semi-space-size=4 dist/main.js -f config/halfstack.toml")
+  console.log("[dev] starting the agent: node --max-semi-space-size=4 --heap-growing-percent=35 dist/main.js -f config/halfstack.toml")
   // the node flag and glibc's mmap threshold of the shipped unit (deploy/systemd/backendai-agent.service)
-  agent = spawn(process.execPath, ["--max-semi-space-size=4", path.join(repoRoot, "dist/main.js"), "-f", process.env.BAI_DEV_CONFIG ?? path.join(repoRoot, "config/halfstack.toml")], {
+  agent = spawn(process.execPath, ["--max-semi-space-size=4", "--heap-growing-percent=35", path.join(repoRoot, "dist/main.js"), "-f", process.env.BAI_DEV_CONFIG ?? path.join(repoRoot, "config/halfstack.toml")], {
     cwd: repoRoot, stdio: "inherit", env: { MALLOC_MMAP_THRESHOLD_: "32768", ...process.env },
   })
   agent.on("exit", (code, signal) => {

@@ -8,7 +8,7 @@
 import type * as k8s from "@kubernetes/client-node"
 import { Context, Duration, Effect, Layer, type Option, PubSub, Schema, type Scope } from "effect"
 import { AgentConfig } from "../../config/AgentConfig.ts"
-import { agentSelector } from "../../kube/KernelObjects.ts"
+import { agentSelector, RECOVERY_ANNOTATION } from "../../kube/KernelObjects.ts"
 import * as Informer from "../../kube/Informer.ts"
 import { KubeClient } from "../../kube/KubeClient.ts"
 
@@ -46,11 +46,37 @@ const checkPod = Schema.decodeUnknownEffect(Schema.declare((u: unknown): u is k8
   }))
 ))
 
+/** `from` without the key `key` (the same object when it has none). */
+const omit = <A extends object>(from: A, key: string): A => {
+  if (!(key in from)) return from
+  const out = { ...from } as Record<string, unknown>
+  delete out[key]
+  return out as A
+}
+
 const projectPod = (pod: k8s.V1Pod): k8s.V1Pod => {
   const out: k8s.V1Pod = {}
-  if (pod.metadata !== undefined) out.metadata = pick(pod.metadata as Record<string, unknown>, KEPT_METADATA) as k8s.V1ObjectMeta
-  if (pod.spec !== undefined) out.spec = pick(pod.spec as unknown as Record<string, unknown>, ["nodeName", "containers"]) as unknown as k8s.V1PodSpec
-  if (pod.status !== undefined) out.status = pod.status
+  if (pod.metadata !== undefined) {
+    const metadata = pick(pod.metadata as Record<string, unknown>, KEPT_METADATA) as k8s.V1ObjectMeta
+    if (metadata.annotations !== undefined) metadata.annotations = omit(metadata.annotations, RECOVERY_ANNOTATION)
+    out.metadata = metadata
+  }
+  if (pod.spec !== undefined) {
+    const spec = pick(pod.spec as unknown as Record<string, unknown>, ["nodeName"]) as unknown as k8s.V1PodSpec
+    const containers = (pod.spec as { readonly containers?: unknown }).containers
+    if (Array.isArray(containers)) spec.containers = containers.map((c: { readonly name?: unknown }) => ({ name: c?.name }) as k8s.V1Container)
+    out.spec = spec
+  }
+  if (pod.status !== undefined) {
+    const status: k8s.V1PodStatus = { ...pod.status }
+    delete status.podIPs // podIP and hostIP are kept: the plural lists are read by no consumer
+    delete status.hostIPs
+    // at their exact length: client-node's deserializer pushes into a new array, whose backing store
+    // then holds 17 slots for one element (152 bytes)
+    if (Array.isArray(status.conditions)) status.conditions = status.conditions.slice()
+    if (Array.isArray(status.containerStatuses)) status.containerStatuses = status.containerStatuses.slice()
+    out.status = status
+  }
   return out
 }
 
@@ -58,11 +84,13 @@ const projectPod = (pod: k8s.V1Pod): k8s.V1Pod => {
  * A pod from the API, checked as far as its consumers rely on without looking (an object whose
  * metadata, spec and status, when present, are objects, and so are the metadata's labels and
  * annotations; the fields read further are optional and checked where they are read), and
- * projected to what the consumers of the pod watch read: the metadata of KEPT_METADATA, the spec's `nodeName`
- * and `containers` (a `V1PodSpec` needs them), the whole status. The rest — managedFields above all
- * (3.3 of the 7.1 KiB a listed kernel pod held, bench/README.md "1,000 kernels, all runner
- * connections") — is not cached: pods read for anything else (adoption's recovery record) come from
- * the API, not from this cache.
+ * projected to what the consumers of the pod watch read: the metadata of KEPT_METADATA but the
+ * recovery annotation, the spec's `nodeName` and its containers' names (a `V1PodSpec` needs
+ * `containers`), the status but `podIPs` and `hostIPs` (its arrays at their exact length). The rest — managedFields
+ * above all (3.3 of the 7.1 KiB a listed kernel pod held, bench/README.md "1,000 kernels, all runner
+ * connections"), then the recovery record, the containers' spec and the address lists (~1 KiB of 3–4 left,
+ * "Goal 2 at 1,000 kernels, V8's side") — is not cached: pods read for anything else (adoption's
+ * recovery record) come from the API, not from this cache.
  */
 export const decodeKernelPod = (raw: unknown): Effect.Effect<k8s.V1Pod, Schema.SchemaError> => Effect.map(checkPod(raw), projectPod)
 

@@ -1,12 +1,14 @@
-// size: one kernel's two runner sockets (opened on first use) and their fibers, performing the run queue's commands in one synchronous step
+// size: one kernel's two runner sockets (opened on first use) and their fibers, performing the run queue's commands in one synchronous step; the unused connection's shell (LazyConnection) at the end
 /**
  * One kernel's connection to its runner (spec §8.1–§8.3): a PUSH socket to the runner's REPL-in port
  * and a PULL socket from its REPL-out port.
  *
  * **The sockets open on first use and stay open until the connection closes** (issue 17 goal 2: two
  * zeromq sockets per kernel cost ~0.1 MiB of native memory, ~75 MiB at 1,000 adopted kernels nobody
- * calls). The connection object, its run queue and its waiters live in the enclosing scope from
- * `open`; the sockets and their fibers are made by the first operation that needs them (`status`,
+ * calls). Until its first operation a connection is only its kernel id, endpoint and scope
+ * (`LazyConnection`, ~0.6 KiB of heap instead of ~7 KiB: test/kernel/RunnerFootprint.test.ts); its
+ * run queue, waiters and record decoder are made, in the enclosing scope from `open`, by the first
+ * operation that needs them; the sockets and their fibers by the first operation that needs them (`status`,
  * `send`, `interrupt`, `attachRun`, `complete`, `startService`; `poll` needs none: a run it can ask
  * for was attached, which opened them) in a child scope of the connection's, under one permit
  * (`gate`: operations at once open one pair), and are closed only with the connection
@@ -148,10 +150,11 @@ const detached = <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R>
   Effect.updateContext(self, (context: Context.Context<R>) => Context.omit(Tracer.ParentSpan, References.CurrentStackFrame)(context) as Context.Context<R>)
 
 /**
- * A connection living in the enclosing scope; its sockets and their fibers are made by the first
- * operation that needs them and live until the connection closes.
+ * The connection's machinery in the current scope (the connection's): the run queue, the waiters, the
+ * record decoder and the operations; its sockets and their fibers are made by the first operation that
+ * needs them and live until the connection closes. Made by the first operation of a {@link LazyConnection}.
  */
-export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint, context?: Zmq.Context) {
+const makeMachinery = Effect.fnUntraced(function*(kernelId: string, endpoint: RunnerEndpoint, context: Zmq.Context | undefined) {
   const err = (reason: RunnerError["reason"], message: string) => new RunnerError({ reason, kernelId, message })
   const log = Effect.annotateLogs({ kernelId })
   const connectionScope = yield* Effect.scope
@@ -519,3 +522,99 @@ export const makeConnection = Effect.fnUntraced(function*(kernelId: string, endp
   }
   return conn
 }, detached) // its finalizer and its sockets' fibers keep nothing of the caller (see the header)
+
+/**
+ * A connection before its first operation is its kernel id, its endpoint and the scope it will live
+ * in, and nothing else (issue 17 goal 2: the machinery, ~7 KiB of heap, would be 7 MiB at 1,000 adopted
+ * kernels nobody calls; test/kernel/RunnerFootprint.test.ts). Its first operation that needs the
+ * machinery makes it in that scope (operations at once wait for the one making it); the queries
+ * answer as an empty connection's do without making it. A class, not an object of closures: its
+ * methods are shared by every connection.
+ */
+class LazyConnection implements RunnerConnection {
+  readonly kernelId: string
+  readonly endpoint: RunnerEndpoint
+  readonly #scope: Scope.Scope
+  readonly #context: Zmq.Context | undefined
+  #machinery: RunnerConnection | undefined = undefined
+  #making: Deferred.Deferred<RunnerConnection> | undefined = undefined
+
+  constructor(kernelId: string, endpoint: RunnerEndpoint, scope: Scope.Scope, context: Zmq.Context | undefined) {
+    this.kernelId = kernelId
+    this.endpoint = endpoint
+    this.#scope = scope
+    this.#context = context
+  }
+
+  /**
+   * The machinery, made once. Making it does not wait and is uninterruptible, so whoever waits on
+   * `#making` is answered (with the maker's exit: a defect is passed on, and the next operation tries
+   * anew); in a closed scope its finalizer runs at once, so a connection closed before its first use
+   * refuses every operation as a used one does.
+   */
+  get #use(): Effect.Effect<RunnerConnection> {
+    return Effect.suspend(() => {
+      if (this.#machinery !== undefined) return Effect.succeed(this.#machinery)
+      if (this.#making !== undefined) return Deferred.await(this.#making)
+      const making = Deferred.makeUnsafe<RunnerConnection>()
+      this.#making = making
+      return makeMachinery(this.kernelId, this.endpoint, this.#context).pipe(
+        Scope.provide(this.#scope),
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            if (Exit.isSuccess(exit)) this.#machinery = exit.value
+            this.#making = undefined // a defect: the next operation tries anew
+            Deferred.doneUnsafe(making, exit)
+          })
+        ),
+        Effect.uninterruptible
+      )
+    })
+  }
+
+  status(timeout: Duration.Input) {
+    return Effect.flatMap(this.#use, (m) => m.status(timeout))
+  }
+  send(type: string, payload?: string | Uint8Array) {
+    return Effect.flatMap(this.#use, (m) => m.send(type, payload))
+  }
+  get interrupt() {
+    return Effect.flatMap(this.#use, (m) => m.interrupt)
+  }
+  attachRun(runId: string, frames: ReadonlyArray<RunnerFrame>, options: { readonly create: boolean }) {
+    return Effect.flatMap(this.#use, (m) => m.attachRun(runId, frames, options))
+  }
+  /** An unused connection has no run: UnknownRun, as an empty run queue (open or closed) answers. */
+  poll(runId: string, flushTimeout: Duration.Input): Effect.Effect<PollResult, RunnerError> {
+    return Effect.suspend(() =>
+      this.#machinery !== undefined
+        ? this.#machinery.poll(runId, flushTimeout)
+        : Effect.fail(new RunnerError({ reason: "UnknownRun", kernelId: this.kernelId, message: `no run ${runId} on this kernel` }))
+    )
+  }
+  get currentRun() {
+    return Effect.suspend(() => this.#machinery?.currentRun ?? Effect.succeed(Option.none<string>()))
+  }
+  get pendingRuns() {
+    return Effect.suspend(() => this.#machinery?.pendingRuns ?? Effect.succeed(0))
+  }
+  complete(payload: string, timeout: Duration.Input) {
+    return Effect.flatMap(this.#use, (m) => m.complete(payload, timeout))
+  }
+  startService(payload: string, timeout: Duration.Input) {
+    return Effect.flatMap(this.#use, (m) => m.startService(payload, timeout))
+  }
+  get bufferedBytes() {
+    return Effect.suspend(() => this.#machinery?.bufferedBytes ?? Effect.succeed(0))
+  }
+  get socketsOpen() {
+    return Effect.suspend(() => this.#machinery?.socketsOpen ?? Effect.succeed(false))
+  }
+}
+
+/**
+ * A connection living in the enclosing scope. Its machinery is made by its first operation that needs
+ * it, its sockets and their fibers by the first that needs them; both live until the connection closes.
+ */
+export const makeConnection = (kernelId: string, endpoint: RunnerEndpoint, context?: Zmq.Context): Effect.Effect<RunnerConnection, never, Scope.Scope> =>
+  Effect.map(Effect.scope, (scope) => new LazyConnection(kernelId, endpoint, scope, context))
