@@ -309,10 +309,21 @@ export const makeServerCore = Effect.fnUntraced(function*(
   // message (a waiting receive), the messages already queued (`readable`: ZMQ_EVENTS has POLLIN) are
   // read synchronously, so a burst costs one fiber resumption instead of one per message (bounded
   // per batch so that a flood cannot starve the other fibers). Asking `readable` instead of reading
-  // until EAGAIN spares a sequential caller an exception per request.
+  // until EAGAIN spares a sequential caller an exception per request. While draining, the receive
+  // timeout is 0: zeromq.js then reads at once instead of asking ZMQ_EVENTS again (each ask is a
+  // poll(2) of libzmq's mailbox), so a drained message costs one ZMQ_EVENTS, not two.
+  const waitTimeout = socket.receiveTimeout
   const drain = async (): Promise<Array<Array<Buffer>>> => {
     const batch = [await socket.receive()]
-    while (batch.length < MAX_BATCH && socket.readable) batch.push(await socket.receive())
+    if (!socket.readable) return batch
+    socket.receiveTimeout = 0
+    try {
+      do {
+        batch.push(await socket.receive())
+      } while (batch.length < MAX_BATCH && socket.readable)
+    } finally {
+      if (!socket.closed) socket.receiveTimeout = waitTimeout
+    }
     return batch
   }
   const dispatchBatch = (batch: ReadonlyArray<ReadonlyArray<Buffer>>): Effect.Effect<void> =>
