@@ -278,14 +278,13 @@ export const makeServerCore = Effect.fnUntraced(function*(
   const maxInFlight = options.maxInFlightPerPeer
   const maxInFlightBytes = options.maxInFlightBytesPerPeer
   const perPeer = new Map<string, { count: number; bytes: number }>()
-  const release = (peer: string, bytes: number) =>
-    Effect.sync(() => {
-      const entry = perPeer.get(peer)
-      if (entry === undefined) return
-      entry.count--
-      entry.bytes -= bytes
-      if (entry.count <= 0) perPeer.delete(peer)
-    })
+  const release = (peer: string, bytes: number): void => {
+    const entry = perPeer.get(peer)
+    if (entry === undefined) return
+    entry.count--
+    entry.bytes -= bytes
+    if (entry.count <= 0) perPeer.delete(peer)
+  }
   const admit = (peer: string, bytes: number, serve: Effect.Effect<void>): Effect.Effect<unknown> | string => {
     const entry = perPeer.get(peer) ?? { count: 0, bytes: 0 }
     if (entry.count >= maxInFlight || (entry.count > 0 && entry.bytes + bytes > maxInFlightBytes)) {
@@ -295,8 +294,12 @@ export const makeServerCore = Effect.fnUntraced(function*(
     entry.count++
     entry.bytes += bytes
     perPeer.set(peer, entry)
-    // the fork's fiber is the effect's value, not mapped away: one step less per request
-    return FiberSet.run(inflight, serve.pipe(Effect.ensuring(release(peer, bytes))))
+    // released by an observer of the request's fiber, however it ends (called at once when the
+    // fiber already finished during the fork): no `ensuring` region in every request
+    return Effect.map(FiberSet.run(inflight, serve), (fiber) => {
+      fiber.addObserver(() => release(peer, bytes))
+      return fiber
+    })
   }
 
   const dropped = (reason: string) =>
