@@ -115,4 +115,27 @@ describe("parseRequest", () => {
     const ok = parseRequest([Buffer.from("peer"), header, Buffer.from("ümlaut"), args, kwargs], 1 << 20)
     assert.strictEqual(ok._tag === "Request" ? ok.method : "", "ümlaut")
   })
+
+  it("method names: ASCII, non-ASCII and invalid UTF-8 read alike at every length", () => {
+    const name = (frame: Buffer) => {
+      const r = parseRequest([Buffer.from("peer"), header, frame, args, kwargs], 1 << 20)
+      return r._tag === "Request" ? r.method : r.reason
+    }
+    for (const length of [0, 1, 63, 64, 65, 200]) {
+      const ascii = "\x00\x7fa".repeat(70).slice(0, length)
+      assert.strictEqual(name(Buffer.from(ascii, "latin1")), ascii)
+      const mixed = "é" + "b".repeat(Math.max(0, length - 2))
+      assert.strictEqual(name(Buffer.from(mixed, "utf8")), mixed)
+      const invalid = Buffer.concat([Buffer.from("c".repeat(length), "latin1"), hex("c3")])
+      assert.strictEqual(name(invalid), "method name is not UTF-8")
+      const latin1Only = Buffer.concat([hex("e9"), Buffer.from("d".repeat(length), "latin1")])
+      assert.strictEqual(name(latin1Only), "method name is not UTF-8")
+    }
+  })
+
+  it("reads the request id from a header that is a view into a larger buffer", () => {
+    const backing = hex("cc" + PY_REQ + "dd")
+    const r = parseRequest([Buffer.from("peer"), backing.subarray(1, 17), method, args, kwargs], 1 << 20)
+    assert.strictEqual(r._tag === "Request" ? r.reqId : -1, 0xdeadbeef)
+  })
 })

@@ -85,6 +85,28 @@ export interface Malformed {
 const utf8 = new TextDecoder("utf-8", { fatal: true })
 
 /**
+ * A method name's UTF-8 text, or `undefined` when it is not UTF-8. Names are short ASCII in
+ * practice: those are read as latin1 (the same text for bytes < 0x80) without the decoder's call.
+ */
+const methodName = (frame: Buffer): string | undefined => {
+  if (frame.length <= 64) {
+    let ascii = true
+    for (let i = 0; i < frame.length; i++) {
+      if (frame[i]! >= 0x80) {
+        ascii = false
+        break
+      }
+    }
+    if (ascii) return frame.toString("latin1")
+  }
+  try {
+    return utf8.decode(frame)
+  } catch {
+    return undefined
+  }
+}
+
+/**
  * Splits a multipart message received on the ROUTER socket. `frames[0]` is the peer's routing id;
  * like aiozmq, the last four frames are the request and everything before them is routing.
  */
@@ -96,18 +118,17 @@ export const parseRequest = (frames: ReadonlyArray<Buffer>, maxFrameBytes: numbe
   }
   const n = frames.length
   const pre = frames.slice(0, n - 4)
-  const header = decodeRequestHeader(frames[n - 4]!)
-  if (header === undefined) {
-    return { _tag: "Malformed", pre, reqId: undefined, reason: `bad header length ${frames[n - 4]!.length}` }
+  const header = frames[n - 4]!
+  if (header.length !== REQUEST_HEADER_BYTES) {
+    return { _tag: "Malformed", pre, reqId: undefined, reason: `bad header length ${header.length}` }
   }
+  // only the request id matters to the server (the header's other fields are the caller's): read
+  // it in place rather than decoding the whole header into an object (a DataView per request)
+  const reqId = header.readUInt32LE(4)
   if (total > maxFrameBytes) {
-    return { _tag: "Malformed", pre, reqId: header.reqId, reason: `request of ${total} bytes exceeds the ${maxFrameBytes}-byte limit` }
+    return { _tag: "Malformed", pre, reqId, reason: `request of ${total} bytes exceeds the ${maxFrameBytes}-byte limit` }
   }
-  let method: string
-  try {
-    method = utf8.decode(frames[n - 3]!)
-  } catch {
-    return { _tag: "Malformed", pre, reqId: header.reqId, reason: "method name is not UTF-8" }
-  }
-  return { _tag: "Request", pre, reqId: header.reqId, method, args: frames[n - 2]!, kwargs: frames[n - 1]! }
+  const method = methodName(frames[n - 3]!)
+  if (method === undefined) return { _tag: "Malformed", pre, reqId, reason: "method name is not UTF-8" }
+  return { _tag: "Request", pre, reqId, method, args: frames[n - 2]!, kwargs: frames[n - 1]! }
 }

@@ -278,14 +278,13 @@ export const makeServerCore = Effect.fnUntraced(function*(
   const maxInFlight = options.maxInFlightPerPeer
   const maxInFlightBytes = options.maxInFlightBytesPerPeer
   const perPeer = new Map<string, { count: number; bytes: number }>()
-  const release = (peer: string, bytes: number) =>
-    Effect.sync(() => {
-      const entry = perPeer.get(peer)
-      if (entry === undefined) return
-      entry.count--
-      entry.bytes -= bytes
-      if (entry.count <= 0) perPeer.delete(peer)
-    })
+  const release = (peer: string, bytes: number): void => {
+    const entry = perPeer.get(peer)
+    if (entry === undefined) return
+    entry.count--
+    entry.bytes -= bytes
+    if (entry.count <= 0) perPeer.delete(peer)
+  }
   const admit = (peer: string, bytes: number, serve: Effect.Effect<void>): Effect.Effect<unknown> | string => {
     const entry = perPeer.get(peer) ?? { count: 0, bytes: 0 }
     if (entry.count >= maxInFlight || (entry.count > 0 && entry.bytes + bytes > maxInFlightBytes)) {
@@ -295,8 +294,12 @@ export const makeServerCore = Effect.fnUntraced(function*(
     entry.count++
     entry.bytes += bytes
     perPeer.set(peer, entry)
-    // the fork's fiber is the effect's value, not mapped away: one step less per request
-    return FiberSet.run(inflight, serve.pipe(Effect.ensuring(release(peer, bytes))))
+    // released by an observer of the request's fiber, however it ends (called at once when the
+    // fiber already finished during the fork): no `ensuring` region in every request
+    return Effect.map(FiberSet.run(inflight, serve), (fiber) => {
+      fiber.addObserver(() => release(peer, bytes))
+      return fiber
+    })
   }
 
   const dropped = (reason: string) =>
@@ -309,10 +312,21 @@ export const makeServerCore = Effect.fnUntraced(function*(
   // message (a waiting receive), the messages already queued (`readable`: ZMQ_EVENTS has POLLIN) are
   // read synchronously, so a burst costs one fiber resumption instead of one per message (bounded
   // per batch so that a flood cannot starve the other fibers). Asking `readable` instead of reading
-  // until EAGAIN spares a sequential caller an exception per request.
+  // until EAGAIN spares a sequential caller an exception per request. While draining, the receive
+  // timeout is 0: zeromq.js then reads at once instead of asking ZMQ_EVENTS again (each ask is a
+  // poll(2) of libzmq's mailbox), so a drained message costs one ZMQ_EVENTS, not two.
+  const waitTimeout = socket.receiveTimeout
   const drain = async (): Promise<Array<Array<Buffer>>> => {
     const batch = [await socket.receive()]
-    while (batch.length < MAX_BATCH && socket.readable) batch.push(await socket.receive())
+    if (!socket.readable) return batch
+    socket.receiveTimeout = 0
+    try {
+      do {
+        batch.push(await socket.receive())
+      } while (batch.length < MAX_BATCH && socket.readable)
+    } finally {
+      if (!socket.closed) socket.receiveTimeout = waitTimeout
+    }
     return batch
   }
   const dispatchBatch = (batch: ReadonlyArray<ReadonlyArray<Buffer>>): Effect.Effect<void> =>
