@@ -272,7 +272,8 @@ const program = Effect.gen(function*() {
   const foreign: Array<{ name: string; node: string; uid: string }> = []
   if (FOREIGN_PODS > 0) {
     const t0 = Date.now()
-    yield* Effect.promise(() => core.createNamespace({ body: { metadata: { name: tenantNs } } }))
+    // waits for the namespace's default ServiceAccount: a pod created before it is refused
+    yield* Effect.promise(() => ensureNamespace(core, tenantNs, env.registrySecret, dockerConfigJson(env.registry)))
     yield* Effect.promise(() =>
       mapLimit(Array.from({ length: FOREIGN_PODS }, (_, i) => i), 32, async (i) => {
         const node = nodeNames[i % NODES]!
