@@ -140,6 +140,12 @@ export interface Point {
   readonly adoptSeconds: number
   /** the agent's connections to the sink's REPL-in port at the end of the windows (one per kernel with open sockets) */
   readonly runnerConnections: number
+  /**
+   * through the windows, from the agent's /metrics: stats cycles run and node summaries that failed or timed out
+   * (a point whose summaries fail measures a loop that did less than its nodes ask)
+   */
+  readonly statsCycles: number
+  readonly summaryFailures: number
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -160,6 +166,14 @@ const exited = (c: ChildProcess, ms: number) =>
   c.exitCode !== null || c.signalCode !== null
     ? Promise.resolve(true)
     : Promise.race([new Promise<boolean>((r) => c.once("exit", () => r(true))), sleep(ms).then(() => false)])
+
+/** the sum of a counter's samples in a Prometheus text exposition (0 when absent) */
+const counterOf = (text: string, name: string): number =>
+  text.split("\n").filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)).reduce((a, l) => a + Number(l.slice(l.lastIndexOf(" ") + 1)), 0)
+const scrape = async (port: number): Promise<string> => {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) })
+  return res.text()
+}
 
 const program = Effect.gen(function*() {
   const envFile = argValue("--env") ?? path.join(repoRoot, ".testbed/dev/env.json")
@@ -453,6 +467,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
         const rssSamples: Array<number> = []
+        const metricsBefore = await scrape(metricsPort)
         for (let r = 0; r < REPEAT; r++) {
           const c0 = cpuSecondsOf(agent.pid!)
           const w0 = process.hrtime.bigint()
@@ -467,6 +482,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           cpuPerCycleMs.push((cpu * 1000 * STATS_INTERVAL) / wall)
           corePercent.push((cpu / wall) * 100)
         }
+        const metricsAfter = await scrape(metricsPort)
+        const statsCycles = counterOf(metricsAfter, "bai_stats_cycles_total") - counterOf(metricsBefore, "bai_stats_cycles_total")
+        const summaryFailures = counterOf(metricsAfter, "bai_stats_node_failures_total") - counterOf(metricsBefore, "bai_stats_node_failures_total")
         const smaps = smapsOf(agent.pid!)
         const breakdown = smapsBreakdownOf(agent.pid!)
         const runnerConnections = sink.counts.peers
@@ -514,7 +532,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
           heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
           adoptSeconds,
-          runnerConnections
+          runnerConnections,
+          statsCycles,
+          summaryFailures
         }
         console.error(`[memory] ${JSON.stringify(p)}`)
         return p
@@ -541,11 +561,11 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
   yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, ${FOREIGN_PODS} foreign pods, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | RSS peak before them (start-up) | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | RSS peak before them (start-up) | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open | stats cycles / failed node summaries (windows) |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
