@@ -9,3 +9,16 @@ export const statsKubeletNodeStatus = (port: number, now: Date = new Date()): k8
   allocatable: { cpu: "64", memory: "64Gi", pods: "1000" },
   conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "bench", lastHeartbeatTime: now, lastTransitionTime: now }]
 })
+
+/**
+ * A pod of another tenant (no agent labels) bound to `nodeName`, with cpu/memory requests: the foreign
+ * pods of bench/heartbeat.ts and bench/memory.ts (`--foreign-pods`), whose container is `FOREIGN_CONTAINER`.
+ */
+export const FOREIGN_CONTAINER = "c"
+export const foreignPod = (name: string, nodeName: string): k8s.V1Pod => ({
+  metadata: { name, labels: { app: "bench-tenant" } },
+  spec: {
+    nodeName,
+    containers: [{ name: FOREIGN_CONTAINER, image: "busybox", resources: { requests: { cpu: "100m", memory: "256Mi" } } }]
+  }
+})

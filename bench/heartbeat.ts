@@ -31,6 +31,7 @@ import * as Msgpack from "../src/codec/Msgpack.ts"
 import type { TestbedEnv } from "../test/testbed/env.ts"
 import { ensureNamespace } from "../test/testbed/controlplane.ts"
 import { dockerConfigJson } from "../test/testbed/registry.ts"
+import { foreignPod } from "./fakeNodes.ts"
 
 const argValue = (flag: string): string | undefined => {
   const i = process.argv.indexOf(flag)
@@ -234,13 +235,7 @@ heartbeat-interval = 3
         Effect.promise(() =>
           core.createNamespacedPod({
             namespace: ns,
-            body: {
-              metadata: { name: `tenant-${i}`, labels: { app: "bench-tenant" } },
-              spec: {
-                nodeName: `bench-${run}-${i % nodes}`,
-                containers: [{ name: "c", image: "busybox", resources: { requests: { cpu: "100m", memory: "256Mi" } } }]
-              }
-            }
+            body: foreignPod(`tenant-${i}`, `bench-${run}-${i % nodes}`)
           })
         ), { concurrency: 16, discard: true })
       podsMade = pods

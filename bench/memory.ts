@@ -1,5 +1,5 @@
 /**
- * `node bench/run.ts memory [--env .testbed/dev/env.json] [--kernels 0,100,250,500,1000] [--nodes 4]
+ * `node bench/run.ts memory [--env .testbed/dev/env.json] [--kernels 0,100,250,500,1000] [--nodes 4] [--foreign-pods 0]
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
  *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
@@ -33,6 +33,13 @@
  *   node binary, glibc's [heap], V8-page-sized and larger anonymous mappings, mapping and thread counts:
  *   the second table); the V8 heap comes from a `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
  * - every point is a fresh agent process (kernels are added between points, never removed).
+ * - `--foreign-pods N` (issue 17 goal 4: 200 nodes / 5,000 pods): N pods that are not this agent's
+ *   (namespace `<ns>-tenants`, no agent labels, cpu/memory requests: bench/fakeNodes.ts `foreignPod`, as
+ *   bench/heartbeat.ts writes them), bound to the fake Nodes round-robin, created once before the first
+ *   point: the agent's all-pods informer (the heartbeat's resources) lists them, and each fake kubelet's
+ *   Summary document lists them next to the node's kernels with the same shape of stats, so the stats
+ *   loop parses them as on a real node. Removed at the end with the namespaces and nodes; the clean-up
+ *   waits (bounded) until none of them is left and says so.
  *
  * `--compare-main <file>` measures every point a second time with another build of the agent (e.g. tsc's
  * unbundled output: `tsc -p tsconfig.build.json --outDir dist-bench/tsc`, then `--compare-main
@@ -67,7 +74,7 @@ import { ensureNamespace } from "../test/testbed/controlplane.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
 import { freePort } from "../test/testbed/ports.ts"
 import { dockerConfigJson } from "../test/testbed/registry.ts"
-import { statsKubeletNodeStatus } from "./fakeNodes.ts"
+import { FOREIGN_CONTAINER, foreignPod, statsKubeletNodeStatus } from "./fakeNodes.ts"
 import { cpuSecondsOf, type Smaps, type SmapsBreakdown, smapsBreakdownOf, smapsOf } from "./smaps.ts"
 
 const argValue = (flag: string): string | undefined => {
@@ -78,6 +85,7 @@ const argNumber = (flag: string, fallback: number): number => Number(argValue(fl
 const repoRoot = fileURLToPath(new URL("..", import.meta.url))
 const POINTS = (argValue("--kernels") ?? "0,100,250,500,1000").split(",").map(Number)
 const NODES = argNumber("--nodes", 4)
+const FOREIGN_PODS = argNumber("--foreign-pods", 0)
 const WINDOW = argNumber("--window", 20)
 const REPEAT = argNumber("--repeat", 2)
 const SETTLE = argNumber("--settle", 8)
@@ -132,6 +140,12 @@ export interface Point {
   readonly adoptSeconds: number
   /** the agent's connections to the sink's REPL-in port at the end of the windows (one per kernel with open sockets) */
   readonly runnerConnections: number
+  /**
+   * through the windows, from the agent's /metrics: stats cycles run and node summaries that failed or timed out
+   * (a point whose summaries fail measures a loop that did less than its nodes ask)
+   */
+  readonly statsCycles: number
+  readonly summaryFailures: number
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms))
@@ -153,6 +167,14 @@ const exited = (c: ChildProcess, ms: number) =>
     ? Promise.resolve(true)
     : Promise.race([new Promise<boolean>((r) => c.once("exit", () => r(true))), sleep(ms).then(() => false)])
 
+/** the sum of a counter's samples in a Prometheus text exposition (0 when absent) */
+const counterOf = (text: string, name: string): number =>
+  text.split("\n").filter((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`)).reduce((a, l) => a + Number(l.slice(l.lastIndexOf(" ") + 1)), 0)
+const scrape = async (port: number): Promise<string> => {
+  const res = await fetch(`http://127.0.0.1:${port}/metrics`, { signal: AbortSignal.timeout(10_000) })
+  return res.text()
+}
+
 const program = Effect.gen(function*() {
   const envFile = argValue("--env") ?? path.join(repoRoot, ".testbed/dev/env.json")
   const env = readEnvFile(envFile)
@@ -166,6 +188,7 @@ const program = Effect.gen(function*() {
   const core = kc.makeApiClient(k8s.CoreV1Api)
   const run = randomBytes(3).toString("hex")
   const ns = `bench-mem-${run}`
+  const tenantNs = `${ns}-tenants`
   const agentId = `i-bench-mem-${run}`
   const label = `bai-bench/memory`
   const nodeNames = Array.from({ length: NODES }, (_, i) => `bench-mem-${run}-${i}`)
@@ -228,9 +251,28 @@ const program = Effect.gen(function*() {
 
   yield* Effect.addFinalizer(() =>
     Effect.promise(async () => {
-      console.error(`cleaning up: namespace ${ns}, nodes ${label}=${run}`)
-      await core.deleteNamespace({ name: ns }).catch(() => undefined)
+      const namespaces = FOREIGN_PODS > 0 ? [ns, tenantNs] : [ns]
+      console.error(`cleaning up: namespaces ${namespaces.join(", ")}, nodes ${label}=${run}`)
+      for (const name of namespaces) {
+        // bound to nodes without a kubelet: only a zero grace period removes them at once
+        await core.deleteCollectionNamespacedPod({ namespace: name, gracePeriodSeconds: 0 }).catch(() => undefined)
+        await core.deleteNamespace({ name }).catch(() => undefined)
+      }
       await core.deleteCollectionNode({ labelSelector: `${label}=${run}` }).catch(() => undefined)
+      const gone = (read: Promise<unknown>) => read.then(() => false, (e: unknown) => (e as { code?: number }).code === 404)
+      const left = async (): Promise<ReadonlyArray<string>> => {
+        const what: Array<string> = []
+        for (const name of namespaces) {
+          if (!(await gone(core.readNamespace({ name })))) what.push(`namespace ${name}`)
+        }
+        const nodes = (await core.listNode({ labelSelector: `${label}=${run}` })).items.length
+        if (nodes > 0) what.push(`${nodes} nodes`)
+        return what
+      }
+      await waitFor("the clean-up", 300_000, async () => (await left()).length === 0).then(
+        () => console.error("cleaned up: no namespace, pod or node of this run is left"),
+        async () => console.error(`bench: LEFT after the clean-up: ${(await left()).join(", ")}`)
+      )
     })
   )
   yield* Effect.promise(() => ensureNamespace(core, ns, env.registrySecret, dockerConfigJson(env.registry)))
@@ -239,6 +281,22 @@ const program = Effect.gen(function*() {
       await core.createNode({ body: { metadata: { name, labels: { [label]: run } } } })
     })
   )
+
+  // other tenants' pods, bound round-robin, created once: in the API (the informer) and the kubelets' summaries
+  const foreign: Array<{ name: string; node: string; uid: string }> = []
+  if (FOREIGN_PODS > 0) {
+    const t0 = Date.now()
+    // waits for the namespace's default ServiceAccount: a pod created before it is refused
+    yield* Effect.promise(() => ensureNamespace(core, tenantNs, env.registrySecret, dockerConfigJson(env.registry)))
+    yield* Effect.promise(() =>
+      mapLimit(Array.from({ length: FOREIGN_PODS }, (_, i) => i), 32, async (i) => {
+        const node = nodeNames[i % NODES]!
+        const pod = await core.createNamespacedPod({ namespace: tenantNs, body: foreignPod(`tenant-${i}`, node) })
+        foreign.push({ name: pod.metadata!.name!, node, uid: pod.metadata!.uid! })
+      })
+    )
+    yield* Console.error(`[memory] ${FOREIGN_PODS} foreign pods in ${tenantNs} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
+  }
 
   const rpcPort = yield* Effect.promise(() => freePort())
   const watcherPort = yield* Effect.promise(() => freePort())
@@ -339,7 +397,13 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       certFile: path.join(env.stateDir, "pki", "kubelet.crt"),
       keyFile: path.join(env.stateDir, "pki", "kubelet.key"),
       fsRoot: tmp,
-      nodes: nodeNames.map((name) => ({ name, pods: kernels.filter((k) => k.node === name).map((k) => ({ name: objectName(k.kernelId), namespace: ns, uid: k.uid })) }))
+      nodes: nodeNames.map((name) => ({
+        name,
+        pods: [
+          ...kernels.filter((k) => k.node === name).map((k) => ({ name: objectName(k.kernelId), namespace: ns, uid: k.uid })),
+          ...foreign.filter((f) => f.node === name).map((f) => ({ name: f.name, namespace: tenantNs, uid: f.uid, container: FOREIGN_CONTAINER }))
+        ]
+      }))
     }))
     const child = spawn(process.execPath, [fileURLToPath(new URL("./stats-kubelet.ts", import.meta.url)), cfg], { stdio: ["pipe", "pipe", "inherit"] })
     const ports = await new Promise<Record<string, number>>((resolve) => {
@@ -403,6 +467,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
         const rssSamples: Array<number> = []
+        const metricsBefore = await scrape(metricsPort)
         for (let r = 0; r < REPEAT; r++) {
           const c0 = cpuSecondsOf(agent.pid!)
           const w0 = process.hrtime.bigint()
@@ -417,6 +482,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           cpuPerCycleMs.push((cpu * 1000 * STATS_INTERVAL) / wall)
           corePercent.push((cpu / wall) * 100)
         }
+        const metricsAfter = await scrape(metricsPort)
+        const statsCycles = counterOf(metricsAfter, "bai_stats_cycles_total") - counterOf(metricsBefore, "bai_stats_cycles_total")
+        const summaryFailures = counterOf(metricsAfter, "bai_stats_node_failures_total") - counterOf(metricsBefore, "bai_stats_node_failures_total")
         const smaps = smapsOf(agent.pid!)
         const breakdown = smapsBreakdownOf(agent.pid!)
         const runnerConnections = sink.counts.peers
@@ -464,7 +532,9 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           heapUsedMiB: mem.javascriptHeap.usedMemory / 2 ** 20,
           heapTotalMiB: mem.javascriptHeap.totalMemory / 2 ** 20,
           adoptSeconds,
-          runnerConnections
+          runnerConnections,
+          statsCycles,
+          summaryFailures
         }
         console.error(`[memory] ${JSON.stringify(p)}`)
         return p
@@ -490,12 +560,12 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     const s = [...xs].sort((a, b) => a - b)
     return (s[Math.floor((s.length - 1) / 2)]! + s[Math.ceil((s.length - 1) / 2)]!) / 2
   }
-  yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
-  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | RSS peak before them (start-up) | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log(`\nmemory / scale bench: real agent (node ${process.version}${NODE_ARGS.length > 0 ? ` ${NODE_ARGS.join(" ")}` : ""}), ${NODES} fake nodes, ${FOREIGN_PODS} foreign pods, stats every ${STATS_INTERVAL} s, heartbeat every ${HEARTBEAT_INTERVAL} s, ${REPEAT} × ${WINDOW} s windows, load average ${os.loadavg().map((l) => l.toFixed(1)).join(" ")}`)
+  yield* Console.log("| kernels | entry point | env, node args | RSS MiB | RSS mean / max through the windows | RSS peak before them (start-up) | anonymous | file-backed (RSS − anon) | Pss_File | V8 heap used / total MiB | agent CPU ms per 2 s cycle (windows) | % of one core (windows) | adopted + first stats (s) | runner connections open | stats cycles / failed node summaries (windows) |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
@@ -506,7 +576,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
-  if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)
+  if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, nodes: NODES, foreignPods: FOREIGN_PODS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)
 }).pipe(Effect.scoped)
 
 NodeRuntime.runMain(program)

@@ -1,8 +1,10 @@
 // Helper process of bench/stats.ts: one HTTPS "kubelet" per simulated bench node, each serving
-// `/stats/summary` for its share of the bench's kernel pods (documents built by the testbed's own
-// `summary()` of test/testbed/stats.ts, with synthetic usage that grows between requests). Runs in its
-// own process so the summary generation is not counted as the agent's CPU.
-// argv: <config.json> = { certFile, keyFile, fsRoot, nodes: [{ name, pods: [{ name, namespace, uid }] }] }
+// `/stats/summary` for every pod bound to its node: the bench's kernel pods and, with bench/memory.ts
+// `--foreign-pods`, the other tenants' pods, all with the same shape of stats (documents built by the
+// testbed's own `summary()` of test/testbed/stats.ts, with synthetic usage that grows between requests).
+// Runs in its own process so the summary generation is not counted as the agent's CPU.
+// argv: <config.json> = { certFile, keyFile, fsRoot, nodes: [{ name, pods: [{ name, namespace, uid, container? }] }] }
+// (`container`: the pod's one container, "kernel" when absent)
 // Prints {"ports": {node: port}} once listening; exits on SIGTERM or when stdin closes.
 import * as fs from "node:fs"
 import * as https from "node:https"
@@ -13,7 +15,7 @@ interface Config {
   readonly certFile: string
   readonly keyFile: string
   readonly fsRoot: string
-  readonly nodes: ReadonlyArray<{ readonly name: string; readonly pods: ReadonlyArray<{ name: string; namespace: string; uid: string }> }>
+  readonly nodes: ReadonlyArray<{ readonly name: string; readonly pods: ReadonlyArray<{ name: string; namespace: string; uid: string; container?: string }> }>
 }
 
 const config = JSON.parse(fs.readFileSync(process.argv[2]!, "utf8")) as Config
@@ -40,7 +42,7 @@ const serve = (node: Config["nodes"][number]): Promise<[string, number]> =>
           namespace: p.namespace,
           uid: p.uid,
           startTime,
-          containers: ["kernel"],
+          containers: [p.container ?? "kernel"],
           usage: usage(i),
           cpuNanoCores: (1 + (i % 7)) * 1e7,
           rxBytes: Math.round(1000 * seconds * (i % 5)),
