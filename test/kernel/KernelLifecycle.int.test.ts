@@ -407,46 +407,6 @@ describe("KernelLifecycle on the testbed", () => {
       }
     }).pipe(Effect.scoped), T)
 
-  it.live("the ready mark goes out beside the runner's status question, not after its answer (one round trip less)", () =>
-    Effect.gen(function*() {
-      const site = yield* makeSite(env)
-      const order: Array<string> = []
-      const patchSent = yield* Deferred.make<void>()
-      const kube = (real: KubeClientShape): KubeClientShape => ({
-        ...real,
-        core: (operation, f) =>
-          operation === "mark pod ready"
-            ? Effect.sync(() => order.push("ready patch sent")).pipe(
-              Effect.andThen(Deferred.succeed(patchSent, undefined)),
-              Effect.andThen(real.core(operation, f))
-            )
-            : real.core(operation, f)
-      })
-      // the runner's answer is held until the ready patch went out, for at most 10 s: a create that
-      // waits for the answer before it patches gets the answer late and patches after it
-      const runners = (real: RunnerConnections["Service"]): RunnerConnections["Service"] => ({
-        ...real,
-        open: (kernelId, endpoint) =>
-          real.open(kernelId, endpoint).pipe(Effect.map((conn) => ({
-            ...conn,
-            status: (timeout) =>
-              conn.status(timeout).pipe(
-                Effect.tap(() => Deferred.await(patchSent).pipe(Effect.timeout("10 seconds"), Effect.ignore)),
-                Effect.tap(() => Effect.sync(() => order.push("status answered")))
-              )
-          })))
-      })
-      const kid = crypto.randomUUID()
-      yield* Effect.gen(function*() {
-        const lifecycle = yield* KernelLifecycle
-        yield* lifecycle.create(kid, pythonConfig(env))
-        const pod = yield* kubectlJson(env, ["-n", site.kubeNs, "get", "pod", `kernel-${kid}`])
-        assert.isDefined(pod.metadata.annotations["backend.ai/ready-at"])
-        yield* lifecycle.destroy(kid, "user-requested")
-      }).pipe(Effect.provide(lifecycleLayer(site, { kube, runners })))
-      assert.deepStrictEqual(order, ["ready patch sent", "status answered"])
-    }).pipe(Effect.scoped), T)
-
   it.live("start-up probe: a port-range outside the cluster's NodePort range is reported, no probe left behind", () =>
     Effect.gen(function*() {
       const site = yield* makeSite(env)

@@ -137,8 +137,6 @@ export interface AgentOptions {
   readonly recordsEtcd?: (etcd: EtcdShape) => EtcdShape
   /** Wraps the (real) Kubernetes client of the whole stack. */
   readonly kube?: (kube: KubeClientShape) => KubeClientShape
-  /** Wraps the (real) runner connections of the whole stack. */
-  readonly runners?: (runners: RunnerConnections["Service"]) => RunnerConnections["Service"]
 }
 
 export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
@@ -156,15 +154,9 @@ export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
         ? Infra
         : Layer.effect(Etcd, Effect.map(Etcd, (etcd) => Etcd.of(wrapRecords(etcd)))).pipe(Layer.provide(Infra))
       const Events = EventPublisher.layer({ eventAddr: site.eventAddr, agentId: site.agentId })
-      const wrapRunners = options.runners
-      const Runners = wrapRunners === undefined
-        ? RunnerConnections.layer
-        : Layer.effect(RunnerConnections, Effect.map(RunnerConnections, (r) => RunnerConnections.of(wrapRunners(r)))).pipe(
-          Layer.provide(RunnerConnections.layer)
-        )
       const Base = Layer.mergeAll(
         KernelTable.layer,
-        Runners,
+        RunnerConnections.layer,
         KernelStatsSink.layerNoop,
         LiveKernels.layer.pipe(Layer.provide(RecordsEtcd)),
         NodePorts.layer.pipe(Layer.provide(Infra), Layer.provide(Config))

@@ -4,7 +4,7 @@
  * paths, then (independent, concurrently) the scratch dir and the NodePorts — all of it beside the
  * caller's `record` (the etcd live-kernel record), which is awaited before the Pod; the Pod; then
  * (concurrently, all owned by the pod) ConfigMap, Service and NetworkPolicy; the registry entry;
- * Running (pod watch), then the runner's `status` answer beside the ready mark. The rollback steps run unless
+ * Running (pod watch), the runner's `status` answer, the ready mark. The rollback steps run unless
  * the create commits: a failure, an interruption (destroy, agent shutdown) or a ready pod found in
  * place (adopted instead, `PodCreated.FoundReady`) removes what this create made.
  */
@@ -319,22 +319,8 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             yield* Ref.set(lastState, "pod Running, waiting for the runner's status answer")
             yield* step(Effect.void, "close runner", () => runners.close(kernelId))
             const endpoint = runnerEndpoint(addresses, input.runnerAddress, info, kernelHostOverride)
-            // The ready mark (what a restarted agent adopts) goes out beside the runner's status
-            // question instead of after its answer: two independent round trips, one wait. A create
-            // whose runner then does not answer still fails and its rollback deletes the marked pod
-            // (deletion set: never adopted, nor taken as FoundReady by a retried create); only an
-            // agent that dies in that window adopts the pod without the answer, as it would one whose
-            // runner died right after answering.
-            const readyAt = new Date(yield* Clock.currentTimeMillis).toISOString()
-            // the patch first: the status question's first use opens the runner's sockets (a few ms
-            // of synchronous work) while the patch is already on the wire
-            yield* Effect.all([
-              pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) }).pipe(stage("readyPatch")),
-              statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort).pipe(
-                Effect.andThen(phase("runner-ready")),
-                stage("runnerStatus")
-              )
-            ], { concurrency: 2, discard: true })
+            yield* statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort).pipe(stage("runnerStatus"))
+            yield* phase("runner-ready")
             return addresses
           }).pipe(
             Effect.timeoutOrElse({
@@ -346,7 +332,9 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             })
           )
 
-          // ready (the pod is marked): the registry
+          // ready: mark the pod (what a restarted agent adopts), then the registry
+          const readyAt = new Date(yield* Clock.currentTimeMillis).toISOString()
+          yield* pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) }).pipe(stage("readyPatch"))
           const ready: KernelInfo = { ...info, status: "running", kernelHost: reportedKernelHost(running, kernelHostOverride) }
           yield* registry.upsert(ready)
           yield* nodePorts.claim(ports.values())
