@@ -236,8 +236,8 @@ const main = Effect.gen(function*() {
     ["observer: pod Running", (_, r) => r.podRunning],
     ["agent: pod Running seen", (kid) => point(kid, "CreateFlow.waitRunning", "end")],
     ["runner status sent", (kid) => point(kid, "CreateFlow.runnerStatus", "start")],
-    // the later of the two (since 64a20ea the ready patch goes out beside the status question; before,
-    // after its answer, so this point was the patch's answer): what the create waits for
+    // the later of the two: what the create waits for (the patch's answer when, as in main, the patch
+    // follows the runner's answer; 64a20ea, reverted, sent it beside the status question)
     ["status answered + ready patch answered", (kid) => later(point(kid, "CreateFlow.runnerStatus", "end"), point(kid, "CreateFlow.readyPatch", "end"))],
     ["create returned", (_, r) => r.created]
   ]
