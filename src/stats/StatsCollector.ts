@@ -24,7 +24,7 @@ import { Redis } from "../manager/Redis.ts"
 import * as Msgpack from "../codec/Msgpack.ts"
 import { type KernelStat, KernelStatsSink } from "./KernelStatsSink.ts"
 import { KubeletSummary } from "./KubeletSummary.ts"
-import { type CollectorState, emptyState, type KernelRef, memoryLimitOf, type NodeResult, type SeriesSet, step, writeSeriesSet } from "./StatFormat.ts"
+import { type CollectorState, emptyState, type KernelRef, memoryLimitOf, type NodeResult, step, writeSeriesSet } from "./StatFormat.ts"
 
 import {
   statsCycleSeconds as cycleSeconds,
@@ -113,8 +113,6 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
      * kernel per cycle.
      */
     const lastPayloads = new Map<string, Buffer>()
-    let encodingSet: SeriesSet | undefined
-    const writeEncodingSet = (w: Msgpack.ValueWriter): void => writeSeriesSet(w, encodingSet!)
     /** Per kernel record: what the stats need of it (the memory limit parses its resource spec once). */
     const kernelRefs = new WeakMap<MeasuredKernel, KernelRef>()
     const refOf = (k: MeasuredKernel): KernelRef => {
@@ -209,14 +207,12 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
             values.push(v)
           }
           for (const [kid, set] of out.kernels) {
-            encodingSet = set
-            const v = Msgpack.encodeBy(writeEncodingSet)
+            const v = Msgpack.encodeBy((w) => writeSeriesSet(w, set))
             bytes += v.length
             lastPayloads.set(kid, v)
             keys.push(kid)
             values.push(v)
           }
-          encodingSet = undefined
           return false
         }).pipe(Effect.catchCause((cause) => Effect.logError("stats: cannot encode", cause).pipe(Effect.as(true))))
         for (const kid of lastPayloads.keys()) {
