@@ -9,10 +9,9 @@
  * abandoned (the request is interrupted) with `KubeError` reason `Timeout`; an answer over
  * {@link MAX_SUMMARY_BYTES} fails with reason `Other`.
  */
-import * as NodeHttpClient from "@effect/platform-node/NodeHttpClient"
-import { ByteSize, Context, Effect, Layer, Result, Schema } from "effect"
-import { HttpIncomingMessage } from "effect/http"
-import type * as https from "node:https"
+import { Context, Effect, Layer, Result, Schema } from "effect"
+import * as http from "node:http"
+import * as https from "node:https"
 import { KubeClient, KubeError, type KubeErrorReason } from "../kube/KubeClient.ts"
 
 const Count = Schema.Number
@@ -198,6 +197,15 @@ const reasonOf = (status: number): KubeErrorReason =>
     ? "Unavailable"
     : "Other"
 
+/** The body as text the way a fetch `Response.text()` reads it: UTF-8, a leading BOM dropped, invalid bytes replaced. */
+const utf8 = new TextDecoder()
+
+/** An answer of the node proxy: status and whole body (at most {@link MAX_SUMMARY_BYTES}). */
+interface Answer {
+  readonly status: number
+  readonly body: Buffer
+}
+
 export interface KubeletSummaryShape {
   /** The node's current summary. */
   readonly fetch: (node: string) => Effect.Effect<Summary, KubeError>
@@ -212,6 +220,7 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
   }) {
     const kube = yield* KubeClient
     const server = new URL(kube.server)
+    const secure = server.protocol === "https:"
     const timeoutSeconds = options?.timeoutSeconds ?? 5
     // TLS material of the kubeconfig, once, for our own keep-alive agent
     const tls: https.RequestOptions = {}
@@ -219,66 +228,115 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
       try: () => kube.config.applyToHTTPSOptions(tls),
       catch: (e) => new KubeError({ reason: "Other", operation: "kubeconfig TLS options", message: String(e) })
     })
-    const agent = yield* NodeHttpClient.makeAgent({
+    const agentOptions: https.AgentOptions = {
       keepAlive: true,
       maxSockets: options?.maxSockets ?? 8,
       ...(tls.ca !== undefined ? { ca: tls.ca } : {}),
       ...(tls.cert !== undefined ? { cert: tls.cert } : {}),
       ...(tls.key !== undefined ? { key: tls.key } : {}),
+      ...(tls.servername !== undefined ? { servername: tls.servername } : {}),
       ...(tls.rejectUnauthorized !== undefined ? { rejectUnauthorized: tls.rejectUnauthorized } : {})
-    })
-    const client = yield* NodeHttpClient.makeNodeHttp.pipe(Effect.provideService(NodeHttpClient.HttpAgent, agent))
+    }
+    const agent = yield* Effect.acquireRelease(
+      Effect.sync(() => (secure ? new https.Agent(agentOptions) : new http.Agent(agentOptions))),
+      (a) => Effect.sync(() => a.destroy())
+    )
+    const request = secure ? https.request : http.request
+    const hostname = server.hostname.startsWith("[") ? server.hostname.slice(1, -1) : server.hostname
+    const port = server.port === "" ? (secure ? 443 : 80) : Number(server.port)
+    const prefix = `${server.pathname.replace(/\/$/, "")}/api/v1/nodes/`
 
-    // fresh credentials per request (tokens of exec/oidc users rotate)
+    // The credentials' headers. A user whose credentials can change (an exec plugin, an auth provider
+    // such as the in-cluster service account's token file, which client-node re-reads) is asked on
+    // every read; a static one (token, basic auth, client certificate only) once.
     const credentials = (operation: string) =>
       Effect.tryPromise({
         try: async () => {
           const opts: https.RequestOptions = {}
           await kube.config.applyToHTTPSOptions(opts)
-          const headers: Record<string, string> = {}
+          const headers: Record<string, string> = { accept: "application/json" }
           for (const [k, v] of Object.entries(opts.headers ?? {})) if (typeof v === "string") headers[k.toLowerCase()] = v
           if (opts.auth !== undefined && opts.auth !== null) headers.authorization = `Basic ${Buffer.from(opts.auth).toString("base64")}`
           return headers
         },
         catch: (e) => new KubeError({ reason: "Unauthorized", operation, message: `kubeconfig credentials: ${String(e)}` })
       })
+    const user = kube.config.getCurrentUser()
+    const rotating = user?.exec !== undefined || user?.authProvider !== undefined
+    const fixed = rotating ? undefined : yield* credentials("kubeconfig credentials")
+
+    /** One GET of `path` on the keep-alive agent; the request is destroyed when the read is interrupted. */
+    const get = (path: string, headers: http.OutgoingHttpHeaders, operation: string) =>
+      Effect.callback<Answer, KubeError>((resume) => {
+        let settled = false
+        const req = request({ agent, hostname, port, path, method: "GET", headers })
+        const settle = (result: Effect.Effect<Answer, KubeError>) => {
+          if (settled) return
+          settled = true
+          resume(result)
+        }
+        const fail = (reason: KubeErrorReason, message: string) => {
+          settle(Effect.fail(new KubeError({ reason, operation, message })))
+          req.destroy()
+        }
+        const tooLarge = () => fail("Other", `unreadable summary (at most ${MAX_SUMMARY_BYTES} bytes are read): the answer is larger`)
+        req.on("error", (e) => fail("Unavailable", e.message))
+        req.on("response", (res) => {
+          const status = res.statusCode ?? 0
+          const declared = res.headers["content-length"]
+          if (declared !== undefined && Number(declared) > MAX_SUMMARY_BYTES) return tooLarge()
+          const chunks: Array<Buffer> = []
+          let size = 0
+          res.on("data", (chunk: Buffer) => {
+            size += chunk.length
+            if (size > MAX_SUMMARY_BYTES) return tooLarge()
+            chunks.push(chunk)
+          })
+          res.on("end", () => {
+            if (settled) return
+            settled = true
+            const answer = Effect.succeed({ status, body: chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size) })
+            // resumed on the next tick: Node returns the connection to the agent's free sockets on the
+            // tick after the answer's end, so the read that follows reuses it instead of opening another
+            process.nextTick(resume, answer)
+          })
+          res.on("error", (e) => fail("Unavailable", e.message))
+          res.on("close", () => {
+            if (!res.complete) fail("Unavailable", "the connection closed before the answer's end")
+          })
+        })
+        req.end()
+        return Effect.sync(() => {
+          if (!settled) {
+            settled = true
+            req.destroy()
+          }
+        })
+      })
 
     const fetch = (node: string): Effect.Effect<Summary, KubeError> => {
       const operation = `stats summary of node ${node}`
-      const url = new URL(`${server.pathname.replace(/\/$/, "")}/api/v1/nodes/${encodeURIComponent(node)}/proxy/stats/summary`, server)
-      return credentials(operation).pipe(
-        Effect.flatMap((headers) => client.get(url, { headers, accept: "application/json" })),
-        Effect.flatMap((res) =>
-          res.text.pipe(Effect.flatMap((body) =>
-            res.status === 200
-              ? Effect.succeed(body)
-              : Effect.fail(new KubeError({ reason: reasonOf(res.status), operation, status: res.status, message: body.slice(0, 300) }))
-          ))
-        ),
-        Effect.provideService(HttpIncomingMessage.MaxBodySize, ByteSize.bytes(MAX_SUMMARY_BYTES)),
-        Effect.mapError((e) =>
-          e._tag === "KubeError"
-            ? e
-            : e.reason._tag === "DecodeError"
-            ? new KubeError({ reason: "Other", operation, message: `unreadable summary (at most ${MAX_SUMMARY_BYTES} bytes are read): ${e.message}` })
-            : new KubeError({ reason: "Unavailable", operation, message: e.message })
-        ),
+      const path = `${prefix}${encodeURIComponent(node)}/proxy/stats/summary`
+      const read = fixed !== undefined ? get(path, fixed, operation) : Effect.flatMap(credentials(operation), (headers) => get(path, headers, operation))
+      return read.pipe(
         Effect.timeoutOrElse({
           duration: `${timeoutSeconds} seconds`,
           orElse: () => Effect.fail(new KubeError({ reason: "Timeout", operation, message: `no answer within ${timeoutSeconds}s` }))
         }),
-        Effect.flatMap((body) =>
-          Effect.try({
-            try: () => JSON.parse(body) as unknown,
-            catch: (e) => new KubeError({ reason: "Other", operation, message: `not JSON: ${String(e)}` })
-          })
-        ),
-        Effect.flatMap((json) =>
-          Result.match(projectSummary(json), {
-            onFailure: (problem) => Effect.fail(new KubeError({ reason: "Other", operation, message: `unexpected summary: ${problem}` })),
-            onSuccess: Effect.succeed
-          })
-        )
+        Effect.flatMap(({ body, status }) => {
+          const text = utf8.decode(body)
+          if (status !== 200) return Effect.fail(new KubeError({ reason: reasonOf(status), operation, status, message: text.slice(0, 300) }))
+          let json: unknown
+          try {
+            json = JSON.parse(text)
+          } catch (e) {
+            return Effect.fail(new KubeError({ reason: "Other", operation, message: `not JSON: ${String(e)}` }))
+          }
+          const summary = projectSummary(json)
+          return Result.isSuccess(summary)
+            ? Effect.succeed(summary.success)
+            : Effect.fail(new KubeError({ reason: "Other", operation, message: `unexpected summary: ${summary.failure}` }))
+        })
       )
     }
     return KubeletSummary.of({ fetch })

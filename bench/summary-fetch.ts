@@ -1,0 +1,224 @@
+/**
+ * `node bench/run.ts summary-fetch [--env <env.json>] [--fetches 400] [--rounds 3] [--concurrency 8]
+ *   [--baseline <other tree>/src/stats/KubeletSummary.ts] [--only current|baseline] [--credentials]`
+ *
+ * The agent's cost of ONE kubelet Summary read (issue 17 goal 4: the stats loop reads every node's
+ * `/api/v1/nodes/{n}/proxy/stats/summary` through the API server every 2 s, so at 200 nodes it makes
+ * 100 reads a second). In process: `KubeletSummary.make` of this tree (and of `--baseline`'s file)
+ * against a running testbed (`TESTBED_NAME=x node test/testbed/cli.ts up`; `--env` or
+ * `BAI_TESTBED_ENV` names its env.json, default the dev testbed), through the real API server's node
+ * proxy to two fake nodes whose kubelet is bench/stats-kubelet.ts in its own process (its CPU is not
+ * counted): one with 0 pods, one with 25 (the 5,000 pods / 200 nodes shape, pods of another tenant
+ * as `--foreign-pods` of bench/memory.ts makes them). Each measurement is `--fetches` reads of one node,
+ * `--concurrency` at a time, after a warm-up; it prints this process's CPU µs per read
+ * (process.cpuUsage: the request, TLS, the response, JSON.parse, the projection, Effect), the GC pause
+ * µs per read (PerformanceObserver "gc") and the latency p50 / p90. The implementations alternate
+ * (which goes first flips every round) under the same noise; `--rounds` rounds, medians compared.
+ *
+ * `--baseline`: a KubeletSummary.ts of another checkout (e.g. `git show main:src/stats/KubeletSummary.ts
+ * > /tmp/base/KubeletSummary.ts`). It is copied next to this file (bench/.baseline-<pid>/, removed at
+ * the end) with its relative imports pointed at this tree's src/stats/, so both use the same effect
+ * and KubeClient instances.
+ *
+ * `--credentials`: also the cost of `kube.config.applyToHTTPSOptions` alone (what today's fetch calls
+ * per read) for the testbed's token user and for a client-certificate user (CA, certificate and key
+ * files), µs per call.
+ *
+ * Benchmarks run under the machine-wide lock: `flock /work/bench.lock node bench/run.ts summary-fetch …`.
+ * The fake Nodes are deleted at the end.
+ */
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as k8s from "@kubernetes/client-node"
+import { type ChildProcess, spawn } from "node:child_process"
+import { randomUUID } from "node:crypto"
+import * as fs from "node:fs"
+import type * as https from "node:https"
+import * as os from "node:os"
+import * as path from "node:path"
+import * as diagnostics from "node:diagnostics_channel"
+import { PerformanceObserver } from "node:perf_hooks"
+import * as readline from "node:readline"
+import { fileURLToPath, pathToFileURL } from "node:url"
+import { Console, Effect, Schema } from "effect"
+import { KubeClient } from "../src/kube/KubeClient.ts"
+import * as Current from "../src/stats/KubeletSummary.ts"
+import { readEnvFile } from "../test/testbed/env.ts"
+import { FOREIGN_CONTAINER, statsKubeletNodeStatus } from "./fakeNodes.ts"
+
+const argString = (flag: string): string | undefined => {
+  const i = process.argv.indexOf(flag)
+  return i >= 0 ? process.argv[i + 1] : undefined
+}
+const argNumber = (flag: string, fallback: number): number => {
+  const v = argString(flag)
+  return v === undefined ? fallback : Number(v)
+}
+const FETCHES = argNumber("--fetches", 400)
+const ROUNDS = argNumber("--rounds", 3)
+const CONCURRENCY = argNumber("--concurrency", 8)
+const BASELINE = argString("--baseline")
+const ONLY = argString("--only")
+const CREDENTIALS = process.argv.includes("--credentials")
+const repoRoot = fileURLToPath(new URL("..", import.meta.url))
+const envFile = argString("--env") ?? process.env.BAI_TESTBED_ENV ?? path.join(repoRoot, ".testbed/dev/env.json")
+const PODS_PER_NODE = 25
+
+class BenchError extends Schema.TaggedError<BenchError>()("BenchError", { message: Schema.String }) {}
+
+type Fetch = (node: string) => Effect.Effect<Current.Summary, unknown>
+type Make = (options?: { readonly timeoutSeconds?: number; readonly maxSockets?: number }) => Effect.Effect<{ readonly fetch: Fetch }, unknown, KubeClient>
+
+/** `file` copied into bench/.baseline-<pid>/ with its relative imports resolved against this tree's src/stats/. */
+const importBaseline = (file: string) =>
+  Effect.gen(function*() {
+    const dir = yield* Effect.acquireRelease(
+      Effect.sync(() => fs.mkdtempSync(path.join(repoRoot, "bench", ".baseline-"))),
+      (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+    )
+    const here = new URL("../src/stats/KubeletSummary.ts", import.meta.url)
+    const source = fs.readFileSync(file, "utf8").replace(/(from\s+")(\.{1,2}\/[^"]+)(")/g, (_m, a: string, spec: string, b: string) => `${a}${new URL(spec, here).href}${b}`)
+    const copy = path.join(dir, "KubeletSummary.ts")
+    fs.writeFileSync(copy, source)
+    const mod = (yield* Effect.promise(() => import(pathToFileURL(copy).href))) as { KubeletSummary: { make: Make } }
+    return mod.KubeletSummary.make
+  })
+
+const percentile = (sorted: ReadonlyArray<number>, p: number): number => sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!
+const median = (xs: ReadonlyArray<number>): number => percentile([...xs].sort((a, b) => a - b), 50)
+
+let gcMs = 0
+new PerformanceObserver((l) => {
+  for (const e of l.getEntries()) gcMs += e.duration
+}).observe({ entryTypes: ["gc"] })
+
+/** TCP connections this process opened (a keep-alive pool that works opens none in the steady state). */
+let connections = 0
+diagnostics.subscribe("net.client.socket", () => void connections++)
+
+interface Point { readonly cpuUs: number; readonly gcUs: number; readonly p50: number; readonly p90: number; readonly connections: number }
+
+/** `FETCHES` reads of `node`, CONCURRENCY at a time: CPU and GC µs per read, latency percentiles (ms). */
+const measure = (fetch: Fetch, node: string, pods: number) =>
+  Effect.gen(function*() {
+    const check = (s: Current.Summary) =>
+      s.node.nodeName === node && (s.pods?.length ?? 0) === pods
+        ? Effect.void
+        : Effect.fail(new BenchError({ message: `${node}: summary of ${s.node.nodeName} with ${s.pods?.length ?? 0} pods` }))
+    // warm-up: connections, JIT
+    yield* Effect.forEach(Array.from({ length: 4 * CONCURRENCY }), () => fetch(node).pipe(Effect.flatMap(check)), { concurrency: CONCURRENCY, discard: true })
+    const latencies: Array<number> = []
+    const gc0 = gcMs
+    const connections0 = connections
+    const cpu0 = process.cpuUsage()
+    yield* Effect.forEach(Array.from({ length: FETCHES }), () =>
+      Effect.suspend(() => {
+        const t0 = performance.now()
+        return fetch(node).pipe(Effect.flatMap(check), Effect.tap(() => Effect.sync(() => void latencies.push(performance.now() - t0))))
+      }), { concurrency: CONCURRENCY, discard: true })
+    const cpu = process.cpuUsage(cpu0)
+    const sorted = latencies.sort((a, b) => a - b)
+    return { cpuUs: (cpu.user + cpu.system) / FETCHES, gcUs: ((gcMs - gc0) * 1000) / FETCHES, p50: percentile(sorted, 50), p90: percentile(sorted, 90), connections: connections - connections0 } satisfies Point
+  })
+
+/** µs per `applyToHTTPSOptions` call of a kubeconfig (what the fetch of main does per read). */
+const credentialsCost = (kubeconfig: string, calls: number) =>
+  Effect.promise(async () => {
+    const kc = new k8s.KubeConfig()
+    kc.loadFromFile(kubeconfig)
+    for (let i = 0; i < 200; i++) await kc.applyToHTTPSOptions({} as https.RequestOptions)
+    const cpu0 = process.cpuUsage()
+    for (let i = 0; i < calls; i++) await kc.applyToHTTPSOptions({} as https.RequestOptions)
+    const cpu = process.cpuUsage(cpu0)
+    return (cpu.user + cpu.system) / calls
+  })
+
+const program = Effect.gen(function*() {
+  const env = yield* Effect.try({ try: () => readEnvFile(envFile), catch: (e) => new BenchError({ message: `${envFile}: ${String(e)}` }) })
+  const kube = yield* KubeClient.make({ kubeconfig: env.kubeconfig, requestTimeoutSeconds: 10 })
+  const run = randomUUID().slice(0, 6)
+  const nodes = [
+    { name: `bench-sf-${run}-0`, pods: [] as Array<{ name: string; namespace: string; uid: string; container: string }> },
+    {
+      name: `bench-sf-${run}-25`,
+      pods: Array.from({ length: PODS_PER_NODE }, (_, i) => ({ name: `tenant-${i}`, namespace: "bench-sf-tenants", uid: randomUUID(), container: FOREIGN_CONTAINER }))
+    }
+  ]
+  const dir = yield* Effect.acquireRelease(
+    Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "bench-summary-fetch-"))),
+    (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+  )
+  const configFile = path.join(dir, "kubelets.json")
+  fs.writeFileSync(configFile, JSON.stringify({
+    certFile: path.join(env.stateDir, "pki", "kubelet.crt"),
+    keyFile: path.join(env.stateDir, "pki", "kubelet.key"),
+    fsRoot: dir,
+    nodes
+  }))
+  const child: ChildProcess = yield* Effect.acquireRelease(
+    Effect.sync(() => spawn(process.execPath, [fileURLToPath(new URL("./stats-kubelet.ts", import.meta.url)), configFile], { stdio: ["pipe", "pipe", "inherit"] })),
+    (c) => Effect.sync(() => void c.kill("SIGTERM"))
+  )
+  const ports = yield* Effect.promise(() =>
+    new Promise<Record<string, number>>((resolve) => {
+      readline.createInterface({ input: child.stdout! }).once("line", (l) => resolve((JSON.parse(l) as { ports: Record<string, number> }).ports))
+    })
+  )
+  for (const { name } of nodes) {
+    yield* Effect.acquireRelease(
+      kube.core("create node", (api) => api.createNode({ body: { metadata: { name, labels: { "backend.ai/bench": "true" } } } })),
+      () => kube.core("delete node", (api) => api.deleteNode({ name })).pipe(Effect.ignore)
+    )
+    yield* kube.core("read node", (api) => api.readNode({ name })).pipe(
+      Effect.flatMap((node) => kube.core("node status", (api) => api.replaceNodeStatus({ name, body: { ...node, status: statsKubeletNodeStatus(ports[name]!) } }))),
+      Effect.retry({ while: (e) => e.reason === "Conflict", times: 10 })
+    )
+  }
+
+  const impls: Array<{ readonly name: string; readonly make: Make }> = []
+  if (ONLY !== "baseline") impls.push({ name: "current", make: Current.KubeletSummary.make as Make })
+  if (BASELINE !== undefined && ONLY !== "current") impls.push({ name: "baseline", make: yield* importBaseline(BASELINE) })
+  const made = yield* Effect.forEach(impls, (i) => i.make().pipe(Effect.provideService(KubeClient, kube), Effect.map((s) => ({ name: i.name, fetch: s.fetch }))))
+
+  yield* Console.log(
+    `summary-fetch: ${FETCHES} reads per point, concurrency ${CONCURRENCY}, ${ROUNDS} rounds, through ${env.apiserver}'s node proxy (Node ${process.version}; load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")})`
+  )
+  const points = new Map<string, Array<Point>>()
+  for (let r = 0; r < ROUNDS; r++) {
+    const order = r % 2 === 0 ? made : [...made].reverse()
+    for (const impl of order) {
+      for (const node of nodes) {
+        const p = yield* measure(impl.fetch, node.name, node.pods.length)
+        const key = `${impl.name} ${String(node.pods.length).padStart(2)} pods`
+        points.set(key, [...(points.get(key) ?? []), p])
+        yield* Console.log(`  round ${r + 1} ${key}: ${p.cpuUs.toFixed(0)} CPU µs/read, GC ${p.gcUs.toFixed(0)} µs/read, p50 ${p.p50.toFixed(2)} ms, p90 ${p.p90.toFixed(2)} ms, ${p.connections} new connections`)
+      }
+    }
+  }
+  yield* Console.log(`medians (load ${os.loadavg().map((l) => l.toFixed(2)).join(" ")}):`)
+  for (const [key, ps] of points) {
+    yield* Console.log(
+      `  ${key}: ${median(ps.map((p) => p.cpuUs)).toFixed(0)} CPU µs/read (${ps.map((p) => p.cpuUs.toFixed(0)).join(", ")}), GC ${median(ps.map((p) => p.gcUs)).toFixed(0)} µs/read, p50 ${median(ps.map((p) => p.p50)).toFixed(2)} ms`
+    )
+  }
+  for (const node of nodes) {
+    const pods = String(node.pods.length).padStart(2)
+    const c = points.get(`current ${pods} pods`), b = points.get(`baseline ${pods} pods`)
+    if (c !== undefined && b !== undefined) {
+      yield* Console.log(`  current / baseline, ${pods} pods: CPU per read ${(median(c.map((p) => p.cpuUs)) / median(b.map((p) => p.cpuUs))).toFixed(2)}x`)
+    }
+  }
+
+  if (CREDENTIALS) {
+    const pki = path.join(env.stateDir, "pki")
+    const certUser = path.join(dir, "kubeconfig-cert")
+    fs.writeFileSync(certUser, JSON.stringify({
+      apiVersion: "v1", kind: "Config", "current-context": "c",
+      clusters: [{ name: "k", cluster: { server: env.apiserver, "certificate-authority": path.join(pki, "apiserver.crt") } }],
+      users: [{ name: "u", user: { "client-certificate": path.join(pki, "kubelet.crt"), "client-key": path.join(pki, "kubelet.key") } }],
+      contexts: [{ name: "c", context: { cluster: "k", user: "u" } }]
+    }))
+    yield* Console.log(`applyToHTTPSOptions alone: token user ${(yield* credentialsCost(env.kubeconfig, 5000)).toFixed(1)} CPU µs/call, client-certificate user (3 files) ${(yield* credentialsCost(certUser, 5000)).toFixed(1)} CPU µs/call`)
+  }
+}).pipe(Effect.scoped)
+
+NodeRuntime.runMain(program)
