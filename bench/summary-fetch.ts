@@ -1,5 +1,5 @@
 /**
- * `node bench/run.ts summary-fetch [--env <env.json>] [--fetches 400] [--rounds 3] [--concurrency 8]
+ * `node bench/run.ts summary-fetch [--env <env.json>] [--fetches 400] [--rounds 3] [--concurrency 8] [--warmup 200]
  *   [--baseline <other tree>/src/stats/KubeletSummary.ts] [--only current|baseline] [--credentials]`
  *
  * The agent's cost of ONE kubelet Summary read (issue 17 goal 4: the stats loop reads every node's
@@ -20,9 +20,9 @@
  * the end) with its relative imports pointed at this tree's src/stats/, so both use the same effect
  * and KubeClient instances.
  *
- * `--credentials`: also the cost of `kube.config.applyToHTTPSOptions` alone (what today's fetch calls
- * per read) for the testbed's token user and for a client-certificate user (CA, certificate and key
- * files), µs per call.
+ * `--credentials`: also the cost of `kube.config.applyToHTTPSOptions` alone (what main's fetch called
+ * per read) for the testbed's token user, a client-certificate user (CA, certificate and key files) and
+ * an in-cluster-shaped token-file user with and without its CA file, µs per call.
  *
  * Benchmarks run under the machine-wide lock: `flock /work/bench.lock node bench/run.ts summary-fetch …`.
  * The fake Nodes are deleted at the end.
@@ -56,6 +56,7 @@ const argNumber = (flag: string, fallback: number): number => {
 const FETCHES = argNumber("--fetches", 400)
 const ROUNDS = argNumber("--rounds", 3)
 const CONCURRENCY = argNumber("--concurrency", 8)
+const WARMUP = argNumber("--warmup", 200)
 const BASELINE = argString("--baseline")
 const ONLY = argString("--only")
 const CREDENTIALS = process.argv.includes("--credentials")
@@ -95,7 +96,7 @@ new PerformanceObserver((l) => {
 let connections = 0
 diagnostics.subscribe("net.client.socket", () => void connections++)
 
-interface Point { readonly cpuUs: number; readonly gcUs: number; readonly p50: number; readonly p90: number; readonly connections: number }
+interface Point { readonly cpuUs: number; readonly systemUs: number; readonly gcUs: number; readonly p50: number; readonly p90: number; readonly connections: number }
 
 /** `FETCHES` reads of `node`, CONCURRENCY at a time: CPU and GC µs per read, latency percentiles (ms). */
 const measure = (fetch: Fetch, node: string, pods: number) =>
@@ -104,8 +105,8 @@ const measure = (fetch: Fetch, node: string, pods: number) =>
       s.node.nodeName === node && (s.pods?.length ?? 0) === pods
         ? Effect.void
         : Effect.fail(new BenchError({ message: `${node}: summary of ${s.node.nodeName} with ${s.pods?.length ?? 0} pods` }))
-    // warm-up: connections, JIT
-    yield* Effect.forEach(Array.from({ length: 4 * CONCURRENCY }), () => fetch(node).pipe(Effect.flatMap(check)), { concurrency: CONCURRENCY, discard: true })
+    // warm-up: connections, JIT (the first round's points are otherwise the cold code's)
+    yield* Effect.forEach(Array.from({ length: Math.max(4 * CONCURRENCY, WARMUP) }), () => fetch(node).pipe(Effect.flatMap(check)), { concurrency: CONCURRENCY, discard: true })
     const latencies: Array<number> = []
     const gc0 = gcMs
     const connections0 = connections
@@ -117,7 +118,7 @@ const measure = (fetch: Fetch, node: string, pods: number) =>
       }), { concurrency: CONCURRENCY, discard: true })
     const cpu = process.cpuUsage(cpu0)
     const sorted = latencies.sort((a, b) => a - b)
-    return { cpuUs: (cpu.user + cpu.system) / FETCHES, gcUs: ((gcMs - gc0) * 1000) / FETCHES, p50: percentile(sorted, 50), p90: percentile(sorted, 90), connections: connections - connections0 } satisfies Point
+    return { cpuUs: (cpu.user + cpu.system) / FETCHES, systemUs: cpu.system / FETCHES, gcUs: ((gcMs - gc0) * 1000) / FETCHES, p50: percentile(sorted, 50), p90: percentile(sorted, 90), connections: connections - connections0 } satisfies Point
   })
 
 /** µs per `applyToHTTPSOptions` call of a kubeconfig (what the fetch of main does per read). */
@@ -190,7 +191,7 @@ const program = Effect.gen(function*() {
         const p = yield* measure(impl.fetch, node.name, node.pods.length)
         const key = `${impl.name} ${String(node.pods.length).padStart(2)} pods`
         points.set(key, [...(points.get(key) ?? []), p])
-        yield* Console.log(`  round ${r + 1} ${key}: ${p.cpuUs.toFixed(0)} CPU µs/read, GC ${p.gcUs.toFixed(0)} µs/read, p50 ${p.p50.toFixed(2)} ms, p90 ${p.p90.toFixed(2)} ms, ${p.connections} new connections`)
+        yield* Console.log(`  round ${r + 1} ${key}: ${p.cpuUs.toFixed(0)} CPU µs/read (system ${p.systemUs.toFixed(0)}), GC ${p.gcUs.toFixed(0)} µs/read, p50 ${p.p50.toFixed(2)} ms, p90 ${p.p90.toFixed(2)} ms, ${p.connections} new connections`)
       }
     }
   }
@@ -210,14 +211,27 @@ const program = Effect.gen(function*() {
 
   if (CREDENTIALS) {
     const pki = path.join(env.stateDir, "pki")
-    const certUser = path.join(dir, "kubeconfig-cert")
-    fs.writeFileSync(certUser, JSON.stringify({
-      apiVersion: "v1", kind: "Config", "current-context": "c",
-      clusters: [{ name: "k", cluster: { server: env.apiserver, "certificate-authority": path.join(pki, "apiserver.crt") } }],
-      users: [{ name: "u", user: { "client-certificate": path.join(pki, "kubelet.crt"), "client-key": path.join(pki, "kubelet.key") } }],
-      contexts: [{ name: "c", context: { cluster: "k", user: "u" } }]
-    }))
-    yield* Console.log(`applyToHTTPSOptions alone: token user ${(yield* credentialsCost(env.kubeconfig, 5000)).toFixed(1)} CPU µs/call, client-certificate user (3 files) ${(yield* credentialsCost(certUser, 5000)).toFixed(1)} CPU µs/call`)
+    const kubeconfig = (name: string, cluster: object, user: object) => {
+      const file = path.join(dir, name)
+      fs.writeFileSync(file, JSON.stringify({
+        apiVersion: "v1", kind: "Config", "current-context": "c",
+        clusters: [{ name: "k", cluster: { server: env.apiserver, ...cluster } }],
+        users: [{ name: "u", user }],
+        contexts: [{ name: "c", context: { cluster: "k", user: "u" } }]
+      }))
+      return file
+    }
+    const ca = { "certificate-authority": path.join(pki, "apiserver.crt") }
+    const tokenFile = path.join(dir, "token")
+    fs.writeFileSync(tokenFile, env.apiserverToken)
+    const cost = (file: string) => credentialsCost(file, 5000).pipe(Effect.map((us) => `${us.toFixed(1)}`))
+    yield* Console.log([
+      "applyToHTTPSOptions alone, CPU µs per call:",
+      `  token user (the testbed's): ${yield* cost(env.kubeconfig)}`,
+      `  client-certificate user (CA, certificate and key files): ${yield* cost(kubeconfig("cert", ca, { "client-certificate": path.join(pki, "kubelet.crt"), "client-key": path.join(pki, "kubelet.key") }))}`,
+      `  token-file user with a CA file (in-cluster shape): ${yield* cost(kubeconfig("in-cluster", ca, { "auth-provider": { name: "tokenFile", config: { tokenFile } } }))}`,
+      `  the same without the CA file (what the fetch asks per read for such a user): ${yield* cost(kubeconfig("in-cluster-bare", {}, { "auth-provider": { name: "tokenFile", config: { tokenFile } } }))}`
+    ].join("\n"))
   }
 }).pipe(Effect.scoped)
 

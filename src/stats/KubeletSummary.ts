@@ -9,7 +9,8 @@
  * abandoned (the request is interrupted) with `KubeError` reason `Timeout`; an answer over
  * {@link MAX_SUMMARY_BYTES} fails with reason `Other`.
  */
-import { Context, Effect, Layer, Result, Schema } from "effect"
+import * as k8s from "@kubernetes/client-node"
+import { Context, Duration, Effect, Layer, Result, Schema } from "effect"
 import * as http from "node:http"
 import * as https from "node:https"
 import { KubeClient, KubeError, type KubeErrorReason } from "../kube/KubeClient.ts"
@@ -200,6 +201,18 @@ const reasonOf = (status: number): KubeErrorReason =>
 /** The body as text the way a fetch `Response.text()` reads it: UTF-8, a leading BOM dropped, invalid bytes replaced. */
 const utf8 = new TextDecoder()
 
+/**
+ * The kubeconfig's current user and cluster without their TLS files or data (CA, client certificate
+ * and key), with its own authenticators: what asks the credentials of a rotating user per read.
+ */
+const credentialsOnly = (config: k8s.KubeConfig): k8s.KubeConfig => {
+  const { caData: _caData, caFile: _caFile, ...cluster } = config.getCurrentCluster()!
+  const { certData: _certData, certFile: _certFile, keyData: _keyData, keyFile: _keyFile, ...user } = config.getCurrentUser()!
+  const copy = new k8s.KubeConfig()
+  copy.loadFromClusterAndUser(cluster, user)
+  return copy
+}
+
 /** An answer of the node proxy: status and whole body (at most {@link MAX_SUMMARY_BYTES}). */
 interface Answer {
   readonly status: number
@@ -248,12 +261,17 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
 
     // The credentials' headers. A user whose credentials can change (an exec plugin, an auth provider
     // such as the in-cluster service account's token file, which client-node re-reads) is asked on
-    // every read; a static one (token, basic auth, client certificate only) once.
+    // every read, through a copy of the kubeconfig without the TLS files (the agent above holds them:
+    // applyToHTTPSOptions would read the CA, certificate and key files again on every call); a static
+    // one (token, basic auth, client certificate only) once.
+    const user = kube.config.getCurrentUser()
+    const rotating = user !== null && (user.exec !== undefined || user.authProvider !== undefined)
+    const asked = rotating ? credentialsOnly(kube.config) : kube.config
     const credentials = (operation: string) =>
       Effect.tryPromise({
         try: async () => {
           const opts: https.RequestOptions = {}
-          await kube.config.applyToHTTPSOptions(opts)
+          await asked.applyToHTTPSOptions(opts)
           const headers: Record<string, string> = { accept: "application/json" }
           for (const [k, v] of Object.entries(opts.headers ?? {})) if (typeof v === "string") headers[k.toLowerCase()] = v
           if (opts.auth !== undefined && opts.auth !== null) headers.authorization = `Basic ${Buffer.from(opts.auth).toString("base64")}`
@@ -261,9 +279,8 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
         },
         catch: (e) => new KubeError({ reason: "Unauthorized", operation, message: `kubeconfig credentials: ${String(e)}` })
       })
-    const user = kube.config.getCurrentUser()
-    const rotating = user?.exec !== undefined || user?.authProvider !== undefined
     const fixed = rotating ? undefined : yield* credentials("kubeconfig credentials")
+    const timeout = Duration.seconds(timeoutSeconds)
 
     /** One GET of `path` on the keep-alive agent; the request is destroyed when the read is interrupted. */
     const get = (path: string, headers: http.OutgoingHttpHeaders, operation: string) =>
@@ -320,7 +337,7 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
       const read = fixed !== undefined ? get(path, fixed, operation) : Effect.flatMap(credentials(operation), (headers) => get(path, headers, operation))
       return read.pipe(
         Effect.timeoutOrElse({
-          duration: `${timeoutSeconds} seconds`,
+          duration: timeout,
           orElse: () => Effect.fail(new KubeError({ reason: "Timeout", operation, message: `no answer within ${timeoutSeconds}s` }))
         }),
         Effect.flatMap(({ body, status }) => {

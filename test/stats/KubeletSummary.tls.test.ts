@@ -49,7 +49,8 @@ interface Server {
   readonly answers: Array<{ closed: boolean; bytes: number }>
 }
 
-type User = { readonly token: string } | { readonly exec: string }
+/** The kubeconfig user's credentials (next to its client certificate and key files). */
+type User = { readonly token: string } | { readonly exec: string } | { readonly tokenFile: string }
 
 /** A node proxy answering with `handler` over TLS; a KubeletSummary whose kubeconfig trusts it by CA file. */
 const setup = (
@@ -99,7 +100,11 @@ const setup = (
         user: {
           "client-certificate": pki.client.cert,
           "client-key": pki.client.key,
-          ...("token" in user ? { token: user.token } : { exec: { apiVersion: "client.authentication.k8s.io/v1beta1", command: user.exec } })
+          ...("token" in user
+            ? { token: user.token }
+            : "exec" in user
+            ? { exec: { apiVersion: "client.authentication.k8s.io/v1beta1", command: user.exec } }
+            : { "auth-provider": { name: "tokenFile", config: { tokenFile: user.tokenFile } } })
         }
       }],
       contexts: [{ name: "c", context: { cluster: "k", user: "u" } }]
@@ -219,5 +224,23 @@ describe("KubeletSummary over TLS", () => {
       for (const n of numbers) assert.isFalse(Number.isNaN(n), String(tokens))
       assert.isAbove(numbers[1]!, numbers[0]!)
       assert.isAbove(numbers[2]!, numbers[1]!)
+      // the TLS material still comes from the kubeconfig
+      for (const s of state.seen) assert.isTrue(s.clientCertificate)
+    }).pipe(Effect.scoped))
+
+  it.live("a token-file user (the in-cluster service account's shape) reads with the file's token and the client certificate", () =>
+    Effect.gen(function*() {
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "kubelet-summary-token-file-"))),
+        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+      )
+      const tokenFile = path.join(dir, "token")
+      fs.writeFileSync(tokenFile, "from-the-file")
+      const { state, summaries } = yield* setup((_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify(summary))
+      }, { user: { tokenFile } })
+      assert.deepStrictEqual(yield* summaries.fetch("n1"), summary)
+      assert.deepStrictEqual(state.seen, [{ url: "/api/v1/nodes/n1/proxy/stats/summary", authorization: "Bearer from-the-file", clientCertificate: true }])
     }).pipe(Effect.scoped))
 })
