@@ -1,6 +1,6 @@
 /**
  * `node bench/run.ts summary-fetch [--env <env.json>] [--fetches 400] [--rounds 3] [--concurrency 8] [--warmup 200]
- *   [--baseline <other tree>/src/stats/KubeletSummary.ts] [--only current|baseline] [--credentials]`
+ *   [--baseline <other tree>/src/stats/KubeletSummary.ts] [--only current|baseline] [--floor] [--credentials]`
  *
  * The agent's cost of ONE kubelet Summary read (issue 17 goal 4: the stats loop reads every node's
  * `/api/v1/nodes/{n}/proxy/stats/summary` through the API server every 2 s, so at 200 nodes it makes
@@ -20,6 +20,9 @@
  * the end) with its relative imports pointed at this tree's src/stats/, so both use the same effect
  * and KubeClient instances.
  *
+ * `--floor`: also, once per round and node, the same reads as bare `https.request`s on a keep-alive
+ * agent (the body dropped, no parsing, no Effect): what Node's HTTPS client alone costs per read.
+ *
  * `--credentials`: also the cost of `kube.config.applyToHTTPSOptions` alone (what main's fetch called
  * per read) for the testbed's token user, a client-certificate user (CA, certificate and key files) and
  * an in-cluster-shaped token-file user with and without its CA file, µs per call.
@@ -32,7 +35,7 @@ import * as k8s from "@kubernetes/client-node"
 import { type ChildProcess, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
-import type * as https from "node:https"
+import * as https from "node:https"
 import * as os from "node:os"
 import * as path from "node:path"
 import * as diagnostics from "node:diagnostics_channel"
@@ -60,6 +63,7 @@ const WARMUP = argNumber("--warmup", 200)
 const BASELINE = argString("--baseline")
 const ONLY = argString("--only")
 const CREDENTIALS = process.argv.includes("--credentials")
+const FLOOR = process.argv.includes("--floor")
 const repoRoot = fileURLToPath(new URL("..", import.meta.url))
 const envFile = argString("--env") ?? process.env.BAI_TESTBED_ENV ?? path.join(repoRoot, ".testbed/dev/env.json")
 const PODS_PER_NODE = 25
@@ -119,6 +123,39 @@ const measure = (fetch: Fetch, node: string, pods: number) =>
     const cpu = process.cpuUsage(cpu0)
     const sorted = latencies.sort((a, b) => a - b)
     return { cpuUs: (cpu.user + cpu.system) / FETCHES, systemUs: cpu.system / FETCHES, gcUs: ((gcMs - gc0) * 1000) / FETCHES, p50: percentile(sorted, 50), p90: percentile(sorted, 90), connections: connections - connections0 } satisfies Point
+  })
+
+/**
+ * The floor: the same reads as bare `https.request`s on a keep-alive agent, 8 at a time, the body
+ * gathered and dropped (no parsing, no Effect): CPU µs per read.
+ */
+const floor = (env: { readonly apiserver: string; readonly apiserverToken: string }, node: string) =>
+  Effect.promise(async () => {
+    const server = new URL(env.apiserver)
+    const agent = new https.Agent({ keepAlive: true, maxSockets: CONCURRENCY, rejectUnauthorized: false })
+    const options = {
+      agent, hostname: server.hostname, port: Number(server.port), path: `/api/v1/nodes/${node}/proxy/stats/summary`,
+      headers: { authorization: `Bearer ${env.apiserverToken}`, accept: "application/json" }
+    }
+    const get = () =>
+      new Promise<void>((resolve, reject) => {
+        const req = https.request(options, (res) => {
+          res.on("data", () => {})
+          res.on("end", () => process.nextTick(resolve))
+        })
+        req.on("error", reject)
+        req.end()
+      })
+    const run = async (count: number) => {
+      let i = 0
+      await Promise.all(Array.from({ length: CONCURRENCY }, async () => { while (i++ < count) await get() }))
+    }
+    await run(WARMUP)
+    const cpu0 = process.cpuUsage()
+    await run(FETCHES)
+    const cpu = process.cpuUsage(cpu0)
+    agent.destroy()
+    return (cpu.user + cpu.system) / FETCHES
   })
 
 /** µs per `applyToHTTPSOptions` call of a kubeconfig (what the fetch of main does per read). */
@@ -191,6 +228,12 @@ const program = Effect.gen(function*() {
         const p = yield* measure(impl.fetch, node.name, node.pods.length)
         const key = `${impl.name} ${String(node.pods.length).padStart(2)} pods`
         points.set(key, [...(points.get(key) ?? []), p])
+        if (FLOOR && impl === order[order.length - 1]) {
+          const us = yield* floor(env, node.name)
+          const floorKey = `floor ${String(node.pods.length).padStart(2)} pods`
+          points.set(floorKey, [...(points.get(floorKey) ?? []), { cpuUs: us, systemUs: 0, gcUs: 0, p50: 0, p90: 0, connections: 0 }])
+          yield* Console.log(`  round ${r + 1} ${floorKey}: ${us.toFixed(0)} CPU µs/read (bare https.request, no parsing)`)
+        }
         yield* Console.log(`  round ${r + 1} ${key}: ${p.cpuUs.toFixed(0)} CPU µs/read (system ${p.systemUs.toFixed(0)}), GC ${p.gcUs.toFixed(0)} µs/read, p50 ${p.p50.toFixed(2)} ms, p90 ${p.p90.toFixed(2)} ms, ${p.connections} new connections`)
       }
     }
