@@ -15,12 +15,10 @@
  * The Nodes are deleted and the Redis keys removed at the end.
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import { type ChildProcess, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
-import * as readline from "node:readline"
 import { fileURLToPath } from "node:url"
 import { Clock, Console, Effect } from "effect"
 import { KernelTable } from "../src/kernel/KernelTable.ts"
@@ -30,7 +28,7 @@ import { decode } from "../src/codec/Msgpack.ts"
 import { KubeletSummary } from "../src/stats/KubeletSummary.ts"
 import { type CycleReport, StatsCollector } from "../src/stats/StatsCollector.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
-import { statsKubeletNodeStatus } from "./fakeNodes.ts"
+import { registerStatsKubeletNode, startStatsKubelets } from "./fakeNodes.ts"
 
 const argValue = (flag: string, fallback: number): number => {
   const i = process.argv.indexOf(flag)
@@ -64,46 +62,13 @@ const program = Effect.gen(function*() {
     Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "bench-stats-"))),
     (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
   )
-  const configFile = path.join(dir, "kubelets.json")
-  fs.writeFileSync(configFile, JSON.stringify({
-    certFile: path.join(env.stateDir, "pki", "kubelet.crt"),
-    keyFile: path.join(env.stateDir, "pki", "kubelet.key"),
-    fsRoot: dir,
-    nodes: nodeNames.map((name) => ({
-      name,
-      pods: kernels.filter((k) => k.node === name).map((k) => ({ name: `kernel-${k.kernelId}`, namespace, uid: k.podUid }))
-    }))
-  }))
-  const child: ChildProcess = yield* Effect.acquireRelease(
-    Effect.sync(() => spawn(process.execPath, [fileURLToPath(new URL("./stats-kubelet.ts", import.meta.url)), configFile], { stdio: ["pipe", "pipe", "inherit"] })),
-    (c) => Effect.sync(() => void c.kill("SIGTERM"))
-  )
-  const ports = yield* Effect.promise(() =>
-    new Promise<Record<string, number>>((resolve) => {
-      readline.createInterface({ input: child.stdout! }).once("line", (l) => resolve((JSON.parse(l) as { ports: Record<string, number> }).ports))
-    })
-  )
+  const ports = yield* startStatsKubelets(env.stateDir, dir, nodeNames.map((name) => ({
+    name,
+    pods: kernels.filter((k) => k.node === name).map((k) => ({ name: `kernel-${k.kernelId}`, namespace, uid: k.podUid }))
+  })))
 
   // Nodes whose kubelet endpoint is that process (removed at the end)
-  for (const name of nodeNames) {
-    yield* Effect.acquireRelease(
-      kube.core("create node", (api) => api.createNode({ body: { metadata: { name, labels: { "backend.ai/bench": "true" } } } })),
-      () => kube.core("delete node", (api) => api.deleteNode({ name })).pipe(Effect.ignore)
-    )
-    yield* kube.core("read node", (api) => api.readNode({ name })).pipe(
-      Effect.flatMap((node) =>
-        kube.core("node status", (api) =>
-          api.replaceNodeStatus({
-            name,
-            body: {
-              ...node,
-              status: statsKubeletNodeStatus(ports[name]!)
-            }
-          }))
-      ),
-      Effect.retry({ while: (e) => e.reason === "Conflict", times: 10 })
-    )
-  }
+  for (const name of nodeNames) yield* registerStatsKubeletNode(kube, name, ports[name]!)
 
   const registry = yield* KernelTable.make
   for (const k of kernels) {

@@ -32,7 +32,6 @@
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as k8s from "@kubernetes/client-node"
-import { type ChildProcess, spawn } from "node:child_process"
 import { randomUUID } from "node:crypto"
 import * as fs from "node:fs"
 import * as https from "node:https"
@@ -40,13 +39,12 @@ import * as os from "node:os"
 import * as path from "node:path"
 import * as diagnostics from "node:diagnostics_channel"
 import { PerformanceObserver } from "node:perf_hooks"
-import * as readline from "node:readline"
 import { fileURLToPath, pathToFileURL } from "node:url"
 import { Console, Effect, Schema } from "effect"
 import { KubeClient } from "../src/kube/KubeClient.ts"
 import * as Current from "../src/stats/KubeletSummary.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
-import { FOREIGN_CONTAINER, statsKubeletNodeStatus } from "./fakeNodes.ts"
+import { FOREIGN_CONTAINER, registerStatsKubeletNode, startStatsKubelets } from "./fakeNodes.ts"
 
 const argString = (flag: string): string | undefined => {
   const i = process.argv.indexOf(flag)
@@ -185,32 +183,8 @@ const program = Effect.gen(function*() {
     Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "bench-summary-fetch-"))),
     (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
   )
-  const configFile = path.join(dir, "kubelets.json")
-  fs.writeFileSync(configFile, JSON.stringify({
-    certFile: path.join(env.stateDir, "pki", "kubelet.crt"),
-    keyFile: path.join(env.stateDir, "pki", "kubelet.key"),
-    fsRoot: dir,
-    nodes
-  }))
-  const child: ChildProcess = yield* Effect.acquireRelease(
-    Effect.sync(() => spawn(process.execPath, [fileURLToPath(new URL("./stats-kubelet.ts", import.meta.url)), configFile], { stdio: ["pipe", "pipe", "inherit"] })),
-    (c) => Effect.sync(() => void c.kill("SIGTERM"))
-  )
-  const ports = yield* Effect.promise(() =>
-    new Promise<Record<string, number>>((resolve) => {
-      readline.createInterface({ input: child.stdout! }).once("line", (l) => resolve((JSON.parse(l) as { ports: Record<string, number> }).ports))
-    })
-  )
-  for (const { name } of nodes) {
-    yield* Effect.acquireRelease(
-      kube.core("create node", (api) => api.createNode({ body: { metadata: { name, labels: { "backend.ai/bench": "true" } } } })),
-      () => kube.core("delete node", (api) => api.deleteNode({ name })).pipe(Effect.ignore)
-    )
-    yield* kube.core("read node", (api) => api.readNode({ name })).pipe(
-      Effect.flatMap((node) => kube.core("node status", (api) => api.replaceNodeStatus({ name, body: { ...node, status: statsKubeletNodeStatus(ports[name]!) } }))),
-      Effect.retry({ while: (e) => e.reason === "Conflict", times: 10 })
-    )
-  }
+  const ports = yield* startStatsKubelets(env.stateDir, dir, nodes)
+  for (const { name } of nodes) yield* registerStatsKubeletNode(kube, name, ports[name]!)
 
   const impls: Array<{ readonly name: string; readonly make: Make }> = []
   if (ONLY !== "baseline") impls.push({ name: "current", make: Current.KubeletSummary.make as Make })

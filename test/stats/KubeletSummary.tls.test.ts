@@ -22,6 +22,13 @@ const summary = {
   pods: [{ podRef: { name: "p", namespace: "ns", uid: "u1" }, memory: { workingSetBytes: 7 } }]
 }
 
+/** A fresh directory, removed when the scope closes. */
+const tempDir = (prefix: string) =>
+  Effect.acquireRelease(
+    Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), prefix))),
+    (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
+  )
+
 /** A self-signed certificate for 127.0.0.1 (its own CA) and a client certificate, as PEM files in `dir`. */
 const certificates = (dir: string) => {
   const make = (name: string, subject: string, san: string | undefined) => {
@@ -58,10 +65,7 @@ const setup = (
   options: { readonly timeoutSeconds?: number; readonly user?: User } = {}
 ) =>
   Effect.gen(function*() {
-    const dir = yield* Effect.acquireRelease(
-      Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "kubelet-summary-tls-"))),
-      (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-    )
+    const dir = yield* tempDir("kubelet-summary-tls-")
     const pki = certificates(dir)
     const state: Server = { seen: [], connections: { opened: 0, closed: 0 }, answers: [] }
     const sockets = new Set<net.Socket>()
@@ -201,10 +205,7 @@ describe("KubeletSummary over TLS", () => {
 
   it.live("an exec user's token is asked for on every read (rotating credentials are not cached)", () =>
     Effect.gen(function*() {
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "kubelet-summary-exec-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* tempDir("kubelet-summary-exec-")
       // a credential plugin whose token changes on every call and has already expired (never cached)
       const plugin = path.join(dir, "token.sh")
       fs.writeFileSync(plugin, [
@@ -230,10 +231,7 @@ describe("KubeletSummary over TLS", () => {
 
   it.live("a token-file user (the in-cluster service account's shape) reads with the file's token and the client certificate", () =>
     Effect.gen(function*() {
-      const dir = yield* Effect.acquireRelease(
-        Effect.sync(() => fs.mkdtempSync(path.join(os.tmpdir(), "kubelet-summary-token-file-"))),
-        (d) => Effect.sync(() => fs.rmSync(d, { recursive: true, force: true }))
-      )
+      const dir = yield* tempDir("kubelet-summary-token-file-")
       const tokenFile = path.join(dir, "token")
       fs.writeFileSync(tokenFile, "from-the-file")
       const { state, summaries } = yield* setup((_req, res) => {
