@@ -3,11 +3,16 @@
  * `GET /api/v1/nodes/{node}/proxy/stats/summary`. Only the fields the statistics use are decoded; the
  * kubelet omits empty fields (`omitempty`), so every measurement is optional.
  *
- * The request goes through effect/http's `HttpClient` (Node http/https) with the kubeconfig's TLS material
- * and fresh credentials per request over one keep-alive agent (the generated client opens a new TLS
- * connection per call and cannot be aborted): a node that does not answer within `timeoutSeconds` is
- * abandoned (the request is interrupted) with `KubeError` reason `Timeout`; an answer over
- * {@link MAX_SUMMARY_BYTES} fails with reason `Other`.
+ * The stats loop reads every worker node's summary every cycle (100 reads a second at 200 nodes), so one
+ * read is kept cheap: one `node:https` GET (`node:http` for an http server) in `Effect.callback` on our
+ * own keep-alive agent holding the kubeconfig's TLS material (the generated client opens a new TLS
+ * connection per call and cannot be aborted; effect's HttpClient cost twice the CPU per read, measured
+ * by bench/summary-fetch.ts), the credentials' headers computed once for a static user and asked per
+ * read for a rotating one, the body gathered as Buffers, then `JSON.parse` and {@link projectSummary}.
+ * A node that does not answer within `timeoutSeconds` is abandoned (the request is destroyed) with
+ * `KubeError` reason `Timeout`; an answer over {@link MAX_SUMMARY_BYTES} (declared or streamed) fails
+ * with reason `Other`; a refused or lost connection with `Unavailable`; a status other than 200 with
+ * the reason of that status.
  */
 import * as k8s from "@kubernetes/client-node"
 import { Context, Duration, Effect, Layer, Result, Schema } from "effect"
