@@ -3,7 +3,7 @@
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
  *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
- *                           [--heap-snapshot DIR] [--use-runners] [--out scale.json]`
+ *                           [--heap-snapshot DIR] [--use-runners] [--stats on|off] [--compare-stats on|off] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -48,6 +48,13 @@
  * `--agent-env` / `--compare-env`: environment variables added to the agent's (e.g. glibc's
  * `MALLOC_ARENA_MAX=2`), for the measured and the comparison runs; a `--compare` set's own `K=V`
  * words are added over `--compare-env` for that set only.
+ *
+ * `--stats off` runs the measured agents with their stats loop disabled (`[stats] enabled = false`: what is left
+ * is the heartbeat side — the node and pod informers, the slot arithmetic, the heartbeat's events, etcd);
+ * `--compare-stats on|off` measures every point a second time with the stats loop so (back to back: `--stats off
+ * --compare-stats on` alternates stats off / on at every point). Without stats a point is measured once the
+ * agent's `/metrics` count the N kernels (`bai_kernels`) and a heartbeat sent after them, instead of their
+ * stats in Redis; the stats-cycle column then reads 0.
  *
  * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
  * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
@@ -113,6 +120,15 @@ const envOf = (flag: string): Readonly<Record<string, string>> =>
 const AGENT_ENV = envOf("--agent-env")
 const COMPARE_ENV = envOf("--compare-env")
 const USE_RUNNERS = process.argv.includes("--use-runners")
+const onOff = (flag: string): boolean | undefined => {
+  const v = argValue(flag)
+  if (v === undefined) return undefined
+  if (v !== "on" && v !== "off") throw new Error(`${flag}: expected on or off, found ${JSON.stringify(v)}`)
+  return v === "on"
+}
+/** `--stats off`: the measured agents run without their stats loop; `--compare-stats`: the comparison runs' setting */
+const STATS = onOff("--stats") ?? true
+const COMPARE_STATS = onOff("--compare-stats")
 const STATS_INTERVAL = 2
 const RSS_SAMPLE_MS = 1000
 const HEARTBEAT_INTERVAL = 3
@@ -124,6 +140,8 @@ export interface Point {
   readonly main: string
   /** environment variables added for the agent */
   readonly env: Readonly<Record<string, string>>
+  /** the agent's stats loop ran (`--stats`, `--compare-stats`) */
+  readonly stats: boolean
   /** agent CPU seconds per stats cycle (2 s), one value per window */
   readonly cpuPerCycleMs: ReadonlyArray<number>
   /** share of one core, one value per window */
@@ -301,9 +319,8 @@ const program = Effect.gen(function*() {
   const rpcPort = yield* Effect.promise(() => freePort())
   const watcherPort = yield* Effect.promise(() => freePort())
   const metricsPort = yield* Effect.promise(() => freePort())
-  const configFile = path.join(tmp, "agent.toml")
   fs.mkdirSync(path.join(tmp, "scratches"))
-  fs.writeFileSync(configFile, `
+  const configText = (stats: boolean) => `
 [etcd]
 namespace = "${env.etcdNamespace}"
 addr = "${env.etcd}"
@@ -333,12 +350,16 @@ level = "INFO"
 [debug]
 heartbeat-interval = "${HEARTBEAT_INTERVAL}s"
 [stats]
+enabled = ${stats}
 interval = "${STATS_INTERVAL}s"
 [watcher]
 service-addr = { host = "127.0.0.1", port = ${watcherPort} }
 [metrics]
 service-addr = { host = "127.0.0.1", port = ${metricsPort} }
-`)
+`
+  const configFiles = { on: path.join(tmp, "agent.toml"), off: path.join(tmp, "agent-no-stats.toml") }
+  fs.writeFileSync(configFiles.on, configText(true))
+  fs.writeFileSync(configFiles.off, configText(false))
 
   // kernels, added point by point
   const kernels: Array<{ kernelId: string; node: string; uid: string }> = []
@@ -423,7 +444,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return child
   }
 
-  const measure = (n: number, nodeArgs: ReadonlyArray<string>, main: string, agentEnv: Readonly<Record<string, string>>) =>
+  const measure = (n: number, nodeArgs: ReadonlyArray<string>, main: string, agentEnv: Readonly<Record<string, string>>, stats: boolean) =>
     Effect.promise(async (): Promise<Point> => {
       const t0 = Date.now()
       await addKernels(n)
@@ -434,7 +455,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       await redis.del(agentId)
       const reports = fs.mkdtempSync(path.join(tmp, `reports-${n}-`))
       const snapshotArgs = HEAP_SNAPSHOT_DIR === undefined ? [] : ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${reports}`]
-      const agent = spawn(process.execPath, [...nodeArgs, ...snapshotArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, main, "-f", configFile], {
+      const agent = spawn(process.execPath, [...nodeArgs, ...snapshotArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, main, "-f", stats ? configFiles.on : configFiles.off], {
         cwd: tmp,
         env: { ...process.env, ...agentEnv },
         stdio: ["ignore", "ignore", "pipe"]
@@ -443,11 +464,23 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       agent.stderr!.on("data", (b: Buffer) => { log = (log + b.toString()).slice(-20000) })
       try {
         const a0 = Date.now()
-        // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key)
+        // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key);
+        // without it: the agent holds the N kernels and a heartbeat was sent after they were counted
         let startPeak = 0
-        await waitFor(`stats of ${n} kernels in Redis (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
+        let beatsWhenCounted: number | undefined
+        await waitFor(`${stats ? "stats of" : "heartbeat with"} ${n} kernels (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
           if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${log.slice(-3000)}`)
           startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
+          if (!stats) {
+            const metrics = await scrape(metricsPort).catch(() => "")
+            if (metrics === "") return false
+            const beats = counterOf(metrics, "bai_heartbeats_sent_total")
+            if (beatsWhenCounted === undefined) {
+              if (counterOf(metrics, "bai_kernels") === n) beatsWhenCounted = beats
+              return false
+            }
+            return beats > beatsWhenCounted
+          }
           if ((await redis.exists(agentId)) === 0) return false
           for (let i = 0; i < kernels.length; i += 500) {
             const ids = kernels.slice(i, i + 500).map((k) => k.kernelId)
@@ -522,6 +555,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           nodeArgs,
           main: path.relative(repoRoot, main),
           env: agentEnv,
+          stats,
           cpuPerCycleMs,
           corePercent,
           smaps,
@@ -548,10 +582,10 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   const points: Array<Point> = []
   const compared: Array<Point> = []
   for (const n of POINTS) {
-    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV))
-    if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined) {
+    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV, STATS))
+    if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined || COMPARE_STATS !== undefined) {
       for (const set of COMPARE ?? [{ args: NODE_ARGS, env: {} }]) {
-        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }))
+        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }, COMPARE_STATS ?? STATS))
       }
     }
   }
@@ -565,7 +599,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
@@ -573,7 +607,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
     const b = p.breakdown
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, nodes: NODES, foreignPods: FOREIGN_PODS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)
