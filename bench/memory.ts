@@ -3,7 +3,8 @@
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
  *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
- *                           [--heap-snapshot DIR] [--use-runners] [--stats on|off] [--compare-stats on|off] [--out scale.json]`
+ *                           [--heap-snapshot DIR] [--use-runners] [--stats on|off] [--compare-stats on|off]
+ *                           [--agent-config "section.key=value …"] [--compare-config "…"] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -55,6 +56,9 @@
  * --compare-stats on` alternates stats off / on at every point). Without stats a point is measured once the
  * agent's `/metrics` count the N kernels (`bai_kernels`) and a heartbeat sent after them, instead of their
  * stats in Redis; the stats-cycle column then reads 0.
+ *
+ * `--agent-config` / `--compare-config`: settings of the agent's config file for the measured and the comparison
+ * runs, each `section.key=<TOML value>` (`kubernetes.relist-interval="10s"`), set in (or added to) that section.
  *
  * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
  * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
@@ -129,6 +133,34 @@ const onOff = (flag: string): boolean | undefined => {
 /** `--stats off`: the measured agents run without their stats loop; `--compare-stats`: the comparison runs' setting */
 const STATS = onOff("--stats") ?? true
 const COMPARE_STATS = onOff("--compare-stats")
+/** `section.key=value` words of `--agent-config` / `--compare-config` (TOML values, no spaces) */
+const configOf = (flag: string): Readonly<Record<string, string>> =>
+  Object.fromEntries((argValue(flag) ?? "").split(" ").filter((a) => a !== "").map((a) => {
+    const eq = a.indexOf("=")
+    if (eq < 0 || a.lastIndexOf(".", eq) < 0) throw new Error(`${flag}: expected section.key=value, found ${JSON.stringify(a)}`)
+    return [a.slice(0, eq), a.slice(eq + 1)]
+  }))
+const AGENT_CONFIG = configOf("--agent-config")
+const COMPARE_CONFIG = configOf("--compare-config")
+/** the config text with each `section.key` set to its value: replaced in its section, else added under the section's header (or a new one) */
+const withSettings = (text: string, settings: Readonly<Record<string, string>>): string => {
+  const lines = text.split("\n")
+  for (const [path, value] of Object.entries(settings)) {
+    const section = path.slice(0, path.lastIndexOf("."))
+    const key = path.slice(path.lastIndexOf(".") + 1)
+    const header = lines.indexOf(`[${section}]`)
+    if (header < 0) {
+      lines.push(`[${section}]`, `${key} = ${value}`)
+      continue
+    }
+    let end = lines.findIndex((l, i) => i > header && l.startsWith("["))
+    if (end < 0) end = lines.length
+    const at = lines.findIndex((l, i) => i > header && i < end && l.startsWith(`${key} =`))
+    if (at >= 0) lines[at] = `${key} = ${value}`
+    else lines.splice(header + 1, 0, `${key} = ${value}`)
+  }
+  return lines.join("\n")
+}
 const STATS_INTERVAL = 2
 const RSS_SAMPLE_MS = 1000
 const HEARTBEAT_INTERVAL = 3
@@ -142,6 +174,8 @@ export interface Point {
   readonly env: Readonly<Record<string, string>>
   /** the agent's stats loop ran (`--stats`, `--compare-stats`) */
   readonly stats: boolean
+  /** settings of the agent's config file (`--agent-config`, `--compare-config`) */
+  readonly config: Readonly<Record<string, string>>
   /** agent CPU seconds per stats cycle (2 s), one value per window */
   readonly cpuPerCycleMs: ReadonlyArray<number>
   /** share of one core, one value per window */
@@ -357,9 +391,7 @@ service-addr = { host = "127.0.0.1", port = ${watcherPort} }
 [metrics]
 service-addr = { host = "127.0.0.1", port = ${metricsPort} }
 `
-  const configFiles = { on: path.join(tmp, "agent.toml"), off: path.join(tmp, "agent-no-stats.toml") }
-  fs.writeFileSync(configFiles.on, configText(true))
-  fs.writeFileSync(configFiles.off, configText(false))
+  let configFiles = 0
 
   // kernels, added point by point
   const kernels: Array<{ kernelId: string; node: string; uid: string }> = []
@@ -444,8 +476,17 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return child
   }
 
-  const measure = (n: number, nodeArgs: ReadonlyArray<string>, main: string, agentEnv: Readonly<Record<string, string>>, stats: boolean) =>
+  const measure = (
+    n: number,
+    nodeArgs: ReadonlyArray<string>,
+    main: string,
+    agentEnv: Readonly<Record<string, string>>,
+    stats: boolean,
+    settings: Readonly<Record<string, string>>
+  ) =>
     Effect.promise(async (): Promise<Point> => {
+      const configFile = path.join(tmp, `agent-${configFiles++}.toml`)
+      fs.writeFileSync(configFile, withSettings(configText(stats), settings))
       const t0 = Date.now()
       await addKernels(n)
       console.error(`[memory] ${n} kernels in the cluster (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
@@ -455,7 +496,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       await redis.del(agentId)
       const reports = fs.mkdtempSync(path.join(tmp, `reports-${n}-`))
       const snapshotArgs = HEAP_SNAPSHOT_DIR === undefined ? [] : ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${reports}`]
-      const agent = spawn(process.execPath, [...nodeArgs, ...snapshotArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, main, "-f", stats ? configFiles.on : configFiles.off], {
+      const agent = spawn(process.execPath, [...nodeArgs, ...snapshotArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, main, "-f", configFile], {
         cwd: tmp,
         env: { ...process.env, ...agentEnv },
         stdio: ["ignore", "ignore", "pipe"]
@@ -556,6 +597,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           main: path.relative(repoRoot, main),
           env: agentEnv,
           stats,
+          config: settings,
           cpuPerCycleMs,
           corePercent,
           smaps,
@@ -582,10 +624,13 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   const points: Array<Point> = []
   const compared: Array<Point> = []
   for (const n of POINTS) {
-    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV, STATS))
-    if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined || COMPARE_STATS !== undefined) {
+    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV, STATS, AGENT_CONFIG))
+    if (
+      COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined || COMPARE_STATS !== undefined ||
+      argValue("--compare-config") !== undefined
+    ) {
       for (const set of COMPARE ?? [{ args: NODE_ARGS, env: {} }]) {
-        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }, COMPARE_STATS ?? STATS))
+        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }, COMPARE_STATS ?? STATS, COMPARE_CONFIG))
       }
     }
   }
@@ -599,7 +644,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...Object.entries(p.config).map(([k, v]) => `${k}=${v}`), ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
@@ -607,7 +652,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
     const b = p.breakdown
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...Object.entries(p.config).map(([k, v]) => `${k}=${v}`), ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, nodes: NODES, foreignPods: FOREIGN_PODS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)
