@@ -498,13 +498,19 @@ const fillPodSamples = (pod: PodStats, memoryLimit: number | undefined, fallback
   s.io_scratch_size!.value = scratchBytes(pod)
   s.net_rx!.value = n(pod.network?.rxBytes)
   s.net_tx!.value = n(pod.network?.txBytes)
-  // each at its measurement's time (cpu, memory and network are sampled apart); scratch and the
-  // constant io_* at the read's
+  // each at its measurement's time (cpu, memory and network are sampled apart); scratch (volume
+  // stats carry no time here) and the constant io_* at the pod's (its cpu's, else memory's), so a
+  // pod read again is wholly the same samples
   const cpuAt = timeOf(pod.cpu?.time)
+  const memAt = timeOf(pod.memory?.time)
   const netAt = timeOf(pod.network?.time)
+  const podAt = cpuAt ?? memAt
   s.cpu_util!.at = cpuAt
   s.cpu_used!.at = cpuAt
-  s.mem!.at = timeOf(pod.memory?.time)
+  s.mem!.at = memAt
+  s.io_read!.at = podAt
+  s.io_write!.at = podAt
+  s.io_scratch_size!.at = podAt
   s.net_rx!.at = netAt
   s.net_tx!.at = netAt
   return s
@@ -627,7 +633,22 @@ export interface CycleOutput {
 /** The view {@link stepSet} reads a previous series through (synchronous: one is enough). */
 const previous = new SeriesView({ key: "", kind: "gauge", unitHint: "", stats: [] }, [], 0)
 
-/** The set after one sample per metric of `specs` (metrics without a sample are left out). */
+/**
+ * Whether every sample is at its series' own time: the samples `set` holds, read again (most reads of
+ * a pod: the kubelet samples it every 10–20 s). The set then stays the same object, which the
+ * collector takes for "its value is the one already encoded".
+ */
+const readAgain = (set: SeriesSet, samples: Record<string, Sample>, at: number): boolean => {
+  for (let i = 0; i < set.specs.length; i++) {
+    if ((samples[set.specs[i]!.key]!.at ?? at) !== set.data[i * FIELDS + AT]) return false
+  }
+  return true
+}
+
+/**
+ * The set after one sample per metric of `specs` (metrics without a sample are left out); `prev`
+ * itself when every sample is the one it holds.
+ */
 const stepSet = (
   prev: SeriesSet | undefined,
   specs: ReadonlyArray<MetricSpec>,
@@ -642,6 +663,7 @@ const stepSet = (
       break
     }
   }
+  if (prev !== undefined && prev.specs === present && readAgain(prev, samples, at)) return prev
   const data = new Array<number>(present.length * FIELDS)
   for (let i = 0; i < present.length; i++) {
     const m = present[i]!

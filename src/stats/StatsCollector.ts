@@ -254,7 +254,8 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         const fin = yield* Ref.get(finalized)
         const refs: Array<KernelRef> = []
         for (const k of kernelInfos) if (!fin.has(k.kernelId)) refs.push(refOf(k))
-        const out = step(yield* Ref.get(state), {
+        const before = yield* Ref.get(state)
+        const out = step(before, {
           at,
           nominalMs,
           staleAfterMs: ttl * 1000,
@@ -281,7 +282,9 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
             values.push(v)
           }
           for (const [kid, set] of out.kernels) {
-            const v = Msgpack.encodeBy((w) => writeSeriesSet(w, set))
+            // a set the step left as it was (its pod's samples read again) has the value encoded last
+            const last = before.kernels.get(kid) === set ? lastPayloads.get(kid) : undefined
+            const v = last ?? Msgpack.encodeBy((w) => writeSeriesSet(w, set))
             bytes += v.length
             lastPayloads.set(kid, v)
             keys.push(kid)

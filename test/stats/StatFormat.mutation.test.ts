@@ -187,7 +187,7 @@ describe("samples", () => {
     })
     assert.strictEqual(podSamples(p, undefined, 1000).mem!.capacity, 1000)
     assert.strictEqual(podSamples(p).mem!.capacity, 40)
-    // cpu, memory and network each at their own time; scratch and io_* at the read's
+    // cpu, memory and network each at their own time; scratch and io_* at the pod's (cpu's, else memory's)
     const t = (sec: number) => `2026-12-01T11:30:${sec}Z`
     const timed = pod({
       cpu: { usageCoreNanoSeconds: 1e6, time: t(28) },
@@ -200,14 +200,16 @@ describe("samples", () => {
       cpu_util: { value: 1, at: at(28) },
       cpu_used: { value: 1, at: at(28) },
       mem: { value: 40, capacity: 100, at: at(29) },
-      io_read: { value: 0 },
-      io_write: { value: 0 },
-      io_scratch_size: { value: 5 },
+      io_read: { value: 0, at: at(28) },
+      io_write: { value: 0, at: at(28) },
+      io_scratch_size: { value: 5, at: at(28) },
       net_rx: { value: 1, at: at(42) },
       net_tx: { value: 2, at: at(42) }
     })
+    assert.strictEqual(podSamples(pod({ memory: { workingSetBytes: 1, time: t(29) } })).io_scratch_size!.at, at(29))
     // the reused samples of one pod do not carry a time into the next
     assert.isUndefined(podSamples(p).cpu_util!.at)
+    assert.isUndefined(podSamples(p).io_read!.at)
   })
 
   it("memoryLimitOf: the mem slot as an integer byte count, else undefined", () => {

@@ -204,8 +204,10 @@ describe("StatFormat", () => {
     const second = { node: node(14e9, t0 + 12_000), pods: [timed(pod("kernel-k1", "u1", 25e9, 60, 31_000), t0 + 15_000, t0 + 10_000)] }
     let out = cycle(emptyState, 0, first)
     const readings: Array<{ cpu: string | null; rx: string | null; mem: string | null; node: string | null }> = []
+    const sets: Array<SeriesSet | undefined> = [out.kernels.get("k1")]
     for (let i = 1; i <= 10; i++) {
       out = cycle(out.state, i * 2000, i < 8 ? first : second)
+      sets.push(out.kernels.get("k1"))
       const k = kernelStat(out.kernels.get("k1"))
       readings.push({ cpu: k.cpu_util!.pct, rx: k.net_rx!.current, mem: k.mem!.current, node: out.agent!.node.cpu_util!.pct })
     }
@@ -214,6 +216,8 @@ describe("StatFormat", () => {
     // reads 8–10 carry the second: 15 s of CPU over the pod's 15 s window, 30,000 bytes over its network's 10 s;
     // the node's 10 s over its own 10 s window
     for (const r of readings.slice(7)) assert.deepStrictEqual(r, { cpu: "100", rx: "3000", mem: "60", node: "100" })
+    // a set read again is the same object (the collector's "already encoded"); a new sample, a new set
+    for (let i = 1; i <= 10; i++) assert.strictEqual(sets[i] === sets[i - 1], i !== 8, `read ${i}`)
     // the series counted two samples of the pod, not eleven reads: avg over one rate
     assert.strictEqual(kernelStat(out.kernels.get("k1")).cpu_util!["stats.avg"], "1000")
   })
