@@ -3,7 +3,8 @@
  *                           [--window 20] [--repeat 2] [--settle 8] [--node-args "--max-semi-space-size=1"]
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
  *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
- *                           [--heap-snapshot DIR] [--use-runners] [--out scale.json]`
+ *                           [--heap-snapshot DIR] [--use-runners] [--stats on|off] [--compare-stats on|off]
+ *                           [--agent-config "section.key=value …"] [--compare-config "…"] [--out scale.json]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -48,6 +49,16 @@
  * `--agent-env` / `--compare-env`: environment variables added to the agent's (e.g. glibc's
  * `MALLOC_ARENA_MAX=2`), for the measured and the comparison runs; a `--compare` set's own `K=V`
  * words are added over `--compare-env` for that set only.
+ *
+ * `--stats off` runs the measured agents with their stats loop disabled (`[stats] enabled = false`: what is left
+ * is the heartbeat side — the node and pod informers, the slot arithmetic, the heartbeat's events, etcd);
+ * `--compare-stats on|off` measures every point a second time with the stats loop so (back to back: `--stats off
+ * --compare-stats on` alternates stats off / on at every point). Without stats a point is measured once the
+ * agent's `/metrics` count the N kernels (`bai_kernels`) and a heartbeat sent after them, instead of their
+ * stats in Redis; the stats-cycle column then reads 0.
+ *
+ * `--agent-config` / `--compare-config`: settings of the agent's config file for the measured and the comparison
+ * runs, each `section.key=<TOML value>` (`kubernetes.relist-interval="10s"`), set in (or added to) that section.
  *
  * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
  * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
@@ -113,6 +124,43 @@ const envOf = (flag: string): Readonly<Record<string, string>> =>
 const AGENT_ENV = envOf("--agent-env")
 const COMPARE_ENV = envOf("--compare-env")
 const USE_RUNNERS = process.argv.includes("--use-runners")
+const onOff = (flag: string): boolean | undefined => {
+  const v = argValue(flag)
+  if (v === undefined) return undefined
+  if (v !== "on" && v !== "off") throw new Error(`${flag}: expected on or off, found ${JSON.stringify(v)}`)
+  return v === "on"
+}
+/** `--stats off`: the measured agents run without their stats loop; `--compare-stats`: the comparison runs' setting */
+const STATS = onOff("--stats") ?? true
+const COMPARE_STATS = onOff("--compare-stats")
+/** `section.key=value` words of `--agent-config` / `--compare-config` (TOML values, no spaces) */
+const configOf = (flag: string): Readonly<Record<string, string>> =>
+  Object.fromEntries((argValue(flag) ?? "").split(" ").filter((a) => a !== "").map((a) => {
+    const eq = a.indexOf("=")
+    if (eq < 0 || a.lastIndexOf(".", eq) < 0) throw new Error(`${flag}: expected section.key=value, found ${JSON.stringify(a)}`)
+    return [a.slice(0, eq), a.slice(eq + 1)]
+  }))
+const AGENT_CONFIG = configOf("--agent-config")
+const COMPARE_CONFIG = configOf("--compare-config")
+/** the config text with each `section.key` set to its value: replaced in its section, else added under the section's header (or a new one) */
+const withSettings = (text: string, settings: Readonly<Record<string, string>>): string => {
+  const lines = text.split("\n")
+  for (const [path, value] of Object.entries(settings)) {
+    const section = path.slice(0, path.lastIndexOf("."))
+    const key = path.slice(path.lastIndexOf(".") + 1)
+    const header = lines.indexOf(`[${section}]`)
+    if (header < 0) {
+      lines.push(`[${section}]`, `${key} = ${value}`)
+      continue
+    }
+    let end = lines.findIndex((l, i) => i > header && l.startsWith("["))
+    if (end < 0) end = lines.length
+    const at = lines.findIndex((l, i) => i > header && i < end && l.startsWith(`${key} =`))
+    if (at >= 0) lines[at] = `${key} = ${value}`
+    else lines.splice(header + 1, 0, `${key} = ${value}`)
+  }
+  return lines.join("\n")
+}
 const STATS_INTERVAL = 2
 const RSS_SAMPLE_MS = 1000
 const HEARTBEAT_INTERVAL = 3
@@ -124,6 +172,10 @@ export interface Point {
   readonly main: string
   /** environment variables added for the agent */
   readonly env: Readonly<Record<string, string>>
+  /** the agent's stats loop ran (`--stats`, `--compare-stats`) */
+  readonly stats: boolean
+  /** settings of the agent's config file (`--agent-config`, `--compare-config`) */
+  readonly config: Readonly<Record<string, string>>
   /** agent CPU seconds per stats cycle (2 s), one value per window */
   readonly cpuPerCycleMs: ReadonlyArray<number>
   /** share of one core, one value per window */
@@ -301,9 +353,8 @@ const program = Effect.gen(function*() {
   const rpcPort = yield* Effect.promise(() => freePort())
   const watcherPort = yield* Effect.promise(() => freePort())
   const metricsPort = yield* Effect.promise(() => freePort())
-  const configFile = path.join(tmp, "agent.toml")
   fs.mkdirSync(path.join(tmp, "scratches"))
-  fs.writeFileSync(configFile, `
+  const configText = (stats: boolean) => `
 [etcd]
 namespace = "${env.etcdNamespace}"
 addr = "${env.etcd}"
@@ -333,12 +384,14 @@ level = "INFO"
 [debug]
 heartbeat-interval = "${HEARTBEAT_INTERVAL}s"
 [stats]
+enabled = ${stats}
 interval = "${STATS_INTERVAL}s"
 [watcher]
 service-addr = { host = "127.0.0.1", port = ${watcherPort} }
 [metrics]
 service-addr = { host = "127.0.0.1", port = ${metricsPort} }
-`)
+`
+  let configFiles = 0
 
   // kernels, added point by point
   const kernels: Array<{ kernelId: string; node: string; uid: string }> = []
@@ -423,8 +476,17 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     return child
   }
 
-  const measure = (n: number, nodeArgs: ReadonlyArray<string>, main: string, agentEnv: Readonly<Record<string, string>>) =>
+  const measure = (
+    n: number,
+    nodeArgs: ReadonlyArray<string>,
+    main: string,
+    agentEnv: Readonly<Record<string, string>>,
+    stats: boolean,
+    settings: Readonly<Record<string, string>>
+  ) =>
     Effect.promise(async (): Promise<Point> => {
+      const configFile = path.join(tmp, `agent-${configFiles++}.toml`)
+      fs.writeFileSync(configFile, withSettings(configText(stats), settings))
       const t0 = Date.now()
       await addKernels(n)
       console.error(`[memory] ${n} kernels in the cluster (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
@@ -443,11 +505,23 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       agent.stderr!.on("data", (b: Buffer) => { log = (log + b.toString()).slice(-20000) })
       try {
         const a0 = Date.now()
-        // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key)
+        // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key);
+        // without it: the agent holds the N kernels and a heartbeat was sent after they were counted
         let startPeak = 0
-        await waitFor(`stats of ${n} kernels in Redis (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
+        let beatsWhenCounted: number | undefined
+        await waitFor(`${stats ? "stats of" : "heartbeat with"} ${n} kernels (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
           if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${log.slice(-3000)}`)
           startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
+          if (!stats) {
+            const metrics = await scrape(metricsPort).catch(() => "")
+            if (metrics === "") return false
+            const beats = counterOf(metrics, "bai_heartbeats_sent_total")
+            if (beatsWhenCounted === undefined) {
+              if (counterOf(metrics, "bai_kernels") === n) beatsWhenCounted = beats
+              return false
+            }
+            return beats > beatsWhenCounted
+          }
           if ((await redis.exists(agentId)) === 0) return false
           for (let i = 0; i < kernels.length; i += 500) {
             const ids = kernels.slice(i, i + 500).map((k) => k.kernelId)
@@ -522,6 +596,8 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           nodeArgs,
           main: path.relative(repoRoot, main),
           env: agentEnv,
+          stats,
+          config: settings,
           cpuPerCycleMs,
           corePercent,
           smaps,
@@ -548,10 +624,13 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   const points: Array<Point> = []
   const compared: Array<Point> = []
   for (const n of POINTS) {
-    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV))
-    if (COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined) {
+    points.push(yield* measure(n, NODE_ARGS, mainJs, AGENT_ENV, STATS, AGENT_CONFIG))
+    if (
+      COMPARE !== undefined || COMPARE_MAIN !== undefined || argValue("--compare-env") !== undefined || COMPARE_STATS !== undefined ||
+      argValue("--compare-config") !== undefined
+    ) {
       for (const set of COMPARE ?? [{ args: NODE_ARGS, env: {} }]) {
-        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }))
+        compared.push(yield* measure(n, set.args, compareMainJs, { ...COMPARE_ENV, ...set.env }, COMPARE_STATS ?? STATS, COMPARE_CONFIG))
       }
     }
   }
@@ -565,7 +644,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...Object.entries(p.config).map(([k, v]) => `${k}=${v}`), ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
   yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
@@ -573,7 +652,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
     const b = p.breakdown
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...Object.entries(p.config).map(([k, v]) => `${k}=${v}`), ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, nodes: NODES, foreignPods: FOREIGN_PODS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)

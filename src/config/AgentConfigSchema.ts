@@ -253,7 +253,12 @@ export const StatsSection = section({
   interval: withDefault(PositiveDuration, 2),
   ttl: withDefault(PositiveDuration, 30),
   /** Nodes queried at once. */
-  concurrency: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 8)
+  concurrency: withDefault(Schema.Int.check(Schema.isGreaterThanOrEqualTo(1)), 8),
+  /**
+   * Between two reads of one node's kubelet summary (its samples are cAdvisor's: every 10 s for the
+   * node, 10–20 s for a pod); kept between `interval` and `ttl / 2`.
+   */
+  "summary-interval": withDefault(PositiveDuration, 10)
 })
 
 export const MetricsSection = section({

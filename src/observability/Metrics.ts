@@ -190,6 +190,9 @@ export const statsCycleSeconds = Metric.histogram("bai_stats_cycle_seconds", {
 export const statsNodeFailuresTotal = Metric.counter("bai_stats_node_failures_total", {
   description: "kubelet summaries that failed or timed out"
 })
+export const statsSummaryReadsTotal = Metric.counter("bai_stats_summary_reads_total", {
+  description: "kubelet summaries requested (each node every stats.summary-interval, failed ones every cycle)"
+})
 export const statsWriteFailuresTotal = Metric.counter("bai_stats_write_failures_total", {
   description: "statistics cycles whose Redis write failed"
 })
@@ -228,5 +231,6 @@ export const registerUnlabelled: Effect.Effect<void> = Effect.all([
   Metric.value(statsCycleSeconds),
   Metric.value(statsCyclesTotal),
   Metric.value(statsNodeFailuresTotal),
+  Metric.value(statsSummaryReadsTotal),
   Metric.value(statsWriteFailuresTotal)
 ], { discard: true })

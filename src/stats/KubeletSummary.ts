@@ -21,24 +21,33 @@ import * as https from "node:https"
 import { KubeClient, KubeError, type KubeErrorReason } from "../kube/KubeClient.ts"
 
 const Count = Schema.Number
+/**
+ * When the kubelet took a measurement (RFC 3339, whole seconds from a real kubelet): cAdvisor samples a
+ * pod every 10–20 s and the node every 10 s, so two reads of a summary often carry the same sample.
+ */
+const Time = Schema.optionalKey(Schema.String)
 
 const CpuStats = Schema.Struct({
+  time: Time,
   usageNanoCores: Schema.optionalKey(Count),
   usageCoreNanoSeconds: Schema.optionalKey(Count)
 })
 
 const MemoryStats = Schema.Struct({
+  time: Time,
   availableBytes: Schema.optionalKey(Count),
   usageBytes: Schema.optionalKey(Count),
   workingSetBytes: Schema.optionalKey(Count)
 })
 
 const NetworkStats = Schema.Struct({
+  time: Time,
   rxBytes: Schema.optionalKey(Count),
   txBytes: Schema.optionalKey(Count)
 })
 
 const FsStats = Schema.Struct({
+  time: Time,
   availableBytes: Schema.optionalKey(Count),
   capacityBytes: Schema.optionalKey(Count),
   usedBytes: Schema.optionalKey(Count)
@@ -99,22 +108,30 @@ const mismatch = (check: Check, path: string, expected: string): undefined => {
 
 const isObject = (v: unknown): v is { readonly [key: string]: unknown } => typeof v === "object" && v !== null && !Array.isArray(v)
 
-type Counts<K extends string> = { [k in K]?: number }
+type Counts<K extends string> = { readonly [k in K]?: number } & { readonly time?: string }
 type Writable<A> = { -readonly [K in keyof A]: A[K] }
 
-/** An optional struct of optional numbers; undefined when absent (or, with `check.problem` set, not matching). */
+/**
+ * An optional struct of optional numbers and its optional `time` string; undefined when absent (or,
+ * with `check.problem` set, not matching).
+ */
 const counts = <K extends string>(check: Check, parent: { readonly [key: string]: unknown }, key: string, fields: ReadonlyArray<K>, path: string): Counts<K> | undefined => {
   const v = parent[key]
   if (v === undefined) return undefined
   if (!isObject(v)) return mismatch(check, `${path}.${key}`, "an object")
-  const out: Counts<K> = {}
+  const out: Record<string, number | string> = {}
+  const time = v.time
+  if (time !== undefined) {
+    if (typeof time !== "string") return mismatch(check, `${path}.${key}.time`, "a string")
+    out.time = time
+  }
   for (const f of fields) {
     const x = v[f]
     if (x === undefined) continue
     if (typeof x !== "number") return mismatch(check, `${path}.${key}.${f}`, "a number")
     out[f] = x
   }
-  return out
+  return out as Counts<K>
 }
 
 const CPU = ["usageNanoCores", "usageCoreNanoSeconds"] as const

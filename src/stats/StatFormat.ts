@@ -33,10 +33,14 @@ export interface MetricSpec {
   readonly stats: ReadonlyArray<StatName>
 }
 
-/** One measurement: a raw value and, for gauges, the capacity it is a share of. */
+/**
+ * One measurement: a raw value and, for gauges, the capacity it is a share of; `at`, when the source
+ * stamped it (the kubelet's `time`, millis of the node's clock), else the step's time is the sample's.
+ */
 export interface Sample {
   readonly value: number
   readonly capacity?: number | undefined
+  readonly at?: number | undefined
 }
 
 /** A serialized metric (values are decimal strings or nil). */
@@ -229,9 +233,15 @@ class SeriesView implements Series {
 }
 
 /**
- * Writes the series after a sample of `value` (and, for gauges, `capacity`) at Clock millis `at` to
- * `out` at `o`; `prev` undefined starts it. A counter's first sample has no window: current 0, not
+ * Writes the series after a sample of `value` (and, for gauges, `capacity`) at millis `at` to `out`
+ * at `o`; `prev` undefined starts it. A counter's first sample has no window: current 0, not
  * aggregated (count 0).
+ *
+ * A sample at the series' own time is the one it holds, read again (a kubelet summary carries
+ * cAdvisor's last sample, taken every 10–20 s, and is read every 2 s): the series stays as it is, so
+ * a rate is never taken over a read interval the counter did not move in, nor the next one over a
+ * window longer than its elapsed time. A sample at an earlier time (the node's clock stepped back)
+ * starts the series again rather than freezing it until the clock catches up.
  */
 const advance = (
   out: Array<number>,
@@ -243,6 +253,11 @@ const advance = (
   at: number,
   nominalMs: number
 ): void => {
+  if (prev !== undefined && at === prev.at) {
+    copySeries(out, o, prev)
+    return
+  }
+  if (prev !== undefined && at < prev.at) prev = undefined
   const kind = metric.kind
   let current: number
   let capacity: number | undefined
@@ -277,9 +292,28 @@ const advance = (
   out[o + CAPACITY] = capacity ?? 0
 }
 
+/** `prev`'s numbers, unchanged, to `out` at `o`. */
+const copySeries = (out: Array<number>, o: number, prev: Series): void => {
+  const prevValue = prev.prevValue
+  const prevAt = prev.prevAt
+  const capacity = prev.capacity
+  out[o + VALUE] = prev.value
+  out[o + AT] = prev.at
+  out[o + HAS_PREV] = prevValue === undefined || prevAt === undefined ? 0 : 1
+  out[o + PREV_VALUE] = prevValue ?? 0
+  out[o + PREV_AT] = prevAt ?? 0
+  out[o + CURRENT] = prev.current
+  out[o + HAS_CAPACITY] = capacity === undefined ? 0 : 1
+  out[o + CAPACITY] = capacity ?? 0
+  out[o + COUNT] = prev.count
+  out[o + SUM] = prev.sum
+  out[o + MIN] = prev.min
+  out[o + MAX] = prev.max
+}
+
 const single = (prev: Series | undefined, metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series => {
   const data = new Array<number>(FIELDS)
-  advance(data, 0, prev, metric, sample.value, sample.capacity, at, nominalMs)
+  advance(data, 0, prev, metric, sample.value, sample.capacity, sample.at ?? at, nominalMs)
   return new SeriesView(metric, data, 0)
 }
 
@@ -391,18 +425,30 @@ const STAT_KEYS: { readonly [name in StatName]: string } = {
 const n = (v: number | undefined): number => v ?? 0
 const msecOf = (ns: number | undefined): number => n(ns) / 1e6
 
-/** Node metrics of one kubelet summary (`node` part). */
+/**
+ * Millis of a kubelet measurement's `time` (RFC 3339); undefined when absent or unreadable (the
+ * summary's read time stands in).
+ */
+export const timeOf = (time: string | undefined): number | undefined => {
+  if (time === undefined) return undefined
+  const ms = Date.parse(time)
+  return Number.isFinite(ms) ? ms : undefined
+}
+
+/** A sample without absent keys (the node's, built per node per read). */
+const sampleOf = (value: number, capacity: number | undefined, at: number | undefined): Sample =>
+  capacity === undefined ? (at === undefined ? { value } : { value, at }) : at === undefined ? { value, capacity } : { value, capacity, at }
+
+/** Node metrics of one kubelet summary (`node` part), each at its measurement's time. */
 export const nodeSamples = (node: NodeStats): Record<string, Sample> => {
   const ws = n(node.memory?.workingSetBytes)
+  const netAt = timeOf(node.network?.time)
   return {
-    cpu_util: { value: msecOf(node.cpu?.usageCoreNanoSeconds) },
-    mem: {
-      value: ws,
-      capacity: node.memory?.availableBytes !== undefined ? ws + node.memory.availableBytes : undefined
-    },
-    disk: { value: n(node.fs?.usedBytes), capacity: node.fs?.capacityBytes },
-    net_rx: { value: n(node.network?.rxBytes) },
-    net_tx: { value: n(node.network?.txBytes) }
+    cpu_util: sampleOf(msecOf(node.cpu?.usageCoreNanoSeconds), undefined, timeOf(node.cpu?.time)),
+    mem: sampleOf(ws, node.memory?.availableBytes !== undefined ? ws + node.memory.availableBytes : undefined, timeOf(node.memory?.time)),
+    disk: sampleOf(n(node.fs?.usedBytes), node.fs?.capacityBytes, timeOf(node.fs?.time)),
+    net_rx: sampleOf(n(node.network?.rxBytes), undefined, netAt),
+    net_tx: sampleOf(n(node.network?.txBytes), undefined, netAt)
   }
 }
 
@@ -426,8 +472,8 @@ export const podSamples = (pod: PodStats, memoryLimit?: number, fallbackMemCapac
   const filled = fillPodSamples(pod, memoryLimit, fallbackMemCapacity)
   const out: Record<string, Sample> = {}
   for (const m of KernelMetrics) {
-    const { capacity, value } = filled[m.key]!
-    out[m.key] = capacity === undefined ? { value } : { value, capacity }
+    const { at, capacity, value } = filled[m.key]!
+    out[m.key] = sampleOf(value, capacity, at)
   }
   return out
 }
@@ -436,8 +482,8 @@ export const podSamples = (pod: PodStats, memoryLimit?: number, fallbackMemCapac
  * {@link podSamples} in one set of sample objects reused for every pod (the step reads them before the
  * next pod's): no nine objects per kernel per cycle.
  */
-const reusedPodSamples: { readonly [key: string]: { value: number; capacity: number | undefined } } = Object.fromEntries(
-  KernelMetrics.map((m) => [m.key, { value: 0, capacity: undefined }])
+const reusedPodSamples: { readonly [key: string]: { value: number; capacity: number | undefined; at: number | undefined } } = Object.fromEntries(
+  KernelMetrics.map((m) => [m.key, { value: 0, capacity: undefined, at: undefined }])
 )
 const fillPodSamples = (pod: PodStats, memoryLimit: number | undefined, fallbackMemCapacity: number | undefined): Record<string, Sample> => {
   const s = reusedPodSamples
@@ -452,6 +498,21 @@ const fillPodSamples = (pod: PodStats, memoryLimit: number | undefined, fallback
   s.io_scratch_size!.value = scratchBytes(pod)
   s.net_rx!.value = n(pod.network?.rxBytes)
   s.net_tx!.value = n(pod.network?.txBytes)
+  // each at its measurement's time (cpu, memory and network are sampled apart); scratch (volume
+  // stats carry no time here) and the constant io_* at the pod's (its cpu's, else memory's), so a
+  // pod read again is wholly the same samples
+  const cpuAt = timeOf(pod.cpu?.time)
+  const memAt = timeOf(pod.memory?.time)
+  const netAt = timeOf(pod.network?.time)
+  const podAt = cpuAt ?? memAt
+  s.cpu_util!.at = cpuAt
+  s.cpu_used!.at = cpuAt
+  s.mem!.at = memAt
+  s.io_read!.at = podAt
+  s.io_write!.at = podAt
+  s.io_scratch_size!.at = podAt
+  s.net_rx!.at = netAt
+  s.net_tx!.at = netAt
   return s
 }
 
@@ -572,7 +633,22 @@ export interface CycleOutput {
 /** The view {@link stepSet} reads a previous series through (synchronous: one is enough). */
 const previous = new SeriesView({ key: "", kind: "gauge", unitHint: "", stats: [] }, [], 0)
 
-/** The set after one sample per metric of `specs` (metrics without a sample are left out). */
+/**
+ * Whether every sample is at its series' own time: the samples `set` holds, read again (most reads of
+ * a pod: the kubelet samples it every 10–20 s). The set then stays the same object, which the
+ * collector takes for "its value is the one already encoded".
+ */
+const readAgain = (set: SeriesSet, samples: Record<string, Sample>, at: number): boolean => {
+  for (let i = 0; i < set.specs.length; i++) {
+    if ((samples[set.specs[i]!.key]!.at ?? at) !== set.data[i * FIELDS + AT]) return false
+  }
+  return true
+}
+
+/**
+ * The set after one sample per metric of `specs` (metrics without a sample are left out); `prev`
+ * itself when every sample is the one it holds.
+ */
 const stepSet = (
   prev: SeriesSet | undefined,
   specs: ReadonlyArray<MetricSpec>,
@@ -587,6 +663,7 @@ const stepSet = (
       break
     }
   }
+  if (prev !== undefined && prev.specs === present && readAgain(prev, samples, at)) return prev
   const data = new Array<number>(present.length * FIELDS)
   for (let i = 0; i < present.length; i++) {
     const m = present[i]!
@@ -597,7 +674,7 @@ const stepSet = (
       previous.data = prev!.data
       previous.offset = j * FIELDS
     }
-    advance(data, i * FIELDS, j >= 0 ? previous : undefined, m, sample.value, sample.capacity, at, nominalMs)
+    advance(data, i * FIELDS, j >= 0 ? previous : undefined, m, sample.value, sample.capacity, sample.at ?? at, nominalMs)
   }
   return new SeriesSet(present, data)
 }

@@ -138,13 +138,31 @@ describe("samples", () => {
         net_tx: { value: 22 }
       }
     )
+    // absent: no key (not a key holding undefined)
     assert.deepStrictEqual(nodeSamples({ nodeName: "n" }), {
       cpu_util: { value: 0 },
-      mem: { value: 0, capacity: undefined },
-      disk: { value: 0, capacity: undefined },
+      mem: { value: 0 },
+      disk: { value: 0 },
       net_rx: { value: 0 },
       net_tx: { value: 0 }
     })
+    // each at its own measurement's time; an unreadable time is none
+    assert.deepStrictEqual(
+      nodeSamples({
+        nodeName: "n",
+        cpu: { usageCoreNanoSeconds: 1e6, time: "2026-12-01T11:29:15Z" },
+        memory: { workingSetBytes: 1, time: "2026-12-01T11:29:16.5Z" },
+        fs: { usedBytes: 2, capacityBytes: 3, time: "yesterday" },
+        network: { rxBytes: 4, txBytes: 5, time: "2026-12-01T11:29:17Z" }
+      }),
+      {
+        cpu_util: { value: 1, at: Date.UTC(2026, 11, 1, 11, 29, 15) },
+        mem: { value: 1, at: Date.UTC(2026, 11, 1, 11, 29, 16, 500) },
+        disk: { value: 2, capacity: 3 },
+        net_rx: { value: 4, at: Date.UTC(2026, 11, 1, 11, 29, 17) },
+        net_tx: { value: 5, at: Date.UTC(2026, 11, 1, 11, 29, 17) }
+      }
+    )
   })
 
   const pod = (extra: Partial<PodStats>): PodStats => ({ podRef: { name: "p", namespace: "ns", uid: "u" }, ...extra })
@@ -169,6 +187,29 @@ describe("samples", () => {
     })
     assert.strictEqual(podSamples(p, undefined, 1000).mem!.capacity, 1000)
     assert.strictEqual(podSamples(p).mem!.capacity, 40)
+    // cpu, memory and network each at their own time; scratch and io_* at the pod's (cpu's, else memory's)
+    const t = (sec: number) => `2026-12-01T11:30:${sec}Z`
+    const timed = pod({
+      cpu: { usageCoreNanoSeconds: 1e6, time: t(28) },
+      memory: { workingSetBytes: 40, time: t(29) },
+      network: { rxBytes: 1, txBytes: 2, time: t(42) },
+      "ephemeral-storage": { usedBytes: 5, time: t(43) }
+    })
+    const at = (sec: number) => Date.UTC(2026, 11, 1, 11, 30, sec)
+    assert.deepStrictEqual(podSamples(timed, 100), {
+      cpu_util: { value: 1, at: at(28) },
+      cpu_used: { value: 1, at: at(28) },
+      mem: { value: 40, capacity: 100, at: at(29) },
+      io_read: { value: 0, at: at(28) },
+      io_write: { value: 0, at: at(28) },
+      io_scratch_size: { value: 5, at: at(28) },
+      net_rx: { value: 1, at: at(42) },
+      net_tx: { value: 2, at: at(42) }
+    })
+    assert.strictEqual(podSamples(pod({ memory: { workingSetBytes: 1, time: t(29) } })).io_scratch_size!.at, at(29))
+    // the reused samples of one pod do not carry a time into the next
+    assert.isUndefined(podSamples(p).cpu_util!.at)
+    assert.isUndefined(podSamples(p).io_read!.at)
   })
 
   it("memoryLimitOf: the mem slot as an integer byte count, else undefined", () => {

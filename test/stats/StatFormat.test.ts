@@ -179,6 +179,65 @@ describe("StatFormat", () => {
     assert.isFalse(c3.state.kernels.has("k2"))
   })
 
+  // A real kubelet's summary holds cAdvisor's last sample of each pod (every 10–20 s, each pod on its
+  // own ticker) and of the node (every 10 s), stamped with its `time`; reads every 2 s see the same
+  // sample several times. Rates are taken between the kubelet's samples, at the kubelet's times.
+  it("step: a sample read again (same kubelet time) changes nothing; rates span the kubelet's own window", () => {
+    const t0 = Date.parse("2026-12-01T11:30:28Z")
+    const iso = (ms: number) => new Date(ms).toISOString().replace(".000Z", "Z")
+    const timed = (p: PodStats, at: number, netAt = at): PodStats => ({
+      ...p,
+      cpu: { ...p.cpu, time: iso(at) },
+      memory: { ...p.memory, time: iso(at) },
+      network: { ...p.network, time: iso(netAt) }
+    })
+    const node = (cpuNs: number, at: number): Summary["node"] => ({
+      nodeName: "a",
+      cpu: { usageCoreNanoSeconds: cpuNs, time: iso(at) },
+      memory: { workingSetBytes: 100, availableBytes: 900, time: iso(at) }
+    })
+    const kernels = [{ kernelId: "k1", namespace: "ns", podName: "kernel-k1", podUid: "u1" }]
+    const cycle = (state: typeof emptyState, readAt: number, s: Summary) =>
+      step(state, { at: readAt, nominalMs: 2000, staleAfterMs: 30_000, nodes: [{ node: "a", at: readAt, summary: s }], kernels })
+    // one core busy: 1e9 ns of CPU per second; the pod sampled at t0 and t0 + 15 s, the node at t0 + 2 s and + 12 s
+    const first = { node: node(4e9, t0 + 2000), pods: [timed(pod("kernel-k1", "u1", 10e9, 50, 1000), t0)] }
+    const second = { node: node(14e9, t0 + 12_000), pods: [timed(pod("kernel-k1", "u1", 25e9, 60, 31_000), t0 + 15_000, t0 + 10_000)] }
+    let out = cycle(emptyState, 0, first)
+    const readings: Array<{ cpu: string | null; rx: string | null; mem: string | null; node: string | null }> = []
+    const sets: Array<SeriesSet | undefined> = [out.kernels.get("k1")]
+    for (let i = 1; i <= 10; i++) {
+      out = cycle(out.state, i * 2000, i < 8 ? first : second)
+      sets.push(out.kernels.get("k1"))
+      const k = kernelStat(out.kernels.get("k1"))
+      readings.push({ cpu: k.cpu_util!.pct, rx: k.net_rx!.current, mem: k.mem!.current, node: out.agent!.node.cpu_util!.pct })
+    }
+    // reads 1–7 carry the first sample again: no window yet (a counter's first sample), nothing moves
+    for (const r of readings.slice(0, 7)) assert.deepStrictEqual(r, { cpu: "0", rx: "0", mem: "50", node: "0" })
+    // reads 8–10 carry the second: 15 s of CPU over the pod's 15 s window, 30,000 bytes over its network's 10 s;
+    // the node's 10 s over its own 10 s window
+    for (const r of readings.slice(7)) assert.deepStrictEqual(r, { cpu: "100", rx: "3000", mem: "60", node: "100" })
+    // a set read again is the same object (the collector's "already encoded"); a new sample, a new set
+    for (let i = 1; i <= 10; i++) assert.strictEqual(sets[i] === sets[i - 1], i !== 8, `read ${i}`)
+    // the series counted two samples of the pod, not eleven reads: avg over one rate
+    assert.strictEqual(kernelStat(out.kernels.get("k1")).cpu_util!["stats.avg"], "1000")
+  })
+
+  it("step: a kubelet time going back restarts the window instead of freezing the series", () => {
+    const iso = (ms: number) => new Date(ms).toISOString()
+    const t0 = Date.parse("2026-12-01T11:30:28Z")
+    const kernels = [{ kernelId: "k1", namespace: "ns", podName: "kernel-k1", podUid: "u1" }]
+    const at = (cpuNs: number, ms: number): Summary => ({
+      node: { nodeName: "a" },
+      pods: [{ ...pod("kernel-k1", "u1", cpuNs, 50), cpu: { usageCoreNanoSeconds: cpuNs, time: iso(ms) } }]
+    })
+    const cycle = (state: typeof emptyState, readAt: number, s: Summary) =>
+      step(state, { at: readAt, nominalMs: 2000, staleAfterMs: 30_000, nodes: [{ node: "a", at: readAt, summary: s }], kernels })
+    let out = cycle(emptyState, 0, at(0, t0 + 3_600_000)) // an hour ahead, then the node's clock is stepped back
+    out = cycle(out.state, 2000, at(1e9, t0))
+    out = cycle(out.state, 4000, at(3e9, t0 + 10_000))
+    assert.strictEqual(kernelStat(out.kernels.get("k1")).cpu_util!.current, "200")
+  })
+
   it("kernel stats survive manager 19.06's readers: mem.capacity is the pod's memory limit, no int()/float() field is nil", () => {
     // the readers: gateway/resource.py 208–214 (usage reports, from last_stat), models/kernel.py 143–202
     const pyInt = (v: string | null | undefined): number => {

@@ -1,7 +1,8 @@
 // StatsCollector.layer without servers: the loop's cadence under TestClock, one write (setManyEx) per
-// cycle, KernelStatsSink.finalize (long TTL, series stopped). In-memory Redis and Summary fakes.
+// cycle, KernelStatsSink.finalize (long TTL, series stopped), which nodes each cycle reads
+// (stats.summary-interval). In-memory Redis and Summary fakes.
 import { assert, describe, it } from "@effect/vitest"
-import { Effect, Layer, Option, References } from "effect"
+import { Clock, Effect, Layer, Option, References } from "effect"
 import { TestClock } from "effect/testing"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { KernelTable } from "../../src/kernel/KernelTable.ts"
@@ -9,6 +10,7 @@ import { KubeClient } from "../../src/kube/KubeClient.ts"
 import { Redis, type RedisCommand } from "../../src/manager/Redis.ts"
 import { decode } from "../../src/codec/Msgpack.ts"
 import { KernelStatsSink } from "../../src/stats/KernelStatsSink.ts"
+import { KubeError } from "../../src/kube/KubeClient.ts"
 import { KubeletSummary, type Summary } from "../../src/stats/KubeletSummary.ts"
 import { StatsCollector } from "../../src/stats/StatsCollector.ts"
 
@@ -21,7 +23,7 @@ const setup = Effect.gen(function*() {
   const pipelines: Array<ReadonlyArray<RedisCommand>> = []
   const sets: Array<{ key: string; ttl: number | undefined }> = []
   let cpu = 0
-  const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\n`, {}, "unit")
+  const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\nsummary-interval = 2\n`, {}, "unit")
   const deps = Layer.mergeAll(
     AgentConfig.fromLoaded(loaded),
     KernelTable.layer,
@@ -66,6 +68,82 @@ describe("StatsCollector.layer", () => {
         assert.isTrue(Option.isNone(yield* (yield* KernelStatsSink).finalize("k1")), "nothing left after the first finalize")
         yield* TestClock.adjust("4 seconds")
         assert.deepStrictEqual(pipelines[pipelines.length - 1]!.map((c) => c[1]), ["i-unit"]) // k1's series stopped
+      }).pipe(Effect.provide(layer))
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  // A summary holds cAdvisor's samples (every 10 s for a node, 10–20 s for a pod): each node is read
+  // every summary-interval, the nodes' turns spread over the cycles; a node never read or whose last
+  // read failed is read every cycle; a kernel's key is written every cycle from its node's last summary.
+  it.effect("reads each node every summary-interval, spread over the cycles; failed and new nodes every cycle", () =>
+    Effect.gen(function*() {
+      const pipelines: Array<ReadonlyArray<string>> = []
+      const reads: Array<Array<string>> = [[]]
+      let nodes = Array.from({ length: 10 }, (_, i) => `n${i}`)
+      let failing = new Set(["n7"])
+      const cpu = new Map<string, number>()
+      const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\nsummary-interval = 10\n`, {}, "unit")
+      const fetch = (node: string) =>
+        Effect.gen(function*() {
+          reads[reads.length - 1]!.push(node)
+          if (failing.has(node)) return yield* Effect.fail(new KubeError({ reason: "Unavailable", operation: "summary", message: "away" }))
+          const now = new Date(yield* Clock.currentTimeMillis).toISOString()
+          const c = (cpu.get(node) ?? 0) + 1e9
+          cpu.set(node, c)
+          return {
+            node: { nodeName: node, cpu: { usageCoreNanoSeconds: c, time: now } },
+            pods: [
+              { podRef: { name: `kernel-${node}`, namespace: "ns", uid: `u-${node}` }, cpu: { usageCoreNanoSeconds: c, time: now } },
+              { podRef: { name: "other", namespace: "tenant", uid: "t" }, cpu: { usageCoreNanoSeconds: 1, time: now } }
+            ]
+          } satisfies Summary
+        })
+      const deps = Layer.mergeAll(
+        AgentConfig.fromLoaded(loaded),
+        KernelTable.layer,
+        Layer.mock(KubeClient)({ config: undefined as never, server: "" }),
+        Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch })),
+        Layer.mock(Redis)({
+          setManyEx: (keys) => Effect.sync(() => void pipelines.push(keys)),
+          set: () => Effect.void
+        })
+      )
+      const layer = Layer.unwrap(
+        Effect.map(KernelTable, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.sync(() => nodes) }))
+      ).pipe(Layer.provideMerge(deps))
+      yield* Effect.gen(function*() {
+        const registry = yield* KernelTable
+        for (const node of ["n3", "n7"]) {
+          yield* registry.upsert({
+            kernelId: `k-${node}`, namespace: "ns", objectName: `kernel-${node}`, podUid: `u-${node}`, status: "running", kernelHost: "",
+            replInPort: 0, replOutPort: 0, servicePorts: [], canonicalImage: "", image: "", resourceSpec: "", scratchDir: "", idleTimeout: 0, lastUsed: 0
+          })
+        }
+        const cycle = Effect.gen(function*() {
+          reads.push([])
+          yield* TestClock.adjust("2 seconds")
+        })
+        yield* TestClock.adjust("1 millis") // the first cycle
+        assert.deepStrictEqual(reads[0], nodes) // every node at first
+        for (let i = 0; i < 10; i++) yield* cycle
+        // n7 fails every read: read every cycle; every other node once in five cycles, at most two a cycle
+        for (const r of reads.slice(1, 11)) {
+          assert.include(r, "n7")
+          assert.isAtMost(r.filter((n) => n !== "n7").length, 2, JSON.stringify(reads))
+        }
+        for (const n of nodes.filter((n) => n !== "n7")) assert.strictEqual(reads.slice(1, 11).flat().filter((x) => x === n).length, 2, n)
+        // k-n3 written every cycle from n3's last summary; its cpu_util from n3's own samples 10 s apart
+        assert.isTrue(pipelines.every((keys) => keys.includes("k-n3")))
+        assert.isFalse(pipelines.some((keys) => keys.includes("k-n7")))
+        // n7 answers again: read at once, then in its turn; a new node is read at once, a gone one no more
+        failing = new Set()
+        nodes = [...nodes.filter((n) => n !== "n0"), "n10"]
+        yield* cycle
+        assert.include(reads[11], "n7")
+        assert.include(reads[11], "n10")
+        for (let i = 0; i < 10; i++) yield* cycle
+        assert.notInclude(reads.slice(11).flat(), "n0")
+        for (const n of ["n7", "n10"]) assert.strictEqual(reads.slice(12, 22).flat().filter((x) => x === n).length, 2, n)
+        assert.isTrue(pipelines.slice(-5).every((keys) => keys.includes("k-n7")))
       }).pipe(Effect.provide(layer))
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 })

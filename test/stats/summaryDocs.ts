@@ -16,7 +16,7 @@ export const generated = (rnd: () => number) => {
   const maybe = (p: number) => rnd() < p
   const num = () => pick([0, 1, 12345, 2.5, -3, 1e15, Math.floor(rnd() * 1e9)])
   const nums = (keys: ReadonlyArray<string>) => {
-    const o: Record<string, unknown> = { time: "2026-11-30T22:00:00Z" }
+    const o: Record<string, unknown> = maybe(0.8) ? { time: pick(["2026-11-30T22:00:00Z", "2026-11-30T22:00:13.25Z"]) } : {}
     for (const k of keys) if (maybe(0.8)) o[k] = num()
     return o
   }

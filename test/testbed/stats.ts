@@ -107,6 +107,8 @@ export interface PodUsageInput {
   readonly workVolume: string | undefined
   readonly workBytes: number
   readonly logBytes: number
+  /** When the pod's numbers were sampled (RFC 3339); default: the document's time (now). */
+  readonly sampledAt?: string
 }
 
 export interface NodeUsageInput {
@@ -114,21 +116,24 @@ export interface NodeUsageInput {
   readonly startTime: string
   readonly memoryCapacity: number
   readonly fsRoot: string
+  /** When the node's numbers were sampled (RFC 3339); default: the document's time (now). */
+  readonly sampledAt?: string
 }
 
 /** A kubelet `/stats/summary` document (the subset of stats/v1alpha1 kubelet 1.20 fills). */
 export const summary = (node: NodeUsageInput, pods: ReadonlyArray<PodUsageInput>): unknown => {
-  const time = new Date().toISOString()
+  const now = new Date().toISOString()
+  const nodeTime = node.sampledAt ?? now
   const fsStat = fs.statfsSync(node.fsRoot)
   const fsCapacity = fsStat.blocks * fsStat.bsize
   const fsAvailable = fsStat.bavail * fsStat.bsize
-  const fsOf = (used: number) => ({ time, availableBytes: fsAvailable, capacityBytes: fsCapacity, usedBytes: used })
-  const cpuOf = (nano: number, total: number) => ({ time, usageNanoCores: nano, usageCoreNanoSeconds: Math.round(total) })
-  const memOf = (rss: number) => ({
+  const fsOf = (used: number, time = now) => ({ time, availableBytes: fsAvailable, capacityBytes: fsCapacity, usedBytes: used })
+  const cpuOf = (nano: number, total: number, time = now) => ({ time, usageNanoCores: nano, usageCoreNanoSeconds: Math.round(total) })
+  const memOf = (rss: number, time = now) => ({
     time, availableBytes: Math.max(0, node.memoryCapacity - rss), usageBytes: rss, workingSetBytes: rss, rssBytes: rss,
     pageFaults: 0, majorPageFaults: 0,
   })
-  const netOf = (rx: number, tx: number) => ({
+  const netOf = (rx: number, tx: number, time = now) => ({
     time, name: "eth0", rxBytes: rx, rxErrors: 0, txBytes: tx, txErrors: 0,
     interfaces: [{ name: "eth0", rxBytes: rx, rxErrors: 0, txBytes: tx, txErrors: 0 }],
   })
@@ -138,29 +143,32 @@ export const summary = (node: NodeUsageInput, pods: ReadonlyArray<PodUsageInput>
       nodeName: node.nodeName,
       systemContainers: [],
       startTime: node.startTime,
-      cpu: cpuOf(sum((p) => p.cpuNanoCores), sum((p) => p.usage.cpuNs)),
-      memory: memOf(sum((p) => p.usage.rssBytes)),
-      network: netOf(sum((p) => p.rxBytes), sum((p) => p.txBytes)),
-      fs: fsOf(sum((p) => p.workBytes + p.logBytes)),
-      runtime: { imageFs: fsOf(0) },
-      rlimit: { time, maxpid: 4194304, curproc: sum((p) => p.usage.pids) },
+      cpu: cpuOf(sum((p) => p.cpuNanoCores), sum((p) => p.usage.cpuNs), nodeTime),
+      memory: memOf(sum((p) => p.usage.rssBytes), nodeTime),
+      network: netOf(sum((p) => p.rxBytes), sum((p) => p.txBytes), nodeTime),
+      fs: fsOf(sum((p) => p.workBytes + p.logBytes), nodeTime),
+      runtime: { imageFs: fsOf(0, nodeTime) },
+      rlimit: { time: nodeTime, maxpid: 4194304, curproc: sum((p) => p.usage.pids) },
     },
-    pods: pods.map((p) => ({
-      podRef: { name: p.name, namespace: p.namespace, uid: p.uid },
-      startTime: p.startTime,
-      containers: p.containers.map((c, i) => ({
-        name: c, startTime: p.startTime,
-        cpu: cpuOf(i === 0 ? p.cpuNanoCores : 0, i === 0 ? p.usage.cpuNs : 0),
-        memory: memOf(i === 0 ? p.usage.rssBytes : 0),
-        rootfs: { ...fsOf(i === 0 ? p.workBytes : 0), inodesUsed: 0 },
-        logs: { ...fsOf(i === 0 ? p.logBytes : 0), inodesUsed: 1 },
-      })),
-      cpu: cpuOf(p.cpuNanoCores, p.usage.cpuNs),
-      memory: memOf(p.usage.rssBytes),
-      network: netOf(p.rxBytes, p.txBytes),
-      volume: p.workVolume !== undefined ? [{ ...fsOf(p.workBytes), name: p.workVolume }] : [],
-      "ephemeral-storage": fsOf(p.workBytes + p.logBytes),
-      process_stats: { process_count: p.usage.pids },
-    })),
+    pods: pods.map((p) => {
+      const t = p.sampledAt ?? now
+      return {
+        podRef: { name: p.name, namespace: p.namespace, uid: p.uid },
+        startTime: p.startTime,
+        containers: p.containers.map((c, i) => ({
+          name: c, startTime: p.startTime,
+          cpu: cpuOf(i === 0 ? p.cpuNanoCores : 0, i === 0 ? p.usage.cpuNs : 0, t),
+          memory: memOf(i === 0 ? p.usage.rssBytes : 0, t),
+          rootfs: { ...fsOf(i === 0 ? p.workBytes : 0, t), inodesUsed: 0 },
+          logs: { ...fsOf(i === 0 ? p.logBytes : 0, t), inodesUsed: 1 },
+        })),
+        cpu: cpuOf(p.cpuNanoCores, p.usage.cpuNs, t),
+        memory: memOf(p.usage.rssBytes, t),
+        network: netOf(p.rxBytes, p.txBytes, t),
+        volume: p.workVolume !== undefined ? [{ ...fsOf(p.workBytes, t), name: p.workVolume }] : [],
+        "ephemeral-storage": fsOf(p.workBytes + p.logBytes, t),
+        process_stats: { process_count: p.usage.pids },
+      }
+    }),
   }
 }

@@ -115,6 +115,44 @@ layer(RealNodeAgent.layer({ graceSeconds: 6 }), { excludeTestServices: true, tim
       yield* destroy(kid)
     }))
 
+  // The real kubelet's pod samples are cAdvisor's, taken every 10–24 s (each pod on its own ticker; the
+  // node's root every 10 s), while the stats loop writes every 2 s: a rate taken between two writes of
+  // the same sample is 0, and the next one divides ~15 s of CPU by 2 s. A kernel burning one core must
+  // read ~100 % in every record once its rate has a full window.
+  it.effect("a kernel burning one core reads ~100 % cpu_util in every record, not 0 then a multiple", () =>
+    Effect.gen(function*() {
+      const { env } = yield* RealNodeAgent
+      const { kid } = yield* create({ cpu: "1", mem: String(512 * MiB) })
+      const started = yield* runCode(kid, "import threading\ndef burn():\n    while True: pass\nthreading.Thread(target=burn, daemon=True).start()\nprint('burning')")
+      assert.include(started.text, "burning")
+      const [host, port] = env.redis.split(":")
+      const redis = new Redis({ host: host!, port: Number(port), lazyConnect: true })
+      yield* Effect.addFinalizer(() => Effect.sync(() => redis.disconnect()))
+      yield* Effect.promise(() => redis.connect())
+      const pctNow = Effect.promise(() => redis.getBuffer(kid)).pipe(
+        Effect.map((b) => b === null ? undefined : (Msgpack.decode(b) as Record<string, { pct: string | null }>)["cpu_util"]?.pct),
+        Effect.map((pct) => pct === undefined || pct === null ? 0 : Number(pct))
+      )
+      // the second distinct non-zero reading is a rate over a window the burn covers whole
+      const seen: Array<number> = []
+      yield* eventually(pctNow.pipe(Effect.tap((p) => Effect.sync(() => {
+        if (p > 0 && seen[seen.length - 1] !== p) seen.push(p)
+      }))), () => seen.length >= 2, 100)
+      assert.isAtLeast(seen.length, 2, `cpu_util never had a rate over a whole window: ${JSON.stringify(seen)}`)
+      // then every record the loop writes for 8 s (four cycles; the next pod sample is ≥ 10 s away)
+      const readings: Array<number> = []
+      for (let i = 0; i < 16; i++) {
+        readings.push(yield* pctNow)
+        yield* Effect.sleep("500 millis")
+      }
+      const all = [...seen.slice(1), ...readings]
+      for (const p of all) {
+        assert.isAtLeast(p, 30, `cpu_util pct readings ${JSON.stringify(all)} (first non-zero ${seen[0]})`)
+        assert.isAtMost(p, 150, `cpu_util pct readings ${JSON.stringify(all)} (first non-zero ${seen[0]})`)
+      }
+      yield* destroy(kid)
+    }))
+
   it.effect("get_logs returns the container's real log (the 19.06 entrypoint's lines)", () =>
     Effect.gen(function*() {
       const { client } = yield* RealNodeAgent
