@@ -15,7 +15,6 @@
  * `stats.interval` and half of `stats.ttl` (a node's values stay until `ttl` after its last answer).
  * Of a summary kept, only the pods in the namespaces of this agent's kernels stay.
  *
- *
  * - `<agent_id>` = msgpack `{"node": {metric: M}, "devices": {metric: {node name: M}}}` — the cluster as
  *   one node, each Kubernetes node a device;
  * - `<kernel_id>` = msgpack `{metric: M}` for every kernel of `options.kernels` whose pod was measured;
