@@ -83,10 +83,27 @@ import { encodeRequestHeader } from "../src/rpc/aiozmq/Frames.ts"
 import { labelsOf, objectName, READY_ANNOTATION, RECOVERY_ANNOTATION, recoveryText } from "../src/kube/KernelObjects.ts"
 import { ensureNamespace } from "../test/testbed/controlplane.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
-import { freePort } from "../test/testbed/ports.ts"
+import { isPortFree } from "../test/testbed/ports.ts"
 import { dockerConfigJson } from "../test/testbed/registry.ts"
 import { FOREIGN_CONTAINER, foreignPod, statsKubeletNodeStatus } from "./fakeNodes.ts"
 import { cpuSecondsOf, type Smaps, type SmapsBreakdown, smapsBreakdownOf, smapsOf } from "./smaps.ts"
+
+
+/**
+ * A free port below the kernel's ephemeral range for the agent's listeners: a port from `listen(0)`
+ * (what `freePort` gives) could be taken, between its choice and the agent's bind, by one of the 200
+ * fake kubelets' `listen(0)` or an outgoing connection (two runs failed "address already in use").
+ */
+const stablePort = async (taken: Set<number>): Promise<number> => {
+  const low = Number(fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0])
+  for (;;) {
+    const port = 10_000 + Math.floor(Math.random() * (Math.max(low, 10_100) - 10_000))
+    if (!taken.has(port) && (await isPortFree(port))) {
+      taken.add(port)
+      return port
+    }
+  }
+}
 
 const argValue = (flag: string): string | undefined => {
   const i = process.argv.indexOf(flag)
@@ -350,9 +367,10 @@ const program = Effect.gen(function*() {
     yield* Console.error(`[memory] ${FOREIGN_PODS} foreign pods in ${tenantNs} (${((Date.now() - t0) / 1000).toFixed(0)} s)`)
   }
 
-  const rpcPort = yield* Effect.promise(() => freePort())
-  const watcherPort = yield* Effect.promise(() => freePort())
-  const metricsPort = yield* Effect.promise(() => freePort())
+  const taken = new Set<number>()
+  const rpcPort = yield* Effect.promise(() => stablePort(taken))
+  const watcherPort = yield* Effect.promise(() => stablePort(taken))
+  const metricsPort = yield* Effect.promise(() => stablePort(taken))
   fs.mkdirSync(path.join(tmp, "scratches"))
   const configText = (stats: boolean) => `
 [etcd]
@@ -503,6 +521,14 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       })
       let log = ""
       agent.stderr!.on("data", (b: Buffer) => { log = (log + b.toString()).slice(-20000) })
+      // the agent's RSS; an agent gone in between says so with its log, not only ESRCH
+      const rssNow = (): number => {
+        try {
+          return smapsOf(agent.pid!).rss
+        } catch (e) {
+          throw new Error(`agent gone (${String(e)}; exit code ${agent.exitCode}, signal ${agent.signalCode}):\n${log.slice(-3000)}`)
+        }
+      }
       try {
         const a0 = Date.now()
         // the stats loop has seen every kernel: its per-kernel keys are in Redis (and the agent's key);
@@ -511,7 +537,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         let beatsWhenCounted: number | undefined
         await waitFor(`${stats ? "stats of" : "heartbeat with"} ${n} kernels (agent log tail:\n${log.slice(-3000)})`, 300_000, async () => {
           if (agent.exitCode !== null) throw new Error(`agent exited ${agent.exitCode}:\n${log.slice(-3000)}`)
-          startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
+          startPeak = Math.max(startPeak, rssNow())
           if (!stats) {
             const metrics = await scrape(metricsPort).catch(() => "")
             if (metrics === "") return false
@@ -536,7 +562,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
         }
         for (const settleEnd = Date.now() + SETTLE * 1000; Date.now() < settleEnd;) {
           await sleep(Math.min(250, settleEnd - Date.now()))
-          startPeak = Math.max(startPeak, smapsOf(agent.pid!).rss)
+          startPeak = Math.max(startPeak, rssNow())
         }
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
@@ -549,7 +575,7 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           const end = Date.now() + WINDOW * 1000
           while (Date.now() < end) {
             await sleep(Math.min(RSS_SAMPLE_MS, end - Date.now()))
-            rssSamples.push(smapsOf(agent.pid!).rss)
+            rssSamples.push(rssNow())
           }
           const cpu = cpuSecondsOf(agent.pid!) - c0
           const wall = Number(process.hrtime.bigint() - w0) / 1e9
