@@ -3,8 +3,8 @@
  * `GET /api/v1/nodes/{node}/proxy/stats/summary`. Only the fields the statistics use are decoded; the
  * kubelet omits empty fields (`omitempty`), so every measurement is optional.
  *
- * The stats loop reads every worker node's summary every cycle (100 reads a second at 200 nodes), so one
- * read is kept cheap: one `node:https` GET (`node:http` for an http server) in `Effect.callback` on our
+ * The stats loop reads every worker node's summary every `stats.summary-interval` (20 reads a second
+ * at 200 nodes), so one read is kept cheap: one `node:https` GET (`node:http` for an http server) in `Effect.callback` on our
  * own keep-alive agent holding the kubeconfig's TLS material (the generated client opens a new TLS
  * connection per call and cannot be aborted; effect's HttpClient cost twice the CPU per read, measured
  * by bench/summary-fetch.ts), the credentials' headers computed once for a static user and asked per
@@ -85,7 +85,7 @@ export type Summary = typeof Summary.Type
 
 /**
  * {@link Summary}'s decoding as a checked hand projection of the parsed JSON (the stats loop reads
- * every node's summary every cycle, ~1,000 pods at 1,000 kernels: the Schema decoder's per-field
+ * every node's summary, ~1,000 pods at 1,000 kernels: the Schema decoder's per-field
  * effects cost more than the parse): the same acceptance (every declared field of the declared type
  * when present, `node` and every `podRef` required, other fields ignored) and the same value (only the
  * declared fields; test/stats/KubeletSummary.test.ts checks both against the Schema on generated

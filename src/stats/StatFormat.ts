@@ -8,7 +8,8 @@
  * {@link Series} is one metric of one subject (the cluster, a node, a kernel) over time:
  *
  * - `stats.diff` / `stats.rate` compare the last two raw samples (the collector's own sliding window of
- *   two, timestamps from `Clock`); for counters a decrease (counter reset, pod restart) counts as 0.
+ *   two, at the kubelet's sample times, else the read's `Clock` time); for counters a decrease
+ *   (counter reset, pod restart) counts as 0.
  * - `stats.min|max|sum|avg` aggregate the metric's *current* values since the series started (D19
  *   aggregated the raw values, which made `cpu_util` avg/max meaningless for cumulative CPU time;
  *   for gauges the two are the same). A counter's first sample has no rate yet: it is not aggregated.
@@ -49,7 +50,7 @@ export type MetricRecord = { readonly [field: string]: string | null }
 export interface Series {
   readonly spec: MetricSpec
   readonly value: number
-  /** Clock millis of the last sample. */
+  /** Millis of the last sample: the kubelet's time of it, else the read's Clock time. */
   readonly at: number
   readonly prevValue: number | undefined
   readonly prevAt: number | undefined
@@ -317,7 +318,7 @@ const single = (prev: Series | undefined, metric: MetricSpec, sample: Sample, at
   return new SeriesView(metric, data, 0)
 }
 
-/** Starts a series with its first sample at Clock millis `at`; `nominalMs` is the collection interval. */
+/** Starts a series with its first sample at millis `at` (or the sample's own); `nominalMs` is the collection interval. */
 export const startSeries = (metric: MetricSpec, sample: Sample, at: number, nominalMs: number): Series =>
   single(undefined, metric, sample, at, nominalMs)
 
