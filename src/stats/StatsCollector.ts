@@ -4,16 +4,10 @@
  * (bounded concurrency, per-node timeout), turned into D19 metric records (StatFormat.ts) and written
  * to Redis DB 0 in one round trip (`Redis.setManyEx`: one script call per 250 keys, not one client command per key).
  *
- * **Each node is read every `stats.summary-interval` (10 s), its reads spread over the cycles.** A
- * summary holds cAdvisor's last samples, taken every 10 s for the node and every 10–20 s for each pod
- * (measured on the real node, each pod on its own ticker): a read every 2 s mostly returns the samples
- * the last one did, and at 200 nodes cost a fifth of a core (issue 17 goal 4). A cycle reads the nodes
- * whose turn it is (each node's turn comes round every summary interval, nodes assigned to the cycles
- * in turn as they first appear), every node not read yet, and every node whose last read failed; the
- * other nodes count with their last summary, whose samples (at the kubelet's times: StatFormat) change
- * nothing, so their kernels' values are written again as they were. The interval is kept between
- * `stats.interval` and half of `stats.ttl` (a node's values stay until `ttl` after its last answer).
- * Of a summary kept, only the pods in the namespaces of this agent's kernels stay.
+ * **Each node is read every `stats.summary-interval` (10 s), its reads spread over the cycles** (the
+ * kubelet's cAdvisor samples a node every 10 s, a pod every 10–20 s; a read every 2 s at 200 nodes cost
+ * a fifth of a core): NodeReads.ts; the nodes not read count with their last summary, so their
+ * kernels' values are written again as they were.
  *
  * - `<agent_id>` = msgpack `{"node": {metric: M}, "devices": {metric: {node name: M}}}` — the cluster as
  *   one node, each Kubernetes node a device;
@@ -35,6 +29,7 @@ import { Redis } from "../manager/Redis.ts"
 import * as Msgpack from "../codec/Msgpack.ts"
 import { type KernelStat, KernelStatsSink } from "./KernelStatsSink.ts"
 import { KubeletSummary } from "./KubeletSummary.ts"
+import { NodeReads, summaryIntervalMsOf } from "./NodeReads.ts"
 import { type CollectorState, emptyState, type KernelRef, memoryLimitOf, type NodeResult, step, writeSeriesSet } from "./StatFormat.ts"
 
 import {
@@ -112,24 +107,6 @@ export const listWorkerNodes = (kube: KubeClient["Service"], labelSelector: stri
     )
   )
 
-/** The summary interval in millis: `summaryIntervalSeconds`, kept between the cycle and half the TTL. */
-const summaryIntervalMsOf = (options: Pick<StatsCollectorOptions, "intervalSeconds" | "ttlSeconds" | "summaryIntervalSeconds">): number =>
-  Math.round(Math.max(options.intervalSeconds, Math.min(options.summaryIntervalSeconds ?? options.intervalSeconds, options.ttlSeconds / 2)) * 1000)
-
-/** `r` with only the pods in `namespaces` (what the cycles read from a kept summary). */
-const keepKernelPods = (r: NodeResult, namespaces: ReadonlySet<string>): NodeResult => {
-  const pods = r.summary?.pods
-  if (r.summary === undefined || pods === undefined) return r
-  let all = true
-  for (const p of pods) {
-    if (!namespaces.has(p.podRef.namespace)) {
-      all = false
-      break
-    }
-  }
-  return all ? r : { ...r, summary: { node: r.summary.node, pods: pods.filter((p) => namespaces.has(p.podRef.namespace)) } }
-}
-
 export class StatsCollector extends Context.Service<StatsCollector, StatsCollectorShape>()("bai-agent/stats/StatsCollector") {
   static readonly make = Effect.fnUntraced(function*<E>(options: StatsCollectorOptions<E>) {
     const redis = yield* Redis
@@ -139,9 +116,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
     const ttl = Math.max(1, Math.round(options.ttlSeconds))
     const finalTtl = Math.max(ttl, Math.round(options.finalTtlSeconds ?? 300))
     const nodeTimeoutMs = Math.round((options.nodeTimeoutSeconds ?? Math.max(1, options.intervalSeconds)) * 1000)
-    const summaryIntervalMs = summaryIntervalMsOf(options)
-    /** The cycles a node's turn takes to come round. */
-    const turnCycles = Math.max(1, Math.round(summaryIntervalMs / nominalMs))
+    const reads = new NodeReads(summaryIntervalMsOf(options.intervalSeconds, options.ttlSeconds, options.summaryIntervalSeconds), nominalMs)
 
     const state = yield* Ref.make<CollectorState>(emptyState)
     /**
@@ -166,15 +141,6 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
     /** Serializes "format + write" of cycles with finalize, so a cycle never overwrites a final TTL. */
     const writeLock = yield* Semaphore.make(1)
     const nodeList = yield* Ref.make<ReadonlyArray<string>>([])
-    /**
-     * Per listed node: its last successful read (its pods those of the kernels' namespaces) and the
-     * cycle its turn comes in (modulo `turnCycles`). Touched only by the cycle (the loop runs one at a
-     * time); nodes no longer listed are forgotten.
-     */
-    const kept = new Map<string, NodeResult>()
-    const turnOf = new Map<string, number>()
-    let nextTurn = 0
-    let cycleNo = 0
     const failingNodes = yield* Ref.make<ReadonlySet<string>>(new Set())
     const writeHealthy = yield* Ref.make(true)
 
@@ -221,33 +187,12 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       const started = yield* Clock.currentTimeMillis
       const nodes = yield* currentNodes
       const kernelInfos = yield* options.kernels
-      const cycle = cycleNo++
-      const due: Array<string> = []
-      for (const node of nodes) {
-        let turn = turnOf.get(node)
-        if (turn === undefined) turnOf.set(node, turn = nextTurn++ % turnCycles)
-        if (!kept.has(node) || cycle % turnCycles === turn) due.push(node)
-      }
+      const due = reads.due(nodes)
       yield* Metric.update(summaryReadsTotal, due.length)
       const read = yield* Effect.forEach(due, readNode, { concurrency: options.concurrency })
       const namespaces = new Set<string>()
       for (const k of kernelInfos) namespaces.add(k.namespace)
-      for (const r of read) {
-        if (r.summary === undefined) kept.delete(r.node)
-        else kept.set(r.node, keepKernelPods(r, namespaces))
-      }
-      const listed = new Set(nodes)
-      for (const node of kept.keys()) if (!listed.has(node)) kept.delete(node)
-      for (const node of turnOf.keys()) if (!listed.has(node)) turnOf.delete(node)
-      // in the list's order: the nodes read this cycle as read (a failure: no summary), the others with
-      // their last summary
-      const failed = new Map<string, NodeResult>()
-      for (const r of read) if (r.summary === undefined) failed.set(r.node, r)
-      const results: Array<NodeResult> = []
-      for (const node of nodes) {
-        const r = failed.get(node) ?? kept.get(node)
-        if (r !== undefined) results.push(r)
-      }
+      const results = reads.results(nodes, read, namespaces)
       const report = yield* writeLock.withPermits(1)(Effect.gen(function*() {
         const at = yield* Clock.currentTimeMillis
         const fin = yield* Ref.get(finalized)
@@ -397,11 +342,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         kernels: options.kernels,
         ...(options.finalTtlSeconds !== undefined ? { finalTtlSeconds: options.finalTtlSeconds } : {})
       })
-      const summaryMs = summaryIntervalMsOf({
-        intervalSeconds: config.stats.interval,
-        ttlSeconds: config.stats.ttl,
-        summaryIntervalSeconds: config.stats["summary-interval"]
-      })
+      const summaryMs = summaryIntervalMsOf(config.stats.interval, config.stats.ttl, config.stats["summary-interval"])
       if (summaryMs !== Math.round(config.stats["summary-interval"] * 1000)) {
         yield* Effect.logWarning("stats: summary-interval kept between interval and ttl / 2").pipe(
           Effect.annotateLogs({ configured: config.stats["summary-interval"], used: summaryMs / 1000 })
