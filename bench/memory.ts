@@ -96,13 +96,14 @@ import { cpuSecondsOf, type Smaps, type SmapsBreakdown, smapsBreakdownOf, smapsO
  */
 const stablePort = async (taken: Set<number>): Promise<number> => {
   const low = Number(fs.readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim().split(/\s+/)[0])
-  for (;;) {
+  for (let tries = 0; tries < 1000; tries++) {
     const port = 10_000 + Math.floor(Math.random() * (Math.max(low, 10_100) - 10_000))
     if (!taken.has(port) && (await isPortFree(port))) {
       taken.add(port)
       return port
     }
   }
+  throw new Error(`no free port in 10000–${low - 1} after 1,000 tries`)
 }
 
 const argValue = (flag: string): string | undefined => {

@@ -427,13 +427,24 @@ const n = (v: number | undefined): number => v ?? 0
 const msecOf = (ns: number | undefined): number => n(ns) / 1e6
 
 /**
+ * The times parsed lately: a real kubelet's are whole seconds, so the ~5,000 pods of a cluster carry a
+ * few dozen distinct ones at a time, and a kept summary's are read again every cycle. Emptied when full.
+ */
+const parsedTimes = new Map<string, number | undefined>()
+
+/**
  * Millis of a kubelet measurement's `time` (RFC 3339); undefined when absent or unreadable (the
  * summary's read time stands in).
  */
 export const timeOf = (time: string | undefined): number | undefined => {
   if (time === undefined) return undefined
+  const known = parsedTimes.get(time)
+  if (known !== undefined || parsedTimes.has(time)) return known
+  if (parsedTimes.size >= 256) parsedTimes.clear()
   const ms = Date.parse(time)
-  return Number.isFinite(ms) ? ms : undefined
+  const at = Number.isFinite(ms) ? ms : undefined
+  parsedTimes.set(time, at)
+  return at
 }
 
 /** A sample without absent keys (the node's, built per node per read). */

@@ -116,7 +116,13 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
     const ttl = Math.max(1, Math.round(options.ttlSeconds))
     const finalTtl = Math.max(ttl, Math.round(options.finalTtlSeconds ?? 300))
     const nodeTimeoutMs = Math.round((options.nodeTimeoutSeconds ?? Math.max(1, options.intervalSeconds)) * 1000)
-    const reads = new NodeReads(summaryIntervalMsOf(options.intervalSeconds, options.ttlSeconds, options.summaryIntervalSeconds), nominalMs)
+    const summaryMs = summaryIntervalMsOf(options.intervalSeconds, options.ttlSeconds, options.summaryIntervalSeconds)
+    if (options.summaryIntervalSeconds !== undefined && summaryMs !== Math.round(options.summaryIntervalSeconds * 1000)) {
+      yield* Effect.logWarning("stats: summary-interval kept between interval and ttl / 2").pipe(
+        Effect.annotateLogs({ configured: options.summaryIntervalSeconds, used: summaryMs / 1000 })
+      )
+    }
+    const reads = new NodeReads(summaryMs, nominalMs)
 
     const state = yield* Ref.make<CollectorState>(emptyState)
     /**
@@ -342,12 +348,6 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
         kernels: options.kernels,
         ...(options.finalTtlSeconds !== undefined ? { finalTtlSeconds: options.finalTtlSeconds } : {})
       })
-      const summaryMs = summaryIntervalMsOf(config.stats.interval, config.stats.ttl, config.stats["summary-interval"])
-      if (summaryMs !== Math.round(config.stats["summary-interval"] * 1000)) {
-        yield* Effect.logWarning("stats: summary-interval kept between interval and ttl / 2").pipe(
-          Effect.annotateLogs({ configured: config.stats["summary-interval"], used: summaryMs / 1000 })
-        )
-      }
       if (config.stats.enabled) yield* Effect.forkScoped(StatsCollector.loop(collector, config.stats.interval))
       else yield* Effect.logInfo("stats: disabled (stats.enabled = false)")
       return Context.make(StatsCollector, collector).pipe(

@@ -14,6 +14,7 @@ import {
   NodeMetrics,
   nodeSamples,
   podSamples,
+  timeOf,
   scratchBytes,
   serialize,
   startSeries,
@@ -210,6 +211,20 @@ describe("samples", () => {
     // the reused samples of one pod do not carry a time into the next
     assert.isUndefined(podSamples(p).cpu_util!.at)
     assert.isUndefined(podSamples(p).io_read!.at)
+  })
+
+  it("timeOf: RFC 3339 to millis, unreadable or absent to undefined, the same answer when asked again", () => {
+    for (let round = 0; round < 2; round++) {
+      assert.strictEqual(timeOf("2026-12-01T11:29:15Z"), Date.UTC(2026, 11, 1, 11, 29, 15))
+      assert.strictEqual(timeOf("2026-12-01T11:29:15.250Z"), Date.UTC(2026, 11, 1, 11, 29, 15, 250))
+      assert.isUndefined(timeOf("yesterday"))
+      assert.isUndefined(timeOf(undefined))
+    }
+    // past the remembered times: each still its own
+    for (let sec = 0; sec < 600; sec++) {
+      const t = new Date(Date.UTC(2026, 11, 1, 11, 0, 0) + sec * 1000).toISOString()
+      assert.strictEqual(timeOf(t), Date.parse(t))
+    }
   })
 
   it("memoryLimitOf: the mem slot as an integer byte count, else undefined", () => {
