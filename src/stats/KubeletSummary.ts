@@ -8,7 +8,8 @@
  * own keep-alive agent holding the kubeconfig's TLS material (the generated client opens a new TLS
  * connection per call and cannot be aborted; effect's HttpClient cost twice the CPU per read, measured
  * by bench/summary-fetch.ts), the credentials' headers computed once for a static user and asked per
- * read for a rotating one, the body gathered as Buffers, then `JSON.parse` and {@link projectSummary}.
+ * read for a rotating one, the body gathered as Buffers, then `JSON.parse` (with `namespaces`, of those
+ * namespaces' pods only: SummarySlice.ts) and {@link projectSummary}.
  * A node that does not answer within `timeoutSeconds` is abandoned (the request is destroyed) with
  * `KubeError` reason `Timeout`; an answer over {@link MAX_SUMMARY_BYTES} (declared or streamed) fails
  * with reason `Other`; a refused or lost connection with `Unavailable`; a status other than 200 with
@@ -19,6 +20,7 @@ import { Context, Duration, Effect, Layer, Result, Schema } from "effect"
 import * as http from "node:http"
 import * as https from "node:https"
 import { KubeClient, KubeError, type KubeErrorReason } from "../kube/KubeClient.ts"
+import { summaryOfNamespaces } from "./SummarySlice.ts"
 
 const Count = Schema.Number
 /**
@@ -242,8 +244,11 @@ interface Answer {
 }
 
 export interface KubeletSummaryShape {
-  /** The node's current summary. */
-  readonly fetch: (node: string) => Effect.Effect<Summary, KubeError>
+  /**
+   * The node's current summary; with `namespaces`, only the pods of those namespaces (the others are
+   * left out before parsing: SummarySlice.ts).
+   */
+  readonly fetch: (node: string, namespaces?: ReadonlySet<string>) => Effect.Effect<Summary, KubeError>
 }
 
 export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSummaryShape>()("bai-agent/stats/KubeletSummary") {
@@ -353,7 +358,7 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
         })
       })
 
-    const fetch = (node: string): Effect.Effect<Summary, KubeError> => {
+    const fetch = (node: string, namespaces?: ReadonlySet<string>): Effect.Effect<Summary, KubeError> => {
       const operation = `stats summary of node ${node}`
       const path = `${prefix}${encodeURIComponent(node)}/proxy/stats/summary`
       const read = fixed !== undefined ? get(path, fixed, operation) : Effect.flatMap(credentials(operation), (headers) => get(path, headers, operation))
@@ -363,11 +368,10 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
           orElse: () => Effect.fail(new KubeError({ reason: "Timeout", operation, message: `no answer within ${timeoutSeconds}s` }))
         }),
         Effect.flatMap(({ body, status }) => {
-          const text = utf8.decode(body)
-          if (status !== 200) return Effect.fail(new KubeError({ reason: reasonOf(status), operation, status, message: text.slice(0, 300) }))
+          if (status !== 200) return Effect.fail(new KubeError({ reason: reasonOf(status), operation, status, message: utf8.decode(body).slice(0, 300) }))
           let json: unknown
           try {
-            json = JSON.parse(text)
+            json = JSON.parse((namespaces !== undefined ? summaryOfNamespaces(body, namespaces) : undefined) ?? utf8.decode(body))
           } catch (e) {
             return Effect.fail(new KubeError({ reason: "Other", operation, message: `not JSON: ${String(e)}` }))
           }

@@ -157,8 +157,8 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       )
     )
 
-    const readNode = (node: string): Effect.Effect<NodeResult> =>
-      summaries.fetch(node).pipe(
+    const readNode = (node: string, namespaces: ReadonlySet<string>): Effect.Effect<NodeResult> =>
+      summaries.fetch(node, namespaces).pipe(
         Effect.timeoutOrElse({
           duration: `${nodeTimeoutMs} millis`,
           orElse: () => Effect.fail({ _tag: "Timeout" as const, message: `no summary within ${nodeTimeoutMs} ms` })
@@ -195,9 +195,10 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       const kernelInfos = yield* options.kernels
       const due = reads.due(nodes)
       yield* Metric.update(summaryReadsTotal, due.length)
-      const read = yield* Effect.forEach(due, readNode, { concurrency: options.concurrency })
+      // the kernels' namespaces: only their pods are parsed and kept (a cluster's other pods are not counted)
       const namespaces = new Set<string>()
       for (const k of kernelInfos) namespaces.add(k.namespace)
+      const read = yield* Effect.forEach(due, (node) => readNode(node, namespaces), { concurrency: options.concurrency })
       const results = reads.results(nodes, read, namespaces)
       const report = yield* writeLock.withPermits(1)(Effect.gen(function*() {
         const at = yield* Clock.currentTimeMillis

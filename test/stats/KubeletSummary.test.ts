@@ -112,7 +112,8 @@ describe("KubeletSummary", () => {
         res.end(bodies[index])
       })
       const decode = Schema.decodeUnknownResult(Summary)
-      for (; index < bodies.length; index++) {
+      // the same with the pods' namespace asked for (all these pods are in it or broken): the same outcomes
+      for (const namespaces of [undefined, new Set(["ns"])]) for (index = 0; index < bodies.length; index++) {
         const body = bodies[index]!
         const text = typeof body === "string" ? body : new TextDecoder().decode(body)
         let want: string | { readonly value: unknown }
@@ -122,12 +123,26 @@ describe("KubeletSummary", () => {
         } catch {
           want = "not JSON"
         }
-        const got = yield* summaries.fetch("n1").pipe(
+        const got = yield* summaries.fetch("n1", namespaces).pipe(
           Effect.map((value): string | { readonly value: unknown } => ({ value })),
           Effect.catch((e) => Effect.succeed(e.message.startsWith("not JSON") ? "not JSON" : e.message.startsWith("unexpected summary") ? "unexpected summary" : e.message))
         )
-        assert.deepStrictEqual(got, want, String(body))
+        assert.deepStrictEqual(got, want, `${String(body)} (namespaces ${namespaces === undefined ? "all" : "ns"})`)
       }
+    }).pipe(Effect.scoped))
+
+  it.live("with namespaces: only their pods, the others not parsed (a broken foreign pod does not fail the read)", () =>
+    Effect.gen(function*() {
+      const pod = (name: string, namespace: string, cpu: unknown) => ({ podRef: { name, namespace, uid: name }, cpu: { usageNanoCores: cpu } })
+      const doc = { node: summary.node, pods: [pod("a", "tenants", "not a number"), pod("k", "kernels", 5), pod("b", "tenants", 1)] }
+      const { summaries } = yield* setup((_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify(doc, null, 1)) // go-restful's layout: one-space indent
+      })
+      assert.deepStrictEqual(yield* summaries.fetch("n1", new Set(["kernels"])), { node: summary.node, pods: [doc.pods[1]!] } as Summary)
+      assert.deepStrictEqual(yield* summaries.fetch("n1", new Set()), { node: summary.node, pods: [] })
+      const e = yield* Effect.flip(summaries.fetch("n1"))
+      assert.match(e.message, /^unexpected summary: pods\[0\]\.cpu\.usageNanoCores/)
     }).pipe(Effect.scoped))
 
   it.live("a node proxy that never answers fails with Timeout", () =>

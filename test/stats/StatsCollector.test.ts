@@ -23,12 +23,16 @@ const setup = Effect.gen(function*() {
   const pipelines: Array<ReadonlyArray<RedisCommand>> = []
   const sets: Array<{ key: string; ttl: number | undefined }> = []
   let cpu = 0
+  /** The namespaces each read asked for. */
+  const asked: Array<ReadonlyArray<string> | "all"> = []
   const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\nsummary-interval = 2\n`, {}, "unit")
   const deps = Layer.mergeAll(
     AgentConfig.fromLoaded(loaded),
     KernelTable.layer,
     Layer.mock(KubeClient)({ config: undefined as never, server: "" }), // unused: the nodes are given
-    Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch: () => Effect.sync(() => summary((cpu += 1e9))) })),
+    Layer.succeed(KubeletSummary, KubeletSummary.of({
+      fetch: (_node, namespaces) => Effect.sync(() => (asked.push(namespaces === undefined ? "all" : [...namespaces]), summary((cpu += 1e9))))
+    })),
     Layer.mock(Redis)({
       // each write as the commands it stands for (`SET key value EX ttl` per key)
       setManyEx: (keys, values, ttl) => Effect.sync(() => void pipelines.push(keys.map((k, i): RedisCommand => ["SET", k, values[i]!, "EX", ttl]))),
@@ -38,13 +42,13 @@ const setup = Effect.gen(function*() {
   const layer = Layer.unwrap(
     Effect.map(KernelTable, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.succeed(["n1"]) }))
   ).pipe(Layer.provideMerge(deps))
-  return { layer, pipelines, sets }
+  return { layer, pipelines, sets, asked }
 })
 
 describe("StatsCollector.layer", () => {
   it.effect("runs one cycle per interval, one write per cycle; finalize writes the last stat with a long TTL", () =>
     Effect.gen(function*() {
-      const { layer, pipelines, sets } = yield* setup
+      const { asked, layer, pipelines, sets } = yield* setup
       yield* Effect.gen(function*() {
         const registry = yield* KernelTable
         yield* registry.upsert({
@@ -60,6 +64,8 @@ describe("StatsCollector.layer", () => {
         const stat = decode(last[1]![2] as Buffer) as Record<string, Record<string, string | null>>
         assert.strictEqual(stat.cpu_used!.current, String(pipelines.length * 1000))
         assert.strictEqual(stat.cpu_util!.pct, "50") // 1 s of CPU every 2 s
+        // each read asks for the kernels' namespaces' pods only
+        assert.deepStrictEqual(asked.slice(-5), [["ns"], ["ns"], ["ns"], ["ns"], ["ns"]])
 
         const final = yield* (yield* KernelStatsSink).finalize("k1")
         assert.deepStrictEqual(sets, [{ key: "k1", ttl: 300 }])
