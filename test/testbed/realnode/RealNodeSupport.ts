@@ -40,6 +40,9 @@ const sh = (cmd: string, args: ReadonlyArray<string>) =>
 export const kubectlJson = (env: TestbedEnv, args: ReadonlyArray<string>) =>
   sh(env.kubectl, ["--kubeconfig", env.kubeconfig, ...args, "-o", "json"]).pipe(Effect.map((s) => JSON.parse(s) as any))
 
+/** The body of a GET of `path` on the API server, as the server sent it (`kubectl get --raw`). */
+export const kubectlRaw = (env: TestbedEnv, path: string) => sh(env.kubectl, ["--kubeconfig", env.kubeconfig, "get", "--raw", path])
+
 const exited = (c: ChildProcess) => c.exitCode !== null || c.signalCode !== null
 const waitExit = (c: ChildProcess) => Effect.callback<void>((resume) => { if (exited(c)) resume(Effect.void); else c.once("exit", () => resume(Effect.void)) })
 

@@ -7,8 +7,10 @@ import * as net from "node:net"
 import { Redis } from "ioredis"
 import { AgentRpcs } from "../../../src/rpc/AgentRpcs.ts"
 import * as Msgpack from "../../../src/codec/Msgpack.ts"
+import { projectSummary } from "../../../src/stats/KubeletSummary.ts"
+import { summaryOfNamespaces } from "../../../src/stats/SummarySlice.ts"
 import {
-  kernelConfig, kernelPod, kubectlJson, PYTHON_LABELS, RealNodeAgent, realImage, runCode, takeEvent,
+  kernelConfig, kernelPod, kubectlJson, kubectlRaw, PYTHON_LABELS, RealNodeAgent, realImage, runCode, takeEvent,
 } from "./RealNodeSupport.ts"
 
 const MiB = 1024 * 1024
@@ -112,6 +114,19 @@ layer(RealNodeAgent.layer({ graceSeconds: 6 }), { excludeTestServices: true, tim
       assert.isAtLeast(Number(stat!["cpu_used"]!.current), 2000) // msec of CPU: the 3 s busy loop
       assert.isAtLeast(Number(stat!["mem"]!.current), 100 * MiB)
       assert.isBelow(Number(stat!["mem"]!.current), 512 * MiB)
+      // the stats loop parses only its namespace's pods: the real kubelet's layout is the one the cut
+      // expects (not the whole-document fallback), and the cut gives what the whole document gives
+      const { kubeNs, node } = yield* RealNodeAgent
+      const raw = Buffer.from(yield* kubectlRaw(env, `/api/v1/nodes/${node.name}/proxy/stats/summary`))
+      const cut = summaryOfNamespaces(raw, new Set([kubeNs]))
+      assert.isDefined(cut, `the real kubelet's summary is not laid out as SummarySlice expects: ${raw.toString().slice(0, 400)}`)
+      const whole = projectSummary(JSON.parse(raw.toString()))
+      const part = projectSummary(JSON.parse(cut!))
+      assert.isTrue(whole._tag === "Success" && part._tag === "Success")
+      if (whole._tag === "Success" && part._tag === "Success") {
+        assert.deepStrictEqual(part.success, { ...whole.success, pods: (whole.success.pods ?? []).filter((p) => p.podRef.namespace === kubeNs) })
+        assert.isTrue(part.success.pods!.some((p) => p.podRef.name.endsWith(kid)), "the kernel's pod is in the cut")
+      }
       yield* destroy(kid)
     }))
 
