@@ -109,11 +109,12 @@ diagnostics.subscribe("net.client.socket", () => void connections++)
 interface Point { readonly cpuUs: number; readonly systemUs: number; readonly gcUs: number; readonly p50: number; readonly p90: number; readonly connections: number }
 
 /** `FETCHES` reads of `node`, CONCURRENCY at a time: CPU and GC µs per read, latency percentiles (ms). */
-const measure = (fetch: Fetch, node: string, pods: number) =>
+const measure = (fetch: Fetch, node: string, pods: number, cuts: boolean) =>
   Effect.gen(function*() {
-    // with NAMESPACES, a fetch that cuts gives the kernel pods only, one that does not (an older file) all of them
+    // with NAMESPACES, this tree's fetch gives the kernel pods only, an older file's all of them
+    const want = NAMESPACES !== undefined && pods > 0 && cuts ? KERNEL_PODS : pods
     const check = (s: Current.Summary) =>
-      s.node.nodeName === node && ((s.pods?.length ?? 0) === pods || (NAMESPACES !== undefined && pods > 0 && s.pods?.length === KERNEL_PODS))
+      s.node.nodeName === node && (s.pods?.length ?? 0) === want
         ? Effect.void
         : Effect.fail(new BenchError({ message: `${node}: summary of ${s.node.nodeName} with ${s.pods?.length ?? 0} pods` }))
     // warm-up: connections, JIT (the first round's points are otherwise the cold code's)
@@ -210,7 +211,7 @@ const program = Effect.gen(function*() {
     const order = r % 2 === 0 ? made : [...made].reverse()
     for (const impl of order) {
       for (const node of nodes) {
-        const p = yield* measure(impl.fetch, node.name, node.pods.length)
+        const p = yield* measure(impl.fetch, node.name, node.pods.length, impl.name === "current")
         const key = `${impl.name} ${String(node.pods.length).padStart(2)} pods`
         points.set(key, [...(points.get(key) ?? []), p])
         if (FLOOR && impl === order[order.length - 1]) {
