@@ -12,8 +12,8 @@
  * memory — `Isolate::LowMemoryNotification`: memory-reducing full GCs, the page pool emptied, the young
  * generation shrunk — which node reaches through its in-process inspector session
  * (`HeapProfiler.collectGarbage`; no port is opened, no flag is needed; ~20–50 ms of the main thread
- * at a 30–45 MiB heap). A node built without the inspector answers `MemoryReleaseFailed`, logged once
- * at debug level; nothing else changes then.
+ * at a 30–45 MiB heap, two mark-compacts). A node built without the inspector answers `MemoryReleaseFailed`,
+ * logged at debug level; nothing else changes then.
  */
 import { Context, type Duration, Effect, Layer, Metric, Queue, Schema, Stream } from "effect"
 import { memoryReleasesTotal } from "./Metrics.ts"
