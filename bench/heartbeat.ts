@@ -22,6 +22,7 @@ import { fileURLToPath } from "node:url"
 import { AgentConfig, decodeConfigText } from "../src/config/AgentConfig.ts"
 import { KubeClient } from "../src/kube/KubeClient.ts"
 import { computeSnapshot, nodeState, NodeResources, podState, reservedAmounts } from "../src/kube/NodeResources.ts"
+import { MemoryRelease } from "../src/observability/MemoryRelease.ts"
 import { EventPublisher } from "../src/manager/EventPublisher.ts"
 import { computePluginsOf, Heartbeat, resourceSlotsOf } from "../src/manager/Heartbeat.ts"
 import { ImageRegistry } from "../src/images/ImageRegistry.ts"
@@ -65,7 +66,7 @@ const agentMain = Effect.gen(function*() {
   const loaded = yield* decodeConfigText(configFile, fs.readFileSync(configFile, "utf8"), {}, os.hostname())
   const t0 = yield* Clock.currentTimeMillis
   const Config = AgentConfig.fromLoaded(loaded)
-  const Kube = KubeClient.layer.pipe(Layer.provideMerge(Config))
+  const Kube = Layer.merge(KubeClient.layer, MemoryRelease.layer).pipe(Layer.provideMerge(Config))
   const Deps = Layer.mergeAll(
     NodeResources.layer,
     ImageRegistry.layer,

@@ -4,7 +4,8 @@
  *                           [--compare "--max-semi-space-size=1"] [--main dist/main.js]
  *                           [--compare-main dist-bench/tsc/main.js] [--agent-env "K=V …"] [--compare-env "K=V …"]
  *                           [--heap-snapshot DIR] [--use-runners] [--stats on|off] [--compare-stats on|off]
- *                           [--agent-config "section.key=value …"] [--compare-config "…"] [--out scale.json]`
+ *                           [--agent-config "section.key=value …"] [--compare-config "…"] [--out scale.json]
+ *                           [--agent-log DIR]`
  *
  * Memory and loop cost of the REAL agent process (`node dist/main.js -f <config>`, run `npm run build`
  * first; `--main` another build of it) against a running testbed (`node test/testbed/cli.ts up`; `TESTBED_NAME=x` → `--env
@@ -63,6 +64,9 @@
  * `--heap-snapshot DIR` writes a V8 heap snapshot of the agent at the end of every point
  * (`--heapsnapshot-signal=SIGUSR1`) to DIR/<kernels>-<n>.heapsnapshot; `node bench/heap-summary.ts FILE`
  * summarises one.
+ *
+ * `--agent-log DIR` keeps each agent's stdout and stderr in DIR/<kernels>-<n>.stdout / .stderr (with
+ * `--node-args "--trace-gc"`: every GC, with the MiB V8 keeps in its page pool, "pooled: N MB").
  *
  * `--out` writes the points as JSON (input of `node bench/scale-svg.ts`).
  */
@@ -137,6 +141,8 @@ const COMPARE = argValue("--compare")?.split(";").map((set) => {
 /** `--compare-main <file>`: the comparison runs this entry point instead of `--main` */
 const COMPARE_MAIN = argValue("--compare-main")
 const HEAP_SNAPSHOT_DIR = argValue("--heap-snapshot")
+/** `--agent-log DIR`: each agent's stdout (where `--trace-gc` and other V8 traces go) and stderr to DIR/<kernels>-<n>.{stdout,stderr} */
+const AGENT_LOG_DIR = argValue("--agent-log")
 const envOf = (flag: string): Readonly<Record<string, string>> =>
   Object.fromEntries((argValue(flag) ?? "").split(" ").filter((a) => a.includes("=")).map((a) => [a.slice(0, a.indexOf("=")), a.slice(a.indexOf("=") + 1)]))
 const AGENT_ENV = envOf("--agent-env")
@@ -515,13 +521,22 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
       await redis.del(agentId)
       const reports = fs.mkdtempSync(path.join(tmp, `reports-${n}-`))
       const snapshotArgs = HEAP_SNAPSHOT_DIR === undefined ? [] : ["--heapsnapshot-signal=SIGUSR1", `--diagnostic-dir=${reports}`]
+      const logBase = AGENT_LOG_DIR === undefined ? undefined : path.join(AGENT_LOG_DIR, `${n}-${configFiles - 1}`)
+      if (AGENT_LOG_DIR !== undefined) fs.mkdirSync(AGENT_LOG_DIR, { recursive: true })
+      const stdoutFd = logBase === undefined ? "ignore" : fs.openSync(`${logBase}.stdout`, "w")
       const agent = spawn(process.execPath, [...nodeArgs, ...snapshotArgs, "--report-on-signal", "--report-signal=SIGUSR2", `--report-directory=${reports}`, main, "-f", configFile], {
         cwd: tmp,
         env: { ...process.env, ...agentEnv },
-        stdio: ["ignore", "ignore", "pipe"]
+        stdio: ["ignore", stdoutFd, "pipe"]
       })
+      if (typeof stdoutFd === "number") fs.closeSync(stdoutFd)
+      if (logBase !== undefined) console.error(`[memory] agent log: ${logBase}.{stdout,stderr}`)
+      const stderrFile = logBase === undefined ? undefined : fs.createWriteStream(`${logBase}.stderr`)
       let log = ""
-      agent.stderr!.on("data", (b: Buffer) => { log = (log + b.toString()).slice(-20000) })
+      agent.stderr!.on("data", (b: Buffer) => {
+        stderrFile?.write(b)
+        log = (log + b.toString()).slice(-20000)
+      })
       // the agent's RSS; an agent gone in between says so with its log, not only ESRCH
       const rssNow = (): number => {
         try {
@@ -674,12 +689,12 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
     yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...Object.entries(p.config).map(([k, v]) => `${k}=${v}`), ...p.nodeArgs].join(" ") || "—"} | ${p.smaps.rss.toFixed(1)} | ${p.rssMean.toFixed(1)} / ${p.rssMax.toFixed(1)} | ${p.rssStartPeak.toFixed(1)} | ${p.smaps.anon.toFixed(1)} | ${(p.smaps.rss - p.smaps.anon).toFixed(1)} | ${p.smaps.pssFile.toFixed(1)} | ${p.heapUsedMiB.toFixed(1)} / ${p.heapTotalMiB.toFixed(1)} | ${p.cpuPerCycleMs.map((x) => x.toFixed(1)).join(", ")} | ${p.corePercent.map((x) => x.toFixed(2)).join(", ")} (median ${med(p.corePercent).toFixed(2)}) | ${p.adoptSeconds.toFixed(0)} | ${p.runnerConnections} | ${p.statsCycles} / ${p.summaryFailures} |`)
   }
   yield* Console.log("\nwhere the RSS is (/proc/<pid>/smaps by mapping, MiB):")
-  yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | mappings | threads |")
-  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|")
+  yield* Console.log("| kernels | entry point | env, node args | node binary | other files | glibc [heap] | anon ≤ 256 KiB (V8 pages) | larger anon (arenas, stacks) | of the anon, 256 KiB-aligned (V8 heap) | LazyFree | mappings | threads |")
+  yield* Console.log("|---|---|---|---|---|---|---|---|---|---|---|---|")
   for (const p of [...points, ...compared].sort((a, b) => a.kernels - b.kernels)) {
     const env = Object.entries(p.env).map(([k, v]) => `${k}=${v}`)
     const b = p.breakdown
-    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...Object.entries(p.config).map(([k, v]) => `${k}=${v}`), ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
+    yield* Console.log(`| ${p.kernels} | ${p.main} | ${[...env, ...(p.stats ? [] : ["stats off"]), ...Object.entries(p.config).map(([k, v]) => `${k}=${v}`), ...p.nodeArgs].join(" ") || "—"} | ${b.nodeBinary.toFixed(1)} | ${b.otherFiles.toFixed(1)} | ${b.brkHeap.toFixed(1)} | ${b.anonSmall.toFixed(1)} | ${b.anonLarge.toFixed(1)} | ${b.anonV8Aligned.toFixed(1)} | ${b.lazyFree.toFixed(1)} | ${b.mappings} | ${b.threads} |`)
   }
   const out = argValue("--out")
   if (out !== undefined) fs.writeFileSync(out, `${JSON.stringify({ nodeArgs: NODE_ARGS, nodes: NODES, foreignPods: FOREIGN_PODS, loadavg: os.loadavg(), points, compared }, null, 1)}\n`)

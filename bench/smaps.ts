@@ -57,6 +57,8 @@ export interface SmapsBreakdown {
    * zones). A heuristic: an unrelated mapping is aligned by chance 1 time in 64.
    */
   readonly anonV8Aligned: number
+  /** pages given back with MADV_FREE that the kernel has not reclaimed yet: still counted in RSS */
+  readonly lazyFree: number
   readonly mappings: number
   readonly threads: number
 }
@@ -64,7 +66,7 @@ export interface SmapsBreakdown {
 export const smapsBreakdownOf = (pid: number): SmapsBreakdown => {
   const text = fs.readFileSync(`/proc/${pid}/smaps`, "utf8")
   const exe = fs.readlinkSync(`/proc/${pid}/exe`)
-  const kb = { nodeBinary: 0, otherFiles: 0, brkHeap: 0, anonSmall: 0, anonLarge: 0, anonV8Aligned: 0 }
+  const kb = { nodeBinary: 0, otherFiles: 0, brkHeap: 0, anonSmall: 0, anonLarge: 0, anonV8Aligned: 0, lazyFree: 0 }
   let current: "nodeBinary" | "otherFiles" | "brkHeap" | "anonSmall" | "anonLarge" | undefined
   let aligned = false
   let mappings = 0
@@ -91,6 +93,8 @@ export const smapsBreakdownOf = (pid: number): SmapsBreakdown => {
       kb[current] += Number(rss[1])
       if (aligned) kb.anonV8Aligned += Number(rss[1])
     }
+    const lazy = /^LazyFree:\s+(\d+) kB$/.exec(line)
+    if (lazy !== null) kb.lazyFree += Number(lazy[1])
   }
   const mib = (k: number) => k / 1024
   return {
@@ -100,6 +104,7 @@ export const smapsBreakdownOf = (pid: number): SmapsBreakdown => {
     anonSmall: mib(kb.anonSmall),
     anonLarge: mib(kb.anonLarge),
     anonV8Aligned: mib(kb.anonV8Aligned),
+    lazyFree: mib(kb.lazyFree),
     mappings,
     threads: fs.readdirSync(`/proc/${pid}/task`).length
   }

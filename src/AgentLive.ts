@@ -27,6 +27,7 @@ import { RunnerConnections } from "./kernel/runner/RunnerConnections.ts"
 import { KubeClient } from "./kube/KubeClient.ts"
 import { NodePorts } from "./kube/NodePorts.ts"
 import { NodeResources } from "./kube/NodeResources.ts"
+import { MemoryRelease } from "./observability/MemoryRelease.ts"
 import * as PidFile from "./observability/PidFile.ts"
 import { Readiness } from "./observability/Readiness.ts"
 import { Etcd } from "./manager/Etcd.ts"
@@ -113,7 +114,7 @@ const StatsFromWorkers = Layer.unwrap(
 )
 
 export const AgentLive = (loaded: LoadedConfig) => {
-  const Base = Layer.mergeAll(AgentConfig.fromLoaded(loaded), NodeServices.layer, Readiness.layer)
+  const Base = Layer.mergeAll(AgentConfig.fromLoaded(loaded), NodeServices.layer, Readiness.layer, MemoryRelease.layer)
   const Clients = Layer.mergeAll(Etcd.layer, KubeClient.layer).pipe(
     Layer.provideMerge(Layer.mergeAll(Base, StartupLog.pipe(Layer.provide(Base))))
   )

@@ -29,6 +29,7 @@ import { type KubernetesFailure, kubernetesFailure } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
 import { informerBackoff } from "../kube/Informer.ts"
 import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
+import { MemoryRelease } from "../observability/MemoryRelease.ts"
 import { countKernelTerminated } from "../observability/Metrics.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
 import { KernelLifecycle } from "./KernelLifecycle.ts"
@@ -61,6 +62,7 @@ export class Reconciler extends Context.Service<Reconciler, {
     const lifecycle = yield* KernelLifecycle
     const live = yield* LiveKernels
     const stats = yield* KernelStatsSink
+    const memory = yield* MemoryRelease
     const namespace = config.kubernetes.namespace
     const selector = agentSelector(agentId)
     const handlers = yield* FiberMap.make<string>()
@@ -241,6 +243,8 @@ export class Reconciler extends Context.Service<Reconciler, {
         yield* Effect.logInfo(`reconciled: ${adopted.length} adopted, ${terminated.length} terminated, ${removed.length} torn down`)
       }
       if (adopt) yield* Ref.set(adoptedOnce, true)
+      // the lists and the adoption were a burst: what they leave unused is given back after it
+      yield* memory.afterBurst
       return { adopted, terminated, removed, resourceVersion: pods.metadata?.resourceVersion } satisfies ReconcileReport
     })
 

@@ -17,6 +17,7 @@ import { AgentConfig } from "../config/AgentConfig.ts"
 import * as Informer from "./Informer.ts"
 import { AGENT_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE } from "./KernelObjects.ts"
 import { KubeClient } from "./KubeClient.ts"
+import { MemoryRelease } from "../observability/MemoryRelease.ts"
 
 // ---------------------------------------------------------------------------------------------
 // Kubernetes quantities (resource.Quantity): <sign><digits>[.<digits>]<suffix>, exact.
@@ -325,6 +326,8 @@ export const decodePodState = (agentId: string) => (raw: unknown): Effect.Effect
 export class NodeResources extends Context.Service<NodeResources, NodeResourcesShape>()("bai-agent/kube/NodeResources") {
   static readonly make = Effect.fnUntraced(function*(options: NodeResourcesOptions) {
     const kube = yield* KubeClient
+    // a list of every node and every pod is a burst: what it leaves unused is given back after it
+    const { afterBurst } = yield* MemoryRelease
     const labelSelector = options.nodeSelector === "" ? undefined : options.nodeSelector
     const nodes = yield* Informer.make({
       kind: "nodes",
@@ -334,7 +337,8 @@ export class NodeResources extends Context.Service<NodeResources, NodeResourcesS
         Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
       ),
       decode: decodeNode,
-      relistInterval: options.relistInterval
+      relistInterval: options.relistInterval,
+      onList: afterBurst
     })
     // bound, non-terminal pods only (server-side): a pod that finishes comes as DELETED
     const fieldSelector = "spec.nodeName!=,status.phase!=Succeeded,status.phase!=Failed"
@@ -346,7 +350,8 @@ export class NodeResources extends Context.Service<NodeResources, NodeResourcesS
         Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
       ),
       decode: decodePodState(options.agentId),
-      relistInterval: options.relistInterval
+      relistInterval: options.relistInterval,
+      onList: afterBurst
     })
 
     const synced = Effect.all([nodes.synced, pods.synced], { discard: true })

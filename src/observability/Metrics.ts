@@ -148,6 +148,15 @@ export const countKernelTerminated = (reason: string) =>
   Metric.update(Metric.withAttributes(kernelsTerminatedTotal, { reason }), 1)
 
 // ---------------------------------------------------------------------------------------------
+// Memory (src/observability/MemoryRelease.ts)
+
+/** Times V8 was asked to give back the memory a burst left unused (LowMemoryNotification). */
+export const memoryReleasesTotal = Metric.counter("bai_memory_releases_total", {
+  description: "times V8 was asked to give back unused memory after a burst (start-up, relists)",
+  incremental: true
+})
+
+// ---------------------------------------------------------------------------------------------
 // Kubernetes watches
 
 /** Watch (re)starts after the first, label `resource` (e.g. pods, nodes). */

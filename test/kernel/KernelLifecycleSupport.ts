@@ -14,6 +14,7 @@ import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { LiveKernels } from "../../src/kernel/LiveKernels.ts"
+import { MemoryRelease } from "../../src/observability/MemoryRelease.ts"
 import { Reconciler } from "../../src/kernel/Reconciler.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import { KubeClient, type KubeClientShape } from "../../src/kube/KubeClient.ts"
@@ -165,7 +166,9 @@ export const lifecycleLayer = (site: Site, options: AgentOptions = {}) =>
         Layer.provideMerge(KernelLifecycle.layer),
         Layer.provideMerge(Layer.merge(Base, NodeFileSystem.layer)),
         Layer.provideMerge(Infra),
-        Layer.provideMerge(Config)
+        Layer.provideMerge(Config),
+        // the agent's: the reconciler's passes are bursts it releases after
+        Layer.provideMerge(MemoryRelease.layer)
       )
       return options.withReconciler === true
         ? Layer.merge(Reconciler.layer.pipe(Layer.provideMerge(Lifecycle)), Lifecycle)

@@ -14,6 +14,7 @@ import * as os from "node:os"
 import * as path from "node:path"
 import { AgentConfig, decodeConfigText } from "../../src/config/AgentConfig.ts"
 import { NodeResources } from "../../src/kube/NodeResources.ts"
+import { MemoryRelease } from "../../src/observability/MemoryRelease.ts"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
 import { Etcd } from "../../src/manager/Etcd.ts"
 import { EventPublisherFromEtcd } from "../../src/manager/EventPublisher.ts"
@@ -168,7 +169,7 @@ describe("registration and heartbeats", () => {
       // --- the agent's layers
       const loaded = yield* decodeConfigText("hb.toml", configToml({ etcdAddr, etcdNs, agentId, env, kubeNs, selector: `bai-test/heartbeat=${run}` }), {}, "hbhost")
       const Config = AgentConfig.fromLoaded(loaded)
-      const Infra = Layer.mergeAll(Etcd.layer, KubeClient.layer).pipe(Layer.provideMerge(Config))
+      const Infra = Layer.mergeAll(Etcd.layer, KubeClient.layer, MemoryRelease.layer).pipe(Layer.provideMerge(Config))
       const WithManager = ManagerConfig.layer.pipe(Layer.provideMerge(Infra))
       const Services = Layer.mergeAll(
         Registration.layerWith({ reassertInterval: "3 seconds" }),
