@@ -205,6 +205,10 @@ const projectPod = (check: Check, p: unknown, i: number): PodStats | undefined =
   return pod
 }
 
+/** `s` with only the pods in `namespaces`. */
+const podsOf = (s: Summary, namespaces: ReadonlySet<string>): Summary =>
+  s.pods === undefined ? s : { node: s.node, pods: s.pods.filter((p) => namespaces.has(p.podRef.namespace)) }
+
 /**
  * The largest summary read (a node's summary is ~2 KiB per pod; 110 pods stay far below): a node
  * proxy answering without end fails the read instead of filling the agent's memory.
@@ -245,8 +249,8 @@ interface Answer {
 
 export interface KubeletSummaryShape {
   /**
-   * The node's current summary; with `namespaces`, only the pods of those namespaces (the others are
-   * left out before parsing: SummarySlice.ts).
+   * The node's current summary; with `namespaces`, only the pods of those namespaces (left out before
+   * parsing when the kubelet's layout allows: SummarySlice.ts; else after).
    */
   readonly fetch: (node: string, namespaces?: ReadonlySet<string>) => Effect.Effect<Summary, KubeError>
 }
@@ -369,16 +373,17 @@ export class KubeletSummary extends Context.Service<KubeletSummary, KubeletSumma
         }),
         Effect.flatMap(({ body, status }) => {
           if (status !== 200) return Effect.fail(new KubeError({ reason: reasonOf(status), operation, status, message: utf8.decode(body).slice(0, 300) }))
+          // with namespaces: the cut's text, else (another layout) the whole document, filtered below
+          const cut = namespaces !== undefined ? summaryOfNamespaces(body, namespaces) : undefined
           let json: unknown
           try {
-            json = JSON.parse((namespaces !== undefined ? summaryOfNamespaces(body, namespaces) : undefined) ?? utf8.decode(body))
+            json = JSON.parse(cut ?? utf8.decode(body))
           } catch (e) {
             return Effect.fail(new KubeError({ reason: "Other", operation, message: `not JSON: ${String(e)}` }))
           }
           const summary = projectSummary(json)
-          return Result.isSuccess(summary)
-            ? Effect.succeed(summary.success)
-            : Effect.fail(new KubeError({ reason: "Other", operation, message: `unexpected summary: ${summary.failure}` }))
+          if (Result.isFailure(summary)) return Effect.fail(new KubeError({ reason: "Other", operation, message: `unexpected summary: ${summary.failure}` }))
+          return Effect.succeed(namespaces !== undefined && cut === undefined ? podsOf(summary.success, namespaces) : summary.success)
         })
       )
     }

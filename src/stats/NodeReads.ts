@@ -8,8 +8,8 @@
  * turn comes round every `summaryIntervalMs / nominalMs` cycles, nodes assigned to the cycles in turn as
  * they first appear (the reads spread evenly); a node not read yet, and one whose last read failed, is
  * read every cycle. The other nodes count with their last summary, whose samples (at the kubelet's
- * times: StatFormat) change nothing. Of a summary kept, only the pods in the namespaces of the agent's
- * kernels stay. Nodes no longer listed are forgotten.
+ * times: StatFormat) change nothing (a summary holds only the pods of the agent's kernels' namespaces:
+ * the reads ask for those). Nodes no longer listed are forgotten.
  *
  * Mutable, for one cycle at a time (the collector's loop runs one cycle at a time).
  */
@@ -18,20 +18,6 @@ import type { NodeResult } from "./StatFormat.ts"
 /** The summary interval in millis: `summarySeconds` (default: the cycle), kept between the cycle and half the TTL. */
 export const summaryIntervalMsOf = (intervalSeconds: number, ttlSeconds: number, summarySeconds: number | undefined): number =>
   Math.round(Math.max(intervalSeconds, Math.min(summarySeconds ?? intervalSeconds, ttlSeconds / 2)) * 1000)
-
-/** `r` with only the pods in `namespaces`. */
-const keepKernelPods = (r: NodeResult, namespaces: ReadonlySet<string>): NodeResult => {
-  const pods = r.summary?.pods
-  if (r.summary === undefined || pods === undefined) return r
-  let all = true
-  for (const p of pods) {
-    if (!namespaces.has(p.podRef.namespace)) {
-      all = false
-      break
-    }
-  }
-  return all ? r : { ...r, summary: { node: r.summary.node, pods: pods.filter((p) => namespaces.has(p.podRef.namespace)) } }
-}
 
 export class NodeReads {
   /** The cycles a node's turn takes to come round. */
@@ -61,17 +47,16 @@ export class NodeReads {
 
   /**
    * Takes this cycle's reads and returns what the cycle counts, in the order of `nodes`: a node read
-   * this cycle as read (a failure: no summary; a success: kept, its pods those of `namespaces`), the
-   * others with their last summary.
+   * this cycle as read (a failure: no summary; a success: kept), the others with their last summary.
    */
-  results(nodes: ReadonlyArray<string>, read: ReadonlyArray<NodeResult>, namespaces: ReadonlySet<string>): Array<NodeResult> {
+  results(nodes: ReadonlyArray<string>, read: ReadonlyArray<NodeResult>): Array<NodeResult> {
     const failed = new Map<string, NodeResult>()
     for (const r of read) {
       if (r.summary === undefined) {
         this.kept.delete(r.node)
         failed.set(r.node, r)
       } else {
-        this.kept.set(r.node, keepKernelPods(r, namespaces))
+        this.kept.set(r.node, r)
       }
     }
     const listed = new Set(nodes)

@@ -199,7 +199,7 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       const namespaces = new Set<string>()
       for (const k of kernelInfos) namespaces.add(k.namespace)
       const read = yield* Effect.forEach(due, (node) => readNode(node, namespaces), { concurrency: options.concurrency })
-      const results = reads.results(nodes, read, namespaces)
+      const results = reads.results(nodes, read)
       const report = yield* writeLock.withPermits(1)(Effect.gen(function*() {
         const at = yield* Clock.currentTimeMillis
         const fin = yield* Ref.get(finalized)

@@ -145,6 +145,19 @@ describe("KubeletSummary", () => {
       assert.match(e.message, /^unexpected summary: pods\[0\]\.cpu\.usageNanoCores/)
     }).pipe(Effect.scoped))
 
+  it.live("with namespaces, a layout the cut does not take (parsed whole) still answers only their pods", () =>
+    Effect.gen(function*() {
+      const pod = (name: string, namespace: string) => ({ podRef: { name, namespace, uid: name }, cpu: { usageNanoCores: 1 } })
+      // `pods` before `node`: not the kubelet's layout, so the whole document is parsed
+      const doc = { pods: [pod("a", "tenants"), pod("k", "kernels")], node: summary.node }
+      const { summaries } = yield* setup((_req, res) => {
+        res.writeHead(200, { "content-type": "application/json" })
+        res.end(JSON.stringify(doc))
+      })
+      assert.deepStrictEqual(yield* summaries.fetch("n1", new Set(["kernels"])), { node: summary.node, pods: [pod("k", "kernels")] } as Summary)
+      assert.strictEqual((yield* summaries.fetch("n1")).pods?.length, 2)
+    }).pipe(Effect.scoped))
+
   it.live("a node proxy that never answers fails with Timeout", () =>
     Effect.gen(function*() {
       const { summaries } = yield* setup(() => { /* never answers */ }, 1)
