@@ -500,7 +500,8 @@ const podUsage = (st: PodState): PodUsageInput => {
 
 const nodeSummary = (n: NodeSpec): unknown =>
   summary(
-    { nodeName: n.name, startTime, memoryCapacity: memoryBytes(n.memory), fsRoot: config.podsDir },
+    // the node's own processes: this simulator's (a node with no pods yet still uses memory)
+    { nodeName: n.name, startTime, memoryCapacity: memoryBytes(n.memory), fsRoot: config.podsDir, systemBytes: process.memoryUsage.rss() },
     [...pods.values()].filter((p) => p.node === n && p.runner !== undefined).map(podUsage),
   )
 

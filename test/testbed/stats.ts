@@ -118,6 +118,11 @@ export interface NodeUsageInput {
   readonly fsRoot: string
   /** When the node's numbers were sampled (RFC 3339); default: the document's time (now). */
   readonly sampledAt?: string
+  /**
+   * Memory of the node's own processes (kubelet, runtime) in the node's working set beside its pods':
+   * a real node's is never 0, even with no pods. Default 0.
+   */
+  readonly systemBytes?: number
 }
 
 /** A kubelet `/stats/summary` document (the subset of stats/v1alpha1 kubelet 1.20 fills). */
@@ -144,7 +149,7 @@ export const summary = (node: NodeUsageInput, pods: ReadonlyArray<PodUsageInput>
       systemContainers: [],
       startTime: node.startTime,
       cpu: cpuOf(sum((p) => p.cpuNanoCores), sum((p) => p.usage.cpuNs), nodeTime),
-      memory: memOf(sum((p) => p.usage.rssBytes), nodeTime),
+      memory: memOf((node.systemBytes ?? 0) + sum((p) => p.usage.rssBytes), nodeTime),
       network: netOf(sum((p) => p.rxBytes), sum((p) => p.txBytes), nodeTime),
       fs: fsOf(sum((p) => p.workBytes + p.logBytes), nodeTime),
       runtime: { imageFs: fsOf(0, nodeTime) },
