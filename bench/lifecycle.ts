@@ -1,5 +1,5 @@
 /**
- * `node bench/run.ts lifecycle [--env .testbed/dev/env.json] [--kernels 50] [--concurrency 10]`
+ * `node bench/run.ts lifecycle [--env .testbed/dev/env.json] [--kernels 50] [--concurrency 10] [--floor-beside]`
  *
  * create → Running → destroy for N kernels, C at a time, through KernelLifecycle against a running
  * testbed (`node test/testbed/cli.ts up`): real kube-apiserver, scheduler and simulated kubelet.
@@ -23,13 +23,23 @@
  *
  * The floor, in the same run and at the same concurrency: a bare client-node createNamespacedPod +
  * merge patch of a pod no node runs (the two API round trips a create cannot avoid), plus the
- * runner probe (the third one).
+ * runner probe (the third one). Measured after the creates (a quiet cluster) and, with
+ * `--floor-beside`, beside each create (sent at the same moment as it: the same two round trips
+ * under the load the creates make, plus their own; that pod has no scheduler, so nothing else is
+ * done for it).
+ *
+ * Where the box's time goes while the creates run (Linux): the CPU of every process as a share of
+ * one core (one that ended counts with the one that reaped it: the runners that ended, with the
+ * kubelet simulator), and the event-loop delay of this process (agent, observer, probes).
  */
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as k8s from "@kubernetes/client-node"
+import * as fs from "node:fs"
+import * as os from "node:os"
 import * as path from "node:path"
+import { monitorEventLoopDelay } from "node:perf_hooks"
 import { fileURLToPath } from "node:url"
-import { Clock, Console, Effect, Stream, Tracer } from "effect"
+import { Clock, Console, Effect, Fiber, Stream, Tracer } from "effect"
 import * as Zmq from "zeromq"
 import { KernelLifecycle } from "../src/kernel/KernelLifecycle.ts"
 import { KubeClient } from "../src/kube/KubeClient.ts"
@@ -42,6 +52,8 @@ const argValue = (flag: string): string | undefined => {
 }
 const KERNELS = Number(argValue("--kernels") ?? 50)
 const CONCURRENCY = Number(argValue("--concurrency") ?? 10)
+/** Also a bare create + patch beside each create (50 more pods through the API server during the run). */
+const FLOOR_BESIDE = process.argv.includes("--floor-beside")
 const envFile = argValue("--env") ?? path.resolve(fileURLToPath(new URL("../.testbed/dev/env.json", import.meta.url)))
 
 interface Sample {
@@ -112,8 +124,45 @@ const probeRunner = (host: string, replIn: number, replOut: number) =>
     ({ pull, push }) => Effect.sync(() => { push.close(); pull.close() })
   )
 
+/** CPU ticks per process (own + reaped children), by pid, with its command (Linux `/proc`; empty elsewhere). */
+const processTicks = (): Map<number, { readonly comm: string; readonly ticks: number }> => {
+  const out = new Map<number, { readonly comm: string; readonly ticks: number }>()
+  let pids: Array<string> = []
+  try {
+    pids = fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d))
+  } catch {
+    return out
+  }
+  for (const pid of pids) {
+    try {
+      const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
+      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+      const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").filter((a) => a !== "")
+      // the program and, for an interpreter, its script
+      const name = argv.slice(0, 2).map((a) => path.basename(a)).join(" ") || stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"))
+      out.set(Number(pid), { comm: name, ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) })
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return out
+}
+
+/** The CPU each process used between two `processTicks`, in % of one core over `wallMs`, largest first. */
+const boxCpu = (before: ReturnType<typeof processTicks>, after: ReturnType<typeof processTicks>, wallMs: number, self: number) => {
+  const tick = 1000 / 100 // USER_HZ
+  const byName = new Map<string, number>()
+  for (const [pid, p] of after) {
+    if (pid === process.pid) continue
+    const used = (p.ticks - (before.get(pid)?.ticks ?? 0)) * tick
+    if (used > 0) byName.set(p.comm, (byName.get(p.comm) ?? 0) + used)
+  }
+  byName.set("this process (agent, observer, probes)", self)
+  return [...byName.entries()].sort((a, b) => b[1] - a[1]).map(([name, ms]) => ({ name, pct: (100 * ms) / wallMs }))
+}
+
 /** The floor: bare createNamespacedPod + merge patch (a pod no node selects, so nothing runs it). */
-const floorPod = (kube: KubeClient["Service"], namespace: string) =>
+const floorPod = (kube: KubeClient["Service"], namespace: string, options: { readonly keep?: boolean } = {}) =>
   Effect.gen(function*() {
     const name = `floor-${crypto.randomUUID().slice(0, 8)}`
     const t0 = performance.now()
@@ -122,7 +171,12 @@ const floorPod = (kube: KubeClient["Service"], namespace: string) =>
         namespace,
         body: {
           metadata: { name, labels: { "bench/floor": "true" } },
-          spec: { nodeSelector: { "bench/no-such-node": "true" }, containers: [{ name: "main", image: "floor" }] }
+          spec: {
+            nodeSelector: { "bench/no-such-node": "true" },
+            // beside a create: no scheduler takes it (no failed attempt written back beside the creates)
+            ...(options.keep === true ? { schedulerName: "bench-no-scheduler" } : {}),
+            containers: [{ name: "main", image: "floor" }]
+          }
         }
       }))
     yield* kube.core("floor patch pod", (api) =>
@@ -131,6 +185,7 @@ const floorPod = (kube: KubeClient["Service"], namespace: string) =>
         k8s.setHeaderOptions("Content-Type", k8s.PatchStrategy.MergePatch)
       ))
     const elapsed = performance.now() - t0
+    if (options.keep === true) return elapsed
     yield* kube.core("floor delete pod", (api) => api.deleteNamespacedPod({ name, namespace, gracePeriodSeconds: 0 })).pipe(Effect.ignore)
     return elapsed
   })
@@ -158,6 +213,12 @@ const main = Effect.gen(function*() {
   )
   yield* Effect.sleep("500 millis")
 
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 })
+  const ticksBefore = processTicks()
+  const cpuBefore = process.cpuUsage()
+  const boxStart = performance.now()
+  loopDelay.enable()
+  const underLoad: Array<number> = []
   const samples = yield* Effect.gen(function*() {
     const lifecycle = yield* KernelLifecycle
     const ids = Array.from({ length: KERNELS }, () => crypto.randomUUID())
@@ -165,7 +226,10 @@ const main = Effect.gen(function*() {
     const out = yield* Effect.forEach(ids, (kid) =>
       Effect.gen(function*() {
         const start = yield* Clock.currentTimeMillis
+        // the floor beside this create: the same two round trips, sent at the same moment
+        const beside = FLOOR_BESIDE ? yield* floorPod(kube, site.kubeNs, { keep: true }).pipe(Effect.forkChild) : undefined
         const result = yield* lifecycle.create(kid, pythonConfig(env))
+        if (beside !== undefined) underLoad.push(yield* Fiber.join(beside))
         const created = yield* Clock.currentTimeMillis
         const runnerProbe = yield* probeRunner(result.kernel_host, result.repl_in_port, result.repl_out_port)
         const beforeDestroy = yield* Clock.currentTimeMillis
@@ -177,6 +241,12 @@ const main = Effect.gen(function*() {
     return { out, wall }
   }).pipe(Effect.provide(lifecycleLayer(site)), Effect.provideService(Tracer.Tracer, recordingTracer(spans)))
 
+  loopDelay.disable()
+  const boxWall = performance.now() - boxStart
+  const cpuSelf = process.cpuUsage(cpuBefore)
+  const box = boxCpu(ticksBefore, processTicks(), boxWall, (cpuSelf.user + cpuSelf.system) / 1000)
+  yield* kube.core("floor delete pods", (api) =>
+    api.deleteCollectionNamespacedPod({ namespace: site.kubeNs, labelSelector: "bench/floor=true", gracePeriodSeconds: 0 })).pipe(Effect.ignore)
   // the floor, right after, at the same concurrency
   const floor = yield* Effect.forEach(Array.from({ length: KERNELS }), () => floorPod(kube, site.kubeNs), { concurrency: CONCURRENCY })
 
@@ -201,8 +271,17 @@ const main = Effect.gen(function*() {
   yield* Console.log(`  agent own time ${stats(own)}   (total − cluster − runner probe)`)
   yield* Console.log(`  floor: bare createNamespacedPod + patch ${stats(floor)}`)
   yield* Console.log(`  floor + runner probe (3 round trips) ${stats(floorTotal)}`)
+  if (FLOOR_BESIDE) yield* Console.log(`  floor beside each create (sent with it)  ${stats(underLoad)}`)
   yield* Console.log(`  destroy (objects gone, event sent) ${stats(destroy)}`)
   yield* Console.log(`  (${complete.length}/${rows.length} pods seen ADDED and Running by the observer watch)`)
+  // the event loop's delay beyond the sampling timer's own 10 ms
+  const lag = (p: number) => Math.max(0, loopDelay.percentile(p) / 1e6 - 10).toFixed(1)
+  yield* Console.log(`  this process's event loop during the creates: delay p50 ${lag(50)} ms  p90 ${lag(90)} ms  p99 ${lag(99)} ms  max ${Math.max(0, loopDelay.max / 1e6 - 10).toFixed(1)} ms`)
+  if (box.length > 1) {
+    const total = box.reduce((a, b) => a + b.pct, 0)
+    yield* Console.log(`  the box's CPU during the creates (${(boxWall / 1000).toFixed(1)} s, ${os.availableParallelism()} cores): ${total.toFixed(0)} % of one core in all`)
+    for (const b of box.slice(0, 8)) yield* Console.log(`    ${b.pct.toFixed(0).padStart(5)} %  ${b.name}`)
+  }
   // the stages: first occurrence of each span per create, relative to the create call
   const startOf = new Map<string, (typeof rows)[number]>(rows.map((r, i) => [samples.out[i]![0], r]))
   const stages = new Map<string, Array<{ from: number; to: number }>>()
