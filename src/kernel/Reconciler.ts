@@ -28,7 +28,7 @@ import { AgentConfig } from "../config/AgentConfig.ts"
 import { type KubernetesFailure, kubernetesFailure } from "../domain/Errors.ts"
 import { agentSelector, endedReason, isReadyMarked, kernelIdOf } from "../kube/KernelObjects.ts"
 import { informerBackoff } from "../kube/Informer.ts"
-import { KubeClient, type KubeError } from "../kube/KubeClient.ts"
+import { KubeClient, type KubeError, withoutManagedFields } from "../kube/KubeClient.ts"
 import { MemoryRelease } from "../observability/MemoryRelease.ts"
 import { countKernelTerminated } from "../observability/Metrics.ts"
 import { KernelStatsSink } from "../stats/KernelStatsSink.ts"
@@ -71,9 +71,14 @@ export class Reconciler extends Context.Service<Reconciler, {
     const unavailable = (e: KubeError) => kubernetesFailure(e)
 
     const listAll = Effect.all({
-      pods: kube.core("list pods", (api) => api.listNamespacedPod({ namespace, labelSelector: selector })),
-      services: kube.core("list services", (api) => api.listNamespacedService({ namespace, labelSelector: selector })),
-      configMaps: kube.core("list configmaps", (api) => api.listNamespacedConfigMap({ namespace, labelSelector: selector }))
+      pods: kube.list("list pods", (api, page) => api.listNamespacedPod({ namespace, labelSelector: selector, ...page }), withoutManagedFields),
+      services: kube.list("list services", (api, page) => api.listNamespacedService({ namespace, labelSelector: selector, ...page }), withoutManagedFields),
+      // which kernels have one is all a pass reads of them
+      configMaps: kube.list(
+        "list configmaps",
+        (api, page) => api.listNamespacedConfigMap({ namespace, labelSelector: selector, ...page }),
+        (cm): k8s.V1ConfigMap => (cm.metadata === undefined ? {} : { metadata: withoutManagedFields(cm).metadata! })
+      )
     }, { concurrency: 3 }).pipe(Effect.mapError(unavailable))
 
     /** A ready kernel the registry does not know, found ended or broken: report it and remove its objects. */
@@ -245,7 +250,7 @@ export class Reconciler extends Context.Service<Reconciler, {
       if (adopt) yield* Ref.set(adoptedOnce, true)
       // the lists and the adoption were a burst: what they leave unused is given back after it
       yield* memory.afterBurst
-      return { adopted, terminated, removed, resourceVersion: pods.metadata?.resourceVersion } satisfies ReconcileReport
+      return { adopted, terminated, removed, resourceVersion: pods.resourceVersion } satisfies ReconcileReport
     })
 
     const onPod = (type: string, pod: k8s.V1Pod) =>

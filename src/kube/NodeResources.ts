@@ -12,7 +12,7 @@
  *
  * Quantities are parsed exactly (bigint): cpu in millicores, everything else in base units.
  */
-import { Context, Duration, Effect, HashMap, Layer, Schema } from "effect"
+import { Context, Duration, Effect, HashMap, Layer, Option, Schema } from "effect"
 import { AgentConfig } from "../config/AgentConfig.ts"
 import * as Informer from "./Informer.ts"
 import { AGENT_ID_LABEL, MANAGED_BY, MANAGED_BY_VALUE } from "./KernelObjects.ts"
@@ -311,8 +311,21 @@ export interface NodeResourcesOptions {
   readonly initialSyncTimeout?: Duration.Input
 }
 
-const decodeNode = Schema.decodeUnknownEffect(NodeObject)
+export const decodeNode = Schema.decodeUnknownEffect(NodeObject)
 const decodePod = Schema.decodeUnknownEffect(PodObject)
+
+/**
+ * What a list keeps of each node / pod as its page arrives: its decoding (a Struct decodes to its
+ * declared fields only, and decoding that again gives it back: the informer's decoder sees what it
+ * would have made of the whole object); one that does not decode stays as it came, for the decoder
+ * to report and leave out. A node's image list, a pod's containers' specs and managedFields go here.
+ */
+const keepDecoded = <A>(schema: Schema.Codec<A, unknown>) => {
+  const decode = Schema.decodeUnknownOption(schema)
+  return (raw: unknown): unknown => Option.getOrElse(decode(raw), () => raw)
+}
+export const keepNode = keepDecoded(NodeObject)
+export const keepPod = keepDecoded(PodObject)
 
 /**
  * The pods informer's decoder: a pod from the API, checked (`PodObject`), cached as what the snapshot
@@ -333,9 +346,7 @@ export class NodeResources extends Context.Service<NodeResources, NodeResourcesS
       kind: "nodes",
       path: "/api/v1/nodes",
       query: { labelSelector },
-      list: kube.core("list nodes", (api) => api.listNode(labelSelector === undefined ? {} : { labelSelector })).pipe(
-        Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
-      ),
+      list: kube.list("list nodes", (api, page) => api.listNode(labelSelector === undefined ? page : { labelSelector, ...page }), keepNode),
       decode: decodeNode,
       relistInterval: options.relistInterval,
       onList: afterBurst
@@ -346,9 +357,7 @@ export class NodeResources extends Context.Service<NodeResources, NodeResourcesS
       kind: "pods",
       path: "/api/v1/pods",
       query: { fieldSelector },
-      list: kube.core("list pods", (api) => api.listPodForAllNamespaces({ fieldSelector })).pipe(
-        Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
-      ),
+      list: kube.list("list pods", (api, page) => api.listPodForAllNamespaces({ fieldSelector, ...page }), keepPod),
       decode: decodePodState(options.agentId),
       relistInterval: options.relistInterval,
       onList: afterBurst

@@ -7,7 +7,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import type * as k8s from "@kubernetes/client-node"
 import { Effect, Exit } from "effect"
-import { decodeKernelPod } from "../../src/kernel/lifecycle/KernelPodWatch.ts"
+import { decodeKernelPod, keepKernelPod } from "../../src/kernel/lifecycle/KernelPodWatch.ts"
 import { classifyCreating, describePod, endedReason, isReadyMarked, kernelIdOf, podAddresses, READY_ANNOTATION, RECOVERY_ANNOTATION, terminationOf } from "../../src/kube/KernelObjects.ts"
 
 /** A kernel pod as the API server sends it (JSON), with the parts the agent never reads. */
@@ -132,6 +132,25 @@ describe("KernelPodWatch.decodeKernelPod", () => {
   it("refuses what is not a pod, as before (and, now, labels or annotations that are not objects)", () => {
     for (const bad of [null, "pod", 1, [], { metadata: [] }, { metadata: "x" }, { spec: 3 }, { status: null }, { status: [] }, { metadata: { labels: [] }, spec: {}, status: {} }]) {
       assert.isTrue(Exit.isFailure(decode(bad)), JSON.stringify(bad))
+    }
+  })
+})
+
+describe("KernelPodWatch.keepKernelPod (what a list page keeps)", () => {
+  it("decodes to what the whole pod decodes to, and keeps no managedFields, recovery record or containers' spec", () => {
+    for (const [name, raw] of cases) {
+      const kept = keepKernelPod(structuredClone(raw) as k8s.V1Pod)
+      assert.deepStrictEqual(decode(kept), decode(raw), name)
+      assert.isFalse("managedFields" in (kept.metadata ?? {}), name)
+      assert.isFalse(RECOVERY_ANNOTATION in (kept.metadata?.annotations ?? {}), name)
+      assert.deepStrictEqual(kept.spec?.containers, [{ name: "kernel" }], name)
+    }
+  })
+
+  it("leaves what is not a pod as it came, for the decoder to refuse", () => {
+    for (const bad of [null, "pod", 1, [], { metadata: [] }, { metadata: "x" }, { spec: 3 }, { status: null }, { metadata: { labels: [] }, spec: {}, status: {} }]) {
+      assert.strictEqual(keepKernelPod(bad as k8s.V1Pod), bad as unknown, JSON.stringify(bad))
+      assert.isTrue(Exit.isFailure(decode(keepKernelPod(bad as k8s.V1Pod))), JSON.stringify(bad))
     }
   })
 })

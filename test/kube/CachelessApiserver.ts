@@ -17,7 +17,7 @@ import { freePort } from "../testbed/ports.ts"
 import { stopDaemons } from "../testbed/processes.ts"
 
 /** The client URL of the testbed's Kubernetes etcd (from its command line). */
-const k8sEtcdUrl = (env: TestbedEnv): string => {
+export const k8sEtcdUrl = (env: TestbedEnv): string => {
   const p = env.pids.find((x) => x.name === "k8s-etcd")
   if (p === undefined) throw new Error("the testbed has no k8s-etcd process")
   const args = fs.readFileSync(`/proc/${p.pid}/cmdline`, "utf8").split("\0")

@@ -5,7 +5,7 @@ import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
-import { KubeClient } from "../../src/kube/KubeClient.ts"
+import { KubeClient, withoutManagedFields } from "../../src/kube/KubeClient.ts"
 
 /** An "API server" that accepts connections and never answers (a paused kube-apiserver). */
 const silentServer = Effect.acquireRelease(
@@ -212,4 +212,16 @@ describe("KubeClient error mapping (real HTTP answers through the client library
       assert.strictEqual(e._tag, "KubeError")
       assert.strictEqual((e as { reason: string }).reason, "Gone")
     }), 30_000)
+})
+
+describe("withoutManagedFields", () => {
+  it("drops metadata.managedFields in place and nothing else; anything without them is left alone", () => {
+    const pod = { metadata: { name: "p", labels: { a: "b" }, managedFields: [{ manager: "kubelet" }] }, spec: { nodeName: "n" } }
+    const kept = withoutManagedFields(pod)
+    assert.strictEqual(kept, pod)
+    assert.deepStrictEqual(JSON.parse(JSON.stringify(kept)), { metadata: { name: "p", labels: { a: "b" } }, spec: { nodeName: "n" } })
+    for (const other of [null, undefined, "x", 3, {}, { metadata: null }, { metadata: "m" }, { metadata: { name: "q" } }]) {
+      assert.deepStrictEqual(withoutManagedFields(other), other)
+    }
+  })
 })

@@ -2,9 +2,12 @@ import { assert, describe, it } from "@effect/vitest"
 import { Effect, Exit } from "effect"
 import {
   computeSnapshot,
+  decodeNode,
   decodePodState,
   formatAmounts,
   formatScaled,
+  keepNode,
+  keepPod,
   nodeState,
   type NodeObject,
   parseQuantity,
@@ -187,3 +190,49 @@ describe("nodes, pods and the snapshot", () => {
     assert.strictEqual(s.workers[0]!.free.cpu, 0n)
   })
 })
+
+describe("what a list page keeps of a node or a pod (keepNode, keepPod)", () => {
+  const ours = { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-me" }
+  const heavy = (o: Record<string, unknown>) => ({
+    ...o,
+    kind: "Pod",
+    metadata: { ...(o.metadata as object), managedFields: [{ manager: "kubelet", fieldsV1: { "f:status": {} } }], annotations: { a: "x".repeat(1000) } },
+    spec: { ...(o.spec as object), volumes: [{ name: "v", emptyDir: {} }] }
+  })
+  it("a pod: decodes to the PodState the whole pod decodes to, without what the decoder does not read", () => {
+    const raws: ReadonlyArray<Record<string, unknown>> = [
+      pod("n", { cpu: "1" }),
+      pod("n", { cpu: "250m", memory: "1Gi" }, { containers: 2, init: { cpu: "2" } }),
+      pod("n", { cpu: "1" }, { labels: ours }),
+      pod(undefined, { cpu: "1" }),
+      pod("n", { cpu: "1" }, { phase: "Succeeded" }),
+      { spec: { nodeName: "n", containers: null, overhead: { cpu: "100m" } } },
+      {}
+    ].map((p) => heavy(p as Record<string, unknown>))
+    for (const raw of raws) {
+      const kept = keepPod(structuredClone(raw))
+      assert.deepStrictEqual(Effect.runSync(Effect.exit(decodePodState("i-me")(kept))), Effect.runSync(Effect.exit(decodePodState("i-me")(raw))), JSON.stringify(raw))
+      assert.isFalse(JSON.stringify(kept).includes("managedFields"), JSON.stringify(kept))
+      assert.isFalse(JSON.stringify(kept).includes("volumes"), JSON.stringify(kept))
+    }
+  })
+
+  it("a pod the schema refuses stays as it came (the decoder refuses it)", () => {
+    for (const bad of [null, "pod", { spec: { containers: "x" } }, { metadata: { name: 3 } }, { status: { phase: 1 } }]) {
+      assert.strictEqual(keepPod(bad), bad)
+      assert.isTrue(Exit.isFailure(Effect.runSync(Effect.exit(decodePodState("i-me")(keepPod(bad))))), JSON.stringify(bad))
+    }
+  })
+
+  it("a node: decodes to what the whole node decodes to, without its image list", () => {
+    const raw = {
+      ...node("n1", { cpu: "4", memory: "8Gi" }),
+      status: { ...node("n1", { cpu: "4", memory: "8Gi" }).status, images: [{ names: ["lablup/python:3.6"], sizeBytes: 1 }] }
+    }
+    const kept = keepNode(structuredClone(raw))
+    assert.deepStrictEqual(Effect.runSync(Effect.exit(decodeNode(kept))), Effect.runSync(Effect.exit(decodeNode(raw))))
+    assert.isFalse(JSON.stringify(kept).includes("images"))
+    assert.strictEqual(keepNode("node"), "node")
+  })
+})
+

@@ -38,13 +38,13 @@ const pick = (from: Record<string, unknown>, keys: ReadonlyArray<string>): Recor
   return out
 }
 
-const checkPod = Schema.decodeUnknownEffect(Schema.declare((u: unknown): u is k8s.V1Pod =>
+const isPodShaped = (u: unknown): u is k8s.V1Pod =>
   isRecord(u) && ["metadata", "spec", "status"].every((f) => u[f] === undefined || isRecord(u[f])) &&
   (!isRecord(u.metadata) || ["labels", "annotations"].every((f) => {
     const v = (u.metadata as Record<string, unknown>)[f]
     return v === undefined || isRecord(v)
   }))
-))
+const checkPod = Schema.decodeUnknownEffect(Schema.declare(isPodShaped))
 
 /** `from` without the key `key` (the same object when it has none). */
 const omit = <A extends object>(from: A, key: string): A => {
@@ -94,6 +94,13 @@ const projectPod = (pod: k8s.V1Pod): k8s.V1Pod => {
  */
 export const decodeKernelPod = (raw: unknown): Effect.Effect<k8s.V1Pod, Schema.SchemaError> => Effect.map(checkPod(raw), projectPod)
 
+/**
+ * What a list keeps of each pod as its page arrives: the cached projection already (the projection of
+ * a projection is itself, so `decodeKernelPod` of it is what it would have been of the pod); a pod that
+ * fails the check stays as it came, for the decoder to report and leave out.
+ */
+export const keepKernelPod = (pod: k8s.V1Pod): k8s.V1Pod => (isPodShaped(pod) ? projectPod(pod) : pod)
+
 export class KernelPodWatch extends Context.Service<KernelPodWatch, KernelPodWatchShape>()("bai-agent/kernel/lifecycle/KernelPodWatch") {
   static readonly layer = Layer.effect(
     KernelPodWatch,
@@ -108,9 +115,7 @@ export class KernelPodWatch extends Context.Service<KernelPodWatch, KernelPodWat
         kind: "kernel-pods",
         path: `/api/v1/namespaces/${namespace}/pods`,
         query: { labelSelector },
-        list: kube.core("list pods", (api) => api.listNamespacedPod({ namespace, labelSelector })).pipe(
-          Effect.map((l) => ({ items: l.items, resourceVersion: l.metadata?.resourceVersion }))
-        ),
+        list: kube.list("list pods", (api, page) => api.listNamespacedPod({ namespace, labelSelector, ...page }), keepKernelPod),
         decode: decodeKernelPod,
         relistInterval: Duration.seconds(config.kubernetes["relist-interval"]),
         onEvent: (event) => PubSub.publish(changes, { _tag: "Event", event }).pipe(Effect.asVoid),
