@@ -31,7 +31,7 @@
  *   inflates it less than a wall-clock share) per stats cycle and as a share of one core, the RSS
  *   every second through the windows (mean and maximum: one reading moves by ±20 MiB at 1,000
  *   kernels between two agent processes, not within one) and its peak before them, from the agent's
- *   start through the adoption (every 250 ms), and at their end /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
+ *   start through the adoption and the settle (the kernel's high-water mark, VmHWM of /proc/<pid>/status), and at their end /proc/<pid>/smaps_rollup (RSS, anonymous, Pss_Anon, Pss_File) and /proc/<pid>/smaps by mapping (the
  *   node binary, glibc's [heap], V8-page-sized and larger anonymous mappings, mapping and thread counts:
  *   the second table); the V8 heap comes from a `process.report` (`--report-on-signal`, SIGUSR2) at the end of the point.
  * - every point is a fresh agent process (kernels are added between points, never removed).
@@ -116,6 +116,12 @@ const argValue = (flag: string): string | undefined => {
 }
 const argNumber = (flag: string, fallback: number): number => Number(argValue(flag) ?? fallback)
 const repoRoot = fileURLToPath(new URL("..", import.meta.url))
+/** VmHWM of /proc/<pid>/status: the highest resident set size the process ever had, MiB. */
+const peakRssOf = (pid: number): number => {
+  const m = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+  return m === null ? 0 : Number(m[1]) / 1024
+}
+
 const POINTS = (argValue("--kernels") ?? "0,100,250,500,1000").split(",").map(Number)
 const NODES = argNumber("--nodes", 4)
 const FOREIGN_PODS = argNumber("--foreign-pods", 0)
@@ -208,7 +214,7 @@ export interface Point {
   /** RSS sampled every second through the windows (MiB): mean and maximum */
   readonly rssMean: number
   readonly rssMax: number
-  /** the highest RSS (MiB) from the agent's start (sampled every 250 ms) through the adoption and `--settle`, before the windows */
+  /** the highest RSS (MiB) from the agent's start through the adoption and `--settle`, before the windows (VmHWM) */
   readonly rssStartPeak: number
   readonly breakdown: SmapsBreakdown
   readonly heapUsedMiB: number
@@ -580,6 +586,8 @@ service-addr = { host = "127.0.0.1", port = ${metricsPort} }
           await sleep(Math.min(250, settleEnd - Date.now()))
           startPeak = Math.max(startPeak, rssNow())
         }
+        // the kernel's own high-water mark of the RSS since the agent started (a peak between two samples included)
+        startPeak = Math.max(startPeak, peakRssOf(agent.pid!))
         const cpuPerCycleMs: Array<number> = []
         const corePercent: Array<number> = []
         const rssSamples: Array<number> = []
