@@ -102,19 +102,23 @@ const pod = (nodeName: string | undefined, requests: Record<string, string>, opt
   status: { phase: opts.phase ?? "Running" }
 })
 
+/** This agent's (i-me) kernel pods carry these labels. */
+const ours = { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-me" }
+
+/** Pods of every kind the pods informer decodes: counted, ours, unbound, ended, odd. */
+const samplePods: ReadonlyArray<PodObject> = [
+  pod("n", { cpu: "1" }),
+  pod("n", { cpu: "250m", memory: "1Gi" }, { containers: 2, init: { cpu: "2" } }),
+  pod("n", { cpu: "1" }, { labels: ours }),
+  pod(undefined, { cpu: "1" }),
+  pod("n", { cpu: "1" }, { phase: "Succeeded" }),
+  { spec: { nodeName: "n", containers: null, overhead: { cpu: "100m" } } },
+  {}
+]
+
 describe("the pods informer's decoder", () => {
   it("keeps a pod as its PodState (null when it does not count), the same as podState of the decoded pod", () => {
-    const ours = { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-me" }
-    const raws: ReadonlyArray<PodObject> = [
-      pod("n", { cpu: "1" }),
-      pod("n", { cpu: "250m", memory: "1Gi" }, { containers: 2, init: { cpu: "2" } }),
-      pod("n", { cpu: "1" }, { labels: ours }),
-      pod(undefined, { cpu: "1" }),
-      pod("n", { cpu: "1" }, { phase: "Succeeded" }),
-      { spec: { nodeName: "n", containers: null, overhead: { cpu: "100m" } } },
-      {}
-    ]
-    for (const raw of raws) {
+    for (const raw of samplePods) {
       const exit = Effect.runSync(Effect.exit(decodePodState("i-me")(raw)))
       assert.deepStrictEqual(exit, Exit.succeed(podState(raw, "i-me") ?? null), JSON.stringify(raw))
     }
@@ -142,7 +146,6 @@ describe("nodes, pods and the snapshot", () => {
   })
 
   it("counts foreign, bound, non-terminal pods with their effective request", () => {
-    const ours = { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-me" }
     const otherAgent = { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-other" }
     assert.isUndefined(podState(pod(undefined, { cpu: "1" }), "i-me"))
     assert.isUndefined(podState(pod("n", { cpu: "1" }, { phase: "Succeeded" }), "i-me"))
@@ -192,7 +195,6 @@ describe("nodes, pods and the snapshot", () => {
 })
 
 describe("what a list page keeps of a node or a pod (keepNode, keepPod)", () => {
-  const ours = { "app.kubernetes.io/managed-by": "bai-k8s-agent", "backend.ai/agent-id": "i-me" }
   const heavy = (o: Record<string, unknown>) => ({
     ...o,
     kind: "Pod",
@@ -200,15 +202,7 @@ describe("what a list page keeps of a node or a pod (keepNode, keepPod)", () => 
     spec: { ...(o.spec as object), volumes: [{ name: "v", emptyDir: {} }] }
   })
   it("a pod: decodes to the PodState the whole pod decodes to, without what the decoder does not read", () => {
-    const raws: ReadonlyArray<Record<string, unknown>> = [
-      pod("n", { cpu: "1" }),
-      pod("n", { cpu: "250m", memory: "1Gi" }, { containers: 2, init: { cpu: "2" } }),
-      pod("n", { cpu: "1" }, { labels: ours }),
-      pod(undefined, { cpu: "1" }),
-      pod("n", { cpu: "1" }, { phase: "Succeeded" }),
-      { spec: { nodeName: "n", containers: null, overhead: { cpu: "100m" } } },
-      {}
-    ].map((p) => heavy(p as Record<string, unknown>))
+    const raws = samplePods.map((p) => heavy(p as Record<string, unknown>))
     for (const raw of raws) {
       const kept = keepPod(structuredClone(raw))
       assert.deepStrictEqual(Effect.runSync(Effect.exit(decodePodState("i-me")(kept))), Effect.runSync(Effect.exit(decodePodState("i-me")(raw))), JSON.stringify(raw))
