@@ -134,6 +134,9 @@ export interface ListResult<T> {
 /** Objects per list page (`limit`): a page of kernel pods is ~1.5 MiB of JSON. */
 export const LIST_PAGE_SIZE = 250
 
+/** Pages of one list at most (2.5 million objects at 250): past it, the list fails (a server that never ends it). */
+export const MAX_LIST_PAGES = 10_000
+
 /**
  * `o` without `metadata.managedFields` — the server's record of which client set which field (server-side
  * apply), 3.3 of the 7.1 KiB a listed kernel pod held, read by nothing here. In place (a listed object
@@ -282,18 +285,29 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
       page: (api: k8s.CoreV1Api, options: { readonly limit: number; readonly _continue?: string }) => Promise<ListPage<T>>,
       keep?: (item: T) => B
     ): Effect.Effect<ListResult<B>, KubeError> => {
-      const pages = (cont: string | undefined, acc: Array<B>): Effect.Effect<ListResult<B>, KubeError> =>
+      const pages = (cont: string | undefined, acc: Array<B>, count: number): Effect.Effect<ListResult<B>, KubeError> =>
         pageGate.withPermits(1)(call(core)(operation, (api) => page(api, cont === undefined ? { limit } : { limit, _continue: cont }))).pipe(
           Effect.flatMap((p) => {
-            for (const item of p.items) acc.push(keep === undefined ? (item as unknown as B) : keep(item))
+            for (const item of p.items ?? []) acc.push(keep === undefined ? (item as unknown as B) : keep(item))
             const next = p.metadata?._continue
-            return next === undefined || next === ""
-              ? Effect.succeed({ items: acc, resourceVersion: p.metadata?.resourceVersion })
-              : pages(next, acc)
+            if (next === undefined || next === "") return Effect.succeed({ items: acc, resourceVersion: p.metadata?.resourceVersion })
+            // a server that never ends its list (the same token again, or pages without end) is refused
+            if (next === cont || count + 1 >= MAX_LIST_PAGES) {
+              return Effect.fail(
+                new KubeError({
+                  reason: "Other",
+                  operation,
+                  message: next === cont
+                    ? "the server answered a list page with the continue token it was asked with (the list would never end)"
+                    : `the list did not end within ${MAX_LIST_PAGES} pages of ${limit}`
+                })
+              )
+            }
+            return pages(next, acc, count + 1)
           })
         )
       // 410 on a continued page: the snapshot left the server's history (etcd compacted it); again from the start
-      return Effect.suspend(() => pages(undefined, [])).pipe(
+      return Effect.suspend(() => pages(undefined, [], 0)).pipe(
         Effect.retry({ times: 2, while: (e) => e.reason === "Gone" })
       )
     }

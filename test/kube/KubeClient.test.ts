@@ -1,11 +1,11 @@
 import { assert, describe, it } from "@effect/vitest"
 import * as k8s from "@kubernetes/client-node"
-import { Effect, Exit, Fiber, Option, References, Stream } from "effect"
+import { Cause, Effect, Exit, Fiber, Option, References, Stream } from "effect"
 import * as fs from "node:fs"
 import * as http from "node:http"
 import * as os from "node:os"
 import * as path from "node:path"
-import { KubeClient, withoutManagedFields } from "../../src/kube/KubeClient.ts"
+import { KubeClient, KubeError, withoutManagedFields } from "../../src/kube/KubeClient.ts"
 
 /** An "API server" that accepts connections and never answers (a paused kube-apiserver). */
 const silentServer = Effect.acquireRelease(
@@ -224,4 +224,25 @@ describe("withoutManagedFields", () => {
       assert.deepStrictEqual(withoutManagedFields(other), other)
     }
   })
+})
+
+describe("KubeClient.list against a server that never ends its list", () => {
+  it.live("the same continue token again is refused with a precise error (no endless loop)", () =>
+    Effect.scoped(
+      Effect.gen(function*() {
+        const { port } = yield* scriptedServer(200, { kind: "ConfigMapList", apiVersion: "v1", metadata: { continue: "again", resourceVersion: "7" }, items: [] })
+        const kube = yield* KubeClient.make({ kubeconfig: kubeconfigFor(port), requestTimeoutSeconds: 5 })
+        let pages = 0
+        const exit = yield* kube.list("list configmaps", (api, page) => {
+          pages++
+          return api.listNamespacedConfigMap({ namespace: "n", ...page })
+        }).pipe(Effect.timeout("10 seconds"), Effect.exit)
+        assert.isTrue(Exit.isFailure(exit))
+        const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+        assert.instanceOf(error, KubeError)
+        assert.include((error as KubeError).message, "continue token")
+        // the first page, then the one that gave the token back
+        assert.strictEqual(pages, 2)
+      })
+    ), 30_000)
 })
