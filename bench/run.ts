@@ -14,6 +14,7 @@ const benches: Record<string, string> = {
   heartbeat: "heartbeat assembly time, agent CPU and RSS: 2 nodes vs 200 nodes / 5,000 pods (needs a testbed)",
   memory: "the real agent process (dist/main.js): RSS (anon/file split), V8 heap and loop CPU per cycle at 0…1,000 adopted kernels (needs a testbed)",
   "summary-fetch": "the agent CPU of one kubelet Summary read through the API server node proxy (0 and 25 pods), vs --baseline <KubeletSummary.ts> (needs a testbed)",
+  "first-stats": "the real agent process: create reply → the new kernel's first stats in Redis, vs --compare-main <other build> (needs a testbed)",
   "import-cost": "RSS and heap each big dependency costs at import (a fresh process per module)"
 }
 

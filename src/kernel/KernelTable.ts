@@ -33,6 +33,8 @@ export interface KernelInfo {
   readonly idleTimeout: number
   /** Monotonic millis (src/domain/MonotonicClock.ts) of the last RPC naming this kernel. */
   readonly lastUsed: number
+  /** The node the kernel's pod runs on, once it is running (whose kubelet summary holds its stats). */
+  readonly nodeName?: string | undefined
 }
 
 export interface KernelTableShape {

@@ -7,7 +7,7 @@
  * the last one did. So each node is read every `summaryIntervalMs` (`stats.summary-interval`, 10 s): its
  * turn comes round every `summaryIntervalMs / nominalMs` cycles, nodes assigned to the cycles in turn as
  * they first appear (the reads spread evenly); a node not read yet, and one whose last read failed, is
- * read every cycle. The other nodes count with their last summary, whose samples (at the kubelet's
+ * read every cycle, and a node a pod was just placed on (the caller's `urgent`) in the next one. The other nodes count with their last summary, whose samples (at the kubelet's
  * times: StatFormat) change nothing (a summary holds only the pods of the agent's kernels' namespaces:
  * the reads ask for those). Nodes no longer listed are forgotten.
  *
@@ -33,14 +33,14 @@ export class NodeReads {
     this.turnCycles = Math.max(1, Math.round(summaryIntervalMs / nominalMs))
   }
 
-  /** The nodes of `nodes` to read in this cycle (and counts the cycle). */
-  due(nodes: ReadonlyArray<string>): Array<string> {
+  /** The nodes of `nodes` to read in this cycle (and counts the cycle); `urgent` ones whatever their turn. */
+  due(nodes: ReadonlyArray<string>, urgent: ReadonlySet<string> = new Set()): Array<string> {
     const cycle = this.cycle++
     const due: Array<string> = []
     for (const node of nodes) {
       let turn = this.turnOf.get(node)
       if (turn === undefined) this.turnOf.set(node, turn = this.nextTurn++ % this.turnCycles)
-      if (!this.kept.has(node) || cycle % this.turnCycles === turn) due.push(node)
+      if (!this.kept.has(node) || cycle % this.turnCycles === turn || urgent.has(node)) due.push(node)
     }
     return due
   }

@@ -7,7 +7,8 @@
  * **Each node is read every `stats.summary-interval` (10 s), its reads spread over the cycles** (the
  * kubelet's cAdvisor samples a node every 10 s, a pod every 10–20 s; a read every 2 s at 200 nodes cost
  * a fifth of a core): NodeReads.ts; the nodes not read count with their last summary, so their
- * kernels' values are written again as they were.
+ * kernels' values are written again as they were. A node a kernel's pod was just placed on (a new or
+ * restarted kernel) is read in the next cycle: its first stats come within a cycle, not a summary-interval.
  *
  * - `<agent_id>` = msgpack `{"node": {metric: M}, "devices": {metric: {node name: M}}}` — the cluster as
  *   one node, each Kubernetes node a device;
@@ -72,6 +73,8 @@ export interface MeasuredKernel {
   readonly objectName: string
   readonly podUid: string | undefined
   readonly resourceSpec: string
+  /** The pod's node, once known: a new pod's node is read in the next cycle, not at its turn. */
+  readonly nodeName?: string | undefined
 }
 
 export interface CycleReport {
@@ -123,6 +126,8 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       )
     }
     const reads = new NodeReads(summaryMs, nominalMs)
+    /** The pods (uid) seen placed on a node by the last cycle. */
+    let placedPods = new Set<string>()
 
     const state = yield* Ref.make<CollectorState>(emptyState)
     /**
@@ -193,7 +198,18 @@ export class StatsCollector extends Context.Service<StatsCollector, StatsCollect
       const started = yield* Clock.currentTimeMillis
       const nodes = yield* currentNodes
       const kernelInfos = yield* options.kernels
-      const due = reads.due(nodes)
+      // a pod on a node for the first time (a new kernel, a restarted one): its node is read now, so its
+      // first stats come within a cycle, not within a summary-interval (once per pod: a summary that does
+      // not hold it yet, cAdvisor not having sampled it, waits for the node's turn)
+      const urgent = new Set<string>()
+      const placed = new Set<string>()
+      for (const k of kernelInfos) {
+        if (k.podUid === undefined || k.nodeName === undefined || k.nodeName === "") continue
+        placed.add(k.podUid)
+        if (!placedPods.has(k.podUid)) urgent.add(k.nodeName)
+      }
+      placedPods = placed
+      const due = reads.due(nodes, urgent)
       yield* Metric.update(summaryReadsTotal, due.length)
       // the kernels' namespaces: only their pods are parsed and kept (a cluster's other pods are not counted)
       const namespaces = new Set<string>()

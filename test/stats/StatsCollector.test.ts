@@ -152,4 +152,65 @@ describe("StatsCollector.layer", () => {
         assert.isTrue(pipelines.slice(-5).every((keys) => keys.includes("k-n7")))
       }).pipe(Effect.provide(layer))
     }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
+
+  // A new kernel's first stats: its node is read in the next cycle, not at the node's turn (up to a
+  // summary-interval later); once only (a summary without the pod yet waits for the turn).
+  it.effect("a node a new kernel's pod was placed on is read in the next cycle, once", () =>
+    Effect.gen(function*() {
+      const pipelines: Array<ReadonlyArray<string>> = []
+      const reads: Array<Array<string>> = [[]]
+      const nodes = Array.from({ length: 10 }, (_, i) => `n${i}`)
+      const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\nsummary-interval = 10\n`, {}, "unit")
+      const fetch = (node: string) =>
+        Effect.gen(function*() {
+          reads[reads.length - 1]!.push(node)
+          const now = new Date(yield* Clock.currentTimeMillis).toISOString()
+          return {
+            node: { nodeName: node, cpu: { usageCoreNanoSeconds: 1e9, time: now } },
+            pods: [{ podRef: { name: `kernel-${node}`, namespace: "ns", uid: `u-${node}` }, cpu: { usageCoreNanoSeconds: 1e9, time: now } }]
+          } satisfies Summary
+        })
+      const deps = Layer.mergeAll(
+        AgentConfig.fromLoaded(loaded),
+        KernelTable.layer,
+        Layer.mock(KubeClient)({ config: undefined as never, server: "" }),
+        Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch })),
+        Layer.mock(Redis)({ setManyEx: (keys) => Effect.sync(() => void pipelines.push(keys)), set: () => Effect.void })
+      )
+      const layer = Layer.unwrap(
+        Effect.map(KernelTable, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.succeed(nodes) }))
+      ).pipe(Layer.provideMerge(deps))
+      yield* Effect.gen(function*() {
+        const registry = yield* KernelTable
+        const cycle = Effect.gen(function*() {
+          reads.push([])
+          yield* TestClock.adjust("2 seconds")
+        })
+        yield* TestClock.adjust("1 millis") // the first cycle: every node
+        yield* cycle
+        // the node whose turn is furthest: read in this cycle, then not for four
+        const justRead = reads[reads.length - 1]!
+        const node = justRead.find((n) => n !== undefined)!
+        const kernel = {
+          kernelId: `k-${node}`, namespace: "ns", objectName: `kernel-${node}`, podUid: `u-${node}`, status: "creating" as const, kernelHost: "",
+          replInPort: 0, replOutPort: 0, servicePorts: [], canonicalImage: "", image: "", resourceSpec: "", scratchDir: "", idleTimeout: 0, lastUsed: 0
+        }
+        // creating: no node yet, nothing read for it
+        yield* registry.upsert(kernel)
+        yield* cycle
+        assert.notInclude(reads[reads.length - 1]!, node)
+        // running on its node: read in the next cycle, and its key written from it
+        yield* registry.upsert({ ...kernel, status: "running", nodeName: node })
+        yield* cycle
+        assert.include(reads[reads.length - 1]!, node)
+        assert.include(pipelines[pipelines.length - 1]!, `k-${node}`)
+        // once: then at its turn again (five cycles after its last regular read)
+        yield* cycle
+        assert.notInclude(reads[reads.length - 1]!, node)
+        // a restart: a new pod of the same kernel on that node is read at once again
+        yield* registry.upsert({ ...kernel, status: "running", nodeName: node, podUid: `u2-${node}` })
+        yield* cycle
+        assert.include(reads[reads.length - 1]!, node)
+      }).pipe(Effect.provide(layer))
+    }).pipe(Effect.provideService(References.MinimumLogLevel, "None")))
 })

@@ -70,7 +70,8 @@ export class Adoption extends Context.Service<Adoption, AdoptionShape>()("bai-ag
             resourceSpec: r.resourceSpec,
             scratchDir: r.scratchDir,
             idleTimeout: r.idleTimeout,
-            lastUsed: now
+            lastUsed: now,
+            nodeName: pod.spec?.nodeName
           }
           yield* registry.upsert(info)
           yield* nodePorts.claim(ports.values())

@@ -321,7 +321,7 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
             const endpoint = runnerEndpoint(addresses, input.runnerAddress, info, kernelHostOverride)
             yield* statusPing(kernelId, endpoint.host, endpoint.replInPort, endpoint.replOutPort).pipe(stage("runnerStatus"))
             yield* phase("runner-ready")
-            return addresses
+            return { addresses, nodeName: running.spec?.nodeName }
           }).pipe(
             Effect.timeoutOrElse({
               duration: Duration.seconds(createTimeout),
@@ -335,7 +335,12 @@ export class CreateFlow extends Context.Service<CreateFlow, CreateFlowShape>()("
           // ready: mark the pod (what a restarted agent adopts), then the registry
           const readyAt = new Date(yield* Clock.currentTimeMillis).toISOString()
           yield* pods.annotatePod(kernelId, { [READY_ANNOTATION]: readyAt, [RECOVERY_ANNOTATION]: recoveryText(recovery) }).pipe(stage("readyPatch"))
-          const ready: KernelInfo = { ...info, status: "running", kernelHost: reportedKernelHost(running, kernelHostOverride) }
+          const ready: KernelInfo = {
+            ...info,
+            status: "running",
+            kernelHost: reportedKernelHost(running.addresses, kernelHostOverride),
+            nodeName: running.nodeName
+          }
           yield* registry.upsert(ready)
           yield* nodePorts.claim(ports.values())
           yield* Ref.set(committed, true)
