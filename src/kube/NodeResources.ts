@@ -1,4 +1,4 @@
-// size: the slot rules (node eligibility, exact quantities, per-pod requests) and the two informers whose caches they read; the pod cache's decoder (a pod's PodState, not the pod) took it just over 400
+// size: the slot rules (node eligibility, exact quantities, per-pod requests) and the two informers whose caches they read; the pod cache's decoder (a pod's PodState, not the pod) and what their list pages keep took it just over 400
 /**
  * Resource slots from the cluster (spec §7.5, fixed): the worker nodes (Ready, schedulable, matching
  * `kubernetes.node-selector`, not tainted NoSchedule/NoExecute) and, per node, **allocatable** minus

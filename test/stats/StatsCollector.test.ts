@@ -45,6 +45,31 @@ const setup = Effect.gen(function*() {
   return { layer, pipelines, sets, asked }
 })
 
+/**
+ * A collector reading 10 s summaries every 2 s cycle (stats.summary-interval 10) with `fetch` for the
+ * summaries, `nodes` as the worker nodes; each write's keys pushed to `pipelines`.
+ */
+const scheduledCollector = (
+  fetch: KubeletSummary["Service"]["fetch"],
+  nodes: Effect.Effect<ReadonlyArray<string>>,
+  pipelines: Array<ReadonlyArray<string>>
+) =>
+  Effect.map(
+    decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\nsummary-interval = 10\n`, {}, "unit"),
+    (loaded) => {
+      const deps = Layer.mergeAll(
+        AgentConfig.fromLoaded(loaded),
+        KernelTable.layer,
+        Layer.mock(KubeClient)({ config: undefined as never, server: "" }),
+        Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch })),
+        Layer.mock(Redis)({ setManyEx: (keys) => Effect.sync(() => void pipelines.push(keys)), set: () => Effect.void })
+      )
+      return Layer.unwrap(
+        Effect.map(KernelTable, (registry) => StatsCollector.layer({ kernels: registry.list, nodes }))
+      ).pipe(Layer.provideMerge(deps))
+    }
+  )
+
 describe("StatsCollector.layer", () => {
   it.effect("runs one cycle per interval, one write per cycle; finalize writes the last stat with a long TTL", () =>
     Effect.gen(function*() {
@@ -87,7 +112,6 @@ describe("StatsCollector.layer", () => {
       let nodes = Array.from({ length: 10 }, (_, i) => `n${i}`)
       let failing = new Set(["n7"])
       const cpu = new Map<string, number>()
-      const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\nsummary-interval = 10\n`, {}, "unit")
       const fetch = (node: string) =>
         Effect.gen(function*() {
           reads[reads.length - 1]!.push(node)
@@ -103,19 +127,7 @@ describe("StatsCollector.layer", () => {
             ]
           } satisfies Summary
         })
-      const deps = Layer.mergeAll(
-        AgentConfig.fromLoaded(loaded),
-        KernelTable.layer,
-        Layer.mock(KubeClient)({ config: undefined as never, server: "" }),
-        Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch })),
-        Layer.mock(Redis)({
-          setManyEx: (keys) => Effect.sync(() => void pipelines.push(keys)),
-          set: () => Effect.void
-        })
-      )
-      const layer = Layer.unwrap(
-        Effect.map(KernelTable, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.sync(() => nodes) }))
-      ).pipe(Layer.provideMerge(deps))
+      const layer = yield* scheduledCollector(fetch, Effect.sync(() => nodes), pipelines)
       yield* Effect.gen(function*() {
         const registry = yield* KernelTable
         for (const node of ["n3", "n7"]) {
@@ -160,7 +172,6 @@ describe("StatsCollector.layer", () => {
       const pipelines: Array<ReadonlyArray<string>> = []
       const reads: Array<Array<string>> = [[]]
       const nodes = Array.from({ length: 10 }, (_, i) => `n${i}`)
-      const loaded = yield* decodeConfigText("t.toml", `[etcd]\nnamespace = "ns"\naddr = "127.0.0.1:2379"\n[stats]\ninterval = 2\nttl = 30\nsummary-interval = 10\n`, {}, "unit")
       const fetch = (node: string) =>
         Effect.gen(function*() {
           reads[reads.length - 1]!.push(node)
@@ -170,16 +181,7 @@ describe("StatsCollector.layer", () => {
             pods: [{ podRef: { name: `kernel-${node}`, namespace: "ns", uid: `u-${node}` }, cpu: { usageCoreNanoSeconds: 1e9, time: now } }]
           } satisfies Summary
         })
-      const deps = Layer.mergeAll(
-        AgentConfig.fromLoaded(loaded),
-        KernelTable.layer,
-        Layer.mock(KubeClient)({ config: undefined as never, server: "" }),
-        Layer.succeed(KubeletSummary, KubeletSummary.of({ fetch })),
-        Layer.mock(Redis)({ setManyEx: (keys) => Effect.sync(() => void pipelines.push(keys)), set: () => Effect.void })
-      )
-      const layer = Layer.unwrap(
-        Effect.map(KernelTable, (registry) => StatsCollector.layer({ kernels: registry.list, nodes: Effect.succeed(nodes) }))
-      ).pipe(Layer.provideMerge(deps))
+      const layer = yield* scheduledCollector(fetch, Effect.succeed(nodes), pipelines)
       yield* Effect.gen(function*() {
         const registry = yield* KernelTable
         const cycle = Effect.gen(function*() {
