@@ -7,9 +7,10 @@
  * the last one did. So each node is read every `summaryIntervalMs` (`stats.summary-interval`, 10 s): its
  * turn comes round every `summaryIntervalMs / nominalMs` cycles, nodes assigned to the cycles in turn as
  * they first appear (the reads spread evenly); a node not read yet, and one whose last read failed, is
- * read every cycle, and a node a pod was just placed on (the caller's `urgent`) in the next one. The other nodes count with their last summary, whose samples (at the kubelet's
- * times: StatFormat) change nothing (a summary holds only the pods of the agent's kernels' namespaces:
- * the reads ask for those). Nodes no longer listed are forgotten.
+ * read every cycle, and a node a pod was just placed on (the caller's `urgent`) in the next one. The
+ * other nodes count with their last summary, whose samples (at the kubelet's times: StatFormat) change
+ * nothing (a summary holds only the pods of the agent's kernels' namespaces: the reads ask for those).
+ * Nodes no longer listed are forgotten.
  *
  * Mutable, for one cycle at a time (the collector's loop runs one cycle at a time).
  */
