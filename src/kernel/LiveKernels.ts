@@ -14,7 +14,7 @@
  *   whose event may not have left is sent again. Delivery is at least once: a crash between the
  *   hand-off and the delete repeats the event at the next start.
  */
-import { Context, Effect, FiberMap, Layer, Option, Schedule, Schema } from "effect"
+import { Array as Arr, Context, Effect, FiberMap, Layer, Option, Schedule, Schema } from "effect"
 import { Etcd, type EtcdError } from "../manager/Etcd.ts"
 import { AgentEvents, EventPublisher } from "../manager/EventPublisher.ts"
 
@@ -35,6 +35,10 @@ const decodeRecord = Schema.decodeUnknownOption(RecordJson)
 /** Kernel ids as key components: what the manager sends (UUIDs); nothing that could leave the prefix. */
 const KERNEL_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/
 
+/** Records written per etcd transaction by `ensure` (etcd's default --max-txn-ops is 128). */
+const ENSURE_BATCH = 100
+const LIVE = JSON.stringify({ state: "live" } satisfies LiveKernelRecord)
+
 /** The `kernel_terminated` reason of a kernel whose create never finished (the agent died meanwhile). */
 export const FAILED_TO_START = "failed-to-start"
 /** The reason of a kernel whose pod is gone without a trace (deleted while the agent was down). */
@@ -46,8 +50,12 @@ const SETTLED_MEMORY = 4096
 export interface LiveKernelsShape {
   /** A create starts: the kernel is recorded before anything is made. */
   readonly creating: (kernelId: string) => Effect.Effect<void, EtcdError>
-  /** A kernel adopted from the cluster is recorded (kernels of an agent without records). */
-  readonly ensure: (kernelId: string) => Effect.Effect<void>
+  /**
+   * Kernels adopted from the cluster are recorded (kernels of an agent without records): in etcd
+   * transactions of up to 100, not a put each (1,000 puts at once were a start-up peak of their own);
+   * a kernel this process settled meanwhile is left out. Never fails (a failure is logged).
+   */
+  readonly ensure: (kernelIds: ReadonlyArray<string>) => Effect.Effect<void>
   /** A create failed and the manager got the error: no event, the record goes. */
   readonly forget: (kernelId: string) => Effect.Effect<void>
   /**
@@ -99,10 +107,14 @@ export class LiveKernels extends Context.Service<LiveKernels, LiveKernelsShape>(
         yield* put(kernelId, { state: "live" })
       })
 
-    const ensure = (kernelId: string) =>
-      put(kernelId, { state: "live" }).pipe(
-        Effect.catch((e) => Effect.logWarning(`cannot record the adopted kernel: ${e.message}`).pipe(Effect.annotateLogs({ kernelId })))
-      )
+    const ensure = (kernelIds: ReadonlyArray<string>) =>
+      Effect.forEach(Arr.chunksOf(kernelIds.filter((kid) => KERNEL_ID.test(kid)), ENSURE_BATCH), (batch) =>
+        Effect.suspend(() => {
+          const live = batch.filter((kid) => !settled.has(kid))
+          return live.length === 0 ? Effect.void : etcd.putMany(live.map((kid) => [keyOf(kid), LIVE] as const), "node")
+        }).pipe(
+          Effect.catch((e) => Effect.logWarning(`cannot record ${batch.length} adopted kernels: ${e.message}; recorded at the next start`))
+        ), { discard: true })
 
     const forget = (kernelId: string) => settle(kernelId).pipe(Effect.andThen(remove(kernelId)))
 

@@ -124,6 +124,8 @@ export class Reconciler extends Context.Service<Reconciler, {
         Effect.map(live.settledHere(kid), (settled) => (settled ? undefined : records.get(kid)))
       const { configMaps, pods, services } = yield* listAll
       const adopted: Array<string> = []
+      /** Adopted kernels with no record (from an agent that kept none): recorded together after the pass. */
+      const unrecorded: Array<string> = []
       const terminated: Array<string> = []
       const removed: Array<string> = []
       const serviceOf = new Map<string, k8s.V1Service>()
@@ -194,7 +196,7 @@ export class Reconciler extends Context.Service<Reconciler, {
           if (Option.isSome(info)) {
             adopted.push(kid)
             // adopted from an agent that kept no records: from now on it has one
-            if (record === undefined) yield* live.ensure(kid)
+            if (record === undefined) unrecorded.push(kid)
           } else {
             yield* reportLost(kid, FORCE_TERMINATED, null)
             terminated.push(kid)
@@ -202,6 +204,8 @@ export class Reconciler extends Context.Service<Reconciler, {
         }).pipe(
           Effect.catch((e) => Effect.logWarning(`reconcile: ${e.message}`).pipe(Effect.annotateLogs({ kernelId: kernelIdOf(pod) ?? "" })))
         ), { concurrency: 8, discard: true })
+
+      yield* live.ensure(unrecorded)
 
       // running kernels whose pod is gone
       yield* Effect.forEach(before, (k) =>

@@ -3,6 +3,7 @@
 // adopted and usable, the rest is torn down; nothing is reported terminated by mistake.
 import { assert, describe, it } from "@effect/vitest"
 import { Context, Deferred, Effect, Exit, Option, Scope, Stream } from "effect"
+import { Etcd3 } from "etcd3"
 import * as fs from "node:fs"
 import * as os from "node:os"
 import * as path from "node:path"
@@ -11,6 +12,7 @@ import { KernelLifecycle } from "../../src/kernel/KernelLifecycle.ts"
 import { KernelTable } from "../../src/kernel/KernelTable.ts"
 import { RunnerConnections } from "../../src/kernel/runner/RunnerConnections.ts"
 import type { KubeClientShape, KubeError } from "../../src/kube/KubeClient.ts"
+import type { EtcdShape } from "../../src/manager/Etcd.ts"
 import { cachelessApiserver, compactEtcd } from "../kube/CachelessApiserver.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
 import { eventually, kernelObjects, kubectl, kubectlJson, labelledObjects, makeSite, pythonConfig, startAgent, takeEvent } from "./KernelLifecycleSupport.ts"
@@ -86,6 +88,39 @@ describe("Reconciler on the testbed", () => {
       const term = yield* takeEvent(site, "kernel_terminated", kid)
       assert.strictEqual(term.args[1], "user-requested")
       assert.deepStrictEqual(yield* kernelObjects(env, site.kubeNs, kid), [])
+    }).pipe(Effect.scoped), { timeout: 180_000 })
+
+  // An agent that kept no records (a version before them) left ready kernels: the one that adopts them
+  // records them — all in one etcd transaction after the pass, not one put per kernel while adopting
+  // (1,000 puts at once were a one-off ~20 MiB start-up peak of their own).
+  it.live("kernels adopted without a record get theirs, in one etcd transaction", () =>
+    Effect.gen(function*() {
+      const site = yield* makeSite(env)
+      const a = yield* startAgent(site)
+      const kids = [crypto.randomUUID(), crypto.randomUUID(), crypto.randomUUID()]
+      yield* Effect.forEach(kids, (kid) => Context.get(a.context, KernelLifecycle).create(kid, pythonConfig(env)), { concurrency: 3 })
+      yield* Scope.close(a.scope, Exit.void)
+      // the records go, as if an older agent had made the kernels
+      const observer = yield* Effect.acquireRelease(Effect.sync(() => new Etcd3({ hosts: `http://${env.etcd}` })), (c) => Effect.sync(() => c.close()))
+      const prefix = `/sorna/${site.etcdNs}/nodes/agents/${site.agentId}/kernels/`
+      yield* Effect.promise(() => observer.delete().prefix(prefix).exec())
+      const writes: Array<{ readonly op: "put" | "putMany"; readonly keys: ReadonlyArray<string> }> = []
+      const recordsEtcd = (etcd: EtcdShape): EtcdShape => ({
+        ...etcd,
+        put: (key, value, scope) => Effect.sync(() => void writes.push({ op: "put", keys: [key] })).pipe(Effect.andThen(etcd.put(key, value, scope))),
+        putMany: (entries, scope) =>
+          Effect.sync(() => void writes.push({ op: "putMany", keys: entries.map(([k]) => k) })).pipe(Effect.andThen(etcd.putMany(entries, scope)))
+      })
+      const b = yield* startAgent(site, { withReconciler: true, recordsEtcd })
+      yield* Effect.addFinalizer(() => Scope.close(b.scope, Exit.void))
+      for (const kid of kids) assert.isTrue(Option.isSome(yield* Context.get(b.context, KernelTable).find(kid)), kid)
+      const recorded = yield* eventually(
+        Effect.promise(() => observer.getAll().prefix(prefix).strings()),
+        (r) => Object.keys(r).length === kids.length
+      )
+      assert.deepStrictEqual(Object.keys(recorded).map((k) => k.slice(prefix.length)).sort(), [...kids].sort())
+      for (const v of Object.values(recorded)) assert.deepStrictEqual(JSON.parse(v), { state: "live" })
+      assert.deepStrictEqual(writes.map((w) => [w.op, [...w.keys].sort()]), [["putMany", kids.map((k) => `kernels/${k}`).sort()]])
     }).pipe(Effect.scoped), { timeout: 180_000 })
 
   it.live("a kernel whose pod was deleted while the agent was down is reported terminated at start-up", () =>
