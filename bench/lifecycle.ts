@@ -45,6 +45,7 @@ import { KernelLifecycle } from "../src/kernel/KernelLifecycle.ts"
 import { KubeClient } from "../src/kube/KubeClient.ts"
 import { lifecycleLayer, makeSite, pythonConfig } from "../test/kernel/KernelLifecycleSupport.ts"
 import { readEnvFile } from "../test/testbed/env.ts"
+import { cpuSecondsOf } from "./smaps.ts"
 
 const argValue = (flag: string): string | undefined => {
   const i = process.argv.indexOf(flag)
@@ -124,9 +125,9 @@ const probeRunner = (host: string, replIn: number, replOut: number) =>
     ({ pull, push }) => Effect.sync(() => { push.close(); pull.close() })
   )
 
-/** CPU ticks per process (own + reaped children), by pid, with its command (Linux `/proc`; empty elsewhere). */
-const processTicks = (): Map<number, { readonly comm: string; readonly ticks: number }> => {
-  const out = new Map<number, { readonly comm: string; readonly ticks: number }>()
+/** CPU seconds per process (own + reaped children), by pid, with its command (Linux `/proc`; empty elsewhere). */
+const processTicks = (): Map<number, { readonly comm: string; readonly seconds: number }> => {
+  const out = new Map<number, { readonly comm: string; readonly seconds: number }>()
   let pids: Array<string> = []
   try {
     pids = fs.readdirSync("/proc").filter((d) => /^\d+$/.test(d))
@@ -135,12 +136,10 @@ const processTicks = (): Map<number, { readonly comm: string; readonly ticks: nu
   }
   for (const pid of pids) {
     try {
-      const stat = fs.readFileSync(`/proc/${pid}/stat`, "latin1")
-      const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
       const argv = fs.readFileSync(`/proc/${pid}/cmdline`, "latin1").split("\0").filter((a) => a !== "")
-      // the program and, for an interpreter, its script
-      const name = argv.slice(0, 2).map((a) => path.basename(a)).join(" ") || stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"))
-      out.set(Number(pid), { comm: name, ticks: Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]) })
+      // the program and, for an interpreter, its script (a kernel thread has no command line)
+      const name = argv.slice(0, 2).map((a) => path.basename(a)).join(" ") || `pid ${pid}`
+      out.set(Number(pid), { comm: name, seconds: cpuSecondsOf(Number(pid), { reaped: true }) })
     } catch {
       // ended meanwhile
     }
@@ -150,11 +149,10 @@ const processTicks = (): Map<number, { readonly comm: string; readonly ticks: nu
 
 /** The CPU each process used between two `processTicks`, in % of one core over `wallMs`, largest first. */
 const boxCpu = (before: ReturnType<typeof processTicks>, after: ReturnType<typeof processTicks>, wallMs: number, self: number) => {
-  const tick = 1000 / 100 // USER_HZ
   const byName = new Map<string, number>()
   for (const [pid, p] of after) {
     if (pid === process.pid) continue
-    const used = (p.ticks - (before.get(pid)?.ticks ?? 0)) * tick
+    const used = (p.seconds - (before.get(pid)?.seconds ?? 0)) * 1000
     if (used > 0) byName.set(p.comm, (byName.get(p.comm) ?? 0) + used)
   }
   byName.set("this process (agent, observer, probes)", self)

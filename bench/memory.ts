@@ -90,7 +90,7 @@ import { readEnvFile } from "../test/testbed/env.ts"
 import { isPortFree } from "../test/testbed/ports.ts"
 import { dockerConfigJson } from "../test/testbed/registry.ts"
 import { FOREIGN_CONTAINER, foreignPod, statsKubeletNodeStatus } from "./fakeNodes.ts"
-import { cpuSecondsOf, type Smaps, type SmapsBreakdown, smapsBreakdownOf, smapsOf } from "./smaps.ts"
+import { cpuSecondsOf, peakRssOf, type Smaps, type SmapsBreakdown, smapsBreakdownOf, smapsOf } from "./smaps.ts"
 
 
 /**
@@ -116,12 +116,6 @@ const argValue = (flag: string): string | undefined => {
 }
 const argNumber = (flag: string, fallback: number): number => Number(argValue(flag) ?? fallback)
 const repoRoot = fileURLToPath(new URL("..", import.meta.url))
-/** VmHWM of /proc/<pid>/status: the highest resident set size the process ever had, MiB. */
-const peakRssOf = (pid: number): number => {
-  const m = /^VmHWM:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/status`, "utf8"))
-  return m === null ? 0 : Number(m[1]) / 1024
-}
-
 const POINTS = (argValue("--kernels") ?? "0,100,250,500,1000").split(",").map(Number)
 const NODES = argNumber("--nodes", 4)
 const FOREIGN_PODS = argNumber("--foreign-pods", 0)

@@ -26,13 +26,20 @@ export const smapsOf = (pid: number | "self"): Smaps => {
 
 const TICKS_PER_SECOND = 100 // USER_HZ on Linux
 
-/** utime + stime of the whole process (all threads), seconds. */
-export const cpuSecondsOf = (pid: number): number => {
+/**
+ * utime + stime of the whole process (all threads), seconds; with `reaped`, also the CPU of the children
+ * it waited for (cutime + cstime: a process that ended counts with the one that reaped it).
+ */
+export const cpuSecondsOf = (pid: number, options: { readonly reaped?: boolean } = {}): number => {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, "utf8")
   // fields after the command name (which may contain spaces and parentheses): state is field 3
   const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
-  return (Number(rest[11]) + Number(rest[12])) / TICKS_PER_SECOND
+  const own = Number(rest[11]) + Number(rest[12])
+  return (options.reaped === true ? own + Number(rest[13]) + Number(rest[14]) : own) / TICKS_PER_SECOND
 }
+
+/** VmHWM of /proc/<pid>/status: the highest resident set size the process ever had, MiB. */
+export const peakRssOf = (pid: number): number => kib(fs.readFileSync(`/proc/${pid}/status`, "utf8"), "VmHWM")
 
 export const formatSmaps = (s: Smaps): string =>
   `RSS ${s.rss.toFixed(1)} MiB (anonymous ${s.anon.toFixed(1)}, Pss_Anon ${s.pssAnon.toFixed(1)}, Pss_File ${s.pssFile.toFixed(1)})`

@@ -278,7 +278,7 @@ export class KubeClient extends Context.Service<KubeClient, KubeClientShape>()("
         })
       )
     // one list page in flight at a time, whoever lists
-    const pageGate = Semaphore.makeUnsafe(1)
+    const pageGate = yield* Semaphore.make(1)
     const limit = Math.max(1, Math.floor(options.listPageSize ?? LIST_PAGE_SIZE))
     const list = <T, B = T>(
       operation: string,

@@ -55,15 +55,17 @@ export const cachelessApiserver = (env: TestbedEnv) =>
       })
   )
 
-/** Compacts the etcd's history up to its current revision (physically); returns that revision. */
-export const compactEtcd = (etcdUrl: string) =>
-  Effect.promise(async () => {
-    const client = new Etcd3({ hosts: etcdUrl })
-    try {
-      const { header } = await client.kv.range({ key: Buffer.from("/registry/") })
-      await client.kv.compact({ revision: header.revision, physical: true })
-      return Number(header.revision)
-    } finally {
-      client.close()
-    }
-  })
+/** Compacts the etcd's history up to its current revision (physically); resolves to that revision. */
+export const compactEtcdNow = async (etcdUrl: string): Promise<number> => {
+  const client = new Etcd3({ hosts: etcdUrl })
+  try {
+    const { header } = await client.kv.range({ key: Buffer.from("/registry/") })
+    await client.kv.compact({ revision: header.revision, physical: true })
+    return Number(header.revision)
+  } finally {
+    client.close()
+  }
+}
+
+/** `compactEtcdNow` as an Effect. */
+export const compactEtcd = (etcdUrl: string) => Effect.promise(() => compactEtcdNow(etcdUrl))

@@ -8,7 +8,7 @@ import * as diagnostics from "node:diagnostics_channel"
 import { inject } from "vitest"
 import { KubeClient } from "../../src/kube/KubeClient.ts"
 import type { TestbedEnv } from "../testbed/env.ts"
-import { compactEtcd, k8sEtcdUrl } from "./CachelessApiserver.ts"
+import { compactEtcdNow, k8sEtcdUrl } from "./CachelessApiserver.ts"
 
 const env: TestbedEnv = inject("testbed")
 
@@ -118,7 +118,7 @@ describe("KubeClient.list on the testbed", () => {
           compacted = true
           // the history moves past the first page's version, and is compacted up to now
           await api.createNamespacedConfigMap({ namespace, body: { metadata: { name: "cm-late", labels: LISTED } } })
-          await Effect.runPromise(compactEtcd(k8sEtcdUrl(env)))
+          await compactEtcdNow(k8sEtcdUrl(env))
         }
         return api.listNamespacedConfigMap({ namespace, labelSelector: listedOnly, ...page })
       }, (cm) => cm.metadata?.name ?? "")
